@@ -1,0 +1,48 @@
+# The README's commands. CMake does the building; this file names the steps and their order.
+RELEASE_DIR := build/release
+TEST_DIR    := build/test
+FUZZ_DIR    := build/fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build run test test-deps fuzz format check-format clean
+
+all: build
+
+# Debian packages (apt-get as root, or the exact command to run otherwise).
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(RELEASE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALLHOOK_TESTS=OFF
+	cmake --build $(RELEASE_DIR)
+
+# The main job. Until `callhook serve` exists this shows what the binary can do.
+run: build
+	$(RELEASE_DIR)/callhook --help
+
+# The npm packages the interop tests compare against, pinned by the committed lockfile.
+test-deps: deps
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+
+# The whole suite on a sanitizer build, warnings as errors.
+test: test-deps
+	cmake -S . -B $(TEST_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCALLHOOK_SANITIZE=ON \
+	    -DCALLHOOK_WERROR=ON
+	cmake --build $(TEST_DIR)
+	ctest --test-dir $(TEST_DIR) --output-on-failure -j2
+
+# libFuzzer, with clang: FUZZ_SECONDS per target, on a copy of the corpus in git.
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCALLHOOK_FUZZ=ON \
+	    -DCALLHOOK_TESTS=ON
+	cmake --build $(FUZZ_DIR)
+	scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-format:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build

@@ -1,0 +1,48 @@
+/* What the command-line front end's command files share: the command table entry, input
+ * reading with a cap, and the exit codes. Commands use libcallhook's public API only. */
+#ifndef CALLHOOK_CLI_H
+#define CALLHOOK_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Exit codes: success, the operation failed (e.g. a signature did not verify), bad usage. */
+#define CLI_OK    0
+#define CLI_FAIL  1
+#define CLI_USAGE 2
+
+/* Largest body the sign/verify/inspect commands read. */
+#define CLI_MAX_INPUT_BYTES (16u * 1024 * 1024)
+
+struct cli_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the command's name */
+    void (*help)(void);
+};
+
+/* Reads a whole file, or standard input when path is NULL or "-", up to max bytes. On success
+ * *data is heap memory the caller frees (NUL-terminated, *len excludes it); on failure prints
+ * why to stderr and returns false. */
+bool cli_read_input(const char *path, size_t max, char **data, size_t *len);
+
+/* Parses a whole decimal number (optionally negative) from an option; prints an error naming
+ * the option and returns false when it is not one. */
+bool cli_parse_ll(const char *option, const char *text, long long *out);
+
+/* Prints "callhook <cmd>: <message>" to stderr and returns CLI_USAGE, for option errors. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The commands, one group per file. */
+int cmd_sign(int argc, char **argv);
+void cmd_sign_help(void);
+int cmd_verify(int argc, char **argv);
+void cmd_verify_help(void);
+int cmd_secret(int argc, char **argv);
+void cmd_secret_help(void);
+int cmd_inspect(int argc, char **argv);
+void cmd_inspect_help(void);
+int cmd_msgid(int argc, char **argv);
+void cmd_msgid_help(void);
+
+#endif

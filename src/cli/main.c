@@ -1,0 +1,68 @@
+/* The callhook command: finds the subcommand in one table and runs it. */
+#include "cli/cli.h"
+
+#include <callhook/callhook.h>
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct cli_command commands[] = {
+    {"sign", "print the webhook-signature of a body", cmd_sign, cmd_sign_help},
+    {"verify", "check a delivery's signature and timestamp", cmd_verify, cmd_verify_help},
+    {"secret", "make a new signing secret or Ed25519 key pair", cmd_secret, cmd_secret_help},
+    {"inspect", "show what callhook reads from a call record", cmd_inspect, cmd_inspect_help},
+    {"msgid", "print the stable webhook-id of an event", cmd_msgid, cmd_msgid_help},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: callhook <command> [options]\n"
+            "\n"
+            "callhook delivers a calling platform's begin-call and end-call events to the URLs\n"
+            "configured per Voice App, signed with Standard Webhooks, and receives them on the\n"
+            "other side.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n"
+                 "'callhook <command> --help' tells more about one. 'callhook --version' prints "
+                 "the version.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        if (argc > 2) {
+            for (size_t i = 0; i < NCOMMANDS; i++) {
+                if (strcmp(argv[2], commands[i].name) == 0) {
+                    commands[i].help();
+                    return CLI_OK;
+                }
+            }
+        }
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("callhook %s\n", ch_version());
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            optind = 1;
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "callhook: '%s' is not a command\n\n", name);
+    usage(stderr);
+    return CLI_USAGE;
+}

@@ -1,0 +1,112 @@
+/* OpenSSL 3 behind a small interface: HMAC-SHA256, SHA-256, Ed25519, random bytes. */
+#include "lib/crypto.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include <limits.h>
+
+bool crypto_hmac_sha256(const unsigned char *key, size_t key_len, const struct crypto_part *parts,
+                        size_t nparts, unsigned char out[CRYPTO_SHA256_LEN])
+{
+    bool ok = false;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (ctx == NULL || !EVP_MAC_init(ctx, key, key_len, params))
+        goto done;
+    for (size_t i = 0; i < nparts; i++) {
+        if (parts[i].len > 0 && !EVP_MAC_update(ctx, parts[i].data, parts[i].len))
+            goto done;
+    }
+    size_t out_len = 0;
+    ok = EVP_MAC_final(ctx, out, &out_len, CRYPTO_SHA256_LEN) && out_len == CRYPTO_SHA256_LEN;
+done:
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    return ok;
+}
+
+bool crypto_sha256(const struct crypto_part *parts, size_t nparts,
+                   unsigned char out[CRYPTO_SHA256_LEN])
+{
+    bool ok = false;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+        goto done;
+    for (size_t i = 0; i < nparts; i++) {
+        if (parts[i].len > 0 && !EVP_DigestUpdate(ctx, parts[i].data, parts[i].len))
+            goto done;
+    }
+    unsigned int out_len = 0;
+    ok = EVP_DigestFinal_ex(ctx, out, &out_len) && out_len == CRYPTO_SHA256_LEN;
+done:
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
+bool crypto_ed25519_sign(const unsigned char seed[CRYPTO_ED25519_SEED_LEN], const void *msg,
+                         size_t len, unsigned char sig[CRYPTO_ED25519_SIG_LEN])
+{
+    bool ok = false;
+    EVP_PKEY *pkey =
+        EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, CRYPTO_ED25519_SEED_LEN);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    size_t sig_len = CRYPTO_ED25519_SIG_LEN;
+    if (pkey && ctx && EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey) == 1 &&
+        EVP_DigestSign(ctx, sig, &sig_len, msg, len) == 1)
+        ok = sig_len == CRYPTO_ED25519_SIG_LEN;
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    return ok;
+}
+
+bool crypto_ed25519_verify(const unsigned char pub[CRYPTO_ED25519_PUBLIC_LEN], const void *msg,
+                           size_t len, const unsigned char sig[CRYPTO_ED25519_SIG_LEN])
+{
+    bool ok = false;
+    EVP_PKEY *pkey =
+        EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, CRYPTO_ED25519_PUBLIC_LEN);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (pkey && ctx && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) == 1)
+        ok = EVP_DigestVerify(ctx, sig, CRYPTO_ED25519_SIG_LEN, msg, len) == 1;
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    return ok;
+}
+
+bool crypto_ed25519_public(const unsigned char seed[CRYPTO_ED25519_SEED_LEN],
+                           unsigned char pub[CRYPTO_ED25519_PUBLIC_LEN])
+{
+    EVP_PKEY *pkey =
+        EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, CRYPTO_ED25519_SEED_LEN);
+    size_t pub_len = CRYPTO_ED25519_PUBLIC_LEN;
+    bool ok = pkey && EVP_PKEY_get_raw_public_key(pkey, pub, &pub_len) == 1 &&
+              pub_len == CRYPTO_ED25519_PUBLIC_LEN;
+    EVP_PKEY_free(pkey);
+    return ok;
+}
+
+bool crypto_random(void *buf, size_t len)
+{
+    if (len > INT_MAX)
+        return false;
+    return RAND_bytes(buf, (int)len) == 1;
+}
+
+bool crypto_equal(const void *a, const void *b, size_t len)
+{
+    return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+void crypto_wipe(void *p, size_t len)
+{
+    OPENSSL_cleanse(p, len);
+}
