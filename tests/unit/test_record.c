@@ -1,0 +1,341 @@
+/* The call record: every sample payload, tolerance of what the platform may send, and a clear
+ * error for everything that is not a call record. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <callhook/record.h>
+
+static ch_code parse(struct ch_record *rec, const char *text, struct ch_error *err)
+{
+    return ch_record_parse(rec, text, strlen(text), 0, err);
+}
+
+/* What each sample payload must give. */
+static const struct expected {
+    const char *file;
+    const char *active_call_id;
+    const char *correlation_id;
+    enum ch_call_type_kind kind;
+    long long call_type;
+    const char *call_type_name;
+} expected_payloads[] = {
+    {"begin-call.json", "291e0700-7a4c-4e3b-b1f2-9d6a3c5e8f10",
+     "6b8a9c1d-2e3f-4a5b-8c7d-0e1f2a3b4c5d", CH_CALL_TYPE_KNOWN, 4, "ActiveCall"},
+    {"begin-call-camelcase.json", "c4d5e6f7-0819-4a2b-8c3d-4e5f60718293",
+     "d5e6f708-192a-4b3c-9d4e-5f6071829304", CH_CALL_TYPE_KNOWN, 3, "InitialAnsweredCall"},
+    {"begin-call-outbound-minimal.json", "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+     "2b3c4d5e-6f70-4182-93a4-b5c6d7e8f9a0", CH_CALL_TYPE_KNOWN, 8, "OutboundCall"},
+    {"end-call-answered.json", "291e0700-7a4c-4e3b-b1f2-9d6a3c5e8f10",
+     "6b8a9c1d-2e3f-4a5b-8c7d-0e1f2a3b4c5d", CH_CALL_TYPE_KNOWN, 1, "AnsweredCall"},
+    {"end-call-missed.json", "7c2d4e6f-8a0b-4c1d-9e2f-3a4b5c6d7e8f",
+     "1a2b3c4d-5e6f-4071-8293-a4b5c6d7e8f9", CH_CALL_TYPE_KNOWN, 2, "MissedCall"},
+    {"end-call-voicemail.json", "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a",
+     "1a2b3c4d-5e6f-4071-8293-a4b5c6d7e8f9", CH_CALL_TYPE_KNOWN, 5, "VoiceMail"},
+    {"end-call-transferred.json", "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7",
+     "6b8a9c1d-2e3f-4a5b-8c7d-0e1f2a3b4c5d", CH_CALL_TYPE_KNOWN, 6, "CallTransfered"},
+    {"end-call-future-fields.json", "f0e1d2c3-b4a5-4968-8776-655443322110",
+     "6b8a9c1d-2e3f-4a5b-8c7d-0e1f2a3b4c5d", CH_CALL_TYPE_UNKNOWN, 42, "unknown (42)"},
+};
+#define NEXPECTED (sizeof expected_payloads / sizeof expected_payloads[0])
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *data = malloc(1 << 20);
+    *len = data ? fread(data, 1, 1 << 20, f) : 0;
+    fclose(f);
+    return data;
+}
+
+/* Every *.json file in the folder parses; the known ones give exactly the expected values,
+ * and every known one is there. The folder comes from CALLHOOK_PAYLOADS_DIR. */
+static void test_every_sample_payload(void **state)
+{
+    (void)state;
+    const char *dir = getenv("CALLHOOK_PAYLOADS_DIR");
+    if (dir == NULL)
+        dir = CALLHOOK_PAYLOADS_DIR;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t parsed = 0, matched = 0;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        size_t n = strlen(ent->d_name);
+        if (n < 6 || strcmp(ent->d_name + n - 5, ".json") != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        size_t len = 0;
+        char *body = read_file(path, &len);
+        assert_non_null(body);
+        struct ch_record rec;
+        struct ch_error err = {0};
+        ch_code rc = ch_record_parse(&rec, body, len, 256 * 1024, &err);
+        if (rc != CH_OK)
+            fail_msg("%s: %s", ent->d_name, err.message);
+        assert_ptr_equal(rec.body, body);
+        assert_int_equal(rec.body_len, len);
+        assert_non_null(ch_record_dedupe_key(&rec));
+        parsed++;
+        for (size_t i = 0; i < NEXPECTED; i++) {
+            const struct expected *e = &expected_payloads[i];
+            if (strcmp(e->file, ent->d_name) != 0)
+                continue;
+            char name[CH_CALL_TYPE_NAME_MAX];
+            assert_true(rec.has_active_call_id);
+            assert_true(rec.has_correlation_id);
+            assert_string_equal(rec.active_call_id, e->active_call_id);
+            assert_string_equal(rec.correlation_id, e->correlation_id);
+            assert_string_equal(ch_record_dedupe_key(&rec), e->active_call_id);
+            assert_int_equal(rec.call_type_kind, e->kind);
+            assert_int_equal(rec.call_type, e->call_type);
+            assert_string_equal(
+                ch_call_type_name(rec.call_type_kind, rec.call_type, name, sizeof name),
+                e->call_type_name);
+            matched++;
+        }
+        free(body);
+    }
+    closedir(d);
+    assert_int_equal(matched, NEXPECTED);
+    assert_true(parsed >= NEXPECTED);
+}
+
+static void test_id_key_casing(void **state)
+{
+    (void)state;
+    struct ch_record rec;
+    assert_int_equal(parse(&rec, "{\"ACTIVECALLID\":\"a\",\"correlationid\":\"c\"}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "a");
+    assert_string_equal(rec.correlation_id, "c");
+
+    /* The documented spelling wins whatever the order. */
+    assert_int_equal(parse(&rec, "{\"activecallid\":\"x\",\"ActiveCallId\":\"a\"}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "a");
+    assert_int_equal(parse(&rec, "{\"ActiveCallId\":\"a\",\"activeCallId\":\"b\"}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "a");
+    assert_int_equal(parse(&rec, "{\"ACTIVECALLID\":\"x\",\"activeCallId\":\"b\"}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "b");
+
+    /* Only the top level counts. */
+    assert_int_equal(parse(&rec, "{\"Call\":{\"ActiveCallId\":\"n\"}}", NULL), CH_OK);
+    assert_false(rec.has_active_call_id);
+    assert_null(ch_record_dedupe_key(&rec));
+}
+
+static void test_id_values(void **state)
+{
+    (void)state;
+    struct ch_record rec;
+    assert_int_equal(parse(&rec, "{\"ActiveCallId\":12345,\"CorrelationId\":\"c\"}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "12345");
+    assert_string_equal(ch_record_dedupe_key(&rec), "12345");
+
+    static const char *const absent[] = {
+        "{\"ActiveCallId\":null,\"CorrelationId\":\"c\"}",
+        "{\"ActiveCallId\":\"\",\"CorrelationId\":\"c\"}",
+        "{\"ActiveCallId\":{},\"CorrelationId\":\"c\"}",
+        "{\"ActiveCallId\":[1],\"CorrelationId\":\"c\"}",
+        "{\"ActiveCallId\":true,\"CorrelationId\":\"c\"}",
+        "{\"ActiveCallId\":1.5,\"CorrelationId\":\"c\"}",
+        "{\"CorrelationId\":\"c\"}",
+    };
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
+        assert_int_equal(parse(&rec, absent[i], NULL), CH_OK);
+        assert_false(rec.has_active_call_id);
+        assert_string_equal(ch_record_dedupe_key(&rec), "c");
+    }
+    assert_int_equal(parse(&rec, "{}", NULL), CH_OK);
+    assert_null(ch_record_dedupe_key(&rec));
+
+    /* Non-ASCII ids are kept byte for byte. */
+    assert_int_equal(parse(&rec, "{\"ActiveCallId\":\"z\\u00f6\xc3\xa9\"}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "z\xc3\xb6\xc3\xa9");
+}
+
+static void test_id_length_cap(void **state)
+{
+    (void)state;
+    char text[600];
+    char id[CH_RECORD_ID_MAX + 2];
+    memset(id, 'x', sizeof id - 1);
+    id[CH_RECORD_ID_MAX] = '\0'; /* exactly the maximum */
+    snprintf(text, sizeof text, "{\"ActiveCallId\":\"%s\"}", id);
+    struct ch_record rec;
+    assert_int_equal(parse(&rec, text, NULL), CH_OK);
+    assert_int_equal(strlen(rec.active_call_id), CH_RECORD_ID_MAX);
+
+    id[CH_RECORD_ID_MAX] = 'x';
+    id[CH_RECORD_ID_MAX + 1] = '\0'; /* one over */
+    snprintf(text, sizeof text, "{\"CorrelationId\":\"%s\"}", id);
+    struct ch_error err = {0};
+    assert_int_equal(parse(&rec, text, &err), CH_EINVAL);
+    assert_non_null(strstr(err.message, "CorrelationId"));
+}
+
+static void test_call_type_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json;
+        enum ch_call_type_kind kind;
+        long long value;
+        const char *name;
+    } cases[] = {
+        {"{\"CallType\":0}", CH_CALL_TYPE_KNOWN, 0, "GenericCall"},
+        {"{\"CallType\":7}", CH_CALL_TYPE_KNOWN, 7, "CallAnsweredManually"},
+        {"{\"callType\":8}", CH_CALL_TYPE_KNOWN, 8, "OutboundCall"},
+        {"{\"CallType\":9}", CH_CALL_TYPE_UNKNOWN, 9, "unknown (9)"},
+        {"{\"CallType\":-1}", CH_CALL_TYPE_UNKNOWN, -1, "unknown (-1)"},
+        {"{\"CallType\":42}", CH_CALL_TYPE_UNKNOWN, 42, "unknown (42)"},
+        {"{\"CallType\":null}", CH_CALL_TYPE_ABSENT, 0, "absent"},
+        {"{\"CallType\":\"4\"}", CH_CALL_TYPE_ABSENT, 0, "absent"},
+        {"{\"CallType\":4.5}", CH_CALL_TYPE_ABSENT, 0, "absent"},
+        {"{\"CallType\":1e300}", CH_CALL_TYPE_ABSENT, 0, "absent"},
+        {"{\"CallType\":[4]}", CH_CALL_TYPE_ABSENT, 0, "absent"},
+        {"{}", CH_CALL_TYPE_ABSENT, 0, "absent"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct ch_record rec;
+        struct ch_error err = {0};
+        if (parse(&rec, cases[i].json, &err) != CH_OK)
+            fail_msg("%s: %s", cases[i].json, err.message);
+        assert_int_equal(rec.call_type_kind, cases[i].kind);
+        if (cases[i].kind != CH_CALL_TYPE_ABSENT)
+            assert_int_equal(rec.call_type, cases[i].value);
+        char name[CH_CALL_TYPE_NAME_MAX];
+        assert_string_equal(ch_call_type_name(rec.call_type_kind, rec.call_type, name, sizeof name),
+                            cases[i].name);
+    }
+    char name[CH_CALL_TYPE_NAME_MAX];
+    ch_call_type_name(CH_CALL_TYPE_UNKNOWN, -9223372036854775807LL - 1, name, sizeof name);
+    assert_string_equal(name, "unknown (-9223372036854775808)");
+}
+
+static void test_call_type_parse(void **state)
+{
+    (void)state;
+    long long v = -5;
+    assert_int_equal(ch_call_type_parse("MissedCall", &v, NULL), CH_OK);
+    assert_int_equal(v, 2);
+    assert_int_equal(ch_call_type_parse("outboundcall", &v, NULL), CH_OK);
+    assert_int_equal(v, 8);
+    assert_int_equal(ch_call_type_parse("42", &v, NULL), CH_OK);
+    assert_int_equal(v, 42);
+    assert_int_equal(ch_call_type_parse("-3", &v, NULL), CH_OK);
+    assert_int_equal(v, -3);
+    struct ch_error err = {0};
+    assert_int_equal(ch_call_type_parse("Missed", &v, &err), CH_EINVAL);
+    assert_non_null(strstr(err.message, "'Missed'"));
+    assert_int_equal(ch_call_type_parse("", &v, NULL), CH_EINVAL);
+    assert_int_equal(ch_call_type_parse("-", &v, NULL), CH_EINVAL);
+    assert_int_equal(ch_call_type_parse("4x", &v, NULL), CH_EINVAL);
+    assert_int_equal(ch_call_type_parse("99999999999999999999", &v, NULL), CH_EINVAL);
+}
+
+/* What the platform may send and a receiver must take: nulls, nesting, `_` metadata, non-ASCII,
+ * numbers too large for an integer in fields nobody reads. */
+static void test_tolerant(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {
+        "{\"ActiveCallId\":\"a\",\"Agent\":null,\"_rid\":\"x==\",\"_ts\":1795770843}",
+        "{\"ActiveCallId\":\"a\",\"Deep\":{\"a\":[{\"b\":[[[{\"c\":null}]]]}]}}",
+        "{\"ActiveCallId\":\"a\",\"Name\":\"Zo\xc3\xab \xe6\x9d\x8e\xe9\x9b\xb7 "
+        "\xf0\x9f\x99\x82\"}",
+        "{\"ActiveCallId\":\"a\",\"Big\":123456789012345678901234567890}",
+        "{\"ActiveCallId\":\"a\",\"Neg\":-1e300}",
+        "  \n{\"ActiveCallId\":\"a\"}\n  ",
+        "{\"ActiveCallId\":\"a\",\"\":\"empty key\",\"_\":{}}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct ch_record rec;
+        struct ch_error err = {0};
+        if (parse(&rec, ok[i], &err) != CH_OK)
+            fail_msg("case %zu: %s", i, err.message);
+        assert_string_equal(rec.active_call_id, "a");
+    }
+}
+
+static void test_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        ch_code code;
+        const char *in_message;
+    } cases[] = {
+        {"", CH_EEMPTY, "empty"},
+        {" \r\n\t", CH_EEMPTY, "empty"},
+        {"[]", CH_ENOTOBJECT, "not an object"},
+        {"[{\"ActiveCallId\":\"a\"}]", CH_ENOTOBJECT, "not an object"},
+        {"42", CH_ENOTOBJECT, "not an object"},
+        {"\"text\"", CH_ENOTOBJECT, "not an object"},
+        {"null", CH_ENOTOBJECT, "not an object"},
+        {"{", CH_EJSON, "line 1"},
+        {"{\n  \"a\": ,\n}", CH_EJSON, "line 2"},
+        {"{} trailing", CH_EJSON, "invalid JSON"},
+        {"{\"a\":1,\"a\":2}", CH_EJSON, "duplicate"},
+        {"{\"a\":\"\xff\"}", CH_EJSON, "invalid JSON"},
+        {"{'a':1}", CH_EJSON, "invalid JSON"},
+        {"{\"a\":\"\\u0000\"}", CH_EJSON, "invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct ch_record rec;
+        struct ch_error err = {0};
+        ch_code rc = parse(&rec, cases[i].text, &err);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: got %s, want %s (%s)", i, ch_code_name(rc),
+                     ch_code_name(cases[i].code), err.message);
+        assert_int_equal(err.code, cases[i].code);
+        if (strstr(err.message, cases[i].in_message) == NULL)
+            fail_msg("case %zu: message '%s' lacks '%s'", i, err.message, cases[i].in_message);
+    }
+}
+
+static void test_size_limit(void **state)
+{
+    (void)state;
+    const char *text = "{\"ActiveCallId\":\"a\"}";
+    size_t len = strlen(text);
+    struct ch_record rec;
+    struct ch_error err = {0};
+    assert_int_equal(ch_record_parse(&rec, text, len, len, &err), CH_OK);
+    assert_int_equal(ch_record_parse(&rec, text, len, len - 1, &err), CH_ETOOBIG);
+    assert_non_null(strstr(err.message, "limit"));
+}
+
+/* A body with a NUL byte inside a string is refused, not cut short. */
+static void test_embedded_nul(void **state)
+{
+    (void)state;
+    const char text[] = "{\"ActiveCallId\":\"a\0b\"}";
+    struct ch_record rec;
+    assert_int_not_equal(ch_record_parse(&rec, text, sizeof text - 1, 0, NULL), CH_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_sample_payload),
+        cmocka_unit_test(test_id_key_casing),
+        cmocka_unit_test(test_id_values),
+        cmocka_unit_test(test_id_length_cap),
+        cmocka_unit_test(test_call_type_values),
+        cmocka_unit_test(test_call_type_parse),
+        cmocka_unit_test(test_tolerant),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_embedded_nul),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
