@@ -55,9 +55,8 @@ int cmd_inspect(int argc, char **argv)
         return cli_usage_error("inspect", "one FILE at most");
     char *body = NULL;
     size_t len = 0;
-    /* Read one byte past the limit so the library, not the reader, reports an oversized body. */
-    size_t read_cap = (size_t)max < CLI_MAX_INPUT_BYTES ? (size_t)max + 1 : CLI_MAX_INPUT_BYTES;
-    if (!cli_read_input(optind < argc ? argv[optind] : NULL, read_cap, &body, &len))
+    /* The library, not the reader, reports a body over --max-bytes, as the daemon would. */
+    if (!cli_read_input(optind < argc ? argv[optind] : NULL, CLI_MAX_INPUT_BYTES, &body, &len))
         return CLI_FAIL;
     struct ch_record rec;
     struct ch_error err;
