@@ -44,5 +44,9 @@ int cmd_inspect(int argc, char **argv);
 void cmd_inspect_help(void);
 int cmd_msgid(int argc, char **argv);
 void cmd_msgid_help(void);
+int cmd_serve(int argc, char **argv);
+void cmd_serve_help(void);
+int cmd_key(int argc, char **argv);
+void cmd_key_help(void);
 
 #endif

@@ -1,0 +1,108 @@
+/* API keys: "chk_" + 64 hex characters, stored as SHA-256, looked up per request. */
+#include "api/api.h"
+
+#include "lib/crypto.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void hash_key(const char *key, unsigned char out[32])
+{
+    struct crypto_part part = {key, strlen(key)};
+    if (!crypto_sha256(&part, 1, out))
+        memset(out, 0, 32); /* matches no stored key */
+}
+
+ch_code api_key_add_existing(struct store *s, const char *key, enum key_role role,
+                             struct ch_error *err)
+{
+    if (strlen(key) < 16)
+        return ch_error_set(err, CH_EINVAL, "a key must have at least 16 characters");
+    unsigned char hash[32];
+    hash_key(key, hash);
+    char id[16];
+    snprintf(id, sizeof id, "%.12s", key);
+    return s->ops->key_add(s, id, hash, role, (int64_t)time(NULL), err);
+}
+
+ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struct ch_error *err)
+{
+    unsigned char raw[32];
+    if (!crypto_random(raw, sizeof raw))
+        return ch_error_set(err, CH_ECRYPTO, "cannot make a key: the random source failed");
+    memcpy(new_key, "chk_", 4);
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(new_key + 4 + 2 * i, 3, "%02x", raw[i]);
+    crypto_wipe(raw, sizeof raw);
+    return api_key_add_existing(s, new_key, role, err);
+}
+
+ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_error *err)
+{
+    int64_t n = 0;
+    ch_code rc = s->ops->key_count(s, &n, err);
+    if (rc != CH_OK || n > 0)
+        return rc;
+    const char *env = getenv("CALLHOOK_ADMIN_KEY");
+    if (env && *env) {
+        rc = api_key_add_existing(s, env, ROLE_ADMIN, err);
+        if (rc == CH_OK)
+            log_info("no API keys yet: added CALLHOOK_ADMIN_KEY as the admin key");
+        return rc;
+    }
+    char key[API_KEY_TEXT_MAX];
+    /* Write the file first: a key stored but never shown would lock everyone out. */
+    unsigned char raw[32];
+    if (!crypto_random(raw, sizeof raw))
+        return ch_error_set(err, CH_ECRYPTO, "cannot make a key: the random source failed");
+    memcpy(key, "chk_", 4);
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(key + 4 + 2 * i, 3, "%02x", raw[i]);
+    crypto_wipe(raw, sizeof raw);
+    int fd = open(key_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return ch_error_set(err, CH_EIO, "cannot write the admin key to '%s': %s", key_file,
+                            strerror(errno));
+    size_t len = strlen(key);
+    bool ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    if (!ok)
+        return ch_error_set(err, CH_EIO, "cannot write the admin key to '%s'", key_file);
+    rc = api_key_add_existing(s, key, ROLE_ADMIN, err);
+    crypto_wipe(key, sizeof key);
+    if (rc == CH_OK)
+        log_info("no API keys yet: made an admin key and wrote it to '%s' (owner-only)", key_file);
+    return rc;
+}
+
+bool api_authenticate(struct api_request *r)
+{
+    const char *auth = api_header(r, "Authorization");
+    if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0') {
+        api_respond_error(r, 401, "unauthorized",
+                          "send an API key as 'Authorization: Bearer <key>'");
+        return false;
+    }
+    unsigned char hash[32];
+    hash_key(auth + 7, hash);
+    struct ch_error err = {0};
+    enum key_role role = ROLE_NONE;
+    /* The lookup is by hash, so timing reveals nothing about the key itself. */
+    ch_code rc = r->ctx->store->ops->key_lookup(r->ctx->store, hash, &role, &err);
+    if (rc == CH_ENOTFOUND) {
+        api_respond_error(r, 401, "unauthorized", "unknown or revoked API key");
+        return false;
+    }
+    if (rc != CH_OK) {
+        api_respond_error(r, 503, "unavailable", "cannot check the API key now; try again");
+        return false;
+    }
+    r->role = role;
+    return true;
+}

@@ -1,0 +1,274 @@
+/*
+ * Ingest and its group commit: requests are checked on the server's threads, then queued for
+ * one writer thread that stores whatever is waiting in one transaction (one fsync), answers
+ * every request of the batch, and hands the new events to the engine in memory.
+ */
+#include "api/api.h"
+
+#include <callhook/callhook.h>
+
+#include "deliver/app.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define WRITER_BATCH 512
+
+struct ingest_job {
+    struct ingest_job *next;
+    struct api_request *req;
+    char msg_id[CH_MSGID_SIZE];
+    char app_id[APP_ID_MAX + 1];
+    char event[16];
+    char dedupe_key[CH_RECORD_ID_MAX + 1];
+    bool has_call_type;
+    long long call_type;
+    bool skip;       /* no URL for this event: record it, send nothing */
+    bool wait_begin; /* per-call ordering */
+};
+
+struct ingest_writer {
+    struct api_context *ctx;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct ingest_job *head, *tail;
+    bool stop;
+};
+
+static void answer(struct ingest_job *j, struct ingest_item *it, ch_code batch_rc,
+                   struct api_context *ctx)
+{
+    struct api_request *r = j->req;
+    char body[160];
+    if (batch_rc != CH_OK) {
+        snprintf(r->retry_after, sizeof r->retry_after, "1");
+        api_respond_error(r, 503, "unavailable",
+                          "the event could not be stored; nothing was accepted, send it again");
+    } else if (it->unknown_app) {
+        api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", j->app_id);
+    } else if (it->duplicate) {
+        atomic_fetch_add(&ctx->metrics->duplicates, 1);
+        int n = snprintf(body, sizeof body, "{\"messageId\":\"%s\",\"duplicate\":true}", j->msg_id);
+        api_respond(r, 200, "application/json", body, (size_t)n);
+    } else {
+        atomic_fetch_add(&ctx->metrics->ingested, 1);
+        int n =
+            snprintf(body, sizeof body, "{\"messageId\":\"%s\",\"duplicate\":false}", j->msg_id);
+        api_respond(r, 202, "application/json", body, (size_t)n);
+        if (it->status == MSG_DELIVERING) {
+            /* The engine takes the body the request read: no copy. */
+            struct due_message m = {.seq = it->seq, .attempts = 0, .created_at = it->now};
+            snprintf(m.msg_id, sizeof m.msg_id, "%s", j->msg_id);
+            snprintf(m.app_id, sizeof m.app_id, "%s", j->app_id);
+            snprintf(m.event, sizeof m.event, "%s", j->event);
+            snprintf(m.dedupe_key, sizeof m.dedupe_key, "%s", j->dedupe_key);
+            m.body = r->body.data;
+            m.body_len = r->body.len;
+            buf_init(&r->body, 0);
+            engine_submit(ctx->engine, &m, r->arrived_ms);
+        }
+    }
+}
+
+static void write_batch(struct ingest_writer *w, struct ingest_job *jobs)
+{
+    struct ingest_item items[WRITER_BATCH];
+    struct ingest_job *list[WRITER_BATCH];
+    size_t n = 0;
+    int64_t now = (int64_t)time(NULL);
+    for (struct ingest_job *j = jobs; j; j = j->next) {
+        struct ingest_item *it = &items[n];
+        memset(it, 0, sizeof *it);
+        it->msg_id = j->msg_id;
+        it->app_id = j->app_id;
+        it->event = j->event;
+        it->dedupe_key = j->dedupe_key;
+        it->has_call_type = j->has_call_type;
+        it->call_type = j->call_type;
+        it->body = j->req->body.data ? j->req->body.data : "";
+        it->body_len = j->req->body.len;
+        it->now = now;
+        it->lease_until = now + w->ctx->lease_s;
+        it->status = j->skip ? MSG_SKIPPED : (j->wait_begin ? MSG_PENDING : MSG_DELIVERING);
+        list[n++] = j;
+    }
+    struct ch_error err = {0};
+    ch_code rc = w->ctx->store->ops->ingest(w->ctx->store, items, n, &err);
+    if (rc != CH_OK)
+        log_error("ingest: cannot store a batch of %zu events: %s", n, err.message);
+    for (size_t i = 0; i < n; i++) {
+        answer(list[i], &items[i], rc, w->ctx);
+        api_resume(list[i]->req);
+        free(list[i]);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct ingest_writer *w = arg;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (w->head == NULL && !w->stop)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (w->head == NULL && w->stop)
+            break;
+        /* Take what is waiting, up to one batch: that is the group of this commit. */
+        struct ingest_job *batch = w->head, *last = w->head;
+        size_t n = 1;
+        while (last->next && n < WRITER_BATCH) {
+            last = last->next;
+            n++;
+        }
+        w->head = last->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&w->lock);
+        write_batch(w, batch);
+        pthread_mutex_lock(&w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out, struct ch_error *err)
+{
+    struct ingest_writer *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    w->ctx = ctx;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        free(w);
+        return ch_error_set(err, CH_ENOMEM, "cannot start the ingest writer");
+    }
+    *out = w;
+    return CH_OK;
+}
+
+void ingest_writer_free(struct ingest_writer *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stop = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
+static bool is_json_content_type(const char *ct)
+{
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strlen("application/json");
+    return strncasecmp(ct, "application/json", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
+{
+    struct api_context *ctx = r->ctx;
+    if (r->role != ROLE_INGEST && r->role != ROLE_ADMIN) {
+        api_respond_error(r, 403, "forbidden", "this key's role (%s) cannot ingest events",
+                          key_role_name(r->role));
+        return true;
+    }
+    if (!is_json_content_type(api_header(r, "Content-Type"))) {
+        api_respond_error(r, 415, "unsupported_media_type",
+                          "send the call record with Content-Type: application/json");
+        return true;
+    }
+    struct ch_record rec;
+    struct ch_error err = {0};
+    ch_code rc = ch_record_parse(&rec, r->body.data ? r->body.data : "", r->body.len,
+                                 ctx->max_body_bytes, &err);
+    if (rc == CH_ETOOBIG) {
+        api_respond_error(r, 413, "too_large", "%s", err.message);
+        return true;
+    }
+    if (rc == CH_ENOTOBJECT) {
+        api_respond_error(r, 400, "not_an_object", "%s", err.message);
+        return true;
+    }
+    if (rc != CH_OK) {
+        api_respond_error(r, 400, "invalid_json", "%s", err.message);
+        return true;
+    }
+    const char *key = ch_record_dedupe_key(&rec);
+    if (key == NULL) {
+        key = api_header(r, "Idempotency-Key");
+        if (key == NULL || *key == '\0' || strlen(key) > CH_RECORD_ID_MAX) {
+            api_respond_error(r, 400, "no_dedupe_key",
+                              "the record has no ActiveCallId or CorrelationId; send an "
+                              "Idempotency-Key header (1 to %d bytes)",
+                              CH_RECORD_ID_MAX);
+            return true;
+        }
+    }
+    struct stored_app app;
+    rc = ctx->store->ops->app_get(ctx->store, app_id, &app, &err);
+    if (rc == CH_ENOTFOUND) {
+        api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", app_id);
+        return true;
+    }
+    if (rc != CH_OK) {
+        snprintf(r->retry_after, sizeof r->retry_after, "1");
+        api_respond_error(r, 503, "unavailable", "the store is unavailable; send it again");
+        return true;
+    }
+    struct app_config cfg;
+    rc = app_config_parse(&cfg, app.config_json, strlen(app.config_json), &err);
+    stored_app_release(&app);
+    if (rc != CH_OK) {
+        api_respond_error(r, 500, "internal", "the voice app's stored settings are invalid");
+        return true;
+    }
+
+    struct ingest_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        api_respond_error(r, 503, "unavailable", "out of memory; send it again");
+        return true;
+    }
+    j->req = r;
+    snprintf(j->app_id, sizeof j->app_id, "%s", app_id);
+    snprintf(j->event, sizeof j->event, "%s", event);
+    snprintf(j->dedupe_key, sizeof j->dedupe_key, "%s", key);
+    j->has_call_type = rec.call_type_kind != CH_CALL_TYPE_ABSENT;
+    j->call_type = rec.call_type;
+    j->skip = app_config_url(&cfg, event) == NULL;
+    j->wait_begin = cfg.ordering_per_call;
+    if (ch_msgid(app_id, event, key, j->msg_id, &err) != CH_OK) {
+        free(j);
+        api_respond_error(r, 500, "internal", "cannot derive the message id");
+        return true;
+    }
+    struct ingest_writer *w = ctx->writer;
+    pthread_mutex_lock(&w->lock);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->lock);
+        free(j);
+        snprintf(r->retry_after, sizeof r->retry_after, "1");
+        api_respond_error(r, 503, "unavailable", "callhook is shutting down; send it again");
+        return true;
+    }
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return false;
+}

@@ -1,0 +1,295 @@
+/*
+ * callhook serve: settings, start-up in dependency order (store, keys, engine, writer, HTTP),
+ * and a shutdown that answers every request it took and gives back every claim it holds.
+ */
+#include "api/serve.h"
+
+#include "api/api.h"
+#include "util/log.h"
+
+#include <curl/curl.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void serve_config_defaults(struct serve_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen, sizeof c->listen, "127.0.0.1:8080");
+    snprintf(c->db, sizeof c->db, "sqlite:var/callhook.db");
+    c->max_body_bytes = 256 * 1024;
+    c->lease_s = 300;
+    c->scan_interval_ms = 1000;
+    c->max_in_flight = 1024;
+    c->shutdown_grace_ms = 10000;
+}
+
+/* The settings: name, environment variable, default, what it does. One table for --help, the
+ * config file, the environment and the flags. */
+static const struct setting {
+    const char *name, *env, *def, *help;
+} settings[] = {
+    {"listen", "CALLHOOK_LISTEN", "127.0.0.1:8080", "address and port of the HTTP API"},
+    {"db", "CALLHOOK_DB", "sqlite:var/callhook.db", "the database (created on first start)"},
+    {"max-body-bytes", "CALLHOOK_MAX_BODY_BYTES", "262144", "largest call record accepted"},
+    {"lease-s", "CALLHOOK_LEASE_S", "300", "how long a claimed delivery is held"},
+    {"scan-interval-ms", "CALLHOOK_SCAN_INTERVAL_MS", "1000",
+     "how often the store is read for due retries"},
+    {"max-in-flight", "CALLHOOK_MAX_IN_FLIGHT", "1024", "attempts under way over all apps"},
+    {"shutdown-grace-ms", "CALLHOOK_SHUTDOWN_GRACE_MS", "10000",
+     "how long in-flight attempts may finish at stop"},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+void serve_config_print_help(void)
+{
+    printf("settings (flag / config file key / environment variable, default):\n");
+    for (size_t i = 0; i < NSETTINGS; i++)
+        printf("  --%-18s %-28s %s\n  %-20s %s\n", settings[i].name, settings[i].env,
+               settings[i].def, "", settings[i].help);
+    printf("  CALLHOOK_ADMIN_KEY: on first start (no keys yet), the admin API key; without it\n"
+           "  a key is generated and written to admin.key beside the database.\n"
+           "  CALLHOOK_LOG: debug, info (default), warn or error.\n");
+}
+
+static bool parse_long(const char *value, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
+                         struct ch_error *err)
+{
+    long v;
+    if (strcmp(name, "listen") == 0) {
+        if (strlen(value) >= sizeof c->listen)
+            return ch_error_set(err, CH_EINVAL, "listen: too long");
+        snprintf(c->listen, sizeof c->listen, "%s", value);
+    } else if (strcmp(name, "db") == 0) {
+        if (strlen(value) >= sizeof c->db)
+            return ch_error_set(err, CH_EINVAL, "db: too long");
+        snprintf(c->db, sizeof c->db, "%s", value);
+    } else if (strcmp(name, "max-body-bytes") == 0) {
+        if (!parse_long(value, 1024, 16 * 1024 * 1024, &v))
+            return ch_error_set(err, CH_EINVAL, "max-body-bytes: 1024 to 16777216, not '%s'",
+                                value);
+        c->max_body_bytes = (size_t)v;
+    } else if (strcmp(name, "lease-s") == 0) {
+        if (!parse_long(value, 5, 86400, &v))
+            return ch_error_set(err, CH_EINVAL, "lease-s: 5 to 86400, not '%s'", value);
+        c->lease_s = (int)v;
+    } else if (strcmp(name, "scan-interval-ms") == 0) {
+        if (!parse_long(value, 10, 60000, &v))
+            return ch_error_set(err, CH_EINVAL, "scan-interval-ms: 10 to 60000, not '%s'", value);
+        c->scan_interval_ms = (int)v;
+    } else if (strcmp(name, "max-in-flight") == 0) {
+        if (!parse_long(value, 1, 100000, &v))
+            return ch_error_set(err, CH_EINVAL, "max-in-flight: 1 to 100000, not '%s'", value);
+        c->max_in_flight = (int)v;
+    } else if (strcmp(name, "shutdown-grace-ms") == 0) {
+        if (!parse_long(value, 0, 600000, &v))
+            return ch_error_set(err, CH_EINVAL, "shutdown-grace-ms: 0 to 600000, not '%s'", value);
+        c->shutdown_grace_ms = (int)v;
+    } else {
+        return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook serve --help)",
+                            name);
+    }
+    return CH_OK;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return ch_error_set(err, CH_EIO, "cannot open config '%s': %s", path, strerror(errno));
+    char line[4400];
+    int lineno = 0;
+    ch_code rc = CH_OK;
+    while (rc == CH_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            rc = ch_error_set(err, CH_EINVAL, "%s:%d: expected 'name = value'", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        struct ch_error inner = {0};
+        if (serve_config_set(c, trim(s), trim(eq + 1), &inner) != CH_OK)
+            rc = ch_error_set(err, CH_EINVAL, "%s:%d: %s", path, lineno, inner.message);
+    }
+    fclose(f);
+    return rc;
+}
+
+ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *v = getenv(settings[i].env);
+        struct ch_error inner = {0};
+        if (v && *v && serve_config_set(c, settings[i].name, v, &inner) != CH_OK)
+            return ch_error_set(err, CH_EINVAL, "%s: %s", settings[i].env, inner.message);
+    }
+    return CH_OK;
+}
+
+/* "admin.key" in the database's folder. */
+static void key_file_path(const char *db, char *out, size_t cap)
+{
+    const char *path = strncmp(db, "sqlite:", 7) == 0 ? db + 7 : "var/callhook.db";
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(out, cap, "admin.key");
+    else
+        snprintf(out, cap, "%.*s/admin.key", (int)(slash - path), path);
+}
+
+int serve_run(const struct serve_config *c, struct ch_error *err)
+{
+    /* Signals are taken by sigwait in this thread only; every thread started below inherits
+     * the blocked mask. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        ch_error_set(err, CH_ENOMEM, "cannot initialise libcurl");
+        return 1;
+    }
+
+    struct metrics metrics;
+    memset(&metrics, 0, sizeof metrics);
+    struct api_context ctx = {.metrics = &metrics,
+                              .max_body_bytes = c->max_body_bytes,
+                              .lease_s = c->lease_s,
+                              .started_at = (int64_t)time(NULL)};
+    struct api_server *server = NULL;
+    int status = 1;
+    char key_file[4200];
+    key_file_path(c->db, key_file, sizeof key_file);
+
+    if (store_open(c->db, &ctx.store, err) != CH_OK)
+        goto out;
+    if (api_bootstrap_admin(ctx.store, key_file, err) != CH_OK)
+        goto out;
+    struct engine_config ec = {.store = ctx.store,
+                               .metrics = &metrics,
+                               .lease_s = c->lease_s,
+                               .scan_interval_ms = c->scan_interval_ms,
+                               .max_in_flight = c->max_in_flight,
+                               .shutdown_grace_ms = c->shutdown_grace_ms};
+    if (engine_new(&ec, &ctx.engine, err) != CH_OK || engine_start(ctx.engine, err) != CH_OK)
+        goto out;
+    if (ingest_writer_new(&ctx, &ctx.writer, err) != CH_OK)
+        goto out;
+    if (api_server_start(&ctx, c->listen, &server, err) != CH_OK)
+        goto out;
+    log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
+             c->db);
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log_info("got %s: stopping (in-flight attempts have %d ms)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT", c->shutdown_grace_ms);
+    status = 0;
+
+out:
+    /* Stop in reverse: no new connections, answer every queued ingest, close HTTP, then let the
+     * engine finish or give back its work. */
+    if (server)
+        api_server_quiesce(server);
+    ingest_writer_free(ctx.writer);
+    ctx.writer = NULL;
+    if (server) {
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL); /* let the last answers leave */
+        api_server_stop(server);
+    }
+    engine_free(ctx.engine);
+    if (ctx.store)
+        ctx.store->ops->close(ctx.store);
+    curl_global_cleanup();
+    if (status == 0)
+        log_info("stopped cleanly");
+    return status;
+}
+
+ch_code serve_key_create(const char *db, const char *role, char *key_out, size_t cap,
+                         struct ch_error *err)
+{
+    enum key_role r;
+    if (!key_role_parse(role, &r))
+        return ch_error_set(err, CH_EINVAL, "--role is ingest, read or admin, not '%s'", role);
+    if (cap < API_KEY_TEXT_MAX)
+        return ch_error_set(err, CH_EINVAL, "key buffer too small");
+    struct store *s = NULL;
+    ch_code rc = store_open(db, &s, err);
+    if (rc == CH_OK)
+        rc = api_key_create(s, r, key_out, err);
+    if (s)
+        s->ops->close(s);
+    return rc;
+}
+
+static void print_key(void *ctx, const char *key_id, enum key_role role, int64_t created_at,
+                      bool revoked)
+{
+    (void)ctx;
+    char when[32];
+    time_t t = (time_t)created_at;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    printf("%-14s %-7s %-21s %s\n", key_id, key_role_name(role), when,
+           revoked ? "revoked" : "active");
+}
+
+ch_code serve_key_list(const char *db, struct ch_error *err)
+{
+    struct store *s = NULL;
+    ch_code rc = store_open(db, &s, err);
+    if (rc == CH_OK) {
+        printf("%-14s %-7s %-21s %s\n", "KEY ID", "ROLE", "CREATED", "STATE");
+        rc = s->ops->key_list(s, print_key, NULL, err);
+    }
+    if (s)
+        s->ops->close(s);
+    return rc;
+}
+
+ch_code serve_key_revoke(const char *db, const char *key_id, struct ch_error *err)
+{
+    struct store *s = NULL;
+    ch_code rc = store_open(db, &s, err);
+    if (rc == CH_OK)
+        rc = s->ops->key_revoke(s, key_id, err);
+    if (s)
+        s->ops->close(s);
+    return rc;
+}

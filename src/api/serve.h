@@ -1,0 +1,48 @@
+/* callhook serve: the sender daemon put together (store, ingest writer, engine, HTTP API), and
+ * the key commands that work on its database directly. The CLI's only door into the daemon. */
+#ifndef CALLHOOK_SERVE_H
+#define CALLHOOK_SERVE_H
+
+#include <callhook/error.h>
+
+#include <stddef.h>
+
+struct serve_config {
+    char listen[256];      /* HOST:PORT; default 127.0.0.1:8080 */
+    char db[4096];         /* sqlite:PATH; default sqlite:var/callhook.db */
+    size_t max_body_bytes; /* default 256 KiB */
+    int lease_s;           /* default 300 */
+    int scan_interval_ms;  /* default 1000 */
+    int max_in_flight;     /* over all apps; default 1024 */
+    int shutdown_grace_ms; /* default 10000 */
+};
+
+/* Fills the defaults. */
+void serve_config_defaults(struct serve_config *c);
+
+/* Applies one setting by its name (as in --help, the config file and CALLHOOK_* variables).
+ * CH_EINVAL with a message naming the setting when the name or value is wrong. */
+ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
+                         struct ch_error *err);
+
+/* Reads "name = value" lines (# comments) from a file. */
+ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err);
+
+/* Applies CALLHOOK_LISTEN, CALLHOOK_DB, CALLHOOK_MAX_BODY_BYTES, ... when set. */
+ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err);
+
+/* Prints every setting with its default, for --help. */
+void serve_config_print_help(void);
+
+/* Runs the daemon until SIGTERM or SIGINT. Returns 0 after a clean stop, 1 on a failure to
+ * start (err says why). */
+int serve_run(const struct serve_config *c, struct ch_error *err);
+
+/* Key management on the database itself. key_create prints nothing: the key comes back in
+ * key_out (API_KEY_TEXT_MAX bytes). */
+ch_code serve_key_create(const char *db, const char *role, char *key_out, size_t cap,
+                         struct ch_error *err);
+ch_code serve_key_list(const char *db, struct ch_error *err); /* prints a table to stdout */
+ch_code serve_key_revoke(const char *db, const char *key_id, struct ch_error *err);
+
+#endif

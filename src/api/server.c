@@ -1,0 +1,263 @@
+/*
+ * The HTTP front on libmicrohttpd (the only file that includes it): reads each request body up
+ * to the cap, hands the complete request to api_dispatch, and suspends ingest requests until
+ * the group commit that makes them durable has returned.
+ */
+#include "api/api.h"
+
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct api_server {
+    struct MHD_Daemon *daemon;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *api_header(struct api_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *api_query(struct api_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void api_respond(struct api_request *r, int status, const char *content_type, const char *body,
+                 size_t len)
+{
+    free(r->response);
+    r->response = malloc(len ? len : 1);
+    r->response_len = r->response ? len : 0;
+    if (r->response && len)
+        memcpy(r->response, body, len);
+    r->status = r->response ? status : 500;
+    r->content_type = content_type;
+}
+
+void api_respond_json(struct api_request *r, int status, char *body)
+{
+    free(r->response);
+    r->response = body;
+    r->response_len = body ? strlen(body) : 0;
+    r->status = body ? status : 500;
+    r->content_type = "application/json";
+}
+
+/* Writes s as a JSON string body (quotes included) into out. */
+static size_t json_quote(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (cap < 3)
+        return 0;
+    out[o++] = '"';
+    for (; *s && o + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return o;
+}
+
+void api_respond_error(struct api_request *r, int status, const char *code, const char *fmt, ...)
+{
+    char message[512], quoted[1200], body[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    json_quote(message, quoted, sizeof quoted);
+    int n =
+        snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":%s}}", code, quoted);
+    api_respond(r, status, "application/json", body, (size_t)n);
+}
+
+void api_resume(struct api_request *r)
+{
+    r->state = REQ_DONE;
+    MHD_resume_connection(r->conn);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *c, struct api_request *r)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        r->response_len, r->response ? r->response : (void *)"", MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    if (r->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    if (r->retry_after[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, r->retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct api_context *ctx = cls;
+    (void)version;
+    struct api_request *r = *con_cls;
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return MHD_NO;
+        r->ctx = ctx;
+        r->conn = c;
+        r->arrived_ms = now_ms();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+        buf_init(&r->body, ctx->max_body_bytes);
+        *con_cls = r;
+        /* Refuse a declared oversize body before reading any of it. */
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > ctx->max_body_bytes)
+            r->too_big = true;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!r->too_big && !buf_add(&r->body, upload_data, *upload_data_size))
+            r->too_big = true;
+        *upload_data_size = 0; /* consumed (or dropped, once too big) */
+        return MHD_YES;
+    }
+    if (r->state == REQ_DONE)
+        return send_response(c, r);
+    if (r->state == REQ_WAITING)
+        return MHD_YES; /* woken early; the writer has not answered yet */
+    if (r->too_big) {
+        api_respond_error(r, 413, "too_large", "the body is over the limit of %zu bytes",
+                          ctx->max_body_bytes);
+        return send_response(c, r);
+    }
+    /* Suspend before dispatching: the writer may answer before this function returns. */
+    r->state = REQ_WAITING;
+    MHD_suspend_connection(c);
+    if (api_dispatch(r)) {
+        r->state = REQ_DONE;
+        MHD_resume_connection(c);
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct api_request *r = *con_cls;
+    if (r == NULL)
+        return;
+    buf_release(&r->body);
+    free(r->response);
+    free(r);
+    *con_cls = NULL;
+}
+
+static ch_code parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
+                            struct ch_error *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= sizeof host)
+        return ch_error_set(err, CH_EINVAL, "--listen '%s': expected HOST:PORT", listen);
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535)
+        return ch_error_set(err, CH_EINVAL, "--listen '%s': bad port", listen);
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    memset(ss, 0, sizeof *ss);
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
+        h[strlen(h) - 1] = '\0';
+        h++;
+    }
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, h, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof *in;
+    } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+    } else {
+        return ch_error_set(err, CH_EINVAL, "--listen '%s': the host must be an IP address",
+                            listen);
+    }
+    return CH_OK;
+}
+
+ch_code api_server_start(struct api_context *ctx, const char *listen, struct api_server **out,
+                         struct ch_error *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    ch_code rc = parse_listen(listen, &ss, &len, err);
+    if (rc != CH_OK)
+        return rc;
+    struct api_server *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, ctx, MHD_OPTION_SOCK_ADDR,
+                                 (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                                 NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_LIMIT,
+                                 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+    if (s->daemon == NULL) {
+        free(s);
+        return ch_error_set(err, CH_EIO, "cannot listen on '%s' (in use, or not an address here)",
+                            listen);
+    }
+    *out = s;
+    return CH_OK;
+}
+
+void api_server_quiesce(struct api_server *s)
+{
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void api_server_stop(struct api_server *s)
+{
+    if (s == NULL)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}

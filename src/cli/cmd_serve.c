@@ -1,0 +1,146 @@
+/* `callhook serve` and `callhook key`: start the sender daemon; manage its API keys. */
+#include "cli/cli.h"
+
+#include "api/serve.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cmd_serve_help(void)
+{
+    puts("usage: callhook serve [--listen HOST:PORT] [--db sqlite:PATH] [--config FILE] ...\n"
+         "\n"
+         "Runs the sender: takes begin-call and end-call events over HTTP (docs/API.md), stores\n"
+         "them durably, and delivers them signed to each Voice App's URLs with retries.\n"
+         "SIGTERM or SIGINT stops it cleanly. Settings come from the defaults, then the config\n"
+         "file (name = value lines), then CALLHOOK_* variables, then the flags.\n");
+    serve_config_print_help();
+}
+
+void cmd_key_help(void)
+{
+    puts("usage: callhook key create --role ingest|read|admin [--db sqlite:PATH]\n"
+         "       callhook key list [--db sqlite:PATH]\n"
+         "       callhook key revoke KEY_ID [--db sqlite:PATH]\n"
+         "\n"
+         "Manages the API keys of callhook serve, on its database (default: CALLHOOK_DB, else\n"
+         "sqlite:var/callhook.db). 'create' prints the new key once; only its hash is kept.\n"
+         "Roles: ingest (post events), read (GET messages, apps, metrics), admin (everything).");
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"listen", required_argument, NULL, 0},
+        {"db", required_argument, NULL, 0},
+        {"max-body-bytes", required_argument, NULL, 0},
+        {"lease-s", required_argument, NULL, 0},
+        {"scan-interval-ms", required_argument, NULL, 0},
+        {"max-in-flight", required_argument, NULL, 0},
+        {"shutdown-grace-ms", required_argument, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct serve_config cfg;
+    serve_config_defaults(&cfg);
+    struct ch_error err = {0};
+    /* First pass: the config file only, so flags given in any order still win over it. */
+    int c, idx;
+    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
+        if (c == 'h') {
+            cmd_serve_help();
+            return CLI_OK;
+        }
+        if (c == '?')
+            return CLI_USAGE;
+        if (c == 'c' && serve_config_load_file(&cfg, optarg, &err) != CH_OK) {
+            fprintf(stderr, "callhook serve: %s\n", err.message);
+            return CLI_USAGE;
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    if (serve_config_load_env(&cfg, &err) != CH_OK) {
+        fprintf(stderr, "callhook serve: %s\n", err.message);
+        return CLI_USAGE;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
+        if (c == 0 && serve_config_set(&cfg, options[idx].name, optarg, &err) != CH_OK) {
+            fprintf(stderr, "callhook serve: --%s\n", err.message);
+            return CLI_USAGE;
+        }
+    }
+    int rc = serve_run(&cfg, &err);
+    if (rc != 0)
+        fprintf(stderr, "callhook serve: %s\n", err.message);
+    return rc == 0 ? CLI_OK : CLI_FAIL;
+}
+
+int cmd_key(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"role", required_argument, NULL, 'r'},
+        {"db", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    if (argc < 2)
+        return cli_usage_error("key", "which one: create, list or revoke?");
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        cmd_key_help();
+        return CLI_OK;
+    }
+    const char *role = NULL;
+    const char *db = getenv("CALLHOOK_DB");
+    if (db == NULL || *db == '\0')
+        db = "sqlite:var/callhook.db";
+    int c;
+    optind = 1;
+    argc--;
+    argv++;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            role = optarg;
+            break;
+        case 'd':
+            db = optarg;
+            break;
+        case 'h':
+            cmd_key_help();
+            return CLI_OK;
+        default:
+            return CLI_USAGE;
+        }
+    }
+    struct ch_error err = {0};
+    ch_code rc;
+    if (strcmp(sub, "create") == 0) {
+        if (role == NULL)
+            return cli_usage_error("key", "--role is required (ingest, read or admin)");
+        char key[128];
+        rc = serve_key_create(db, role, key, sizeof key, &err);
+        if (rc == CH_OK)
+            puts(key);
+    } else if (strcmp(sub, "list") == 0) {
+        rc = serve_key_list(db, &err);
+    } else if (strcmp(sub, "revoke") == 0) {
+        if (optind >= argc)
+            return cli_usage_error("key", "revoke needs a KEY_ID (see 'callhook key list')");
+        rc = serve_key_revoke(db, argv[optind], &err);
+        if (rc == CH_OK)
+            printf("revoked %s\n", argv[optind]);
+    } else {
+        return cli_usage_error("key", "unknown subcommand '%s'", sub);
+    }
+    if (rc != CH_OK) {
+        fprintf(stderr, "callhook key: %s\n", err.message);
+        return rc == CH_EINVAL ? CLI_USAGE : CLI_FAIL;
+    }
+    return CLI_OK;
+}

@@ -1,0 +1,903 @@
+/*
+ * The delivery engine: a libcurl multi loop on its own thread. Messages wait in per-app FIFO
+ * queues in memory; each app has an in-flight cap; results are written to the store once per
+ * loop turn. Nothing here holds a database transaction across an HTTP call.
+ */
+#include "deliver/engine.h"
+
+#include <callhook/callhook.h>
+#include <curl/curl.h>
+
+#include "deliver/app.h"
+#include "deliver/guard.h"
+#include "util/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define RESPONSE_CAP      512
+#define RESULT_BATCH      512
+#define APP_BUCKETS       256
+#define MAX_RETRY_AFTER_S 86400
+
+struct job {
+    struct job *next;
+    struct due_message m; /* owns m.body */
+    int64_t ingested_ms;
+};
+
+struct app_state {
+    struct app_state *next; /* hash chain */
+    char id[APP_ID_MAX + 1];
+    uint64_t generation; /* of the settings loaded; 0: not loaded */
+    bool missing;        /* deleted */
+    bool enabled;
+    struct app_config cfg;
+    struct ch_secret keys[2];
+    size_t nkeys;
+    int in_flight;
+    struct job *head, *tail;
+};
+
+struct transfer {
+    struct transfer *prev, *next; /* the engine's list of transfers in flight */
+    struct engine *e;
+    struct app_state *app;
+    struct job *job;
+    CURL *easy;
+    struct curl_slist *headers;
+    char response[RESPONSE_CAP + 1];
+    size_t response_len;
+    long retry_after_s;
+    bool refused;
+    char refused_addr[64];
+    int64_t start_ms;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* A result waiting to be written, with room for the strings it points at. */
+struct pending_result {
+    struct attempt_result r;
+    char error[300];
+    char response[RESPONSE_CAP + 1];
+    char app_id[APP_ID_MAX + 1];
+    bool begin_resolved;
+};
+
+/* Sequence numbers of messages held in memory, so a re-claim after an expired lease is noticed:
+ * open addressing with linear probing, deletion by backward shift. */
+struct seq_set {
+    int64_t *slots; /* 0 is empty: seqs start at 1 */
+    size_t cap, count;
+};
+
+struct engine {
+    struct engine_config cfg;
+    CURLM *multi;
+    pthread_t thread;
+    bool started;
+    atomic_bool stopping;
+    atomic_uint_fast64_t generation; /* bumped when any app changes */
+    atomic_bool wake_scan;
+
+    pthread_mutex_t inbox_lock;
+    struct job *inbox_head, *inbox_tail;
+
+    /* Owned by the engine thread. */
+    struct app_state *apps[APP_BUCKETS];
+    struct seq_set in_memory;
+    int queued;
+    int in_flight;
+    struct transfer *transfers;
+    int64_t next_scan_ms;
+    struct pending_result *results;
+    size_t nresults;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the in-memory seq set ---- */
+
+static size_t seq_hash(int64_t seq, size_t cap)
+{
+    uint64_t x = (uint64_t)seq * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(x >> 17) & (cap - 1);
+}
+
+static bool seq_set_grow(struct seq_set *s)
+{
+    size_t cap = s->cap ? s->cap * 2 : 1024;
+    int64_t *slots = calloc(cap, sizeof *slots);
+    if (slots == NULL)
+        return false;
+    for (size_t i = 0; i < s->cap; i++) {
+        if (s->slots[i] == 0)
+            continue;
+        size_t j = seq_hash(s->slots[i], cap);
+        while (slots[j] != 0)
+            j = (j + 1) & (cap - 1);
+        slots[j] = s->slots[i];
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->cap = cap;
+    return true;
+}
+
+static bool seq_set_has(const struct seq_set *s, int64_t seq)
+{
+    if (s->cap == 0)
+        return false;
+    for (size_t j = seq_hash(seq, s->cap); s->slots[j] != 0; j = (j + 1) & (s->cap - 1)) {
+        if (s->slots[j] == seq)
+            return true;
+    }
+    return false;
+}
+
+static bool seq_set_add(struct seq_set *s, int64_t seq)
+{
+    if ((s->count + 1) * 2 > s->cap && !seq_set_grow(s))
+        return false;
+    size_t j = seq_hash(seq, s->cap);
+    while (s->slots[j] != 0) {
+        if (s->slots[j] == seq)
+            return true;
+        j = (j + 1) & (s->cap - 1);
+    }
+    s->slots[j] = seq;
+    s->count++;
+    return true;
+}
+
+static void seq_set_remove(struct seq_set *s, int64_t seq)
+{
+    if (s->cap == 0)
+        return;
+    size_t j = seq_hash(seq, s->cap);
+    while (s->slots[j] != seq) {
+        if (s->slots[j] == 0)
+            return;
+        j = (j + 1) & (s->cap - 1);
+    }
+    s->slots[j] = 0;
+    s->count--;
+    /* Shift back the entries of the same probe run so lookups still find them. */
+    for (size_t k = (j + 1) & (s->cap - 1); s->slots[k] != 0; k = (k + 1) & (s->cap - 1)) {
+        int64_t v = s->slots[k];
+        size_t home = seq_hash(v, s->cap);
+        bool movable = (j <= k) ? (home <= j || home > k) : (home <= j && home > k);
+        if (movable) {
+            s->slots[j] = v;
+            s->slots[k] = 0;
+            j = k;
+        }
+    }
+}
+
+/* ---- apps ---- */
+
+static size_t app_bucket(const char *id)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return (size_t)(h % APP_BUCKETS);
+}
+
+static struct app_state *app_find(struct engine *e, const char *id)
+{
+    size_t b = app_bucket(id);
+    for (struct app_state *a = e->apps[b]; a; a = a->next) {
+        if (strcmp(a->id, id) == 0)
+            return a;
+    }
+    struct app_state *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    snprintf(a->id, sizeof a->id, "%s", id);
+    a->next = e->apps[b];
+    e->apps[b] = a;
+    return a;
+}
+
+/* Reloads an app's settings and secrets from the store when they changed. */
+static void app_refresh(struct engine *e, struct app_state *a)
+{
+    uint64_t gen = atomic_load(&e->generation) + 1; /* never 0 */
+    if (a->generation == gen)
+        return;
+    struct stored_app sa;
+    struct ch_error err = {0};
+    ch_code rc = e->cfg.store->ops->app_get(e->cfg.store, a->id, &sa, &err);
+    if (rc == CH_ENOTFOUND) {
+        a->missing = true;
+        a->generation = gen;
+        return;
+    }
+    if (rc != CH_OK) {
+        log_warn("engine: cannot load voice app '%s': %s", a->id, err.message);
+        return; /* try again next time */
+    }
+    a->missing = false;
+    if (app_config_parse(&a->cfg, sa.config_json, strlen(sa.config_json), &err) != CH_OK) {
+        log_error("engine: stored settings of voice app '%s' are invalid: %s", a->id, err.message);
+        a->missing = true;
+    }
+    a->enabled = sa.enabled && a->cfg.enabled;
+    a->nkeys = 0;
+    if (ch_secret_parse(&a->keys[0], sa.secret, &err) == CH_OK)
+        a->nkeys = 1;
+    else
+        log_error("engine: signing secret of voice app '%s' is invalid", a->id);
+    /* During a rotation's grace period both signatures go out. */
+    if (sa.prev_secret[0] && sa.prev_expires_at > now_ms() / 1000 &&
+        ch_secret_parse(&a->keys[a->nkeys], sa.prev_secret, &err) == CH_OK)
+        a->nkeys++;
+    a->generation = gen;
+    stored_app_release(&sa);
+}
+
+/* ---- results ---- */
+
+static void flush_results(struct engine *e)
+{
+    if (e->nresults == 0)
+        return;
+    struct attempt_result batch[RESULT_BATCH];
+    bool begin_resolved = false;
+    for (size_t i = 0; i < e->nresults; i++) {
+        batch[i] = e->results[i].r;
+        begin_resolved |= e->results[i].begin_resolved;
+    }
+    struct ch_error err = {0};
+    /* A failed write is retried next turn: the leases still hold these messages. */
+    for (int tries = 0; tries < 3; tries++) {
+        ch_code rc = e->cfg.store->ops->record_attempts(e->cfg.store, batch, e->nresults, &err);
+        if (rc == CH_OK) {
+            e->nresults = 0;
+            if (begin_resolved)
+                e->next_scan_ms = 0; /* end-calls may be waiting on these */
+            return;
+        }
+        log_error("engine: cannot record %zu attempts: %s", e->nresults, err.message);
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    log_error("engine: dropping %zu attempt results; their leases will make them due again",
+              e->nresults);
+    e->nresults = 0;
+}
+
+static struct pending_result *new_result(struct engine *e, const struct job *job)
+{
+    if (e->nresults == RESULT_BATCH)
+        flush_results(e);
+    struct pending_result *p = &e->results[e->nresults++];
+    memset(p, 0, sizeof *p);
+    p->r.seq = job->m.seq;
+    p->r.at_ms = now_ms();
+    snprintf(p->app_id, sizeof p->app_id, "%s", job->m.app_id);
+    p->r.app_id = p->app_id;
+    return p;
+}
+
+static void job_free(struct engine *e, struct job *job)
+{
+    seq_set_remove(&e->in_memory, job->m.seq);
+    free(job->m.body);
+    free(job);
+}
+
+/* ---- transfers ---- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *ctx)
+{
+    struct transfer *t = ctx;
+    size_t len = size * n;
+    size_t room = RESPONSE_CAP - t->response_len;
+    size_t keep = len < room ? len : room;
+    memcpy(t->response + t->response_len, data, keep);
+    t->response_len += keep;
+    t->response[t->response_len] = '\0';
+    return len; /* the rest is read and dropped, so the connection stays reusable */
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ctx)
+{
+    struct transfer *t = ctx;
+    size_t len = size * n;
+    if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
+        char value[32];
+        size_t vlen = len - 12 < sizeof value - 1 ? len - 12 : sizeof value - 1;
+        memcpy(value, data + 12, vlen);
+        value[vlen] = '\0';
+        char *end;
+        long s = strtol(value, &end, 10);
+        if (end != value && s >= 0)
+            t->retry_after_s = s > MAX_RETRY_AFTER_S ? MAX_RETRY_AFTER_S : s;
+    }
+    return len;
+}
+
+/* Every socket goes through here: the SSRF guard judges the address DNS gave. */
+static curl_socket_t on_open_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct transfer *t = ctx;
+    (void)purpose;
+    if (!t->app->cfg.allow_private_network &&
+        guard_is_internal(&addr->addr, (socklen_t)addr->addrlen)) {
+        t->refused = true;
+        guard_format(&addr->addr, t->refused_addr, sizeof t->refused_addr);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+static bool add_header(struct curl_slist **list, const char *name, const char *value)
+{
+    char line[APP_HEADER_MAX + 256];
+    snprintf(line, sizeof line, "%s: %s", name, value);
+    struct curl_slist *l = curl_slist_append(*list, line);
+    if (l == NULL)
+        return false;
+    *list = l;
+    return true;
+}
+
+static bool start_transfer(struct engine *e, struct app_state *a, struct job *job)
+{
+    const char *url = app_config_url(&a->cfg, job->m.event);
+    struct transfer *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return false;
+    t->e = e;
+    t->app = a;
+    t->job = job;
+    t->start_ms = now_ms();
+    t->easy = curl_easy_init();
+    char sig[2 * CH_SIGNATURE_ENTRY_MAX];
+    char ts[24];
+    snprintf(ts, sizeof ts, "%lld", (long long)(t->start_ms / 1000));
+    struct ch_error err = {0};
+    bool ok = t->easy != NULL && url != NULL &&
+              ch_sign(a->keys, a->nkeys, job->m.msg_id, t->start_ms / 1000, job->m.body,
+                      job->m.body_len, sig, sizeof sig, &err) == CH_OK;
+    ok = ok && add_header(&t->headers, "Content-Type", "application/json") &&
+         add_header(&t->headers, "webhook-id", job->m.msg_id) &&
+         add_header(&t->headers, "webhook-timestamp", ts) &&
+         add_header(&t->headers, "webhook-signature", sig) &&
+         add_header(&t->headers, "X-Call-Event", job->m.event) &&
+         add_header(&t->headers, "Expect", "");
+    for (int i = 0; ok && i < a->cfg.nheaders; i++)
+        ok = add_header(&t->headers, a->cfg.headers[i].name, a->cfg.headers[i].value);
+    if (!ok) {
+        log_error("engine: cannot prepare delivery of %s: %s", job->m.msg_id,
+                  err.message[0] ? err.message : "out of memory");
+        curl_slist_free_all(t->headers);
+        curl_easy_cleanup(t->easy);
+        free(t);
+        return false;
+    }
+    CURL *h = t->easy;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->m.body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->m.body_len);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "callhook/" CALLHOOK_VERSION);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, a->cfg.connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, a->cfg.timeout_ms);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, a->cfg.allow_insecure_http ? "http,https" : "https");
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, t);
+    if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
+        curl_slist_free_all(t->headers);
+        curl_easy_cleanup(h);
+        free(t);
+        return false;
+    }
+    t->next = e->transfers;
+    if (e->transfers)
+        e->transfers->prev = t;
+    e->transfers = t;
+    a->in_flight++;
+    e->in_flight++;
+    atomic_fetch_add(&e->cfg.metrics->in_flight, 1);
+    return true;
+}
+
+/* Takes a transfer off the multi handle and the list, and frees it (not its job). */
+static void end_transfer(struct engine *e, struct transfer *t)
+{
+    curl_multi_remove_handle(e->multi, t->easy);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        e->transfers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->app->in_flight--;
+    e->in_flight--;
+    atomic_fetch_sub(&e->cfg.metrics->in_flight, 1);
+    curl_slist_free_all(t->headers);
+    curl_easy_cleanup(t->easy);
+    free(t);
+}
+
+static enum failure_class classify(CURLcode rc, bool refused)
+{
+    if (refused)
+        return FAILURE_refused;
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return FAILURE_timeout;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return FAILURE_connect;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+        return FAILURE_tls;
+    default:
+        return FAILURE_other;
+    }
+}
+
+/* The delay before the attempt after `done` attempts, or -1 when the schedule is spent. The
+ * jitter only lengthens (up to 10%), so a schedule is a floor a receiver can rely on. */
+static long retry_delay_s(const struct app_config *c, int done, long retry_after_s)
+{
+    if (done > c->nretry)
+        return -1;
+    long base = c->retry_s[done - 1];
+    long jitter = base >= 10 ? (long)(rand() % (int)(base / 10 + 1)) : 0;
+    long d = base + jitter;
+    return retry_after_s > d ? retry_after_s : d;
+}
+
+static void observe_latency(struct metrics *m, int64_t ms)
+{
+    static const int64_t bounds[METRICS_NBUCKETS] = METRICS_LATENCY_BUCKETS_MS;
+    int b = 0;
+    while (b < METRICS_NBUCKETS && ms > bounds[b])
+        b++;
+    atomic_fetch_add(&m->latency_bucket[b], 1);
+    atomic_fetch_add(&m->latency_sum_ms, ms);
+    atomic_fetch_add(&m->latency_count, 1);
+}
+
+static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
+{
+    struct transfer *t = NULL;
+    curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&t);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    struct app_state *a = t->app;
+    struct job *job = t->job;
+
+    struct pending_result *p = new_result(e, job);
+    int64_t end = now_ms();
+    p->r.duration_ms = end - t->start_ms;
+    p->r.http_status = code == CURLE_OK ? (int)status : 0;
+    memcpy(p->response, t->response, t->response_len + 1);
+    p->r.response = p->response;
+    p->r.response_len = t->response_len;
+    int done = job->m.attempts + 1;
+    bool begin = strcmp(job->m.event, "begin-call") == 0;
+
+    if (code == CURLE_OK && status >= 200 && status < 300) {
+        p->r.new_status = MSG_DELIVERED;
+        p->begin_resolved = begin;
+        atomic_fetch_add(&e->cfg.metrics->delivered, 1);
+        observe_latency(e->cfg.metrics, end - job->ingested_ms);
+    } else {
+        enum failure_class fc = code == CURLE_OK ? FAILURE_http : classify(code, t->refused);
+        atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
+        p->r.error_class = failure_class_name(fc);
+        if (code == CURLE_OK)
+            snprintf(p->error, sizeof p->error, "HTTP %ld", status);
+        else if (t->refused)
+            snprintf(p->error, sizeof p->error,
+                     "refused: %s is an internal address (set allowPrivateNetwork to allow it)",
+                     t->refused_addr);
+        else
+            snprintf(p->error, sizeof p->error, "%s",
+                     t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
+        p->r.error = p->error;
+        if (code == CURLE_OK && status == 410) {
+            /* The receiver says this endpoint is gone: stop sending until an admin re-enables
+             * it. The message keeps its schedule and goes out again after that. */
+            p->r.disable_app = true;
+            snprintf(p->error, sizeof p->error, "HTTP 410 Gone: the endpoint was disabled");
+            a->enabled = false;
+            log_warn("engine: voice app '%s' answered 410 Gone; disabled", a->id);
+        }
+        long delay = t->refused ? -1 : retry_delay_s(&a->cfg, done, t->retry_after_s);
+        if (delay < 0) {
+            p->r.new_status = MSG_DEAD;
+            p->begin_resolved = begin;
+            atomic_fetch_add(&e->cfg.metrics->dead, 1);
+        } else {
+            p->r.new_status = MSG_PENDING;
+            p->r.next_attempt_at = end / 1000 + delay;
+            int64_t due_ms = (end / 1000 + delay) * 1000;
+            if (e->next_scan_ms > due_ms)
+                e->next_scan_ms = due_ms;
+        }
+    }
+    end_transfer(e, t);
+    job_free(e, job);
+}
+
+/* ---- queues ---- */
+
+static void enqueue(struct engine *e, struct job *job)
+{
+    struct app_state *a = app_find(e, job->m.app_id);
+    if (a == NULL || !seq_set_add(&e->in_memory, job->m.seq)) {
+        /* Out of memory: the lease brings the message back later. */
+        free(job->m.body);
+        free(job);
+        return;
+    }
+    job->next = NULL;
+    if (a->tail)
+        a->tail->next = job;
+    else
+        a->head = job;
+    a->tail = job;
+    e->queued++;
+    atomic_fetch_add(&e->cfg.metrics->queued, 1);
+}
+
+static struct job *dequeue(struct engine *e, struct app_state *a)
+{
+    struct job *job = a->head;
+    if (job) {
+        a->head = job->next;
+        if (a->head == NULL)
+            a->tail = NULL;
+        e->queued--;
+        atomic_fetch_sub(&e->cfg.metrics->queued, 1);
+    }
+    return job;
+}
+
+/* Gives every queued message of an app back to the store (disabled or not loadable now). */
+static void release_app(struct engine *e, struct app_state *a, int64_t next_attempt_at)
+{
+    int64_t seqs[256];
+    size_t n = 0;
+    struct job *job;
+    while ((job = dequeue(e, a)) != NULL) {
+        seqs[n++] = job->m.seq;
+        job_free(e, job);
+        if (n == 256) {
+            e->cfg.store->ops->release(e->cfg.store, seqs, n, next_attempt_at, NULL);
+            n = 0;
+        }
+    }
+    if (n > 0)
+        e->cfg.store->ops->release(e->cfg.store, seqs, n, next_attempt_at, NULL);
+}
+
+/* A message whose app or URL is gone ends as dead with the reason, without an HTTP attempt. */
+static void fail_without_attempt(struct engine *e, struct job *job, const char *why)
+{
+    struct pending_result *p = new_result(e, job);
+    snprintf(p->error, sizeof p->error, "%s", why);
+    p->r.error = p->error;
+    p->r.error_class = failure_class_name(FAILURE_other);
+    p->r.new_status = MSG_DEAD;
+    p->begin_resolved = strcmp(job->m.event, "begin-call") == 0;
+    atomic_fetch_add(&e->cfg.metrics->dead, 1);
+    job_free(e, job);
+}
+
+static void start_ready(struct engine *e)
+{
+    for (size_t b = 0; b < APP_BUCKETS; b++) {
+        for (struct app_state *a = e->apps[b]; a; a = a->next) {
+            if (a->head == NULL)
+                continue;
+            app_refresh(e, a);
+            if (a->generation == 0)
+                continue; /* could not load: try again next turn */
+            if (a->missing) {
+                struct job *job;
+                while ((job = dequeue(e, a)) != NULL)
+                    fail_without_attempt(e, job, "the voice app was deleted");
+                continue;
+            }
+            if (!a->enabled) {
+                release_app(e, a, now_ms() / 1000);
+                continue;
+            }
+            while (a->head && a->in_flight < a->cfg.max_in_flight &&
+                   e->in_flight < e->cfg.max_in_flight) {
+                struct job *job = dequeue(e, a);
+                if (app_config_url(&a->cfg, job->m.event) == NULL) {
+                    fail_without_attempt(e, job, "no URL is configured for this event");
+                    continue;
+                }
+                if (!start_transfer(e, a, job)) {
+                    int64_t seq = job->m.seq;
+                    job_free(e, job);
+                    e->cfg.store->ops->release(e->cfg.store, &seq, 1, now_ms() / 1000 + 5, NULL);
+                }
+            }
+        }
+    }
+}
+
+static void drain_inbox(struct engine *e)
+{
+    pthread_mutex_lock(&e->inbox_lock);
+    struct job *list = e->inbox_head;
+    e->inbox_head = e->inbox_tail = NULL;
+    pthread_mutex_unlock(&e->inbox_lock);
+    while (list) {
+        struct job *next = list->next;
+        enqueue(e, list);
+        list = next;
+    }
+}
+
+static void scan_store(struct engine *e)
+{
+    int room = e->cfg.max_queued - e->queued;
+    if (room <= 0)
+        return;
+    size_t max = (size_t)(room < e->cfg.claim_batch ? room : e->cfg.claim_batch);
+    struct due_message *batch = calloc(max, sizeof *batch);
+    if (batch == NULL)
+        return;
+    int64_t now = now_ms() / 1000;
+    size_t n = 0;
+    struct ch_error err = {0};
+    if (e->cfg.store->ops->claim_due(e->cfg.store, now, now + e->cfg.lease_s, batch, max, &n,
+                                     &err) != CH_OK)
+        log_warn("engine: cannot read due messages: %s", err.message);
+    for (size_t i = 0; i < n; i++) {
+        if (seq_set_has(&e->in_memory, batch[i].seq)) {
+            free(batch[i].body); /* already here: its lease ran out while it waited */
+            continue;
+        }
+        struct job *job = malloc(sizeof *job);
+        if (job == NULL) {
+            free(batch[i].body);
+            continue;
+        }
+        job->m = batch[i];
+        job->ingested_ms = batch[i].created_at * 1000;
+        enqueue(e, job);
+    }
+    free(batch);
+    /* A full batch means more is due: read again at once. */
+    e->next_scan_ms = n == max ? 0 : now_ms() + e->cfg.scan_interval_ms;
+}
+
+static void drain_transfers(struct engine *e)
+{
+    int left;
+    CURLMsg *msg;
+    while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE)
+            finish_transfer(e, msg->easy_handle, msg->data.result);
+    }
+}
+
+/* At stop: abort what is still in flight and give everything in memory back to the store. */
+static void give_back_everything(struct engine *e)
+{
+    int64_t now = now_ms() / 1000;
+    while (e->transfers) {
+        struct transfer *t = e->transfers;
+        struct job *job = t->job;
+        int64_t seq = job->m.seq;
+        e->cfg.store->ops->release(e->cfg.store, &seq, 1, now, NULL);
+        end_transfer(e, t);
+        job_free(e, job);
+    }
+    for (size_t b = 0; b < APP_BUCKETS; b++) {
+        for (struct app_state *a = e->apps[b]; a; a = a->next)
+            release_app(e, a, now);
+    }
+    drain_inbox(e);
+    for (size_t b = 0; b < APP_BUCKETS; b++) {
+        for (struct app_state *a = e->apps[b]; a; a = a->next)
+            release_app(e, a, now);
+    }
+}
+
+static void *engine_main(void *arg)
+{
+    struct engine *e = arg;
+    int64_t stop_deadline = 0;
+    for (;;) {
+        bool stopping = atomic_load(&e->stopping);
+        if (stopping && stop_deadline == 0)
+            stop_deadline = now_ms() + e->cfg.shutdown_grace_ms;
+        if (stopping && (e->in_flight == 0 || now_ms() >= stop_deadline))
+            break;
+        if (!stopping) {
+            drain_inbox(e);
+            if (atomic_exchange(&e->wake_scan, false))
+                e->next_scan_ms = 0;
+            if (now_ms() >= e->next_scan_ms)
+                scan_store(e);
+            start_ready(e);
+        }
+        int running = 0;
+        curl_multi_perform(e->multi, &running);
+        drain_transfers(e);
+        flush_results(e);
+        int64_t wait = e->next_scan_ms - now_ms();
+        if (wait > e->cfg.scan_interval_ms)
+            wait = e->cfg.scan_interval_ms;
+        if (wait < 0)
+            wait = 0;
+        if (stopping)
+            wait = 50;
+        curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
+    }
+    flush_results(e);
+    give_back_everything(e);
+    return NULL;
+}
+
+/* ---- public ---- */
+
+ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct ch_error *err)
+{
+    struct engine *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory creating the engine");
+    e->cfg = *cfg;
+    if (e->cfg.lease_s <= 0)
+        e->cfg.lease_s = 300;
+    if (e->cfg.scan_interval_ms <= 0)
+        e->cfg.scan_interval_ms = 1000;
+    if (e->cfg.claim_batch <= 0)
+        e->cfg.claim_batch = 256;
+    if (e->cfg.max_queued <= 0)
+        e->cfg.max_queued = 20000;
+    if (e->cfg.max_in_flight <= 0)
+        e->cfg.max_in_flight = 1024;
+    if (e->cfg.shutdown_grace_ms <= 0)
+        e->cfg.shutdown_grace_ms = 10000;
+    e->results = calloc(RESULT_BATCH, sizeof *e->results);
+    e->multi = curl_multi_init();
+    if (e->results == NULL || e->multi == NULL) {
+        engine_free(e);
+        return ch_error_set(err, CH_ENOMEM, "out of memory creating the engine");
+    }
+    curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 256L);
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    pthread_mutex_init(&e->inbox_lock, NULL);
+    *out = e;
+    return CH_OK;
+}
+
+ch_code engine_start(struct engine *e, struct ch_error *err)
+{
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
+        return ch_error_set(err, CH_ENOMEM, "cannot start the delivery thread");
+    e->started = true;
+    return CH_OK;
+}
+
+void engine_submit(struct engine *e, struct due_message *m, int64_t ingested_ms)
+{
+    struct job *job = malloc(sizeof *job);
+    if (job == NULL) {
+        free(m->body); /* the lease brings it back */
+        return;
+    }
+    job->m = *m;
+    job->next = NULL;
+    job->ingested_ms = ingested_ms;
+    pthread_mutex_lock(&e->inbox_lock);
+    if (e->inbox_tail)
+        e->inbox_tail->next = job;
+    else
+        e->inbox_head = job;
+    e->inbox_tail = job;
+    pthread_mutex_unlock(&e->inbox_lock);
+    curl_multi_wakeup(e->multi);
+}
+
+void engine_app_changed(struct engine *e)
+{
+    atomic_fetch_add(&e->generation, 1);
+    engine_wake(e);
+}
+
+void engine_wake(struct engine *e)
+{
+    atomic_store(&e->wake_scan, true);
+    curl_multi_wakeup(e->multi);
+}
+
+void engine_stop(struct engine *e)
+{
+    if (!e->started)
+        return;
+    atomic_store(&e->stopping, true);
+    curl_multi_wakeup(e->multi);
+    pthread_join(e->thread, NULL);
+    e->started = false;
+}
+
+void engine_free(struct engine *e)
+{
+    if (e == NULL)
+        return;
+    engine_stop(e);
+    for (size_t b = 0; b < APP_BUCKETS; b++) {
+        struct app_state *a = e->apps[b];
+        while (a) {
+            struct app_state *next = a->next;
+            struct job *job;
+            while ((job = dequeue(e, a)) != NULL)
+                job_free(e, job);
+            ch_secret_wipe(&a->keys[0]);
+            ch_secret_wipe(&a->keys[1]);
+            free(a);
+            a = next;
+        }
+    }
+    struct job *job = e->inbox_head;
+    while (job) {
+        struct job *next = job->next;
+        free(job->m.body);
+        free(job);
+        job = next;
+    }
+    if (e->multi)
+        curl_multi_cleanup(e->multi);
+    pthread_mutex_destroy(&e->inbox_lock);
+    free(e->in_memory.slots);
+    free(e->results);
+    free(e);
+}
+
+const char *failure_class_name(enum failure_class c)
+{
+    static const char *const names[] = {
+#define METRICS_FC_NAME(name) #name,
+        METRICS_FAILURE_CLASSES(METRICS_FC_NAME)
+#undef METRICS_FC_NAME
+    };
+    return (int)c >= 0 && c < FAILURE_COUNT_ ? names[c] : "other";
+}

@@ -1,0 +1,50 @@
+/*
+ * The delivery engine: one thread driving one libcurl multi handle. Fresh events arrive in
+ * memory from the ingest commit (engine_submit); retries, recoveries and backlog are claimed
+ * from the store in bounded batches. Attempt results are written back in batches.
+ */
+#ifndef CALLHOOK_DELIVER_ENGINE_H
+#define CALLHOOK_DELIVER_ENGINE_H
+
+#include <callhook/error.h>
+
+#include "deliver/metrics.h"
+#include "store/store.h"
+
+struct engine_config {
+    struct store *store;     /* borrowed */
+    struct metrics *metrics; /* borrowed */
+    int lease_s;             /* how long a claim holds; default 300 */
+    int scan_interval_ms;    /* how often the store is read for due work; default 1000 */
+    int claim_batch;         /* most messages claimed per read; default 256 */
+    int max_queued;          /* most messages held in memory; default 20000 */
+    int max_in_flight;       /* most transfers at once over all apps; default 1024 */
+    int shutdown_grace_ms;   /* how long in-flight attempts may finish at stop; default 10000 */
+};
+
+struct engine;
+
+/* Creates the engine (not started). Caller frees with engine_free(). */
+ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct ch_error *err);
+
+/* Starts the engine's thread. */
+ch_code engine_start(struct engine *e, struct ch_error *err);
+
+/* Hands a freshly ingested, already claimed message to the engine. Takes ownership of m->body.
+ * ingested_ms is when its ingest request arrived (for the latency histogram). Thread-safe. */
+void engine_submit(struct engine *e, struct due_message *m, int64_t ingested_ms);
+
+/* A Voice App's settings or secret changed: the engine reloads them before its next attempt.
+ * Also makes the engine read the store for due work now. Thread-safe. */
+void engine_app_changed(struct engine *e);
+
+/* Makes the engine read the store for due work now (after replay or recover). Thread-safe. */
+void engine_wake(struct engine *e);
+
+/* Stops taking new work, lets in-flight attempts finish within the grace period, gives back
+ * everything else to the store, and joins the thread. */
+void engine_stop(struct engine *e);
+
+void engine_free(struct engine *e);
+
+#endif

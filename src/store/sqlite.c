@@ -1,0 +1,977 @@
+/*
+ * The SQLite store: one database file in WAL mode with synchronous=FULL, so a commit that
+ * returned is on disk. One connection writes (ingest batches, claims, attempt results), one
+ * reads (the API's GETs); each has its own lock, and WAL lets the reader run beside the writer.
+ */
+#include "store/store.h"
+
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Each migration moves the schema one version up; they run in order inside a transaction. */
+static const char *const migrations[] = {
+    /* 1 */
+    "CREATE TABLE api_keys ("
+    "  key_id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, role INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE voice_apps ("
+    "  id TEXT PRIMARY KEY, config TEXT NOT NULL, secret TEXT NOT NULL,"
+    "  prev_secret TEXT NOT NULL DEFAULT '', prev_expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  enabled INTEGER NOT NULL DEFAULT 1, disabled_reason TEXT NOT NULL DEFAULT '',"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE TABLE messages ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, app_id TEXT NOT NULL,"
+    "  event TEXT NOT NULL, dedupe_key TEXT NOT NULL, call_type INTEGER, body BLOB NOT NULL,"
+    "  status INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,"
+    "  delivered_at INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
+    "  wait_begin INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX messages_due ON messages(next_attempt_at) WHERE status IN (0, 1);"
+    "CREATE INDEX messages_call ON messages(app_id, dedupe_key, event);"
+    "CREATE INDEX messages_app ON messages(app_id, seq);"
+    "CREATE TABLE attempts ("
+    "  message_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
+    "  http_status INTEGER NOT NULL, error_class TEXT NOT NULL DEFAULT '',"
+    "  error TEXT NOT NULL DEFAULT '', response BLOB);"
+    "CREATE INDEX attempts_message ON attempts(message_seq);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+struct sqlite_store {
+    struct store base;
+    sqlite3 *w, *r;
+    pthread_mutex_t wlock, rlock;
+    char path[4096];
+};
+
+static struct sqlite_store *self(struct store *s)
+{
+    return (struct sqlite_store *)s;
+}
+
+static ch_code db_error(struct ch_error *err, sqlite3 *db, const char *what)
+{
+    int code = sqlite3_extended_errcode(db);
+    ch_code c = (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_FULL ||
+                        (code & 0xff) == SQLITE_IOERR || (code & 0xff) == SQLITE_CANTOPEN
+                    ? CH_EUNAVAILABLE
+                    : CH_ESTORE;
+    return ch_error_set(err, c, "%s: %s", what, sqlite3_errmsg(db));
+}
+
+static ch_code exec(sqlite3 *db, const char *sql, struct ch_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        ch_code rc = ch_error_set(err, CH_ESTORE, "sqlite: %s", msg ? msg : "error");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return CH_OK;
+}
+
+static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct ch_error *err)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_error(err, db, "prepare");
+    return CH_OK;
+}
+
+static void text_col(sqlite3_stmt *st, int col, char *dst, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+/* ---- keys ---- */
+
+static ch_code key_count(struct store *s, int64_t *n, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, "SELECT count(*) FROM api_keys WHERE revoked = 0", &st, err);
+    if (rc == CH_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            *n = sqlite3_column_int64(st, 0);
+        else
+            rc = db_error(err, db->r, "count keys");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code key_add(struct store *s, const char *key_id, const unsigned char hash[32],
+                       enum key_role role, int64_t now, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc =
+        prepare(db->w, "INSERT INTO api_keys(key_id, hash, role, created_at) VALUES (?, ?, ?, ?)",
+                &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, hash, 32, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, role);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "add key");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum key_role *role,
+                          struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc =
+        prepare(db->r, "SELECT role FROM api_keys WHERE hash = ? AND revoked = 0", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            *role = (enum key_role)sqlite3_column_int(st, 0);
+        else if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no such key");
+        else
+            rc = db_error(err, db->r, "look up key");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code key_list(struct store *s,
+                        void (*cb)(void *ctx, const char *key_id, enum key_role role,
+                                   int64_t created_at, bool revoked),
+                        void *ctx, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r,
+                         "SELECT key_id, role, created_at, revoked FROM api_keys "
+                         "ORDER BY created_at DESC, key_id",
+                         &st, err);
+    int step;
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW)
+        cb(ctx, (const char *)sqlite3_column_text(st, 0), (enum key_role)sqlite3_column_int(st, 1),
+           sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3) != 0);
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "list keys");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code key_revoke(struct store *s, const char *key_id, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w, "UPDATE api_keys SET revoked = 1 WHERE key_id = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "revoke key");
+        else if (sqlite3_changes(db->w) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no key '%s'", key_id);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+/* ---- voice apps ---- */
+
+void stored_app_release(struct stored_app *a)
+{
+    if (a != NULL) {
+        free(a->config_json);
+        a->config_json = NULL;
+    }
+}
+
+static ch_code app_put(struct store *s, const struct stored_app *a, bool *created,
+                       struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "SELECT 1 FROM voice_apps WHERE id = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, a->id, -1, SQLITE_STATIC);
+        *created = sqlite3_step(st) != SQLITE_ROW;
+        sqlite3_finalize(st);
+        st = NULL;
+        rc = prepare(db->w,
+                     "INSERT INTO voice_apps(id, config, secret, prev_secret, prev_expires_at,"
+                     " enabled, disabled_reason, created_at, updated_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                     " ON CONFLICT(id) DO UPDATE SET config = ?2, secret = ?3, prev_secret = ?4,"
+                     " prev_expires_at = ?5, enabled = ?6, disabled_reason = ?7, updated_at = ?9",
+                     &st, err);
+    }
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, a->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, a->config_json, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, a->secret, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, a->prev_secret, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, a->prev_expires_at);
+        sqlite3_bind_int(st, 6, a->enabled);
+        sqlite3_bind_text(st, 7, a->disabled_reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 8, a->created_at);
+        sqlite3_bind_int64(st, 9, a->updated_at);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "save voice app");
+    }
+    sqlite3_finalize(st);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+#define APP_COLUMNS                                                                           \
+    "id, config, secret, prev_secret, prev_expires_at, enabled, disabled_reason, created_at," \
+    " updated_at"
+
+static ch_code app_row(sqlite3_stmt *st, struct stored_app *out, struct ch_error *err)
+{
+    memset(out, 0, sizeof *out);
+    text_col(st, 0, out->id, sizeof out->id);
+    const char *config = (const char *)sqlite3_column_text(st, 1);
+    out->config_json = strdup(config ? config : "{}");
+    if (out->config_json == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory reading a voice app");
+    text_col(st, 2, out->secret, sizeof out->secret);
+    text_col(st, 3, out->prev_secret, sizeof out->prev_secret);
+    out->prev_expires_at = sqlite3_column_int64(st, 4);
+    out->enabled = sqlite3_column_int(st, 5) != 0;
+    text_col(st, 6, out->disabled_reason, sizeof out->disabled_reason);
+    out->created_at = sqlite3_column_int64(st, 7);
+    out->updated_at = sqlite3_column_int64(st, 8);
+    return CH_OK;
+}
+
+static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
+                       struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            rc = app_row(st, out, err);
+        else if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+        else
+            rc = db_error(err, db->r, "read voice app");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
+                        void *ctx, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, "SELECT " APP_COLUMNS " FROM voice_apps ORDER BY id", &st, err);
+    int step = SQLITE_DONE;
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct stored_app a;
+        rc = app_row(st, &a, err);
+        if (rc == CH_OK)
+            cb(ctx, &a);
+        stored_app_release(&a);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "list voice apps");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w, "DELETE FROM voice_apps WHERE id = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "delete voice app");
+        else if (sqlite3_changes(db->w) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+/* ---- ingest ---- */
+
+/* The statements one ingest batch uses, prepared once per batch. */
+struct ingest_stmts {
+    sqlite3_stmt *app, *find, *begin_open, *insert;
+};
+
+static void ingest_stmts_free(struct ingest_stmts *q)
+{
+    sqlite3_finalize(q->app);
+    sqlite3_finalize(q->find);
+    sqlite3_finalize(q->begin_open);
+    sqlite3_finalize(q->insert);
+}
+
+static ch_code ingest_one(sqlite3 *w, struct ingest_stmts *q, struct ingest_item *it, bool skip,
+                          bool wait_begin, struct ch_error *err)
+{
+    sqlite3_reset(q->app);
+    sqlite3_bind_text(q->app, 1, it->app_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(q->app);
+    if (step == SQLITE_DONE) {
+        it->unknown_app = true;
+        it->result = CH_ENOTFOUND;
+        return CH_OK;
+    }
+    if (step != SQLITE_ROW)
+        return db_error(err, w, "ingest: find voice app");
+
+    sqlite3_reset(q->find);
+    sqlite3_bind_text(q->find, 1, it->msg_id, -1, SQLITE_STATIC);
+    step = sqlite3_step(q->find);
+    if (step == SQLITE_ROW) {
+        it->duplicate = true;
+        it->seq = sqlite3_column_int64(q->find, 0);
+        it->status = (enum msg_status)sqlite3_column_int(q->find, 1);
+        it->result = CH_OK;
+        return CH_OK;
+    }
+    if (step != SQLITE_DONE)
+        return db_error(err, w, "ingest: find message");
+
+    /* An end-call waits while its call's begin-call is still to be delivered. */
+    enum msg_status status = skip ? MSG_SKIPPED : MSG_DELIVERING;
+    if (!skip && wait_begin && strcmp(it->event, "end-call") == 0) {
+        sqlite3_reset(q->begin_open);
+        sqlite3_bind_text(q->begin_open, 1, it->app_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q->begin_open, 2, it->dedupe_key, -1, SQLITE_STATIC);
+        step = sqlite3_step(q->begin_open);
+        if (step == SQLITE_ROW)
+            status = MSG_PENDING;
+        else if (step != SQLITE_DONE)
+            return db_error(err, w, "ingest: find begin-call");
+    }
+
+    sqlite3_stmt *ins = q->insert;
+    sqlite3_reset(ins);
+    sqlite3_bind_text(ins, 1, it->msg_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 2, it->app_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 3, it->event, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 4, it->dedupe_key, -1, SQLITE_STATIC);
+    if (it->has_call_type)
+        sqlite3_bind_int64(ins, 5, it->call_type);
+    else
+        sqlite3_bind_null(ins, 5);
+    sqlite3_bind_blob64(ins, 6, it->body, it->body_len, SQLITE_STATIC);
+    sqlite3_bind_int(ins, 7, status);
+    sqlite3_bind_int64(ins, 8, it->now);
+    sqlite3_bind_int64(ins, 9, status == MSG_DELIVERING ? it->lease_until : it->now);
+    sqlite3_bind_int(ins, 10, wait_begin);
+    if (sqlite3_step(ins) != SQLITE_DONE)
+        return db_error(err, w, "ingest: insert message");
+    it->seq = sqlite3_last_insert_rowid(w);
+    it->status = status;
+    it->result = CH_OK;
+    return CH_OK;
+}
+
+static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    struct ingest_stmts q = {0};
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "SELECT 1 FROM voice_apps WHERE id = ?", &q.app, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "SELECT seq, status FROM messages WHERE id = ?", &q.find, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "SELECT 1 FROM messages WHERE app_id = ? AND dedupe_key = ?"
+                     " AND event = 'begin-call' AND status IN (0, 1) LIMIT 1",
+                     &q.begin_open, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status,"
+                     " created_at, next_attempt_at, wait_begin)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     &q.insert, err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        /* skip and ordering travel in the item's status field on the way in. */
+        bool skip = items[i].status == MSG_SKIPPED;
+        bool wait_begin = items[i].status == MSG_PENDING;
+        rc = ingest_one(db->w, &q, &items[i], skip, wait_begin, err);
+    }
+    ingest_stmts_free(&q);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    if (rc != CH_OK) {
+        exec(db->w, "ROLLBACK", NULL);
+        if (rc == CH_ESTORE)
+            rc = CH_EUNAVAILABLE; /* nothing was stored: the caller answers 503 */
+    }
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+/* ---- delivery ---- */
+
+static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
+                         size_t max, size_t *n, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    *n = 0;
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *sel = NULL, *upd = NULL;
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc =
+            prepare(db->w,
+                    "SELECT m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at,"
+                    " m.body FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
+                    " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1"
+                    " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
+                    "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id"
+                    "   AND b.dedupe_key = m.dedupe_key AND b.event = 'begin-call'"
+                    "   AND b.status IN (0, 1)))"
+                    " ORDER BY m.next_attempt_at, m.seq LIMIT ?2",
+                    &sel, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "UPDATE messages SET status = 1, next_attempt_at = ? WHERE seq = ?",
+                     &upd, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(sel, 1, now);
+        sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
+        int step;
+        while ((step = sqlite3_step(sel)) == SQLITE_ROW) {
+            struct due_message *m = &out[*n];
+            memset(m, 0, sizeof *m);
+            m->seq = sqlite3_column_int64(sel, 0);
+            text_col(sel, 1, m->msg_id, sizeof m->msg_id);
+            text_col(sel, 2, m->app_id, sizeof m->app_id);
+            text_col(sel, 3, m->event, sizeof m->event);
+            text_col(sel, 4, m->dedupe_key, sizeof m->dedupe_key);
+            m->attempts = sqlite3_column_int(sel, 5);
+            m->created_at = sqlite3_column_int64(sel, 6);
+            int len = sqlite3_column_bytes(sel, 7);
+            m->body = malloc(len > 0 ? (size_t)len : 1);
+            if (m->body == NULL) {
+                rc = ch_error_set(err, CH_ENOMEM, "out of memory claiming messages");
+                break;
+            }
+            if (len > 0)
+                memcpy(m->body, sqlite3_column_blob(sel, 7), (size_t)len);
+            m->body_len = (size_t)len;
+            (*n)++;
+            sqlite3_reset(upd);
+            sqlite3_bind_int64(upd, 1, lease_until);
+            sqlite3_bind_int64(upd, 2, m->seq);
+            if (sqlite3_step(upd) != SQLITE_DONE) {
+                rc = db_error(err, db->w, "claim");
+                break;
+            }
+        }
+        if (rc == CH_OK && step != SQLITE_DONE && step != SQLITE_ROW)
+            rc = db_error(err, db->w, "claim");
+    }
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    if (rc != CH_OK) {
+        exec(db->w, "ROLLBACK", NULL);
+        for (size_t i = 0; i < *n; i++)
+            free(out[i].body);
+        *n = 0;
+    }
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code record_attempts(struct store *s, const struct attempt_result *r, size_t n,
+                               struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *ins = NULL, *upd = NULL, *dis = NULL;
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
+                     " error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     &ins, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "UPDATE messages SET status = ?, attempts = attempts + 1,"
+                     " next_attempt_at = ?, delivered_at = ?, last_error = ? WHERE seq = ?",
+                     &upd, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "UPDATE voice_apps SET enabled = 0, disabled_reason = ? WHERE id = ?",
+                     &dis, err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        const struct attempt_result *a = &r[i];
+        sqlite3_reset(ins);
+        sqlite3_bind_int64(ins, 1, a->seq);
+        sqlite3_bind_int64(ins, 2, a->at_ms);
+        sqlite3_bind_int64(ins, 3, a->duration_ms);
+        sqlite3_bind_int(ins, 4, a->http_status);
+        sqlite3_bind_text(ins, 5, a->error_class ? a->error_class : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 6, a->error ? a->error : "", -1, SQLITE_STATIC);
+        if (a->response && a->response_len > 0)
+            sqlite3_bind_blob64(ins, 7, a->response, a->response_len, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(ins, 7);
+        if (sqlite3_step(ins) != SQLITE_DONE) {
+            rc = db_error(err, db->w, "record attempt");
+            break;
+        }
+        sqlite3_reset(upd);
+        sqlite3_bind_int(upd, 1, a->new_status);
+        sqlite3_bind_int64(upd, 2, a->next_attempt_at);
+        sqlite3_bind_int64(upd, 3, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0);
+        sqlite3_bind_text(upd, 4, a->error ? a->error : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(upd, 5, a->seq);
+        if (sqlite3_step(upd) != SQLITE_DONE) {
+            rc = db_error(err, db->w, "update message");
+            break;
+        }
+        if (a->disable_app && a->app_id) {
+            sqlite3_reset(dis);
+            sqlite3_bind_text(dis, 1, a->error ? a->error : "disabled", -1, SQLITE_STATIC);
+            sqlite3_bind_text(dis, 2, a->app_id, -1, SQLITE_STATIC);
+            if (sqlite3_step(dis) != SQLITE_DONE)
+                rc = db_error(err, db->w, "disable voice app");
+        }
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(upd);
+    sqlite3_finalize(dis);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                       struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ?"
+                     " AND status = 1",
+                     &st, err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, next_attempt_at);
+        sqlite3_bind_int64(st, 2, seqs[i]);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "release");
+    }
+    sqlite3_finalize(st);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+/* ---- messages for the API ---- */
+
+#define MESSAGE_COLUMNS                                                            \
+    "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
+    " next_attempt_at, delivered_at, last_error, length(body)"
+
+static void message_row(sqlite3_stmt *st, struct message_view *m)
+{
+    memset(m, 0, sizeof *m);
+    m->seq = sqlite3_column_int64(st, 0);
+    text_col(st, 1, m->msg_id, sizeof m->msg_id);
+    text_col(st, 2, m->app_id, sizeof m->app_id);
+    text_col(st, 3, m->event, sizeof m->event);
+    text_col(st, 4, m->dedupe_key, sizeof m->dedupe_key);
+    m->has_call_type = sqlite3_column_type(st, 5) != SQLITE_NULL;
+    m->call_type = sqlite3_column_int64(st, 5);
+    m->status = (enum msg_status)sqlite3_column_int(st, 6);
+    m->attempts = sqlite3_column_int(st, 7);
+    m->created_at = sqlite3_column_int64(st, 8);
+    m->next_attempt_at = sqlite3_column_int64(st, 9);
+    m->delivered_at = sqlite3_column_int64(st, 10);
+    text_col(st, 11, m->last_error, sizeof m->last_error);
+    m->body_len = (size_t)sqlite3_column_int64(st, 12);
+}
+
+static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
+                           struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            message_row(st, out);
+        else if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s'", msg_id);
+        else
+            rc = db_error(err, db->r, "read message");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code message_attempts(struct store *s, int64_t seq,
+                                void (*cb)(void *ctx, const struct attempt_view *a), void *ctx,
+                                struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r,
+                         "SELECT at_ms, duration_ms, http_status, error_class, error, response"
+                         " FROM attempts WHERE message_seq = ? ORDER BY rowid",
+                         &st, err);
+    int step = SQLITE_DONE;
+    if (rc == CH_OK)
+        sqlite3_bind_int64(st, 1, seq);
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct attempt_view a;
+        memset(&a, 0, sizeof a);
+        a.at_ms = sqlite3_column_int64(st, 0);
+        a.duration_ms = sqlite3_column_int64(st, 1);
+        a.http_status = sqlite3_column_int(st, 2);
+        text_col(st, 3, a.error_class, sizeof a.error_class);
+        text_col(st, 4, a.error, sizeof a.error);
+        int len = sqlite3_column_bytes(st, 5);
+        if (len > (int)sizeof a.response - 1)
+            len = (int)sizeof a.response - 1;
+        if (len > 0)
+            memcpy(a.response, sqlite3_column_blob(st, 5), (size_t)len);
+        a.response[len > 0 ? len : 0] = '\0';
+        cb(ctx, &a);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "read attempts");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code message_list(struct store *s, const struct message_filter *f,
+                            void (*cb)(void *ctx, const struct message_view *m), void *ctx,
+                            struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    char sql[1024];
+    size_t o =
+        (size_t)snprintf(sql, sizeof sql, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE 1");
+    /* Every filter is a bound parameter; only the shape of the query varies. */
+    if (f->app_id)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND app_id = :app");
+    if (f->event)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND event = :event");
+    if (f->dedupe_key)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND dedupe_key = :key");
+    if (f->status >= 0)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND status = :status");
+    if (f->since > 0)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at >= :since");
+    if (f->before_seq > 0)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND seq < :before");
+    snprintf(sql + o, sizeof sql - o, " ORDER BY seq DESC LIMIT :limit");
+
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, sql, &st, err);
+    int step = SQLITE_DONE;
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":app"), f->app_id, -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":event"), f->event, -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":key"), f->dedupe_key, -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_int(st, sqlite3_bind_parameter_index(st, ":status"), f->status);
+        sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":since"), f->since);
+        sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":before"), f->before_seq);
+        sqlite3_bind_int(st, sqlite3_bind_parameter_index(st, ":limit"), f->limit);
+    }
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct message_view m;
+        message_row(st, &m);
+        cb(ctx, &m);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "list messages");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
+                               struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    /* A message being delivered right now is left alone; its attempt decides. */
+    ch_code rc = prepare(db->w,
+                         "UPDATE messages SET status = 0, next_attempt_at = ? WHERE id = ?"
+                         " AND status <> 1",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_text(st, 2, msg_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "replay");
+        else if (sqlite3_changes(db->w) == 0)
+            rc =
+                ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
+                           int64_t *requeued, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w,
+                         "UPDATE messages SET status = 0, next_attempt_at = ?"
+                         " WHERE app_id = ? AND created_at >= ?"
+                         " AND (status = 3 OR (status = 0 AND attempts > 0))",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_text(st, 2, app_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, since);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "recover");
+        else
+            *requeued = sqlite3_changes(db->w);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, "SELECT status, count(*) FROM messages GROUP BY status", &st, err);
+    while (rc == CH_OK && sqlite3_step(st) == SQLITE_ROW) {
+        int64_t c = sqlite3_column_int64(st, 1);
+        switch (sqlite3_column_int(st, 0)) {
+        case MSG_PENDING:
+            out->pending = c;
+            break;
+        case MSG_DELIVERING:
+            out->delivering = c;
+            break;
+        case MSG_DELIVERED:
+            out->delivered = c;
+            break;
+        case MSG_DEAD:
+            out->dead = c;
+            break;
+        case MSG_SKIPPED:
+            out->skipped = c;
+            break;
+        default:
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == CH_OK)
+        rc =
+            prepare(db->r, "SELECT min(created_at) FROM messages WHERE status IN (0, 1)", &st, err);
+    if (rc == CH_OK && sqlite3_step(st) == SQLITE_ROW)
+        out->oldest_pending_at = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+/* ---- opening ---- */
+
+static void sqlite_close(struct store *s)
+{
+    struct sqlite_store *db = self(s);
+    if (db == NULL)
+        return;
+    sqlite3_close(db->r);
+    sqlite3_close(db->w);
+    pthread_mutex_destroy(&db->wlock);
+    pthread_mutex_destroy(&db->rlock);
+    free(db);
+}
+
+static const struct store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sqlite_close,
+    .key_count = key_count,
+    .key_add = key_add,
+    .key_lookup = key_lookup,
+    .key_list = key_list,
+    .key_revoke = key_revoke,
+    .app_put = app_put,
+    .app_get = app_get,
+    .app_list = app_list,
+    .app_delete = app_delete,
+    .ingest = ingest,
+    .claim_due = claim_due,
+    .release = release,
+    .record_attempts = record_attempts,
+    .message_get = message_get,
+    .message_attempts = message_attempts,
+    .message_list = message_list,
+    .message_requeue = message_requeue,
+    .app_recover = app_recover,
+    .stats = stats,
+};
+
+/* Creates every missing folder on the way to the file. */
+static ch_code make_parent_dirs(const char *path, struct ch_error *err)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return CH_OK;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return ch_error_set(err, CH_EIO, "cannot create '%s': %s", dir, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return ch_error_set(err, CH_EIO, "cannot create '%s': %s", dir, strerror(errno));
+    return CH_OK;
+}
+
+static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
+{
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, out, flags, NULL) != SQLITE_OK) {
+        ch_code rc = ch_error_set(err, CH_EIO, "cannot open database '%s': %s", path,
+                                  *out ? sqlite3_errmsg(*out) : "out of memory");
+        sqlite3_close(*out);
+        *out = NULL;
+        return rc;
+    }
+    sqlite3_busy_timeout(*out, 10000);
+    /* WAL with synchronous=FULL: a returned COMMIT is on disk, power loss included. */
+    return exec(*out, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
+}
+
+static ch_code migrate(sqlite3 *db, struct ch_error *err)
+{
+    ch_code rc = exec(db, "BEGIN IMMEDIATE", err);
+    if (rc != CH_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    rc = exec(db, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)", err);
+    if (rc == CH_OK)
+        rc = prepare(db, "SELECT max(version) FROM schema_version", &st, err);
+    if (rc == CH_OK && sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc == CH_OK && version > SCHEMA_VERSION)
+        rc = ch_error_set(err, CH_ESTORE,
+                          "database schema version %d is newer than this callhook knows (%d): "
+                          "upgrade callhook",
+                          version, SCHEMA_VERSION);
+    for (int v = version; rc == CH_OK && v < SCHEMA_VERSION; v++) {
+        rc = exec(db, migrations[v], err);
+        char sql[80];
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d)", v + 1);
+        if (rc == CH_OK)
+            rc = exec(db, sql, err);
+    }
+    if (rc == CH_OK)
+        return exec(db, "COMMIT", err);
+    exec(db, "ROLLBACK", NULL);
+    return rc;
+}
+
+ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error *err)
+{
+    if (path == NULL || *path == '\0')
+        return ch_error_set(err, CH_EINVAL, "no database path (use sqlite:PATH)");
+    ch_code rc = make_parent_dirs(path, err);
+    if (rc != CH_OK)
+        return rc;
+    struct sqlite_store *db = calloc(1, sizeof *db);
+    if (db == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory opening the store");
+    db->base.ops = &sqlite_ops;
+    snprintf(db->path, sizeof db->path, "%s", path);
+    pthread_mutex_init(&db->wlock, NULL);
+    pthread_mutex_init(&db->rlock, NULL);
+    rc = open_conn(path, &db->w, err);
+    if (rc == CH_OK)
+        rc = migrate(db->w, err);
+    if (rc == CH_OK)
+        rc = open_conn(path, &db->r, err);
+    if (rc != CH_OK) {
+        sqlite_close(&db->base);
+        return rc;
+    }
+    *out = &db->base;
+    return CH_OK;
+}

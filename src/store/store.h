@@ -1,0 +1,205 @@
+/*
+ * The store: the one interface between callhook serve and its database. A backend (SQLite now,
+ * PostgreSQL later) implements struct store_ops; nothing above this header sees SQL, locking or
+ * a driver's types. Every function is safe to call from any thread.
+ */
+#ifndef CALLHOOK_STORE_H
+#define CALLHOOK_STORE_H
+
+#include <callhook/error.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum msg_status {
+    MSG_PENDING = 0, /* due at next_attempt_at (first try, retry, or waiting on its begin-call) */
+    MSG_DELIVERING = 1, /* claimed by an engine until lease_until */
+    MSG_DELIVERED = 2,
+    MSG_DEAD = 3,    /* the retry schedule is spent */
+    MSG_SKIPPED = 4, /* the app has no URL for this event: recorded, nothing sent */
+};
+
+const char *msg_status_name(enum msg_status s, int attempts);
+bool msg_status_parse(const char *name, enum msg_status *out);
+
+enum key_role { ROLE_NONE = 0, ROLE_INGEST = 1, ROLE_READ = 2, ROLE_ADMIN = 3 };
+const char *key_role_name(enum key_role r);
+bool key_role_parse(const char *name, enum key_role *out);
+
+/* A Voice App as stored: its settings as validated JSON text, and what the store keeps beside. */
+struct stored_app {
+    char id[129];
+    char *config_json; /* owned: free with stored_app_release() */
+    char secret[100];  /* whsec_... */
+    char prev_secret[100];
+    int64_t prev_expires_at; /* 0 when there is no previous secret */
+    bool enabled;
+    char disabled_reason[200];
+    int64_t created_at;
+    int64_t updated_at;
+};
+void stored_app_release(struct stored_app *a);
+
+/* One event to ingest, and what became of it. */
+struct ingest_item {
+    /* in (borrowed) */
+    const char *msg_id;
+    const char *app_id;
+    const char *event; /* "begin-call" or "end-call" */
+    const char *dedupe_key;
+    bool has_call_type;
+    long long call_type;
+    const void *body;
+    size_t body_len;
+    int64_t now;
+    int64_t lease_until; /* a fresh event is claimed by the node that ingests it */
+    /* out */
+    ch_code result;         /* CH_OK, or the error for this item alone */
+    bool duplicate;         /* already stored: nothing was written */
+    bool unknown_app;       /* no such Voice App: nothing was written */
+    int64_t seq;            /* the message's row */
+    enum msg_status status; /* what it was stored as: DELIVERING (hand it to the engine now),
+                               PENDING (waits on its begin-call) or SKIPPED */
+};
+
+/* A message to deliver, as the engine needs it. */
+struct due_message {
+    int64_t seq;
+    char msg_id[40];
+    char app_id[129];
+    char event[16];
+    char dedupe_key[256];
+    int attempts;
+    int64_t created_at;
+    void *body; /* owned: malloc'd */
+    size_t body_len;
+};
+
+/* The result of one attempt, and the message's next state. */
+struct attempt_result {
+    int64_t seq;
+    int64_t at_ms;
+    int64_t duration_ms;
+    int http_status;         /* 0 when there was no response */
+    const char *error_class; /* NULL on success */
+    const char *error;       /* NULL on success */
+    const char *response;    /* first bytes of the response body, may be NULL */
+    size_t response_len;
+    enum msg_status new_status; /* DELIVERED, PENDING (retry at next_attempt_at) or DEAD */
+    int64_t next_attempt_at;
+    bool disable_app; /* a 410: disable the app with the reason in error */
+    const char *app_id;
+};
+
+/* A message as the API shows it. */
+struct message_view {
+    int64_t seq;
+    char msg_id[40];
+    char app_id[129];
+    char event[16];
+    char dedupe_key[256];
+    bool has_call_type;
+    long long call_type;
+    enum msg_status status;
+    int attempts;
+    int64_t created_at, next_attempt_at, delivered_at;
+    char last_error[300];
+    size_t body_len;
+};
+
+struct attempt_view {
+    int64_t at_ms, duration_ms;
+    int http_status;
+    char error_class[16];
+    char error[300];
+    char response[513];
+};
+
+struct message_filter {
+    const char *app_id, *event, *dedupe_key; /* NULL: any */
+    int status;                              /* -1: any; MSG_PENDING matches pending and failed */
+    int64_t since;                           /* created_at >= since */
+    int64_t before_seq;                      /* cursor: seq < before_seq; 0: from the newest */
+    int limit;
+};
+
+struct store_stats {
+    int64_t pending, delivering, delivered, dead, skipped;
+    int64_t oldest_pending_at; /* 0 when nothing is pending */
+};
+
+struct store;
+
+struct store_ops {
+    const char *name;
+    void (*close)(struct store *s);
+
+    /* Keys: the hash is SHA-256 of the key text. */
+    ch_code (*key_count)(struct store *s, int64_t *n, struct ch_error *err);
+    ch_code (*key_add)(struct store *s, const char *key_id, const unsigned char hash[32],
+                       enum key_role role, int64_t now, struct ch_error *err);
+    ch_code (*key_lookup)(struct store *s, const unsigned char hash[32], enum key_role *role,
+                          struct ch_error *err);
+    /* Calls cb for each key, newest first. */
+    ch_code (*key_list)(struct store *s,
+                        void (*cb)(void *ctx, const char *key_id, enum key_role role,
+                                   int64_t created_at, bool revoked),
+                        void *ctx, struct ch_error *err);
+    ch_code (*key_revoke)(struct store *s, const char *key_id, struct ch_error *err);
+
+    /* Voice Apps. app_put returns created = true when the id was new. */
+    ch_code (*app_put)(struct store *s, const struct stored_app *a, bool *created,
+                       struct ch_error *err);
+    ch_code (*app_get)(struct store *s, const char *id, struct stored_app *out,
+                       struct ch_error *err); /* CH_ENOTFOUND when absent */
+    ch_code (*app_list)(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
+                        void *ctx, struct ch_error *err);
+    ch_code (*app_delete)(struct store *s, const char *id, struct ch_error *err);
+
+    /* Ingest: all items in one transaction and one fsync; per-item results in the items. */
+    ch_code (*ingest)(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err);
+
+    /* Claims up to max due messages (pending and due, app enabled, not waiting on a begin-call)
+     * for lease_until. Fills out[0..*n); the caller frees each body. */
+    ch_code (*claim_due)(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
+                         size_t max, size_t *n, struct ch_error *err);
+
+    /* Gives claimed messages back without an attempt: due again at next_attempt_at. */
+    ch_code (*release)(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                       struct ch_error *err);
+
+    /* Writes attempt results in one transaction. */
+    ch_code (*record_attempts)(struct store *s, const struct attempt_result *r, size_t n,
+                               struct ch_error *err);
+
+    ch_code (*message_get)(struct store *s, const char *msg_id, struct message_view *out,
+                           struct ch_error *err); /* CH_ENOTFOUND when absent */
+    ch_code (*message_attempts)(struct store *s, int64_t seq,
+                                void (*cb)(void *ctx, const struct attempt_view *a), void *ctx,
+                                struct ch_error *err);
+    ch_code (*message_list)(struct store *s, const struct message_filter *f,
+                            void (*cb)(void *ctx, const struct message_view *m), void *ctx,
+                            struct ch_error *err);
+    /* Makes one message due now (replay). */
+    ch_code (*message_requeue)(struct store *s, const char *msg_id, int64_t now,
+                               struct ch_error *err);
+    /* Makes every dead or failed message of an app created since `since` due now. */
+    ch_code (*app_recover)(struct store *s, const char *app_id, int64_t since, int64_t now,
+                           int64_t *requeued, struct ch_error *err);
+
+    ch_code (*stats)(struct store *s, struct store_stats *out, struct ch_error *err);
+};
+
+/* A store handle: the backend's ops and its private state. */
+struct store {
+    const struct store_ops *ops;
+};
+
+/* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created). */
+ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
+
+/* The SQLite backend. */
+ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error *err);
+
+#endif
