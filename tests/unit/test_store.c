@@ -1,0 +1,497 @@
+/*
+ * The store interface, backend by backend: every test here goes through struct store_ops only,
+ * so the same suite can run on each backend. Each test gets a new SQLite file in a temporary
+ * folder; the PostgreSQL backend is to run this same suite.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+static char dir[256];
+static char uri[512];
+
+static struct store *open_store(void)
+{
+    struct store *s = NULL;
+    struct ch_error err = {0};
+    if (store_open(uri, &s, &err) != CH_OK)
+        fail_msg("cannot open %s: %s", uri, err.message);
+    return s;
+}
+
+/* Each test starts on an empty database. */
+static int fresh(void **state)
+{
+    static int n;
+    snprintf(uri, sizeof uri, "sqlite:%s/db%d/callhook.db", dir, ++n);
+    *state = open_store();
+    return 0;
+}
+
+static int close_store(void **state)
+{
+    struct store *s = *state;
+    s->ops->close(s);
+    return 0;
+}
+
+static void put_app(struct store *s, const char *id, bool enabled)
+{
+    struct stored_app a = {.enabled = enabled, .created_at = 100, .updated_at = 100};
+    snprintf(a.id, sizeof a.id, "%s", id);
+    snprintf(a.secret, sizeof a.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    a.config_json = strdup("{}");
+    bool created;
+    assert_int_equal(s->ops->app_put(s, &a, &created, NULL), CH_OK);
+    stored_app_release(&a);
+}
+
+/* Ingests one event; status_in says skip (SKIPPED), ordering (PENDING) or neither. */
+static struct ingest_item ingest(struct store *s, const char *msg_id, const char *app,
+                                 const char *event, const char *key, enum msg_status status_in,
+                                 int64_t now)
+{
+    static const char body[] = "{\"ActiveCallId\":\"k\"}";
+    struct ingest_item it = {.msg_id = msg_id,
+                             .app_id = app,
+                             .event = event,
+                             .dedupe_key = key,
+                             .has_call_type = true,
+                             .call_type = 4,
+                             .body = body,
+                             .body_len = sizeof body - 1,
+                             .now = now,
+                             .lease_until = now + 300,
+                             .status = status_in};
+    assert_int_equal(s->ops->ingest(s, &it, 1, NULL), CH_OK);
+    return it;
+}
+
+static size_t claim(struct store *s, int64_t now, struct due_message *out, size_t max)
+{
+    size_t n = 0;
+    assert_int_equal(s->ops->claim_due(s, now, now + 300, out, max, &n, NULL), CH_OK);
+    return n;
+}
+
+static void free_claimed(struct due_message *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(m[i].body);
+}
+
+static struct attempt_result result(int64_t seq, enum msg_status st, int64_t next_at)
+{
+    struct attempt_result r = {.seq = seq,
+                               .at_ms = 1000000,
+                               .duration_ms = 12,
+                               .http_status = st == MSG_DELIVERED ? 200 : 500,
+                               .new_status = st,
+                               .next_attempt_at = next_at};
+    if (st != MSG_DELIVERED) {
+        r.error_class = "http";
+        r.error = "HTTP 500";
+        r.response = "oops";
+        r.response_len = 4;
+    }
+    return r;
+}
+
+static void test_keys(void **state)
+{
+    struct store *s = *state;
+    unsigned char h1[32] = {1}, h2[32] = {2}, h3[32] = {3};
+    int64_t n = -1;
+    assert_int_equal(s->ops->key_count(s, &n, NULL), CH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(s->ops->key_add(s, "chk_00000001", h1, ROLE_ADMIN, 1, NULL), CH_OK);
+    assert_int_equal(s->ops->key_add(s, "chk_00000002", h2, ROLE_INGEST, 2, NULL), CH_OK);
+    enum key_role role = ROLE_NONE;
+    assert_int_equal(s->ops->key_lookup(s, h2, &role, NULL), CH_OK);
+    assert_int_equal(role, ROLE_INGEST);
+    assert_int_equal(s->ops->key_lookup(s, h3, &role, NULL), CH_ENOTFOUND);
+    assert_int_equal(s->ops->key_revoke(s, "chk_00000002", NULL), CH_OK);
+    assert_int_equal(s->ops->key_lookup(s, h2, &role, NULL), CH_ENOTFOUND);
+    assert_int_equal(s->ops->key_revoke(s, "chk_nope", NULL), CH_ENOTFOUND);
+    assert_int_equal(s->ops->key_count(s, &n, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    /* The same hash twice is refused. */
+    assert_int_not_equal(s->ops->key_add(s, "chk_00000003", h1, ROLE_READ, 3, NULL), CH_OK);
+}
+
+static void count_app(void *ctx, const struct stored_app *a)
+{
+    (void)a;
+    (*(int *)ctx)++;
+}
+
+static void test_apps(void **state)
+{
+    struct store *s = *state;
+    struct stored_app a = {.enabled = true, .created_at = 5, .updated_at = 6};
+    snprintf(a.id, sizeof a.id, "app-1");
+    snprintf(a.secret, sizeof a.secret, "whsec_x");
+    a.config_json = strdup("{\"maxInFlight\":3}");
+    bool created = false;
+    assert_int_equal(s->ops->app_put(s, &a, &created, NULL), CH_OK);
+    assert_true(created);
+    snprintf(a.prev_secret, sizeof a.prev_secret, "whsec_old");
+    a.prev_expires_at = 99;
+    assert_int_equal(s->ops->app_put(s, &a, &created, NULL), CH_OK);
+    assert_false(created);
+    stored_app_release(&a);
+
+    struct stored_app got;
+    assert_int_equal(s->ops->app_get(s, "app-1", &got, NULL), CH_OK);
+    assert_string_equal(got.config_json, "{\"maxInFlight\":3}");
+    assert_string_equal(got.secret, "whsec_x");
+    assert_string_equal(got.prev_secret, "whsec_old");
+    assert_int_equal(got.prev_expires_at, 99);
+    assert_int_equal(got.created_at, 5);
+    assert_true(got.enabled);
+    stored_app_release(&got);
+
+    put_app(s, "app-2", true);
+    int count = 0;
+    assert_int_equal(s->ops->app_list(s, count_app, &count, NULL), CH_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(s->ops->app_delete(s, "app-2", NULL), CH_OK);
+    assert_int_equal(s->ops->app_delete(s, "app-2", NULL), CH_ENOTFOUND);
+    assert_int_equal(s->ops->app_get(s, "app-2", &got, NULL), CH_ENOTFOUND);
+}
+
+static void test_ingest_and_duplicates(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item a = ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
+    assert_false(a.duplicate);
+    assert_int_equal(a.status, MSG_DELIVERING);
+    assert_true(a.seq > 0);
+    struct ingest_item again =
+        ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1001);
+    assert_true(again.duplicate);
+    assert_int_equal(again.seq, a.seq);
+    struct ingest_item unknown =
+        ingest(s, "msg_b", "nope", "begin-call", "call-1", MSG_DELIVERING, 1000);
+    assert_true(unknown.unknown_app);
+    struct ingest_item skipped = ingest(s, "msg_c", "app", "end-call", "call-9", MSG_SKIPPED, 1000);
+    assert_int_equal(skipped.status, MSG_SKIPPED);
+
+    /* A batch: per-item results, one transaction. */
+    static const char body[] = "{}";
+    struct ingest_item items[3] = {
+        {.msg_id = "msg_d",
+         .app_id = "app",
+         .event = "begin-call",
+         .dedupe_key = "c2",
+         .body = body,
+         .body_len = 2,
+         .now = 5,
+         .lease_until = 305,
+         .status = MSG_DELIVERING},
+        {.msg_id = "msg_d",
+         .app_id = "app",
+         .event = "begin-call",
+         .dedupe_key = "c2",
+         .body = body,
+         .body_len = 2,
+         .now = 5,
+         .lease_until = 305,
+         .status = MSG_DELIVERING},
+        {.msg_id = "msg_e",
+         .app_id = "gone",
+         .event = "begin-call",
+         .dedupe_key = "c3",
+         .body = body,
+         .body_len = 2,
+         .now = 5,
+         .lease_until = 305,
+         .status = MSG_DELIVERING},
+    };
+    assert_int_equal(s->ops->ingest(s, items, 3, NULL), CH_OK);
+    assert_false(items[0].duplicate);
+    assert_true(items[1].duplicate);
+    assert_int_equal(items[1].seq, items[0].seq);
+    assert_true(items[2].unknown_app);
+
+    struct message_view m;
+    assert_int_equal(s->ops->message_get(s, "msg_a", &m, NULL), CH_OK);
+    assert_string_equal(m.app_id, "app");
+    assert_string_equal(m.event, "begin-call");
+    assert_string_equal(m.dedupe_key, "call-1");
+    assert_true(m.has_call_type);
+    assert_int_equal(m.call_type, 4);
+    assert_int_equal(m.status, MSG_DELIVERING);
+    assert_int_equal(m.body_len, 20);
+    assert_int_equal(s->ops->message_get(s, "msg_b", &m, NULL), CH_ENOTFOUND);
+}
+
+/* A fresh event is claimed by its ingest: the scan leaves it until its lease runs out. */
+static void test_leases(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
+    struct due_message out[4];
+    assert_int_equal(claim(s, 1000, out, 4), 0);
+    assert_int_equal(claim(s, 1299, out, 4), 0);
+    size_t n = claim(s, 1300, out, 4); /* the lease (1000 + 300) is over: a crash */
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_a");
+    assert_int_equal(out[0].body_len, 20);
+    assert_memory_equal(out[0].body, "{\"ActiveCallId\":\"k\"}", 20);
+    free_claimed(out, n);
+    /* Claimed again: held until 1600. */
+    assert_int_equal(claim(s, 1599, out, 4), 0);
+    /* Given back: due at once. */
+    int64_t seq = out[0].seq;
+    assert_int_equal(s->ops->release(s, &seq, 1, 1400, NULL), CH_OK);
+    n = claim(s, 1400, out, 4);
+    assert_int_equal(n, 1);
+    free_claimed(out, n);
+}
+
+static void test_end_waits_for_begin(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item b = ingest(s, "msg_b", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
+    /* Ordering asked (PENDING in): the begin-call is open, so the end-call waits. */
+    struct ingest_item e = ingest(s, "msg_e", "app", "end-call", "call-1", MSG_PENDING, 1000);
+    assert_int_equal(e.status, MSG_PENDING);
+    struct due_message out[4];
+    assert_int_equal(claim(s, 1000, out, 4), 0);
+    /* The begin-call fails and will be retried: still open, the end-call still waits. */
+    struct attempt_result r = result(b.seq, MSG_PENDING, 1010);
+    assert_int_equal(s->ops->record_attempts(s, &r, 1, NULL), CH_OK);
+    size_t n = claim(s, 1005, out, 4);
+    assert_int_equal(n, 0);
+    n = claim(s, 1010, out, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_b");
+    assert_int_equal(out[0].attempts, 1);
+    free_claimed(out, n);
+    r = result(b.seq, MSG_DELIVERED, 0);
+    assert_int_equal(s->ops->record_attempts(s, &r, 1, NULL), CH_OK);
+    n = claim(s, 1011, out, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_e");
+    free_claimed(out, n);
+
+    /* With the begin-call resolved, a new end-call of the same call does not wait. */
+    struct ingest_item e2 = ingest(s, "msg_e2", "app", "end-call", "call-1", MSG_PENDING, 1020);
+    assert_int_equal(e2.status, MSG_DELIVERING);
+    /* Without ordering, an end-call never waits. */
+    ingest(s, "msg_b3", "app", "begin-call", "call-3", MSG_DELIVERING, 1020);
+    struct ingest_item e3 = ingest(s, "msg_e3", "app", "end-call", "call-3", MSG_DELIVERING, 1020);
+    assert_int_equal(e3.status, MSG_DELIVERING);
+}
+
+static void count_attempt(void *ctx, const struct attempt_view *a)
+{
+    int *n = ctx;
+    if (*n == 0) {
+        assert_int_equal(a->http_status, 500);
+        assert_string_equal(a->error_class, "http");
+        assert_string_equal(a->response, "oops");
+        assert_int_equal(a->duration_ms, 12);
+    }
+    (*n)++;
+}
+
+static void test_attempts_dead_and_recover(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item a = ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1000);
+    struct attempt_result r[2] = {result(a.seq, MSG_PENDING, 1001), result(a.seq, MSG_DEAD, 0)};
+    assert_int_equal(s->ops->record_attempts(s, r, 2, NULL), CH_OK);
+    struct message_view m;
+    assert_int_equal(s->ops->message_get(s, "msg_a", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DEAD);
+    assert_int_equal(m.attempts, 2);
+    assert_string_equal(m.last_error, "HTTP 500");
+    int n = 0;
+    assert_int_equal(s->ops->message_attempts(s, m.seq, count_attempt, &n, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    struct due_message out[2];
+    assert_int_equal(claim(s, 5000, out, 2), 0);
+
+    int64_t requeued = 0;
+    assert_int_equal(s->ops->app_recover(s, "app", 1001, 5000, &requeued, NULL), CH_OK);
+    assert_int_equal(requeued, 0); /* created before `since` */
+    assert_int_equal(s->ops->app_recover(s, "app", 0, 5000, &requeued, NULL), CH_OK);
+    assert_int_equal(requeued, 1);
+    size_t got = claim(s, 5000, out, 2);
+    assert_int_equal(got, 1);
+    free_claimed(out, got);
+    r[0] = result(a.seq, MSG_DELIVERED, 0);
+    assert_int_equal(s->ops->record_attempts(s, r, 1, NULL), CH_OK);
+    assert_int_equal(s->ops->message_get(s, "msg_a", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_true(m.delivered_at > 0);
+    /* Replay makes a delivered message due again. */
+    assert_int_equal(s->ops->message_requeue(s, "msg_a", 6000, NULL), CH_OK);
+    got = claim(s, 6000, out, 2);
+    assert_int_equal(got, 1);
+    free_claimed(out, got);
+    assert_int_equal(s->ops->message_requeue(s, "msg_none", 6000, NULL), CH_ENOTFOUND);
+}
+
+static void test_disabled_apps_wait(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item a = ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1000);
+    struct attempt_result r = result(a.seq, MSG_PENDING, 1001);
+    r.http_status = 410;
+    r.disable_app = true;
+    r.app_id = "app";
+    r.error = "HTTP 410 Gone";
+    assert_int_equal(s->ops->record_attempts(s, &r, 1, NULL), CH_OK);
+    struct stored_app got;
+    assert_int_equal(s->ops->app_get(s, "app", &got, NULL), CH_OK);
+    assert_false(got.enabled);
+    assert_string_equal(got.disabled_reason, "HTTP 410 Gone");
+    stored_app_release(&got);
+    struct due_message out[2];
+    assert_int_equal(claim(s, 2000, out, 2), 0);
+    put_app(s, "app", true); /* an admin re-enables it */
+    size_t n = claim(s, 2000, out, 2);
+    assert_int_equal(n, 1);
+    free_claimed(out, n);
+}
+
+struct collected {
+    char ids[16][40];
+    int n;
+    int64_t last_seq;
+};
+
+static void collect(void *ctx, const struct message_view *m)
+{
+    struct collected *c = ctx;
+    if (c->n < 16)
+        snprintf(c->ids[c->n], sizeof c->ids[0], "%s", m->msg_id);
+    c->n++;
+    c->last_seq = m->seq;
+}
+
+static void test_list_filters_and_cursor(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "a1", true);
+    put_app(s, "a2", true);
+    char id[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "msg_%d", i);
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        ingest(s, id, i % 2 ? "a2" : "a1", i < 3 ? "begin-call" : "end-call", key, MSG_DELIVERING,
+               1000 + i);
+    }
+    struct message_filter f = {.status = -1, .limit = 10};
+    struct collected c = {0};
+    assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 5);
+    assert_string_equal(c.ids[0], "msg_4"); /* newest first */
+
+    f.app_id = "a1";
+    memset(&c, 0, sizeof c);
+    assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 3);
+    f.event = "end-call";
+    memset(&c, 0, sizeof c);
+    assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.ids[0], "msg_4");
+    f = (struct message_filter){.status = -1, .limit = 10, .dedupe_key = "k2"};
+    memset(&c, 0, sizeof c);
+    assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 1);
+    f = (struct message_filter){.status = -1, .limit = 10, .since = 1003};
+    memset(&c, 0, sizeof c);
+    assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 2);
+    f = (struct message_filter){.status = MSG_DELIVERED, .limit = 10};
+    memset(&c, 0, sizeof c);
+    assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 0);
+
+    /* Pages of two, following the cursor, see every message once. */
+    f = (struct message_filter){.status = -1, .limit = 2};
+    int seen = 0;
+    for (int page = 0; page < 4; page++) {
+        memset(&c, 0, sizeof c);
+        assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
+        seen += c.n;
+        if (c.n < 2)
+            break;
+        f.before_seq = c.last_seq;
+    }
+    assert_int_equal(seen, 5);
+
+    struct store_stats st;
+    assert_int_equal(s->ops->stats(s, &st, NULL), CH_OK);
+    assert_int_equal(st.delivering, 5);
+    assert_int_equal(st.oldest_pending_at, 1000);
+}
+
+/* What a committed ingest wrote is there after the store is closed and opened again. */
+static void test_durable_across_reopen(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1000);
+    s->ops->close(s);
+    s = open_store();
+    *state = s;
+    struct message_view m;
+    assert_int_equal(s->ops->message_get(s, "msg_a", &m, NULL), CH_OK);
+    struct ingest_item again = ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1001);
+    assert_true(again.duplicate);
+}
+
+static void test_bad_uri(void **state)
+{
+    (void)state;
+    struct store *s = NULL;
+    struct ch_error err = {0};
+    assert_int_equal(store_open("mysql://x", &s, &err), CH_EINVAL);
+    assert_non_null(strstr(err.message, "sqlite:PATH"));
+    assert_int_not_equal(store_open("sqlite:/proc/nope/x.db", &s, &err), CH_OK);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/callhook-test-store-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_keys, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_apps, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_ingest_and_duplicates, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_leases, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
+        cmocka_unit_test(test_bad_uri),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return rc;
+}
