@@ -16,9 +16,10 @@ build: deps
 	cmake -S . -B $(RELEASE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALLHOOK_TESTS=OFF
 	cmake --build $(RELEASE_DIR)
 
-# The main job. Until `callhook serve` exists this shows what the binary can do.
+# The main job: the sender on the embedded SQLite default (var/callhook.db), in the foreground.
 run: build
-	$(RELEASE_DIR)/callhook --help
+	@echo "callhook serve on http://127.0.0.1:8080 (Ctrl-C stops it); the API is in docs/API.md"
+	$(RELEASE_DIR)/callhook serve
 
 # The npm packages the interop tests compare against, pinned by the committed lockfile.
 test-deps: deps

@@ -212,6 +212,11 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         goto out;
     log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
              c->db);
+    if (access(key_file, R_OK) == 0)
+        log_info("the first admin key is in %s: export CALLHOOK_KEY=$(cat %s); then try "
+                 "'callhook app list' or curl -H \"Authorization: Bearer $CALLHOOK_KEY\" "
+                 "http://%s/v1/voice-apps",
+                 key_file, key_file, c->listen);
 
     int sig = 0;
     sigwait(&stop_signals, &sig);
