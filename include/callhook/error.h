@@ -28,9 +28,9 @@ extern "C" {
     X(ETIMESTAMP, "invalid timestamp")           \
     X(ETOOOLD, "timestamp too old")              \
     X(ETOONEW, "timestamp too new")              \
-    X(ENOMATCH, "no matching signature")                                                          \
-    X(ENOTFOUND, "not found")                                                                      \
-    X(ESTORE, "database error")                                                                    \
+    X(ENOMATCH, "no matching signature")         \
+    X(ENOTFOUND, "not found")                    \
+    X(ESTORE, "database error")                  \
     X(EUNAVAILABLE, "temporarily unavailable")
 
 typedef enum ch_code {

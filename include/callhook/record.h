@@ -63,13 +63,15 @@ struct ch_record {
  *
  * ActiveCallId and CorrelationId are looked up among the top-level keys whatever their letter
  * case; the exact spellings "ActiveCallId" / "activeCallId" win over other casings. A string
- * value is kept as is; an integer is kept as its decimal text; null, "" or any other type means
+ * value is kept as is; an integer is kept as its decimal text (one of 2^53 or more is refused
+ * with CH_EINVAL, as it cannot be kept exactly); null, "", a fraction or any other type means
  * the id is absent. Unknown fields, nulls, nesting and `_` fields are accepted.
  *
  * Returns CH_OK, or: CH_ETOOBIG (len > max_body_bytes; 0 means no limit), CH_EEMPTY (nothing but
- * white space), CH_EJSON (not valid JSON or a key repeated; the message gives line, column and
- * byte offset), CH_ENOTOBJECT (valid JSON but not an object), CH_EINVAL (an id longer than
- * CH_RECORD_ID_MAX bytes), CH_ENOMEM. rec->body borrows body: keep it alive while rec is used.
+ * white space), CH_EJSON (not valid JSON, a key repeated, or a number past a double's range;
+ * the message gives line, column and byte offset), CH_ENOTOBJECT (valid JSON but not an
+ * object), CH_EINVAL (an id longer than CH_RECORD_ID_MAX bytes, or too large a number),
+ * CH_ENOMEM. rec->body borrows body: keep it alive while rec is used.
  * Thread-safe.
  */
 ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, size_t max_body_bytes,

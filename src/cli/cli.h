@@ -49,4 +49,20 @@ void cmd_serve_help(void);
 int cmd_key(int argc, char **argv);
 void cmd_key_help(void);
 
+/* The client commands: they talk to a running serve over HTTP (client.h). */
+int cmd_app(int argc, char **argv);
+void cmd_app_help(void);
+int cmd_send(int argc, char **argv);
+void cmd_send_help(void);
+int cmd_messages(int argc, char **argv);
+void cmd_messages_help(void);
+int cmd_message(int argc, char **argv);
+void cmd_message_help(void);
+int cmd_replay(int argc, char **argv);
+void cmd_replay_help(void);
+int cmd_recover(int argc, char **argv);
+void cmd_recover_help(void);
+int cmd_simulate(int argc, char **argv);
+void cmd_simulate_help(void);
+
 #endif

@@ -15,6 +15,14 @@ static const struct cli_command commands[] = {
     {"secret", "make a new signing secret or Ed25519 key pair", cmd_secret, cmd_secret_help},
     {"inspect", "show what callhook reads from a call record", cmd_inspect, cmd_inspect_help},
     {"msgid", "print the stable webhook-id of an event", cmd_msgid, cmd_msgid_help},
+    {"app", "create, show, list, enable or delete Voice Apps on serve", cmd_app, cmd_app_help},
+    {"send", "post a begin-call or end-call record to serve", cmd_send, cmd_send_help},
+    {"messages", "list stored events and their delivery state", cmd_messages, cmd_messages_help},
+    {"message", "show one stored event and its delivery attempts", cmd_message, cmd_message_help},
+    {"replay", "deliver a stored event again", cmd_replay, cmd_replay_help},
+    {"recover", "retry a Voice App's dead and failed events now", cmd_recover, cmd_recover_help},
+    {"simulate", "play a calling platform: many calls against serve", cmd_simulate,
+     cmd_simulate_help},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

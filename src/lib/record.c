@@ -85,6 +85,10 @@ static ch_code copy_id(const json_t *v, const char *field, char *dst, bool *has,
     } else if (integral_value(v, &n)) {
         snprintf(dst, CH_RECORD_ID_MAX + 1, "%lld", n);
         *has = true;
+    } else if (json_is_real(v) && fabs(json_real_value(v)) >= EXACT_INTEGER_LIMIT) {
+        /* Falling back to the other id would merge different calls: refuse instead. */
+        return ch_error_set(err, CH_EINVAL,
+                            "%s is a number too large to keep exactly; send it as a string", field);
     }
     return CH_OK;
 }
@@ -100,9 +104,10 @@ ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, siz
     if (len == 0 || only_white_space(body, len))
         return ch_error_set(err, CH_EEMPTY, "body is empty; a call record is a JSON object");
 
-    /* Integers are read as reals so that a huge number in a field we never look at does not
-     * make jansson reject the whole record ("too big integer"); duplicate keys are refused
-     * because two readers could pick different values for the same id. */
+    /* Integers are read as reals so that an integer past 64 bits in a field we never look at
+     * does not make jansson reject the whole record ("too big integer"); a number past a
+     * double's range (1e400) is still refused. Duplicate keys are refused because two readers
+     * could pick different values for the same id. */
     json_error_t jerr;
     json_t *root = json_loadb(
         body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);

@@ -4,6 +4,7 @@
 #include "lib/crypto.h"
 #include "util/base64.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,14 +250,18 @@ ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *t
                             "webhook-timestamp is not a whole number of unix seconds");
     long long now = v->clock ? v->clock(v->clock_ctx) : system_clock();
     long long tolerance = v->tolerance_s > 0 ? v->tolerance_s : CH_DEFAULT_TOLERANCE_S;
-    if (ts < now - tolerance)
+    /* age = now - ts without overflow, whatever clock and window the caller gives. */
+    long long age;
+    if (__builtin_sub_overflow(now, ts, &age))
+        age = now < 0 ? LLONG_MIN : LLONG_MAX;
+    if (age > tolerance)
         return ch_error_set(err, CH_ETOOOLD,
-                            "webhook-timestamp is %lld s in the past; the window is %lld s",
-                            now - ts, tolerance);
-    if (ts > now + tolerance)
+                            "webhook-timestamp is %lld s in the past; the window is %lld s", age,
+                            tolerance);
+    if (age < -tolerance)
         return ch_error_set(err, CH_ETOONEW,
                             "webhook-timestamp is %lld s in the future; the window is %lld s",
-                            ts - now, tolerance);
+                            age == LLONG_MIN ? LLONG_MAX : -age, tolerance);
     if (strnlen(signature, CH_SIGNATURE_HEADER_MAX + 1) > CH_SIGNATURE_HEADER_MAX)
         return ch_error_set(err, CH_ENOMATCH, "webhook-signature header is over %d bytes",
                             CH_SIGNATURE_HEADER_MAX);

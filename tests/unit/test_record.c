@@ -157,6 +157,17 @@ static void test_id_values(void **state)
     assert_int_equal(parse(&rec, "{}", NULL), CH_OK);
     assert_null(ch_record_dedupe_key(&rec));
 
+    /* An integer id that a double cannot hold exactly is refused, not dropped: falling back to
+     * the CorrelationId would merge different calls. */
+    struct ch_error err = {0};
+    assert_int_equal(
+        parse(&rec, "{\"ActiveCallId\":123456789012345678901234567890,\"CorrelationId\":\"c\"}",
+              &err),
+        CH_EINVAL);
+    assert_non_null(strstr(err.message, "as a string"));
+    assert_int_equal(parse(&rec, "{\"ActiveCallId\":9007199254740991}", NULL), CH_OK);
+    assert_string_equal(rec.active_call_id, "9007199254740991");
+
     /* Non-ASCII ids are kept byte for byte. */
     assert_int_equal(parse(&rec, "{\"ActiveCallId\":\"z\\u00f6\xc3\xa9\"}", NULL), CH_OK);
     assert_string_equal(rec.active_call_id, "z\xc3\xb6\xc3\xa9");
@@ -250,8 +261,8 @@ static void test_tolerant(void **state)
     static const char *const ok[] = {
         "{\"ActiveCallId\":\"a\",\"Agent\":null,\"_rid\":\"x==\",\"_ts\":1795770843}",
         "{\"ActiveCallId\":\"a\",\"Deep\":{\"a\":[{\"b\":[[[{\"c\":null}]]]}]}}",
-        "{\"ActiveCallId\":\"a\",\"Name\":\"Zo\xc3\xab \xe6\x9d\x8e\xe9\x9b\xb7 "
-        "\xf0\x9f\x99\x82\"}",
+        ("{\"ActiveCallId\":\"a\",\"Name\":\"Zo\xc3\xab \xe6\x9d\x8e\xe9\x9b\xb7 "
+         "\xf0\x9f\x99\x82\"}"),
         "{\"ActiveCallId\":\"a\",\"Big\":123456789012345678901234567890}",
         "{\"ActiveCallId\":\"a\",\"Neg\":-1e300}",
         "  \n{\"ActiveCallId\":\"a\"}\n  ",

@@ -228,6 +228,17 @@ static void test_timestamp_window(void **state)
     f->now = TS + 1001;
     assert_int_equal(ch_verify(&v, MSG_ID, TS_TEXT, V1_SIG, BODY, strlen(BODY), NULL), CH_ETOOOLD);
     f->now = TS;
+
+    /* Extreme clocks and windows must not overflow (UBSan would stop the test). */
+    v.tolerance_s = 9223372036854775807LL;
+    f->now = 9223372036854775807LL;
+    assert_int_equal(ch_verify(&v, MSG_ID, TS_TEXT, V1_SIG, BODY, strlen(BODY), NULL), CH_OK);
+    v.tolerance_s = 0;
+    f->now = -9223372036854775807LL - 1;
+    assert_int_equal(ch_verify(&v, MSG_ID, TS_TEXT, V1_SIG, BODY, strlen(BODY), NULL), CH_ETOONEW);
+    f->now = 9223372036854775807LL;
+    assert_int_equal(ch_verify(&v, MSG_ID, TS_TEXT, V1_SIG, BODY, strlen(BODY), NULL), CH_ETOOOLD);
+    f->now = TS;
 }
 
 /* A rotation: the verifier holds the old and the new secret, either signature passes. */
