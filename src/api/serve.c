@@ -196,6 +196,11 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
 
     if (store_open(c->db, &ctx.store, err) != CH_OK)
         goto out;
+    int64_t released = 0;
+    if (ctx.store->ops->startup(ctx.store, (int64_t)time(NULL), &released, err) != CH_OK)
+        goto out;
+    if (released > 0)
+        log_info("%lld messages claimed by an earlier run are due again", (long long)released);
     if (api_bootstrap_admin(ctx.store, key_file, err) != CH_OK)
         goto out;
     struct engine_config ec = {.store = ctx.store,

@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Each migration moves the schema one version up; they run in order inside a transaction. */
 static const char *const migrations[] = {
@@ -46,6 +49,7 @@ static const char *const migrations[] = {
 struct sqlite_store {
     struct store base;
     sqlite3 *w, *r;
+    int lock_fd; /* the ".lock" file held by the serving process, or -1 */
     pthread_mutex_t wlock, rlock;
     char path[4096];
 };
@@ -87,6 +91,41 @@ static void text_col(sqlite3_stmt *st, int col, char *dst, size_t cap)
 {
     const unsigned char *t = sqlite3_column_text(st, col);
     snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+/* ---- start ---- */
+
+static ch_code startup(struct store *s, int64_t now, int64_t *released, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    char lock_path[4200];
+    snprintf(lock_path, sizeof lock_path, "%s.lock", db->path);
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return ch_error_set(err, CH_EIO, "cannot open '%s': %s", lock_path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return ch_error_set(err, CH_EUNAVAILABLE,
+                            "another callhook serve is using '%s' (one process per SQLite "
+                            "database; use PostgreSQL for several nodes)",
+                            db->path);
+    }
+    db->lock_fd = fd;
+    /* With the file to ourselves, every claim in it was made by a run of ours that has ended. */
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(
+        db->w, "UPDATE messages SET status = 0, next_attempt_at = ? WHERE status = 1", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "release old claims");
+        else
+            *released = sqlite3_changes(db->w);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
 }
 
 /* ---- keys ---- */
@@ -852,6 +891,8 @@ static void sqlite_close(struct store *s)
         return;
     sqlite3_close(db->r);
     sqlite3_close(db->w);
+    if (db->lock_fd >= 0)
+        close(db->lock_fd);
     pthread_mutex_destroy(&db->wlock);
     pthread_mutex_destroy(&db->rlock);
     free(db);
@@ -860,6 +901,7 @@ static void sqlite_close(struct store *s)
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
+    .startup = startup,
     .key_count = key_count,
     .key_add = key_add,
     .key_lookup = key_lookup,
@@ -960,6 +1002,7 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
     if (db == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory opening the store");
     db->base.ops = &sqlite_ops;
+    db->lock_fd = -1;
     snprintf(db->path, sizeof db->path, "%s", path);
     pthread_mutex_init(&db->wlock, NULL);
     pthread_mutex_init(&db->rlock, NULL);

@@ -135,6 +135,12 @@ struct store_ops {
     const char *name;
     void (*close)(struct store *s);
 
+    /* The delivering node starts: takes what only it may take (SQLite: the database file, for
+     * this process alone) and makes due again what an earlier run of it left claimed, so a
+     * restart after a crash does not wait for leases to run out. CH_EUNAVAILABLE when another
+     * process holds the database. */
+    ch_code (*startup)(struct store *s, int64_t now, int64_t *released, struct ch_error *err);
+
     /* Keys: the hash is SHA-256 of the key text. */
     ch_code (*key_count)(struct store *s, int64_t *n, struct ch_error *err);
     ch_code (*key_add)(struct store *s, const char *key_id, const unsigned char hash[32],

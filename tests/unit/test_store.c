@@ -461,6 +461,27 @@ static void test_durable_across_reopen(void **state)
     assert_true(again.duplicate);
 }
 
+/* A restarted node gets back its own claims at once, and a second process is refused. */
+static void test_startup(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1000);
+    int64_t released = -1;
+    assert_int_equal(s->ops->startup(s, 1001, &released, NULL), CH_OK);
+    assert_int_equal(released, 1);
+    struct due_message out[2];
+    size_t n = claim(s, 1001, out, 2);
+    assert_int_equal(n, 1);
+    free_claimed(out, n);
+
+    struct store *other = open_store();
+    struct ch_error err = {0};
+    assert_int_equal(other->ops->startup(other, 1002, &released, &err), CH_EUNAVAILABLE);
+    assert_non_null(strstr(err.message, "another callhook serve"));
+    other->ops->close(other);
+}
+
 static void test_bad_uri(void **state)
 {
     (void)state;
@@ -486,6 +507,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_startup, fresh, close_store),
         cmocka_unit_test(test_bad_uri),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
