@@ -18,6 +18,7 @@ struct cli_client {
     CURL *curl;
     char base_url[CLI_URL_MAX];
     char auth_header[CLI_KEY_MAX + 32]; /* "Authorization: Bearer <key>" */
+    char no_proxy[1024];                /* loopback, then the user's NO_PROXY */
     long timeout_ms;
 };
 
@@ -104,6 +105,13 @@ ch_code cli_client_new(struct cli_client **out, const struct cli_client_options 
     c->base_url[url_len] = '\0';
     snprintf(c->auth_header, sizeof c->auth_header, "Authorization: Bearer %s", key);
     c->timeout_ms = o->timeout_ms;
+    /* serve is usually on this machine: a loopback address never goes through a proxy (which
+     * would see the key). Setting the option replaces NO_PROXY, so the user's list is kept. */
+    const char *user_no_proxy = env_or(NULL, "NO_PROXY");
+    if (user_no_proxy == NULL)
+        user_no_proxy = env_or(NULL, "no_proxy");
+    snprintf(c->no_proxy, sizeof c->no_proxy, "localhost,127.0.0.1,::1%s%s",
+             user_no_proxy ? "," : "", user_no_proxy ? user_no_proxy : "");
     *out = c;
     return CH_OK;
 }
@@ -222,8 +230,7 @@ ch_code cli_client_request(struct cli_client *c, const char *method, const char 
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                      c->timeout_ms < CLI_CONNECT_TIMEOUT_MS ? c->timeout_ms
                                                             : CLI_CONNECT_TIMEOUT_MS);
-    /* serve is usually on this machine: never send the key to a proxy for a loopback address. */
-    curl_easy_setopt(h, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1");
+    curl_easy_setopt(h, CURLOPT_NOPROXY, c->no_proxy);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "callhook-cli/" CALLHOOK_VERSION);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
@@ -237,9 +244,20 @@ ch_code cli_client_request(struct cli_client *c, const char *method, const char 
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
     }
     CURLcode rc = curl_easy_perform(h);
+    /* The handle must not keep pointers to this frame's list and buffer past the call. */
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(headers);
-    if (rc != CURLE_OK)
+    if (rc != CURLE_OK) {
+        /* "connection refused" says more than libcurl's "Couldn't connect to server". */
+        long os_errno = 0;
+        if (rc == CURLE_COULDNT_CONNECT &&
+            curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK && os_errno != 0) {
+            snprintf(detail, sizeof detail, "%s", strerror((int)os_errno));
+            detail[0] = (char)tolower((unsigned char)detail[0]);
+        }
         return transfer_failed(c, rc, detail, resp, err);
+    }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
     if (resp->body.data == NULL && !buf_add(&resp->body, "", 0))
         return ch_error_set(err, CH_ENOMEM, "out of memory");
@@ -424,7 +442,7 @@ static size_t display_width(const char *s)
  * (a cut one ends in "..."), never splitting a UTF-8 sequence. */
 static char *cell_copy(const char *text)
 {
-    if (text == NULL)
+    if (text == NULL || *text == '\0')
         text = "-";
     size_t len = strlen(text);
     char *out = malloc(len + 4);

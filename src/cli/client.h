@@ -40,13 +40,13 @@ enum {
     }
 
 /* The --help text of those options. */
-#define CLI_CLIENT_OPTIONS_HELP                                                            \
-    "  --url URL         where serve listens (default: CALLHOOK_URL, else\n"               \
-    "                    " CLI_DEFAULT_URL ")\n"                                           \
-    "  --key KEY         the API key (default: CALLHOOK_KEY; prefer the variable, since\n" \
-    "                    arguments show in ps). 'callhook key create' makes one.\n"        \
-    "  --request-timeout-ms N  give up on an answer of serve after N ms (default 30000)\n" \
-    "  --json            print serve's JSON answer as it is instead of a table"
+#define CLI_CLIENT_OPTIONS_HELP                                                                 \
+    "  --url URL               where serve listens (default: CALLHOOK_URL, else\n"              \
+    "                          " CLI_DEFAULT_URL ")\n"                                          \
+    "  --key KEY               the API key (default: CALLHOOK_KEY, which is safer: arguments\n" \
+    "                          show in ps); 'callhook key create' makes one\n"                  \
+    "  --request-timeout-ms N  give up on an answer of serve after N ms (default 30000)\n"      \
+    "  --json                  print serve's JSON answer as it is, not a table"
 
 /** The shared options as given. Strings are borrowed from argv or the environment. */
 struct cli_client_options {
@@ -157,7 +157,7 @@ struct cli_table {
 
 void cli_table_init(struct cli_table *t, int ncols, const char *const *headers);
 
-/** Adds a row of ncols cells (NULL shows as "-"); copies them. False when out of memory. */
+/** Adds a row of ncols cells (NULL or "" shows as "-"); copies them. False when out of memory. */
 bool cli_table_add(struct cli_table *t, const char *const *cells);
 
 /** Prints the header (the first time) and the buffered rows to out, then drops the rows. */

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_RETRIES 20
+#define MAX_RETRIES                20
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
 
 void cmd_app_help(void)
 {
@@ -35,7 +36,8 @@ void cmd_app_help(void)
          "  --header 'Name: value' an extra header on every delivery; repeat for more\n"
          "  --retry 5,300,1800     seconds to wait before each retry (retryScheduleSeconds)\n"
          "  --timeout-ms N         a delivery attempt's whole time limit (default 15000)\n"
-         "  --connect-timeout-ms N its connect time limit (default 5000)\n"
+         "  --connect-timeout-ms N its connect time limit (default 5000, or --timeout-ms\n"
+         "                         when that is less)\n"
          "  --max-in-flight N      attempts under way at once for this app (default 64)\n"
          "  --ordering per-call|none  per-call: an end-call waits for its begin-call\n"
          "  --disabled             store it disabled (nothing is delivered)\n"
@@ -238,6 +240,13 @@ static int app_put(struct cli_client *c, const struct cli_client_options *o, str
         if (!cli_read_input(file, CLI_MAX_INPUT_BYTES, &body, &len))
             return CLI_FAIL;
     } else {
+        /* serve refuses a connect limit above the whole limit, and the connect default is
+         * 5000: a shorter --timeout-ms alone brings the connect limit down with it. */
+        json_t *t = json_object_get(a->settings, "timeoutMs");
+        if (t && !json_object_get(a->settings, "connectTimeoutMs") &&
+            json_integer_value(t) < DEFAULT_CONNECT_TIMEOUT_MS)
+            json_object_set_new(a->settings, "connectTimeoutMs",
+                                json_integer(json_integer_value(t)));
         body = json_dumps(a->settings, JSON_COMPACT);
         if (body == NULL) {
             fprintf(stderr, "callhook app: out of memory\n");

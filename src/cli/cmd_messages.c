@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_PAGES 100000 /* --all gives up after this many pages: a cursor that never ends */
 
@@ -243,6 +244,8 @@ int cmd_send(int argc, char **argv)
         return cli_usage_error("send", "--app is required: the Voice App the event is for");
     if (argc - optind > 2)
         return cli_usage_error("send", "one FILE at most");
+    if (argc - optind < 2 && isatty(STDIN_FILENO))
+        return cli_usage_error("send", "give the record: a FILE, or '-' for standard input");
     char path[1024];
     char suffix[16];
     snprintf(suffix, sizeof suffix, "/%s", event);
@@ -265,6 +268,9 @@ int cmd_send(int argc, char **argv)
     json_t *answer = NULL;
     rc =
         cli_api(c, "send", "POST", path, body, len, a.idempotency_key ? header : NULL, &r, &answer);
+    if (rc != CLI_OK && r.status == 400 && r.body.data && strstr(r.body.data, "no_dedupe_key"))
+        fprintf(stderr,
+                "  hint: pass --idempotency-key K, the same K for a repeat of this event\n");
     if (rc == CLI_OK && a.conn.json)
         printf("%s\n", r.body.data);
     else if (rc == CLI_OK) {
@@ -331,6 +337,7 @@ static int list_messages(struct cli_client *c, const struct msg_args *a)
     struct cli_response r;
     cli_response_init(&r);
     size_t shown = 0;
+    bool more_pages = false; /* the page had a nextCursor and --all was not given */
     int rc = CLI_OK;
     for (int page = 0; rc == CLI_OK; page++) {
         struct buf q;
@@ -377,6 +384,7 @@ static int list_messages(struct cli_client *c, const struct msg_args *a)
             rc = CLI_FAIL;
             more = false;
         }
+        more_pages = next != NULL && !a->all;
         if (next != NULL && !a->all && !a->conn.json)
             fprintf(stderr, "(more: --cursor %s for the next page, or --all)\n", next);
         if (more)
@@ -386,7 +394,7 @@ static int list_messages(struct cli_client *c, const struct msg_args *a)
             break;
     }
     if (rc == CLI_OK && all != NULL) {
-        json_t *out = json_pack("{s:o, s:n}", "data", all);
+        json_t *out = json_pack("{s:o, s:n}", "data", all, "nextCursor");
         all = NULL;
         char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
         if (text)
@@ -398,10 +406,12 @@ static int list_messages(struct cli_client *c, const struct msg_args *a)
         free(text);
         json_decref(out);
     }
-    if (rc == CLI_OK && !a->conn.json && shown == 0)
-        printf("no messages%s\n", a->app || a->event || a->status || a->call || a->since >= 0
-                                      ? " match these filters"
-                                      : " yet: 'callhook send' posts one");
+    if (rc == CLI_OK && !a->conn.json && shown == 0) {
+        bool filtered = a->app || a->event || a->status || a->call || a->since >= 0;
+        printf("%s\n", more_pages ? "none on this page"
+                       : filtered ? "no messages match these filters"
+                                  : "no messages yet: 'callhook send' posts one");
+    }
     json_decref(all);
     cli_response_release(&r);
     cli_table_release(&t);

@@ -55,7 +55,8 @@ void cmd_simulate_help(void)
          "  --seed S              repeat a run's shape: call types, durations, duplicates,\n"
          "                        names (the call ids are new each run, so serve takes them)\n"
          "  --workers W           requests in flight at once, 1 to 64 (default 8)\n"
-         "  --json                print the summary as JSON\n" CLI_CLIENT_OPTIONS_HELP "\n"
+         "\n"
+         "connection (--json prints the summary as JSON):\n" CLI_CLIENT_OPTIONS_HELP "\n"
          "\n"
          "example:\n"
          "  callhook simulate --app support --calls 200 --rate 20 --duplicates 0.1");
@@ -272,8 +273,11 @@ static char *make_record(const struct sim *s, uint32_t index, enum sim_kind kind
     snprintf(crm, sizeof crm, "CRM-%06u", rand_below(&r, 1000000));
     snprintf(app_name, sizeof app_name, "Simulated %s", s->app);
     const char *language = languages[rand_below(&r, sizeof languages / sizeof *languages)];
-    const char *reason = end_reason(type, &r);
     bool has_name = rand_below(&r, 4) != 0;
+    const char *ivr = outbound ? "" : rand_below(&r, 2) ? "1" : "2";
+    int voicemail_s = (int)rand_below(&r, 60) + 5;
+    /* Last, as it draws only for some types: what comes before is the same in both records. */
+    const char *reason = end_reason(type, &r);
 
     char start[32], answer[32], finish[32];
     int64_t start_ms = call->start_wall_ms;
@@ -316,15 +320,14 @@ static char *make_record(const struct sim *s, uint32_t index, enum sim_kind kind
     }
     json_object_set_new(o, "Language", json_string(language));
     json_object_set_new(o, "CustomData",
-                        json_pack("{s:s, s:s}", "crmContactId", crm, "ivrSelection",
-                                  outbound ? "" : (rand_below(&r, 2) ? "1" : "2")));
+                        json_pack("{s:s, s:s}", "crmContactId", crm, "ivrSelection", ivr));
     json_object_set_new(o, "_ts", json_integer((end ? end_ms : start_ms) / 1000));
     if (end) {
         json_object_set_new(o, "EndReason", json_string(reason));
         if (type == 5)
             json_object_set_new(o, "Voicemail",
-                                json_pack("{s:i, s:s}", "DurationSeconds",
-                                          (int)rand_below(&r, 60) + 5, "Transcript",
+                                json_pack("{s:i, s:s}", "DurationSeconds", voicemail_s,
+                                          "Transcript",
                                           "Hi, this is a simulated caller, please call me back."));
         if (type == 6)
             json_object_set_new(o, "Transfer",
@@ -499,11 +502,9 @@ static void *worker_main(void *arg)
 
 /* ---- progress and summary ---- */
 
-static void progress(struct sim *s, int64_t now_ms)
+static void progress(const struct sim *s, const struct sim_stats *stats, int64_t now_ms)
 {
-    pthread_mutex_lock(&s->lock);
-    struct sim_stats st = s->st;
-    pthread_mutex_unlock(&s->lock);
+    struct sim_stats st = *stats;
     double elapsed = (double)(now_ms - s->t0_ms) / 1000.0;
     fprintf(stderr,
             "\r\033[Kcalls %lld/%u started, %lld ended | events %lld sent: %lld accepted, %lld "
@@ -539,14 +540,15 @@ static bool summary(const struct sim *s, double elapsed_s, bool json)
             "firstError", st->first_error[0] ? st->first_error : NULL, "elapsedSeconds", elapsed_s,
             "eventsPerSecond", rate, "result", st->errors || dup_mismatch ? "failed" : "ok",
             "interrupted", (int)(interrupted != 0));
-        char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
         if (text)
             printf("%s\n", text);
         free(text);
         json_decref(o);
     } else {
-        printf("simulated %lld of %u calls on voice app '%s' (seed %llu)%s\n", st->calls_ended,
-               s->ncalls, s->app, (unsigned long long)s->seed, interrupted ? ", interrupted" : "");
+        printf("%s %lld of %u calls on voice app '%s' (seed %lld): %lld ended\n",
+               interrupted ? "interrupted after starting" : "started", st->calls_started, s->ncalls,
+               s->app, (long long)s->seed, st->calls_ended);
         printf("  events sent       %lld (%lld of them upstream duplicates)\n", st->sent,
                st->dups_sent);
         printf("  accepted (202)    %lld\n", st->accepted);
@@ -754,29 +756,37 @@ static int run(struct sim *s, const struct sim_args *a)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_sa);
 
+    /* Wakes on every answer (the workers broadcast) and at least every tick, so the end is
+     * seen at once and Ctrl-C within a tick. */
     bool tty = isatty(STDERR_FILENO) && started > 0;
+    int64_t next_progress = 0, end_ms;
+    pthread_mutex_lock(&s->lock);
     for (;;) {
-        struct timespec tick = {0, PROGRESS_EVERY_MS * 1000000L};
-        nanosleep(&tick, NULL);
-        pthread_mutex_lock(&s->lock);
         if (interrupted || started < nworkers)
             s->stop = true;
-        bool finished = s->remaining == 0 || s->stop;
-        pthread_cond_broadcast(&s->changed);
-        pthread_mutex_unlock(&s->lock);
-        if (tty)
-            progress(s, clock_ms(CLOCK_MONOTONIC));
-        if (finished)
+        end_ms = clock_ms(CLOCK_MONOTONIC);
+        if (s->remaining == 0 || s->stop)
             break;
+        if (tty && end_ms >= next_progress) {
+            struct sim_stats st = s->st;
+            pthread_mutex_unlock(&s->lock);
+            progress(s, &st, end_ms);
+            next_progress = end_ms + PROGRESS_EVERY_MS;
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        wait_until(s, end_ms + PROGRESS_EVERY_MS);
     }
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
     for (int i = 0; i < started; i++)
         pthread_join(workers[i].thread, NULL);
     sigaction(SIGINT, &old_sa, NULL);
     if (tty) {
-        progress(s, clock_ms(CLOCK_MONOTONIC));
+        progress(s, &s->st, end_ms);
         fputc('\n', stderr);
     }
-    double elapsed = (double)(clock_ms(CLOCK_MONOTONIC) - s->t0_ms) / 1000.0;
+    double elapsed = (double)(end_ms - s->t0_ms) / 1000.0;
     rc = summary(s, elapsed, a->conn.json) && started == nworkers ? CLI_OK : CLI_FAIL;
 done:
     for (int i = 0; i < nworkers; i++)
