@@ -287,7 +287,7 @@ static void add_message(void *ctx, const struct message_view *m)
 
 static void messages_list(struct api_request *r)
 {
-    struct message_filter f = {.status = -1, .limit = LIST_LIMIT_DEFAULT};
+    struct message_filter f = {.status = -1, .attempted = -1, .limit = LIST_LIMIT_DEFAULT};
     f.app_id = api_query(r, "voiceAppId");
     f.event = api_query(r, "event");
     f.dedupe_key = api_query(r, "activeCallId");
@@ -295,7 +295,6 @@ static void messages_list(struct api_request *r)
     const char *since = api_query(r, "since");
     const char *limit = api_query(r, "limit");
     const char *cursor = api_query(r, "cursor");
-    bool failed_only = false, pending_only = false;
     if (status) {
         enum msg_status st;
         if (!msg_status_parse(status, &st)) {
@@ -305,8 +304,11 @@ static void messages_list(struct api_request *r)
             return;
         }
         f.status = (int)st;
-        failed_only = strcmp(status, "failed") == 0;
-        pending_only = strcmp(status, "pending") == 0;
+        /* "pending" and "failed" share a stored state: attempts tell them apart. */
+        if (strcmp(status, "failed") == 0)
+            f.attempted = 1;
+        else if (strcmp(status, "pending") == 0)
+            f.attempted = 0;
     }
     char *end;
     if (since && ((f.since = strtoll(since, &end, 10)) < 0 || *end != '\0')) {
@@ -328,14 +330,6 @@ static void messages_list(struct api_request *r)
         json_decref(l.data);
         store_failed(r, &err);
         return;
-    }
-    /* "pending" and "failed" share a stored state: attempts tell them apart. */
-    if (failed_only || pending_only) {
-        for (size_t i = json_array_size(l.data); i-- > 0;) {
-            const char *s = json_string_value(json_object_get(json_array_get(l.data, i), "status"));
-            if (s && strcmp(s, status) != 0)
-                json_array_remove(l.data, i);
-        }
     }
     char next[32];
     snprintf(next, sizeof next, "%lld", (long long)l.last_seq);
@@ -384,6 +378,22 @@ static void message_get(struct api_request *r, const char *id)
 static void message_replay(struct api_request *r, const char *id)
 {
     struct ch_error err = {0};
+    struct message_view m;
+    if (r->ctx->store->ops->message_get(r->ctx->store, id, &m, &err) != CH_OK) {
+        store_failed(r, &err);
+        return;
+    }
+    if (m.status == MSG_SKIPPED) {
+        api_respond_error(r, 409, "conflict",
+                          "message '%s' was skipped: its voice app has no URL for %s", id, m.event);
+        return;
+    }
+    if (m.status == MSG_DELIVERING) {
+        api_respond_error(r, 409, "conflict",
+                          "message '%s' is being delivered now; replay it once the attempt ends",
+                          id);
+        return;
+    }
     if (r->ctx->store->ops->message_requeue(r->ctx->store, id, (int64_t)time(NULL), &err) !=
         CH_OK) {
         store_failed(r, &err);

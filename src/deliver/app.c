@@ -174,7 +174,8 @@ static ch_code get_retries(json_t *v, struct app_config *c, struct ch_error *err
     return CH_OK;
 }
 
-static ch_code parse_member(struct app_config *c, const char *key, json_t *v, struct ch_error *err)
+static ch_code parse_member(struct app_config *c, const char *key, json_t *v, bool *connect_given,
+                            struct ch_error *err)
 {
     long n;
     ch_code rc;
@@ -187,6 +188,7 @@ static ch_code parse_member(struct app_config *c, const char *key, json_t *v, st
     if (strcmp(key, "connectTimeoutMs") == 0) {
         rc = get_int(v, key, 100, 60000, &n, err);
         c->connect_timeout_ms = n;
+        *connect_given = true;
         return rc;
     }
     if (strcmp(key, "timeoutMs") == 0) {
@@ -231,6 +233,7 @@ ch_code app_config_parse(struct app_config *c, const char *json, size_t len, str
         return ch_error_set(err, CH_EINVAL, "invalid JSON at line %d, column %d: %s", jerr.line,
                             jerr.column, jerr.text);
     ch_code rc = CH_OK;
+    bool connect_given = false;
     if (!json_is_object(root))
         rc = ch_error_set(err, CH_EINVAL, "the settings must be a JSON object");
     const char *key;
@@ -239,9 +242,9 @@ ch_code app_config_parse(struct app_config *c, const char *json, size_t len, str
         json_object_foreach(root, key, v)
         {
             if (strcmp(key, "id") == 0 || strcmp(key, "createdAt") == 0 ||
-                strcmp(key, "disabledReason") == 0)
+                strcmp(key, "updatedAt") == 0 || strcmp(key, "disabledReason") == 0)
                 continue; /* what GET returns may be PUT back as it is */
-            rc = parse_member(c, key, v, err);
+            rc = parse_member(c, key, v, &connect_given, err);
             if (rc != CH_OK)
                 break;
         }
@@ -251,6 +254,9 @@ ch_code app_config_parse(struct app_config *c, const char *json, size_t len, str
         rc = check_url("BeginCallEventProcessingUrl", c->begin_url, c->allow_insecure_http, err);
     if (rc == CH_OK && c->end_url[0])
         rc = check_url("EndCallEventProcessingUrl", c->end_url, c->allow_insecure_http, err);
+    /* The connect default follows a shorter total timeout; one given explicitly must fit. */
+    if (rc == CH_OK && !connect_given && c->connect_timeout_ms > c->timeout_ms)
+        c->connect_timeout_ms = c->timeout_ms;
     if (rc == CH_OK && c->connect_timeout_ms > c->timeout_ms)
         rc = ch_error_set(err, CH_EINVAL, "connectTimeoutMs: must not exceed timeoutMs");
     return rc;

@@ -757,6 +757,10 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND dedupe_key = :key");
     if (f->status >= 0)
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND status = :status");
+    if (f->attempted == 0)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND attempts = 0");
+    else if (f->attempted == 1)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND attempts > 0");
     if (f->since > 0)
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at >= :since");
     if (f->before_seq > 0)

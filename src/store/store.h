@@ -118,7 +118,8 @@ struct attempt_view {
 
 struct message_filter {
     const char *app_id, *event, *dedupe_key; /* NULL: any */
-    int status;                              /* -1: any; MSG_PENDING matches pending and failed */
+    int status;                              /* -1: any */
+    int attempted;                           /* -1: any; 0: never attempted; 1: attempted */
     int64_t since;                           /* created_at >= since */
     int64_t before_seq;                      /* cursor: seq < before_seq; 0: from the newest */
     int limit;

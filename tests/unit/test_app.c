@@ -43,6 +43,11 @@ static void test_defaults_and_round_trip(void **state)
     assert_memory_equal(&back, &c, sizeof c);
     free(json);
 
+    /* A short total timeout pulls the connect default down with it. */
+    assert_int_equal(parse(&c, "{\"timeoutMs\":3000}", NULL), CH_OK);
+    assert_int_equal(c.connect_timeout_ms, 3000);
+    assert_int_equal(parse(&c, "{\"updatedAt\":5,\"createdAt\":4,\"id\":\"x\"}", NULL), CH_OK);
+
     assert_int_equal(parse(&c, "{}", NULL), CH_OK);
     assert_int_equal(c.nretry, 7);
     assert_int_equal(c.retry_s[6], 36000);

@@ -399,7 +399,7 @@ static void test_list_filters_and_cursor(void **state)
         ingest(s, id, i % 2 ? "a2" : "a1", i < 3 ? "begin-call" : "end-call", key, MSG_DELIVERING,
                1000 + i);
     }
-    struct message_filter f = {.status = -1, .limit = 10};
+    struct message_filter f = {.status = -1, .attempted = -1, .limit = 10};
     struct collected c = {0};
     assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
     assert_int_equal(c.n, 5);
@@ -414,21 +414,21 @@ static void test_list_filters_and_cursor(void **state)
     assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.ids[0], "msg_4");
-    f = (struct message_filter){.status = -1, .limit = 10, .dedupe_key = "k2"};
+    f = (struct message_filter){.attempted = -1, .status = -1, .limit = 10, .dedupe_key = "k2"};
     memset(&c, 0, sizeof c);
     assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
     assert_int_equal(c.n, 1);
-    f = (struct message_filter){.status = -1, .limit = 10, .since = 1003};
+    f = (struct message_filter){.attempted = -1, .status = -1, .limit = 10, .since = 1003};
     memset(&c, 0, sizeof c);
     assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
     assert_int_equal(c.n, 2);
-    f = (struct message_filter){.status = MSG_DELIVERED, .limit = 10};
+    f = (struct message_filter){.attempted = -1, .status = MSG_DELIVERED, .limit = 10};
     memset(&c, 0, sizeof c);
     assert_int_equal(s->ops->message_list(s, &f, collect, &c, NULL), CH_OK);
     assert_int_equal(c.n, 0);
 
     /* Pages of two, following the cursor, see every message once. */
-    f = (struct message_filter){.status = -1, .limit = 2};
+    f = (struct message_filter){.attempted = -1, .status = -1, .limit = 2};
     int seen = 0;
     for (int page = 0; page < 4; page++) {
         memset(&c, 0, sizeof c);
