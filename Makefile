@@ -4,7 +4,7 @@ TEST_DIR    := build/test
 FUZZ_DIR    := build/fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run test test-deps fuzz format check-format clean
+.PHONY: all deps build run demo test test-deps fuzz format check-format clean
 
 all: build
 
@@ -20,6 +20,10 @@ build: deps
 run: build
 	@echo "callhook serve on http://127.0.0.1:8080 (Ctrl-C stops it); the API is in docs/API.md"
 	$(RELEASE_DIR)/callhook serve
+
+# serve, a local receiver and simulate together: calls flowing, on 127.0.0.1 only.
+demo: build
+	scripts/demo.sh $(RELEASE_DIR)/callhook
 
 # The npm packages the interop tests compare against, pinned by the committed lockfile.
 test-deps: deps
