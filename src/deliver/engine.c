@@ -547,9 +547,10 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
             p->begin_resolved = begin;
             atomic_fetch_add(&e->cfg.metrics->dead, 1);
         } else {
+            /* Due times are whole seconds: round up, so the delay is never shortened. */
             p->r.new_status = MSG_PENDING;
-            p->r.next_attempt_at = end / 1000 + delay;
-            int64_t due_ms = (end / 1000 + delay) * 1000;
+            p->r.next_attempt_at = (end + 999) / 1000 + delay;
+            int64_t due_ms = p->r.next_attempt_at * 1000;
             if (e->next_scan_ms > due_ms)
                 e->next_scan_ms = due_ms;
         }
