@@ -107,6 +107,17 @@ struct ch_verifier {
 ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *timestamp,
                   const char *signature, const void *body, size_t len, struct ch_error *err);
 
+/** Looks up a request header by name, any letter case; NULL when absent. */
+typedef const char *(*ch_header_cb)(void *ctx, const char *name);
+
+/**
+ * Verifies a request from its headers and raw body: reads webhook-id, webhook-timestamp and
+ * webhook-signature (or their svix-id, svix-timestamp, svix-signature spellings) through
+ * get_header, then does what ch_verify() does. This is what `callhook receive` calls.
+ */
+ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
+                          const void *body, size_t len, struct ch_error *err);
+
 /** One entry of a webhook-signature header: "version,base64". Both point into the header. */
 struct ch_signature_entry {
     const char *version;

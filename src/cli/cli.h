@@ -48,6 +48,10 @@ int cmd_serve(int argc, char **argv);
 void cmd_serve_help(void);
 int cmd_key(int argc, char **argv);
 void cmd_key_help(void);
+int cmd_receive(int argc, char **argv);
+void cmd_receive_help(void);
+int cmd_inbox(int argc, char **argv);
+void cmd_inbox_help(void);
 
 /* The client commands: they talk to a running serve over HTTP (client.h). */
 int cmd_app(int argc, char **argv);

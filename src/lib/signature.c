@@ -289,3 +289,20 @@ ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *t
                             ch_strerror(st.failure));
     return ch_error_set(err, CH_ENOMATCH, "no signature in webhook-signature matches");
 }
+
+static const char *header_either(ch_header_cb get, void *ctx, const char *name, const char *alt)
+{
+    const char *v = get(ctx, name);
+    return v ? v : get(ctx, alt);
+}
+
+ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
+                          const void *body, size_t len, struct ch_error *err)
+{
+    if (get_header == NULL)
+        return ch_error_set(err, CH_EINVAL, "ch_verify_request: no header lookup given");
+    return ch_verify(v, header_either(get_header, ctx, "webhook-id", "svix-id"),
+                     header_either(get_header, ctx, "webhook-timestamp", "svix-timestamp"),
+                     header_either(get_header, ctx, "webhook-signature", "svix-signature"), body,
+                     len, err);
+}

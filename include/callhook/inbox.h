@@ -1,0 +1,124 @@
+/*
+ * The receiver's inbox: a durable SQLite store of received events that deduplicates them (by
+ * webhook-id, and by event and call id) and hands them out for processing in arrival order.
+ * `callhook receive` is built on it; a C service can open one to get the same guarantees.
+ */
+#ifndef CALLHOOK_INBOX_H
+#define CALLHOOK_INBOX_H
+
+#include <callhook/error.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum ch_inbox_status {
+    CH_INBOX_PENDING = 0, /* waiting, or waiting for a retry at next_at */
+    CH_INBOX_RUNNING = 1, /* a worker has it */
+    CH_INBOX_DONE = 2,    /* processed */
+    CH_INBOX_FAILED = 3,  /* every try failed: parked until `inbox retry` */
+};
+
+/** The name of a status: "pending", "running", "done", "failed". */
+const char *ch_inbox_status_name(enum ch_inbox_status s);
+
+struct ch_inbox;
+
+/** One event to add. Strings and body are borrowed for the call. */
+struct ch_inbox_event {
+    const char *webhook_id; /* required */
+    const char *event;      /* "begin-call" or "end-call" */
+    const char *call_key;   /* ActiveCallId, else CorrelationId; NULL when the record has none */
+    bool has_call_type;
+    long long call_type;
+    const void *body;
+    size_t body_len;
+    long long received_at; /* unix seconds */
+    /* out */
+    bool duplicate; /* already in the inbox (same webhook-id, or same event and call_key) */
+    long long seq;  /* the event's place in arrival order */
+};
+
+/** An event as stored; body is heap memory freed by ch_inbox_entry_release(). */
+struct ch_inbox_entry {
+    long long seq;
+    char webhook_id[257];
+    char event[16];
+    char call_key[256];
+    bool has_call_type;
+    long long call_type;
+    enum ch_inbox_status status;
+    int attempts;
+    long long received_at;  /* unix seconds */
+    long long next_at;      /* unix milliseconds */
+    long long processed_at; /* unix seconds */
+    char last_error[512];
+    void *body;
+    size_t body_len;
+};
+void ch_inbox_entry_release(struct ch_inbox_entry *e);
+
+/**
+ * Opens (creating it and its folder) the inbox at path. Thread-safe handle; close with
+ * ch_inbox_close(). CH_EIO or CH_ESTORE with the reason on failure.
+ */
+ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err);
+void ch_inbox_close(struct ch_inbox *ib);
+
+/**
+ * Adds events in one transaction (one fsync): when it returns CH_OK every new event is on disk
+ * and each event says whether it was a duplicate. Duplicates are recognised for as long as the
+ * inbox keeps them (see ch_inbox_expire). CH_EUNAVAILABLE when nothing could be written.
+ */
+ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
+                     struct ch_error *err);
+
+/** Whether an event with this webhook-id, or this event and call_key, is in the inbox. */
+ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *event,
+                      const char *call_key, bool *seen, struct ch_error *err);
+
+/**
+ * Takes the oldest pending event due at now_ms for processing (status running; attempts counts
+ * this one). CH_ENOTFOUND when none is due; *next_due_ms is then the earliest next_at of a
+ * pending event (0: none). The caller frees out with ch_inbox_entry_release().
+ */
+ch_code ch_inbox_take(struct ch_inbox *ib, long long now_ms, struct ch_inbox_entry *out,
+                      long long *next_due_ms, struct ch_error *err);
+
+/** Records the outcome of processing: done, a retry at next_at_ms (pending), or failed. */
+ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
+                        long long next_at_ms, const char *error, long long now,
+                        struct ch_error *err);
+
+/** For one process that owns the inbox: events left running by a crash are pending again. */
+ch_code ch_inbox_recover(struct ch_inbox *ib, long long now_ms, long long *requeued,
+                         struct ch_error *err);
+
+/** Calls cb for events (status < 0: all), newest first, at most limit. */
+ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,
+                      void (*cb)(void *ctx, const struct ch_inbox_entry *e), void *ctx,
+                      struct ch_error *err);
+
+/** One event by its webhook-id, body included. CH_ENOTFOUND when absent. */
+ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbox_entry *out,
+                     struct ch_error *err);
+
+/** Makes a failed event (or every failed one, webhook_id NULL) pending again with fresh tries. */
+ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long now_ms,
+                       long long *requeued, struct ch_error *err);
+
+/**
+ * Forgets processed events received before `before` (their dedupe keys go with them): the
+ * retention window. Pending, running and failed events are never removed.
+ */
+ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
+                        struct ch_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

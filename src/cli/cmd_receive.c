@@ -1,0 +1,263 @@
+/* `callhook receive` and `callhook inbox`: the receiving daemon and its inbox. */
+#include "cli/cli.h"
+
+#include "receive/receiver.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void cmd_receive_help(void)
+{
+    puts(
+        "usage: callhook receive --secret whsec_... (--tls-cert F --tls-key F | --insecure-http)\n"
+        "                        [--exec CMD | --jsonl FILE] [--route SEL=HANDLER ...] ...\n"
+        "\n"
+        "Receives begin-call and end-call deliveries done right: verifies the sender (Standard\n"
+        "Webhooks signature and timestamp, and optionally a shared-secret header and client\n"
+        "certificates), drops duplicates (same webhook-id, or same event and call), writes each\n"
+        "new event to the inbox on disk before answering 202 (a duplicate gets 200), then runs\n"
+        "the handler asynchronously, retrying failures and parking what keeps failing.\n"
+        "\n"
+        "Any path is accepted for POST; the event comes from X-Call-Event or a path ending in\n"
+        "begin-call/end-call. Answers: 202 new, 200 duplicate, 401 verification failed (the\n"
+        "reason is in the body), 400 not a JSON object, 413 too large, 405 not POST.\n"
+        "\n"
+        "Handlers: --exec CMD runs CMD with the raw body on stdin and CALL_EVENT,\n"
+        "CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME, WEBHOOK_ID in its\n"
+        "environment; a non-zero exit is a failure. --jsonl FILE appends one JSON line per event.\n"
+        "--route picks a handler by event and CallType (first match wins); everything else,\n"
+        "unknown CallTypes included, goes to the default handler:\n"
+        "  --route 'end-call/MissedCall,VoiceMail=exec:./call-back.sh'\n"
+        "  --route '*/OutboundCall=jsonl:outbound.jsonl'\n"
+        "\n"
+        "Settings come from --config FILE (name = value), then the environment, then flags.\n");
+    receive_config_print_help();
+    puts("\nexample, in front of a script, locally:\n"
+         "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
+         "      --secret \"$WEBHOOK_SECRET\" --exec ./on-call-event.sh");
+}
+
+void cmd_inbox_help(void)
+{
+    puts("usage: callhook inbox list [--status pending|running|done|failed] [--limit N]\n"
+         "       callhook inbox show WEBHOOK_ID\n"
+         "       callhook inbox retry WEBHOOK_ID | --all-failed\n"
+         "       callhook inbox purge [--older-than-s N]\n"
+         "\n"
+         "Looks into the inbox of callhook receive (--store PATH, default CALLHOOK_RECEIVE_STORE\n"
+         "or var/inbox.db): what arrived, what failed and why; 'retry' runs failed events again\n"
+         "with fresh tries (a running receiver picks them up); 'purge' forgets processed events\n"
+         "(and their dedupe keys) older than N seconds, default all of them. Failed and pending\n"
+         "events are never purged.");
+}
+
+int cmd_receive(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"listen", required_argument, NULL, 0},
+        {"secret", required_argument, NULL, 0},
+        {"public-key", required_argument, NULL, 0},
+        {"tls-cert", required_argument, NULL, 0},
+        {"tls-key", required_argument, NULL, 0},
+        {"tls-client-ca", required_argument, NULL, 0},
+        {"insecure-http", no_argument, NULL, 'i'},
+        {"require-header", required_argument, NULL, 0},
+        {"store", required_argument, NULL, 0},
+        {"exec", required_argument, NULL, 0},
+        {"jsonl", required_argument, NULL, 0},
+        {"route", required_argument, NULL, 0},
+        {"workers", required_argument, NULL, 0},
+        {"exec-timeout-s", required_argument, NULL, 0},
+        {"max-attempts", required_argument, NULL, 0},
+        {"retry-base-ms", required_argument, NULL, 0},
+        {"tolerance-s", required_argument, NULL, 0},
+        {"retention-s", required_argument, NULL, 0},
+        {"max-body-bytes", required_argument, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static struct receive_config cfg; /* large: off the stack */
+    receive_config_defaults(&cfg);
+    struct ch_error err = {0};
+    int c, idx;
+    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
+        if (c == 'h') {
+            cmd_receive_help();
+            return CLI_OK;
+        }
+        if (c == '?')
+            return CLI_USAGE;
+        if (c == 'c' && receive_config_load_file(&cfg, optarg, &err) != CH_OK) {
+            fprintf(stderr, "callhook receive: %s\n", err.message);
+            return CLI_USAGE;
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("receive", "unexpected argument '%s'", argv[optind]);
+    if (receive_config_load_env(&cfg, &err) != CH_OK) {
+        fprintf(stderr, "callhook receive: %s\n", err.message);
+        return CLI_USAGE;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
+        ch_code rc = CH_OK;
+        if (c == 0)
+            rc = receive_config_set(&cfg, options[idx].name, optarg, &err);
+        else if (c == 'i')
+            rc = receive_config_set(&cfg, "insecure-http", "true", &err);
+        if (rc != CH_OK) {
+            fprintf(stderr, "callhook receive: --%s\n", err.message);
+            return CLI_USAGE;
+        }
+    }
+    if (receive_config_check(&cfg, &err) != CH_OK) {
+        fprintf(stderr, "callhook receive: %s\n", err.message);
+        return CLI_USAGE;
+    }
+    int rc = receive_run(&cfg, &err);
+    if (rc != 0)
+        fprintf(stderr, "callhook receive: %s\n", err.message);
+    return rc == 0 ? CLI_OK : CLI_FAIL;
+}
+
+static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
+{
+    (void)ctx;
+    char when[32];
+    time_t t = (time_t)e->received_at;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
+    printf("%-32s %-10s %-8s %-8d %-21s %s\n", e->webhook_id, e->event,
+           ch_inbox_status_name(e->status), e->attempts, when,
+           e->last_error[0] ? e->last_error : "-");
+}
+
+static int inbox_show(struct ch_inbox *ib, const char *id)
+{
+    struct ch_inbox_entry e;
+    struct ch_error err = {0};
+    if (ch_inbox_get(ib, id, &e, &err) != CH_OK) {
+        fprintf(stderr, "callhook inbox: %s\n", err.message);
+        return CLI_FAIL;
+    }
+    char type[CH_CALL_TYPE_NAME_MAX];
+    enum ch_call_type_kind kind =
+        !e.has_call_type
+            ? CH_CALL_TYPE_ABSENT
+            : (e.call_type >= 0 && e.call_type <= 8 ? CH_CALL_TYPE_KNOWN : CH_CALL_TYPE_UNKNOWN);
+    printf("webhook-id    %s\nevent         %s\ncall          %s\nCallType      %s\n"
+           "status        %s\nattempts      %d\nreceived at   %lld\nlast error    %s\n"
+           "body (%zu bytes):\n",
+           e.webhook_id, e.event, e.call_key[0] ? e.call_key : "(none)",
+           ch_call_type_name(kind, e.call_type, type, sizeof type), ch_inbox_status_name(e.status),
+           e.attempts, e.received_at, e.last_error[0] ? e.last_error : "-", e.body_len);
+    fwrite(e.body, 1, e.body_len, stdout);
+    putchar('\n');
+    ch_inbox_entry_release(&e);
+    return CLI_OK;
+}
+
+int cmd_inbox(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"store", required_argument, NULL, 's'},
+        {"status", required_argument, NULL, 't'},
+        {"limit", required_argument, NULL, 'l'},
+        {"all-failed", no_argument, NULL, 'a'},
+        {"older-than-s", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    if (argc < 2)
+        return cli_usage_error("inbox", "which one: list, show, retry or purge?");
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        cmd_inbox_help();
+        return CLI_OK;
+    }
+    const char *store = getenv("CALLHOOK_RECEIVE_STORE");
+    if (store == NULL || *store == '\0')
+        store = "var/inbox.db";
+    int status = -1;
+    long long limit = 50, older = 0;
+    bool all_failed = false;
+    int c;
+    optind = 1;
+    argc--;
+    argv++;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            store = optarg;
+            break;
+        case 't':
+            status = -2;
+            for (int s = 0; s <= CH_INBOX_FAILED; s++) {
+                if (strcmp(optarg, ch_inbox_status_name((enum ch_inbox_status)s)) == 0)
+                    status = s;
+            }
+            if (status == -2)
+                return cli_usage_error("inbox", "--status is pending, running, done or failed");
+            break;
+        case 'l':
+            if (!cli_parse_ll("--limit", optarg, &limit) || limit < 1 || limit > 100000)
+                return CLI_USAGE;
+            break;
+        case 'a':
+            all_failed = true;
+            break;
+        case 'o':
+            if (!cli_parse_ll("--older-than-s", optarg, &older) || older < 0)
+                return CLI_USAGE;
+            break;
+        case 'h':
+            cmd_inbox_help();
+            return CLI_OK;
+        default:
+            return CLI_USAGE;
+        }
+    }
+    const char *arg = optind < argc ? argv[optind] : NULL;
+    struct ch_inbox *ib = NULL;
+    struct ch_error err = {0};
+    if (ch_inbox_open(store, &ib, &err) != CH_OK) {
+        fprintf(stderr, "callhook inbox: %s\n", err.message);
+        return CLI_FAIL;
+    }
+    int rc = CLI_OK;
+    long long n = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (strcmp(sub, "list") == 0) {
+        printf("%-32s %-10s %-8s %-8s %-21s %s\n", "WEBHOOK-ID", "EVENT", "STATUS", "ATTEMPTS",
+               "RECEIVED", "LAST ERROR");
+        if (ch_inbox_list(ib, status, (int)limit, print_entry_row, NULL, &err) != CH_OK)
+            rc = CLI_FAIL;
+    } else if (strcmp(sub, "show") == 0) {
+        rc = arg ? inbox_show(ib, arg) : cli_usage_error("inbox", "show needs a WEBHOOK_ID");
+    } else if (strcmp(sub, "retry") == 0) {
+        if (!arg && !all_failed)
+            rc = cli_usage_error("inbox", "retry needs a WEBHOOK_ID or --all-failed");
+        else if (ch_inbox_retry(ib, arg, (long long)now.tv_sec * 1000, &n, &err) != CH_OK)
+            rc = CLI_FAIL;
+        else
+            printf("%lld event%s will run again\n", n, n == 1 ? "" : "s");
+    } else if (strcmp(sub, "purge") == 0) {
+        if (ch_inbox_expire(ib, (long long)now.tv_sec - older + (older == 0 ? 1 : 0), &n, &err) !=
+            CH_OK)
+            rc = CLI_FAIL;
+        else
+            printf("purged %lld processed event%s\n", n, n == 1 ? "" : "s");
+    } else {
+        rc = cli_usage_error("inbox", "unknown subcommand '%s'", sub);
+    }
+    if (rc == CLI_FAIL && err.message[0])
+        fprintf(stderr, "callhook inbox: %s\n", err.message);
+    ch_inbox_close(ib);
+    return rc;
+}

@@ -1,0 +1,503 @@
+/*
+ * The receiver's HTTPS front on libmicrohttpd (with GnuTLS for client certificates): checks
+ * each request in the documented order, then queues it for a writer thread that adds whatever
+ * is waiting to the inbox in one transaction and only then answers. Nothing is acknowledged
+ * before it is on disk.
+ */
+#include "receive/front.h"
+
+#include "lib/crypto.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WRITER_BATCH 512
+#define PEM_MAX      (1024 * 1024)
+
+enum req_state { REQ_READING = 0, REQ_WAITING, REQ_DONE };
+
+struct request {
+    struct front *f;
+    struct MHD_Connection *conn;
+    char path[512];
+    char method[16];
+    struct buf body;
+    bool too_big;
+    enum req_state state;
+    int status;
+    char response[600];
+    /* what the writer stores */
+    struct request *next;
+    char webhook_id[CH_MESSAGE_ID_MAX + 1];
+    char event[16];
+    char call_key[CH_RECORD_ID_MAX + 1];
+    bool has_call_key;
+    bool has_call_type;
+    long long call_type;
+};
+
+struct front {
+    const struct receive_config *cfg;
+    struct ch_inbox *inbox;
+    struct worker_pool *workers;
+    struct MHD_Daemon *daemon;
+    char *cert_pem, *key_pem, *ca_pem;
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct request *head, *tail;
+    bool stop;
+};
+
+/* ---- answers ---- */
+
+static void set_answer(struct request *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_answer(struct request *r, int status, const char *fmt, ...)
+{
+    char message[400], quoted[450];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    size_t o = 0;
+    for (const char *p = message; *p && o + 3 < sizeof quoted; p++) {
+        if (*p == '"' || *p == '\\')
+            quoted[o++] = '\\';
+        quoted[o++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+    }
+    quoted[o] = '\0';
+    r->status = status;
+    snprintf(r->response, sizeof r->response, "{\"status\":%d,\"message\":\"%s\"}", status, quoted);
+}
+
+static enum MHD_Result send_answer(struct MHD_Connection *c, struct request *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(r->response), r->response, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- the writer: group commit into the inbox ---- */
+
+static void write_batch(struct front *f, struct request *list)
+{
+    struct ch_inbox_event events[WRITER_BATCH];
+    struct request *reqs[WRITER_BATCH];
+    size_t n = 0;
+    long long now = (long long)time(NULL);
+    for (struct request *r = list; r; r = r->next) {
+        events[n] = (struct ch_inbox_event){
+            .webhook_id = r->webhook_id,
+            .event = r->event,
+            .call_key = r->has_call_key ? r->call_key : NULL,
+            .has_call_type = r->has_call_type,
+            .call_type = r->call_type,
+            .body = r->body.data,
+            .body_len = r->body.len,
+            .received_at = now,
+        };
+        reqs[n++] = r;
+    }
+    struct ch_error err = {0};
+    ch_code rc = ch_inbox_add(f->inbox, events, n, &err);
+    if (rc != CH_OK)
+        log_error("cannot store %zu events: %s", n, err.message);
+    bool any_new = false;
+    for (size_t i = 0; i < n; i++) {
+        struct request *r = reqs[i];
+        if (rc != CH_OK)
+            set_answer(r, 503, "the event could not be stored; send it again");
+        else if (events[i].duplicate)
+            set_answer(r, 200, "duplicate: already received");
+        else {
+            set_answer(r, 202, "accepted");
+            any_new = true;
+        }
+        r->state = REQ_DONE;
+        MHD_resume_connection(r->conn);
+    }
+    if (any_new)
+        worker_pool_wake(f->workers);
+}
+
+static void *writer_main(void *arg)
+{
+    struct front *f = arg;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        while (f->head == NULL && !f->stop)
+            pthread_cond_wait(&f->cond, &f->lock);
+        if (f->head == NULL)
+            break;
+        struct request *batch = f->head, *last = f->head;
+        size_t n = 1;
+        while (last->next && n < WRITER_BATCH) {
+            last = last->next;
+            n++;
+        }
+        f->head = last->next;
+        if (f->head == NULL)
+            f->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&f->lock);
+        write_batch(f, batch);
+        pthread_mutex_lock(&f->lock);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+/* ---- checks ---- */
+
+static const char *get_header(void *ctx, const char *name)
+{
+    return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
+}
+
+static bool required_headers_ok(const struct receive_config *c, struct MHD_Connection *conn,
+                                char *which, size_t cap)
+{
+    for (int i = 0; i < c->nheaders; i++) {
+        const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, c->headers[i].name);
+        size_t want = strlen(c->headers[i].value);
+        /* Constant time over the expected value's length; a length mismatch fails too. */
+        bool ok = v != NULL && strlen(v) == want && crypto_equal(v, c->headers[i].value, want);
+        if (!ok) {
+            snprintf(which, cap, "%s", c->headers[i].name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* With --tls-client-ca: a client certificate that GnuTLS verified against that CA. */
+static bool client_certificate_ok(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci == NULL || ci->tls_session == NULL)
+        return false;
+    gnutls_session_t session = (gnutls_session_t)ci->tls_session;
+    unsigned int listed = 0;
+    if (gnutls_certificate_get_peers(session, &listed) == NULL || listed == 0)
+        return false;
+    unsigned int status = 0;
+    return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
+}
+
+static const char *event_of(struct MHD_Connection *conn, const char *path)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Call-Event");
+    if (h && (strcmp(h, "begin-call") == 0 || strcmp(h, "end-call") == 0))
+        return h;
+    size_t n = strlen(path);
+    while (n > 0 && path[n - 1] == '/')
+        n--;
+    if (n >= 10 && strncmp(path + n - 10, "begin-call", 10) == 0)
+        return "begin-call";
+    if (n >= 8 && strncmp(path + n - 8, "end-call", 8) == 0)
+        return "end-call";
+    return NULL;
+}
+
+/* The checks of a complete request, in order. Returns true when the answer is set now, false
+ * when the request went to the writer. */
+static bool check_and_queue(struct front *f, struct request *r)
+{
+    const struct receive_config *c = f->cfg;
+    if (strcmp(r->method, "GET") == 0 && strcmp(r->path, "/healthz") == 0) {
+        set_answer(r, 200, "ok");
+        return true;
+    }
+    if (strcmp(r->method, "POST") != 0) {
+        set_answer(r, 405, "only POST is accepted");
+        return true;
+    }
+    const char *event = event_of(r->conn, r->path);
+    if (event == NULL) {
+        set_answer(r, 404,
+                   "no X-Call-Event header and the path does not end in begin-call or end-call");
+        return true;
+    }
+    char which[128];
+    if (!required_headers_ok(c, r->conn, which, sizeof which)) {
+        set_answer(r, 401, "header %s is missing or wrong", which);
+        return true;
+    }
+    struct ch_verifier v = {.keys = c->keys, .nkeys = c->nkeys, .tolerance_s = c->tolerance_s};
+    struct ch_error err = {0};
+    const char *body = r->body.data ? r->body.data : "";
+    if (ch_verify_request(&v, get_header, r->conn, body, r->body.len, &err) != CH_OK) {
+        set_answer(r, 401, "%s", err.message);
+        return true;
+    }
+    struct ch_record rec;
+    if (ch_record_parse(&rec, body, r->body.len, c->max_body_bytes, &err) != CH_OK) {
+        set_answer(r, err.code == CH_ETOOBIG ? 413 : 400, "%s", err.message);
+        return true;
+    }
+    snprintf(r->webhook_id, sizeof r->webhook_id, "%s",
+             get_header(r->conn, "webhook-id") ? get_header(r->conn, "webhook-id")
+                                               : get_header(r->conn, "svix-id"));
+    snprintf(r->event, sizeof r->event, "%s", event);
+    const char *key = ch_record_dedupe_key(&rec);
+    r->has_call_key = key != NULL;
+    if (key)
+        snprintf(r->call_key, sizeof r->call_key, "%s", key);
+    r->has_call_type = rec.call_type_kind != CH_CALL_TYPE_ABSENT;
+    r->call_type = rec.call_type;
+
+    pthread_mutex_lock(&f->lock);
+    if (f->stop) {
+        pthread_mutex_unlock(&f->lock);
+        set_answer(r, 503, "shutting down; send it again");
+        return true;
+    }
+    if (f->tail)
+        f->tail->next = r;
+    else
+        f->head = r;
+    f->tail = r;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    return false;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct front *f = cls;
+    (void)version;
+    struct request *r = *con_cls;
+    if (r == NULL) {
+        /* Only clients with a certificate from the configured CA get any answer. */
+        if (f->cfg->tls_client_ca[0] && !client_certificate_ok(c))
+            return MHD_NO;
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return MHD_NO;
+        r->f = f;
+        r->conn = c;
+        snprintf(r->path, sizeof r->path, "%s", url);
+        snprintf(r->method, sizeof r->method, "%s", method);
+        buf_init(&r->body, f->cfg->max_body_bytes);
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > f->cfg->max_body_bytes)
+            r->too_big = true;
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!r->too_big && !buf_add(&r->body, upload_data, *upload_data_size))
+            r->too_big = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == REQ_DONE)
+        return send_answer(c, r);
+    if (r->state == REQ_WAITING)
+        return MHD_YES;
+    if (r->too_big) {
+        set_answer(r, 413, "the body is over the limit of %zu bytes", f->cfg->max_body_bytes);
+        return send_answer(c, r);
+    }
+    r->state = REQ_WAITING;
+    MHD_suspend_connection(c);
+    if (check_and_queue(f, r)) {
+        r->state = REQ_DONE;
+        MHD_resume_connection(c);
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct request *r = *con_cls;
+    if (r) {
+        buf_release(&r->body);
+        free(r);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- start and stop ---- */
+
+static ch_code read_pem(const char *path, char **out, struct ch_error *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return ch_error_set(err, CH_EIO, "cannot open '%s': %s", path, strerror(errno));
+    struct buf b;
+    buf_init(&b, PEM_MAX);
+    char chunk[4096];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        ok = buf_add(&b, chunk, n);
+    fclose(fp);
+    if (!ok || b.data == NULL) {
+        buf_release(&b);
+        return ch_error_set(err, CH_EIO, "'%s' is empty or larger than %d bytes", path, PEM_MAX);
+    }
+    *out = b.data;
+    return CH_OK;
+}
+
+static ch_code parse_listen(const char *listen, struct sockaddr_storage *ss, struct ch_error *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= sizeof host)
+        return ch_error_set(err, CH_EINVAL, "--listen '%s': expected HOST:PORT", listen);
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535)
+        return ch_error_set(err, CH_EINVAL, "--listen '%s': bad port", listen);
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
+        h[strlen(h) - 1] = '\0';
+        h++;
+    }
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, h, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+    } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+    } else {
+        return ch_error_set(err, CH_EINVAL, "--listen '%s': the host must be an IP address",
+                            listen);
+    }
+    return CH_OK;
+}
+
+ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
+                    struct worker_pool *workers, struct front **out, struct ch_error *err)
+{
+    struct sockaddr_storage ss;
+    ch_code rc = parse_listen(c->listen, &ss, err);
+    if (rc != CH_OK)
+        return rc;
+    struct front *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    f->cfg = c;
+    f->inbox = inbox;
+    f->workers = workers;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    bool tls = !c->insecure_http;
+    if (tls) {
+        rc = read_pem(c->tls_cert, &f->cert_pem, err);
+        if (rc == CH_OK)
+            rc = read_pem(c->tls_key, &f->key_pem, err);
+        if (rc == CH_OK && c->tls_client_ca[0])
+            rc = read_pem(c->tls_client_ca, &f->ca_pem, err);
+        if (rc != CH_OK) {
+            front_stop(f);
+            return rc;
+        }
+    }
+    if (pthread_create(&f->writer, NULL, writer_main, f) != 0) {
+        front_stop(f);
+        return ch_error_set(err, CH_ENOMEM, "cannot start the inbox writer");
+    }
+    f->writer_started = true;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (tls)
+        flags |= MHD_USE_TLS;
+    /* TLS 1.2 at least; the key material stays in this process's memory only. */
+    static const char priorities[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, f->cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, f->key_pem},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)priorities},
+        {f->ca_pem ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, f->ca_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
+    f->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, f, MHD_OPTION_SOCK_ADDR,
+                                 (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                                 NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_LIMIT,
+                                 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                                 MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
+    if (f->daemon == NULL) {
+        front_stop(f);
+        return ch_error_set(err, CH_EIO,
+                            "cannot listen on '%s' (address in use, or the TLS certificate "
+                            "and key do not load)",
+                            c->listen);
+    }
+    *out = f;
+    return CH_OK;
+}
+
+void front_stop(struct front *f)
+{
+    if (f == NULL)
+        return;
+    if (f->daemon) {
+        MHD_socket fd = MHD_quiesce_daemon(f->daemon);
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+    }
+    /* The writer answers everything queued before it exits. */
+    pthread_mutex_lock(&f->lock);
+    f->stop = true;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    if (f->writer_started)
+        pthread_join(f->writer, NULL);
+    if (f->daemon) {
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL); /* let the last answers leave */
+        MHD_stop_daemon(f->daemon);
+    }
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cond);
+    free(f->cert_pem);
+    if (f->key_pem) {
+        crypto_wipe(f->key_pem, strlen(f->key_pem));
+        free(f->key_pem);
+    }
+    free(f->ca_pem);
+    free(f);
+}

@@ -1,0 +1,17 @@
+/* The receiver's HTTP(S) front: the only receive file that sees libmicrohttpd and GnuTLS. */
+#ifndef CALLHOOK_RECEIVE_FRONT_H
+#define CALLHOOK_RECEIVE_FRONT_H
+
+#include "receive/receiver.h"
+
+struct front;
+
+/* Listens as c says (TLS unless insecure_http) and feeds the inbox; wakes the workers after
+ * each commit. */
+ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
+                    struct worker_pool *workers, struct front **out, struct ch_error *err);
+
+/* Stops accepting, answers every request already taken, closes. */
+void front_stop(struct front *f);
+
+#endif

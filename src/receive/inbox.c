@@ -1,0 +1,450 @@
+/*
+ * The receiver's inbox on SQLite: WAL with synchronous=FULL, so an event is on disk when
+ * ch_inbox_add returns. One connection behind a mutex: the receiver's writes are batched by its
+ * caller, and processing is measured in milliseconds per event, not microseconds.
+ */
+#include <callhook/inbox.h>
+
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS events ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, webhook_id TEXT NOT NULL UNIQUE,"
+    "  event TEXT NOT NULL, call_key TEXT, call_type INTEGER, body BLOB NOT NULL,"
+    "  received_at INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL DEFAULT '', processed_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_call ON events(event, call_key)"
+    "  WHERE call_key IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS events_due ON events(next_at) WHERE status = 0;"
+    "CREATE INDEX IF NOT EXISTS events_status ON events(status, seq);";
+
+struct ch_inbox {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+};
+
+const char *ch_inbox_status_name(enum ch_inbox_status s)
+{
+    switch (s) {
+    case CH_INBOX_PENDING:
+        return "pending";
+    case CH_INBOX_RUNNING:
+        return "running";
+    case CH_INBOX_DONE:
+        return "done";
+    case CH_INBOX_FAILED:
+        return "failed";
+    }
+    return "unknown";
+}
+
+void ch_inbox_entry_release(struct ch_inbox_entry *e)
+{
+    if (e) {
+        free(e->body);
+        e->body = NULL;
+    }
+}
+
+static ch_code db_error(struct ch_error *err, sqlite3 *db, const char *what)
+{
+    int code = sqlite3_errcode(db);
+    ch_code c = (code == SQLITE_BUSY || code == SQLITE_FULL || code == SQLITE_IOERR)
+                    ? CH_EUNAVAILABLE
+                    : CH_ESTORE;
+    return ch_error_set(err, c, "inbox: %s: %s", what, sqlite3_errmsg(db));
+}
+
+static ch_code exec(sqlite3 *db, const char *sql, struct ch_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        ch_code rc = ch_error_set(err, CH_ESTORE, "inbox: %s", msg ? msg : "error");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return CH_OK;
+}
+
+static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct ch_error *err)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_error(err, db, "prepare");
+    return CH_OK;
+}
+
+static ch_code make_parent_dirs(const char *path, struct ch_error *err)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return ch_error_set(err, CH_EIO, "cannot create '%s': %s", dir, strerror(errno));
+        *p = '/';
+    }
+    return CH_OK;
+}
+
+ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err)
+{
+    if (path == NULL || *path == '\0')
+        return ch_error_set(err, CH_EINVAL, "no inbox path given");
+    ch_code rc = make_parent_dirs(path, err);
+    if (rc != CH_OK)
+        return rc;
+    struct ch_inbox *ib = calloc(1, sizeof *ib);
+    if (ib == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory opening the inbox");
+    pthread_mutex_init(&ib->lock, NULL);
+    if (sqlite3_open_v2(path, &ib->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        rc = ch_error_set(err, CH_EIO, "cannot open inbox '%s': %s", path,
+                          ib->db ? sqlite3_errmsg(ib->db) : "out of memory");
+        ch_inbox_close(ib);
+        return rc;
+    }
+    sqlite3_busy_timeout(ib->db, 10000);
+    rc = exec(ib->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
+    if (rc == CH_OK)
+        rc = exec(ib->db, schema, err);
+    if (rc != CH_OK) {
+        ch_inbox_close(ib);
+        return rc;
+    }
+    *out = ib;
+    return CH_OK;
+}
+
+void ch_inbox_close(struct ch_inbox *ib)
+{
+    if (ib == NULL)
+        return;
+    sqlite3_close(ib->db);
+    pthread_mutex_destroy(&ib->lock);
+    free(ib);
+}
+
+/* Looks up a duplicate by webhook-id, then by (event, call_key). */
+static int find_existing(sqlite3_stmt *by_id, sqlite3_stmt *by_call, const char *webhook_id,
+                         const char *event, const char *call_key, long long *seq)
+{
+    sqlite3_reset(by_id);
+    sqlite3_bind_text(by_id, 1, webhook_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(by_id);
+    if (step == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(by_id, 0);
+        return SQLITE_ROW;
+    }
+    if (step != SQLITE_DONE || call_key == NULL)
+        return step;
+    sqlite3_reset(by_call);
+    sqlite3_bind_text(by_call, 1, event, -1, SQLITE_STATIC);
+    sqlite3_bind_text(by_call, 2, call_key, -1, SQLITE_STATIC);
+    step = sqlite3_step(by_call);
+    if (step == SQLITE_ROW)
+        *seq = sqlite3_column_int64(by_call, 0);
+    return step;
+}
+
+ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
+                     struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->lock);
+    sqlite3_stmt *by_id = NULL, *by_call = NULL, *ins = NULL;
+    ch_code rc = exec(ib->db, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(ib->db, "SELECT seq FROM events WHERE webhook_id = ?", &by_id, err);
+    if (rc == CH_OK)
+        rc = prepare(ib->db, "SELECT seq FROM events WHERE event = ? AND call_key = ?", &by_call,
+                     err);
+    if (rc == CH_OK)
+        rc = prepare(ib->db,
+                     "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
+                     " received_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     &ins, err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        struct ch_inbox_event *e = &events[i];
+        long long seq = 0;
+        int step = find_existing(by_id, by_call, e->webhook_id, e->event, e->call_key, &seq);
+        if (step == SQLITE_ROW) {
+            e->duplicate = true;
+            e->seq = seq;
+            continue;
+        }
+        if (step != SQLITE_DONE) {
+            rc = db_error(err, ib->db, "look up duplicate");
+            break;
+        }
+        sqlite3_reset(ins);
+        sqlite3_bind_text(ins, 1, e->webhook_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 2, e->event, -1, SQLITE_STATIC);
+        if (e->call_key)
+            sqlite3_bind_text(ins, 3, e->call_key, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(ins, 3);
+        if (e->has_call_type)
+            sqlite3_bind_int64(ins, 4, e->call_type);
+        else
+            sqlite3_bind_null(ins, 4);
+        sqlite3_bind_blob64(ins, 5, e->body ? e->body : "", e->body_len, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 6, e->received_at);
+        sqlite3_bind_int64(ins, 7, e->received_at * 1000);
+        if (sqlite3_step(ins) != SQLITE_DONE) {
+            rc = db_error(err, ib->db, "store event");
+            break;
+        }
+        e->duplicate = false;
+        e->seq = sqlite3_last_insert_rowid(ib->db);
+    }
+    sqlite3_finalize(by_id);
+    sqlite3_finalize(by_call);
+    sqlite3_finalize(ins);
+    if (rc == CH_OK)
+        rc = exec(ib->db, "COMMIT", err);
+    if (rc != CH_OK) {
+        exec(ib->db, "ROLLBACK", NULL);
+        rc = CH_EUNAVAILABLE; /* nothing of the batch was stored */
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *event,
+                      const char *call_key, bool *seen, struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->lock);
+    sqlite3_stmt *by_id = NULL, *by_call = NULL;
+    ch_code rc = prepare(ib->db, "SELECT seq FROM events WHERE webhook_id = ?", &by_id, err);
+    if (rc == CH_OK)
+        rc = prepare(ib->db, "SELECT seq FROM events WHERE event = ? AND call_key = ?", &by_call,
+                     err);
+    if (rc == CH_OK) {
+        long long seq;
+        int step = find_existing(by_id, by_call, webhook_id ? webhook_id : "", event ? event : "",
+                                 call_key, &seq);
+        if (step == SQLITE_ROW || step == SQLITE_DONE)
+            *seen = step == SQLITE_ROW;
+        else
+            rc = db_error(err, ib->db, "look up duplicate");
+    }
+    sqlite3_finalize(by_id);
+    sqlite3_finalize(by_call);
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+#define ENTRY_COLUMNS                                                                      \
+    "seq, webhook_id, event, call_key, call_type, status, attempts, received_at, next_at," \
+    " processed_at, last_error, body"
+
+static void text_col(sqlite3_stmt *st, int col, char *dst, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+static ch_code entry_row(sqlite3_stmt *st, struct ch_inbox_entry *e, bool with_body,
+                         struct ch_error *err)
+{
+    memset(e, 0, sizeof *e);
+    e->seq = sqlite3_column_int64(st, 0);
+    text_col(st, 1, e->webhook_id, sizeof e->webhook_id);
+    text_col(st, 2, e->event, sizeof e->event);
+    text_col(st, 3, e->call_key, sizeof e->call_key);
+    e->has_call_type = sqlite3_column_type(st, 4) != SQLITE_NULL;
+    e->call_type = sqlite3_column_int64(st, 4);
+    e->status = (enum ch_inbox_status)sqlite3_column_int(st, 5);
+    e->attempts = sqlite3_column_int(st, 6);
+    e->received_at = sqlite3_column_int64(st, 7);
+    e->next_at = sqlite3_column_int64(st, 8);
+    e->processed_at = sqlite3_column_int64(st, 9);
+    text_col(st, 10, e->last_error, sizeof e->last_error);
+    int len = sqlite3_column_bytes(st, 11);
+    e->body_len = (size_t)len;
+    if (with_body) {
+        e->body = malloc((size_t)len + 1);
+        if (e->body == NULL)
+            return ch_error_set(err, CH_ENOMEM, "out of memory reading an inbox event");
+        if (len > 0)
+            memcpy(e->body, sqlite3_column_blob(st, 11), (size_t)len);
+        ((char *)e->body)[len] = '\0';
+    }
+    return CH_OK;
+}
+
+ch_code ch_inbox_take(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out,
+                      long long *next_due, struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->lock);
+    *next_due = 0;
+    /* now and next_at are milliseconds here. */
+    sqlite3_stmt *st = NULL;
+    ch_code rc = exec(ib->db, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(ib->db,
+                     "UPDATE events SET status = 1, attempts = attempts + 1 WHERE seq = ("
+                     "  SELECT seq FROM events WHERE status = 0 AND next_at <= ?"
+                     "  ORDER BY seq LIMIT 1) RETURNING " ENTRY_COLUMNS,
+                     &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            rc = entry_row(st, out, true, err);
+        else if (step == SQLITE_DONE)
+            rc = CH_ENOTFOUND;
+        else
+            rc = db_error(err, ib->db, "take an event");
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    if (rc == CH_OK || rc == CH_ENOTFOUND) {
+        ch_code c = exec(ib->db, "COMMIT", err);
+        if (c != CH_OK) {
+            if (rc == CH_OK)
+                ch_inbox_entry_release(out);
+            rc = c;
+        }
+    } else {
+        exec(ib->db, "ROLLBACK", NULL);
+    }
+    if (rc == CH_ENOTFOUND &&
+        prepare(ib->db, "SELECT min(next_at) FROM events WHERE status = 0", &st, NULL) == CH_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            *next_due = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+static ch_code run_update(struct ch_inbox *ib, const char *sql, const char *what,
+                          const long long *ints, int nints, const char *text, long long *changes,
+                          struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->lock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(ib->db, sql, &st, err);
+    if (rc == CH_OK) {
+        for (int i = 0; i < nints; i++)
+            sqlite3_bind_int64(st, i + 1, ints[i]);
+        if (text)
+            sqlite3_bind_text(st, nints + 1, text, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, ib->db, what);
+        else if (changes)
+            *changes = sqlite3_changes(ib->db);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
+                        long long next_at, const char *error, long long now, struct ch_error *err)
+{
+    long long ints[] = {status, next_at, status == CH_INBOX_DONE ? now : 0, seq};
+    return run_update(ib,
+                      "UPDATE events SET status = ?1, next_at = ?2, processed_at = ?3,"
+                      " last_error = ?5 WHERE seq = ?4",
+                      "record the outcome", ints, 4, error ? error : "", NULL, err);
+}
+
+ch_code ch_inbox_recover(struct ch_inbox *ib, long long now, long long *requeued,
+                         struct ch_error *err)
+{
+    long long ints[] = {now};
+    return run_update(ib, "UPDATE events SET status = 0, next_at = ?1 WHERE status = 1",
+                      "requeue interrupted events", ints, 1, NULL, requeued, err);
+}
+
+ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long now,
+                       long long *requeued, struct ch_error *err)
+{
+    long long ints[] = {now};
+    ch_code rc;
+    if (webhook_id)
+        rc = run_update(ib,
+                        "UPDATE events SET status = 0, attempts = 0, next_at = ?1"
+                        " WHERE status = 3 AND webhook_id = ?2",
+                        "retry", ints, 1, webhook_id, requeued, err);
+    else
+        rc = run_update(ib,
+                        "UPDATE events SET status = 0, attempts = 0, next_at = ?1 WHERE status = 3",
+                        "retry", ints, 1, NULL, requeued, err);
+    if (rc == CH_OK && webhook_id && *requeued == 0)
+        rc = ch_error_set(err, CH_ENOTFOUND, "no failed event '%s' in the inbox", webhook_id);
+    return rc;
+}
+
+ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
+                        struct ch_error *err)
+{
+    long long ints[] = {before};
+    return run_update(ib, "DELETE FROM events WHERE status = 2 AND received_at < ?1",
+                      "expire processed events", ints, 1, NULL, removed, err);
+}
+
+ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,
+                      void (*cb)(void *ctx, const struct ch_inbox_entry *e), void *ctx,
+                      struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->lock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(ib->db,
+                         status < 0 ? "SELECT " ENTRY_COLUMNS " FROM events ORDER BY seq DESC"
+                                      " LIMIT ?1"
+                                    : "SELECT " ENTRY_COLUMNS " FROM events WHERE status = ?2"
+                                      " ORDER BY seq DESC LIMIT ?1",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int(st, 1, limit);
+        if (status >= 0)
+            sqlite3_bind_int(st, 2, status);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            struct ch_inbox_entry e;
+            entry_row(st, &e, false, NULL);
+            cb(ctx, &e);
+        }
+        if (step != SQLITE_DONE)
+            rc = db_error(err, ib->db, "list events");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}
+
+ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbox_entry *out,
+                     struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->lock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc =
+        prepare(ib->db, "SELECT " ENTRY_COLUMNS " FROM events WHERE webhook_id = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, webhook_id, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            rc = entry_row(st, out, true, err);
+        else if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no event '%s' in the inbox", webhook_id);
+        else
+            rc = db_error(err, ib->db, "read event");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&ib->lock);
+    return rc;
+}

@@ -1,0 +1,309 @@
+/* callhook receive: settings from file, environment and flags; start-up and shutdown. */
+#include "receive/receiver.h"
+
+#include "receive/front.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void receive_config_defaults(struct receive_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen, sizeof c->listen, "127.0.0.1:8443");
+    snprintf(c->store, sizeof c->store, "var/inbox.db");
+    c->workers = 4;
+    c->exec_timeout_s = 30;
+    c->max_attempts = 5;
+    c->retry_base_ms = 1000;
+    c->tolerance_s = CH_DEFAULT_TOLERANCE_S;
+    c->retention_s = 3 * 86400;
+    c->max_body_bytes = 256 * 1024;
+}
+
+/* name, environment variable, default, help; repeatable settings add a value each time. */
+static const struct setting {
+    const char *name, *env, *def, *help;
+} settings[] = {
+    {"listen", "CALLHOOK_RECEIVE_LISTEN", "127.0.0.1:8443", "address and port to listen on"},
+    {"secret", "CALLHOOK_RECEIVE_SECRET", "", "whsec_ secret (repeat for rotation)"},
+    {"public-key", "CALLHOOK_RECEIVE_PUBLIC_KEY", "", "whpk_ key, to verify v1a signatures"},
+    {"tls-cert", "CALLHOOK_RECEIVE_TLS_CERT", "", "PEM certificate (chain) for HTTPS"},
+    {"tls-key", "CALLHOOK_RECEIVE_TLS_KEY", "", "PEM private key for HTTPS"},
+    {"tls-client-ca", "CALLHOOK_RECEIVE_TLS_CLIENT_CA", "",
+     "PEM CA: only clients with a certificate it signed get an answer (mTLS)"},
+    {"insecure-http", "CALLHOOK_RECEIVE_INSECURE_HTTP", "false",
+     "plain HTTP, for local use or behind a TLS-terminating proxy"},
+    {"require-header", "CALLHOOK_RECEIVE_REQUIRE_HEADER", "",
+     "NAME=VALUE that every request must carry (shared secret)"},
+    {"store", "CALLHOOK_RECEIVE_STORE", "var/inbox.db", "the inbox database"},
+    {"exec", "CALLHOOK_RECEIVE_EXEC", "", "default handler: a command given the body on stdin"},
+    {"jsonl", "CALLHOOK_RECEIVE_JSONL", "", "default handler: append a JSON line to a file"},
+    {"route", "", "", "SELECTOR=HANDLER, e.g. end-call/MissedCall=exec:./missed.sh"},
+    {"workers", "CALLHOOK_RECEIVE_WORKERS", "4", "handlers run at once"},
+    {"exec-timeout-s", "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S", "30", "a command's time limit"},
+    {"max-attempts", "CALLHOOK_RECEIVE_MAX_ATTEMPTS", "5", "tries before an event is parked"},
+    {"retry-base-ms", "CALLHOOK_RECEIVE_RETRY_BASE_MS", "1000",
+     "first retry delay; doubles each try, at most 5 min"},
+    {"tolerance-s", "CALLHOOK_RECEIVE_TOLERANCE_S", "300", "timestamp window, both directions"},
+    {"retention-s", "CALLHOOK_RECEIVE_RETENTION_S", "259200",
+     "how long processed events (and their dedupe keys) are kept"},
+    {"max-body-bytes", "CALLHOOK_RECEIVE_MAX_BODY_BYTES", "262144", "largest body accepted"},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+void receive_config_print_help(void)
+{
+    printf("settings (flag / environment variable, default):\n");
+    for (size_t i = 0; i < NSETTINGS; i++)
+        printf("  --%-15s %-32s %s\n  %-17s %s\n", settings[i].name,
+               settings[i].env[0] ? settings[i].env : "-", settings[i].def, "", settings[i].help);
+}
+
+static bool parse_long(const char *value, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static ch_code set_handler(struct handler *h, enum handler_kind kind, const char *name,
+                           const char *value, struct ch_error *err)
+{
+    if (h->kind != HANDLER_NONE)
+        return ch_error_set(err, CH_EINVAL,
+                            "%s: there is already a default handler; use --route for more", name);
+    if (*value == '\0' || strlen(value) >= sizeof h->target)
+        return ch_error_set(err, CH_EINVAL, "%s: empty or too long", name);
+    h->kind = kind;
+    snprintf(h->target, sizeof h->target, "%s", value);
+    return CH_OK;
+}
+
+static ch_code add_key(struct receive_config *c, const char *name, const char *value,
+                       struct ch_error *err)
+{
+    if (c->nkeys == RECEIVE_MAX_KEYS)
+        return ch_error_set(err, CH_EINVAL, "%s: at most %d keys", name, RECEIVE_MAX_KEYS);
+    struct ch_error inner = {0};
+    if (ch_secret_parse(&c->keys[c->nkeys], value, &inner) != CH_OK)
+        return ch_error_set(err, CH_EINVAL, "%s: %s", name, inner.message);
+    c->nkeys++;
+    return CH_OK;
+}
+
+ch_code receive_config_set(struct receive_config *c, const char *name, const char *value,
+                           struct ch_error *err)
+{
+    long v;
+#define LONG_SETTING(key, field, type, min, max)                                               \
+    if (strcmp(name, key) == 0) {                                                              \
+        if (!parse_long(value, min, max, &v))                                                  \
+            return ch_error_set(err, CH_EINVAL, "%s: %ld to %ld, not '%s'", name, (long)(min), \
+                                (long)(max), value);                                           \
+        c->field = (type)v;                                                                    \
+        return CH_OK;                                                                          \
+    }
+    LONG_SETTING("workers", workers, int, 1, 256)
+    LONG_SETTING("exec-timeout-s", exec_timeout_s, int, 1, 3600)
+    LONG_SETTING("max-attempts", max_attempts, int, 1, 100)
+    LONG_SETTING("retry-base-ms", retry_base_ms, int, 1, 3600000)
+    LONG_SETTING("tolerance-s", tolerance_s, long long, 1, 86400 * 365)
+    LONG_SETTING("retention-s", retention_s, long long, 60, 86400L * 3650)
+#undef LONG_SETTING
+    if (strcmp(name, "max-body-bytes") == 0) {
+        if (!parse_long(value, 1024, 16 * 1024 * 1024, &v))
+            return ch_error_set(err, CH_EINVAL, "%s: 1024 to 16777216, not '%s'", name, value);
+        c->max_body_bytes = (size_t)v;
+        return CH_OK;
+    }
+    char *dst = NULL;
+    size_t cap = 0;
+    if (strcmp(name, "listen") == 0) {
+        dst = c->listen;
+        cap = sizeof c->listen;
+    } else if (strcmp(name, "store") == 0) {
+        dst = c->store;
+        cap = sizeof c->store;
+    } else if (strcmp(name, "tls-cert") == 0) {
+        dst = c->tls_cert;
+        cap = sizeof c->tls_cert;
+    } else if (strcmp(name, "tls-key") == 0) {
+        dst = c->tls_key;
+        cap = sizeof c->tls_key;
+    } else if (strcmp(name, "tls-client-ca") == 0) {
+        dst = c->tls_client_ca;
+        cap = sizeof c->tls_client_ca;
+    }
+    if (dst) {
+        if (strlen(value) >= cap)
+            return ch_error_set(err, CH_EINVAL, "%s: too long", name);
+        snprintf(dst, cap, "%s", value);
+        return CH_OK;
+    }
+    if (strcmp(name, "secret") == 0 || strcmp(name, "public-key") == 0)
+        return add_key(c, name, value, err);
+    if (strcmp(name, "insecure-http") == 0) {
+        c->insecure_http = strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
+        return CH_OK;
+    }
+    if (strcmp(name, "exec") == 0)
+        return set_handler(&c->fallback, HANDLER_EXEC, name, value, err);
+    if (strcmp(name, "jsonl") == 0)
+        return set_handler(&c->fallback, HANDLER_JSONL, name, value, err);
+    if (strcmp(name, "route") == 0) {
+        if (c->nroutes == RECEIVE_MAX_ROUTES)
+            return ch_error_set(err, CH_EINVAL, "route: at most %d", RECEIVE_MAX_ROUTES);
+        ch_code rc = route_parse(&c->routes[c->nroutes], value, err);
+        if (rc == CH_OK)
+            c->nroutes++;
+        return rc;
+    }
+    if (strcmp(name, "require-header") == 0) {
+        const char *eq = strchr(value, '=');
+        if (eq == NULL || eq == value || c->nheaders == RECEIVE_MAX_HEADERS)
+            return ch_error_set(err, CH_EINVAL, "require-header: NAME=VALUE (at most %d)",
+                                RECEIVE_MAX_HEADERS);
+        struct required_header *h = &c->headers[c->nheaders];
+        if ((size_t)(eq - value) >= sizeof h->name || strlen(eq + 1) >= sizeof h->value ||
+            eq[1] == '\0')
+            return ch_error_set(err, CH_EINVAL, "require-header: name or value empty or too long");
+        snprintf(h->name, sizeof h->name, "%.*s", (int)(eq - value), value);
+        snprintf(h->value, sizeof h->value, "%s", eq + 1);
+        c->nheaders++;
+        return CH_OK;
+    }
+    return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook receive --help)", name);
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return ch_error_set(err, CH_EIO, "cannot open config '%s': %s", path, strerror(errno));
+    char line[4400];
+    int lineno = 0;
+    ch_code rc = CH_OK;
+    while (rc == CH_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            rc = ch_error_set(err, CH_EINVAL, "%s:%d: expected 'name = value'", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        struct ch_error inner = {0};
+        if (receive_config_set(c, trim(s), trim(eq + 1), &inner) != CH_OK)
+            rc = ch_error_set(err, CH_EINVAL, "%s:%d: %s", path, lineno, inner.message);
+    }
+    fclose(f);
+    return rc;
+}
+
+ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *v = settings[i].env[0] ? getenv(settings[i].env) : NULL;
+        struct ch_error inner = {0};
+        if (v && *v && receive_config_set(c, settings[i].name, v, &inner) != CH_OK)
+            return ch_error_set(err, CH_EINVAL, "%s: %s", settings[i].env, inner.message);
+    }
+    return CH_OK;
+}
+
+ch_code receive_config_check(const struct receive_config *c, struct ch_error *err)
+{
+    if (c->nkeys == 0)
+        return ch_error_set(err, CH_EINVAL,
+                            "no key to verify senders with: give --secret whsec_... (or "
+                            "--public-key whpk_...)");
+    if (!c->insecure_http && (!c->tls_cert[0] || !c->tls_key[0]))
+        return ch_error_set(err, CH_EINVAL,
+                            "HTTPS needs --tls-cert and --tls-key; for local use or behind a "
+                            "TLS-terminating proxy, say --insecure-http");
+    if (c->insecure_http && c->tls_client_ca[0])
+        return ch_error_set(err, CH_EINVAL, "--tls-client-ca needs HTTPS, not --insecure-http");
+    return CH_OK;
+}
+
+int receive_run(struct receive_config *c, struct ch_error *err)
+{
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct ch_inbox *inbox = NULL;
+    struct worker_pool *workers = NULL;
+    struct front *front = NULL;
+    int status = 1;
+    if (ch_inbox_open(c->store, &inbox, err) != CH_OK)
+        goto out;
+    long long requeued = 0, expired = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (ch_inbox_recover(inbox, (long long)now.tv_sec * 1000, &requeued, err) != CH_OK ||
+        ch_inbox_expire(inbox, (long long)now.tv_sec - c->retention_s, &expired, err) != CH_OK)
+        goto out;
+    if (requeued > 0)
+        log_info("%lld events interrupted by the last stop will run again", requeued);
+    if (worker_pool_start(c, inbox, &workers, err) != CH_OK)
+        goto out;
+    if (front_start(c, inbox, workers, &front, err) != CH_OK)
+        goto out;
+    if (c->insecure_http)
+        log_warn("plain HTTP on %s (--insecure-http): use this only locally or behind a proxy "
+                 "that terminates TLS",
+                 c->listen);
+    log_info("callhook receive %s: listening on %s://%s, inbox %s, %d workers%s%s",
+             CALLHOOK_VERSION, c->insecure_http ? "http" : "https", c->listen, c->store, c->workers,
+             c->tls_client_ca[0] ? ", client certificates required" : "",
+             c->nheaders ? ", shared-secret header required" : "");
+
+    /* Wait for a stop signal, expiring old events once an hour meanwhile. */
+    for (;;) {
+        struct timespec hour = {3600, 0};
+        int sig = sigtimedwait(&stop_signals, NULL, &hour);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_info("got %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &now);
+        struct ch_error e2 = {0};
+        if (ch_inbox_expire(inbox, (long long)now.tv_sec - c->retention_s, &expired, &e2) != CH_OK)
+            log_warn("cannot expire old events: %s", e2.message);
+    }
+    status = 0;
+out:
+    front_stop(front);
+    worker_pool_stop(workers);
+    ch_inbox_close(inbox);
+    for (size_t i = 0; i < c->nkeys; i++)
+        ch_secret_wipe(&c->keys[i]);
+    if (status == 0)
+        log_info("stopped cleanly");
+    return status;
+}

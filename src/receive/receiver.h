@@ -1,0 +1,98 @@
+/*
+ * callhook receive: the receiving side. Settings, routing of events to handlers, the worker
+ * pool that runs them, and the HTTPS front. The CLI's only door into the receiver.
+ */
+#ifndef CALLHOOK_RECEIVE_RECEIVER_H
+#define CALLHOOK_RECEIVE_RECEIVER_H
+
+#include <callhook/callhook.h>
+#include <callhook/inbox.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define RECEIVE_MAX_KEYS    8
+#define RECEIVE_MAX_ROUTES  32
+#define RECEIVE_MAX_TYPES   16
+#define RECEIVE_MAX_HEADERS 4
+
+enum handler_kind { HANDLER_NONE = 0, HANDLER_EXEC, HANDLER_JSONL };
+
+struct handler {
+    enum handler_kind kind;
+    char target[1024]; /* the command, or the file */
+};
+
+/* Events that match go to the route's handler; the first matching route wins. */
+struct route {
+    char event[16]; /* "begin-call", "end-call", or "" for either */
+    long long types[RECEIVE_MAX_TYPES];
+    int ntypes; /* 0: any CallType */
+    struct handler handler;
+};
+
+struct required_header {
+    char name[128];
+    char value[1024];
+};
+
+struct receive_config {
+    char listen[256];
+    char store[4096];
+    struct ch_secret keys[RECEIVE_MAX_KEYS];
+    size_t nkeys;
+    char tls_cert[4096], tls_key[4096], tls_client_ca[4096];
+    bool insecure_http;
+    struct required_header headers[RECEIVE_MAX_HEADERS];
+    int nheaders;
+    struct handler fallback; /* the default handler */
+    struct route routes[RECEIVE_MAX_ROUTES];
+    int nroutes;
+    int workers;
+    int exec_timeout_s;
+    int max_attempts;
+    int retry_base_ms;
+    long long tolerance_s;
+    long long retention_s;
+    size_t max_body_bytes;
+};
+
+void receive_config_defaults(struct receive_config *c);
+
+/* Applies one setting by name (the flag's name without dashes: "secret", "route", ...);
+ * repeatable ones add. CH_EINVAL with a message naming the setting. */
+ch_code receive_config_set(struct receive_config *c, const char *name, const char *value,
+                           struct ch_error *err);
+ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err);
+ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err);
+/* Checks the whole: keys present, TLS or --insecure-http, a handler. */
+ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);
+void receive_config_print_help(void);
+
+/* Parses "SELECTOR=HANDLER": SELECTOR is begin-call, end-call or *, optionally followed by
+ * "/TYPES" (CallType numbers or names, comma-separated); HANDLER is exec:CMD or jsonl:FILE. */
+ch_code route_parse(struct route *r, const char *text, struct ch_error *err);
+
+/* The handler for an event: the first matching route's, else the default (may be NONE). */
+const struct handler *route_pick(const struct receive_config *c, const char *event,
+                                 enum ch_call_type_kind kind, long long call_type);
+
+/* Runs until SIGTERM/SIGINT. 0 after a clean stop, 1 when it cannot start (err says why). */
+int receive_run(struct receive_config *c, struct ch_error *err);
+
+/* The worker pool (workers.c). */
+struct worker_pool;
+ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox,
+                          struct worker_pool **out, struct ch_error *err);
+void worker_pool_wake(struct worker_pool *p); /* new events are in the inbox */
+void worker_pool_stop(struct worker_pool *p); /* finishes the events being run, then joins */
+
+/* Runs one handler for one event: exit status 0 / line written is success. error gets the
+ * reason on failure (exit status, stderr's first bytes, a timeout). */
+bool handler_run(const struct receive_config *c, const struct handler *h,
+                 const struct ch_inbox_entry *e, char *error, size_t cap);
+
+/* Writes s with all but its first and last 4 characters replaced, for logs. */
+const char *mask_text(const char *s, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,471 @@
+/*
+ * The receiver's workers: each takes the oldest due event from the inbox, runs its handler
+ * (a command fed the raw body, or a JSON-lines file), and records the outcome. A failure is
+ * retried with exponential backoff; after the last try the event is parked as failed, never
+ * dropped.
+ */
+#include "receive/receiver.h"
+
+#include "util/log.h"
+
+#include <jansson.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_BACKOFF_MS (300 * 1000LL)
+#define STDERR_KEEP    400
+
+extern char **environ;
+
+struct worker_pool {
+    const struct receive_config *cfg;
+    struct ch_inbox *inbox;
+    pthread_t *threads;
+    int nthreads;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned long wakeups;
+    bool stop;
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *mask_text(const char *s, char *out, size_t cap)
+{
+    size_t n = strlen(s);
+    if (n <= 8)
+        snprintf(out, cap, "%.*s", (int)n, "********");
+    else
+        snprintf(out, cap, "%.4s…%s", s, s + n - 4);
+    return out;
+}
+
+/* ---- the exec handler ---- */
+
+static bool set_env(char **envp, int *n, int max, const char *name, const char *value)
+{
+    if (*n >= max - 1)
+        return false;
+    size_t len = strlen(name) + strlen(value) + 2;
+    char *kv = malloc(len);
+    if (kv == NULL)
+        return false;
+    snprintf(kv, len, "%s=%s", name, value);
+    envp[(*n)++] = kv;
+    envp[*n] = NULL;
+    return true;
+}
+
+/* The parent's environment with the event's variables added (ours win). */
+static char **make_env(const struct ch_inbox_entry *e, const char *active, const char *corr,
+                       int *owned_from, int *nowned)
+{
+    int base = 0;
+    while (environ[base])
+        base++;
+    int max = base + 8;
+    char **envp = calloc((size_t)max + 1, sizeof *envp);
+    if (envp == NULL)
+        return NULL;
+    int n = 0;
+    static const char *const ours[] = {
+        "CALL_EVENT=", "CALL_ACTIVE_CALL_ID=", "CALL_CORRELATION_ID=",
+        "CALL_TYPE=",  "CALL_TYPE_NAME=",      "WEBHOOK_ID="};
+    for (int i = 0; i < base; i++) {
+        bool shadowed = false;
+        for (size_t k = 0; k < sizeof ours / sizeof ours[0]; k++)
+            shadowed |= strncmp(environ[i], ours[k], strlen(ours[k])) == 0;
+        if (!shadowed)
+            envp[n++] = environ[i];
+    }
+    *owned_from = n; /* entries from here on are ours to free */
+    char type[32] = "", name[CH_CALL_TYPE_NAME_MAX];
+    enum ch_call_type_kind kind = CH_CALL_TYPE_ABSENT;
+    if (e->has_call_type) {
+        snprintf(type, sizeof type, "%lld", e->call_type);
+        kind = e->call_type >= 0 && e->call_type <= 8 ? CH_CALL_TYPE_KNOWN : CH_CALL_TYPE_UNKNOWN;
+    }
+    ch_call_type_name(kind, e->call_type, name, sizeof name);
+    bool ok = set_env(envp, &n, max, "CALL_EVENT", e->event) &&
+              set_env(envp, &n, max, "CALL_ACTIVE_CALL_ID", active) &&
+              set_env(envp, &n, max, "CALL_CORRELATION_ID", corr) &&
+              set_env(envp, &n, max, "CALL_TYPE", type) &&
+              set_env(envp, &n, max, "CALL_TYPE_NAME", name) &&
+              set_env(envp, &n, max, "WEBHOOK_ID", e->webhook_id);
+    *nowned = n;
+    if (!ok) {
+        for (int i = *owned_from; i < n; i++)
+            free(envp[i]);
+        free(envp);
+        return NULL;
+    }
+    return envp;
+}
+
+/* Feeds the body to the child's stdin and keeps the first bytes of its stderr, until both are
+ * done or the deadline passes. Returns false on timeout. */
+static bool pump(int in_fd, const char *body, size_t len, int err_fd, char *keep, size_t cap,
+                 long long deadline_ms)
+{
+    size_t written = 0, kept = 0;
+    bool in_open = true, err_open = true;
+    if (len == 0) {
+        close(in_fd);
+        in_open = false;
+    }
+    while (in_open || err_open) {
+        struct pollfd fds[2];
+        int n = 0;
+        if (in_open)
+            fds[n++] = (struct pollfd){.fd = in_fd, .events = POLLOUT};
+        if (err_open)
+            fds[n++] = (struct pollfd){.fd = err_fd, .events = POLLIN};
+        long long left = deadline_ms - now_ms();
+        if (left <= 0)
+            break;
+        if (poll(fds, (nfds_t)n, (int)(left > 1000 ? 1000 : left)) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < n; i++) {
+            if (fds[i].revents == 0)
+                continue;
+            if (fds[i].fd == in_fd) {
+                ssize_t w = write(in_fd, body + written, len - written);
+                if (w > 0)
+                    written += (size_t)w;
+                /* A command that does not read its input has still run: EPIPE ends feeding. */
+                if (w < 0 || written == len) {
+                    close(in_fd);
+                    in_open = false;
+                }
+            } else {
+                char chunk[512];
+                ssize_t r = read(err_fd, chunk, sizeof chunk);
+                if (r <= 0) {
+                    err_open = false;
+                } else if (kept + 1 < cap) {
+                    size_t take = (size_t)r < cap - 1 - kept ? (size_t)r : cap - 1 - kept;
+                    memcpy(keep + kept, chunk, take);
+                    kept += take;
+                }
+            }
+        }
+    }
+    keep[kept] = '\0';
+    if (in_open)
+        close(in_fd);
+    return !(in_open || err_open);
+}
+
+static bool cloexec_pipe(int fds[2])
+{
+    if (pipe(fds) != 0)
+        return false;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    return true;
+}
+
+static bool run_exec(const struct receive_config *c, const struct handler *h,
+                     const struct ch_inbox_entry *e, char *error, size_t cap)
+{
+    struct ch_record rec;
+    const char *active = "", *corr = "";
+    if (ch_record_parse(&rec, e->body, e->body_len, 0, NULL) == CH_OK) {
+        active = rec.has_active_call_id ? rec.active_call_id : "";
+        corr = rec.has_correlation_id ? rec.correlation_id : "";
+    }
+    int owned_from = 0, nowned = 0;
+    char **envp = make_env(e, active, corr, &owned_from, &nowned);
+    int in_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+    if (envp == NULL || !cloexec_pipe(in_pipe) || !cloexec_pipe(err_pipe)) {
+        snprintf(error, cap, "cannot start the command: %s", strerror(errno));
+        goto fail_early;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(error, cap, "cannot start the command: %s", strerror(errno));
+        goto fail_early;
+    }
+    if (pid == 0) {
+        /* The child: its own process group, so a timeout kills everything it started. */
+        setpgid(0, 0);
+        dup2(in_pipe[0], STDIN_FILENO);
+        dup2(err_pipe[1], STDERR_FILENO);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        char sh[] = "/bin/sh", dash_c[] = "-c";
+        char *argv[] = {sh, dash_c, (char *)h->target, NULL};
+        execve(sh, argv, envp);
+        _exit(127);
+    }
+    close(in_pipe[0]);
+    close(err_pipe[1]);
+    char keep[STDERR_KEEP + 1];
+    long long deadline = now_ms() + (long long)c->exec_timeout_s * 1000;
+    bool finished =
+        pump(in_pipe[1], e->body, e->body_len, err_pipe[0], keep, sizeof keep, deadline);
+    close(err_pipe[0]);
+    int status = 0;
+    bool timed_out = !finished;
+    while (!timed_out) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        if (now_ms() >= deadline) {
+            timed_out = true;
+            break;
+        }
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (timed_out) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        snprintf(error, cap, "timed out after %d s", c->exec_timeout_s);
+    }
+    for (int i = owned_from; i < nowned; i++)
+        free(envp[i]);
+    free(envp);
+    if (timed_out)
+        return false;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return true;
+    if (WIFEXITED(status))
+        snprintf(error, cap, "exit status %d%s%s", WEXITSTATUS(status), keep[0] ? ": " : "", keep);
+    else
+        snprintf(error, cap, "killed by signal %d", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return false;
+
+fail_early:
+    for (int i = 0; i < 2; i++) {
+        if (in_pipe[i] >= 0)
+            close(in_pipe[i]);
+        if (err_pipe[i] >= 0)
+            close(err_pipe[i]);
+    }
+    if (envp) {
+        for (int i = owned_from; i < nowned; i++)
+            free(envp[i]);
+        free(envp);
+    }
+    return false;
+}
+
+/* ---- the jsonl handler ---- */
+
+/* One writer at a time in this process, so lines never interleave. */
+static pthread_mutex_t jsonl_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, char *error,
+                      size_t cap)
+{
+    json_error_t jerr;
+    json_t *record = json_loadb(e->body, e->body_len, 0, &jerr);
+    if (record == NULL) {
+        snprintf(error, cap, "the body is not JSON: %s", jerr.text);
+        return false;
+    }
+    json_t *line = json_pack("{s:s, s:s, s:I, s:o}", "webhookId", e->webhook_id, "event", e->event,
+                             "receivedAt", (json_int_t)e->received_at, "record", record);
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    json_decref(line);
+    if (text == NULL) {
+        snprintf(error, cap, "out of memory writing a line");
+        return false;
+    }
+    bool ok = false;
+    pthread_mutex_lock(&jsonl_lock);
+    int fd = open(h->target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(error, cap, "cannot open '%s': %s", h->target, strerror(errno));
+    } else {
+        /* One write per line and an fsync before the event counts as processed. */
+        size_t len = strlen(text);
+        text[len] = '\n';
+        ssize_t w = write(fd, text, len + 1);
+        text[len] = '\0';
+        if (w != (ssize_t)(len + 1))
+            snprintf(error, cap, "cannot write '%s': %s", h->target,
+                     w < 0 ? strerror(errno) : "short write");
+        else if (fdatasync(fd) != 0)
+            snprintf(error, cap, "cannot sync '%s': %s", h->target, strerror(errno));
+        else
+            ok = true;
+        close(fd);
+    }
+    pthread_mutex_unlock(&jsonl_lock);
+    free(text);
+    return ok;
+}
+
+bool handler_run(const struct receive_config *c, const struct handler *h,
+                 const struct ch_inbox_entry *e, char *error, size_t cap)
+{
+    error[0] = '\0';
+    switch (h->kind) {
+    case HANDLER_EXEC:
+        return run_exec(c, h, e, error, cap);
+    case HANDLER_JSONL:
+        return run_jsonl(h, e, error, cap);
+    case HANDLER_NONE:
+        break;
+    }
+    return true; /* no handler: stored durably is all that was asked */
+}
+
+/* ---- the pool ---- */
+
+static void process(struct worker_pool *p, struct ch_inbox_entry *e)
+{
+    const struct receive_config *c = p->cfg;
+    struct ch_record rec;
+    enum ch_call_type_kind kind = CH_CALL_TYPE_ABSENT;
+    long long type = 0;
+    if (ch_record_parse(&rec, e->body, e->body_len, 0, NULL) == CH_OK) {
+        kind = rec.call_type_kind;
+        type = rec.call_type;
+    }
+    const struct handler *h = route_pick(c, e->event, kind, type);
+    char error[512];
+    bool ok = handler_run(c, h, e, error, sizeof error);
+    char masked[64], name[CH_CALL_TYPE_NAME_MAX];
+    mask_text(e->call_key, masked, sizeof masked);
+    ch_call_type_name(kind, type, name, sizeof name);
+    struct ch_error err = {0};
+    long long now = now_ms();
+    ch_code rc;
+    if (ok) {
+        rc = ch_inbox_finish(p->inbox, e->seq, CH_INBOX_DONE, 0, NULL, now / 1000, &err);
+        log_info("processed %s %s call %s (%s)", e->event, e->webhook_id, masked, name);
+    } else if (e->attempts >= c->max_attempts) {
+        rc = ch_inbox_finish(p->inbox, e->seq, CH_INBOX_FAILED, 0, error, now / 1000, &err);
+        log_warn("parked %s %s after %d tries; 'callhook inbox retry %s' runs it again", e->event,
+                 e->webhook_id, e->attempts, e->webhook_id);
+    } else {
+        long long delay = (long long)c->retry_base_ms;
+        for (int i = 1; i < e->attempts && delay < MAX_BACKOFF_MS; i++)
+            delay *= 2;
+        if (delay > MAX_BACKOFF_MS)
+            delay = MAX_BACKOFF_MS;
+        rc = ch_inbox_finish(p->inbox, e->seq, CH_INBOX_PENDING, now + delay, error, now / 1000,
+                             &err);
+        log_warn("handler failed for %s %s (try %d of %d); again in %lld ms", e->event,
+                 e->webhook_id, e->attempts, c->max_attempts, delay);
+    }
+    if (rc != CH_OK)
+        log_error("cannot record the outcome of %s: %s (it runs again after a restart)",
+                  e->webhook_id, err.message);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker_pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        bool stop = p->stop;
+        unsigned long seen = p->wakeups;
+        pthread_mutex_unlock(&p->lock);
+        if (stop)
+            break;
+        struct ch_inbox_entry e;
+        long long next_due = 0;
+        struct ch_error err = {0};
+        ch_code rc = ch_inbox_take(p->inbox, now_ms(), &e, &next_due, &err);
+        if (rc == CH_OK) {
+            process(p, &e);
+            ch_inbox_entry_release(&e);
+            continue;
+        }
+        if (rc != CH_ENOTFOUND)
+            log_error("cannot read the inbox: %s", err.message);
+        /* Nothing due: sleep until woken by a new event, the next retry, or a second. */
+        long long wait_ms = 1000;
+        if (next_due > 0 && next_due - now_ms() < wait_ms)
+            wait_ms = next_due - now_ms() > 0 ? next_due - now_ms() : 0;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&p->lock);
+        while (!p->stop && p->wakeups == seen) {
+            if (pthread_cond_timedwait(&p->cond, &p->lock, &until) != 0)
+                break;
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    return NULL;
+}
+
+ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox,
+                          struct worker_pool **out, struct ch_error *err)
+{
+    struct worker_pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    p->cfg = c;
+    p->inbox = inbox;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->threads = calloc((size_t)c->workers, sizeof *p->threads);
+    if (p->threads == NULL) {
+        free(p);
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < c->workers; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0)
+            break;
+        p->nthreads++;
+    }
+    if (p->nthreads == 0) {
+        free(p->threads);
+        free(p);
+        return ch_error_set(err, CH_ENOMEM, "cannot start worker threads");
+    }
+    *out = p;
+    return CH_OK;
+}
+
+void worker_pool_wake(struct worker_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->wakeups++;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void worker_pool_stop(struct worker_pool *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p->threads);
+    free(p);
+}
