@@ -1,0 +1,95 @@
+/* Routing: selectors by event and CallType (numbers or names), first match wins, and a safe
+ * default for everything else, unknown CallTypes included. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "receive/receiver.h"
+
+static void test_parse_and_pick(void **state)
+{
+    (void)state;
+    static struct receive_config c;
+    receive_config_defaults(&c);
+    assert_int_equal(receive_config_set(&c, "exec", "./default.sh", NULL), CH_OK);
+    assert_int_equal(
+        receive_config_set(&c, "route", "end-call/MissedCall,5=exec:./missed.sh", NULL), CH_OK);
+    assert_int_equal(receive_config_set(&c, "route", "*/OutboundCall=jsonl:out.jsonl", NULL),
+                     CH_OK);
+    assert_int_equal(receive_config_set(&c, "route", "begin-call=jsonl:begin.jsonl", NULL), CH_OK);
+
+    const struct handler *h = route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 2);
+    assert_string_equal(h->target, "./missed.sh");
+    assert_int_equal(h->kind, HANDLER_EXEC);
+    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 5)->target, "./missed.sh");
+    /* MissedCall on a begin-call: the begin-call route. */
+    assert_string_equal(route_pick(&c, "begin-call", CH_CALL_TYPE_KNOWN, 2)->target, "begin.jsonl");
+    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 8)->target, "out.jsonl");
+    /* First match wins: an outbound begin-call takes the OutboundCall route. */
+    assert_string_equal(route_pick(&c, "begin-call", CH_CALL_TYPE_KNOWN, 8)->target, "out.jsonl");
+    /* Unknown and absent CallTypes take the default. */
+    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_UNKNOWN, 42)->target,
+                        "./default.sh");
+    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_ABSENT, 0)->target, "./default.sh");
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "end-call",                 /* no handler */
+        "end-call=run:./x",         /* unknown handler kind */
+        "start-call=exec:./x",      /* unknown event */
+        "end-call/Missed=exec:./x", /* unknown CallType name */
+        "end-call/=exec:./x",       /* no CallType after '/' */
+        "end-call=exec:",           /* empty command */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct route r;
+        struct ch_error err = {0};
+        if (route_parse(&r, bad[i], &err) != CH_EINVAL)
+            fail_msg("accepted '%s'", bad[i]);
+        assert_non_null(strstr(err.message, "route"));
+    }
+    static struct receive_config c;
+    receive_config_defaults(&c);
+    struct ch_error err = {0};
+    assert_int_equal(receive_config_set(&c, "exec", "./a", NULL), CH_OK);
+    assert_int_equal(receive_config_set(&c, "jsonl", "b", &err), CH_EINVAL);
+    assert_non_null(strstr(err.message, "--route"));
+    assert_int_equal(receive_config_set(&c, "secret", "whsec_nope!", &err), CH_EINVAL);
+    assert_int_equal(receive_config_set(&c, "workers", "0", &err), CH_EINVAL);
+    assert_int_equal(receive_config_set(&c, "require-header", "X-Key", &err), CH_EINVAL);
+    assert_int_equal(receive_config_set(&c, "colour", "blue", &err), CH_EINVAL);
+    /* No key, and no TLS without --insecure-http: refused before starting. */
+    assert_int_equal(receive_config_check(&c, &err), CH_EINVAL);
+    assert_non_null(strstr(err.message, "--secret"));
+    assert_int_equal(
+        receive_config_set(&c, "secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", NULL), CH_OK);
+    assert_int_equal(receive_config_check(&c, &err), CH_EINVAL);
+    assert_non_null(strstr(err.message, "--insecure-http"));
+    assert_int_equal(receive_config_set(&c, "insecure-http", "true", NULL), CH_OK);
+    assert_int_equal(receive_config_check(&c, &err), CH_OK);
+}
+
+static void test_mask(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_string_equal(mask_text("291e0700-7a4c-4e3b-b1f2-9d6a3c5e8f10", out, sizeof out),
+                        "291e…8f10");
+    assert_string_equal(mask_text("+1555", out, sizeof out), "*****");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_and_pick),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_mask),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
