@@ -81,7 +81,8 @@ static void app_put(struct api_request *r, const char *id)
     }
     struct app_config cfg;
     struct ch_error err = {0};
-    if (app_config_parse(&cfg, r->body.data ? r->body.data : "", r->body.len, &err) != CH_OK) {
+    if (app_config_parse(&cfg, r->body.data ? r->body.data : "", r->body.len, &err) != CH_OK ||
+        app_config_check_files(&cfg, &err) != CH_OK) {
         api_respond_error(r, 400, "invalid_settings", "%s", err.message);
         return;
     }
@@ -386,6 +387,11 @@ static void message_replay(struct api_request *r, const char *id)
     if (m.status == MSG_SKIPPED) {
         api_respond_error(r, 409, "conflict",
                           "message '%s' was skipped: its voice app has no URL for %s", id, m.event);
+        return;
+    }
+    if (m.body_len == 0) {
+        api_respond_error(r, 409, "conflict",
+                          "message '%s' has no record any more: retention removed it", id);
         return;
     }
     if (m.status == MSG_DELIVERING) {

@@ -5,6 +5,8 @@
 #include "api/serve.h"
 
 #include "api/api.h"
+#include "lib/crypto.h"
+#include "util/base64.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -28,6 +30,9 @@ void serve_config_defaults(struct serve_config *c)
     c->scan_interval_ms = 1000;
     c->max_in_flight = 1024;
     c->shutdown_grace_ms = 10000;
+    c->payload_retention_s = 7 * 86400;
+    c->attempt_retention_s = 30 * 86400;
+    c->purge_interval_s = 3600;
 }
 
 /* The settings: name, environment variable, default, what it does. One table for --help, the
@@ -44,6 +49,16 @@ static const struct setting {
     {"max-in-flight", "CALLHOOK_MAX_IN_FLIGHT", "1024", "attempts under way over all apps"},
     {"shutdown-grace-ms", "CALLHOOK_SHUTDOWN_GRACE_MS", "10000",
      "how long in-flight attempts may finish at stop"},
+    {"data-key-file", "CALLHOOK_DATA_KEY_FILE", "",
+     "file with an AES-256 key (base64 of 32 bytes): records and secrets encrypted at rest "
+     "(or the key itself in CALLHOOK_DATA_KEY)"},
+    {"payload-retention-s", "CALLHOOK_PAYLOAD_RETENTION_S", "604800",
+     "records of delivered messages are removed after this"},
+    {"attempt-retention-s", "CALLHOOK_ATTEMPT_RETENTION_S", "2592000",
+     "the attempt log is removed after this"},
+    {"purge-interval-s", "CALLHOOK_PURGE_INTERVAL_S", "3600", "how often retention runs"},
+    {"allow-cidr", "CALLHOOK_ALLOW_CIDR", "",
+     "an internal address range every app may reach, e.g. 10.20.0.0/16 (repeatable)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -102,6 +117,32 @@ ch_code serve_config_set(struct serve_config *c, const char *name, const char *v
         if (!parse_long(value, 0, 600000, &v))
             return ch_error_set(err, CH_EINVAL, "shutdown-grace-ms: 0 to 600000, not '%s'", value);
         c->shutdown_grace_ms = (int)v;
+    } else if (strcmp(name, "data-key-file") == 0) {
+        if (strlen(value) >= sizeof c->data_key_file)
+            return ch_error_set(err, CH_EINVAL, "data-key-file: too long");
+        snprintf(c->data_key_file, sizeof c->data_key_file, "%s", value);
+    } else if (strcmp(name, "payload-retention-s") == 0) {
+        if (!parse_long(value, 60, 86400L * 3650, &v))
+            return ch_error_set(err, CH_EINVAL, "payload-retention-s: 60 to 315360000, not '%s'",
+                                value);
+        c->payload_retention_s = v;
+    } else if (strcmp(name, "attempt-retention-s") == 0) {
+        if (!parse_long(value, 60, 86400L * 3650, &v))
+            return ch_error_set(err, CH_EINVAL, "attempt-retention-s: 60 to 315360000, not '%s'",
+                                value);
+        c->attempt_retention_s = v;
+    } else if (strcmp(name, "purge-interval-s") == 0) {
+        if (!parse_long(value, 1, 86400, &v))
+            return ch_error_set(err, CH_EINVAL, "purge-interval-s: 1 to 86400, not '%s'", value);
+        c->purge_interval_s = (int)v;
+    } else if (strcmp(name, "allow-cidr") == 0) {
+        struct guard_cidr cidr;
+        if (c->nallow_cidrs == 16 || strlen(value) >= sizeof c->allow_cidrs[0] ||
+            !guard_cidr_parse(value, &cidr))
+            return ch_error_set(err, CH_EINVAL,
+                                "allow-cidr: '%s' is not ADDRESS/PREFIX (at most 16 ranges)",
+                                value);
+        snprintf(c->allow_cidrs[c->nallow_cidrs++], sizeof c->allow_cidrs[0], "%s", value);
     } else {
         return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook serve --help)",
                             name);
@@ -117,6 +158,90 @@ static char *trim(char *s)
     while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
         s[--n] = '\0';
     return s;
+}
+
+/* The data key from --data-key-file or CALLHOOK_DATA_KEY: base64 of exactly 32 bytes. */
+static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,
+                             struct ch_error *err)
+{
+    char text[256] = "";
+    *have = false;
+    const char *env = getenv("CALLHOOK_DATA_KEY");
+    if (c->data_key_file[0]) {
+        FILE *f = fopen(c->data_key_file, "r");
+        if (f == NULL)
+            return ch_error_set(err, CH_EIO, "cannot open the data key '%s': %s", c->data_key_file,
+                                strerror(errno));
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = '\0';
+    } else if (env && *env) {
+        snprintf(text, sizeof text, "%s", env);
+    } else {
+        return CH_OK;
+    }
+    char *t = trim(text);
+    size_t n = 0;
+    bool ok = b64_decode(t, strlen(t), key, 32, &n) && n == 32;
+    crypto_wipe(text, sizeof text);
+    if (!ok)
+        return ch_error_set(err, CH_EINVAL,
+                            "the data key must be base64 of 32 random bytes (openssl rand "
+                            "-base64 32)");
+    *have = true;
+    return CH_OK;
+}
+
+/* Opens the store, wrapped in encryption when a data key is configured. */
+static ch_code open_store(const struct serve_config *c, struct store **out, bool *encrypted,
+                          struct ch_error *err)
+{
+    unsigned char key[32];
+    bool have = false;
+    ch_code rc = load_data_key(c, key, &have, err);
+    if (rc != CH_OK)
+        return rc;
+    rc = store_open(c->db, out, err);
+    if (rc == CH_OK && have) {
+        struct store *sealed = NULL;
+        rc = store_sealed_wrap(*out, key, &sealed, err);
+        if (rc == CH_OK)
+            *out = sealed;
+        else
+            (*out)->ops->close(*out);
+    }
+    crypto_wipe(key, sizeof key);
+    *encrypted = have;
+    return rc;
+}
+
+static void run_purge(struct store *s, const struct serve_config *c)
+{
+    int64_t now = (int64_t)time(NULL), payloads = 0, attempts = 0;
+    struct ch_error err = {0};
+    if (s->ops->purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
+                      &payloads, &attempts, &err) != CH_OK)
+        log_warn("retention: %s", err.message);
+    else if (payloads || attempts)
+        log_info("retention: removed %lld delivered records and %lld attempts", (long long)payloads,
+                 (long long)attempts);
+}
+
+ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
+{
+    struct store *s = NULL;
+    bool encrypted;
+    ch_code rc = open_store(c, &s, &encrypted, err);
+    if (rc != CH_OK)
+        return rc;
+    int64_t now = (int64_t)time(NULL), payloads = 0, attempts = 0;
+    rc = s->ops->purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
+                       &payloads, &attempts, err);
+    if (rc == CH_OK)
+        printf("removed %lld delivered records and %lld attempts\n", (long long)payloads,
+               (long long)attempts);
+    s->ops->close(s);
+    return rc;
 }
 
 ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err)
@@ -194,8 +319,13 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     char key_file[4200];
     key_file_path(c->db, key_file, sizeof key_file);
 
-    if (store_open(c->db, &ctx.store, err) != CH_OK)
+    bool encrypted = false;
+    if (open_store(c, &ctx.store, &encrypted, err) != CH_OK)
         goto out;
+    if (!encrypted)
+        log_warn("no data key: call records and signing secrets are stored in clear in %s "
+                 "(see docs/SECURITY.md)",
+                 c->db);
     int64_t released = 0;
     if (ctx.store->ops->startup(ctx.store, (int64_t)time(NULL), &released, err) != CH_OK)
         goto out;
@@ -203,7 +333,12 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         log_info("%lld messages claimed by an earlier run are due again", (long long)released);
     if (api_bootstrap_admin(ctx.store, key_file, err) != CH_OK)
         goto out;
+    struct guard_cidr allowed[16];
+    for (int i = 0; i < c->nallow_cidrs; i++)
+        guard_cidr_parse(c->allow_cidrs[i], &allowed[i]);
     struct engine_config ec = {.store = ctx.store,
+                               .allowed = allowed,
+                               .nallowed = c->nallow_cidrs,
                                .metrics = &metrics,
                                .lease_s = c->lease_s,
                                .scan_interval_ms = c->scan_interval_ms,
@@ -223,8 +358,16 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                  "http://%s/v1/voice-apps",
                  key_file, key_file, c->listen);
 
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    /* Wait for a stop signal, running retention every purge-interval-s meanwhile. */
+    run_purge(ctx.store, c);
+    int sig;
+    for (;;) {
+        struct timespec interval = {c->purge_interval_s, 0};
+        sig = sigtimedwait(&stop_signals, NULL, &interval);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        run_purge(ctx.store, c);
+    }
     log_info("got %s: stopping (in-flight attempts have %d ms)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", c->shutdown_grace_ms);
     status = 0;

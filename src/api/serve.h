@@ -8,13 +8,19 @@
 #include <stddef.h>
 
 struct serve_config {
-    char listen[256];      /* HOST:PORT; default 127.0.0.1:8080 */
-    char db[4096];         /* sqlite:PATH; default sqlite:var/callhook.db */
-    size_t max_body_bytes; /* default 256 KiB */
-    int lease_s;           /* default 300 */
-    int scan_interval_ms;  /* default 1000 */
-    int max_in_flight;     /* over all apps; default 1024 */
-    int shutdown_grace_ms; /* default 10000 */
+    char listen[256];              /* HOST:PORT; default 127.0.0.1:8080 */
+    char db[4096];                 /* sqlite:PATH; default sqlite:var/callhook.db */
+    size_t max_body_bytes;         /* default 256 KiB */
+    int lease_s;                   /* default 300 */
+    int scan_interval_ms;          /* default 1000 */
+    int max_in_flight;             /* over all apps; default 1024 */
+    int shutdown_grace_ms;         /* default 10000 */
+    char data_key_file[4096];      /* AES-256 key (base64 of 32 bytes); or CALLHOOK_DATA_KEY */
+    long long payload_retention_s; /* delivered records kept; default 7 days */
+    long long attempt_retention_s; /* attempt log kept; default 30 days */
+    int purge_interval_s;          /* how often retention runs; default 3600 */
+    char allow_cidrs[16][64];      /* internal ranges every app may reach */
+    int nallow_cidrs;
 };
 
 /* Fills the defaults. */
@@ -37,6 +43,9 @@ void serve_config_print_help(void);
 /* Runs the daemon until SIGTERM or SIGINT. Returns 0 after a clean stop, 1 on a failure to
  * start (err says why). */
 int serve_run(const struct serve_config *c, struct ch_error *err);
+
+/* Runs retention once on the database (callhook purge): prints what it removed. */
+ch_code serve_purge(const struct serve_config *c, struct ch_error *err);
 
 /* Key management on the database itself. key_create prints nothing: the key comes back in
  * key_out (API_KEY_TEXT_MAX bytes). */

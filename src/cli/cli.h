@@ -46,6 +46,8 @@ int cmd_msgid(int argc, char **argv);
 void cmd_msgid_help(void);
 int cmd_serve(int argc, char **argv);
 void cmd_serve_help(void);
+int cmd_purge(int argc, char **argv);
+void cmd_purge_help(void);
 int cmd_key(int argc, char **argv);
 void cmd_key_help(void);
 int cmd_receive(int argc, char **argv);

@@ -30,7 +30,30 @@ void cmd_key_help(void)
          "Roles: ingest (post events), read (GET messages, apps, metrics), admin (everything).");
 }
 
+void cmd_purge_help(void)
+{
+    puts("usage: callhook purge [--db sqlite:PATH] [--payload-retention-s N]\n"
+         "                      [--attempt-retention-s N] [--data-key-file F] [--config FILE]\n"
+         "\n"
+         "Runs retention now, as callhook serve does every purge-interval-s: removes the call\n"
+         "records of messages delivered more than payload-retention-s ago (default 7 days) and\n"
+         "attempts older than attempt-retention-s (default 30 days). Dead and undelivered\n"
+         "messages keep their record until delivered or recovered. Takes serve's settings.");
+}
+
+static int run_serve_or_purge(int argc, char **argv, bool purge);
+
 int cmd_serve(int argc, char **argv)
+{
+    return run_serve_or_purge(argc, argv, false);
+}
+
+int cmd_purge(int argc, char **argv)
+{
+    return run_serve_or_purge(argc, argv, true);
+}
+
+static int run_serve_or_purge(int argc, char **argv, bool purge)
 {
     static const struct option options[] = {
         {"listen", required_argument, NULL, 0},
@@ -40,6 +63,11 @@ int cmd_serve(int argc, char **argv)
         {"scan-interval-ms", required_argument, NULL, 0},
         {"max-in-flight", required_argument, NULL, 0},
         {"shutdown-grace-ms", required_argument, NULL, 0},
+        {"data-key-file", required_argument, NULL, 0},
+        {"payload-retention-s", required_argument, NULL, 0},
+        {"attempt-retention-s", required_argument, NULL, 0},
+        {"purge-interval-s", required_argument, NULL, 0},
+        {"allow-cidr", required_argument, NULL, 0},
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -51,7 +79,10 @@ int cmd_serve(int argc, char **argv)
     int c, idx;
     while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
         if (c == 'h') {
-            cmd_serve_help();
+            if (purge)
+                cmd_purge_help();
+            else
+                cmd_serve_help();
             return CLI_OK;
         }
         if (c == '?')
@@ -73,6 +104,13 @@ int cmd_serve(int argc, char **argv)
             fprintf(stderr, "callhook serve: --%s\n", err.message);
             return CLI_USAGE;
         }
+    }
+    if (purge) {
+        if (serve_purge(&cfg, &err) != CH_OK) {
+            fprintf(stderr, "callhook purge: %s\n", err.message);
+            return CLI_FAIL;
+        }
+        return CLI_OK;
     }
     int rc = serve_run(&cfg, &err);
     if (rc != 0)

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <unistd.h>
 
 static const long default_retry_s[] = {5, 300, 1800, 7200, 18000, 36000, 36000};
 
@@ -174,6 +176,63 @@ static ch_code get_retries(json_t *v, struct app_config *c, struct ch_error *err
     return CH_OK;
 }
 
+static ch_code get_path(json_t *v, const char *field, char *dst, size_t cap, struct ch_error *err)
+{
+    if (json_is_null(v)) {
+        dst[0] = '\0';
+        return CH_OK;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= cap ||
+        json_string_value(v)[0] != '/')
+        return ch_error_set(err, CH_EINVAL, "%s: must be an absolute file path, or null", field);
+    snprintf(dst, cap, "%s", json_string_value(v));
+    return CH_OK;
+}
+
+static ch_code get_tls(json_t *v, struct app_config *c, struct ch_error *err)
+{
+    if (!json_is_object(v))
+        return ch_error_set(err, CH_EINVAL,
+                            "tls: must be an object with caFile, clientCertFile, clientKeyFile");
+    const char *key;
+    json_t *value;
+    json_object_foreach(v, key, value)
+    {
+        ch_code rc;
+        if (strcmp(key, "caFile") == 0)
+            rc = get_path(value, "tls.caFile", c->tls_ca_file, sizeof c->tls_ca_file, err);
+        else if (strcmp(key, "clientCertFile") == 0)
+            rc = get_path(value, "tls.clientCertFile", c->tls_client_cert_file,
+                          sizeof c->tls_client_cert_file, err);
+        else if (strcmp(key, "clientKeyFile") == 0)
+            rc = get_path(value, "tls.clientKeyFile", c->tls_client_key_file,
+                          sizeof c->tls_client_key_file, err);
+        else
+            rc = ch_error_set(err, CH_EINVAL, "tls.%s: unknown setting", key);
+        if (rc != CH_OK)
+            return rc;
+    }
+    if (!c->tls_client_cert_file[0] != !c->tls_client_key_file[0])
+        return ch_error_set(err, CH_EINVAL,
+                            "tls: clientCertFile and clientKeyFile go together (mTLS)");
+    return CH_OK;
+}
+
+ch_code app_config_check_files(const struct app_config *c, struct ch_error *err)
+{
+    const struct {
+        const char *field, *path;
+    } files[] = {{"tls.caFile", c->tls_ca_file},
+                 {"tls.clientCertFile", c->tls_client_cert_file},
+                 {"tls.clientKeyFile", c->tls_client_key_file}};
+    for (size_t i = 0; i < 3; i++) {
+        if (files[i].path[0] && access(files[i].path, R_OK) != 0)
+            return ch_error_set(err, CH_EINVAL, "%s: cannot read '%s': %s", files[i].field,
+                                files[i].path, strerror(errno));
+    }
+    return CH_OK;
+}
+
 static ch_code parse_member(struct app_config *c, const char *key, json_t *v, bool *connect_given,
                             struct ch_error *err)
 {
@@ -185,6 +244,8 @@ static ch_code parse_member(struct app_config *c, const char *key, json_t *v, bo
         return get_url(v, key, c->end_url, err);
     if (strcmp(key, "headers") == 0)
         return get_headers(v, c, err);
+    if (strcmp(key, "tls") == 0)
+        return get_tls(v, c, err);
     if (strcmp(key, "connectTimeoutMs") == 0) {
         rc = get_int(v, key, 100, 60000, &n, err);
         c->connect_timeout_ms = n;
@@ -293,6 +354,18 @@ char *app_config_to_json(const struct app_config *c, const char *id, const char 
     json_object_set_new(o, "enabled", json_boolean(c->enabled));
     json_object_set_new(o, "allowInsecureHttp", json_boolean(c->allow_insecure_http));
     json_object_set_new(o, "allowPrivateNetwork", json_boolean(c->allow_private_network));
+    json_t *tls = json_object();
+    if (tls) {
+        json_object_set_new(tls, "caFile",
+                            c->tls_ca_file[0] ? json_string(c->tls_ca_file) : json_null());
+        json_object_set_new(tls, "clientCertFile",
+                            c->tls_client_cert_file[0] ? json_string(c->tls_client_cert_file)
+                                                       : json_null());
+        json_object_set_new(tls, "clientKeyFile",
+                            c->tls_client_key_file[0] ? json_string(c->tls_client_key_file)
+                                                      : json_null());
+        json_object_set_new(o, "tls", tls);
+    }
     if (extra_members) {
         json_t *extra = json_loads(extra_members, 0, NULL);
         if (json_is_object(extra))

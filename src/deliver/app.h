@@ -34,6 +34,10 @@ struct app_config {
     bool enabled;
     bool allow_insecure_http;
     bool allow_private_network;
+    /* TLS per Voice App: files on the sender's machine; "" for none. Never their contents. */
+    char tls_ca_file[1024];
+    char tls_client_cert_file[1024];
+    char tls_client_key_file[1024];
 };
 
 /* Fills c with the defaults of docs/API.md. */
@@ -41,6 +45,9 @@ void app_config_defaults(struct app_config *c);
 
 /* Parses and validates a PUT body. CH_EINVAL with a message naming the field on any problem. */
 ch_code app_config_parse(struct app_config *c, const char *json, size_t len, struct ch_error *err);
+
+/* Checks that the TLS files the settings name can be read by this process (at PUT time). */
+ch_code app_config_check_files(const struct app_config *c, struct ch_error *err);
 
 /* Writes c as canonical JSON (every key); caller frees the result. NULL when out of memory.
  * With id/extra, adds "id" and the given already-formatted JSON members (may be NULL). */

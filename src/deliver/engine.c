@@ -336,8 +336,11 @@ static curl_socket_t on_open_socket(void *ctx, curlsocktype purpose, struct curl
 {
     struct transfer *t = ctx;
     (void)purpose;
-    if (!t->app->cfg.allow_private_network &&
-        guard_is_internal(&addr->addr, (socklen_t)addr->addrlen)) {
+    socklen_t len = (socklen_t)addr->addrlen;
+    bool allowed = t->app->cfg.allow_private_network || !guard_is_internal(&addr->addr, len);
+    for (int i = 0; !allowed && i < t->e->cfg.nallowed; i++)
+        allowed = guard_cidr_contains(&t->e->cfg.allowed[i], &addr->addr, len);
+    if (!allowed) {
         t->refused = true;
         guard_format(&addr->addr, t->refused_addr, sizeof t->refused_addr);
         return CURL_SOCKET_BAD;
@@ -405,6 +408,12 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (a->cfg.tls_ca_file[0])
+        curl_easy_setopt(h, CURLOPT_CAINFO, a->cfg.tls_ca_file);
+    if (a->cfg.tls_client_cert_file[0]) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, a->cfg.tls_client_cert_file);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, a->cfg.tls_client_key_file);
+    }
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);

@@ -8,6 +8,7 @@
 
 #include <callhook/error.h>
 
+#include "deliver/guard.h"
 #include "deliver/metrics.h"
 #include "store/store.h"
 
@@ -20,6 +21,8 @@ struct engine_config {
     int max_queued;          /* most messages held in memory; default 20000 */
     int max_in_flight;       /* most transfers at once over all apps; default 1024 */
     int shutdown_grace_ms;   /* how long in-flight attempts may finish at stop; default 10000 */
+    const struct guard_cidr *allowed; /* internal ranges the operator allows for every app */
+    int nallowed;
 };
 
 struct engine;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool v4_internal(uint32_t a)
@@ -64,4 +65,67 @@ void guard_format(const struct sockaddr *addr, char *buf, size_t cap)
         src = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
     if (src == NULL || inet_ntop(addr->sa_family, src, buf, (socklen_t)cap) == NULL)
         snprintf(buf, cap, "(address family %d)", addr->sa_family);
+}
+
+bool guard_cidr_parse(const char *text, struct guard_cidr *out)
+{
+    char host[64];
+    const char *slash = strchr(text, '/');
+    size_t n = slash ? (size_t)(slash - text) : strlen(text);
+    if (n == 0 || n >= sizeof host)
+        return false;
+    memcpy(host, text, n);
+    host[n] = '\0';
+    memset(out, 0, sizeof *out);
+    int max;
+    if (inet_pton(AF_INET, host, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return false;
+    }
+    out->prefix = max;
+    if (slash) {
+        char *end;
+        long p = strtol(slash + 1, &end, 10);
+        if (slash[1] == '\0' || *end != '\0' || p < 0 || p > max)
+            return false;
+        out->prefix = (int)p;
+    }
+    return true;
+}
+
+static bool prefix_equal(const unsigned char *a, const unsigned char *b, int bits)
+{
+    int full = bits / 8, rest = bits % 8;
+    if (memcmp(a, b, (size_t)full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (a[full] & mask) == (b[full] & mask);
+}
+
+bool guard_cidr_contains(const struct guard_cidr *c, const struct sockaddr *addr, socklen_t len)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned char a[16];
+    int family;
+    if (addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        memcpy(a, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
+        family = AF_INET;
+    } else if (addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        memcpy(a, &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr, 16);
+        family = AF_INET6;
+        if (c->family == AF_INET && memcmp(a, mapped, 12) == 0) {
+            memmove(a, a + 12, 4);
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    return family == c->family && prefix_equal(a, c->addr, c->prefix);
 }

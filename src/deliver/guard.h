@@ -13,4 +13,17 @@ bool guard_is_internal(const struct sockaddr *addr, socklen_t len);
 /* Writes the address as text ("10.0.0.1", "::1") for error messages. */
 void guard_format(const struct sockaddr *addr, char *buf, size_t cap);
 
+/* An address range the operator allows even though it is internal, e.g. 10.20.0.0/16. */
+struct guard_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int prefix;
+};
+
+/* Parses "ADDRESS/PREFIX" (a lone address means /32 or /128). */
+bool guard_cidr_parse(const char *text, struct guard_cidr *out);
+
+/* True when addr lies in the range (IPv4-mapped IPv6 addresses count as IPv4). */
+bool guard_cidr_contains(const struct guard_cidr *c, const struct sockaddr *addr, socklen_t len);
+
 #endif

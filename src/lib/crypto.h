@@ -32,6 +32,22 @@ bool crypto_ed25519_verify(const unsigned char pub[CRYPTO_ED25519_PUBLIC_LEN], c
 bool crypto_ed25519_public(const unsigned char seed[CRYPTO_ED25519_SEED_LEN],
                            unsigned char pub[CRYPTO_ED25519_PUBLIC_LEN]);
 
+/* AES-256-GCM for data at rest: "CHE1" + 12-byte random nonce + ciphertext + 16-byte tag. */
+#define CRYPTO_SEAL_OVERHEAD (4 + 12 + 16)
+#define CRYPTO_DATA_KEY_LEN  32
+
+/* Encrypts len bytes into out (cap >= len + CRYPTO_SEAL_OVERHEAD); *out_len gets the size. */
+bool crypto_seal(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
+                 unsigned char *out, size_t cap, size_t *out_len);
+
+/* Decrypts and authenticates what crypto_seal wrote; false when it was changed or the key is
+ * wrong. out needs len - CRYPTO_SEAL_OVERHEAD bytes. */
+bool crypto_open(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
+                 unsigned char *out, size_t cap, size_t *out_len);
+
+/* True when data starts like something crypto_seal wrote. */
+bool crypto_is_sealed(const void *in, size_t len);
+
 /* Fills buf with len bytes from OpenSSL's CSPRNG (seeded from the OS). */
 bool crypto_random(void *buf, size_t len);
 

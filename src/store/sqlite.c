@@ -845,6 +845,45 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     return rc;
 }
 
+static ch_code purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
+                     int64_t *payloads, int64_t *attempts, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *a = NULL, *b = NULL;
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    /* A skipped message was never delivered: its record goes after the same time. */
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "UPDATE messages SET body = x'' WHERE length(body) > 0 AND ("
+                     " (status = 2 AND delivered_at < ?1) OR (status = 4 AND created_at < ?1))",
+                     &a, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(a, 1, payload_before);
+        if (sqlite3_step(a) != SQLITE_DONE)
+            rc = db_error(err, db->w, "purge records");
+        else
+            *payloads = sqlite3_changes(db->w);
+    }
+    if (rc == CH_OK)
+        rc = prepare(db->w, "DELETE FROM attempts WHERE at_ms < ?1", &b, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(b, 1, attempts_before_ms);
+        if (sqlite3_step(b) != SQLITE_DONE)
+            rc = db_error(err, db->w, "purge attempts");
+        else
+            *attempts = sqlite3_changes(db->w);
+    }
+    sqlite3_finalize(a);
+    sqlite3_finalize(b);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
 static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *err)
 {
     struct sqlite_store *db = self(s);
@@ -924,6 +963,7 @@ static const struct store_ops sqlite_ops = {
     .message_list = message_list,
     .message_requeue = message_requeue,
     .app_recover = app_recover,
+    .purge = purge,
     .stats = stats,
 };
 
@@ -961,7 +1001,9 @@ static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
     }
     sqlite3_busy_timeout(*out, 10000);
     /* WAL with synchronous=FULL: a returned COMMIT is on disk, power loss included. */
-    return exec(*out, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
+    /* secure_delete: what retention removes is overwritten, not left in free pages. */
+    return exec(*out, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+                err);
 }
 
 static ch_code migrate(sqlite3 *db, struct ch_error *err)

@@ -195,6 +195,12 @@ struct store_ops {
     ch_code (*app_recover)(struct store *s, const char *app_id, int64_t since, int64_t now,
                            int64_t *requeued, struct ch_error *err);
 
+    /* Retention: empties the stored record of messages delivered or skipped before
+     * payload_before (unix seconds) and deletes attempts older than attempts_before_ms. Dead
+     * and undelivered messages keep their record. */
+    ch_code (*purge)(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
+                     int64_t *payloads, int64_t *attempts, struct ch_error *err);
+
     ch_code (*stats)(struct store *s, struct store_stats *out, struct ch_error *err);
 };
 
@@ -208,5 +214,11 @@ ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
 
 /* The SQLite backend. */
 ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error *err);
+
+/* Wraps a store so that call records and signing secrets are encrypted at rest with
+ * AES-256-GCM under key (32 bytes). Takes ownership of inner; closing the wrapper closes it.
+ * Records and secrets written before encryption was turned on are still read. */
+ch_code store_sealed_wrap(struct store *inner, const unsigned char key[32], struct store **out,
+                          struct ch_error *err);
 
 #endif

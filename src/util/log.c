@@ -2,6 +2,7 @@
 #include "util/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,44 @@ void log_init_from_env(void)
     }
 }
 
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_email_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '.' ||
+           c == '_' || c == '-' || c == '+' || c == '%';
+}
+
+/* Masks, in place, what looks like personal data wherever a message carries it by accident:
+ * phone numbers ("+" and 7 or more digits) keep their last two digits, e-mail addresses keep
+ * only their '@'. Messages are built from ids and counts; this is the second line of defence. */
+void log_mask_personal(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if (*p == '+' && is_digit(p[1])) {
+            char *q = p + 1;
+            while (is_digit(*q))
+                q++;
+            if (q - p - 1 >= 7) {
+                for (char *d = p + 1; d < q - 2; d++)
+                    *d = '*';
+            }
+            p = q - 1;
+        } else if (*p == '@' && p > s && is_email_char(p[-1]) && is_email_char(p[1])) {
+            /* Same length, so the line never grows: every character but the '@' hidden. */
+            for (char *q = p - 1; q >= s && is_email_char(*q); q--)
+                *q = '*';
+            char *q = p + 1;
+            for (; is_email_char(*q); q++)
+                *q = '*';
+            p = q - 1;
+        }
+    }
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if ((int)level < atomic_load(&threshold))
@@ -45,6 +84,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     int n = vsnprintf(line + o, sizeof line - o, fmt, ap);
     va_end(ap);
     o = n < 0 ? o : (o + (size_t)n >= sizeof line - 1 ? sizeof line - 2 : o + (size_t)n);
+    line[o] = '\0';
+    log_mask_personal(line);
+    o = strlen(line);
     line[o++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, o);
     (void)w;

@@ -1,0 +1,353 @@
+/*
+ * Encryption at rest as a store decorator: it implements the store interface over another
+ * store, sealing call records on their way in and signing secrets on every write, opening them
+ * on the way out. The backends never see a plaintext record, so neither does the database file.
+ */
+#include "store/store.h"
+
+#include "lib/crypto.h"
+#include "util/base64.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SECRET_PREFIX "enc:"
+
+struct sealed_store {
+    struct store base;
+    struct store *inner;
+    unsigned char key[CRYPTO_DATA_KEY_LEN];
+};
+
+static struct sealed_store *self(struct store *s)
+{
+    return (struct sealed_store *)s;
+}
+
+static struct store *inner(struct store *s)
+{
+    return self(s)->inner;
+}
+
+/* ---- secrets: "enc:" + base64 of the sealed text ---- */
+
+static bool seal_secret(const unsigned char *key, const char *plain, char *out, size_t cap)
+{
+    size_t len = strlen(plain);
+    if (len == 0) {
+        out[0] = '\0';
+        return true;
+    }
+    unsigned char sealed[128 + CRYPTO_SEAL_OVERHEAD];
+    size_t n = 0;
+    if (len > 128 || !crypto_seal(key, plain, len, sealed, sizeof sealed, &n) ||
+        B64_ENCODED_LEN(n) + strlen(SECRET_PREFIX) + 1 > cap)
+        return false;
+    memcpy(out, SECRET_PREFIX, strlen(SECRET_PREFIX));
+    b64_encode(sealed, n, out + strlen(SECRET_PREFIX), cap - strlen(SECRET_PREFIX));
+    return true;
+}
+
+static bool open_secret(const unsigned char *key, char *text, size_t cap)
+{
+    if (strncmp(text, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
+        return true; /* written before encryption was turned on */
+    unsigned char sealed[256], plain[256];
+    size_t n = 0, m = 0;
+    const char *b64 = text + strlen(SECRET_PREFIX);
+    if (!b64_decode(b64, strlen(b64), sealed, sizeof sealed, &n) ||
+        !crypto_open(key, sealed, n, plain, sizeof plain - 1, &m) || m >= cap)
+        return false;
+    memcpy(text, plain, m);
+    text[m] = '\0';
+    crypto_wipe(plain, sizeof plain);
+    return true;
+}
+
+static ch_code open_app(struct sealed_store *st, struct stored_app *a, struct ch_error *err)
+{
+    if (!open_secret(st->key, a->secret, sizeof a->secret) ||
+        !open_secret(st->key, a->prev_secret, sizeof a->prev_secret))
+        return ch_error_set(err, CH_ESTORE,
+                            "cannot decrypt the signing secret of voice app '%s': wrong data key?",
+                            a->id);
+    return CH_OK;
+}
+
+/* ---- operations that change something on the way ---- */
+
+static ch_code app_put(struct store *s, const struct stored_app *a, bool *created,
+                       struct ch_error *err)
+{
+    struct sealed_store *st = self(s);
+    struct stored_app copy = *a;
+    if (!seal_secret(st->key, a->secret, copy.secret, sizeof copy.secret) ||
+        !seal_secret(st->key, a->prev_secret, copy.prev_secret, sizeof copy.prev_secret))
+        return ch_error_set(err, CH_ECRYPTO, "cannot encrypt a signing secret");
+    ch_code rc = st->inner->ops->app_put(st->inner, &copy, created, err);
+    crypto_wipe(copy.secret, sizeof copy.secret);
+    return rc;
+}
+
+static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
+                       struct ch_error *err)
+{
+    ch_code rc = inner(s)->ops->app_get(inner(s), id, out, err);
+    if (rc == CH_OK && (rc = open_app(self(s), out, err)) != CH_OK)
+        stored_app_release(out);
+    return rc;
+}
+
+struct list_ctx {
+    struct sealed_store *st;
+    void (*cb)(void *ctx, const struct stored_app *a);
+    void *ctx;
+};
+
+static void open_each(void *ctx, const struct stored_app *a)
+{
+    struct list_ctx *l = ctx;
+    struct stored_app copy = *a;
+    if (open_app(l->st, &copy, NULL) == CH_OK)
+        l->cb(l->ctx, &copy);
+    crypto_wipe(copy.secret, sizeof copy.secret);
+}
+
+static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
+                        void *ctx, struct ch_error *err)
+{
+    struct list_ctx l = {self(s), cb, ctx};
+    return inner(s)->ops->app_list(inner(s), open_each, &l, err);
+}
+
+static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
+{
+    struct sealed_store *st = self(s);
+    const void **plain = calloc(n, sizeof *plain);
+    size_t *plain_len = calloc(n, sizeof *plain_len);
+    unsigned char **sealed = calloc(n, sizeof *sealed);
+    ch_code rc = CH_OK;
+    if (plain == NULL || plain_len == NULL || sealed == NULL)
+        rc = ch_error_set(err, CH_ENOMEM, "out of memory encrypting a batch");
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        size_t cap = items[i].body_len + CRYPTO_SEAL_OVERHEAD, len = 0;
+        sealed[i] = malloc(cap);
+        if (sealed[i] == NULL ||
+            !crypto_seal(st->key, items[i].body, items[i].body_len, sealed[i], cap, &len)) {
+            rc = ch_error_set(err, CH_EUNAVAILABLE, "cannot encrypt a call record");
+            break;
+        }
+        plain[i] = items[i].body;
+        plain_len[i] = items[i].body_len;
+        items[i].body = sealed[i];
+        items[i].body_len = len;
+    }
+    if (rc == CH_OK)
+        rc = st->inner->ops->ingest(st->inner, items, n, err);
+    /* The caller's items point at its own bytes again. */
+    for (size_t i = 0; plain && plain_len && sealed && i < n; i++) {
+        if (plain[i]) {
+            items[i].body = plain[i];
+            items[i].body_len = plain_len[i];
+        }
+        free(sealed[i]);
+    }
+    free(plain);
+    free(plain_len);
+    free(sealed);
+    return rc;
+}
+
+static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
+                         size_t max, size_t *n, struct ch_error *err)
+{
+    struct sealed_store *st = self(s);
+    ch_code rc = st->inner->ops->claim_due(st->inner, now, lease_until, out, max, n, err);
+    for (size_t i = 0; rc == CH_OK && i < *n; i++) {
+        if (!crypto_is_sealed(out[i].body, out[i].body_len))
+            continue; /* stored before encryption was turned on */
+        size_t len = 0;
+        unsigned char *plain = malloc(out[i].body_len);
+        if (plain == NULL ||
+            !crypto_open(st->key, out[i].body, out[i].body_len, plain, out[i].body_len, &len)) {
+            free(plain);
+            /* Leave it claimed: the lease brings it back, and the log says why. */
+            rc = ch_error_set(err, CH_ESTORE,
+                              "cannot decrypt message '%s': wrong data key, or the database "
+                              "was changed",
+                              out[i].msg_id);
+            for (size_t k = 0; k < *n; k++)
+                free(out[k].body);
+            *n = 0;
+            break;
+        }
+        free(out[i].body);
+        out[i].body = plain;
+        out[i].body_len = len;
+    }
+    return rc;
+}
+
+/* ---- everything else passes through ---- */
+
+static void sealed_close(struct store *s)
+{
+    struct sealed_store *st = self(s);
+    st->inner->ops->close(st->inner);
+    crypto_wipe(st->key, sizeof st->key);
+    free(st);
+}
+
+static ch_code startup(struct store *s, int64_t now, int64_t *released, struct ch_error *err)
+{
+    return inner(s)->ops->startup(inner(s), now, released, err);
+}
+
+static ch_code key_count(struct store *s, int64_t *n, struct ch_error *err)
+{
+    return inner(s)->ops->key_count(inner(s), n, err);
+}
+
+static ch_code key_add(struct store *s, const char *key_id, const unsigned char hash[32],
+                       enum key_role role, int64_t now, struct ch_error *err)
+{
+    return inner(s)->ops->key_add(inner(s), key_id, hash, role, now, err);
+}
+
+static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum key_role *role,
+                          struct ch_error *err)
+{
+    return inner(s)->ops->key_lookup(inner(s), hash, role, err);
+}
+
+static ch_code key_list(struct store *s,
+                        void (*cb)(void *ctx, const char *key_id, enum key_role role,
+                                   int64_t created_at, bool revoked),
+                        void *ctx, struct ch_error *err)
+{
+    return inner(s)->ops->key_list(inner(s), cb, ctx, err);
+}
+
+static ch_code key_revoke(struct store *s, const char *key_id, struct ch_error *err)
+{
+    return inner(s)->ops->key_revoke(inner(s), key_id, err);
+}
+
+static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
+{
+    return inner(s)->ops->app_delete(inner(s), id, err);
+}
+
+static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                       struct ch_error *err)
+{
+    return inner(s)->ops->release(inner(s), seqs, n, next_attempt_at, err);
+}
+
+static ch_code record_attempts(struct store *s, const struct attempt_result *r, size_t n,
+                               struct ch_error *err)
+{
+    return inner(s)->ops->record_attempts(inner(s), r, n, err);
+}
+
+static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
+                           struct ch_error *err)
+{
+    ch_code rc = inner(s)->ops->message_get(inner(s), msg_id, out, err);
+    if (rc == CH_OK && out->body_len >= CRYPTO_SEAL_OVERHEAD)
+        out->body_len -= CRYPTO_SEAL_OVERHEAD; /* the record's own size */
+    return rc;
+}
+
+static ch_code message_attempts(struct store *s, int64_t seq,
+                                void (*cb)(void *ctx, const struct attempt_view *a), void *ctx,
+                                struct ch_error *err)
+{
+    return inner(s)->ops->message_attempts(inner(s), seq, cb, ctx, err);
+}
+
+struct message_list_ctx {
+    void (*cb)(void *ctx, const struct message_view *m);
+    void *ctx;
+};
+
+static void fix_size(void *ctx, const struct message_view *m)
+{
+    struct message_list_ctx *l = ctx;
+    struct message_view copy = *m;
+    if (copy.body_len >= CRYPTO_SEAL_OVERHEAD)
+        copy.body_len -= CRYPTO_SEAL_OVERHEAD;
+    l->cb(l->ctx, &copy);
+}
+
+static ch_code message_list(struct store *s, const struct message_filter *f,
+                            void (*cb)(void *ctx, const struct message_view *m), void *ctx,
+                            struct ch_error *err)
+{
+    struct message_list_ctx l = {cb, ctx};
+    return inner(s)->ops->message_list(inner(s), f, fix_size, &l, err);
+}
+
+static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
+                               struct ch_error *err)
+{
+    return inner(s)->ops->message_requeue(inner(s), msg_id, now, err);
+}
+
+static ch_code app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
+                           int64_t *requeued, struct ch_error *err)
+{
+    return inner(s)->ops->app_recover(inner(s), app_id, since, now, requeued, err);
+}
+
+static ch_code purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
+                     int64_t *payloads, int64_t *attempts, struct ch_error *err)
+{
+    return inner(s)->ops->purge(inner(s), payload_before, attempts_before_ms, payloads, attempts,
+                                err);
+}
+
+static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *err)
+{
+    return inner(s)->ops->stats(inner(s), out, err);
+}
+
+static const struct store_ops sealed_ops = {
+    .name = "sealed",
+    .close = sealed_close,
+    .startup = startup,
+    .key_count = key_count,
+    .key_add = key_add,
+    .key_lookup = key_lookup,
+    .key_list = key_list,
+    .key_revoke = key_revoke,
+    .app_put = app_put,
+    .app_get = app_get,
+    .app_list = app_list,
+    .app_delete = app_delete,
+    .ingest = ingest,
+    .claim_due = claim_due,
+    .release = release,
+    .record_attempts = record_attempts,
+    .message_get = message_get,
+    .message_attempts = message_attempts,
+    .message_list = message_list,
+    .message_requeue = message_requeue,
+    .app_recover = app_recover,
+    .purge = purge,
+    .stats = stats,
+};
+
+ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct store **out,
+                          struct ch_error *err)
+{
+    struct sealed_store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    st->base.ops = &sealed_ops;
+    st->inner = in;
+    memcpy(st->key, key, sizeof st->key);
+    *out = &st->base;
+    return CH_OK;
+}
