@@ -31,8 +31,8 @@ bool key_role_parse(const char *name, enum key_role *out);
 struct stored_app {
     char id[129];
     char *config_json; /* owned: free with stored_app_release() */
-    char secret[100];  /* whsec_... */
-    char prev_secret[100];
+    char secret[256];  /* whsec_... (sealed as "enc:..." at rest when a data key is set) */
+    char prev_secret[256];
     int64_t prev_expires_at; /* 0 when there is no previous secret */
     bool enabled;
     char disabled_reason[200];

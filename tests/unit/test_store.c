@@ -18,13 +18,41 @@
 static char dir[256];
 static char uri[512];
 
+static const unsigned char data_key[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+                                           11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                                           21, 22, 23, 24, 25, 26, 27, 28, 29};
+
+/* With CALLHOOK_TEST_SEALED=1 every test runs through the encrypting decorator too. */
 static struct store *open_store(void)
 {
     struct store *s = NULL;
     struct ch_error err = {0};
     if (store_open(uri, &s, &err) != CH_OK)
         fail_msg("cannot open %s: %s", uri, err.message);
+    const char *sealed = getenv("CALLHOOK_TEST_SEALED");
+    if (sealed && strcmp(sealed, "1") == 0) {
+        struct store *wrapped = NULL;
+        if (store_sealed_wrap(s, data_key, &wrapped, &err) != CH_OK)
+            fail_msg("cannot wrap: %s", err.message);
+        s = wrapped;
+    }
     return s;
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    static char data[4 << 20];
+    size_t n = fread(data, 1, sizeof data, f);
+    fclose(f);
+    size_t m = strlen(needle);
+    for (size_t i = 0; i + m <= n; i++) {
+        if (memcmp(data + i, needle, m) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Each test starts on an empty database. */
@@ -482,6 +510,97 @@ static void test_startup(void **state)
     other->ops->close(other);
 }
 
+/* Encryption at rest: the file holds no plaintext record or secret; reads give them back. */
+static void test_sealed_at_rest(void **state)
+{
+    (void)state;
+    char path[600];
+    snprintf(uri, sizeof uri, "sqlite:%s/sealed/callhook.db", dir);
+    snprintf(path, sizeof path, "%s/sealed/callhook.db", dir);
+    struct store *plain = NULL, *s = NULL;
+    assert_int_equal(store_open(uri, &plain, NULL), CH_OK);
+    assert_int_equal(store_sealed_wrap(plain, data_key, &s, NULL), CH_OK);
+    struct stored_app a = {.enabled = true, .created_at = 1, .updated_at = 1};
+    snprintf(a.id, sizeof a.id, "app");
+    snprintf(a.secret, sizeof a.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    a.config_json = strdup("{}");
+    bool created;
+    assert_int_equal(s->ops->app_put(s, &a, &created, NULL), CH_OK);
+    stored_app_release(&a);
+    static const char body[] = "{\"ActiveCallId\":\"k\",\"CallerId\":\"+15550100123\"}";
+    struct ingest_item it = {.msg_id = "msg_a",
+                             .app_id = "app",
+                             .event = "begin-call",
+                             .dedupe_key = "k",
+                             .body = body,
+                             .body_len = sizeof body - 1,
+                             .now = 1000,
+                             .lease_until = 1000,
+                             .status = MSG_DELIVERING};
+    assert_int_equal(s->ops->ingest(s, &it, 1, NULL), CH_OK);
+    assert_ptr_equal(it.body, body); /* the caller's bytes, untouched */
+
+    struct due_message out[1];
+    size_t n = 0;
+    assert_int_equal(s->ops->claim_due(s, 1000, 1300, out, 1, &n, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0].body_len, sizeof body - 1);
+    assert_memory_equal(out[0].body, body, sizeof body - 1);
+    free(out[0].body);
+    struct stored_app got;
+    assert_int_equal(s->ops->app_get(s, "app", &got, NULL), CH_OK);
+    assert_string_equal(got.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    stored_app_release(&got);
+    struct message_view m;
+    assert_int_equal(s->ops->message_get(s, "msg_a", &m, NULL), CH_OK);
+    assert_int_equal(m.body_len, sizeof body - 1);
+    s->ops->close(s);
+
+    char wal[620];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    assert_false(file_contains(path, "+15550100123"));
+    assert_false(file_contains(wal, "+15550100123"));
+    assert_false(file_contains(path, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    assert_false(file_contains(wal, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+
+    /* The wrong key reads nothing back. */
+    static const unsigned char other_key[32] = {9};
+    assert_int_equal(store_open(uri, &plain, NULL), CH_OK);
+    assert_int_equal(store_sealed_wrap(plain, other_key, &s, NULL), CH_OK);
+    struct ch_error err = {0};
+    assert_int_equal(s->ops->app_get(s, "app", &got, &err), CH_ESTORE);
+    assert_non_null(strstr(err.message, "data key"));
+    s->ops->close(s);
+}
+
+/* Retention empties delivered records and old attempts, and nothing else. */
+static void test_purge(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item d = ingest(s, "msg_d", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct ingest_item x = ingest(s, "msg_x", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
+    ingest(s, "msg_p", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    struct attempt_result r[2] = {result(d.seq, MSG_DELIVERED, 0), result(x.seq, MSG_DEAD, 0)};
+    r[0].at_ms = 2000 * 1000LL;
+    r[1].at_ms = 2000 * 1000LL;
+    assert_int_equal(s->ops->record_attempts(s, r, 2, NULL), CH_OK);
+    int64_t payloads = -1, attempts = -1;
+    assert_int_equal(s->ops->purge(s, 2000, 2000 * 1000LL, &payloads, &attempts, NULL), CH_OK);
+    assert_int_equal(payloads, 0); /* delivered at 2000: not before 2000 */
+    assert_int_equal(attempts, 0);
+    assert_int_equal(s->ops->purge(s, 2001, 2001 * 1000LL, &payloads, &attempts, NULL), CH_OK);
+    assert_int_equal(payloads, 1);
+    assert_int_equal(attempts, 2);
+    struct message_view m;
+    assert_int_equal(s->ops->message_get(s, "msg_d", &m, NULL), CH_OK);
+    assert_int_equal(m.body_len, 0);
+    assert_int_equal(s->ops->message_get(s, "msg_x", &m, NULL), CH_OK);
+    assert_true(m.body_len > 0); /* dead keeps its record */
+    assert_int_equal(s->ops->message_get(s, "msg_p", &m, NULL), CH_OK);
+    assert_true(m.body_len > 0); /* undelivered keeps its record */
+}
+
 static void test_bad_uri(void **state)
 {
     (void)state;
@@ -508,6 +627,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_startup, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_purge, fresh, close_store),
+        cmocka_unit_test(test_sealed_at_rest),
         cmocka_unit_test(test_bad_uri),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
