@@ -7,8 +7,14 @@ ch_code store_open(const char *uri, struct store **out, struct ch_error *err)
 {
     if (uri != NULL && strncmp(uri, "sqlite:", 7) == 0)
         return store_sqlite_open(uri + 7, out, err);
+    /* libpq URIs as they are; "postgres:" + any libpq connection string too. */
+    if (uri != NULL &&
+        (strncmp(uri, "postgres://", 11) == 0 || strncmp(uri, "postgresql://", 13) == 0))
+        return store_postgres_open(uri, out, err);
+    if (uri != NULL && strncmp(uri, "postgres:", 9) == 0)
+        return store_postgres_open(uri + 9, out, err);
     return ch_error_set(err, CH_EINVAL,
-                        "unknown database '%s': use sqlite:PATH (PostgreSQL is not built yet)",
+                        "unknown database '%s': use sqlite:PATH or postgres://USER@HOST/DB",
                         uri ? uri : "");
 }
 

@@ -209,11 +209,15 @@ struct store {
     const struct store_ops *ops;
 };
 
-/* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created). */
+/* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created), or
+ * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
 
 /* The SQLite backend. */
 ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error *err);
+
+/* The PostgreSQL backend, on any libpq connection string or URI. */
+ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err);
 
 /* Wraps a store so that call records and signing secrets are encrypted at rest with
  * AES-256-GCM under key (32 bytes). Takes ownership of inner; closing the wrapper closes it.

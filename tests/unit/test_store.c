@@ -15,6 +15,8 @@
 
 #include "store/store.h"
 
+#include <libpq-fe.h>
+
 static char dir[256];
 static char uri[512];
 
@@ -55,11 +57,36 @@ static bool file_contains(const char *path, const char *needle)
     return false;
 }
 
+/* With CALLHOOK_TEST_STORE_URI (a PostgreSQL database), the suite runs on that backend. */
+static const char *pg_uri(void)
+{
+    const char *u = getenv("CALLHOOK_TEST_STORE_URI");
+    return u && *u ? u : NULL;
+}
+
+/* Empties the PostgreSQL database: the store creates its schema again when opened. */
+static void reset_postgres(const char *conninfo)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("cannot connect to %s: %s", conninfo, PQerrorMessage(c));
+    PGresult *r = PQexec(c, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("cannot reset %s: %s", conninfo, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+}
+
 /* Each test starts on an empty database. */
 static int fresh(void **state)
 {
     static int n;
-    snprintf(uri, sizeof uri, "sqlite:%s/db%d/callhook.db", dir, ++n);
+    if (pg_uri()) {
+        reset_postgres(pg_uri());
+        snprintf(uri, sizeof uri, "%s", pg_uri());
+    } else {
+        snprintf(uri, sizeof uri, "sqlite:%s/db%d/callhook.db", dir, ++n);
+    }
     *state = open_store();
     return 0;
 }
@@ -489,13 +516,28 @@ static void test_durable_across_reopen(void **state)
     assert_true(again.duplicate);
 }
 
-/* A restarted node gets back its own claims at once, and a second process is refused. */
+/* SQLite: a restarted node gets back its own claims at once, and a second process is refused.
+ * PostgreSQL: nodes share the database, so a start takes nothing back (leases run out) and
+ * another node may start beside it. */
 static void test_startup(void **state)
 {
     struct store *s = *state;
     put_app(s, "app", true);
     ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1000);
     int64_t released = -1;
+    if (pg_uri()) {
+        assert_int_equal(s->ops->startup(s, 1001, &released, NULL), CH_OK);
+        assert_int_equal(released, 0);
+        struct due_message none[1];
+        assert_int_equal(claim(s, 1001, none, 1), 0);
+        struct store *other = open_store();
+        assert_int_equal(other->ops->startup(other, 1002, &released, NULL), CH_OK);
+        size_t n = claim(other, 1300, none, 1); /* the lease ran out: another node takes it */
+        assert_int_equal(n, 1);
+        free_claimed(none, n);
+        other->ops->close(other);
+        return;
+    }
     assert_int_equal(s->ops->startup(s, 1001, &released, NULL), CH_OK);
     assert_int_equal(released, 1);
     struct due_message out[2];

@@ -1,0 +1,1068 @@
+/*
+ * The PostgreSQL store (libpq): several callhook serve nodes share one database. Claims use
+ * FOR UPDATE SKIP LOCKED with a lease, so a due message is in flight on one node at a time and
+ * a dead node's work is taken over when its leases run out. A small pool of connections is
+ * shared by the node's threads; a broken connection is reset on its next use, and while the
+ * database is away every operation answers CH_EUNAVAILABLE (ingest says 503).
+ */
+#include "store/store.h"
+
+#include <libpq-fe.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_SIZE 4
+
+/* Each migration moves the schema one version up; they run in order in one transaction, under
+ * an advisory lock so nodes starting together do not race. */
+static const char *const migrations[] = {
+    /* 1 */
+    "CREATE TABLE api_keys ("
+    "  key_id TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, role INTEGER NOT NULL,"
+    "  created_at BIGINT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE voice_apps ("
+    "  id TEXT PRIMARY KEY, config TEXT NOT NULL, secret TEXT NOT NULL,"
+    "  prev_secret TEXT NOT NULL DEFAULT '', prev_expires_at BIGINT NOT NULL DEFAULT 0,"
+    "  enabled INTEGER NOT NULL DEFAULT 1, disabled_reason TEXT NOT NULL DEFAULT '',"
+    "  created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+    "CREATE TABLE messages ("
+    "  seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, app_id TEXT NOT NULL,"
+    "  event TEXT NOT NULL, dedupe_key TEXT NOT NULL, call_type BIGINT, body BYTEA NOT NULL,"
+    "  status INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+    "  created_at BIGINT NOT NULL, next_attempt_at BIGINT NOT NULL,"
+    "  delivered_at BIGINT NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
+    "  wait_begin INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX messages_due ON messages(next_attempt_at) WHERE status IN (0, 1);"
+    "CREATE INDEX messages_call ON messages(app_id, dedupe_key, event);"
+    "CREATE INDEX messages_app ON messages(app_id, seq);"
+    "CREATE TABLE attempts ("
+    "  message_seq BIGINT NOT NULL, at_ms BIGINT NOT NULL, duration_ms BIGINT NOT NULL,"
+    "  http_status INTEGER NOT NULL, error_class TEXT NOT NULL DEFAULT '',"
+    "  error TEXT NOT NULL DEFAULT '', response BYTEA);"
+    "CREATE INDEX attempts_message ON attempts(message_seq);"
+    "CREATE INDEX attempts_at ON attempts(at_ms);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+#define MIGRATION_LOCK "7413690021"
+
+struct pg_store {
+    struct store base;
+    char conninfo[1024];
+    PGconn *conns[POOL_SIZE];
+    bool busy[POOL_SIZE];
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+};
+
+static struct pg_store *self(struct store *s)
+{
+    return (struct pg_store *)s;
+}
+
+/* ---- the pool ---- */
+
+/* Borrows a connection, (re)connecting as needed. NULL (and CH_EUNAVAILABLE) when the
+ * database cannot be reached. */
+static PGconn *borrow(struct pg_store *db, struct ch_error *err)
+{
+    pthread_mutex_lock(&db->lock);
+    int i;
+    for (;;) {
+        for (i = 0; i < POOL_SIZE && db->busy[i]; i++)
+            ;
+        if (i < POOL_SIZE)
+            break;
+        pthread_cond_wait(&db->cond, &db->lock);
+    }
+    db->busy[i] = true;
+    pthread_mutex_unlock(&db->lock);
+    PGconn *c = db->conns[i];
+    if (c == NULL) {
+        c = db->conns[i] = PQconnectdb(db->conninfo);
+    } else if (PQstatus(c) != CONNECTION_OK) {
+        PQreset(c);
+    }
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        ch_error_set(err, CH_EUNAVAILABLE, "cannot reach PostgreSQL: %s",
+                     c ? PQerrorMessage(c) : "out of memory");
+        pthread_mutex_lock(&db->lock);
+        db->busy[i] = false;
+        pthread_cond_signal(&db->cond);
+        pthread_mutex_unlock(&db->lock);
+        return NULL;
+    }
+    return c;
+}
+
+static void give_back(struct pg_store *db, PGconn *c)
+{
+    pthread_mutex_lock(&db->lock);
+    for (int i = 0; i < POOL_SIZE; i++) {
+        if (db->conns[i] == c) {
+            db->busy[i] = false;
+            break;
+        }
+    }
+    pthread_cond_signal(&db->cond);
+    pthread_mutex_unlock(&db->lock);
+}
+
+/* ---- results ---- */
+
+/* Turns a failed result into an error: a lost connection is CH_EUNAVAILABLE (try again), a
+ * constraint is CH_ESTORE. Clears r. */
+static ch_code fail(PGconn *c, PGresult *r, const char *what, struct ch_error *err)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    bool gone = PQstatus(c) != CONNECTION_OK ||
+                (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+                           strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0));
+    ch_code rc = ch_error_set(err, gone ? CH_EUNAVAILABLE : CH_ESTORE, "postgres: %s: %s", what,
+                              r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    PQclear(r);
+    return rc;
+}
+
+static PGresult *run(PGconn *c, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats)
+{
+    return PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
+}
+
+static bool ok(PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+static void col_text(PGresult *r, int row, int col, char *dst, size_t cap)
+{
+    snprintf(dst, cap, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+static long long col_ll(PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* A bytea column in text format, unescaped into malloc'd memory (NUL-terminated). */
+static void *col_bytes(PGresult *r, int row, int col, size_t *len)
+{
+    size_t n = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+    if (raw == NULL)
+        return NULL;
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, raw, n);
+        out[n] = '\0';
+        *len = n;
+    }
+    PQfreemem(raw);
+    return out;
+}
+
+/* Runs one statement on a borrowed connection and checks it. */
+static ch_code exec1(struct pg_store *db, const char *sql, int n, const char *const *values,
+                     const char *what, long long *changes, struct ch_error *err)
+{
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = run(c, sql, n, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, what, err);
+    else {
+        if (changes)
+            *changes = strtoll(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+#define LL(buf, v) (snprintf(buf, sizeof buf, "%lld", (long long)(v)), buf)
+
+/* ---- start ---- */
+
+static ch_code startup(struct store *s, int64_t now, int64_t *released, struct ch_error *err)
+{
+    /* Other nodes may hold leases: nothing is taken back here; leases run out by themselves. */
+    (void)s;
+    (void)now;
+    (void)err;
+    *released = 0;
+    return CH_OK;
+}
+
+static ch_code migrate(struct pg_store *db, struct ch_error *err)
+{
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    ch_code rc = CH_OK;
+    PGresult *r = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
+                            "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);");
+    if (!ok(r))
+        rc = fail(c, r, "migrate", err);
+    else
+        PQclear(r);
+    int version = 0;
+    if (rc == CH_OK) {
+        r = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_version");
+        if (!ok(r))
+            rc = fail(c, r, "read schema version", err);
+        else {
+            version = (int)col_ll(r, 0, 0);
+            PQclear(r);
+        }
+    }
+    if (rc == CH_OK && version > SCHEMA_VERSION)
+        rc = ch_error_set(err, CH_ESTORE,
+                          "database schema version %d is newer than this callhook knows (%d): "
+                          "upgrade callhook",
+                          version, SCHEMA_VERSION);
+    for (int v = version; rc == CH_OK && v < SCHEMA_VERSION; v++) {
+        r = PQexec(c, migrations[v]);
+        if (!ok(r)) {
+            rc = fail(c, r, "migrate", err);
+            break;
+        }
+        PQclear(r);
+        char sql[80], vb[16];
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%s)", LL(vb, v + 1));
+        r = PQexec(c, sql);
+        if (!ok(r))
+            rc = fail(c, r, "migrate", err);
+        else
+            PQclear(r);
+    }
+    PQclear(PQexec(c, rc == CH_OK ? "COMMIT" : "ROLLBACK"));
+    give_back(db, c);
+    return rc;
+}
+
+/* ---- keys ---- */
+
+static ch_code key_count(struct store *s, int64_t *n, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = PQexec(c, "SELECT count(*) FROM api_keys WHERE revoked = 0");
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "count keys", err);
+    else {
+        *n = col_ll(r, 0, 0);
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code key_add(struct store *s, const char *key_id, const unsigned char hash[32],
+                       enum key_role role, int64_t now, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    char rb[24], nb[24];
+    const char *values[] = {key_id, (const char *)hash, LL(rb, role), LL(nb, now)};
+    int lengths[] = {0, 32, 0, 0};
+    int formats[] = {0, 1, 0, 0};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r =
+        run(c, "INSERT INTO api_keys(key_id, hash, role, created_at) VALUES ($1, $2, $3, $4)", 4,
+            values, lengths, formats);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "add key", err);
+    else
+        PQclear(r);
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum key_role *role,
+                          struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    const char *values[] = {(const char *)hash};
+    int lengths[] = {32};
+    int formats[] = {1};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = run(c, "SELECT role FROM api_keys WHERE hash = $1 AND revoked = 0", 1, values,
+                      lengths, formats);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "look up key", err);
+    else {
+        if (PQntuples(r) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no such key");
+        else
+            *role = (enum key_role)col_ll(r, 0, 0);
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code key_list(struct store *s,
+                        void (*cb)(void *ctx, const char *key_id, enum key_role role,
+                                   int64_t created_at, bool revoked),
+                        void *ctx, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = PQexec(c, "SELECT key_id, role, created_at, revoked FROM api_keys "
+                            "ORDER BY created_at DESC, key_id");
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "list keys", err);
+    else {
+        for (int i = 0; i < PQntuples(r); i++)
+            cb(ctx, PQgetvalue(r, i, 0), (enum key_role)col_ll(r, i, 1), col_ll(r, i, 2),
+               col_ll(r, i, 3) != 0);
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code key_revoke(struct store *s, const char *key_id, struct ch_error *err)
+{
+    long long n = 0;
+    const char *values[] = {key_id};
+    ch_code rc = exec1(self(s), "UPDATE api_keys SET revoked = 1 WHERE key_id = $1", 1, values,
+                       "revoke key", &n, err);
+    if (rc == CH_OK && n == 0)
+        rc = ch_error_set(err, CH_ENOTFOUND, "no key '%s'", key_id);
+    return rc;
+}
+
+/* ---- voice apps ---- */
+
+static ch_code app_put(struct store *s, const struct stored_app *a, bool *created,
+                       struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    char pe[24], en[24], ca[24], ua[24];
+    const char *values[] = {a->id,
+                            a->config_json,
+                            a->secret,
+                            a->prev_secret,
+                            LL(pe, a->prev_expires_at),
+                            LL(en, a->enabled),
+                            a->disabled_reason,
+                            LL(ca, a->created_at),
+                            LL(ua, a->updated_at)};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    /* xmax = 0 tells an insert from an update in one statement. */
+    PGresult *r = run(c,
+                      "INSERT INTO voice_apps(id, config, secret, prev_secret, prev_expires_at,"
+                      " enabled, disabled_reason, created_at, updated_at)"
+                      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                      " ON CONFLICT(id) DO UPDATE SET config = $2, secret = $3, prev_secret = $4,"
+                      " prev_expires_at = $5, enabled = $6, disabled_reason = $7, updated_at = $9"
+                      " RETURNING (xmax = 0)",
+                      9, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "save voice app", err);
+    else {
+        *created = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+#define APP_COLUMNS                                                                           \
+    "id, config, secret, prev_secret, prev_expires_at, enabled, disabled_reason, created_at," \
+    " updated_at"
+
+static ch_code app_row(PGresult *r, int i, struct stored_app *out, struct ch_error *err)
+{
+    memset(out, 0, sizeof *out);
+    col_text(r, i, 0, out->id, sizeof out->id);
+    out->config_json = strdup(PQgetvalue(r, i, 1));
+    if (out->config_json == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory reading a voice app");
+    col_text(r, i, 2, out->secret, sizeof out->secret);
+    col_text(r, i, 3, out->prev_secret, sizeof out->prev_secret);
+    out->prev_expires_at = col_ll(r, i, 4);
+    out->enabled = col_ll(r, i, 5) != 0;
+    col_text(r, i, 6, out->disabled_reason, sizeof out->disabled_reason);
+    out->created_at = col_ll(r, i, 7);
+    out->updated_at = col_ll(r, i, 8);
+    return CH_OK;
+}
+
+static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
+                       struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    const char *values[] = {id};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r =
+        run(c, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1", 1, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "read voice app", err);
+    else {
+        if (PQntuples(r) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+        else
+            rc = app_row(r, 0, out, err);
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
+                        void *ctx, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = PQexec(c, "SELECT " APP_COLUMNS " FROM voice_apps ORDER BY id");
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "list voice apps", err);
+    else {
+        for (int i = 0; rc == CH_OK && i < PQntuples(r); i++) {
+            struct stored_app a;
+            rc = app_row(r, i, &a, err);
+            if (rc == CH_OK)
+                cb(ctx, &a);
+            stored_app_release(&a);
+        }
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
+{
+    long long n = 0;
+    const char *values[] = {id};
+    ch_code rc = exec1(self(s), "DELETE FROM voice_apps WHERE id = $1", 1, values,
+                       "delete voice app", &n, err);
+    if (rc == CH_OK && n == 0)
+        rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+    return rc;
+}
+
+/* After a failed pipeline: a connection stuck in pipeline mode is reset; otherwise the failed
+ * transaction is rolled back so the connection can be used again. */
+static void end_failed_pipeline(PGconn *c)
+{
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && PQexitPipelineMode(c) != 1) {
+        PQreset(c);
+        return;
+    }
+    PQclear(PQexec(c, "ROLLBACK"));
+}
+
+/* ---- ingest: one pipelined transaction, one round trip for the batch ---- */
+
+/* One statement per item: the app must exist, a duplicate id inserts nothing, and an end-call
+ * waits while its call's begin-call is open. The outer SELECT sees the table as it was before
+ * this statement, so a row found there is a duplicate. */
+static const char ingest_sql[] =
+    "WITH app AS (SELECT 1 FROM voice_apps WHERE id = $2),"
+    " ins AS ("
+    "  INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
+    "   next_attempt_at, wait_begin)"
+    "  SELECT $1, $2, $3, $4, $5::bigint, $6,"
+    "   CASE WHEN $7::int = 4 THEN 4"
+    "        WHEN $7::int = 0 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
+    "          WHERE b.app_id = $2 AND b.dedupe_key = $4 AND b.event = 'begin-call'"
+    "          AND b.status IN (0, 1)) THEN 0"
+    "        ELSE 1 END,"
+    "   $8::bigint, $9::bigint, CASE WHEN $7::int = 0 THEN 1 ELSE 0 END"
+    "  WHERE EXISTS (SELECT 1 FROM app)"
+    "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
+    " SELECT EXISTS (SELECT 1 FROM app), (SELECT seq FROM ins), (SELECT status FROM ins),"
+    "  (SELECT seq FROM messages WHERE id = $1), (SELECT status FROM messages WHERE id = $1)";
+
+static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    ch_code rc = CH_OK;
+    if (PQenterPipelineMode(c) != 1) {
+        give_back(db, c);
+        return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
+    }
+    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
+    for (size_t i = 0; sent && i < n; i++) {
+        struct ingest_item *it = &items[i];
+        /* The status asked for travels in: 4 skip, 0 per-call ordering, 1 plain. */
+        int mode = it->status == MSG_SKIPPED ? 4 : (it->status == MSG_PENDING ? 0 : 1);
+        char ct[24], md[24], now[24], next[24];
+        snprintf(ct, sizeof ct, "%lld", it->call_type);
+        const char *values[] = {it->msg_id, it->app_id, it->event, it->dedupe_key,
+                                it->has_call_type ? ct : NULL, it->body, LL(md, mode),
+                                LL(now, it->now),
+                                /* a fresh event is claimed by this node until its lease ends */
+                                LL(next, mode == 1 ? it->lease_until : it->now)};
+        int lengths[] = {0, 0, 0, 0, 0, (int)it->body_len, 0, 0, 0};
+        int formats[] = {0, 0, 0, 0, 0, 1, 0, 0, 0};
+        sent = PQsendQueryParams(c, ingest_sql, 9, NULL, values, lengths, formats, 0) == 1;
+    }
+    sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
+           PQpipelineSync(c) == 1;
+    if (!sent)
+        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot send: %s", PQerrorMessage(c));
+
+    /* Results come in order: BEGIN, one per item, COMMIT, then the sync. Each is followed by a
+     * NULL that ends it. */
+    size_t expected = n + 2;
+    for (size_t k = 0; sent && k < expected; k++) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: connection lost: %s",
+                              PQerrorMessage(c));
+            break;
+        }
+        if (!ok(r) && rc == CH_OK) {
+            rc = fail(c, r, "ingest", err);
+            r = NULL;
+        } else if (k >= 1 && k <= n && rc == CH_OK) {
+            struct ingest_item *it = &items[k - 1];
+            bool app_exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+            if (!app_exists) {
+                it->unknown_app = true;
+                it->result = CH_ENOTFOUND;
+            } else if (!PQgetisnull(r, 0, 1)) {
+                it->seq = col_ll(r, 0, 1);
+                it->status = (enum msg_status)col_ll(r, 0, 2);
+                it->result = CH_OK;
+            } else {
+                /* Already there, or inserted by another node this very moment: either way
+                 * the same message id is stored once. */
+                it->duplicate = true;
+                it->seq = col_ll(r, 0, 3);
+                it->status = (enum msg_status)col_ll(r, 0, 4);
+                it->result = CH_OK;
+            }
+        }
+        PQclear(r);
+        PGresult *end = PQgetResult(c); /* the NULL after each query's result */
+        PQclear(end);
+    }
+    /* The sync's result, then back to normal mode. */
+    PGresult *r;
+    while ((r = PQgetResult(c)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (st == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
+        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
+    if (rc != CH_OK) {
+        end_failed_pipeline(c);
+        if (rc == CH_ESTORE)
+            rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
+    }
+    give_back(db, c);
+    return rc;
+}
+
+/* ---- delivery ---- */
+
+static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
+                         size_t max, size_t *n, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    *n = 0;
+    char nb[24], lb[24], mb[24];
+    const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. */
+    PGresult *r =
+        run(c,
+            "UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
+            " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
+            " WHERE m.status IN (0, 1) AND m.next_attempt_at <= $1"
+            " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
+            "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
+            "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
+            " ORDER BY m.next_attempt_at, m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)"
+            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body",
+            3, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "claim", err);
+    else {
+        for (int i = 0; i < PQntuples(r) && *n < max; i++) {
+            struct due_message *m = &out[*n];
+            memset(m, 0, sizeof *m);
+            m->seq = col_ll(r, i, 0);
+            col_text(r, i, 1, m->msg_id, sizeof m->msg_id);
+            col_text(r, i, 2, m->app_id, sizeof m->app_id);
+            col_text(r, i, 3, m->event, sizeof m->event);
+            col_text(r, i, 4, m->dedupe_key, sizeof m->dedupe_key);
+            m->attempts = (int)col_ll(r, i, 5);
+            m->created_at = col_ll(r, i, 6);
+            m->body = col_bytes(r, i, 7, &m->body_len);
+            if (m->body == NULL) {
+                rc = ch_error_set(err, CH_ENOMEM, "out of memory claiming messages");
+                break;
+            }
+            (*n)++;
+        }
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+/* "{1,2,3}" for an array parameter; caller frees. */
+static char *int_array(const int64_t *v, size_t n)
+{
+    size_t cap = n * 21 + 3;
+    char *s = malloc(cap);
+    if (s == NULL)
+        return NULL;
+    size_t o = 0;
+    s[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(s + o, cap - o, "%s%lld", i ? "," : "", (long long)v[i]);
+    s[o++] = '}';
+    s[o] = '\0';
+    return s;
+}
+
+static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                       struct ch_error *err)
+{
+    char *arr = int_array(seqs, n);
+    if (arr == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    char nb[24];
+    const char *values[] = {LL(nb, next_attempt_at), arr};
+    ch_code rc = exec1(self(s),
+                       "UPDATE messages SET status = 0, next_attempt_at = $1"
+                       " WHERE seq = ANY($2::bigint[]) AND status = 1",
+                       2, values, "release", NULL, err);
+    free(arr);
+    return rc;
+}
+
+static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,
+                               struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    ch_code rc = CH_OK;
+    if (PQenterPipelineMode(c) != 1) {
+        give_back(db, c);
+        return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
+    }
+    size_t queries = 0;
+    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
+    queries++;
+    for (size_t i = 0; sent && i < n; i++) {
+        const struct attempt_result *a = &res[i];
+        char sq[24], at[24], du[24], hs[24], st[24], na[24], da[24];
+        const char *ins[] = {LL(sq, a->seq),
+                             LL(at, a->at_ms),
+                             LL(du, a->duration_ms),
+                             LL(hs, a->http_status),
+                             a->error_class ? a->error_class : "",
+                             a->error ? a->error : "",
+                             a->response && a->response_len ? a->response : NULL};
+        int lengths[] = {0, 0, 0, 0, 0, 0, (int)a->response_len};
+        int formats[] = {0, 0, 0, 0, 0, 0, 1};
+        sent = PQsendQueryParams(c,
+                                 "INSERT INTO attempts(message_seq, at_ms, duration_ms,"
+                                 " http_status, error_class, error, response)"
+                                 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                 7, NULL, ins, lengths, formats, 0) == 1;
+        queries++;
+        const char *upd[] = {LL(st, a->new_status), LL(na, a->next_attempt_at),
+                             LL(da, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0),
+                             a->error ? a->error : "", sq};
+        sent = sent && PQsendQueryParams(c,
+                                         "UPDATE messages SET status = $1, attempts = attempts + 1,"
+                                         " next_attempt_at = $2, delivered_at = $3,"
+                                         " last_error = $4 WHERE seq = $5",
+                                         5, NULL, upd, NULL, NULL, 0) == 1;
+        queries++;
+        if (sent && a->disable_app && a->app_id) {
+            const char *dis[] = {a->error ? a->error : "disabled", a->app_id};
+            sent = PQsendQueryParams(c,
+                                     "UPDATE voice_apps SET enabled = 0, disabled_reason = $1"
+                                     " WHERE id = $2",
+                                     2, NULL, dis, NULL, NULL, 0) == 1;
+            queries++;
+        }
+    }
+    sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
+           PQpipelineSync(c) == 1;
+    queries++;
+    if (!sent)
+        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot send: %s", PQerrorMessage(c));
+    for (size_t k = 0; sent && k < queries; k++) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: connection lost");
+            break;
+        }
+        if (!ok(r) && rc == CH_OK) {
+            rc = fail(c, r, "record attempts", err);
+            r = NULL;
+        }
+        PQclear(r);
+        PQclear(PQgetResult(c));
+    }
+    PGresult *r;
+    while ((r = PQgetResult(c)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (st == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
+        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
+    if (rc != CH_OK)
+        end_failed_pipeline(c);
+    give_back(db, c);
+    return rc;
+}
+
+/* ---- messages for the API ---- */
+
+#define MESSAGE_COLUMNS                                                            \
+    "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
+    " next_attempt_at, delivered_at, last_error, length(body)"
+
+static void message_row(PGresult *r, int i, struct message_view *m)
+{
+    memset(m, 0, sizeof *m);
+    m->seq = col_ll(r, i, 0);
+    col_text(r, i, 1, m->msg_id, sizeof m->msg_id);
+    col_text(r, i, 2, m->app_id, sizeof m->app_id);
+    col_text(r, i, 3, m->event, sizeof m->event);
+    col_text(r, i, 4, m->dedupe_key, sizeof m->dedupe_key);
+    m->has_call_type = !PQgetisnull(r, i, 5);
+    m->call_type = col_ll(r, i, 5);
+    m->status = (enum msg_status)col_ll(r, i, 6);
+    m->attempts = (int)col_ll(r, i, 7);
+    m->created_at = col_ll(r, i, 8);
+    m->next_attempt_at = col_ll(r, i, 9);
+    m->delivered_at = col_ll(r, i, 10);
+    col_text(r, i, 11, m->last_error, sizeof m->last_error);
+    m->body_len = (size_t)col_ll(r, i, 12);
+}
+
+static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
+                           struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    const char *values[] = {msg_id};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r =
+        run(c, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1", 1, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "read message", err);
+    else {
+        if (PQntuples(r) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s'", msg_id);
+        else
+            message_row(r, 0, out);
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code message_attempts(struct store *s, int64_t seq,
+                                void (*cb)(void *ctx, const struct attempt_view *a), void *ctx,
+                                struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    char sb[24];
+    const char *values[] = {LL(sb, seq)};
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = run(c,
+                      "SELECT at_ms, duration_ms, http_status, error_class, error, response"
+                      " FROM attempts WHERE message_seq = $1 ORDER BY at_ms, ctid",
+                      1, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "read attempts", err);
+    else {
+        for (int i = 0; i < PQntuples(r); i++) {
+            struct attempt_view a;
+            memset(&a, 0, sizeof a);
+            a.at_ms = col_ll(r, i, 0);
+            a.duration_ms = col_ll(r, i, 1);
+            a.http_status = (int)col_ll(r, i, 2);
+            col_text(r, i, 3, a.error_class, sizeof a.error_class);
+            col_text(r, i, 4, a.error, sizeof a.error);
+            if (!PQgetisnull(r, i, 5)) {
+                size_t len = 0;
+                char *resp = col_bytes(r, i, 5, &len);
+                if (resp) {
+                    snprintf(a.response, sizeof a.response, "%.*s", (int)len, resp);
+                    free(resp);
+                }
+            }
+            cb(ctx, &a);
+        }
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code message_list(struct store *s, const struct message_filter *f,
+                            void (*cb)(void *ctx, const struct message_view *m), void *ctx,
+                            struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    char sql[1024];
+    const char *values[8];
+    char bufs[4][24];
+    int n = 0;
+    size_t o =
+        (size_t)snprintf(sql, sizeof sql, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE true");
+    /* Every filter is a parameter; only the shape of the query varies. */
+    if (f->app_id) {
+        values[n++] = f->app_id;
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND app_id = $%d", n);
+    }
+    if (f->event) {
+        values[n++] = f->event;
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND event = $%d", n);
+    }
+    if (f->dedupe_key) {
+        values[n++] = f->dedupe_key;
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND dedupe_key = $%d", n);
+    }
+    if (f->status >= 0) {
+        values[n++] = LL(bufs[0], f->status);
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND status = $%d", n);
+    }
+    if (f->attempted == 0)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND attempts = 0");
+    else if (f->attempted == 1)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND attempts > 0");
+    if (f->since > 0) {
+        values[n++] = LL(bufs[1], f->since);
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at >= $%d", n);
+    }
+    if (f->before_seq > 0) {
+        values[n++] = LL(bufs[2], f->before_seq);
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND seq < $%d", n);
+    }
+    values[n++] = LL(bufs[3], f->limit);
+    snprintf(sql + o, sizeof sql - o, " ORDER BY seq DESC LIMIT $%d", n);
+
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = run(c, sql, n, values, NULL, NULL);
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "list messages", err);
+    else {
+        for (int i = 0; i < PQntuples(r); i++) {
+            struct message_view m;
+            message_row(r, i, &m);
+            cb(ctx, &m);
+        }
+        PQclear(r);
+    }
+    give_back(db, c);
+    return rc;
+}
+
+static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
+                               struct ch_error *err)
+{
+    char nb[24];
+    long long n = 0;
+    const char *values[] = {LL(nb, now), msg_id};
+    ch_code rc = exec1(self(s),
+                       "UPDATE messages SET status = 0, next_attempt_at = $1 WHERE id = $2"
+                       " AND status <> 1",
+                       2, values, "replay", &n, err);
+    if (rc == CH_OK && n == 0)
+        rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
+    return rc;
+}
+
+static ch_code app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
+                           int64_t *requeued, struct ch_error *err)
+{
+    char nb[24], sb[24];
+    long long n = 0;
+    const char *values[] = {LL(nb, now), app_id, LL(sb, since)};
+    ch_code rc = exec1(self(s),
+                       "UPDATE messages SET status = 0, next_attempt_at = $1"
+                       " WHERE app_id = $2 AND created_at >= $3"
+                       " AND (status = 3 OR (status = 0 AND attempts > 0))",
+                       3, values, "recover", &n, err);
+    if (rc == CH_OK)
+        *requeued = n;
+    return rc;
+}
+
+static ch_code purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
+                     int64_t *payloads, int64_t *attempts, struct ch_error *err)
+{
+    char pb[24], ab[24];
+    long long n1 = 0, n2 = 0;
+    const char *v1[] = {LL(pb, payload_before)};
+    const char *v2[] = {LL(ab, attempts_before_ms)};
+    ch_code rc = exec1(self(s),
+                       "UPDATE messages SET body = ''::bytea WHERE length(body) > 0 AND ("
+                       " (status = 2 AND delivered_at < $1) OR (status = 4 AND created_at < $1))",
+                       1, v1, "purge records", &n1, err);
+    if (rc == CH_OK)
+        rc = exec1(self(s), "DELETE FROM attempts WHERE at_ms < $1", 1, v2, "purge attempts", &n2,
+                   err);
+    *payloads = n1;
+    *attempts = n2;
+    return rc;
+}
+
+static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    memset(out, 0, sizeof *out);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    PGresult *r = PQexec(c, "SELECT status, count(*) FROM messages GROUP BY status");
+    ch_code rc = CH_OK;
+    if (!ok(r))
+        rc = fail(c, r, "stats", err);
+    else {
+        for (int i = 0; i < PQntuples(r); i++) {
+            int64_t n = col_ll(r, i, 1);
+            switch (col_ll(r, i, 0)) {
+            case MSG_PENDING:
+                out->pending = n;
+                break;
+            case MSG_DELIVERING:
+                out->delivering = n;
+                break;
+            case MSG_DELIVERED:
+                out->delivered = n;
+                break;
+            case MSG_DEAD:
+                out->dead = n;
+                break;
+            case MSG_SKIPPED:
+                out->skipped = n;
+                break;
+            default:
+                break;
+            }
+        }
+        PQclear(r);
+        r = PQexec(c, "SELECT coalesce(min(created_at), 0) FROM messages WHERE status IN (0, 1)");
+        if (!ok(r))
+            rc = fail(c, r, "stats", err);
+        else {
+            out->oldest_pending_at = col_ll(r, 0, 0);
+            PQclear(r);
+        }
+    }
+    give_back(db, c);
+    return rc;
+}
+
+/* ---- opening ---- */
+
+static void pg_close(struct store *s)
+{
+    struct pg_store *db = self(s);
+    if (db == NULL)
+        return;
+    for (int i = 0; i < POOL_SIZE; i++)
+        PQfinish(db->conns[i]);
+    pthread_mutex_destroy(&db->lock);
+    pthread_cond_destroy(&db->cond);
+    free(db);
+}
+
+static const struct store_ops pg_ops = {
+    .name = "postgres",
+    .close = pg_close,
+    .startup = startup,
+    .key_count = key_count,
+    .key_add = key_add,
+    .key_lookup = key_lookup,
+    .key_list = key_list,
+    .key_revoke = key_revoke,
+    .app_put = app_put,
+    .app_get = app_get,
+    .app_list = app_list,
+    .app_delete = app_delete,
+    .ingest = ingest,
+    .claim_due = claim_due,
+    .release = release,
+    .record_attempts = record_attempts,
+    .message_get = message_get,
+    .message_attempts = message_attempts,
+    .message_list = message_list,
+    .message_requeue = message_requeue,
+    .app_recover = app_recover,
+    .purge = purge,
+    .stats = stats,
+};
+
+ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err)
+{
+    if (conninfo == NULL || strlen(conninfo) >= sizeof((struct pg_store *)0)->conninfo)
+        return ch_error_set(err, CH_EINVAL, "PostgreSQL connection string missing or too long");
+    struct pg_store *db = calloc(1, sizeof *db);
+    if (db == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory opening the store");
+    db->base.ops = &pg_ops;
+    snprintf(db->conninfo, sizeof db->conninfo, "%s", conninfo);
+    pthread_mutex_init(&db->lock, NULL);
+    pthread_cond_init(&db->cond, NULL);
+    ch_code rc = migrate(db, err);
+    if (rc != CH_OK) {
+        pg_close(&db->base);
+        return rc;
+    }
+    *out = &db->base;
+    return CH_OK;
+}
