@@ -81,7 +81,11 @@ static PGconn *borrow(struct pg_store *db, struct ch_error *err)
     pthread_mutex_unlock(&db->lock);
     PGconn *c = db->conns[i];
     if (c == NULL) {
-        c = db->conns[i] = PQconnectdb(db->conninfo);
+        /* A bounded connect, unless the connection string says otherwise (it comes later and
+         * overrides): while the database is away, ingest answers 503 instead of hanging. */
+        const char *const keys[] = {"connect_timeout", "dbname", NULL};
+        const char *const values[] = {"5", db->conninfo, NULL};
+        c = db->conns[i] = PQconnectdbParams(keys, values, 1);
     } else if (PQstatus(c) != CONNECTION_OK) {
         PQreset(c);
     }
