@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 void cmd_receive_help(void)
 {
@@ -103,8 +104,18 @@ int cmd_receive(int argc, char **argv)
         return CLI_USAGE;
     }
     optind = 1;
+    bool flag_keys = false;
     while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
         ch_code rc = CH_OK;
+        /* Keys given as flags replace those from the environment and the file. */
+        bool is_key = c == 0 && (strcmp(options[idx].name, "secret") == 0 ||
+                                 strcmp(options[idx].name, "public-key") == 0);
+        if (is_key && !flag_keys) {
+            for (size_t k = 0; k < cfg.nkeys; k++)
+                ch_secret_wipe(&cfg.keys[k]);
+            cfg.nkeys = 0;
+            flag_keys = true;
+        }
         if (c == 0)
             rc = receive_config_set(&cfg, options[idx].name, optarg, &err);
         else if (c == 'i')
@@ -223,6 +234,10 @@ int cmd_inbox(int argc, char **argv)
         }
     }
     const char *arg = optind < argc ? argv[optind] : NULL;
+    if (access(store, F_OK) != 0) {
+        fprintf(stderr, "callhook inbox: no inbox at '%s' (give --store PATH)\n", store);
+        return CLI_FAIL;
+    }
     struct ch_inbox *ib = NULL;
     struct ch_error err = {0};
     if (ch_inbox_open(store, &ib, &err) != CH_OK) {

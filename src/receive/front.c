@@ -11,6 +11,7 @@
 #include "util/log.h"
 
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 
 #include <arpa/inet.h>
@@ -204,8 +205,12 @@ static bool client_certificate_ok(struct MHD_Connection *conn)
     unsigned int listed = 0;
     if (gnutls_certificate_get_peers(session, &listed) == NULL || listed == 0)
         return false;
+    /* Signed by the CA, and meant for a TLS client (not, say, a server's own certificate). */
+    gnutls_typed_vdata_st purpose = {.type = GNUTLS_DT_KEY_PURPOSE_OID,
+                                     .data = (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT};
     unsigned int status = 0;
-    return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
+    return gnutls_certificate_verify_peers(session, &purpose, 1, &status) == GNUTLS_E_SUCCESS &&
+           status == 0;
 }
 
 static const char *event_of(struct MHD_Connection *conn, const char *path)
@@ -258,6 +263,14 @@ static bool check_and_queue(struct front *f, struct request *r)
     if (ch_record_parse(&rec, body, r->body.len, c->max_body_bytes, &err) != CH_OK) {
         set_answer(r, err.code == CH_ETOOBIG ? 413 : 400, "%s", err.message);
         return true;
+    }
+    for (const char *p = get_header(r->conn, "webhook-id") ? get_header(r->conn, "webhook-id")
+                                                           : get_header(r->conn, "svix-id");
+         *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            set_answer(r, 400, "webhook-id contains control characters");
+            return true;
+        }
     }
     snprintf(r->webhook_id, sizeof r->webhook_id, "%s",
              get_header(r->conn, "webhook-id") ? get_header(r->conn, "webhook-id")

@@ -115,6 +115,8 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
         ch_inbox_close(ib);
         return rc;
     }
+    /* Personal data: the inbox (and its WAL, which copies the mode) is the owner's alone. */
+    chmod(path, 0600);
     sqlite3_busy_timeout(ib->db, 10000);
     rc = exec(ib->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
     if (rc == CH_OK)

@@ -75,12 +75,10 @@ static bool parse_long(const char *value, long min, long max, long *out)
     return true;
 }
 
+/* One default handler: a later source (flag over environment over file) replaces it. */
 static ch_code set_handler(struct handler *h, enum handler_kind kind, const char *name,
                            const char *value, struct ch_error *err)
 {
-    if (h->kind != HANDLER_NONE)
-        return ch_error_set(err, CH_EINVAL,
-                            "%s: there is already a default handler; use --route for more", name);
     if (*value == '\0' || strlen(value) >= sizeof h->target)
         return ch_error_set(err, CH_EINVAL, "%s: empty or too long", name);
     h->kind = kind;
@@ -274,6 +272,9 @@ int receive_run(struct receive_config *c, struct ch_error *err)
         goto out;
     if (front_start(c, inbox, workers, &front, err) != CH_OK)
         goto out;
+    if (c->fallback.kind == HANDLER_NONE)
+        log_warn("no default handler (--exec or --jsonl): events without a route are only "
+                 "stored in the inbox");
     if (c->insecure_http)
         log_warn("plain HTTP on %s (--insecure-http): use this only locally or behind a proxy "
                  "that terminates TLS",

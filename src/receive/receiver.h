@@ -65,7 +65,7 @@ ch_code receive_config_set(struct receive_config *c, const char *name, const cha
                            struct ch_error *err);
 ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err);
 ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err);
-/* Checks the whole: keys present, TLS or --insecure-http, a handler. */
+/* Checks the whole: keys present, TLS or --insecure-http. */
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);
 void receive_config_print_help(void);
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,7 +88,8 @@ static char **make_env(const struct ch_inbox_entry *e, const char *active, const
         "CALL_EVENT=", "CALL_ACTIVE_CALL_ID=", "CALL_CORRELATION_ID=",
         "CALL_TYPE=",  "CALL_TYPE_NAME=",      "WEBHOOK_ID="};
     for (int i = 0; i < base; i++) {
-        bool shadowed = false;
+        /* The receiver's own settings (its secrets among them) are not the handler's business. */
+        bool shadowed = strncmp(environ[i], "CALLHOOK_", 9) == 0;
         for (size_t k = 0; k < sizeof ours / sizeof ours[0]; k++)
             shadowed |= strncmp(environ[i], ours[k], strlen(ours[k])) == 0;
         if (!shadowed)
@@ -204,6 +206,8 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
     if (pid == 0) {
         /* The child: its own process group, so a timeout kills everything it started. */
         setpgid(0, 0);
+        /* If the receiver dies, so does the handler: the restarted receiver runs it again. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in_pipe[0], STDIN_FILENO);
         dup2(err_pipe[1], STDERR_FILENO);
         sigset_t none;
@@ -276,20 +280,32 @@ static pthread_mutex_t jsonl_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, char *error,
                       size_t cap)
 {
-    json_error_t jerr;
-    json_t *record = json_loadb(e->body, e->body_len, 0, &jerr);
-    if (record == NULL) {
-        snprintf(error, cap, "the body is not JSON: %s", jerr.text);
-        return false;
-    }
-    json_t *line = json_pack("{s:s, s:s, s:I, s:o}", "webhookId", e->webhook_id, "event", e->event,
-                             "receivedAt", (json_int_t)e->received_at, "record", record);
-    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
-    json_decref(line);
-    if (text == NULL) {
+    /* The record goes in as received, not re-serialized (so numbers past 64 bits survive): the
+     * front checked it is a JSON object, and raw line breaks in valid JSON can only be white
+     * space between tokens, so turning them into spaces keeps it one valid line. */
+    json_t *meta = json_pack("{s:s, s:s, s:I}", "webhookId", e->webhook_id, "event", e->event,
+                             "receivedAt", (json_int_t)e->received_at);
+    char *head = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+    json_decref(meta);
+    size_t head_len = head ? strlen(head) : 0;
+    char *line = head ? malloc(head_len + e->body_len + 16) : NULL;
+    if (line == NULL) {
+        free(head);
         snprintf(error, cap, "out of memory writing a line");
         return false;
     }
+    /* head is {...}: drop its closing brace, add ,"record":BODY} and a newline. */
+    size_t o = head_len - 1;
+    memcpy(line, head, o);
+    free(head);
+    memcpy(line + o, ",\"record\":", 10);
+    o += 10;
+    const char *body = e->body;
+    for (size_t i = 0; i < e->body_len; i++)
+        line[o++] = (body[i] == '\n' || body[i] == '\r') ? ' ' : body[i];
+    line[o++] = '}';
+    line[o++] = '\n';
+
     bool ok = false;
     pthread_mutex_lock(&jsonl_lock);
     int fd = open(h->target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -297,11 +313,8 @@ static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, c
         snprintf(error, cap, "cannot open '%s': %s", h->target, strerror(errno));
     } else {
         /* One write per line and an fsync before the event counts as processed. */
-        size_t len = strlen(text);
-        text[len] = '\n';
-        ssize_t w = write(fd, text, len + 1);
-        text[len] = '\0';
-        if (w != (ssize_t)(len + 1))
+        ssize_t w = write(fd, line, o);
+        if (w != (ssize_t)o)
             snprintf(error, cap, "cannot write '%s': %s", h->target,
                      w < 0 ? strerror(errno) : "short write");
         else if (fdatasync(fd) != 0)
@@ -311,7 +324,7 @@ static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, c
         close(fd);
     }
     pthread_mutex_unlock(&jsonl_lock);
-    free(text);
+    free(line);
     return ok;
 }
 

@@ -999,6 +999,9 @@ static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
         *out = NULL;
         return rc;
     }
+    /* Call records and secrets: the database (and its WAL, which copies the mode) is the
+     * owner's alone. */
+    chmod(path, 0600);
     sqlite3_busy_timeout(*out, 10000);
     /* WAL with synchronous=FULL: a returned COMMIT is on disk, power loss included. */
     /* secure_delete: what retention removes is overwritten, not left in free pages. */

@@ -85,6 +85,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_end(ap);
     o = n < 0 ? o : (o + (size_t)n >= sizeof line - 1 ? sizeof line - 2 : o + (size_t)n);
     line[o] = '\0';
+    /* A value from a request (an id, a header) must not forge lines or drive a terminal. */
+    for (size_t i = 0; i < o; i++) {
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
+    }
     log_mask_personal(line);
     o = strlen(line);
     line[o++] = '\n';

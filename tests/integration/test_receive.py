@@ -1,0 +1,1545 @@
+#!/usr/bin/env python3
+"""`callhook receive` end to end: a real receiver process on 127.0.0.1, requests signed here
+(Standard Webhooks v1, written independently of the C code), by `callhook sign` (v1a) and by
+the npm `svix` package, real handlers (a Python script run through --exec, and --jsonl files),
+the inbox looked at through `callhook inbox`, kill -9 and restarts, HTTPS with certificates
+made here with the openssl CLI.
+
+usage: test_receive.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]
+       (or CALLHOOK_BIN / CALLHOOK_PAYLOADS_DIR in the environment)
+
+Each test has its own temp dir, free port, inbox and receiver process(es); every process is
+killed in the end (SIGTERM must stop the receiver with status 0). Every wait has a deadline
+(CALLHOOK_TEST_TIME_SCALE stretches them all). The last line is `N passed, M failed`; the exit
+status is 1 if anything failed. CALLHOOK_KEEP_TMP keeps the temp dirs. The svix helper
+(svix_sign.mjs, next to this file) needs tests/interop/node_modules: `make test-deps`.
+
+Where `callhook receive --help` is silent, the assumption a test makes is written next to it,
+marked "Assumption:".
+"""
+
+import atexit
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import secrets as _secrets
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+from harness import ApiResponse, free_port, scaled, wait_until  # noqa: E402
+
+BIN = None
+PAYLOADS = None
+HOST = "127.0.0.1"
+SVIX_HELPER = os.path.join(HERE, "svix_sign.mjs")
+SVIX_MANIFEST = os.path.join(HERE, "..", "interop", "node_modules", "svix", "package.json")
+
+CALL_TYPE_NAMES = ["GenericCall", "AnsweredCall", "MissedCall", "InitialAnsweredCall",
+                   "ActiveCall", "VoiceMail", "CallTransfered", "CallAnsweredManually",
+                   "OutboundCall"]
+ENV_KEYS = ("CALL_EVENT", "CALL_ACTIVE_CALL_ID", "CALL_CORRELATION_ID", "CALL_TYPE",
+            "CALL_TYPE_NAME", "WEBHOOK_ID")
+# What must never reach the receiver's log: the payloads' phone numbers, e-mail addresses and
+# names (the call ids are logged masked).
+PII_PATTERNS = (re.compile(r"\+1555\d{7}"),
+                re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[a-z]+"),
+                re.compile(r"Jane Example|Sam Agent|please call me back"))
+
+
+def T(seconds):
+    """A deadline, stretched by CALLHOOK_TEST_TIME_SCALE."""
+    return scaled(seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing (Standard Webhooks v1), written from the specification
+
+
+def new_secret(nbytes=32):
+    return "whsec_" + base64.b64encode(os.urandom(nbytes)).decode()
+
+
+def new_id():
+    return "msg_" + _secrets.token_hex(12)
+
+
+def sign_v1(secret, msg_id, ts, body):
+    key = base64.b64decode(secret[len("whsec_"):] if secret.startswith("whsec_") else secret)
+    mac = hmac.new(key, ("%s.%s." % (msg_id, ts)).encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def record(call_id=None, call_type=4, **fields):
+    """A small call record (bytes) with a fresh ActiveCallId unless one is given; call_type
+    None leaves CallType out. Every record carries a phone number and an e-mail address, so the
+    log checks have something to find."""
+    rec = {}
+    if call_id is not False:
+        rec["ActiveCallId"] = call_id or "call-" + _secrets.token_hex(8)
+    if call_type is not None:
+        rec["CallType"] = call_type
+    rec.update({"TenantId": "00000000-1111-2222-3333-444444444444",
+                "CallerId": "+15550100123", "Agent": {"Email": "sam.agent@example.com"}})
+    rec.update(fields)
+    return json.dumps(rec).encode()
+
+
+def read_jsonl(path):
+    """The complete lines of a JSON-lines file (one being appended right now is left out)."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")[:-1]
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The handler: one Python script, run by the receiver through --exec
+
+HANDLER = r'''
+import base64, json, os, sys, time
+d = os.environ["CH_TEST_DIR"]
+tag = os.environ.get("CH_TEST_TAG", "default")
+mode_file = os.path.join(d, "mode")
+mode = open(mode_file).read().strip() if os.path.exists(mode_file) else "ok"
+body = sys.stdin.buffer.read()
+keys = %r
+rec = {"tag": tag, "pid": os.getpid(), "pgid": os.getpgid(0), "t": time.time(),
+       "env": {k: os.environ.get(k) for k in keys}, "body": base64.b64encode(body).decode()}
+wid = os.environ.get("WEBHOOK_ID", "")
+
+def append(name, obj):
+    fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, (json.dumps(obj) + "\n").encode())
+    os.close(fd)
+
+append("starts.jsonl", rec)
+if mode == "block":
+    # Stay busy until the test says "release" (or a minute has passed: then fail).
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(d, "release")):
+        if time.time() > deadline:
+            sys.exit(9)
+        time.sleep(0.02)
+elif mode == "fail-twice":
+    with open(os.path.join(d, "starts.jsonl")) as f:
+        runs = sum(1 for l in f if json.loads(l)["env"]["WEBHOOK_ID"] == wid)
+    if runs <= 2:
+        sys.stderr.write("failing on purpose, run %%d\n" %% runs)
+        sys.exit(1)
+elif mode == "fail":
+    if not os.path.exists(os.path.join(d, "heal")):
+        # A careless handler prints what it got: none of it may reach the receiver's log.
+        sys.stderr.write("cannot call back +15550100123 (sam.agent@example.com)\n")
+        sys.exit(3)
+elif mode.startswith("sleep "):
+    time.sleep(float(mode.split()[1]))
+append("done.jsonl", rec)
+''' % (ENV_KEYS,)
+
+
+# ---------------------------------------------------------------------------------------------
+# The receiver process
+
+
+class ReceiveError(RuntimeError):
+    """receive did not start, or not the way it should have; the message has its log."""
+
+
+_PDEATHSIG = None
+_LIVE = set()  # Receive objects with a running process
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all():
+    """Kill every receiver still running (at exit, and on SIGTERM)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for rx in live:
+        try:
+            if rx.proc.poll() is None:
+                rx.proc.kill()
+                rx.proc.wait(5)
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+
+atexit.register(kill_all)
+
+
+class Receive:
+    """One `callhook receive` on 127.0.0.1 with its own inbox in `workdir`.
+
+    args: more options (the handler, routes, TLS files...). insecure: add --insecure-http.
+    secrets: the --secret values. env: more environment. client_ctx: the ssl context to talk
+    to it with (HTTPS), also used for the /healthz wait."""
+
+    def __init__(self, workdir, args=(), secrets=(), insecure=True, env=None, client_ctx=None,
+                 name="receive"):
+        global _PDEATHSIG
+        if _PDEATHSIG is None:
+            _PDEATHSIG = harness._setpriv_prefix()
+        self.workdir = workdir
+        self.args = list(args)
+        self.secrets = list(secrets)
+        self.insecure = insecure
+        self.extra_env = dict(env or {})
+        self.client_ctx = client_ctx
+        self.name = name
+        self.port = None
+        self.store = os.path.join(workdir, "inbox.db")
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.proc = None
+        self.exits = []  # exit statuses of the processes that ended (-9: killed by the test)
+        self.starts = 0
+
+    def command(self):
+        cmd = [BIN, "receive", "--listen", "%s:%d" % (HOST, self.port), "--store", self.store]
+        for s in self.secrets:
+            cmd += ["--secret", s]
+        if self.insecure:
+            cmd.append("--insecure-http")
+        return cmd + self.args
+
+    def environment(self):
+        env = {k: v for k, v in os.environ.items()
+               if k not in harness.PROXY_VARS and not k.startswith("CALLHOOK_RECEIVE_")}
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        env["CH_TEST_DIR"] = self.workdir
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _marker(self, text):
+        with open(self.log_path, "a") as f:
+            f.write("=== %s %s ===\n" % (time.strftime("%H:%M:%S"), text))
+
+    def spawn(self):
+        """Start the process without waiting for it to listen."""
+        if self.port is None:
+            self.port = free_port()
+        self.starts += 1
+        self._marker("start #%d: %s" % (self.starts, " ".join(self.command())))
+        self._start_offset = os.path.getsize(self.log_path)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(_PDEATHSIG + self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, env=self.environment(),
+                                         cwd=self.workdir)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        return self.proc
+
+    def start(self, timeout=None):
+        """Start (again, on the same inbox and port) and wait until /healthz answers 200.
+        A port lost to someone else in between is replaced on the first start."""
+        timeout = T(15) if timeout is None else timeout
+        for attempt in range(3):
+            self.spawn()
+            deadline = time.monotonic() + timeout
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    self._reaped(code)
+                    tail = self.tail()
+                    if attempt < 2 and self.starts == 1 and re.search(r"cannot listen", tail):
+                        self.port = None
+                        break
+                    raise ReceiveError("%s exited with status %d before /healthz answered:\n%s"
+                                       % (self.name, code, tail))
+                try:
+                    if self.request("GET", "/healthz", timeout=1.0).status == 200:
+                        return self
+                except (OSError, http.client.HTTPException):
+                    pass
+                if time.monotonic() >= deadline:
+                    self.kill9()
+                    raise ReceiveError("%s: /healthz did not answer within %.1fs:\n%s" % (
+                        self.name, timeout, self.tail()))
+                time.sleep(0.03)
+        raise ReceiveError("no free port")
+
+    def _reaped(self, code):
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        self.exits.append(code)
+        self._marker("exit status %d" % code)
+
+    def kill9(self):
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        if self.proc.poll() is not None:
+            self._reaped(self.proc.returncode)
+            return
+        self._marker("kill -9")
+        self.proc.kill()
+        self._reaped(self.proc.wait(10))
+
+    def stop(self, timeout=None):
+        """SIGTERM, then SIGKILL after the timeout. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        if self.proc.poll() is None:
+            self._marker("SIGTERM")
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(T(15) if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                self._marker("no exit after SIGTERM: kill -9")
+                self.proc.kill()
+                self.proc.wait(10)
+                code = "no exit within the deadline after SIGTERM"
+            self._reaped(code)
+            return code
+        self._reaped(self.proc.returncode)
+        return self.proc.returncode
+
+    def logs(self):
+        """Everything it wrote (stdout and stderr) over all its starts, with marker lines;
+        kept in memory once the temp dir is gone."""
+        try:
+            with open(self.log_path, "rb") as f:
+                self._log_text = f.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+        return getattr(self, "_log_text", "")
+
+    def tail(self, lines=60):
+        text = self.logs()[getattr(self, "_start_offset", 0):]
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- talking to it -----------------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, timeout=10.0, ctx="default"):
+        """One request on a fresh connection; HTTPS when the receiver has a client context
+        (or ctx is given). Raises OSError / HTTPException when no answer comes."""
+        ctx = self.client_ctx if ctx == "default" else ctx
+        if ctx is not None:
+            conn = http.client.HTTPSConnection(HOST, self.port, timeout=timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            try:
+                conn.request(method, path, body=body, headers=headers or {})
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # an early answer may be waiting
+            resp = conn.getresponse()
+            data = resp.read()
+            return ApiResponse(resp.status, resp.reason,
+                               {k.lower(): v for k, v in resp.getheaders()}, data)
+        finally:
+            conn.close()
+
+    def post(self, body, event="end-call", secret=None, msg_id=None, ts=None, path=None,
+             headers=None, signature=None, omit=(), names=("webhook-id", "webhook-timestamp",
+                                                            "webhook-signature"), **kw):
+        """POST body to /hooks/<event>, signed with secret (default: the first --secret).
+        Returns (response, webhook id). omit: header names to leave out."""
+        msg_id = msg_id or new_id()
+        ts = int(time.time()) if ts is None else ts
+        if signature is None:
+            signature = sign_v1(secret or self.secrets[0], msg_id, ts, body)
+        h = {"Content-Type": "application/json", names[0]: msg_id, names[1]: str(ts),
+             names[2]: signature}
+        for k in omit:
+            h.pop(k, None)
+        h.update(headers or {})
+        r = self.request("POST", path or "/hooks/" + event, body, h, **kw)
+        return r, msg_id
+
+    def cli(self, *args, timeout=30):
+        env = self.environment()
+        return subprocess.run([BIN] + list(args), capture_output=True, text=True, env=env,
+                              timeout=T(timeout), stdin=subprocess.DEVNULL)
+
+    def inbox(self, sub, *args):
+        return self.cli("inbox", sub, "--store", self.store, *args)
+
+    def inbox_rows(self, status=None):
+        """{webhook id: (event, status, attempts, last error)} from `callhook inbox list`."""
+        args = ["--limit", "10000"] + (["--status", status] if status else [])
+        p = self.inbox("list", *args)
+        if p.returncode != 0:
+            raise AssertionError("callhook inbox list failed (%d): %s" % (p.returncode, p.stderr))
+        rows = {}
+        for line in p.stdout.splitlines()[1:]:
+            parts = line.split(None, 6)
+            if len(parts) >= 6 and parts[1] in ("begin-call", "end-call") and \
+                    parts[2] in ("pending", "running", "done", "failed"):
+                rows[parts[0]] = (parts[1], parts[2], int(parts[3]),
+                                  parts[6] if len(parts) > 6 else "")
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates, made with the openssl CLI
+
+
+def openssl(*args, cwd):
+    p = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, text=True,
+                       timeout=T(30))
+    if p.returncode != 0:
+        raise RuntimeError("openssl %s: %s" % (" ".join(args), p.stderr))
+
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1), a client
+    certificate from that CA and one from another CA. Returns {name: path}."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *ec, "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2",
+                "-subj", "/CN=callhook test %s" % ca,
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    certs = {"server": ("ca", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n"
+                        "extendedKeyUsage=serverAuth\n"),
+             "client": ("ca", "/CN=good client", "extendedKeyUsage=clientAuth\n"),
+             "stranger": ("other-ca", "/CN=client of another CA", "extendedKeyUsage=clientAuth\n")}
+    for name, (ca, subj, ext) in certs.items():
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n" + ext)
+        openssl("req", "-new", *ec, "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", subj, cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+                "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
+                "-extfile", name + ".ext", "-out", name + ".pem", cwd=d)
+    return {n: os.path.join(d, n) for n in ("ca", "other-ca", "server", "client", "stranger")}
+
+
+def client_context(pki, cert=None):
+    """An ssl context that trusts the test CA (and checks 127.0.0.1 against the server's
+    subjectAltName), presenting cert ("client", "stranger") when given."""
+    ctx = ssl.create_default_context(cafile=pki["ca"] + ".pem")
+    if cert:
+        ctx.load_cert_chain(pki[cert] + ".pem", pki[cert] + ".key")
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+
+
+class ReceiveCase(unittest.TestCase):
+    """A temp dir per test; receivers started through self.receiver() are stopped (SIGTERM,
+    status 0 expected), their logs checked for sanitizer reports and personal data, and the
+    handlers they left running are killed."""
+
+    maxDiff = 4000
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="callhook-rx-")
+        self.secret = new_secret()
+        self.receivers = []
+        self.handler_path = os.path.join(self.dir, "handler.py")
+        with open(self.handler_path, "w") as f:
+            f.write(HANDLER)
+        self.addCleanup(self._cleanup)
+
+    def handler_cmd(self, tag=None):
+        # -S: no site module, a faster start (the handler needs the standard library only).
+        cmd = "%s -S %s" % (shlex.quote(sys.executable), shlex.quote(self.handler_path))
+        return ("CH_TEST_TAG=%s " % tag + cmd) if tag else cmd
+
+    def set_mode(self, mode):
+        with open(os.path.join(self.dir, "mode"), "w") as f:
+            f.write(mode)
+
+    def receiver(self, *args, secrets=None, handler=True, start=True, insecure=True, **kw):
+        """A receiver on this test's inbox; handler True adds --exec with the test handler."""
+        args = list(args)
+        if handler is True:
+            args += ["--exec", self.handler_cmd()]
+        rx = Receive(self.dir, args, secrets=[self.secret] if secrets is None else secrets,
+                     insecure=insecure,
+                     name="receive%d" % (len(self.receivers) + 1), **kw)
+        self.receivers.append(rx)
+        if start:
+            rx.start()
+        return rx
+
+    def _cleanup(self):
+        problems = []
+        for rx in self.receivers:
+            if rx.alive:
+                code = rx.stop()
+                if code != 0:
+                    problems.append("%s: SIGTERM gave exit status %r, not 0" % (rx.name, code))
+            bad = [c for c in rx.exits if c not in (0, -9) and not getattr(rx, "expect_fail", 0)]
+            if bad and not any("SIGTERM gave" in p for p in problems):
+                problems.append("%s exited with status %s" % (rx.name, bad))
+            text = rx.logs()
+            problems += ["%s: sanitizer: %s" % (rx.name, line) for line in text.splitlines()
+                         if any(m in line for m in harness.SANITIZER_MARKERS)][:10]
+            for pat in PII_PATTERNS:
+                m = pat.search(text)
+                if m:
+                    problems.append("%s's log shows personal data %r: %s" % (
+                        rx.name, m.group(0),
+                        [l for l in text.splitlines() if m.group(0) in l][:3]))
+        self._kill_handlers()
+        if not os.environ.get("CALLHOOK_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if problems:
+            self.fail("\n".join(problems))
+
+    def _kill_handlers(self):
+        """Handlers run in their own process group; a kill -9 of the receiver leaves them
+        behind. Kill the groups this test's handlers recorded (only if they are still ours)."""
+        for rec in read_jsonl(os.path.join(self.dir, "starts.jsonl")):
+            pgid = rec.get("pgid")
+            try:
+                with open("/proc/%d/environ" % pgid, "rb") as f:
+                    ours = ("CH_TEST_DIR=%s" % self.dir).encode() in f.read().split(b"\0")
+            except (OSError, TypeError):
+                continue
+            if ours:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def assert_status(self, r, status, what=""):
+        self.assertEqual(r.status, status, "%s: %r" % (what, r))
+        self.assertIsInstance(r.json, dict, "%s: the answer is JSON: %r" % (what, r))
+
+    def assert_401(self, r, reason_re, what):
+        """401 with a reason in the body that matches reason_re."""
+        self.assert_status(r, 401, what)
+        msg = str(r.json.get("message", ""))
+        self.assertRegex(msg, reason_re, "%s: the reason in the body: %r" % (what, r))
+
+    def done(self):
+        return read_jsonl(os.path.join(self.dir, "done.jsonl"))
+
+    def runs(self):
+        return read_jsonl(os.path.join(self.dir, "starts.jsonl"))
+
+    def done_ids(self):
+        return [d["env"]["WEBHOOK_ID"] for d in self.done()]
+
+    def wait_done(self, ids, timeout=None):
+        """Wait until the handler has finished every webhook id in ids."""
+        ids = set(ids)
+        return wait_until(lambda: ids <= set(self.done_ids()), timeout or T(15),
+                          what=lambda: "handler done for %d ids (missing: %s)" % (
+                              len(ids), sorted(ids - set(self.done_ids()))[:5]))
+
+    def wait_inbox(self, rx, wid, status, timeout=None):
+        last = {}
+
+        def check():
+            last["rows"] = rx.inbox_rows()
+            return last["rows"].get(wid, (None, None))[1] == status
+        wait_until(check, timeout or T(15), 0.05, what=lambda: "inbox status %s for %s (now %s)"
+                   % (status, wid, last.get("rows", {}).get(wid)))
+
+
+class Verification(ReceiveCase):
+    """Who may deliver: signatures, timestamps, key rotation, v1a, svix."""
+
+    def test_valid_then_duplicate(self):
+        rx = self.receiver()
+        body = record()
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "a valid request")
+        again, _ = rx.post(body, msg_id=wid)
+        self.assert_status(again, 200, "the same request again")
+        self.wait_done([wid])
+        self.assertEqual(rx.inbox_rows()[wid][:2], ("end-call", "done"))
+
+    def test_tampered(self):
+        rx = self.receiver()
+        body = record()
+        ts = int(time.time())
+        wid = new_id()
+        sig = sign_v1(self.secret, wid, ts, body)
+        bad_bodies = [body + b" ", body[:-1] + b', "x": 1}',
+                      body.replace(b"+15550100123", b"+15550100124")]
+        for i, b in enumerate(bad_bodies):
+            r, _ = rx.post(b, msg_id=wid, ts=ts, signature=sig)
+            self.assert_401(r, r"signature", "tampered body #%d" % i)
+        r, _ = rx.post(body, msg_id=wid + "x", ts=ts, signature=sig)
+        self.assert_401(r, r"signature", "another webhook-id than the signed one")
+        r, _ = rx.post(body, msg_id=wid, ts=ts + 1, signature=sig)
+        self.assert_401(r, r"signature", "another timestamp than the signed one")
+        r, _ = rx.post(body, secret=new_secret())
+        self.assert_401(r, r"signature", "signed with a secret the receiver does not have")
+        flipped = bytearray(base64.b64decode(sig[3:]))
+        flipped[0] ^= 1
+        r, _ = rx.post(body, signature="v1," + base64.b64encode(bytes(flipped)).decode())
+        self.assert_401(r, r"signature", "one bit of the signature flipped")
+        r, _ = rx.post(body, signature="v2," + sig[3:])
+        self.assert_401(r, r"signature", "an unknown signature version")
+        self.assertEqual(rx.inbox_rows(), {}, "nothing refused is stored")
+        self.assertEqual(self.runs(), [], "nothing refused is processed")
+        # The right signature among wrong ones still passes.
+        r, wid2 = rx.post(body, msg_id=wid, ts=ts,
+                          signature="v1,AAAA v1a,AAAA " + sig + " v1,%s" % ("B" * 44))
+        self.assert_status(r, 202, "a matching entry among others")
+
+    def test_timestamp_window(self):
+        rx = self.receiver()
+        now = int(time.time())
+        for what, ts, reason in (("expired (400 s old)", now - 400, r"past"),
+                                 ("from the future (+400 s)", now + 400, r"future"),
+                                 ("a day old", now - 86400, r"past")):
+            r, _ = rx.post(record(), ts=ts)
+            self.assert_401(r, reason, what)
+        for what, ts in (("not a number", "12ab"), ("fractional", "%d.5" % now),
+                         ("negative", "-5"), ("empty", "")):
+            body, wid = record(), new_id()
+            sig = sign_v1(self.secret, wid, ts, body)
+            r, _ = rx.post(body, msg_id=wid, ts=ts, signature=sig)
+            self.assert_401(r, r"timestamp", "timestamp %s (%r)" % (what, ts))
+        r, wid = rx.post(record(), ts=now - 200)
+        self.assert_status(r, 202, "200 s old, inside the default 300 s window")
+        r, wid = rx.post(record(), ts=now + 200)
+        self.assert_status(r, 202, "200 s ahead, inside the default 300 s window")
+
+    def test_tolerance_flag(self):
+        rx = self.receiver("--tolerance-s", "5")
+        now = int(time.time())
+        r, _ = rx.post(record(), ts=now - 30)
+        self.assert_401(r, r"past", "30 s old with --tolerance-s 5")
+        r, _ = rx.post(record(), ts=now + 30)
+        self.assert_401(r, r"future", "30 s ahead with --tolerance-s 5")
+        r, _ = rx.post(record(), ts=now - 1)
+        self.assert_status(r, 202, "1 s old with --tolerance-s 5")
+
+    def test_missing_headers(self):
+        rx = self.receiver()
+        for h in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+            r, _ = rx.post(record(), omit=(h,))
+            self.assert_401(r, re.escape(h), "without %s" % h)
+            r, _ = rx.post(record(), headers={h: ""})
+            self.assert_401(r, re.escape(h), "with an empty %s" % h)
+        r = rx.request("POST", "/hooks/end-call", record(), {"Content-Type": "application/json"})
+        self.assert_401(r, r"missing", "no signature headers at all")
+        self.assertEqual(rx.inbox_rows(), {})
+
+    def test_rotated_secret(self):
+        old, new = self.secret, new_secret(48)
+        rx = self.receiver(secrets=[old, new])
+        r, a = rx.post(record(), secret=old)
+        self.assert_status(r, 202, "signed with the old secret")
+        r, b = rx.post(record(), secret=new)
+        self.assert_status(r, 202, "signed with the new secret")
+        # A sender in the middle of a rotation signs with both.
+        body, wid, ts = record(), new_id(), int(time.time())
+        both = sign_v1(old, wid, ts, body) + " " + sign_v1(new, wid, ts, body)
+        r, c = rx.post(body, msg_id=wid, ts=ts, signature=both)
+        self.assert_status(r, 202, "signed with both")
+        r, _ = rx.post(record(), secret=new_secret())
+        self.assert_401(r, r"signature", "signed with a third secret")
+        self.wait_done([a, b, c])
+
+    def test_v1a(self):
+        p = subprocess.run([BIN, "secret", "new", "--ed25519"], capture_output=True, text=True,
+                           timeout=T(10))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        sk, pk = p.stdout.split()[:2]
+        self.assertTrue(sk.startswith("whsk_") and pk.startswith("whpk_"), p.stdout)
+        other_sk = subprocess.run([BIN, "secret", "new", "--ed25519"], capture_output=True,
+                                  text=True, timeout=T(10)).stdout.split()[0]
+        rx = self.receiver("--public-key", pk)
+
+        def v1a(secret, wid, ts, body):
+            q = subprocess.run([BIN, "sign", "--secret", secret, "--id", wid, "--timestamp",
+                                str(ts)], input=body, capture_output=True, timeout=T(10))
+            self.assertEqual(q.returncode, 0, q.stderr)
+            sig = q.stdout.decode().strip()
+            self.assertTrue(sig.startswith("v1a,"), sig)
+            return sig
+
+        body, wid, ts = record(), new_id(), int(time.time())
+        r, _ = rx.post(body, msg_id=wid, ts=ts, signature=v1a(sk, wid, ts, body))
+        self.assert_status(r, 202, "v1a signed by callhook sign --secret whsk_")
+        r, _ = rx.post(body, msg_id=wid, ts=ts, signature=v1a(sk, wid, ts, body))
+        self.assert_status(r, 200, "the same v1a request again")
+        body2, wid2 = record(), new_id()
+        r, _ = rx.post(body2 + b" ", msg_id=wid2, ts=ts, signature=v1a(sk, wid2, ts, body2))
+        self.assert_401(r, r"signature", "v1a over another body")
+        r, _ = rx.post(body2, msg_id=wid2, ts=ts, signature=v1a(other_sk, wid2, ts, body2))
+        self.assert_401(r, r"signature", "v1a by another key")
+        r, _ = rx.post(body2, msg_id=wid2, ts=ts - 1000, signature=v1a(sk, wid2, ts - 1000, body2))
+        self.assert_401(r, r"past", "v1a, expired")
+        r, _ = rx.post(body2, msg_id=wid2)  # v1 with the HMAC secret still works
+        self.assert_status(r, 202, "v1 next to a public key")
+        self.wait_done([wid, wid2])
+
+    def test_svix_npm(self):
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node is needed for the svix interop check")
+        self.assertTrue(os.path.exists(SVIX_MANIFEST),
+                        "%s is missing: run `make test-deps` (npm ci --prefix tests/interop)"
+                        % os.path.normpath(SVIX_MANIFEST))
+        rx = self.receiver()
+        sent = []
+        for i, names in enumerate((("svix-id", "svix-timestamp", "svix-signature"),
+                                   ("webhook-id", "webhook-timestamp", "webhook-signature"))):
+            path = os.path.join(PAYLOADS, "end-call-future-fields.json" if i == 0
+                                else "begin-call-camelcase.json")
+            with open(path, "rb") as f:
+                body = f.read()
+            wid, ts = new_id(), int(time.time())
+            p = subprocess.run([node, SVIX_HELPER, self.secret, wid, str(ts), path],
+                               capture_output=True, text=True, timeout=T(30))
+            self.assertEqual(p.returncode, 0, "svix_sign.mjs: %s" % p.stderr.strip())
+            sig = p.stdout.strip()
+            self.assertEqual(sig, sign_v1(self.secret, wid, ts, body),
+                             "svix and this file sign alike")
+            event = "end-call" if i == 0 else "begin-call"
+            r, _ = rx.post(body, event=event, msg_id=wid, ts=ts, signature=sig, names=names)
+            self.assert_status(r, 202, "signed by npm svix 2.5.0, headers %s" % names[0])
+            sent.append((wid, body))
+        self.wait_done([w for w, _ in sent])
+        got = {d["env"]["WEBHOOK_ID"]: base64.b64decode(d["body"]) for d in self.done()}
+        for wid, body in sent:
+            self.assertEqual(got[wid], body, "the svix-signed body reaches the handler as sent")
+
+
+class Dedupe(ReceiveCase):
+    """A duplicate delivery is acknowledged (200) and processed once."""
+
+    def test_same_id_and_same_call(self):
+        rx = self.receiver()
+        call = "call-" + _secrets.token_hex(8)
+        body = record(call, 2)
+        r, first = rx.post(body)
+        self.assert_status(r, 202, "first delivery")
+        r, _ = rx.post(body, msg_id=first)
+        self.assert_status(r, 200, "same webhook-id")
+        self.assertRegex(r.json.get("message", ""), r"(?i)duplicate")
+        r, _ = rx.post(body)
+        self.assert_status(r, 200, "same call and event under a new webhook-id")
+        r, _ = rx.post(record(call, 2, EndReason="changed"))
+        self.assert_status(r, 200, "same call and event, other fields, new webhook-id")
+        r, _ = rx.post(record(), msg_id=first)
+        self.assert_status(r, 200, "same webhook-id, another call")
+        r, begin = rx.post(record(call, 4), event="begin-call")
+        self.assert_status(r, 202, "same call, the other event")
+        self.wait_done([first, begin])
+        time.sleep(T(0.5))  # room for a wrong second run to show up
+        ids = self.done_ids()
+        self.assertEqual(sorted(ids), sorted([first, begin]), "each event processed once")
+        self.assertEqual(len(self.runs()), 2)
+        self.assertEqual(set(rx.inbox_rows()), {first, begin}, "duplicates are not stored")
+
+    def test_correlation_id_only(self):
+        rx = self.receiver()
+        corr = "corr-" + _secrets.token_hex(8)
+        body = record(False, 1, CorrelationId=corr)
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "a record with a CorrelationId only")
+        r, _ = rx.post(record(False, 1, CorrelationId=corr, Note="again"))
+        self.assert_status(r, 200, "the same CorrelationId and event, new webhook-id")
+        r, other = rx.post(record(False, 1, CorrelationId=corr + "x"))
+        self.assert_status(r, 202, "another CorrelationId")
+        # Assumption: a record with neither id is deduplicated by webhook-id only.
+        r, noid = rx.post(record(False, 1))
+        self.assert_status(r, 202, "no ActiveCallId nor CorrelationId")
+        r, noid2 = rx.post(record(False, 1))
+        self.assert_status(r, 202, "no ids, another webhook-id")
+        r, _ = rx.post(record(False, 1), msg_id=noid)
+        self.assert_status(r, 200, "no ids, same webhook-id")
+        self.wait_done([wid, other, noid, noid2])
+        env = {d["env"]["WEBHOOK_ID"]: d["env"] for d in self.done()}
+        self.assertEqual(env[wid]["CALL_CORRELATION_ID"], corr)
+        self.assertEqual(env[wid]["CALL_ACTIVE_CALL_ID"], "")
+        self.assertEqual(len(self.runs()), 4)
+
+    def test_concurrent_duplicates(self):
+        """Ten copies of one event at once, each under its own webhook-id, and ten of another
+        under one webhook-id: one 202 each, the rest 200."""
+        rx = self.receiver()
+        body = record()
+        shared_id = new_id()
+        results = []
+        lock = threading.Lock()
+
+        def send(i):
+            try:
+                r, wid = (rx.post(body) if i < 10 else rx.post(record(), msg_id=shared_id))
+                with lock:
+                    results.append((i < 10, r.status, wid))
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    results.append((i < 10, repr(e), None))
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(20))
+        for group in (True, False):
+            statuses = sorted(s for g, s, _ in results if g == group)
+            self.assertEqual(statuses, [200] * 9 + [202], "one of ten is new: %s" % statuses)
+        accepted = [w for g, s, w in results if s == 202]
+        self.wait_done(accepted)
+        time.sleep(T(0.3))
+        self.assertEqual(sorted(self.done_ids()), sorted(accepted))
+
+    def test_purge_forgets(self):
+        """`callhook inbox purge` forgets processed events, and their dedupe keys with them."""
+        rx = self.receiver()
+        body = record()
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "first")
+        self.wait_done([wid])
+        self.wait_inbox(rx, wid, "done")
+        p = rx.inbox("purge", "--older-than-s", "3600")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(wid, rx.inbox_rows(), "younger than --older-than-s: kept")
+        r, _ = rx.post(body, msg_id=wid)
+        self.assert_status(r, 200, "still a duplicate")
+        p = rx.inbox("purge")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"purged 1 ")
+        self.assertEqual(rx.inbox_rows(), {})
+        r, _ = rx.post(body, msg_id=wid)
+        self.assert_status(r, 202, "purged: new again")
+
+    def test_duplicate_after_restart(self):
+        rx = self.receiver()
+        body = record()
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "first")
+        self.wait_done([wid])
+        self.assertEqual(rx.stop(), 0)
+        rx.start()
+        r, _ = rx.post(body, msg_id=wid)
+        self.assert_status(r, 200, "same webhook-id after a restart")
+        r, _ = rx.post(body)
+        self.assert_status(r, 200, "same call after a restart")
+        time.sleep(T(0.3))
+        self.assertEqual(self.done_ids(), [wid])
+
+
+class Handlers(ReceiveCase):
+    """Retries, parking, `inbox retry`, the environment, routing, the jsonl handler."""
+
+    def test_fails_twice_then_succeeds(self):
+        self.set_mode("fail-twice")
+        rx = self.receiver("--max-attempts", "3", "--retry-base-ms", "100")
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid], T(15))
+        self.wait_inbox(rx, wid, "done")
+        runs = [x for x in self.runs() if x["env"]["WEBHOOK_ID"] == wid]
+        self.assertEqual(len(runs), 3, "ran three times")
+        gaps = [b["t"] - a["t"] for a, b in zip(runs, runs[1:])]
+        self.assertGreaterEqual(min(gaps), 0.08, "retries wait (--retry-base-ms 100): %s" % gaps)
+        self.assertEqual(rx.inbox_rows()[wid][2], 3, "attempts")
+        time.sleep(T(0.4))
+        self.assertEqual(len(self.runs()), 3, "and not again")
+
+    def test_always_fails_parked_then_retried(self):
+        self.set_mode("fail")
+        rx = self.receiver("--max-attempts", "3", "--retry-base-ms", "100")
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        r, ok_wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, wid, "failed", T(15))
+        time.sleep(T(0.3))
+        self.assertEqual(len([x for x in self.runs() if x["env"]["WEBHOOK_ID"] == wid]), 3,
+                         "--max-attempts 3: three runs, then parked")
+        failed = rx.inbox_rows("failed")
+        self.assertIn(wid, failed, "`callhook inbox list --status failed` shows it")
+        self.assertEqual(failed[wid][1:3], ("failed", 3))
+        self.assertRegex(failed[wid][3], r"exit status 3", "the last error says why")
+        show = rx.inbox("show", wid)
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertRegex(show.stdout, r"status\s+failed")
+        # Now the handler works again: `inbox retry ID` makes the running receiver run it.
+        open(os.path.join(self.dir, "heal"), "w").close()
+        p = rx.inbox("retry", wid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"\b1 event\b")
+        self.wait_done([wid], T(10))
+        self.wait_inbox(rx, wid, "done")
+        self.assertEqual(len([x for x in self.runs() if x["env"]["WEBHOOK_ID"] == wid]), 4)
+        p = rx.inbox("retry", wid)
+        self.assertNotEqual(p.returncode, 0, "retry of an event that is not failed: an error")
+        p = rx.inbox("retry", "msg_no_such_event")
+        self.assertNotEqual(p.returncode, 0, "retry of an unknown id: an error")
+        self.assertIn(ok_wid, rx.inbox_rows("failed"), "the other one is still parked")
+
+    def test_exec_timeout(self):
+        self.set_mode("sleep 30")
+        rx = self.receiver("--exec-timeout-s", "1", "--max-attempts", "1")
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, wid, "failed", T(10))
+        self.assertRegex(rx.inbox_rows()[wid][3], r"(?i)timed out")
+        pid = self.runs()[0]["pid"]
+
+        def gone():
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    return f.read().split(") ")[-1].startswith("Z")
+            except OSError:
+                return True
+        wait_until(gone, T(5), what="the timed-out handler (pid %d) killed" % pid)
+
+    def test_every_payload_env_and_body(self):
+        rx = self.receiver()
+        files = sorted(f for f in os.listdir(PAYLOADS) if f.endswith(".json"))
+        self.assertTrue(files, "payloads in %s" % PAYLOADS)
+        sent = {}
+        for name in files:
+            event = "begin-call" if name.startswith("begin-call") else "end-call"
+            self.assertTrue(name.startswith(event), name)
+            with open(os.path.join(PAYLOADS, name), "rb") as f:
+                body = f.read()
+            r, wid = rx.post(body, event=event)
+            self.assert_status(r, 202, name)
+            sent[wid] = (name, event, body)
+        self.wait_done(sent)
+        got = {d["env"]["WEBHOOK_ID"]: d for d in self.done()}
+        for wid, (name, event, body) in sent.items():
+            obj = json.loads(body)
+
+            def field(pascal):
+                for k in (pascal, pascal[0].lower() + pascal[1:]):
+                    if k in obj and obj[k] not in (None, ""):
+                        return str(obj[k])
+                return ""
+            ct = obj.get("CallType", obj.get("callType"))
+            want = {"CALL_EVENT": event, "CALL_ACTIVE_CALL_ID": field("ActiveCallId"),
+                    "CALL_CORRELATION_ID": field("CorrelationId"),
+                    "CALL_TYPE": "" if ct is None else str(ct),
+                    "CALL_TYPE_NAME": ("absent" if ct is None else CALL_TYPE_NAMES[ct]
+                                       if 0 <= ct < len(CALL_TYPE_NAMES) else "unknown (%d)" % ct),
+                    "WEBHOOK_ID": wid}
+            with self.subTest(payload=name):
+                self.assertEqual(got[wid]["env"], want, name)
+                self.assertEqual(base64.b64decode(got[wid]["body"]), body,
+                                 "%s: the raw body byte-identical on stdin" % name)
+        self.assertEqual(len(self.runs()), len(files))
+
+    def test_event_from_header(self):
+        rx = self.receiver()
+        r, wid = rx.post(record(), path="/any/path", headers={"X-Call-Event": "begin-call"})
+        self.assert_status(r, 202, "X-Call-Event: begin-call on another path")
+        # Assumption: a POST whose event is neither in the path nor in X-Call-Event is refused
+        # with a 4xx (the help lists no status for it; the code answers 404).
+        r, _ = rx.post(record(), path="/hooks/somewhere-else")
+        self.assertTrue(400 <= r.status < 500, "no event in path or header: refused, %r" % r)
+        self.wait_done([wid])
+        self.assertEqual(self.done()[0]["env"]["CALL_EVENT"], "begin-call")
+        self.assertEqual(list(rx.inbox_rows()), [wid])
+
+    def test_routing(self):
+        missed = os.path.join(self.dir, "missed.jsonl")
+        rx = self.receiver("--route", "end-call/MissedCall=jsonl:" + missed,
+                           "--route", "*/OutboundCall,5=exec:" + self.handler_cmd("outbound"),
+                           "--exec", self.handler_cmd("default"), handler=False)
+        cases = [("end-call", 2, "missed"), ("end-call", 42, "default"),
+                 ("begin-call", 2, "default"), ("end-call", None, "default"),
+                 ("end-call", 5, "outbound"), ("begin-call", 8, "outbound"),
+                 ("end-call", 1, "default")]
+        where = {}
+        for event, ct, dest in cases:
+            r, wid = rx.post(record(call_type=ct), event=event)
+            self.assert_status(r, 202, "%s CallType %s" % (event, ct))
+            where[wid] = (event, ct, dest)
+        exec_ids = [w for w, c in where.items() if c[2] != "missed"]
+        self.wait_done(exec_ids)
+        missed_ids = [w for w, c in where.items() if c[2] == "missed"]
+        wait_until(lambda: set(missed_ids) <= {x["webhookId"] for x in read_jsonl(missed)},
+                   T(10), what="the MissedCall in %s" % missed)
+        tags = {d["env"]["WEBHOOK_ID"]: d["tag"] for d in self.done()}
+        for wid, (event, ct, dest) in where.items():
+            with self.subTest(event=event, call_type=ct):
+                if dest == "missed":
+                    self.assertNotIn(wid, tags, "a MissedCall end-call goes to its route only")
+                else:
+                    self.assertEqual(tags.get(wid), dest, "%s CallType %s" % (event, ct))
+        lines = read_jsonl(missed)
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["event"], "end-call")
+        self.assertEqual(lines[0]["record"]["CallType"], 2)
+
+    def test_jsonl_handler(self):
+        out = os.path.join(self.dir, "events.jsonl")
+        rx = self.receiver("--jsonl", out, handler=False)
+        sent = {}
+        for name in sorted(os.listdir(PAYLOADS)):
+            event = "begin-call" if name.startswith("begin-call") else "end-call"
+            with open(os.path.join(PAYLOADS, name), "rb") as f:
+                body = f.read()
+            r, wid = rx.post(body, event=event)
+            self.assert_status(r, 202, name)
+            sent[wid] = (event, json.loads(body))
+        wait_until(lambda: len(read_jsonl(out)) >= len(sent), T(10),
+                   what="%d lines in %s" % (len(sent), out))
+        lines = {x["webhookId"]: x for x in read_jsonl(out)}
+        self.assertEqual(set(lines), set(sent))
+        for wid, (event, obj) in sent.items():
+            self.assertEqual(lines[wid]["event"], event)
+            self.assertEqual(lines[wid]["record"], obj)
+
+    def test_jsonl_big_integer(self):
+        """A record the front accepts (an integer past 64 bits in a field callhook does not
+        read) must be processable by the built-in jsonl handler too."""
+        out = os.path.join(self.dir, "events.jsonl")
+        rx = self.receiver("--jsonl", out, "--max-attempts", "2", "--retry-base-ms", "100",
+                           handler=False)
+        body = record()[:-1] + b', "Big": 123456789012345678901234567890}'
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "a big integer in an unread field")
+        last = {}
+
+        def settled():
+            last["row"] = rx.inbox_rows().get(wid)
+            return last["row"] and last["row"][1] in ("done", "failed")
+        wait_until(settled, T(10), what="the event processed or parked")
+        self.assertEqual(last["row"][1], "done",
+                         "the jsonl handler processes what the front accepted: %s" % (last["row"],))
+
+
+class Crash(ReceiveCase):
+    """kill -9 after events were acknowledged and before they were processed."""
+
+    def test_kill9_before_processing(self):
+        self.set_mode("block")
+        rx = self.receiver("--workers", "1", "--exec-timeout-s", "120")
+        acked = []
+        for i in range(6):
+            r, wid = rx.post(record(call_type=i % 9), event=("begin-call", "end-call")[i % 2])
+            self.assert_status(r, 202, "event %d" % i)
+            acked.append(wid)
+        wait_until(lambda: len(self.runs()) >= 1, T(10), what="the first handler running")
+        self.assertEqual(self.done(), [], "nothing processed before the crash")
+        rows = rx.inbox_rows()
+        self.assertEqual(sorted(s for _, s, _, _ in rows.values()),
+                         ["pending"] * 5 + ["running"], rows)
+        rx.kill9()
+        blocked = self.runs()[0]
+        # The handler left behind should hold nothing of the dead receiver's (a listening
+        # socket would keep the port; a client connection would keep a sender waiting).
+        leaked, seen = [], []
+        try:
+            for fd in os.listdir("/proc/%d/fd" % blocked["pid"]):
+                seen.append(fd)
+                try:
+                    target = os.readlink("/proc/%d/fd/%s" % (blocked["pid"], fd))
+                except OSError:
+                    continue
+                if target.startswith("socket:") or "inbox.db" in target:
+                    leaked.append((fd, target))
+        except OSError:
+            pass
+        self.assertTrue(seen, "the blocked handler (pid %d) outlives the receiver and its file "
+                        "descriptors can be looked at" % blocked["pid"])
+        self._kill_handlers()
+        self.set_mode("ok")
+        rx.start()
+        self.wait_done(acked, T(20))
+        time.sleep(T(0.3))
+        counts = {w: self.done_ids().count(w) for w in acked}
+        self.assertEqual(set(counts.values()), {1}, "each acknowledged event processed once "
+                         "(the interrupted one's first run was killed): %s" % counts)
+        rows = rx.inbox_rows()
+        self.assertEqual({w: rows[w][1] for w in acked}, {w: "done" for w in acked})
+        self.assertRegex(rx.logs(), r"1 events? interrupted")
+        self.assertEqual(leaked, [], "file descriptors of the receiver inherited by the handler")
+
+    def test_kill9_under_load(self):
+        """Many events, two slow-ish workers, kill -9 right after the last acknowledgement:
+        after a restart every acknowledged event is processed (at least once; at most the
+        in-flight ones twice)."""
+        self.set_mode("sleep 0.2")
+        rx = self.receiver("--workers", "2")
+        acked = []
+        lock = threading.Lock()
+
+        def send(n):
+            for _ in range(n):
+                r, wid = rx.post(record())
+                if r.status == 202:
+                    with lock:
+                        acked.append(wid)
+
+        threads = [threading.Thread(target=send, args=(15,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(30))
+        self.assertEqual(len(acked), 60)
+        rx.kill9()
+        before = len(set(self.done_ids()))
+        self._kill_handlers()
+        self.set_mode("ok")
+        rx.start()
+        self.wait_done(acked, T(30))
+        ids = self.done_ids()
+        extra = len(ids) - len(set(ids))
+        self.assertLessEqual(extra, 2, "only events in flight at the crash run twice")
+        self.assertLess(before, len(acked), "the kill came before everything was processed")
+        print("  %d acknowledged, %d processed before the kill, %d run twice" % (
+            len(acked), before, extra), file=sys.stderr)
+
+    def test_sigterm_under_load(self):
+        """SIGTERM while senders keep posting on kept-alive connections: exit status 0 in
+        time, and every event that got a 202 or 200 is in the inbox and gets processed (by the
+        jsonl handler: no process to start per event)."""
+        out = os.path.join(self.dir, "events.jsonl")
+        rx = self.receiver("--workers", "2", "--jsonl", out, handler=False)
+        acked, others = [], []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def sender():
+            conn = http.client.HTTPConnection(HOST, rx.port, timeout=T(10))
+            try:
+                for _ in range(150):
+                    if stop.is_set():
+                        break
+                    body, wid, ts = record(), new_id(), int(time.time())
+                    conn.request("POST", "/hooks/end-call", body, {
+                        "webhook-id": wid, "webhook-timestamp": str(ts),
+                        "webhook-signature": sign_v1(self.secret, wid, ts, body)})
+                    resp = conn.getresponse()
+                    resp.read()
+                    with lock:
+                        (acked if resp.status in (200, 202) else others).append(
+                            (wid, resp.status))
+            except (OSError, http.client.HTTPException):
+                pass  # the receiver went away
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=sender) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(acked) >= 40, T(10), what="40 events acknowledged")
+        t0 = time.monotonic()
+        code = rx.stop(T(15))
+        took = time.monotonic() - t0
+        stop.set()
+        for t in threads:
+            t.join(T(15))
+        self.assertEqual(code, 0, "SIGTERM under load: exit status 0")
+        self.assertLess(took, T(10), "and soon")
+        self.assertGreater(len(acked), 10, "the senders got going")
+        # Assumption: what arrives while stopping is either stored (202/200) or refused with
+        # 503 (front.c: "shutting down; send it again"), never a 2xx that was not stored.
+        self.assertTrue(all(s == 503 for _, s in others),
+                        "refused while stopping only with 503: %s" % others[:5])
+        print("  %d acknowledged, %d refused with 503 while stopping, stopped in %.2fs" % (
+            len(acked), len(others), took), file=sys.stderr)
+        rows = rx.inbox_rows()
+        self.assertEqual([w for w, _ in acked if w not in rows], [],
+                         "acknowledged means stored")
+        rx.start()
+        want = {w for w, _ in acked}
+        wait_until(lambda: want <= {x["webhookId"] for x in read_jsonl(out)}, T(20),
+                   what="every acknowledged event in %s" % out)
+
+    def test_sigterm_finishes_running_handler(self):
+        self.set_mode("sleep 1")
+        rx = self.receiver("--workers", "1")
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        wait_until(lambda: self.runs(), T(10), what="the handler running")
+        self.assertEqual(rx.stop(), 0, "SIGTERM while a handler runs: exit status 0")
+        self.assertEqual(self.done_ids(), [wid], "the running handler was let finish")
+        self.assertRegex(rx.logs(), r"stopped cleanly")
+        rx.start()
+        time.sleep(T(0.5))
+        self.assertEqual(len(self.runs()), 1, "a finished event does not run again")
+        self.assertEqual(rx.inbox_rows()[wid][1], "done")
+
+
+class Transport(ReceiveCase):
+    """HTTPS, client certificates, the shared-secret header, and refusing plain HTTP."""
+
+    def run_to_exit(self, *args, secrets=None, timeout=None):
+        rx = self.receiver(*args, secrets=secrets if secrets is not None else [self.secret],
+                           handler=False, start=False, insecure=False)
+        rx.expect_fail = True
+        rx.spawn()
+        try:
+            code = rx.proc.wait(T(10) if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            rx.stop()
+            self.fail("receive %s kept running; it should refuse to start" % " ".join(args))
+        rx._reaped(code)
+        return code, rx.logs()
+
+    def test_plain_http_refused_at_start(self):
+        code, log = self.run_to_exit("--exec", "true")
+        self.assertNotEqual(code, 0, "no TLS files and no --insecure-http: " + log)
+        self.assertRegex(log, r"--insecure-http", "the message says what to do")
+        self.assertRegex(log, r"--tls-cert")
+        pki = make_pki(self.dir)
+        code, log = self.run_to_exit("--tls-cert", pki["server"] + ".pem")
+        self.assertNotEqual(code, 0, "a certificate without its key: " + log)
+        code, log = self.run_to_exit("--insecure-http", "--tls-client-ca", pki["ca"] + ".pem")
+        self.assertNotEqual(code, 0, "client certificates over plain HTTP: " + log)
+        code, log = self.run_to_exit("--insecure-http", secrets=[])
+        self.assertNotEqual(code, 0, "no key at all: " + log)
+        self.assertRegex(log, r"--secret")
+        code, log = self.run_to_exit("--tls-cert", self.handler_path, "--tls-key",
+                                     self.handler_path)
+        self.assertNotEqual(code, 0, "files that are no certificate: " + log)
+        # --insecure-http is the way to plain HTTP.
+        rx = self.receiver()
+        r, _ = rx.post(record())
+        self.assert_status(r, 202, "with --insecure-http")
+
+    def test_port_in_use(self):
+        first = self.receiver()
+        second = Receive(self.dir + "/second", ["--exec", "true"], secrets=[self.secret])
+        os.makedirs(second.workdir)
+        second.port = first.port
+        second.expect_fail = True
+        self.receivers.append(second)
+        second.spawn()
+        try:
+            code = second.proc.wait(T(10))
+        except subprocess.TimeoutExpired:
+            self.fail("a second receiver on a port in use kept running")
+        second._reaped(code)
+        self.assertNotEqual(code, 0)
+        self.assertRegex(second.logs(), r"cannot listen")
+        self.assert_status(first.request("GET", "/healthz"), 200, "the first one is unharmed")
+
+    def test_https(self):
+        pki = make_pki(self.dir)
+        rx = self.receiver("--tls-cert", pki["server"] + ".pem", "--tls-key",
+                           pki["server"] + ".key", insecure=False,
+                           client_ctx=client_context(pki))
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "HTTPS, certificate checked for 127.0.0.1")
+        with self.assertRaises((OSError, http.client.HTTPException),
+                               msg="plain HTTP to the HTTPS port gets no HTTP answer"):
+            r = rx.request("POST", "/hooks/end-call", record(), {}, timeout=5, ctx=None)
+            raise AssertionError("plain HTTP got an answer: %r" % r)
+        self.wait_done([wid])
+
+    def test_client_certificates(self):
+        pki = make_pki(self.dir)
+        rx = self.receiver("--tls-cert", pki["server"] + ".pem", "--tls-key",
+                           pki["server"] + ".key", "--tls-client-ca", pki["ca"] + ".pem",
+                           insecure=False, client_ctx=client_context(pki, "client"))
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "a client with a certificate from the CA")
+        for who, ctx in (("no client certificate", client_context(pki)),
+                         ("a certificate from another CA", client_context(pki, "stranger"))):
+            for path in ("/hooks/end-call", "/healthz"):
+                try:
+                    if path == "/healthz":
+                        got = rx.request("GET", path, timeout=5, ctx=ctx)
+                    else:
+                        got, _ = rx.post(record(), ctx=ctx, timeout=5)
+                except (OSError, http.client.HTTPException):
+                    continue  # no answer: right
+                self.fail("%s, %s: got an answer %r" % (who, path, got))
+        rows = rx.inbox_rows()
+        self.assertEqual(set(rows), {wid}, "nothing from refused clients is stored")
+        # curl, another TLS stack, with the good certificate.
+        curl = shutil.which("curl")
+        if curl:
+            body, cid, ts = record(), new_id(), int(time.time())
+            body_file = os.path.join(self.dir, "curl-body.json")
+            with open(body_file, "wb") as f:
+                f.write(body)
+            env = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+            p = subprocess.run(
+                [curl, "-sS", "--noproxy", "*", "--max-time", str(int(T(10))), "--cacert",
+                 pki["ca"] + ".pem", "--cert", pki["client"] + ".pem", "--key",
+                 pki["client"] + ".key", "-o", "/dev/null", "-w", "%{http_code}",
+                 "-H", "webhook-id: " + cid, "-H", "webhook-timestamp: %d" % ts,
+                 "-H", "webhook-signature: " + sign_v1(self.secret, cid, ts, body),
+                 "-H", "Content-Type: application/json", "--data-binary", "@" + body_file,
+                 "https://127.0.0.1:%d/hooks/begin-call" % rx.port],
+                capture_output=True, text=True, timeout=T(20), env=env)
+            self.assertEqual(p.stdout.strip(), "202", "curl with a good certificate: %s" %
+                             p.stderr)
+            p = subprocess.run(
+                [curl, "-sS", "--noproxy", "*", "--max-time", str(int(T(10))), "--cacert",
+                 pki["ca"] + ".pem", "-o", "/dev/null", "-w", "%{http_code}",
+                 "https://127.0.0.1:%d/healthz" % rx.port],
+                capture_output=True, text=True, timeout=T(20), env=env)
+            self.assertNotEqual(p.returncode, 0, "curl without a certificate gets no answer")
+            self.assertEqual(p.stdout.strip(), "000")
+
+    def test_require_header(self):
+        rx = self.receiver("--require-header", "X-Hook-Token=s3cr3t-Value")
+        for what, h in (("missing", {}), ("wrong", {"X-Hook-Token": "s3cr3t-ValuX"}),
+                        ("a prefix", {"X-Hook-Token": "s3cr3t"}),
+                        ("longer", {"X-Hook-Token": "s3cr3t-Value2"}),
+                        ("other case", {"X-Hook-Token": "S3CR3T-VALUE"}),
+                        ("empty", {"X-Hook-Token": ""})):
+            r, _ = rx.post(record(), headers=h)
+            self.assert_401(r, r"X-Hook-Token", "shared-secret header %s" % what)
+            self.assertNotIn(b"s3cr3t", r.body, "the answer does not tell the value")
+        r, wid = rx.post(record(), headers={"X-Hook-Token": "s3cr3t-Value"})
+        self.assert_status(r, 202, "the right header")
+        r, wid2 = rx.post(record(), headers={"x-hook-token": "s3cr3t-Value"})
+        self.assert_status(r, 202, "the right header, name in lower case")
+        r, _ = rx.post(record(), headers={"X-Hook-Token": "s3cr3t-Value"}, secret=new_secret())
+        self.assert_401(r, r"signature", "the right header does not replace the signature")
+        self.assertEqual(set(rx.inbox_rows()), {wid, wid2})
+
+
+class Settings(ReceiveCase):
+    """--config FILE, then the environment, then flags (`callhook receive --help`)."""
+
+    def test_config_file_and_environment(self):
+        conf = os.path.join(self.dir, "receive.conf")
+        with open(conf, "w") as f:
+            f.write("# a comment\nsecret = %s\ninsecure-http = true\nlisten = 127.0.0.1:9\n"
+                    "exec = %s\n" % (self.secret, self.handler_cmd("config")))
+        rx = self.receiver("--config", conf, secrets=[], insecure=False, handler=False,
+                           env={"CALLHOOK_RECEIVE_REQUIRE_HEADER": "X-Env=on"})
+        rx.secrets = [self.secret]
+        r, _ = rx.post(record())
+        self.assert_401(r, r"X-Env", "the environment's --require-header")
+        r, wid = rx.post(record(), headers={"X-Env": "on"})
+        self.assert_status(r, 202, "the config file's secret (and the flag's --listen)")
+        self.wait_done([wid])
+        self.assertEqual(self.done()[0]["tag"], "config")
+
+    def test_flag_overrides_environment(self):
+        """CALLHOOK_RECEIVE_EXEC in the environment and --exec on the command line: the flag
+        wins, as "Settings come from --config FILE, then the environment, then flags" says
+        (a service's environment file plus a one-off flag)."""
+        rx = self.receiver("--exec", self.handler_cmd("flag"), handler=False, start=False,
+                           env={"CALLHOOK_RECEIVE_EXEC": self.handler_cmd("env")})
+        try:
+            rx.start()
+        except ReceiveError as e:
+            rx.expect_fail = True
+            self.fail("--exec with CALLHOOK_RECEIVE_EXEC set: the flag should override the "
+                      "environment, but receive did not start: %s" % e)
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid])
+        self.assertEqual(self.done()[0]["tag"], "flag")
+
+
+class Http(ReceiveCase):
+    """Answers to what is not a call event."""
+
+    def test_body_limit(self):
+        rx = self.receiver("--max-body-bytes", "2048")
+        base = record()
+        pad = 2048 - len(base) - len(b', "Pad": ""')
+        exact = base[:-1] + b', "Pad": "' + b"x" * pad + b'"}'
+        self.assertEqual(len(exact), 2048)
+        r, wid = rx.post(exact)
+        self.assert_status(r, 202, "exactly --max-body-bytes")
+        over = record()[:-1] + b', "Pad": "' + b"x" * pad + b'"} '
+        self.assertEqual(len(over), 2049)
+        r, _ = rx.post(over)
+        self.assert_status(r, 413, "one byte over")
+        r, _ = rx.post(record(Pad="y" * 100000))
+        self.assert_status(r, 413, "100 kB")
+        body, cid, ts = record(Pad="z" * 4000), new_id(), int(time.time())
+
+        def chunks():
+            for i in range(0, len(body), 1000):
+                yield body[i:i + 1000]
+        h = {"webhook-id": cid, "webhook-timestamp": str(ts),
+             "webhook-signature": sign_v1(self.secret, cid, ts, body)}  # http.client chunks
+        r = rx.request("POST", "/hooks/end-call", chunks(), h)
+        self.assert_status(r, 413, "chunked, no Content-Length, over the limit")
+        self.assertEqual(set(rx.inbox_rows()), {wid})
+
+    def test_methods(self):
+        rx = self.receiver()
+        r = rx.request("GET", "/healthz")
+        self.assert_status(r, 200, "GET /healthz")
+        for method, path in (("GET", "/hooks/end-call"), ("GET", "/"), ("PUT", "/hooks/end-call"),
+                             ("DELETE", "/hooks/begin-call")):
+            r = rx.request(method, path)
+            self.assert_status(r, 405, "%s %s" % (method, path))
+        r = rx.request("POST", "/healthz", record(), {})
+        self.assertNotEqual(r.status, 200, "POST /healthz is no health check")
+
+    def test_not_an_object(self):
+        rx = self.receiver()
+        for what, body in (("an array", b"[1]"), ("a string", b'"x"'), ("a number", b"42"),
+                           ("null", b"null"), ("invalid JSON", b'{"ActiveCallId": '),
+                           ("empty", b""), ("duplicate keys",
+                                            b'{"ActiveCallId": "a", "ActiveCallId": "b"}')):
+            r, _ = rx.post(body)
+            self.assert_status(r, 400, "a signed body that is %s" % what)
+        r, _ = rx.post(b"[1]", secret=new_secret())
+        self.assert_status(r, 401, "unsigned [1]: the signature is checked first")
+        self.assertEqual(rx.inbox_rows(), {})
+
+    def test_keep_alive(self):
+        """Several requests on one connection (as a sender's connection pool does)."""
+        rx = self.receiver()
+        conn = http.client.HTTPConnection(HOST, rx.port, timeout=10)
+        got, ids = [], []
+        try:
+            for i in range(5):
+                body, wid, ts = record(), new_id(), int(time.time())
+                if i == 3:
+                    wid = ids[0]  # a duplicate in the middle
+                conn.request("POST", "/hooks/end-call", body, {
+                    "webhook-id": wid, "webhook-timestamp": str(ts),
+                    "webhook-signature": sign_v1(self.secret, wid, ts, body)})
+                resp = conn.getresponse()
+                resp.read()
+                got.append(resp.status)
+                ids.append(wid)
+            conn.request("GET", "/hooks/x")
+            resp = conn.getresponse()
+            resp.read()
+            got.append(resp.status)
+        finally:
+            conn.close()
+        self.assertEqual(got, [202, 202, 202, 200, 202, 405])
+        self.wait_done(set(ids))
+
+    def test_sigterm(self):
+        rx = self.receiver()
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid])
+        self.assertEqual(rx.stop(), 0, "SIGTERM: exit status 0")
+        self.assertRegex(rx.logs(), r"stopped cleanly")
+        with self.assertRaises(OSError):
+            rx.request("GET", "/healthz", timeout=2)
+
+    def test_logs_without_personal_data(self):
+        """Failing handlers, refused requests and every payload: the log (checked for every
+        receiver in the clean-up) has no phone number, e-mail address or name in it."""
+        self.set_mode("fail")
+        rx = self.receiver("--max-attempts", "2", "--retry-base-ms", "50")
+        ids = []
+        for name in sorted(os.listdir(PAYLOADS)):
+            event = "begin-call" if name.startswith("begin-call") else "end-call"
+            with open(os.path.join(PAYLOADS, name), "rb") as f:
+                body = f.read()
+            r, wid = rx.post(body, event=event)
+            self.assert_status(r, 202, name)
+            ids.append(wid)
+            rx.post(body[:-3], event=event)  # a 401
+            rx.post(body, event=event, msg_id=wid)  # a 200
+        rx.post(record(Pad="+15550100123" * 30000))  # a 413
+        for wid in ids:
+            self.wait_inbox(rx, wid, "failed", T(15))
+        self.assertEqual(rx.stop(), 0)
+        text = rx.logs()
+        self.assertRegex(text, r"parked", "the log says what was parked")
+        for pat in PII_PATTERNS:
+            self.assertIsNone(pat.search(text), "personal data in the log: %s" % pat.pattern)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner
+
+
+class Result(unittest.TextTestResult):
+    """Counts each test method once; prints the receivers' logs after a test that failed."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.bad = []
+        self._t0 = 0.0
+        self._logs = []
+
+    def startTest(self, test):
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def _mark(self, test):
+        if test.id() not in self.bad:
+            self.bad.append(test.id())
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._mark(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._mark(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._mark(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.stream.writeln("    (%.1fs)" % (time.monotonic() - self._t0))
+        if test.id() in self.bad:
+            for rx in getattr(test, "receivers", []):
+                self.stream.writeln("---- %s log of %s ----" % (rx.name, test.id()))
+                self.stream.writeln(rx.tail(60) or "(gone)")
+            self.stream.writeln("----")
+
+
+def main(argv):
+    global BIN, PAYLOADS
+    BIN = argv[1] if len(argv) > 1 else os.environ.get("CALLHOOK_BIN")
+    PAYLOADS = argv[2] if len(argv) > 2 else os.environ.get("CALLHOOK_PAYLOADS_DIR")
+    filters = argv[3:] or os.environ.get("CALLHOOK_TEST_FILTER", "").split()
+    if not BIN or not PAYLOADS:
+        print("usage: test_receive.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]",
+              file=sys.stderr)
+        return 2
+    BIN = os.path.abspath(BIN)
+    PAYLOADS = os.path.abspath(PAYLOADS)
+    if not os.access(BIN, os.X_OK) or not os.path.isdir(PAYLOADS):
+        print("test_receive.py: %s is not executable or %s is not a directory" % (
+            BIN, PAYLOADS), file=sys.stderr)
+        return 2
+
+    def on_term(*_):
+        kill_all()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    for case in (Verification, Dedupe, Handlers, Crash, Transport, Settings, Http):
+        for test in loader.loadTestsFromTestCase(case):
+            if not filters or any(f in test.id() for f in filters):
+                suite.addTest(test)
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result)
+    result = runner.run(suite)
+    failed = len(result.bad)
+    passed = result.testsRun - failed - len(result.skipped)
+    if failed:
+        print("failed: %s" % ", ".join(result.bad))
+    print("(%.0fs)" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
