@@ -1,0 +1,1184 @@
+#!/usr/bin/env python3
+"""The security work of issue 5, end to end: the SSRF guard, URL checks at save time, TLS and
+mTLS towards a Voice App's endpoint, personal data kept out of the log and (with a data key)
+out of the database, and retention.
+
+usage: test_security.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]
+       (or CALLHOOK_BIN / CALLHOOK_PAYLOADS_DIR in the environment)
+
+Only 127.0.0.1 is contacted: the receivers (tests/integration/receiver.py, and `callhook
+receive` for HTTPS) listen there, and the URLs that the guard must refuse name loopback in
+other spellings (localhost, [::ffff:127.0.0.1], 2130706433, ...), which resolve without any
+network and are refused before a socket exists. Certificates are made in each test's temp dir
+with the openssl CLI. Every test has its own temp dir, serve, receiver and free ports; every
+process is killed in a finally/cleanup; every wait has a deadline (CALLHOOK_TEST_TIME_SCALE
+stretches them all). The last line is `N passed, M failed`; the exit status is 1 if anything
+failed. CALLHOOK_KEEP_TMP keeps the temp dirs.
+
+Where the docs are silent, the assumption a test makes is written next to it, marked
+"Assumption:".
+"""
+
+import atexit
+import base64
+import http.client
+import json
+import os
+import re
+import secrets as _secrets
+import shutil
+import signal
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import Serve, free_port, scaled, wait_until  # noqa: E402
+from receiver import Receiver, Response, decode_secret  # noqa: E402
+
+BIN = None
+PAYLOADS = None
+HOST = "127.0.0.1"
+
+# Settings of serve/receive that the caller's environment must not change under a test (an
+# empty value is ignored by callhook's settings loader).
+NEUTRAL_ENV = {k: "" for k in (
+    "CALLHOOK_DATA_KEY", "CALLHOOK_DATA_KEY_FILE", "CALLHOOK_ALLOW_CIDR",
+    "CALLHOOK_PAYLOAD_RETENTION_S", "CALLHOOK_ATTEMPT_RETENTION_S", "CALLHOOK_PURGE_INTERVAL_S",
+    "CALLHOOK_LISTEN", "CALLHOOK_DB", "CALLHOOK_CONFIG")}
+
+# Delivery to the plain-HTTP test receiver on 127.0.0.1.
+LOCAL_APP = {
+    "allowInsecureHttp": True,
+    "allowPrivateNetwork": True,
+    "retryScheduleSeconds": [1],
+    "timeoutMs": 3000,
+    "connectTimeoutMs": 2000,
+}
+ERROR_CLASSES = {"http", "timeout", "connect", "tls", "refused", "other"}
+
+
+def T(seconds):
+    """A deadline, stretched by CALLHOOK_TEST_TIME_SCALE."""
+    return scaled(seconds)
+
+
+def payload_files():
+    """(event, file name, bytes) of every payload: begin-call*.json and end-call*.json."""
+    out = []
+    for name in sorted(os.listdir(PAYLOADS)):
+        if not name.endswith(".json"):
+            continue
+        event = ("begin-call" if name.startswith("begin-call") else
+                 "end-call" if name.startswith("end-call") else None)
+        if event is None:
+            continue
+        with open(os.path.join(PAYLOADS, name), "rb") as f:
+            out.append((event, name, f.read()))
+    return out
+
+
+def personal_data(obj, found=None):
+    """Phone numbers (strings of '+' and a digit...), e-mail addresses (strings with '@') and
+    the values of CallerDisplayName and DisplayName found anywhere in a parsed record."""
+    found = set() if found is None else found
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("CallerDisplayName", "DisplayName") and isinstance(v, str) and v:
+                found.add(v)
+            personal_data(v, found)
+    elif isinstance(obj, list):
+        for v in obj:
+            personal_data(v, found)
+    elif isinstance(obj, str):
+        if re.match(r"^\+\d", obj) or "@" in obj:
+            found.add(obj)
+    return found
+
+
+def spellings(text):
+    """The byte forms in which text could show up in a file: UTF-8, JSON-escaped, and for a
+    phone number also its digits alone."""
+    forms = {text.encode("utf-8"), json.dumps(text)[1:-1].encode("ascii")}
+    if re.match(r"^\+\d+$", text):
+        forms.add(text[1:].encode())
+    return forms
+
+
+def read_folder(folder):
+    """{file name: bytes} of every regular file in folder."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            with open(p, "rb") as f:
+                out[name] = f.read()
+    return out
+
+
+def occurrences(files, needles):
+    """[(needle, file)] for each needle (bytes) found in any of files ({name: bytes})."""
+    return [(n, name) for n in needles for name, data in files.items() if n in data]
+
+
+def sanitizer_lines(text):
+    return [line for line in text.splitlines()
+            if any(m in line for m in harness.SANITIZER_MARKERS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates, made with the openssl CLI in the test's temp dir
+
+
+def openssl(*args, cwd):
+    p = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, text=True,
+                       timeout=T(30), stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise RuntimeError("openssl %s: %s" % (" ".join(args), p.stderr))
+
+
+def make_pki(d):
+    """A CA; a server certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1) and a client
+    certificate, both signed by it; a second, unrelated CA and a server certificate for
+    127.0.0.1 signed by that one. Returns {name: absolute path prefix} (+ .pem / .key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *ec, "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2",
+                "-subj", "/CN=callhook security test %s" % ca,
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    server_ext = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+    certs = {"server": ("ca", "/CN=127.0.0.1", server_ext),
+             "client": ("ca", "/CN=callhook sender", "extendedKeyUsage=clientAuth\n"),
+             "other-server": ("other-ca", "/CN=127.0.0.1", server_ext)}
+    for name, (ca, subj, ext) in certs.items():
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n" + ext)
+        openssl("req", "-new", *ec, "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", subj, cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+                "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
+                "-extfile", name + ".ext", "-out", name + ".pem", cwd=d)
+    return {n: os.path.join(d, n) for n in ("ca", "other-ca", "server", "client",
+                                            "other-server")}
+
+
+# ---------------------------------------------------------------------------------------------
+# `callhook receive` over HTTPS on 127.0.0.1
+
+
+class ReceiveError(RuntimeError):
+    pass
+
+
+_LIVE = set()  # ReceiveProc objects that may have a running process
+_LIVE_LOCK = threading.Lock()
+_PDEATHSIG = None
+
+
+def _pdeathsig():
+    global _PDEATHSIG
+    if _PDEATHSIG is None:
+        _PDEATHSIG = harness._setpriv_prefix()
+    return _PDEATHSIG
+
+
+def cleanup():
+    """Kill every `callhook receive` and serve still running (also at exit)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for p in live:
+        try:
+            p.kill()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    harness.cleanup()
+
+
+atexit.register(cleanup)
+
+
+class ReceiveProc:
+    """One `callhook receive` process: HTTPS with the given certificate, optional mTLS, a
+    JSON-lines handler. start() waits until GET /healthz answers 200 (presenting the client
+    certificate when mTLS is on)."""
+
+    def __init__(self, workdir, secret, cert, client_ca=None, probe_ca=None, probe_cert=None,
+                 name="receive"):
+        self.workdir = workdir
+        self.secret = secret
+        self.cert = cert
+        self.client_ca = client_ca
+        self.probe_ca = probe_ca
+        self.probe_cert = probe_cert
+        self.name = name
+        self.port = None
+        self.store = os.path.join(workdir, name + "-inbox.db")
+        self.jsonl = os.path.join(workdir, name + "-events.jsonl")
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.proc = None
+        self.exits = []
+
+    def command(self):
+        cmd = [BIN, "receive", "--listen", "%s:%d" % (HOST, self.port), "--store", self.store,
+               "--secret", self.secret, "--tls-cert", self.cert + ".pem",
+               "--tls-key", self.cert + ".key", "--jsonl", self.jsonl,
+               "--retry-base-ms", "100"]
+        if self.client_ca:
+            cmd += ["--tls-client-ca", self.client_ca + ".pem"]
+        return cmd
+
+    def environment(self):
+        env = {k: v for k, v in os.environ.items()
+               if k not in harness.PROXY_VARS and not k.startswith("CALLHOOK_RECEIVE_")}
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        return env
+
+    def _ssl_context(self):
+        ctx = ssl.create_default_context(cafile=self.probe_ca + ".pem")
+        if self.probe_cert:
+            ctx.load_cert_chain(self.probe_cert + ".pem", self.probe_cert + ".key")
+        return ctx
+
+    def healthz(self):
+        conn = http.client.HTTPSConnection(HOST, self.port, timeout=2,
+                                           context=self._ssl_context())
+        try:
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            return r.status == 200
+        finally:
+            conn.close()
+
+    def start(self, timeout=None):
+        timeout = T(15) if timeout is None else timeout
+        for attempt in range(3):
+            self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                log.write(("=== start: %s ===\n" % " ".join(self.command())).encode())
+                log.flush()
+                self.proc = subprocess.Popen(_pdeathsig() + self.command(),
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             env=self.environment(), cwd=self.workdir)
+            with _LIVE_LOCK:
+                _LIVE.add(self)
+            deadline = time.monotonic() + timeout
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    if attempt < 2 and "cannot listen" in self.log():
+                        break  # lost the port to someone: another one
+                    self.exits.append(code)
+                    raise ReceiveError("%s exited with %d before /healthz answered:\n%s" % (
+                        self.name, code, self.log()[-3000:]))
+                try:
+                    if self.healthz():
+                        return self
+                except (OSError, http.client.HTTPException, ssl.SSLError):
+                    pass
+                if time.monotonic() >= deadline:
+                    self.kill()
+                    raise ReceiveError("%s: /healthz did not answer within %.1fs:\n%s" % (
+                        self.name, timeout, self.log()[-3000:]))
+                time.sleep(0.05)
+        raise ReceiveError("%s: no free port" % self.name)
+
+    def url(self, path):
+        return "https://%s:%d%s" % (HOST, self.port, path)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.exits.append(self.proc.wait(10))
+
+    def stop(self, timeout=None):
+        """SIGTERM, then SIGKILL after the deadline. Returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(T(10) if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        self.exits.append(code)
+        return code
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def events(self):
+        """The lines the JSON-lines handler wrote, parsed."""
+        try:
+            with open(self.jsonl, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+
+
+class SecurityCase(unittest.TestCase):
+    """A temp dir per test; the serves, receivers and `callhook receive` processes made through
+    the helpers are stopped at the end, and a crash, an unclean stop or a sanitizer report in
+    any of their logs fails the test."""
+
+    maxDiff = 4000
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="callhook-sec-")
+        harness._workdirs.append(self.tmp)  # removed by harness.cleanup() on a timeout too
+        self.serves = []
+        self.receivers = []
+        self.procs = []
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        problems = []
+        for rx in self.receivers:
+            rx.stop()
+        for p in self.procs:
+            try:
+                p.stop()
+            finally:
+                p.kill()
+                with _LIVE_LOCK:
+                    _LIVE.discard(p)
+            bad = [c for c in p.exits if c != 0]
+            if bad:
+                problems.append("%s exited with %s" % (p.name, bad))
+            problems += ["%s: %s" % (p.name, line) for line in sanitizer_lines(p.log())]
+        for s in self.serves:
+            try:
+                s.stop()
+            finally:
+                s.kill9()
+            bad = [c for c in s.exits if c != 0]
+            if bad:
+                problems.append("%s exited with status %s (SIGTERM should stop it cleanly)" % (
+                    s.name, bad))
+            problems += ["%s: %s" % (s.name, line) for line in s.sanitizer_reports()]
+        # Keep the logs for the failure report, then remove everything.
+        self.final_logs = {s.name: s.logs(tail_lines=120) for s in self.serves}
+        self.final_logs.update({p.name: p.log()[-6000:] for p in self.procs})
+        if not os.environ.get("CALLHOOK_KEEP_TMP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print("kept %s" % self.tmp)
+        if problems:
+            self.fail("\n".join(problems[:20]))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def serve(self, *extra_args, env=None, name="serve", start=True):
+        """A serve with its own folder (the database folder) under the test's temp dir."""
+        e = dict(NEUTRAL_ENV)
+        e.update(env or {})
+        folder = os.path.join(self.tmp, name)
+        os.makedirs(folder)
+        s = Serve(BIN, extra_args=list(extra_args), env=e, workdir=folder, name=name)
+        self.serves.append(s)
+        if start:
+            s.start()
+        return s
+
+    def receiver(self, **kw):
+        rx = Receiver(**kw).start()
+        self.receivers.append(rx)
+        return rx
+
+    def put_app(self, serve, app_id, body, expect=(200, 201)):
+        r = serve.api("PUT", "/v1/voice-apps/" + app_id, body)
+        self.assertIn(r.status, expect, "PUT /v1/voice-apps/%s %s: %r" % (
+            app_id, json.dumps(body), r))
+        return r
+
+    def secret_of(self, serve, app_id):
+        r = serve.api("GET", "/v1/voice-apps/%s/secret" % app_id)
+        self.assertEqual(r.status, 200, r)
+        secret = (r.json or {}).get("secret")
+        self.assertTrue(isinstance(secret, str) and secret.startswith("whsec_"), r)
+        return secret
+
+    def local_app(self, serve, rx, app_id, **settings):
+        """An app whose URLs are rx's /<id>/begin-call and /<id>/end-call, LOCAL_APP settings
+        updated by settings; rx verifies its signatures on those paths. Returns the secret."""
+        body = {"BeginCallEventProcessingUrl": rx.url("/%s/begin-call" % app_id),
+                "EndCallEventProcessingUrl": rx.url("/%s/end-call" % app_id)}
+        body.update(LOCAL_APP)
+        body.update(settings)
+        self.put_app(serve, app_id, body)
+        secret = self.secret_of(serve, app_id)
+        for ev in ("begin-call", "end-call"):
+            rx.set_secrets([secret], path="/%s/%s" % (app_id, ev))
+        return secret
+
+    def ingest(self, serve, app_id, event, body, expect=202):
+        r = serve.ingest(app_id, event, body)
+        self.assertEqual(r.status, expect, "ingest %s/%s: %r" % (app_id, event, r))
+        mid = (r.json or {}).get("messageId")
+        self.assertRegex(mid or "", r"^msg_", r)
+        return mid
+
+    def message(self, serve, mid):
+        r = serve.api("GET", "/v1/messages/" + mid)
+        self.assertEqual(r.status, 200, "GET /v1/messages/%s: %r" % (mid, r))
+        return r.json
+
+    def wait_message(self, serve, mid, predicate, timeout, what):
+        last = {}
+
+        def check():
+            m = self.message(serve, mid)
+            last["m"] = m
+            return m if predicate(m) else None
+
+        return wait_until(check, timeout, 0.1, what=lambda: "%s for %s (last seen: %s)" % (
+            what, mid, json.dumps(last.get("m"))[:1500]))
+
+    def wait_settled(self, serve, mid, timeout):
+        """Wait until the message is delivered or dead (whichever), and return it."""
+        return self.wait_message(serve, mid, lambda m: m.get("status") in ("delivered", "dead"),
+                                 timeout, "status 'delivered' or 'dead'")
+
+    def wait_status(self, serve, mid, status, timeout=None):
+        return self.wait_message(serve, mid, lambda m: m.get("status") == status,
+                                 timeout or T(15), "status %r" % status)
+
+    def attempts(self, m):
+        a = m.get("attempts")
+        self.assertIsInstance(a, list, m)
+        for at in a:
+            self.assertIn(at.get("errorClass"), ERROR_CLASSES | {None}, at)
+        return sorted(a, key=lambda at: at.get("atMs", 0))
+
+    def failed_attempts_metric(self, serve, klass):
+        r = serve.api("GET", "/metrics")
+        self.assertEqual(r.status, 200, r)
+        m = re.search(r'^callhook_failed_attempts_total\{class="%s"\}\s+(\d+)' % klass,
+                      r.body.decode(), re.M)
+        return int(m.group(1)) if m else 0
+
+    def run_cli(self, *args, timeout=None):
+        env = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+        env.update(NEUTRAL_ENV)
+        return subprocess.run([BIN] + list(args), capture_output=True, text=True,
+                              timeout=T(30) if timeout is None else timeout, env=env,
+                              stdin=subprocess.DEVNULL)
+
+    def data_key_file(self):
+        path = os.path.join(self.tmp, "data.key")
+        key = os.urandom(32)
+        with open(path, "w") as f:
+            f.write(base64.b64encode(key).decode() + "\n")
+        os.chmod(path, 0o600)
+        return path, key
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The SSRF guard
+
+
+def call_record(prefix="sec"):
+    return json.dumps({"ActiveCallId": "%s-%s" % (prefix, _secrets.token_hex(8)),
+                       "CallType": 4}).encode()
+
+
+class Ssrf(SecurityCase):
+
+    def assert_refused(self, serve, rx, mid, addr_hint=None, pause=True):
+        """The message is dead after exactly one attempt of class "refused", although its
+        schedule had retries left, and the receiver saw nothing."""
+        m = self.wait_settled(serve, mid, T(10))
+        self.assertEqual(m.get("status"), "dead", m)
+        if pause:
+            time.sleep(T(1.5))  # a retry (schedule [1, 1]) would have come by now
+        m = self.message(serve, mid)
+        a = self.attempts(m)
+        self.assertEqual(m.get("status"), "dead", m)
+        self.assertEqual(len(a), 1, "a refused address goes dead at once, no retries: %s" % m)
+        self.assertEqual(m.get("attemptCount"), 1, m)
+        self.assertEqual(a[0].get("errorClass"), "refused", a)
+        self.assertEqual(a[0].get("httpStatus"), 0, a)
+        if addr_hint:
+            self.assertIn(addr_hint, a[0].get("error") or "", a)
+        self.assertEqual(rx.requests, [], "the receiver must not be contacted")
+
+    def test_loopback_refused_without_allow_private_network(self):
+        s = self.serve()
+        rx = self.receiver()
+        self.local_app(s, rx, "noprivate", allowPrivateNetwork=False,
+                       retryScheduleSeconds=[1, 1])
+        before = self.failed_attempts_metric(s, "refused")
+        mid = self.ingest(s, "noprivate", "begin-call", call_record())
+        self.assert_refused(s, rx, mid, addr_hint="127.0.0.1")
+        self.assertEqual(self.failed_attempts_metric(s, "refused"), before + 1)
+
+    def test_loopback_delivered_with_allow_private_network(self):
+        s = self.serve()
+        rx = self.receiver()
+        self.local_app(s, rx, "private", allowPrivateNetwork=True)
+        body = call_record()
+        mid = self.ingest(s, "private", "begin-call", body)
+        recs = rx.wait_for(1, path="/private/begin-call", timeout=T(10), status_ok=True)
+        self.assertEqual(recs[0].body, body)
+        self.assertTrue(recs[0].verified, recs[0].verification)
+        m = self.wait_status(s, mid, "delivered")
+        self.assertEqual([at.get("httpStatus") for at in self.attempts(m)], [200], m)
+
+    def test_allow_cidr_lets_every_app_reach_the_range(self):
+        s = self.serve("--allow-cidr", "127.0.0.0/8")
+        rx = self.receiver()
+        self.local_app(s, rx, "noprivate", allowPrivateNetwork=False)
+        body = call_record()
+        mid = self.ingest(s, "noprivate", "begin-call", body)
+        recs = rx.wait_for(1, path="/noprivate/begin-call", timeout=T(10), status_ok=True)
+        self.assertEqual(recs[0].body, body)
+        self.assertTrue(recs[0].verified, recs[0].verification)
+        self.wait_status(s, mid, "delivered")
+
+    def test_allow_cidr_of_another_range_still_refuses_loopback(self):
+        # The range is matched, not merely "some --allow-cidr given".
+        s = self.serve("--allow-cidr", "10.20.0.0/16", "--allow-cidr", "127.0.0.2/32")
+        rx = self.receiver()
+        self.local_app(s, rx, "noprivate", allowPrivateNetwork=False,
+                       retryScheduleSeconds=[1, 1])
+        mid = self.ingest(s, "noprivate", "begin-call", call_record())
+        self.assert_refused(s, rx, mid, addr_hint="127.0.0.1")
+
+    def test_loopback_spellings_refused(self):
+        # localhost (resolves to loopback) and other spellings of 127.0.0.1: the guard judges
+        # the address the socket would use, not the text of the URL. Nothing is contacted.
+        s = self.serve()
+        rx = self.receiver()
+        hosts = {"localhost": "localhost", "mapped": "[::ffff:127.0.0.1]",
+                 "decimal": "2130706433", "short": "127.1", "hex": "0x7f000001"}
+        mids = {}
+        for app_id, host in hosts.items():
+            url = "http://%s:%d/%s/begin-call" % (host, rx.port, app_id)
+            self.put_app(s, app_id, dict(LOCAL_APP, allowPrivateNetwork=False,
+                                         retryScheduleSeconds=[1, 1],
+                                         BeginCallEventProcessingUrl=url))
+            mids[app_id] = self.ingest(s, app_id, "begin-call", call_record())
+        for mid in mids.values():
+            self.wait_settled(s, mid, T(10))
+        time.sleep(T(1.5))  # retries (schedule [1, 1]) would have come by now
+        for app_id, mid in mids.items():
+            with self.subTest(host=hosts[app_id]):
+                self.assert_refused(s, rx, mid, pause=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. URL and TLS settings checked at save time
+
+
+class UrlValidation(SecurityCase):
+
+    def assert_rejected(self, s, body, field, why=None):
+        app_id = "bad-" + _secrets.token_hex(4)
+        r = s.api("PUT", "/v1/voice-apps/" + app_id, body)
+        self.assertEqual(r.status, 400, "%s: %r" % (json.dumps(body), r))
+        self.assertEqual(r.error_code, "invalid_settings", r)
+        self.assertIn(field, r.error_message or "", r)
+        if why:
+            self.assertRegex(r.error_message or "", why, r)
+        self.assertEqual(s.api("GET", "/v1/voice-apps/" + app_id).status, 404,
+                         "a rejected PUT must not create the app")
+
+    def test_rejected_urls(self):
+        s = self.serve()
+        port = free_port()  # never contacted: nothing is ingested
+        cases = [
+            ({"BeginCallEventProcessingUrl": "http://127.0.0.1:%d/b" % port},
+             "BeginCallEventProcessingUrl", r"https|allowInsecureHttp"),
+            ({"EndCallEventProcessingUrl": "http://127.0.0.1:%d/e" % port},
+             "EndCallEventProcessingUrl", r"https|allowInsecureHttp"),
+            ({"BeginCallEventProcessingUrl": "http://127.0.0.1:%d/b" % port,
+              "allowInsecureHttp": False}, "BeginCallEventProcessingUrl", None),
+            ({"BeginCallEventProcessingUrl": "https://user:pass@127.0.0.1:%d/b" % port},
+             "BeginCallEventProcessingUrl", r"user|password|credential"),
+            ({"EndCallEventProcessingUrl": "http://user:pass@127.0.0.1:%d/e" % port,
+              "allowInsecureHttp": True}, "EndCallEventProcessingUrl",
+             r"user|password|credential"),
+            ({"BeginCallEventProcessingUrl": "https://user@127.0.0.1:%d/b" % port},
+             "BeginCallEventProcessingUrl", None),
+            ({"BeginCallEventProcessingUrl": "https:///b"}, "BeginCallEventProcessingUrl",
+             r"host"),
+            ({"BeginCallEventProcessingUrl": "https://"}, "BeginCallEventProcessingUrl",
+             r"host"),
+            ({"BeginCallEventProcessingUrl": "http://?x=1", "allowInsecureHttp": True},
+             "BeginCallEventProcessingUrl", r"host"),
+            ({"BeginCallEventProcessingUrl": "ftp://127.0.0.1:%d/b" % port},
+             "BeginCallEventProcessingUrl", None),
+            ({"BeginCallEventProcessingUrl": "file:///etc/passwd"},
+             "BeginCallEventProcessingUrl", None),
+        ]
+        for body, field, why in cases:
+            with self.subTest(body=body):
+                self.assert_rejected(s, body, field, why)
+        # The same http:// URL is fine once allowInsecureHttp is set.
+        r = s.api("PUT", "/v1/voice-apps/ok", {
+            "BeginCallEventProcessingUrl": "http://127.0.0.1:%d/b" % port,
+            "allowInsecureHttp": True})
+        self.assertEqual(r.status, 201, r)
+
+    def test_rejected_tls_settings(self):
+        s = self.serve()
+        url = "https://127.0.0.1:%d/b" % free_port()
+        pem = os.path.join(self.tmp, "exists.pem")
+        with open(pem, "w") as f:
+            f.write("not really a certificate\n")
+        cases = [
+            ({"tls": {"caFile": "relative/ca.pem"}}, "tls.caFile"),
+            ({"tls": {"clientCertFile": pem}}, "clientKeyFile"),  # cert without key
+            ({"tls": {"clientKeyFile": pem}}, "clientCertFile"),  # key without cert
+            ({"tls": {"caFile": pem, "crlFile": pem}}, "tls.crlFile"),
+            ({"tls": "yes"}, "tls"),
+        ]
+        for extra, field in cases:
+            with self.subTest(tls=extra):
+                self.assert_rejected(s, dict({"BeginCallEventProcessingUrl": url}, **extra),
+                                     field)
+        # Assumption: a file that cannot be read is refused at save time (app.c has
+        # app_config_check_files for that), naming the field.
+        with self.subTest(tls="missing file"):
+            self.assert_rejected(s, {"BeginCallEventProcessingUrl": url,
+                                     "tls": {"caFile": os.path.join(self.tmp, "nope.pem")}},
+                                 "tls.caFile")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. TLS and mTLS towards the endpoint, with `callhook receive` as the receiving end
+
+
+class Mtls(SecurityCase):
+
+    def setUp(self):
+        super().setUp()
+        self.pki = make_pki(self.tmp)
+
+    def https_app(self, s, app_id, receive_proc=None, tls=None, **settings):
+        """PUT an app whose begin-call URL is https://127.0.0.1:PORT/<id>/begin-call."""
+        port = receive_proc.port if receive_proc else free_port()
+        body = {"BeginCallEventProcessingUrl":
+                "https://%s:%d/%s/begin-call" % (HOST, port, app_id),
+                "allowPrivateNetwork": True, "retryScheduleSeconds": [1],
+                "timeoutMs": 5000, "connectTimeoutMs": 3000}
+        if tls is not None:
+            body["tls"] = tls
+        body.update(settings)
+        self.put_app(s, app_id, body)
+        return body
+
+    def start_receive(self, s, app_id, cert="server", client_ca="ca", probe_ca="ca",
+                      name="receive", tls=None):
+        """Make the app (to learn its secret), start `callhook receive` with that secret on a
+        free port, then point the app at it. Returns the ReceiveProc."""
+        self.https_app(s, app_id, tls=tls)
+        secret = self.secret_of(s, app_id)
+        p = ReceiveProc(self.tmp, secret, self.pki[cert],
+                        client_ca=self.pki[client_ca] if client_ca else None,
+                        probe_ca=self.pki[probe_ca],
+                        probe_cert=self.pki["client"] if client_ca else None, name=name)
+        self.procs.append(p)
+        p.start()
+        self.https_app(s, app_id, receive_proc=p, tls=tls)
+        self.assertEqual(self.secret_of(s, app_id), secret,
+                         "a PUT that replaces the settings keeps the signing secret")
+        return p
+
+    def full_tls(self):
+        return {"caFile": self.pki["ca"] + ".pem",
+                "clientCertFile": self.pki["client"] + ".pem",
+                "clientKeyFile": self.pki["client"] + ".key"}
+
+    def test_mtls_delivery(self):
+        s = self.serve()
+        p = self.start_receive(s, "mtls", tls=self.full_tls())
+        # docs/SECURITY.md: the API returns the paths, never the key material.
+        r = s.api("GET", "/v1/voice-apps/mtls")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json.get("tls"), self.full_tls(), r)
+        self.assertNotIn(b"-----BEGIN", r.body, r)
+        body = call_record("mtls")
+        mid = self.ingest(s, "mtls", "begin-call", body)
+        m = self.wait_status(s, mid, "delivered", T(15))
+        a = self.attempts(m)
+        self.assertEqual(len(a), 1, m)
+        self.assertEqual(a[0].get("httpStatus"), 202, "callhook receive answers 202: %s" % a)
+        events = wait_until(lambda: [e for e in p.events() if e.get("webhookId") == mid],
+                            T(10), what="the jsonl line of %s" % mid)
+        self.assertEqual(len(events), 1, events)
+        self.assertEqual(events[0].get("event"), "begin-call", events)
+        self.assertEqual(events[0].get("record"), json.loads(body), events)
+
+    def test_without_client_certificate_not_delivered(self):
+        s = self.serve()
+        p = self.start_receive(s, "nocert", tls={"caFile": self.pki["ca"] + ".pem"})
+        mid = self.ingest(s, "nocert", "begin-call", call_record("nocert"))
+        m = self.wait_settled(s, mid, T(15))
+        self.assertEqual(m.get("status"), "dead", m)  # schedule [1]: two failed attempts
+        a = self.attempts(m)
+        self.assertGreaterEqual(len(a), 1, m)
+        for at in a:
+            self.assertEqual(at.get("httpStatus"), 0, a)
+            # Assumption (brief): the receiver closes without an answer, which libcurl may
+            # see as a TLS error, an empty reply or a failed connection.
+            self.assertIn(at.get("errorClass"), {"tls", "other", "connect"}, a)
+        self.assertIsNone(m.get("deliveredAt") or None, m)
+        self.assertEqual(p.events(), [], "nothing may reach the handler")
+
+    def test_server_certificate_of_another_ca_is_a_tls_failure(self):
+        s = self.serve()
+        p = self.start_receive(s, "untrusted", cert="other-server", probe_ca="other-ca",
+                               tls=self.full_tls())
+        mid = self.ingest(s, "untrusted", "begin-call", call_record("untrusted"))
+        m = self.wait_settled(s, mid, T(15))
+        self.assertEqual(m.get("status"), "dead", m)
+        a = self.attempts(m)
+        self.assertGreaterEqual(len(a), 1, m)
+        for at in a:
+            self.assertEqual(at.get("errorClass"), "tls", a)
+            self.assertEqual(at.get("httpStatus"), 0, a)
+        self.assertEqual(p.events(), [])
+        self.assertGreaterEqual(self.failed_attempts_metric(s, "tls"), len(a))
+
+    def test_system_trust_does_not_cover_a_private_ca(self):
+        # No caFile: the system's CAs, which do not know the test CA.
+        s = self.serve()
+        p = self.start_receive(s, "noca", tls={"clientCertFile": self.pki["client"] + ".pem",
+                                               "clientKeyFile": self.pki["client"] + ".key"})
+        mid = self.ingest(s, "noca", "begin-call", call_record("noca"))
+        m = self.wait_settled(s, mid, T(15))
+        self.assertEqual(m.get("status"), "dead", m)
+        self.assertEqual({at.get("errorClass") for at in self.attempts(m)}, {"tls"}, m)
+        self.assertEqual(p.events(), [])
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Personal data: not in the log, and with a data key not in the database
+
+
+class PersonalData(SecurityCase):
+
+    def setUp(self):
+        super().setUp()
+        self.files = payload_files()
+        self.assertGreaterEqual(len(self.files), 2, "no payloads in %s" % PAYLOADS)
+        found = set()
+        for _, _, body in self.files:
+            personal_data(json.loads(body), found)
+        self.pii = sorted(found)
+        self.assertTrue(self.pii, "the payloads hold no personal data to look for")
+
+    def deliver_all(self, s, rx, app_id):
+        """Every payload through serve to rx, each failing once first (so the retry and error
+        paths run too); waits until all are delivered. Returns {messageId: body}."""
+        rx.fail_first(1, Response.error(500, b"try again"), per_message=True)
+        secret = self.local_app(s, rx, app_id)
+        sent = {}
+        for event, name, body in self.files:
+            sent[self.ingest(s, app_id, event, body)] = body
+        # Some error paths of the API on the way, with personal data in the bodies.
+        s.ingest(app_id, "begin-call", self.files[0][2][:-5])  # invalid JSON
+        s.ingest("no-such-app", "end-call", self.files[-1][2])  # unknown app
+        for mid in sent:
+            self.wait_status(s, mid, "delivered", T(20))
+        for mid, body in sent.items():
+            ok = [r for r in rx.requests_for(webhook_id=mid) if (r.response or "") == "200"]
+            self.assertEqual(len(ok), 1, rx.requests_for(webhook_id=mid))
+            self.assertEqual(ok[0].body, body)
+            for r in rx.requests_for(webhook_id=mid):
+                self.assertTrue(r.verified, "every delivery must verify: %r" % r)
+        return sent, secret
+
+    def secret_needles(self, secret):
+        b64 = secret[len("whsec_"):]
+        return {secret.encode(), b64.encode(), b64.rstrip("=").encode(), decode_secret(secret)}
+
+    def check_folder(self, s, secrets, key, when):
+        """No personal data, signing secret, data key or API key in the database folder
+        (serve's log included) of a serve running with a data key."""
+        files = read_folder(os.path.dirname(s.db_path))
+        self.assertIn("callhook.db", files)
+        log = files.pop("serve.log", b"")
+        needles = set()
+        for text in self.pii:
+            needles |= spellings(text)
+        self.assertEqual(occurrences({"serve.log": log}, needles), [],
+                         "personal data in serve's log (%s)" % when)
+        self.assertEqual(occurrences(files, needles), [],
+                         "personal data in the database folder with a data key (%s): %s" % (
+                             when, sorted(files)))
+        for secret in secrets:
+            self.assertEqual(occurrences(files, self.secret_needles(secret)), [],
+                             "a signing secret is in the database in clear with a data key "
+                             "(%s)" % when)
+            self.assertEqual(occurrences({"serve.log": log}, self.secret_needles(secret)), [],
+                             "a signing secret is in serve's log (%s)" % when)
+        everything = dict(files, log=log)
+        self.assertEqual(occurrences(everything, {key, base64.b64encode(key)}), [],
+                         "the data key itself must not be stored or logged (%s)" % when)
+        self.assertEqual(occurrences(everything, {s.admin_key.encode()}), [],
+                         "only hashes of API keys are stored, and none is logged (%s)" % when)
+        return files
+
+    def test_log_and_encrypted_database_hold_no_personal_data(self):
+        key_path, key = self.data_key_file()
+        s = self.serve("--data-key-file", key_path, env={"CALLHOOK_LOG": "debug"})
+        rx = self.receiver()
+        sent, old = self.deliver_all(s, rx, "enc")
+        # The secret is still readable through the API with encryption on; a rotation seals the
+        # new one and the previous one alike.
+        self.assertEqual(self.secret_of(s, "enc"), old)
+        r = s.api("POST", "/v1/voice-apps/enc/secret/rotate", {"graceSeconds": 3600})
+        self.assertEqual(r.status, 200, r)
+        new = (r.json or {}).get("secret")
+        self.assertTrue(isinstance(new, str) and new.startswith("whsec_") and new != old, r)
+        self.assertEqual(r.json.get("previous"), old, r)
+        # While serve runs (the WAL is there), then after a clean stop.
+        self.check_folder(s, [old, new], key, "serve running")
+        self.assertEqual(s.stop(), 0)
+        self.check_folder(s, [old, new], key, "serve stopped")
+
+        # Same key again: the sealed secrets open, and a new delivery carries both signatures.
+        s.start()
+        r = s.api("GET", "/v1/voice-apps/enc/secret")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((r.json.get("secret"), r.json.get("previous")), (new, old), r)
+        for ev in ("begin-call", "end-call"):
+            rx.set_secrets([old, new], path="/enc/" + ev)
+        body = json.dumps({"ActiveCallId": "after-restart-" + _secrets.token_hex(4)}).encode()
+        mid = self.ingest(s, "enc", "begin-call", body)
+        self.wait_status(s, mid, "delivered", T(15))
+        ok = [r for r in rx.requests_for(webhook_id=mid) if r.response == "200"]
+        self.assertEqual(len(ok), 1, rx.requests_for(webhook_id=mid))
+        self.assertEqual(ok[0].body, body)
+        self.assertTrue(ok[0].verified, ok[0].verification)
+        self.assertEqual(ok[0].verification.matched, [0, 1],
+                         "during the grace period both secrets sign")
+
+    def test_database_folder_is_created_owner_only(self):
+        # docs/SECURITY.md: the database "is created 0700 in its folder" (the folders callhook
+        # makes on the way to the file are 0700).
+        db = os.path.join(self.tmp, "made-by-callhook", "sub", "callhook.db")
+        p = self.run_cli("purge", "--db", "sqlite:" + db)
+        self.assertEqual(p.returncode, 0, p)
+        for d in (os.path.dirname(os.path.dirname(db)), os.path.dirname(db)):
+            self.assertEqual(os.stat(d).st_mode & 0o777, 0o700, d)
+
+    def test_without_data_key_the_database_holds_personal_data(self):
+        # The control of the test above: the same search finds what is there in clear, so a
+        # "nothing found" there means something.
+        s = self.serve(env={"CALLHOOK_LOG": "debug"})
+        rx = self.receiver()
+        sent, secret = self.deliver_all(s, rx, "plain")
+        self.assertEqual(s.stop(), 0)
+        files = read_folder(os.path.dirname(s.db_path))
+        log = files.pop("serve.log", b"")
+        needles = set()
+        for text in self.pii:
+            needles |= spellings(text)
+        self.assertEqual(occurrences({"serve.log": log}, needles), [],
+                         "personal data in serve's log")
+        db = {k: v for k, v in files.items() if k.startswith("callhook.db")}
+        missing = [t for t in self.pii if not occurrences(db, {t.encode("utf-8")})]
+        self.assertEqual(missing, [], "without a data key every record is stored as sent, so "
+                         "each of these should be found in %s" % sorted(db))
+        self.assertTrue(occurrences(db, {secret.encode()}) or
+                        occurrences(db, {secret[6:].encode()}),
+                        "without a data key the secret is stored in clear (control)")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Retention
+
+
+def marked_record(tag):
+    """A record with personal data made unique to this test run, so its bytes can be looked
+    for in the database files."""
+    digits = "".join(str(b % 10) for b in os.urandom(9))
+    return json.dumps({"ActiveCallId": "ret-%s-%s" % (tag, _secrets.token_hex(6)),
+                       "CallType": 4, "CallerId": "+1555%s" % digits,
+                       "CallerDisplayName": "Retention %s %s" % (tag, _secrets.token_hex(5)),
+                       "Agent": {"Email": "agent.%s.%s@example.com" % (
+                           tag, _secrets.token_hex(4))}}).encode()
+
+
+def record_markers(body):
+    return sorted(personal_data(json.loads(body)))
+
+
+class Retention(SecurityCase):
+
+    PURGE_RE = re.compile(r"removed (\d+) delivered records and (\d+) attempts")
+
+    def purge(self, s, payload_s, attempt_s, key_path=None):
+        args = ["purge", "--db", s.db_url, "--payload-retention-s", str(payload_s),
+                "--attempt-retention-s", str(attempt_s)]
+        if key_path:
+            args += ["--data-key-file", key_path]
+        p = self.run_cli(*args)
+        self.assertEqual(p.returncode, 0, "callhook %s: %s %s" % (" ".join(args), p.stdout,
+                                                                  p.stderr))
+        m = self.PURGE_RE.search(p.stdout)
+        self.assertIsNotNone(m, "callhook purge said: %r %r" % (p.stdout, p.stderr))
+        return int(m.group(1)), int(m.group(2))
+
+    def sql(self, s, *statements, secure_delete=True):
+        """Run statements on serve's (stopped) database; returns the last one's rows."""
+        conn = sqlite3.connect(s.db_path, timeout=10)
+        try:
+            if secure_delete:
+                # This test's own edits must not leave old bytes behind either.
+                conn.execute("PRAGMA secure_delete=ON")
+            rows = None
+            for st in statements:
+                rows = conn.execute(st).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def run_retention(self, encrypted):
+        key_path = None
+        args = []
+        if encrypted:
+            key_path, _ = self.data_key_file()
+            args = ["--data-key-file", key_path]
+        s = self.serve(*args)
+        rx = self.receiver()
+        self.local_app(s, rx, "keep")
+        self.local_app(s, rx, "dies", retryScheduleSeconds=[1])
+        rx.set_default(Response.error(500, b"down"), path="/dies/begin-call")
+
+        delivered = {}
+        for i in range(3):
+            body = marked_record("ok%d" % i)
+            delivered[self.ingest(s, "keep", "begin-call", body)] = body
+        dead_body = marked_record("dead")
+        dead = self.ingest(s, "dies", "begin-call", dead_body)
+        # Assumption (docs/SECURITY.md, sqlite.c): a skipped message (no URL for its event)
+        # loses its record after payload-retention-s counted from its creation, like a
+        # delivered one, and `callhook purge` counts it among the "delivered records".
+        self.put_app(s, "nourl", {"BeginCallEventProcessingUrl": None})
+        skipped_body = marked_record("skipped")
+        skipped = self.ingest(s, "nourl", "end-call", skipped_body)
+        for mid in delivered:
+            self.wait_status(s, mid, "delivered", T(15))
+        self.wait_status(s, dead, "dead", T(15))
+        self.wait_status(s, skipped, "skipped", T(15))
+        self.assertEqual(s.stop(), 0)
+
+        seqs = dict(self.sql(s, "SELECT id, seq FROM messages"))
+        n_attempts = self.sql(s, "SELECT count(*) FROM attempts")[0][0]
+        self.assertGreaterEqual(n_attempts, 5, "3 deliveries and 2 failed attempts")
+
+        # Too young for a 60 s retention: nothing goes.
+        self.assertEqual(self.purge(s, 60, 60, key_path), (0, 0))
+        # Age everything by 100000 s (27.8 h).
+        self.sql(s, "UPDATE messages SET delivered_at = delivered_at - 100000, "
+                    "created_at = created_at - 100000",
+                 "UPDATE attempts SET at_ms = at_ms - 100000000")
+        # Still within a 200000 s retention: nothing goes.
+        self.assertEqual(self.purge(s, 200000, 200000, key_path), (0, 0))
+        # Past a 60 s retention: the delivered records and every attempt.
+        self.assertEqual(self.purge(s, 60, 60, key_path), (len(delivered) + 1, n_attempts))
+        self.assertEqual(self.purge(s, 60, 60, key_path), (0, 0), "a second run finds nothing")
+
+        lengths = dict(self.sql(s, "SELECT id, length(body) FROM messages"))
+        for mid in delivered:
+            self.assertEqual(lengths[mid], 0, "delivered record of %s not emptied" % mid)
+        self.assertEqual(lengths[skipped], 0, "skipped record of %s not emptied" % skipped)
+        self.assertGreater(lengths[dead], 0, "a dead message keeps its record")
+        self.assertEqual(self.sql(s, "SELECT count(*) FROM attempts")[0][0], 0)
+        self.assertEqual(len(seqs), len(delivered) + 2, "messages themselves stay")
+
+        # What retention removed is gone from the files, not just unreferenced (serve sets
+        # secure_delete; `callhook purge` closes the database, so the WAL is checkpointed).
+        files = {k: v for k, v in read_folder(os.path.dirname(s.db_path)).items()
+                 if k.startswith("callhook.db")}
+        gone = set()
+        for body in list(delivered.values()) + [skipped_body]:
+            for t in record_markers(body):
+                gone.add(t.encode())
+        self.assertEqual(occurrences(files, gone), [],
+                         "purged personal data still in the database files")
+        dead_marks = {t.encode() for t in record_markers(dead_body)}
+        if encrypted:
+            self.assertEqual(occurrences(files, dead_marks), [], "encrypted at rest")
+        else:
+            self.assertTrue(occurrences(files, dead_marks),
+                            "control: the dead record is kept, in clear without a data key")
+
+        # Through the API after a restart.
+        s.start()
+        for mid, body in delivered.items():
+            m = self.message(s, mid)
+            self.assertEqual(m.get("status"), "delivered", m)
+            self.assertEqual(m.get("bodyBytes"), 0, m)
+            self.assertEqual(m.get("attempts"), [], m)
+            r = s.api("POST", "/v1/messages/%s/replay" % mid)
+            self.assertEqual(r.status, 409, "replay of a purged message: %r" % r)
+            self.assertEqual(r.error_code, "conflict", r)
+        m = self.message(s, skipped)
+        self.assertEqual((m.get("status"), m.get("bodyBytes")), ("skipped", 0), m)
+        m = self.message(s, dead)
+        self.assertEqual(m.get("status"), "dead", m)
+        self.assertEqual(m.get("bodyBytes"), len(dead_body), m)
+        # The dead record is intact: a replay delivers it byte for byte (and it opens with the
+        # data key when encrypted).
+        rx.set_default(Response.ok(), path="/dies/begin-call")
+        n_before = len(rx.requests_for(webhook_id=dead))
+        r = s.api("POST", "/v1/messages/%s/replay" % dead)
+        self.assertEqual(r.status, 202, r)
+        self.wait_status(s, dead, "delivered", T(15))
+        recs = rx.requests_for(webhook_id=dead)[n_before:]
+        self.assertTrue(recs, "the replay reached the receiver")
+        self.assertEqual(recs[-1].body, dead_body)
+        self.assertTrue(recs[-1].verified, recs[-1].verification)
+        # A purged message sends nothing (no replay of an empty record slipped through).
+        time.sleep(T(0.5))
+        for mid in delivered:
+            self.assertEqual(len(rx.requests_for(webhook_id=mid)), 1, mid)
+
+    def test_retention_plain(self):
+        self.run_retention(encrypted=False)
+
+    def test_retention_encrypted(self):
+        self.run_retention(encrypted=True)
+
+    def test_retention_settings_have_a_floor(self):
+        # --attempt-retention-s and --payload-retention-s: at least 60.
+        s = self.serve(start=False)
+        for flag in ("--payload-retention-s", "--attempt-retention-s"):
+            with self.subTest(flag=flag):
+                p = self.run_cli("purge", "--db", s.db_url, flag, "59")
+                self.assertNotEqual(p.returncode, 0, p)
+                self.assertIn(flag.lstrip("-"), p.stdout + p.stderr, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner
+
+
+class Result(unittest.TextTestResult):
+    """Counts each test method once, and prints the logs of the processes of a test that
+    failed."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.bad = []
+        self.skipped_tests = []
+        self._t0 = 0.0
+
+    def startTest(self, test):
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def _mark(self, test):
+        tid = test.id()
+        if tid not in self.bad:
+            self.bad.append(tid)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._mark(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._mark(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._mark(test)
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        if not hasattr(test, "test_case"):
+            self.skipped_tests.append(test.id())
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.stream.writeln("    (%.1fs)" % (time.monotonic() - self._t0))
+        if test.id() not in self.bad:
+            return
+        for name, text in sorted(getattr(test, "final_logs", {}).items()):
+            self.stream.writeln("---- %s log of %s ----" % (name, test.id()))
+            self.stream.writeln(text)
+        for rx in getattr(test, "receivers", []):
+            reqs = rx.requests
+            self.stream.writeln("---- receiver: %d requests, last ones ----" % len(reqs))
+            for r in reqs[-15:]:
+                self.stream.writeln(json.dumps(r.summary()))
+        self.stream.writeln("----")
+
+
+CASES = (Ssrf, UrlValidation, Mtls, PersonalData, Retention)
+
+
+def main(argv):
+    global BIN, PAYLOADS
+    BIN = argv[1] if len(argv) > 1 else os.environ.get("CALLHOOK_BIN")
+    PAYLOADS = argv[2] if len(argv) > 2 else os.environ.get("CALLHOOK_PAYLOADS_DIR")
+    filters = argv[3:] or os.environ.get("CALLHOOK_TEST_FILTER", "").split()
+    if not BIN or not PAYLOADS:
+        print("usage: test_security.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]",
+              file=sys.stderr)
+        return 2
+    BIN = os.path.abspath(BIN)
+    PAYLOADS = os.path.abspath(PAYLOADS)
+    if not os.access(BIN, os.X_OK) or not os.path.isdir(PAYLOADS):
+        print("test_security.py: %s is not executable or %s is not a directory" % (
+            BIN, PAYLOADS), file=sys.stderr)
+        return 2
+    if shutil.which("openssl") is None:
+        print("test_security.py: the openssl CLI is needed for the TLS tests", file=sys.stderr)
+        return 2
+
+    def on_term(*_):  # a timeout: kill what runs, remove the temp dirs, go
+        cleanup()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    for case in CASES:
+        for test in loader.loadTestsFromTestCase(case):
+            if not filters or any(f in test.id() for f in filters):
+                suite.addTest(test)
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result)
+    result = runner.run(suite)
+    failed = len(result.bad)
+    skipped = len(result.skipped_tests)
+    passed = result.testsRun - failed - skipped
+    if skipped:
+        print("skipped: %s" % ", ".join(result.skipped_tests))
+    if failed:
+        print("failed: %s" % ", ".join(result.bad))
+    print("(%.0fs)" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
