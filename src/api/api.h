@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct ingest_writer;
+struct api_cache;
 
 /* What every handler can reach. Owned by serve. */
 struct api_context {
@@ -24,6 +25,8 @@ struct api_context {
     struct engine *engine;
     struct metrics *metrics;
     struct ingest_writer *writer;
+    struct api_cache *keys; /* key hash -> role, for a few seconds */
+    struct api_cache *apps; /* voice app id -> what ingest needs, for a few seconds */
     size_t max_body_bytes;
     int lease_s;
     int64_t started_at;

@@ -1,6 +1,7 @@
 /* API keys: "chk_" + 64 hex characters, stored as SHA-256, looked up per request. */
 #include "api/api.h"
 
+#include "api/cache.h"
 #include "lib/crypto.h"
 #include "util/log.h"
 
@@ -91,10 +92,24 @@ bool api_authenticate(struct api_request *r)
     }
     unsigned char hash[32];
     hash_key(auth + 7, hash);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
     struct ch_error err = {0};
     enum key_role role = ROLE_NONE;
-    /* The lookup is by hash, so timing reveals nothing about the key itself. */
+    /* Known keys are remembered for a few seconds (a revocation takes that long to apply);
+     * unknown ones are always looked up. The lookup is by hash, so timing reveals nothing
+     * about the key itself. */
+    int cached;
+    if (api_cache_get(r->ctx->keys, hex, &cached, sizeof cached)) {
+        r->role = (enum key_role)cached;
+        return true;
+    }
     ch_code rc = r->ctx->store->ops->key_lookup(r->ctx->store, hash, &role, &err);
+    if (rc == CH_OK) {
+        cached = (int)role;
+        api_cache_put(r->ctx->keys, hex, &cached, sizeof cached);
+    }
     if (rc == CH_ENOTFOUND) {
         api_respond_error(r, 401, "unauthorized", "unknown or revoked API key");
         return false;

@@ -7,6 +7,7 @@
 #include <callhook/callhook.h>
 #include <jansson.h>
 
+#include "api/cache.h"
 #include "deliver/app.h"
 #include "util/log.h"
 
@@ -119,6 +120,7 @@ static void app_put(struct api_request *r, const char *id)
         store_failed(r, &err);
     else {
         engine_app_changed(ctx->engine);
+        api_cache_clear(ctx->apps);
         respond_json_value(r, created ? 201 : 200, app_json(&a));
     }
     stored_app_release(&a);
@@ -161,6 +163,7 @@ static void app_delete(struct api_request *r, const char *id)
         return;
     }
     engine_app_changed(r->ctx->engine);
+    api_cache_clear(r->ctx->apps);
     api_respond(r, 204, NULL, "", 0);
 }
 

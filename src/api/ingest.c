@@ -7,6 +7,7 @@
 
 #include <callhook/callhook.h>
 
+#include "api/cache.h"
 #include "deliver/app.h"
 #include "util/log.h"
 
@@ -166,6 +167,44 @@ void ingest_writer_free(struct ingest_writer *w)
     free(w);
 }
 
+/* What ingest needs of a Voice App, cached for a few seconds (an app changed through this
+ * node's API is forgotten at once). */
+struct ingest_settings {
+    bool has_begin_url, has_end_url, ordering_per_call;
+};
+
+/* Fills set, or answers 404/503/500 and returns false. */
+static bool ingest_settings(struct api_request *r, const char *app_id, struct ingest_settings *set)
+{
+    struct api_context *ctx = r->ctx;
+    if (api_cache_get(ctx->apps, app_id, set, sizeof *set))
+        return true;
+    struct stored_app app;
+    struct ch_error err = {0};
+    ch_code rc = ctx->store->ops->app_get(ctx->store, app_id, &app, &err);
+    if (rc == CH_ENOTFOUND) {
+        api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", app_id);
+        return false;
+    }
+    if (rc != CH_OK) {
+        snprintf(r->retry_after, sizeof r->retry_after, "1");
+        api_respond_error(r, 503, "unavailable", "the store is unavailable; send it again");
+        return false;
+    }
+    static _Thread_local struct app_config cfg; /* large: not on the stack of a server thread */
+    rc = app_config_parse(&cfg, app.config_json, strlen(app.config_json), &err);
+    stored_app_release(&app);
+    if (rc != CH_OK) {
+        api_respond_error(r, 500, "internal", "the voice app's stored settings are invalid");
+        return false;
+    }
+    *set = (struct ingest_settings){.has_begin_url = cfg.begin_url[0] != '\0',
+                                    .has_end_url = cfg.end_url[0] != '\0',
+                                    .ordering_per_call = cfg.ordering_per_call};
+    api_cache_put(ctx->apps, app_id, set, sizeof *set);
+    return true;
+}
+
 static bool is_json_content_type(const char *ct)
 {
     if (ct == NULL)
@@ -217,25 +256,9 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
             return true;
         }
     }
-    struct stored_app app;
-    rc = ctx->store->ops->app_get(ctx->store, app_id, &app, &err);
-    if (rc == CH_ENOTFOUND) {
-        api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", app_id);
+    struct ingest_settings set;
+    if (!ingest_settings(r, app_id, &set))
         return true;
-    }
-    if (rc != CH_OK) {
-        snprintf(r->retry_after, sizeof r->retry_after, "1");
-        api_respond_error(r, 503, "unavailable", "the store is unavailable; send it again");
-        return true;
-    }
-    struct app_config cfg;
-    rc = app_config_parse(&cfg, app.config_json, strlen(app.config_json), &err);
-    stored_app_release(&app);
-    if (rc != CH_OK) {
-        api_respond_error(r, 500, "internal", "the voice app's stored settings are invalid");
-        return true;
-    }
-
     struct ingest_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
         api_respond_error(r, 503, "unavailable", "out of memory; send it again");
@@ -247,8 +270,8 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
     snprintf(j->dedupe_key, sizeof j->dedupe_key, "%s", key);
     j->has_call_type = rec.call_type_kind != CH_CALL_TYPE_ABSENT;
     j->call_type = rec.call_type;
-    j->skip = app_config_url(&cfg, event) == NULL;
-    j->wait_begin = cfg.ordering_per_call;
+    j->skip = strcmp(event, "begin-call") == 0 ? !set.has_begin_url : !set.has_end_url;
+    j->wait_begin = set.ordering_per_call;
     if (ch_msgid(app_id, event, key, j->msg_id, &err) != CH_OK) {
         free(j);
         api_respond_error(r, 500, "internal", "cannot derive the message id");

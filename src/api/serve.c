@@ -5,6 +5,7 @@
 #include "api/serve.h"
 
 #include "api/api.h"
+#include "api/cache.h"
 #include "lib/crypto.h"
 #include "util/base64.h"
 #include "util/log.h"
@@ -346,6 +347,12 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                                .shutdown_grace_ms = c->shutdown_grace_ms};
     if (engine_new(&ec, &ctx.engine, err) != CH_OK || engine_start(ctx.engine, err) != CH_OK)
         goto out;
+    ctx.keys = api_cache_new(1024, 5000);
+    ctx.apps = api_cache_new(4096, 2000);
+    if (ctx.keys == NULL || ctx.apps == NULL) {
+        ch_error_set(err, CH_ENOMEM, "out of memory");
+        goto out;
+    }
     if (ingest_writer_new(&ctx, &ctx.writer, err) != CH_OK)
         goto out;
     if (api_server_start(&ctx, c->listen, &server, err) != CH_OK)
@@ -385,6 +392,8 @@ out:
         api_server_stop(server);
     }
     engine_free(ctx.engine);
+    api_cache_free(ctx.keys);
+    api_cache_free(ctx.apps);
     if (ctx.store)
         ctx.store->ops->close(ctx.store);
     curl_global_cleanup();

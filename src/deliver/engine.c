@@ -96,6 +96,7 @@ struct engine {
     int in_flight;
     struct transfer *transfers;
     int64_t next_scan_ms;
+    int64_t next_renew_ms;
     struct pending_result *results;
     size_t nresults;
 };
@@ -415,7 +416,6 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
         curl_easy_setopt(h, CURLOPT_SSLKEY, a->cfg.tls_client_key_file);
     }
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -716,6 +716,32 @@ static void scan_store(struct engine *e)
     e->next_scan_ms = n == max ? 0 : now_ms() + e->cfg.scan_interval_ms;
 }
 
+/* Every third of a lease, the leases of everything held here (queued or in flight) are
+ * extended, so another node never takes over work this one still has. */
+static void renew_leases(struct engine *e)
+{
+    int64_t now = now_ms();
+    if (now < e->next_renew_ms)
+        return;
+    e->next_renew_ms = now + (int64_t)e->cfg.lease_s * 1000 / 3;
+    int64_t batch[512];
+    size_t n = 0;
+    int64_t lease_until = now / 1000 + e->cfg.lease_s;
+    struct ch_error err = {0};
+    for (size_t i = 0; i < e->in_memory.cap; i++) {
+        if (e->in_memory.slots[i] == 0)
+            continue;
+        batch[n++] = e->in_memory.slots[i];
+        if (n == 512) {
+            if (e->cfg.store->ops->renew(e->cfg.store, batch, n, lease_until, &err) != CH_OK)
+                log_warn("engine: cannot renew leases: %s", err.message);
+            n = 0;
+        }
+    }
+    if (n > 0 && e->cfg.store->ops->renew(e->cfg.store, batch, n, lease_until, &err) != CH_OK)
+        log_warn("engine: cannot renew leases: %s", err.message);
+}
+
 static void drain_transfers(struct engine *e)
 {
     int left;
@@ -766,12 +792,15 @@ static void *engine_main(void *arg)
             if (now_ms() >= e->next_scan_ms)
                 scan_store(e);
             start_ready(e);
+            renew_leases(e);
         }
         int running = 0;
         curl_multi_perform(e->multi, &running);
         drain_transfers(e);
         flush_results(e);
         int64_t wait = e->next_scan_ms - now_ms();
+        if (e->next_renew_ms - now_ms() < wait)
+            wait = e->next_renew_ms - now_ms();
         if (wait > e->cfg.scan_interval_ms)
             wait = e->cfg.scan_interval_ms;
         if (wait < 0)

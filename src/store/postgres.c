@@ -492,17 +492,19 @@ static void end_failed_pipeline(PGconn *c)
  * this statement, so a row found there is a duplicate. */
 static const char ingest_sql[] =
     "WITH app AS (SELECT 1 FROM voice_apps WHERE id = $2),"
+    " st AS (SELECT CASE WHEN $7::int = 4 THEN 4"
+    "   WHEN $7::int = 0 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
+    "     WHERE b.app_id = $2 AND b.dedupe_key = $4 AND b.event = 'begin-call'"
+    "     AND b.status IN (0, 1)) THEN 0"
+    "   ELSE 1 END AS status),"
     " ins AS ("
     "  INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
     "   next_attempt_at, wait_begin)"
-    "  SELECT $1, $2, $3, $4, $5::bigint, $6,"
-    "   CASE WHEN $7::int = 4 THEN 4"
-    "        WHEN $7::int = 0 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
-    "          WHERE b.app_id = $2 AND b.dedupe_key = $4 AND b.event = 'begin-call'"
-    "          AND b.status IN (0, 1)) THEN 0"
-    "        ELSE 1 END,"
-    "   $8::bigint, $9::bigint, CASE WHEN $7::int = 0 THEN 1 ELSE 0 END"
-    "  WHERE EXISTS (SELECT 1 FROM app)"
+    /* A message stored as claimed (1) is this node's until its lease ends. */
+    "  SELECT $1, $2, $3, $4, $5::bigint, $6, st.status, $8::bigint,"
+    "   CASE WHEN st.status = 1 THEN $9::bigint ELSE $8::bigint END,"
+    "   CASE WHEN $7::int = 0 THEN 1 ELSE 0 END"
+    "  FROM st WHERE EXISTS (SELECT 1 FROM app)"
     "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
     " SELECT EXISTS (SELECT 1 FROM app), (SELECT seq FROM ins), (SELECT status FROM ins),"
     "  (SELECT seq FROM messages WHERE id = $1), (SELECT status FROM messages WHERE id = $1)";
@@ -525,11 +527,15 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
         int mode = it->status == MSG_SKIPPED ? 4 : (it->status == MSG_PENDING ? 0 : 1);
         char ct[24], md[24], now[24], next[24];
         snprintf(ct, sizeof ct, "%lld", it->call_type);
-        const char *values[] = {it->msg_id, it->app_id, it->event, it->dedupe_key,
-                                it->has_call_type ? ct : NULL, it->body, LL(md, mode),
+        const char *values[] = {it->msg_id,
+                                it->app_id,
+                                it->event,
+                                it->dedupe_key,
+                                it->has_call_type ? ct : NULL,
+                                it->body,
+                                LL(md, mode),
                                 LL(now, it->now),
-                                /* a fresh event is claimed by this node until its lease ends */
-                                LL(next, mode == 1 ? it->lease_until : it->now)};
+                                LL(next, it->lease_until)};
         int lengths[] = {0, 0, 0, 0, 0, (int)it->body_len, 0, 0, 0};
         int formats[] = {0, 0, 0, 0, 0, 1, 0, 0, 0};
         sent = PQsendQueryParams(c, ingest_sql, 9, NULL, values, lengths, formats, 0) == 1;
@@ -673,6 +679,22 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
                        "UPDATE messages SET status = 0, next_attempt_at = $1"
                        " WHERE seq = ANY($2::bigint[]) AND status = 1",
                        2, values, "release", NULL, err);
+    free(arr);
+    return rc;
+}
+
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
+                     struct ch_error *err)
+{
+    char *arr = int_array(seqs, n);
+    if (arr == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory");
+    char lb[24];
+    const char *values[] = {LL(lb, lease_until), arr};
+    ch_code rc = exec1(self(s),
+                       "UPDATE messages SET next_attempt_at = $1"
+                       " WHERE seq = ANY($2::bigint[]) AND status = 1",
+                       2, values, "renew leases", NULL, err);
     free(arr);
     return rc;
 }
@@ -1041,6 +1063,7 @@ static const struct store_ops pg_ops = {
     .ingest = ingest,
     .claim_due = claim_due,
     .release = release,
+    .renew = renew,
     .record_attempts = record_attempts,
     .message_get = message_get,
     .message_attempts = message_attempts,

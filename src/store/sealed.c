@@ -245,6 +245,12 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
     return inner(s)->ops->release(inner(s), seqs, n, next_attempt_at, err);
 }
 
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
+                     struct ch_error *err)
+{
+    return inner(s)->ops->renew(inner(s), seqs, n, lease_until, err);
+}
+
 static ch_code record_attempts(struct store *s, const struct attempt_result *r, size_t n,
                                struct ch_error *err)
 {
@@ -329,6 +335,7 @@ static const struct store_ops sealed_ops = {
     .ingest = ingest,
     .claim_due = claim_due,
     .release = release,
+    .renew = renew,
     .record_attempts = record_attempts,
     .message_get = message_get,
     .message_attempts = message_attempts,

@@ -656,6 +656,32 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
     return rc;
 }
 
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
+                     struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "UPDATE messages SET next_attempt_at = ? WHERE seq = ? AND status = 1",
+                     &st, err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, lease_until);
+        sqlite3_bind_int64(st, 2, seqs[i]);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "renew leases");
+    }
+    sqlite3_finalize(st);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
 /* ---- messages for the API ---- */
 
 #define MESSAGE_COLUMNS                                                            \
@@ -957,6 +983,7 @@ static const struct store_ops sqlite_ops = {
     .ingest = ingest,
     .claim_due = claim_due,
     .release = release,
+    .renew = renew,
     .record_attempts = record_attempts,
     .message_get = message_get,
     .message_attempts = message_attempts,

@@ -176,6 +176,11 @@ struct store_ops {
     ch_code (*release)(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
                        struct ch_error *err);
 
+    /* Extends the leases of claimed messages this node still holds (in memory or in flight),
+     * so no other node takes them over while this one lives. */
+    ch_code (*renew)(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
+                     struct ch_error *err);
+
     /* Writes attempt results in one transaction. */
     ch_code (*record_attempts)(struct store *s, const struct attempt_result *r, size_t n,
                                struct ch_error *err);

@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 
 HOST = "127.0.0.1"
 # Deadlines are multiplied by this (a sanitizer build or a loaded CI machine is slower).
@@ -36,6 +37,10 @@ PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PRO
               "ALL_PROXY", "ftp_proxy", "FTP_PROXY")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "WARNING: ThreadSanitizer", "ERROR: UndefinedBehaviorSanitizer")
+
+# CALLHOOK_TEST_DB_URI (a PostgreSQL database; tests/pg sets it): every Serve runs on a fresh
+# database of its own made beside that one, instead of SQLite, and close() drops it.
+PG_BASE_URI = os.environ.get("CALLHOOK_TEST_DB_URI", "").strip() or None
 
 _live = set()  # Serve objects with a running process
 _live_lock = threading.Lock()
@@ -133,6 +138,24 @@ def http_request(port, method, path, body=None, headers=None, timeout=10.0, host
         conn.close()
 
 
+def _psql(uri, sql, timeout=60):
+    """Run one SQL statement with psql on uri (PG* variables of the caller ignored)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", uri, "-c", sql],
+                       capture_output=True, text=True, timeout=timeout, env=env,
+                       stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise RuntimeError("psql %r: %s" % (sql, (p.stderr or p.stdout).strip()))
+
+
+def _with_dbname(uri, name):
+    """The same libpq connection (URI or keyword=value string) with another database."""
+    if uri.startswith(("postgresql://", "postgres://")):
+        parts = urllib.parse.urlsplit(uri)
+        return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    return "%s dbname=%s" % (uri, name)
+
+
 class ServeError(RuntimeError):
     """serve did not start, or exited when it should not have; the message has its log."""
 
@@ -181,6 +204,11 @@ class Serve:
         _workdirs.append(self.workdir)
         self.db_path = os.path.join(self.workdir, "callhook.db")
         self.db_url = "sqlite:" + self.db_path
+        self.pg_db = None  # the PostgreSQL database made for this Serve
+        if PG_BASE_URI:
+            self.pg_db = "callhook_it_" + _secrets.token_hex(6)
+            _psql(PG_BASE_URI, 'CREATE DATABASE "%s"' % self.pg_db)
+            self.db_url = _with_dbname(PG_BASE_URI, self.pg_db)
         self.log_path = os.path.join(self.workdir, "serve.log")
         self.proc = None
         self.starts = 0
@@ -326,6 +354,13 @@ class Serve:
             self._log_text = self._read_log()
             if not os.environ.get("CALLHOOK_KEEP_TMP"):
                 shutil.rmtree(self.workdir, ignore_errors=True)
+                if self.pg_db and not self.alive:
+                    try:
+                        _psql(PG_BASE_URI,
+                              'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % self.pg_db)
+                        self.pg_db = None
+                    except (OSError, RuntimeError, subprocess.SubprocessError):
+                        pass  # the cluster goes away with the pg fixture anyway
 
     def __enter__(self):
         return self.start()

@@ -28,6 +28,8 @@ retry schedules:
      answers 503 `unavailable` within a few seconds on every node (never 202), and what got a
      503 was not stored; once it is back, ingest works again on every node without a restart,
      and every event acknowledged before, during and after is delivered.
+  D. A node holding more fresh events than it can send within its lease (slow endpoint, small
+     maxInFlight): the others must not take them over while it holds them (no duplicates).
 Every wait has a deadline; every process is cleaned up. The last line is `N passed, M failed`;
 the exit status is 1 if anything failed.
 """
@@ -65,7 +67,9 @@ NODES = 3
 LEASE_S = 5
 CLIENT_THREADS = 12
 MAX_IN_FLIGHT_A = 16          # the kill -9 part's app: the duplicate bound
-MAX_IN_FLIGHT_C = 4           # the restart part's app (a slow receiver: work in flight)
+MAX_IN_FLIGHT_C = 8           # the restart part's app (a receiver slow enough for work in
+                              # flight at the stop, fast enough for no backlog)
+MAX_IN_FLIGHT_D = 2           # the backlog part's app
 DOWN_S = 5.0                  # how long the database stays down
 HANG_S = 5.0                  # "never a hang beyond a few seconds"
 SCHEDULE = [1, 1, 2, 2, 4, 4, 8, 8]
@@ -578,10 +582,11 @@ class MultiNode:
         for r in ok:
             if r.webhook_id in dups and r.webhook_id not in early:
                 early[r.webhook_id] = r.mono
-        after = {m: "%.2fs after the kill" % (t - self.kill_at) for m, t in early.items()
-                 if t > self.kill_at + 1.0}
+        after = sorted(t - self.kill_at for t in early.values() if t > self.kill_at + 1.0)
         self.c.check("A: every message delivered twice was first sent before the kill "
-                     "(in flight on the killed node)", not after, after)
+                     "(in flight on the killed node)", not after,
+                     "%d were first sent %.2f-%.2fs after the kill" % (
+                         len(after), after[0], after[-1]) if after else "")
 
     # -- B: duplicates across nodes --------------------------------------------------------
 
@@ -671,7 +676,7 @@ class MultiNode:
         pg_port = port_of(self.base_uri)
         app = self.make_app("c", maxInFlight=MAX_IN_FLIGHT_C)
         for ev in ("begin-call", "end-call"):
-            self.rx.set_default(Response.ok(delay_s=0.1), path="/%s/%s" % (app, ev))
+            self.rx.set_default(Response.ok(delay_s=0.05), path="/%s/%s" % (app, ev))
         ing = Ingester(self.nodes)
         stop = threading.Event()
         counter = itertools.count()
@@ -828,6 +833,47 @@ class MultiNode:
         self.c.check("C: every node survived the database restart", not alive,
                      "%s exited: %s" % (alive, [s.exits for s in self.nodes]))
 
+    # -- D: more claimed work than a lease lasts -------------------------------------------
+
+    def part_d(self):
+        """A node holding more fresh events than it can send within --lease-s (a slow endpoint,
+        a small maxInFlight) must not let another node take them over while it still holds
+        them: nothing may be delivered twice (no node dies here)."""
+        app = self.make_app("d", maxInFlight=MAX_IN_FLIGHT_D, ordering="none")
+        delay = 0.1
+        for ev in ("begin-call", "end-call"):
+            self.rx.set_default(Response.ok(delay_s=delay), path="/%s/%s" % (app, ev))
+        ing = Ingester(self.nodes)
+        # Each node sends at most maxInFlight / delay a second (20): give each 1.6 leases' worth.
+        rate = MAX_IN_FLIGHT_D / delay
+        per_node = int(rate * LEASE_S * 1.6)
+        counter = itertools.count()
+
+        def worker():
+            while True:
+                i = next(counter)
+                if i >= per_node * NODES // 2:
+                    return
+                call = "mn-%s-d%05d" % (self.run_id, i)
+                for seq, event in enumerate(("begin-call", "end-call")):
+                    ing.send(app, call, event, self.templates.body(event, call, seq), T(30))
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(60))
+        self.ingest_health(ing, "D")
+        ok = self.wait_delivered(ing, app, T(60), "D")
+        time.sleep(1.5)
+        ok = [r for r in self.deliveries(app) if (r.response or "").startswith("2")]
+        counts = collections.Counter(r.webhook_id for r in ok)
+        extra = sum(counts.values()) - len(counts)
+        log("%d deliveries of %d messages, %d extra" % (sum(counts.values()), len(counts), extra))
+        self.c.check("D: a backlog longer than the lease (%d events a node, %.0fs of work, "
+                     "--lease-s %d) is delivered once" % (per_node, per_node / rate, LEASE_S),
+                     extra == 0, "%d extra: %s" % (extra, self.dup_detail(ing, ok, counts)))
+
     # -- the whole run ---------------------------------------------------------------------
 
     def run(self):
@@ -843,7 +889,8 @@ class MultiNode:
                              "%s\n(is callhook built with the PostgreSQL store, and is "
                              "CALLHOOK_TEST_DB_URI reachable?)" % e)
                 return
-            for name, part in (("A", self.part_a), ("B", self.part_b), ("C", self.part_c)):
+            for name, part in (("A", self.part_a), ("B", self.part_b), ("C", self.part_c),
+                               ("D", self.part_d)):
                 print("-- part %s (%.0fs)" % (name, time.monotonic() - t0), flush=True)
                 try:
                     part()

@@ -307,8 +307,11 @@ static void test_leases(void **state)
     free_claimed(out, n);
     /* Claimed again: held until 1600. */
     assert_int_equal(claim(s, 1599, out, 4), 0);
-    /* Given back: due at once. */
+    /* Renewed while held: still held past the old lease. */
     int64_t seq = out[0].seq;
+    assert_int_equal(s->ops->renew(s, &seq, 1, 2000, NULL), CH_OK);
+    assert_int_equal(claim(s, 1700, out, 4), 0);
+    /* Given back: due at once. */
     assert_int_equal(s->ops->release(s, &seq, 1, 1400, NULL), CH_OK);
     n = claim(s, 1400, out, 4);
     assert_int_equal(n, 1);
