@@ -8,6 +8,7 @@
 #include "api/cache.h"
 #include "lib/crypto.h"
 #include "util/base64.h"
+#include "util/config.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -151,16 +152,6 @@ ch_code serve_config_set(struct serve_config *c, const char *name, const char *v
     return CH_OK;
 }
 
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
-}
-
 /* The data key from --data-key-file or CALLHOOK_DATA_KEY: base64 of exactly 32 bytes. */
 static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,
                              struct ch_error *err)
@@ -181,7 +172,7 @@ static ch_code load_data_key(const struct serve_config *c, unsigned char key[32]
     } else {
         return CH_OK;
     }
-    char *t = trim(text);
+    char *t = config_trim(text);
     size_t n = 0;
     bool ok = b64_decode(t, strlen(t), key, 32, &n) && n == 32;
     crypto_wipe(text, sizeof text);
@@ -245,31 +236,14 @@ ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
     return rc;
 }
 
+static ch_code set_cb(void *ctx, const char *name, const char *value, struct ch_error *err)
+{
+    return serve_config_set(ctx, name, value, err);
+}
+
 ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return ch_error_set(err, CH_EIO, "cannot open config '%s': %s", path, strerror(errno));
-    char line[4400];
-    int lineno = 0;
-    ch_code rc = CH_OK;
-    while (rc == CH_OK && fgets(line, sizeof line, f)) {
-        lineno++;
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            rc = ch_error_set(err, CH_EINVAL, "%s:%d: expected 'name = value'", path, lineno);
-            break;
-        }
-        *eq = '\0';
-        struct ch_error inner = {0};
-        if (serve_config_set(c, trim(s), trim(eq + 1), &inner) != CH_OK)
-            rc = ch_error_set(err, CH_EINVAL, "%s:%d: %s", path, lineno, inner.message);
-    }
-    fclose(f);
-    return rc;
+    return config_load_file(path, set_cb, c, err);
 }
 
 ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err)

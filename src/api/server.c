@@ -4,6 +4,7 @@
  * the group commit that makes them durable has returned.
  */
 #include "api/api.h"
+#include "util/listen.h"
 
 #include <microhttpd.h>
 
@@ -181,48 +182,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
-static ch_code parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
-                            struct ch_error *err)
-{
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= sizeof host)
-        return ch_error_set(err, CH_EINVAL, "--listen '%s': expected HOST:PORT", listen);
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
-        return ch_error_set(err, CH_EINVAL, "--listen '%s': bad port", listen);
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    memset(ss, 0, sizeof *ss);
-    char *h = host;
-    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
-        h[strlen(h) - 1] = '\0';
-        h++;
-    }
-    struct sockaddr_in *in = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, h, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)port);
-        *len = sizeof *in;
-    } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        *len = sizeof *in6;
-    } else {
-        return ch_error_set(err, CH_EINVAL, "--listen '%s': the host must be an IP address",
-                            listen);
-    }
-    return CH_OK;
-}
-
 ch_code api_server_start(struct api_context *ctx, const char *listen, struct api_server **out,
                          struct ch_error *err)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    ch_code rc = parse_listen(listen, &ss, &len, err);
+    ch_code rc = listen_parse(listen, &ss, &len, err);
     if (rc != CH_OK)
         return rc;
     struct api_server *s = calloc(1, sizeof *s);

@@ -8,6 +8,7 @@
 
 #include "lib/crypto.h"
 #include "util/buf.h"
+#include "util/listen.h"
 #include "util/log.h"
 
 #include <gnutls/gnutls.h>
@@ -385,44 +386,12 @@ static ch_code read_pem(const char *path, char **out, struct ch_error *err)
     return CH_OK;
 }
 
-static ch_code parse_listen(const char *listen, struct sockaddr_storage *ss, struct ch_error *err)
-{
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= sizeof host)
-        return ch_error_set(err, CH_EINVAL, "--listen '%s': expected HOST:PORT", listen);
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
-        return ch_error_set(err, CH_EINVAL, "--listen '%s': bad port", listen);
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    char *h = host;
-    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
-        h[strlen(h) - 1] = '\0';
-        h++;
-    }
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *in = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, h, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)port);
-    } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-    } else {
-        return ch_error_set(err, CH_EINVAL, "--listen '%s': the host must be an IP address",
-                            listen);
-    }
-    return CH_OK;
-}
-
 ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
                     struct worker_pool *workers, struct front **out, struct ch_error *err)
 {
     struct sockaddr_storage ss;
-    ch_code rc = parse_listen(c->listen, &ss, err);
+    socklen_t len;
+    ch_code rc = listen_parse(c->listen, &ss, &len, err);
     if (rc != CH_OK)
         return rc;
     struct front *f = calloc(1, sizeof *f);

@@ -2,6 +2,7 @@
 #include "receive/receiver.h"
 
 #include "receive/front.h"
+#include "util/config.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -182,41 +183,14 @@ ch_code receive_config_set(struct receive_config *c, const char *name, const cha
     return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook receive --help)", name);
 }
 
-static char *trim(char *s)
+static ch_code set_cb(void *ctx, const char *name, const char *value, struct ch_error *err)
 {
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
+    return receive_config_set(ctx, name, value, err);
 }
 
 ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return ch_error_set(err, CH_EIO, "cannot open config '%s': %s", path, strerror(errno));
-    char line[4400];
-    int lineno = 0;
-    ch_code rc = CH_OK;
-    while (rc == CH_OK && fgets(line, sizeof line, f)) {
-        lineno++;
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            rc = ch_error_set(err, CH_EINVAL, "%s:%d: expected 'name = value'", path, lineno);
-            break;
-        }
-        *eq = '\0';
-        struct ch_error inner = {0};
-        if (receive_config_set(c, trim(s), trim(eq + 1), &inner) != CH_OK)
-            rc = ch_error_set(err, CH_EINVAL, "%s:%d: %s", path, lineno, inner.message);
-    }
-    fclose(f);
-    return rc;
+    return config_load_file(path, set_cb, c, err);
 }
 
 ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err)

@@ -1,0 +1,14 @@
+/* The HOST:PORT of a --listen setting, as a socket address. Shared by the API and the
+ * receiver's front. */
+#ifndef CALLHOOK_UTIL_LISTEN_H
+#define CALLHOOK_UTIL_LISTEN_H
+
+#include <callhook/error.h>
+
+#include <sys/socket.h>
+
+/* Reads "127.0.0.1:8080", "[::1]:8443" (the host must be an IP address; port 0 = any). */
+ch_code listen_parse(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
+                     struct ch_error *err);
+
+#endif
