@@ -4,7 +4,7 @@ TEST_DIR    := build/test
 FUZZ_DIR    := build/fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run demo test test-deps fuzz format check-format clean
+.PHONY: all deps build run demo bench test test-deps fuzz format check-format clean
 
 all: build
 
@@ -24,6 +24,10 @@ run: build
 # serve, a local receiver and simulate together: calls flowing, on 127.0.0.1 only.
 demo: build
 	scripts/demo.sh $(RELEASE_DIR)/callhook
+
+# The speed goals, measured against this machine's own limits (docs/BENCHMARKS.md).
+bench: deps
+	bench/run
 
 # The npm packages the interop tests compare against, pinned by the committed lockfile.
 test-deps: deps

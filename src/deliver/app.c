@@ -168,7 +168,7 @@ static ch_code get_retries(json_t *v, struct app_config *c, struct ch_error *err
     c->nretry = 0;
     json_array_foreach(v, i, d)
     {
-        long s;
+        long s = 0;
         if (get_int(d, "retryScheduleSeconds[]", 1, 7 * 86400, &s, err) != CH_OK)
             return CH_EINVAL;
         c->retry_s[c->nretry++] = s;
@@ -236,7 +236,7 @@ ch_code app_config_check_files(const struct app_config *c, struct ch_error *err)
 static ch_code parse_member(struct app_config *c, const char *key, json_t *v, bool *connect_given,
                             struct ch_error *err)
 {
-    long n;
+    long n = 0;
     ch_code rc;
     if (strcmp(key, "BeginCallEventProcessingUrl") == 0)
         return get_url(v, key, c->begin_url, err);

@@ -23,6 +23,7 @@
 
 #define RESPONSE_CAP      512
 #define RESULT_BATCH      512
+#define RESULT_FLUSH_MS   10
 #define APP_BUCKETS       256
 #define MAX_RETRY_AFTER_S 86400
 
@@ -97,6 +98,7 @@ struct engine {
     struct transfer *transfers;
     int64_t next_scan_ms;
     int64_t next_renew_ms;
+    int64_t first_result_ms; /* when the oldest unwritten result came; 0: none */
     struct pending_result *results;
     size_t nresults;
 };
@@ -283,8 +285,10 @@ static void flush_results(struct engine *e)
 
 static struct pending_result *new_result(struct engine *e, const struct job *job)
 {
-    if (e->nresults == RESULT_BATCH)
+    if (e->nresults == RESULT_BATCH) {
         flush_results(e);
+        e->first_result_ms = 0;
+    }
     struct pending_result *p = &e->results[e->nresults++];
     memset(p, 0, sizeof *p);
     p->r.seq = job->m.seq;
@@ -685,8 +689,11 @@ static void drain_inbox(struct engine *e)
 static void scan_store(struct engine *e)
 {
     int room = e->cfg.max_queued - e->queued;
-    if (room <= 0)
+    if (room <= 0) {
+        /* Full: read again once the queue has drained, not on every turn. */
+        e->next_scan_ms = now_ms() + e->cfg.scan_interval_ms / 10;
         return;
+    }
     size_t max = (size_t)(room < e->cfg.claim_batch ? room : e->cfg.claim_batch);
     struct due_message *batch = calloc(max, sizeof *batch);
     if (batch == NULL)
@@ -797,8 +804,22 @@ static void *engine_main(void *arg)
         int running = 0;
         curl_multi_perform(e->multi, &running);
         drain_transfers(e);
-        flush_results(e);
+        /* Results are written in groups: one transaction (one fsync) per RESULT_FLUSH_MS or
+         * half a batch, not per loop turn, so the disk does not pace the deliveries. Until
+         * then their leases hold the messages. */
+        if (e->nresults > 0 && e->first_result_ms == 0)
+            e->first_result_ms = now_ms();
+        if (e->nresults >= RESULT_BATCH / 2 ||
+            (e->nresults > 0 && now_ms() - e->first_result_ms >= RESULT_FLUSH_MS) || stopping) {
+            flush_results(e);
+            e->first_result_ms = 0;
+        }
+        /* Slots freed by the transfers that just ended are filled in the same turn. */
+        if (!stopping)
+            start_ready(e);
         int64_t wait = e->next_scan_ms - now_ms();
+        if (e->nresults > 0 && e->first_result_ms + RESULT_FLUSH_MS - now_ms() < wait)
+            wait = e->first_result_ms + RESULT_FLUSH_MS - now_ms();
         if (e->next_renew_ms - now_ms() < wait)
             wait = e->next_renew_ms - now_ms();
         if (wait > e->cfg.scan_interval_ms)
