@@ -26,9 +26,15 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS events_due ON events(next_at) WHERE status = 0;"
     "CREATE INDEX IF NOT EXISTS events_status ON events(status, seq);";
 
+/* Two connections: `db` adds events (synchronous=FULL: a 202 is on disk), `work` is for the
+ * workers' bookkeeping and reads (synchronous=NORMAL: a lost "done" only means an event runs
+ * again, and the next FULL commit syncs it anyway). Apart, the workers never hold up the
+ * group commit. */
 struct ch_inbox {
     sqlite3 *db;
     pthread_mutex_t lock;
+    sqlite3 *work;
+    pthread_mutex_t work_lock;
 };
 
 const char *ch_inbox_status_name(enum ch_inbox_status s)
@@ -107,6 +113,7 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
     if (ib == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory opening the inbox");
     pthread_mutex_init(&ib->lock, NULL);
+    pthread_mutex_init(&ib->work_lock, NULL);
     if (sqlite3_open_v2(path, &ib->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
@@ -121,6 +128,13 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
     rc = exec(ib->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
     if (rc == CH_OK)
         rc = exec(ib->db, schema, err);
+    if (rc == CH_OK && sqlite3_open_v2(path, &ib->work, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                                       NULL) != SQLITE_OK)
+        rc = ch_error_set(err, CH_EIO, "cannot open inbox '%s' twice", path);
+    if (rc == CH_OK) {
+        sqlite3_busy_timeout(ib->work, 10000);
+        rc = exec(ib->work, "PRAGMA synchronous=NORMAL;", err);
+    }
     if (rc != CH_OK) {
         ch_inbox_close(ib);
         return rc;
@@ -133,8 +147,10 @@ void ch_inbox_close(struct ch_inbox *ib)
 {
     if (ib == NULL)
         return;
+    sqlite3_close(ib->work);
     sqlite3_close(ib->db);
     pthread_mutex_destroy(&ib->lock);
+    pthread_mutex_destroy(&ib->work_lock);
     free(ib);
 }
 
@@ -289,13 +305,13 @@ static ch_code entry_row(sqlite3_stmt *st, struct ch_inbox_entry *e, bool with_b
 ch_code ch_inbox_take(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out,
                       long long *next_due, struct ch_error *err)
 {
-    pthread_mutex_lock(&ib->lock);
+    pthread_mutex_lock(&ib->work_lock);
     *next_due = 0;
     /* now and next_at are milliseconds here. */
     sqlite3_stmt *st = NULL;
-    ch_code rc = exec(ib->db, "BEGIN IMMEDIATE", err);
+    ch_code rc = exec(ib->work, "BEGIN IMMEDIATE", err);
     if (rc == CH_OK)
-        rc = prepare(ib->db,
+        rc = prepare(ib->work,
                      "UPDATE events SET status = 1, attempts = attempts + 1 WHERE seq = ("
                      "  SELECT seq FROM events WHERE status = 0 AND next_at <= ?"
                      "  ORDER BY seq LIMIT 1) RETURNING " ENTRY_COLUMNS,
@@ -308,27 +324,27 @@ ch_code ch_inbox_take(struct ch_inbox *ib, long long now, struct ch_inbox_entry 
         else if (step == SQLITE_DONE)
             rc = CH_ENOTFOUND;
         else
-            rc = db_error(err, ib->db, "take an event");
+            rc = db_error(err, ib->work, "take an event");
         sqlite3_finalize(st);
         st = NULL;
     }
     if (rc == CH_OK || rc == CH_ENOTFOUND) {
-        ch_code c = exec(ib->db, "COMMIT", err);
+        ch_code c = exec(ib->work, "COMMIT", err);
         if (c != CH_OK) {
             if (rc == CH_OK)
                 ch_inbox_entry_release(out);
             rc = c;
         }
     } else {
-        exec(ib->db, "ROLLBACK", NULL);
+        exec(ib->work, "ROLLBACK", NULL);
     }
     if (rc == CH_ENOTFOUND &&
-        prepare(ib->db, "SELECT min(next_at) FROM events WHERE status = 0", &st, NULL) == CH_OK) {
+        prepare(ib->work, "SELECT min(next_at) FROM events WHERE status = 0", &st, NULL) == CH_OK) {
         if (sqlite3_step(st) == SQLITE_ROW)
             *next_due = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&ib->lock);
+    pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
 
@@ -336,21 +352,21 @@ static ch_code run_update(struct ch_inbox *ib, const char *sql, const char *what
                           const long long *ints, int nints, const char *text, long long *changes,
                           struct ch_error *err)
 {
-    pthread_mutex_lock(&ib->lock);
+    pthread_mutex_lock(&ib->work_lock);
     sqlite3_stmt *st = NULL;
-    ch_code rc = prepare(ib->db, sql, &st, err);
+    ch_code rc = prepare(ib->work, sql, &st, err);
     if (rc == CH_OK) {
         for (int i = 0; i < nints; i++)
             sqlite3_bind_int64(st, i + 1, ints[i]);
         if (text)
             sqlite3_bind_text(st, nints + 1, text, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_error(err, ib->db, what);
+            rc = db_error(err, ib->work, what);
         else if (changes)
-            *changes = sqlite3_changes(ib->db);
+            *changes = sqlite3_changes(ib->work);
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&ib->lock);
+    pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
 
@@ -403,9 +419,9 @@ ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,
                       void (*cb)(void *ctx, const struct ch_inbox_entry *e), void *ctx,
                       struct ch_error *err)
 {
-    pthread_mutex_lock(&ib->lock);
+    pthread_mutex_lock(&ib->work_lock);
     sqlite3_stmt *st = NULL;
-    ch_code rc = prepare(ib->db,
+    ch_code rc = prepare(ib->work,
                          status < 0 ? "SELECT " ENTRY_COLUMNS " FROM events ORDER BY seq DESC"
                                       " LIMIT ?1"
                                     : "SELECT " ENTRY_COLUMNS " FROM events WHERE status = ?2"
@@ -422,20 +438,20 @@ ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,
             cb(ctx, &e);
         }
         if (step != SQLITE_DONE)
-            rc = db_error(err, ib->db, "list events");
+            rc = db_error(err, ib->work, "list events");
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&ib->lock);
+    pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
 
 ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbox_entry *out,
                      struct ch_error *err)
 {
-    pthread_mutex_lock(&ib->lock);
+    pthread_mutex_lock(&ib->work_lock);
     sqlite3_stmt *st = NULL;
     ch_code rc =
-        prepare(ib->db, "SELECT " ENTRY_COLUMNS " FROM events WHERE webhook_id = ?", &st, err);
+        prepare(ib->work, "SELECT " ENTRY_COLUMNS " FROM events WHERE webhook_id = ?", &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_text(st, 1, webhook_id, -1, SQLITE_STATIC);
         int step = sqlite3_step(st);
@@ -444,9 +460,9 @@ ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbo
         else if (step == SQLITE_DONE)
             rc = ch_error_set(err, CH_ENOTFOUND, "no event '%s' in the inbox", webhook_id);
         else
-            rc = db_error(err, ib->db, "read event");
+            rc = db_error(err, ib->work, "read event");
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&ib->lock);
+    pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
