@@ -7,6 +7,8 @@
 
 #include <sqlite3.h>
 
+#include "util/fs.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -87,26 +89,11 @@ static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct c
     return CH_OK;
 }
 
-static ch_code make_parent_dirs(const char *path, struct ch_error *err)
-{
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-            return ch_error_set(err, CH_EIO, "cannot create '%s': %s", dir, strerror(errno));
-        *p = '/';
-    }
-    return CH_OK;
-}
-
 ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err)
 {
     if (path == NULL || *path == '\0')
         return ch_error_set(err, CH_EINVAL, "no inbox path given");
-    ch_code rc = make_parent_dirs(path, err);
+    ch_code rc = fs_make_parent_dirs(path, err);
     if (rc != CH_OK)
         return rc;
     struct ch_inbox *ib = calloc(1, sizeof *ib);

@@ -999,26 +999,7 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
         rc = fail(c, r, "stats", err);
     else {
         for (int i = 0; i < PQntuples(r); i++) {
-            int64_t n = col_ll(r, i, 1);
-            switch (col_ll(r, i, 0)) {
-            case MSG_PENDING:
-                out->pending = n;
-                break;
-            case MSG_DELIVERING:
-                out->delivering = n;
-                break;
-            case MSG_DELIVERED:
-                out->delivered = n;
-                break;
-            case MSG_DEAD:
-                out->dead = n;
-                break;
-            case MSG_SKIPPED:
-                out->skipped = n;
-                break;
-            default:
-                break;
-            }
+            store_stats_add(out, (int)col_ll(r, i, 0), col_ll(r, i, 1));
         }
         PQclear(r);
         r = PQexec(c, "SELECT coalesce(min(created_at), 0) FROM messages WHERE status IN (0, 1)");

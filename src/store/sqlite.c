@@ -7,6 +7,8 @@
 
 #include <sqlite3.h>
 
+#include "util/fs.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -918,26 +920,7 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     sqlite3_stmt *st = NULL;
     ch_code rc = prepare(db->r, "SELECT status, count(*) FROM messages GROUP BY status", &st, err);
     while (rc == CH_OK && sqlite3_step(st) == SQLITE_ROW) {
-        int64_t c = sqlite3_column_int64(st, 1);
-        switch (sqlite3_column_int(st, 0)) {
-        case MSG_PENDING:
-            out->pending = c;
-            break;
-        case MSG_DELIVERING:
-            out->delivering = c;
-            break;
-        case MSG_DELIVERED:
-            out->delivered = c;
-            break;
-        case MSG_DEAD:
-            out->dead = c;
-            break;
-        case MSG_SKIPPED:
-            out->skipped = c;
-            break;
-        default:
-            break;
-        }
+        store_stats_add(out, sqlite3_column_int(st, 0), sqlite3_column_int64(st, 1));
     }
     sqlite3_finalize(st);
     st = NULL;
@@ -994,28 +977,6 @@ static const struct store_ops sqlite_ops = {
     .stats = stats,
 };
 
-/* Creates every missing folder on the way to the file. */
-static ch_code make_parent_dirs(const char *path, struct ch_error *err)
-{
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return CH_OK;
-    *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-            return ch_error_set(err, CH_EIO, "cannot create '%s': %s", dir, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return ch_error_set(err, CH_EIO, "cannot create '%s': %s", dir, strerror(errno));
-    return CH_OK;
-}
-
 static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -1071,7 +1032,7 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
 {
     if (path == NULL || *path == '\0')
         return ch_error_set(err, CH_EINVAL, "no database path (use sqlite:PATH)");
-    ch_code rc = make_parent_dirs(path, err);
+    ch_code rc = fs_make_parent_dirs(path, err);
     if (rc != CH_OK)
         return rc;
     struct sqlite_store *db = calloc(1, sizeof *db);

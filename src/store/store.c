@@ -77,3 +77,26 @@ bool key_role_parse(const char *name, enum key_role *out)
     }
     return false;
 }
+
+void store_stats_add(struct store_stats *st, int status, int64_t n)
+{
+    switch (status) {
+    case MSG_PENDING:
+        st->pending += n;
+        break;
+    case MSG_DELIVERING:
+        st->delivering += n;
+        break;
+    case MSG_DELIVERED:
+        st->delivered += n;
+        break;
+    case MSG_DEAD:
+        st->dead += n;
+        break;
+    case MSG_SKIPPED:
+        st->skipped += n;
+        break;
+    default:
+        break;
+    }
+}

@@ -209,6 +209,9 @@ struct store_ops {
     ch_code (*stats)(struct store *s, struct store_stats *out, struct ch_error *err);
 };
 
+/* Adds a count of messages in status to the matching field of st (backends' GROUP BY). */
+void store_stats_add(struct store_stats *st, int status, int64_t n);
+
 /* A store handle: the backend's ops and its private state. */
 struct store {
     const struct store_ops *ops;
