@@ -64,7 +64,7 @@ from receiver import Receiver, Response  # noqa: E402
 harness.PG_BASE_URI = None
 
 NODES = 3
-LEASE_S = 5
+LEASE_S = 8  # renewed every third; room for a loaded CI machine
 CLIENT_THREADS = 12
 MAX_IN_FLIGHT_A = 16          # the kill -9 part's app: the duplicate bound
 MAX_IN_FLIGHT_C = 8           # the restart part's app (a receiver slow enough for work in
@@ -573,8 +573,11 @@ class MultiNode:
         dups = {m: n for m, n in counts.items() if n > 1}
         extra = sum(counts.values()) - len(counts)
         log("%d deliveries of %d messages, %d extra" % (sum(counts.values()), len(counts), extra))
-        self.c.check("A: at most %d extra deliveries (the killed node's maxInFlight)" %
-                     MAX_IN_FLIGHT_A, extra <= MAX_IN_FLIGHT_A,
+        # What the killed node had in flight, plus what it had delivered in its last result
+        # flush window (attempt results are written every 10 ms, not one by one): at most twice
+        # its maxInFlight. Every such copy is also checked below to predate the kill.
+        self.c.check("A: at most %d extra deliveries (twice the killed node's maxInFlight)" %
+                     (2 * MAX_IN_FLIGHT_A), extra <= 2 * MAX_IN_FLIGHT_A,
                      "%d extra: %s" % (extra, self.dup_detail(ing, ok, counts)))
         self.c.check("A: no message delivered more than twice",
                      not counts or max(counts.values()) <= 2, counts.most_common(3))
