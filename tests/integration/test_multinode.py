@@ -281,7 +281,9 @@ class Ingester:
                 r = node.ingest(app, event, body, timeout=T(10))
             except ConnectionRefusedError:
                 r, err = None, "refused"  # never reached a node: nothing stored
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, http.client.HTTPException, AttributeError) as e:
+                # AttributeError: http.client itself, when the socket vanishes under a read
+                # (the node was killed mid-answer).
                 r, err = None, type(e).__name__
                 maybe_stored = True  # the node may have died after its commit
             t1 = time.monotonic()
