@@ -13,6 +13,7 @@
 #include "util/buf.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@ struct api_context {
     size_t max_body_bytes;
     int lease_s;
     int64_t started_at;
+    atomic_int suspended; /* requests suspended and not yet answered */
 };
 
 enum api_state { REQ_READING = 0, REQ_WAITING, REQ_DONE };
@@ -44,6 +46,7 @@ struct api_request {
     int64_t arrived_ms;
     enum key_role role;
     enum api_state state;
+    bool was_suspended;
     /* The response, filled by a handler (or the ingest writer): */
     int status;
     char *response; /* owned, malloc'd */
@@ -100,6 +103,6 @@ ch_code api_server_start(struct api_context *ctx, const char *listen, struct api
 /* Stops accepting new connections; the open ones are still served. */
 void api_server_quiesce(struct api_server *s);
 /* Closes everything; returns once the server's threads are gone. */
-void api_server_stop(struct api_server *s);
+void api_server_stop(struct api_server *s, struct api_context *ctx);
 
 #endif

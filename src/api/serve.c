@@ -363,7 +363,7 @@ out:
     if (server) {
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL); /* let the last answers leave */
-        api_server_stop(server);
+        api_server_stop(server, &ctx);
     }
     engine_free(ctx.engine);
     api_cache_free(ctx.keys);

@@ -148,8 +148,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0; /* consumed (or dropped, once too big) */
         return MHD_YES;
     }
-    if (r->state == REQ_DONE)
+    if (r->state == REQ_DONE) {
+        if (r->was_suspended) {
+            r->was_suspended = false;
+            atomic_fetch_sub(&ctx->suspended, 1);
+        }
         return send_response(c, r);
+    }
     if (r->state == REQ_WAITING)
         return MHD_YES; /* woken early; the writer has not answered yet */
     if (r->too_big) {
@@ -159,6 +164,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* Suspend before dispatching: the writer may answer before this function returns. */
     r->state = REQ_WAITING;
+    r->was_suspended = true;
+    atomic_fetch_add(&ctx->suspended, 1);
     MHD_suspend_connection(c);
     if (api_dispatch(r)) {
         r->state = REQ_DONE;
@@ -219,10 +226,16 @@ void api_server_quiesce(struct api_server *s)
         close(fd);
 }
 
-void api_server_stop(struct api_server *s)
+void api_server_stop(struct api_server *s, struct api_context *ctx)
 {
     if (s == NULL)
         return;
+    /* Stopping MHD with a connection still suspended aborts: wait (bounded) until every
+     * resumed request has been answered. */
+    for (int i = 0; i < 500 && atomic_load(&ctx->suspended) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(s->daemon);
     free(s);
 }

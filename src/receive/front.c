@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ struct request {
     struct buf body;
     bool too_big;
     enum req_state state;
+    bool was_suspended;
     int status;
     char response[600];
     /* what the writer stores */
@@ -65,6 +67,8 @@ struct front {
     pthread_cond_t cond;
     struct request *head, *tail;
     bool stop;
+    /* Requests suspended and not yet answered: MHD must not be stopped while there are any. */
+    atomic_int suspended;
 };
 
 /* ---- answers ---- */
@@ -332,8 +336,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (r->state == REQ_DONE)
+    if (r->state == REQ_DONE) {
+        if (r->was_suspended) {
+            r->was_suspended = false;
+            atomic_fetch_sub(&f->suspended, 1);
+        }
         return send_answer(c, r);
+    }
     if (r->state == REQ_WAITING)
         return MHD_YES;
     if (r->too_big) {
@@ -341,6 +350,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_answer(c, r);
     }
     r->state = REQ_WAITING;
+    r->was_suspended = true;
+    atomic_fetch_add(&f->suspended, 1);
     MHD_suspend_connection(c);
     if (check_and_queue(f, r)) {
         r->state = REQ_DONE;
@@ -469,7 +480,13 @@ void front_stop(struct front *f)
     if (f->writer_started)
         pthread_join(f->writer, NULL);
     if (f->daemon) {
-        struct timespec ts = {0, 200 * 1000000L};
+        /* Every suspended request has been resumed by now; wait (bounded) until MHD has sent
+         * their answers, since stopping it with a connection still suspended aborts. */
+        for (int i = 0; i < 500 && atomic_load(&f->suspended) > 0; i++) {
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL); /* let the last answers leave */
         MHD_stop_daemon(f->daemon);
     }

@@ -485,7 +485,10 @@ class ReceiveCase(unittest.TestCase):
             if rx.alive:
                 code = rx.stop()
                 if code != 0:
-                    problems.append("%s: SIGTERM gave exit status %r, not 0" % (rx.name, code))
+                    with open(rx.log_path, "rb") as f:
+                        tail = f.read().decode("utf-8", "replace").splitlines()[-15:]
+                    problems.append("%s: SIGTERM gave exit status %r, not 0; its log ends:\n%s"
+                                    % (rx.name, code, "\n".join(tail)))
             bad = [c for c in rx.exits if c not in (0, -9) and not getattr(rx, "expect_fail", 0)]
             if bad and not any("SIGTERM gave" in p for p in problems):
                 problems.append("%s exited with status %s" % (rx.name, bad))
