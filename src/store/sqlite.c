@@ -1,7 +1,10 @@
 /*
- * The SQLite store: one database file in WAL mode with synchronous=FULL, so a commit that
- * returned is on disk. One connection writes (ingest batches, claims, attempt results), one
- * reads (the API's GETs); each has its own lock, and WAL lets the reader run beside the writer.
+ * The SQLite store: one database file in WAL mode. One connection writes (ingest batches,
+ * claims, attempt results), one reads (the API's GETs); each has its own lock, and WAL lets the
+ * reader run beside the writer. An ingest commit is fsynced (synchronous=FULL) before it
+ * returns; claims, leases and attempt results are not (NORMAL): losing them to a power cut only
+ * makes messages due again (a repeated delivery, which receivers dedupe), and the next ingest
+ * commit syncs them anyway. The statements of the hot paths are prepared once and kept.
  */
 #include "store/store.h"
 
@@ -45,13 +48,86 @@ static const char *const migrations[] = {
     "  http_status INTEGER NOT NULL, error_class TEXT NOT NULL DEFAULT '',"
     "  error TEXT NOT NULL DEFAULT '', response BLOB);"
     "CREATE INDEX attempts_message ON attempts(message_seq);",
+    /* 2: records in a table of their own, so a status change rewrites a ~150-byte row and not
+     * the whole record (claims and results were writing every record to the WAL twice). */
+    "CREATE TABLE message_bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);"
+    "INSERT INTO message_bodies(seq, body) SELECT seq, body FROM messages;"
+    "ALTER TABLE messages DROP COLUMN body;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* The statements prepared once per connection (W_ on the writer, R_ on the reader). */
+enum stmt_id {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_SYNC_FULL,
+    W_SYNC_NORMAL,
+    W_INGEST_APP,
+    W_INGEST_FIND,
+    W_INGEST_BEGIN_OPEN,
+    W_INGEST_INSERT,
+    W_INGEST_BODY,
+    W_CLAIM_SELECT,
+    W_CLAIM_UPDATE,
+    W_ATTEMPT_INSERT,
+    W_ATTEMPT_UPDATE,
+    W_APP_DISABLE,
+    W_RELEASE,
+    W_RENEW,
+    R_FIRST_,
+    R_KEY_LOOKUP = R_FIRST_,
+    R_APP_GET,
+    STMT_COUNT_
+};
+
+#define APP_COLUMNS                                                                           \
+    "id, config, secret, prev_secret, prev_expires_at, enabled, disabled_reason, created_at," \
+    " updated_at"
+
+static const char *const stmt_sql[STMT_COUNT_] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [W_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [W_INGEST_APP] = "SELECT 1 FROM voice_apps WHERE id = ?",
+    [W_INGEST_FIND] = "SELECT seq, status FROM messages WHERE id = ?",
+    [W_INGEST_BEGIN_OPEN] = "SELECT 1 FROM messages WHERE app_id = ? AND dedupe_key = ?"
+                            " AND event = 'begin-call' AND status IN (0, 1) LIMIT 1",
+    [W_INGEST_INSERT] = "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status,"
+                        " created_at, next_attempt_at, wait_begin)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [W_INGEST_BODY] = "INSERT INTO message_bodies(seq, body) VALUES (?, ?)",
+    [W_CLAIM_SELECT] =
+        "SELECT m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at, b.body"
+        " FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
+        " JOIN message_bodies b ON b.seq = m.seq"
+        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1"
+        " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
+        "   SELECT 1 FROM messages p WHERE p.app_id = m.app_id"
+        "   AND p.dedupe_key = m.dedupe_key AND p.event = 'begin-call'"
+        "   AND p.status IN (0, 1)))"
+        " ORDER BY m.next_attempt_at, m.seq LIMIT ?2",
+    [W_CLAIM_UPDATE] = "UPDATE messages SET status = 1, next_attempt_at = ? WHERE seq = ?",
+    [W_ATTEMPT_INSERT] = "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
+                         " error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    [W_ATTEMPT_UPDATE] = "UPDATE messages SET status = ?, attempts = attempts + 1,"
+                         " next_attempt_at = ?, delivered_at = ?, last_error = ? WHERE seq = ?",
+    [W_APP_DISABLE] = "UPDATE voice_apps SET enabled = 0, disabled_reason = ? WHERE id = ?",
+    [W_RELEASE] =
+        "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ? AND status = 1",
+    [W_RENEW] = "UPDATE messages SET next_attempt_at = ? WHERE seq = ? AND status = 1",
+    [R_KEY_LOOKUP] = "SELECT role FROM api_keys WHERE hash = ? AND revoked = 0",
+    [R_APP_GET] = "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = ?",
+};
 
 struct sqlite_store {
     struct store base;
     sqlite3 *w, *r;
-    int lock_fd; /* the ".lock" file held by the serving process, or -1 */
+    sqlite3_stmt *q[STMT_COUNT_]; /* prepared on first use, under the connection's lock */
+    bool sync_normal;             /* the writer is at synchronous=NORMAL (inside begin/finish) */
+    int lock_fd;                  /* the ".lock" file held by the serving process, or -1 */
     pthread_mutex_t wlock, rlock;
     char path[4096];
 };
@@ -87,6 +163,69 @@ static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct c
     if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
         return db_error(err, db, "prepare");
     return CH_OK;
+}
+
+/* A kept statement, ready to bind; the caller holds the connection's lock and calls
+ * stmt_done() when through with it. */
+static ch_code stmt(struct sqlite_store *db, enum stmt_id id, sqlite3_stmt **out,
+                    struct ch_error *err)
+{
+    if (db->q[id] == NULL) {
+        sqlite3 *conn = id >= R_FIRST_ ? db->r : db->w;
+        if (sqlite3_prepare_v3(conn, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &db->q[id],
+                               NULL) != SQLITE_OK)
+            return db_error(err, conn, "prepare");
+    }
+    *out = db->q[id];
+    return CH_OK;
+}
+
+/* Resets a kept statement, so it holds no read snapshot and no borrowed bindings. */
+static void stmt_done(sqlite3_stmt *st)
+{
+    if (st != NULL) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+/* Runs a kept statement that returns no rows (transaction control, pragmas). */
+static ch_code run(struct sqlite_store *db, enum stmt_id id, struct ch_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    ch_code rc = stmt(db, id, &st, err);
+    if (rc != CH_OK)
+        return rc;
+    int step = sqlite3_step(st);
+    if (step != SQLITE_DONE && step != SQLITE_ROW)
+        rc = db_error(err, db->w, stmt_sql[id]);
+    stmt_done(st);
+    return rc;
+}
+
+/* BEGIN IMMEDIATE on the writer. durable = false: its COMMIT is not fsynced (the writer is
+ * back to synchronous=FULL after it, for everything else). */
+static ch_code begin(struct sqlite_store *db, bool durable, struct ch_error *err)
+{
+    if (!durable) {
+        ch_code rc = run(db, W_SYNC_NORMAL, err);
+        if (rc != CH_OK)
+            return rc;
+        db->sync_normal = true;
+    }
+    return run(db, W_BEGIN, err);
+}
+
+/* COMMIT when rc is CH_OK, else ROLLBACK; returns the first error. */
+static ch_code finish(struct sqlite_store *db, ch_code rc, struct ch_error *err)
+{
+    if (rc == CH_OK)
+        rc = run(db, W_COMMIT, err);
+    if (rc != CH_OK && !sqlite3_get_autocommit(db->w))
+        run(db, W_ROLLBACK, NULL);
+    if (db->sync_normal && run(db, W_SYNC_FULL, NULL) == CH_OK)
+        db->sync_normal = false;
+    return rc;
 }
 
 static void text_col(sqlite3_stmt *st, int col, char *dst, size_t cap)
@@ -177,8 +316,7 @@ static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum ke
     struct sqlite_store *db = self(s);
     pthread_mutex_lock(&db->rlock);
     sqlite3_stmt *st = NULL;
-    ch_code rc =
-        prepare(db->r, "SELECT role FROM api_keys WHERE hash = ? AND revoked = 0", &st, err);
+    ch_code rc = stmt(db, R_KEY_LOOKUP, &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
         int step = sqlite3_step(st);
@@ -189,7 +327,7 @@ static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum ke
         else
             rc = db_error(err, db->r, "look up key");
     }
-    sqlite3_finalize(st);
+    stmt_done(st);
     pthread_mutex_unlock(&db->rlock);
     return rc;
 }
@@ -289,10 +427,6 @@ static ch_code app_put(struct store *s, const struct stored_app *a, bool *create
     return rc;
 }
 
-#define APP_COLUMNS                                                                           \
-    "id, config, secret, prev_secret, prev_expires_at, enabled, disabled_reason, created_at," \
-    " updated_at"
-
 static ch_code app_row(sqlite3_stmt *st, struct stored_app *out, struct ch_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -317,7 +451,7 @@ static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
     struct sqlite_store *db = self(s);
     pthread_mutex_lock(&db->rlock);
     sqlite3_stmt *st = NULL;
-    ch_code rc = prepare(db->r, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = ?", &st, err);
+    ch_code rc = stmt(db, R_APP_GET, &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         int step = sqlite3_step(st);
@@ -328,7 +462,7 @@ static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
         else
             rc = db_error(err, db->r, "read voice app");
     }
-    sqlite3_finalize(st);
+    stmt_done(st);
     pthread_mutex_unlock(&db->rlock);
     return rc;
 }
@@ -375,61 +509,60 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
 
 /* ---- ingest ---- */
 
-/* The statements one ingest batch uses, prepared once per batch. */
-struct ingest_stmts {
-    sqlite3_stmt *app, *find, *begin_open, *insert;
-};
-
-static void ingest_stmts_free(struct ingest_stmts *q)
-{
-    sqlite3_finalize(q->app);
-    sqlite3_finalize(q->find);
-    sqlite3_finalize(q->begin_open);
-    sqlite3_finalize(q->insert);
-}
-
-static ch_code ingest_one(sqlite3 *w, struct ingest_stmts *q, struct ingest_item *it, bool skip,
+static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool skip,
                           bool wait_begin, struct ch_error *err)
 {
-    sqlite3_reset(q->app);
-    sqlite3_bind_text(q->app, 1, it->app_id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(q->app);
+    sqlite3_stmt *app = NULL, *find = NULL, *begin_open = NULL, *ins = NULL, *body = NULL;
+    ch_code rc = stmt(db, W_INGEST_APP, &app, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_INGEST_FIND, &find, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_INGEST_BEGIN_OPEN, &begin_open, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_INGEST_INSERT, &ins, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_INGEST_BODY, &body, err);
+    if (rc != CH_OK)
+        return rc;
+
+    sqlite3_bind_text(app, 1, it->app_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(app);
+    stmt_done(app);
     if (step == SQLITE_DONE) {
         it->unknown_app = true;
         it->result = CH_ENOTFOUND;
         return CH_OK;
     }
     if (step != SQLITE_ROW)
-        return db_error(err, w, "ingest: find voice app");
+        return db_error(err, db->w, "ingest: find voice app");
 
-    sqlite3_reset(q->find);
-    sqlite3_bind_text(q->find, 1, it->msg_id, -1, SQLITE_STATIC);
-    step = sqlite3_step(q->find);
+    sqlite3_bind_text(find, 1, it->msg_id, -1, SQLITE_STATIC);
+    step = sqlite3_step(find);
     if (step == SQLITE_ROW) {
         it->duplicate = true;
-        it->seq = sqlite3_column_int64(q->find, 0);
-        it->status = (enum msg_status)sqlite3_column_int(q->find, 1);
+        it->seq = sqlite3_column_int64(find, 0);
+        it->status = (enum msg_status)sqlite3_column_int(find, 1);
         it->result = CH_OK;
+        stmt_done(find);
         return CH_OK;
     }
+    stmt_done(find);
     if (step != SQLITE_DONE)
-        return db_error(err, w, "ingest: find message");
+        return db_error(err, db->w, "ingest: find message");
 
     /* An end-call waits while its call's begin-call is still to be delivered. */
     enum msg_status status = skip ? MSG_SKIPPED : MSG_DELIVERING;
     if (!skip && wait_begin && strcmp(it->event, "end-call") == 0) {
-        sqlite3_reset(q->begin_open);
-        sqlite3_bind_text(q->begin_open, 1, it->app_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q->begin_open, 2, it->dedupe_key, -1, SQLITE_STATIC);
-        step = sqlite3_step(q->begin_open);
+        sqlite3_bind_text(begin_open, 1, it->app_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(begin_open, 2, it->dedupe_key, -1, SQLITE_STATIC);
+        step = sqlite3_step(begin_open);
+        stmt_done(begin_open);
         if (step == SQLITE_ROW)
             status = MSG_PENDING;
         else if (step != SQLITE_DONE)
-            return db_error(err, w, "ingest: find begin-call");
+            return db_error(err, db->w, "ingest: find begin-call");
     }
 
-    sqlite3_stmt *ins = q->insert;
-    sqlite3_reset(ins);
     sqlite3_bind_text(ins, 1, it->msg_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(ins, 2, it->app_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(ins, 3, it->event, -1, SQLITE_STATIC);
@@ -438,14 +571,22 @@ static ch_code ingest_one(sqlite3 *w, struct ingest_stmts *q, struct ingest_item
         sqlite3_bind_int64(ins, 5, it->call_type);
     else
         sqlite3_bind_null(ins, 5);
-    sqlite3_bind_blob64(ins, 6, it->body, it->body_len, SQLITE_STATIC);
-    sqlite3_bind_int(ins, 7, status);
-    sqlite3_bind_int64(ins, 8, it->now);
-    sqlite3_bind_int64(ins, 9, status == MSG_DELIVERING ? it->lease_until : it->now);
-    sqlite3_bind_int(ins, 10, wait_begin);
-    if (sqlite3_step(ins) != SQLITE_DONE)
-        return db_error(err, w, "ingest: insert message");
-    it->seq = sqlite3_last_insert_rowid(w);
+    sqlite3_bind_int(ins, 6, status);
+    sqlite3_bind_int64(ins, 7, it->now);
+    sqlite3_bind_int64(ins, 8, status == MSG_DELIVERING ? it->lease_until : it->now);
+    sqlite3_bind_int(ins, 9, wait_begin);
+    step = sqlite3_step(ins);
+    stmt_done(ins);
+    if (step != SQLITE_DONE)
+        return db_error(err, db->w, "ingest: insert message");
+    it->seq = sqlite3_last_insert_rowid(db->w);
+
+    sqlite3_bind_int64(body, 1, it->seq);
+    sqlite3_bind_blob64(body, 2, it->body, it->body_len, SQLITE_STATIC);
+    step = sqlite3_step(body);
+    stmt_done(body);
+    if (step != SQLITE_DONE)
+        return db_error(err, db->w, "ingest: insert record");
     it->status = status;
     it->result = CH_OK;
     return CH_OK;
@@ -455,37 +596,17 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
 {
     struct sqlite_store *db = self(s);
     pthread_mutex_lock(&db->wlock);
-    struct ingest_stmts q = {0};
-    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
-    if (rc == CH_OK)
-        rc = prepare(db->w, "SELECT 1 FROM voice_apps WHERE id = ?", &q.app, err);
-    if (rc == CH_OK)
-        rc = prepare(db->w, "SELECT seq, status FROM messages WHERE id = ?", &q.find, err);
-    if (rc == CH_OK)
-        rc = prepare(db->w,
-                     "SELECT 1 FROM messages WHERE app_id = ? AND dedupe_key = ?"
-                     " AND event = 'begin-call' AND status IN (0, 1) LIMIT 1",
-                     &q.begin_open, err);
-    if (rc == CH_OK)
-        rc = prepare(db->w,
-                     "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status,"
-                     " created_at, next_attempt_at, wait_begin)"
-                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     &q.insert, err);
+    /* What ingest acknowledges is on disk when COMMIT returns. */
+    ch_code rc = begin(db, true, err);
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
         /* skip and ordering travel in the item's status field on the way in. */
         bool skip = items[i].status == MSG_SKIPPED;
         bool wait_begin = items[i].status == MSG_PENDING;
-        rc = ingest_one(db->w, &q, &items[i], skip, wait_begin, err);
+        rc = ingest_one(db, &items[i], skip, wait_begin, err);
     }
-    ingest_stmts_free(&q);
-    if (rc == CH_OK)
-        rc = exec(db->w, "COMMIT", err);
-    if (rc != CH_OK) {
-        exec(db->w, "ROLLBACK", NULL);
-        if (rc == CH_ESTORE)
-            rc = CH_EUNAVAILABLE; /* nothing was stored: the caller answers 503 */
-    }
+    rc = finish(db, rc, err);
+    if (rc == CH_ESTORE)
+        rc = CH_EUNAVAILABLE; /* nothing was stored: the caller answers 503 */
     pthread_mutex_unlock(&db->wlock);
     return rc;
 }
@@ -499,22 +620,11 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     *n = 0;
     pthread_mutex_lock(&db->wlock);
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    ch_code rc = begin(db, false, err);
     if (rc == CH_OK)
-        rc =
-            prepare(db->w,
-                    "SELECT m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at,"
-                    " m.body FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-                    " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1"
-                    " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
-                    "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id"
-                    "   AND b.dedupe_key = m.dedupe_key AND b.event = 'begin-call'"
-                    "   AND b.status IN (0, 1)))"
-                    " ORDER BY m.next_attempt_at, m.seq LIMIT ?2",
-                    &sel, err);
+        rc = stmt(db, W_CLAIM_SELECT, &sel, err);
     if (rc == CH_OK)
-        rc = prepare(db->w, "UPDATE messages SET status = 1, next_attempt_at = ? WHERE seq = ?",
-                     &upd, err);
+        rc = stmt(db, W_CLAIM_UPDATE, &upd, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(sel, 1, now);
         sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
@@ -539,10 +649,11 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
                 memcpy(m->body, sqlite3_column_blob(sel, 7), (size_t)len);
             m->body_len = (size_t)len;
             (*n)++;
-            sqlite3_reset(upd);
             sqlite3_bind_int64(upd, 1, lease_until);
             sqlite3_bind_int64(upd, 2, m->seq);
-            if (sqlite3_step(upd) != SQLITE_DONE) {
+            int ustep = sqlite3_step(upd);
+            sqlite3_reset(upd);
+            if (ustep != SQLITE_DONE) {
                 rc = db_error(err, db->w, "claim");
                 break;
             }
@@ -550,12 +661,10 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         if (rc == CH_OK && step != SQLITE_DONE && step != SQLITE_ROW)
             rc = db_error(err, db->w, "claim");
     }
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
-    if (rc == CH_OK)
-        rc = exec(db->w, "COMMIT", err);
+    stmt_done(sel);
+    stmt_done(upd);
+    rc = finish(db, rc, err);
     if (rc != CH_OK) {
-        exec(db->w, "ROLLBACK", NULL);
         for (size_t i = 0; i < *n; i++)
             free(out[i].body);
         *n = 0;
@@ -570,23 +679,16 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
     struct sqlite_store *db = self(s);
     pthread_mutex_lock(&db->wlock);
     sqlite3_stmt *ins = NULL, *upd = NULL, *dis = NULL;
-    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    /* Not fsynced: a result lost to a power cut makes its message due again. */
+    ch_code rc = begin(db, false, err);
     if (rc == CH_OK)
-        rc = prepare(db->w,
-                     "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
-                     " error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     &ins, err);
+        rc = stmt(db, W_ATTEMPT_INSERT, &ins, err);
     if (rc == CH_OK)
-        rc = prepare(db->w,
-                     "UPDATE messages SET status = ?, attempts = attempts + 1,"
-                     " next_attempt_at = ?, delivered_at = ?, last_error = ? WHERE seq = ?",
-                     &upd, err);
+        rc = stmt(db, W_ATTEMPT_UPDATE, &upd, err);
     if (rc == CH_OK)
-        rc = prepare(db->w, "UPDATE voice_apps SET enabled = 0, disabled_reason = ? WHERE id = ?",
-                     &dis, err);
+        rc = stmt(db, W_APP_DISABLE, &dis, err);
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
         const struct attempt_result *a = &r[i];
-        sqlite3_reset(ins);
         sqlite3_bind_int64(ins, 1, a->seq);
         sqlite3_bind_int64(ins, 2, a->at_ms);
         sqlite3_bind_int64(ins, 3, a->duration_ms);
@@ -597,35 +699,56 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
             sqlite3_bind_blob64(ins, 7, a->response, a->response_len, SQLITE_STATIC);
         else
             sqlite3_bind_null(ins, 7);
-        if (sqlite3_step(ins) != SQLITE_DONE) {
+        int step = sqlite3_step(ins);
+        stmt_done(ins);
+        if (step != SQLITE_DONE) {
             rc = db_error(err, db->w, "record attempt");
             break;
         }
-        sqlite3_reset(upd);
         sqlite3_bind_int(upd, 1, a->new_status);
         sqlite3_bind_int64(upd, 2, a->next_attempt_at);
         sqlite3_bind_int64(upd, 3, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0);
         sqlite3_bind_text(upd, 4, a->error ? a->error : "", -1, SQLITE_STATIC);
         sqlite3_bind_int64(upd, 5, a->seq);
-        if (sqlite3_step(upd) != SQLITE_DONE) {
+        step = sqlite3_step(upd);
+        stmt_done(upd);
+        if (step != SQLITE_DONE) {
             rc = db_error(err, db->w, "update message");
             break;
         }
         if (a->disable_app && a->app_id) {
-            sqlite3_reset(dis);
             sqlite3_bind_text(dis, 1, a->error ? a->error : "disabled", -1, SQLITE_STATIC);
             sqlite3_bind_text(dis, 2, a->app_id, -1, SQLITE_STATIC);
-            if (sqlite3_step(dis) != SQLITE_DONE)
+            step = sqlite3_step(dis);
+            stmt_done(dis);
+            if (step != SQLITE_DONE)
                 rc = db_error(err, db->w, "disable voice app");
         }
     }
-    sqlite3_finalize(ins);
-    sqlite3_finalize(upd);
-    sqlite3_finalize(dis);
+    rc = finish(db, rc, err);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+/* Sets next_attempt_at of claimed messages (release: and makes them pending again). */
+static ch_code update_claimed(struct store *s, enum stmt_id id, const int64_t *seqs, size_t n,
+                              int64_t at, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = begin(db, false, err);
     if (rc == CH_OK)
-        rc = exec(db->w, "COMMIT", err);
-    else
-        exec(db->w, "ROLLBACK", NULL);
+        rc = stmt(db, id, &st, err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        sqlite3_bind_int64(st, 1, at);
+        sqlite3_bind_int64(st, 2, seqs[i]);
+        int step = sqlite3_step(st);
+        stmt_done(st);
+        if (step != SQLITE_DONE)
+            rc = db_error(err, db->w, id == W_RELEASE ? "release" : "renew leases");
+    }
+    rc = finish(db, rc, err);
     pthread_mutex_unlock(&db->wlock);
     return rc;
 }
@@ -633,62 +756,21 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
 static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
                        struct ch_error *err)
 {
-    struct sqlite_store *db = self(s);
-    pthread_mutex_lock(&db->wlock);
-    sqlite3_stmt *st = NULL;
-    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
-    if (rc == CH_OK)
-        rc = prepare(db->w,
-                     "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ?"
-                     " AND status = 1",
-                     &st, err);
-    for (size_t i = 0; rc == CH_OK && i < n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, next_attempt_at);
-        sqlite3_bind_int64(st, 2, seqs[i]);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_error(err, db->w, "release");
-    }
-    sqlite3_finalize(st);
-    if (rc == CH_OK)
-        rc = exec(db->w, "COMMIT", err);
-    else
-        exec(db->w, "ROLLBACK", NULL);
-    pthread_mutex_unlock(&db->wlock);
-    return rc;
+    return update_claimed(s, W_RELEASE, seqs, n, next_attempt_at, err);
 }
 
 static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
                      struct ch_error *err)
 {
-    struct sqlite_store *db = self(s);
-    pthread_mutex_lock(&db->wlock);
-    sqlite3_stmt *st = NULL;
-    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
-    if (rc == CH_OK)
-        rc = prepare(db->w, "UPDATE messages SET next_attempt_at = ? WHERE seq = ? AND status = 1",
-                     &st, err);
-    for (size_t i = 0; rc == CH_OK && i < n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, lease_until);
-        sqlite3_bind_int64(st, 2, seqs[i]);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_error(err, db->w, "renew leases");
-    }
-    sqlite3_finalize(st);
-    if (rc == CH_OK)
-        rc = exec(db->w, "COMMIT", err);
-    else
-        exec(db->w, "ROLLBACK", NULL);
-    pthread_mutex_unlock(&db->wlock);
-    return rc;
+    return update_claimed(s, W_RENEW, seqs, n, lease_until, err);
 }
 
 /* ---- messages for the API ---- */
 
 #define MESSAGE_COLUMNS                                                            \
     "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error, length(body)"
+    " next_attempt_at, delivered_at, last_error,"                                  \
+    " (SELECT length(body) FROM message_bodies b WHERE b.seq = messages.seq)"
 
 static void message_row(sqlite3_stmt *st, struct message_view *m)
 {
@@ -883,8 +965,9 @@ static ch_code purge(struct store *s, int64_t payload_before, int64_t attempts_b
     /* A skipped message was never delivered: its record goes after the same time. */
     if (rc == CH_OK)
         rc = prepare(db->w,
-                     "UPDATE messages SET body = x'' WHERE length(body) > 0 AND ("
-                     " (status = 2 AND delivered_at < ?1) OR (status = 4 AND created_at < ?1))",
+                     "UPDATE message_bodies SET body = x'' WHERE length(body) > 0 AND seq IN ("
+                     " SELECT seq FROM messages WHERE (status = 2 AND delivered_at < ?1)"
+                     " OR (status = 4 AND created_at < ?1))",
                      &a, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(a, 1, payload_before);
@@ -941,6 +1024,8 @@ static void sqlite_close(struct store *s)
     struct sqlite_store *db = self(s);
     if (db == NULL)
         return;
+    for (int i = 0; i < STMT_COUNT_; i++)
+        sqlite3_finalize(db->q[i]);
     sqlite3_close(db->r);
     sqlite3_close(db->w);
     if (db->lock_fd >= 0)

@@ -1002,7 +1002,8 @@ class Retention(SecurityCase):
         self.assertEqual(self.purge(s, 60, 60, key_path), (len(delivered) + 1, n_attempts))
         self.assertEqual(self.purge(s, 60, 60, key_path), (0, 0), "a second run finds nothing")
 
-        lengths = dict(self.sql(s, "SELECT id, length(body) FROM messages"))
+        lengths = dict(self.sql(s, "SELECT m.id, length(b.body) FROM messages m"
+                                        " JOIN message_bodies b ON b.seq = m.seq"))
         for mid in delivered:
             self.assertEqual(lengths[mid], 0, "delivered record of %s not emptied" % mid)
         self.assertEqual(lengths[skipped], 0, "skipped record of %s not emptied" % skipped)

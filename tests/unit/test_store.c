@@ -16,6 +16,7 @@
 #include "store/store.h"
 
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 static char dir[256];
 static char uri[512];
@@ -656,6 +657,66 @@ static void test_bad_uri(void **state)
     assert_int_not_equal(store_open("sqlite:/proc/nope/x.db", &s, &err), CH_OK);
 }
 
+/* A database of schema version 1 (records inside the messages table) opened by this version:
+ * the records move to their own table, and every message is still claimed with its record. */
+static void test_sqlite_upgrade_keeps_records(void **state)
+{
+    (void)state;
+    char path[400];
+    snprintf(path, sizeof path, "%s/v1.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    const char *v1 =
+        "CREATE TABLE schema_version(version INTEGER NOT NULL); INSERT INTO schema_version "
+        "VALUES (1);"
+        "CREATE TABLE api_keys (key_id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, role INTEGER"
+        " NOT NULL, created_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE voice_apps (id TEXT PRIMARY KEY, config TEXT NOT NULL, secret TEXT NOT NULL,"
+        " prev_secret TEXT NOT NULL DEFAULT '', prev_expires_at INTEGER NOT NULL DEFAULT 0,"
+        " enabled INTEGER NOT NULL DEFAULT 1, disabled_reason TEXT NOT NULL DEFAULT '',"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " app_id TEXT NOT NULL, event TEXT NOT NULL, dedupe_key TEXT NOT NULL, call_type INTEGER,"
+        " body BLOB NOT NULL, status INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+        " created_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,"
+        " delivered_at INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
+        " wait_begin INTEGER NOT NULL DEFAULT 0);"
+        "CREATE INDEX messages_due ON messages(next_attempt_at) WHERE status IN (0, 1);"
+        "CREATE INDEX messages_call ON messages(app_id, dedupe_key, event);"
+        "CREATE INDEX messages_app ON messages(app_id, seq);"
+        "CREATE TABLE attempts (message_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,"
+        " duration_ms INTEGER NOT NULL, http_status INTEGER NOT NULL, error_class TEXT NOT NULL"
+        " DEFAULT '', error TEXT NOT NULL DEFAULT '', response BLOB);"
+        "CREATE INDEX attempts_message ON attempts(message_seq);"
+        "INSERT INTO voice_apps(id, config, secret, created_at, updated_at)"
+        " VALUES ('app', '{}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 1, 1);"
+        "INSERT INTO messages(id, app_id, event, dedupe_key, body, status, created_at,"
+        " next_attempt_at) VALUES ('msg_old1', 'app', 'begin-call', 'c1', '{\"n\":1}', 0, 5, 5),"
+        " ('msg_old2', 'app', 'end-call', 'c1', '{\"n\":22}', 2, 5, 0);";
+    char *msg = NULL;
+    assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, &msg), SQLITE_OK);
+    sqlite3_close(db);
+
+    snprintf(uri, sizeof uri, "sqlite:%s", path);
+    struct store *s = open_store();
+    struct message_view v;
+    assert_int_equal(s->ops->message_get(s, "msg_old2", &v, NULL), CH_OK);
+    assert_int_equal(v.body_len, 8);
+    struct due_message m[4];
+    assert_int_equal(claim(s, 10, m, 4), 1);
+    assert_string_equal(m[0].msg_id, "msg_old1");
+    assert_int_equal(m[0].body_len, 7);
+    assert_memory_equal(m[0].body, "{\"n\":1}", 7);
+    free_claimed(m, 1);
+    /* New events go in beside the old ones, and a reopen does not migrate again. */
+    ingest(s, "msg_new", "app", "begin-call", "c2", MSG_DELIVERING, 20);
+    s->ops->close(s);
+    s = open_store();
+    assert_int_equal(s->ops->message_get(s, "msg_new", &v, NULL), CH_OK);
+    assert_int_equal(v.body_len, 20);
+    s->ops->close(s);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/callhook-test-store-XXXXXX");
@@ -677,6 +738,12 @@ int main(void)
         cmocka_unit_test(test_bad_uri),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (pg_uri() == NULL) {
+        const struct CMUnitTest sqlite_only[] = {
+            cmocka_unit_test(test_sqlite_upgrade_keeps_records),
+        };
+        rc |= cmocka_run_group_tests(sqlite_only, NULL, NULL);
+    }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
