@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 
+#include "receive/inbox.h"
 #include "util/fs.h"
 
 #include <errno.h>
@@ -28,6 +29,48 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS events_due ON events(next_at) WHERE status = 0;"
     "CREATE INDEX IF NOT EXISTS events_status ON events(status, seq);";
 
+#define ENTRY_COLUMNS                                                                      \
+    "seq, webhook_id, event, call_key, call_type, status, attempts, received_at, next_at," \
+    " processed_at, last_error, body"
+
+/* The cached statements: the first ST_WORK_FIRST on `db`, the rest on `work`. */
+enum stmt_id {
+    ST_BEGIN = 0,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_BY_ID,
+    ST_BY_CALL,
+    ST_INSERT,
+    ST_WORK_FIRST,
+    ST_WORK_BEGIN = ST_WORK_FIRST,
+    ST_WORK_COMMIT,
+    ST_WORK_ROLLBACK,
+    ST_TAKE,
+    ST_NEXT_DUE,
+    ST_FINISH,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_BY_ID] = "SELECT seq FROM events WHERE webhook_id = ?",
+    [ST_BY_CALL] = "SELECT seq FROM events WHERE event = ? AND call_key = ?",
+    [ST_INSERT] = "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
+                  " received_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    [ST_WORK_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_WORK_COMMIT] = "COMMIT",
+    [ST_WORK_ROLLBACK] = "ROLLBACK",
+    /* RETURNING gives no order: the caller sorts by seq. */
+    [ST_TAKE] = "UPDATE events SET status = 1, attempts = attempts + 1 WHERE seq IN ("
+                "  SELECT seq FROM events WHERE status = 0 AND next_at <= ?1"
+                "  ORDER BY seq LIMIT ?2) RETURNING " ENTRY_COLUMNS,
+    [ST_NEXT_DUE] = "SELECT min(next_at) FROM events WHERE status = 0",
+    [ST_FINISH] = "UPDATE events SET status = ?1, next_at = ?2, processed_at = ?3,"
+                  " last_error = ?5 WHERE seq = ?4",
+};
+
 /* Two connections: `db` adds events (synchronous=FULL: a 202 is on disk), `work` is for the
  * workers' bookkeeping and reads (synchronous=NORMAL: a lost "done" only means an event runs
  * again, and the next FULL commit syncs it anyway). Apart, the workers never hold up the
@@ -37,6 +80,9 @@ struct ch_inbox {
     pthread_mutex_t lock;
     sqlite3 *work;
     pthread_mutex_t work_lock;
+    /* Statements of the hot paths, prepared once (on first use) and reset after each use; each
+     * belongs to the connection named by its index and is used under that connection's lock. */
+    sqlite3_stmt *cached[ST_COUNT];
 };
 
 const char *ch_inbox_status_name(enum ch_inbox_status s)
@@ -89,6 +135,42 @@ static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct c
     return CH_OK;
 }
 
+/* The cached statement id, prepared on first use; NULL (err set) if it cannot be. Call with
+ * the lock of its connection held, and reset it after use. */
+static sqlite3_stmt *stmt(struct ch_inbox *ib, enum stmt_id id, struct ch_error *err)
+{
+    if (ib->cached[id] == NULL) {
+        sqlite3 *db = id < ST_WORK_FIRST ? ib->db : ib->work;
+        if (sqlite3_prepare_v3(db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &ib->cached[id],
+                               NULL) != SQLITE_OK) {
+            db_error(err, db, "prepare");
+            ib->cached[id] = NULL;
+        }
+    }
+    return ib->cached[id];
+}
+
+/* Ready for the next use, and no longer pointing at the caller's strings. */
+static void done_with(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Runs a cached statement without parameters or rows: BEGIN, COMMIT, ROLLBACK. */
+static ch_code run_simple(struct ch_inbox *ib, enum stmt_id id, struct ch_error *err)
+{
+    sqlite3_stmt *st = stmt(ib, id, err);
+    if (st == NULL)
+        return CH_ESTORE;
+    int step = sqlite3_step(st);
+    ch_code rc = CH_OK;
+    if (step != SQLITE_DONE)
+        rc = db_error(err, id < ST_WORK_FIRST ? ib->db : ib->work, stmt_sql[id]);
+    sqlite3_reset(st);
+    return rc;
+}
+
 ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err)
 {
     if (path == NULL || *path == '\0')
@@ -134,6 +216,8 @@ void ch_inbox_close(struct ch_inbox *ib)
 {
     if (ib == NULL)
         return;
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(ib->cached[i]);
     sqlite3_close(ib->work);
     sqlite3_close(ib->db);
     pthread_mutex_destroy(&ib->lock);
@@ -141,44 +225,58 @@ void ch_inbox_close(struct ch_inbox *ib)
     free(ib);
 }
 
-/* Looks up a duplicate by webhook-id, then by (event, call_key). */
+/* Looks up a duplicate by webhook-id, then by (event, call_key). Leaves both statements reset. */
 static int find_existing(sqlite3_stmt *by_id, sqlite3_stmt *by_call, const char *webhook_id,
                          const char *event, const char *call_key, long long *seq)
 {
-    sqlite3_reset(by_id);
     sqlite3_bind_text(by_id, 1, webhook_id, -1, SQLITE_STATIC);
     int step = sqlite3_step(by_id);
-    if (step == SQLITE_ROW) {
+    if (step == SQLITE_ROW)
         *seq = sqlite3_column_int64(by_id, 0);
-        return SQLITE_ROW;
-    }
+    done_with(by_id);
     if (step != SQLITE_DONE || call_key == NULL)
         return step;
-    sqlite3_reset(by_call);
     sqlite3_bind_text(by_call, 1, event, -1, SQLITE_STATIC);
     sqlite3_bind_text(by_call, 2, call_key, -1, SQLITE_STATIC);
     step = sqlite3_step(by_call);
     if (step == SQLITE_ROW)
         *seq = sqlite3_column_int64(by_call, 0);
+    done_with(by_call);
     return step;
+}
+
+static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, struct ch_inbox_event *e,
+                       struct ch_error *err)
+{
+    sqlite3_bind_text(ins, 1, e->webhook_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 2, e->event, -1, SQLITE_STATIC);
+    if (e->call_key)
+        sqlite3_bind_text(ins, 3, e->call_key, -1, SQLITE_STATIC);
+    if (e->has_call_type)
+        sqlite3_bind_int64(ins, 4, e->call_type);
+    sqlite3_bind_blob64(ins, 5, e->body ? e->body : "", e->body_len, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 6, e->received_at);
+    sqlite3_bind_int64(ins, 7, e->received_at * 1000);
+    ch_code rc = CH_OK;
+    if (sqlite3_step(ins) != SQLITE_DONE)
+        rc = db_error(err, ib->db, "store event");
+    done_with(ins); /* unbound parameters are NULL: call_key and call_type when absent */
+    if (rc == CH_OK) {
+        e->duplicate = false;
+        e->seq = sqlite3_last_insert_rowid(ib->db);
+    }
+    return rc;
 }
 
 ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
                      struct ch_error *err)
 {
     pthread_mutex_lock(&ib->lock);
-    sqlite3_stmt *by_id = NULL, *by_call = NULL, *ins = NULL;
-    ch_code rc = exec(ib->db, "BEGIN IMMEDIATE", err);
-    if (rc == CH_OK)
-        rc = prepare(ib->db, "SELECT seq FROM events WHERE webhook_id = ?", &by_id, err);
-    if (rc == CH_OK)
-        rc = prepare(ib->db, "SELECT seq FROM events WHERE event = ? AND call_key = ?", &by_call,
-                     err);
-    if (rc == CH_OK)
-        rc = prepare(ib->db,
-                     "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
-                     " received_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     &ins, err);
+    sqlite3_stmt *by_id = stmt(ib, ST_BY_ID, err);
+    sqlite3_stmt *by_call = by_id ? stmt(ib, ST_BY_CALL, err) : NULL;
+    sqlite3_stmt *ins = by_call ? stmt(ib, ST_INSERT, err) : NULL;
+    ch_code rc = ins ? run_simple(ib, ST_BEGIN, err) : CH_ESTORE;
+    bool begun = rc == CH_OK;
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
         struct ch_inbox_event *e = &events[i];
         long long seq = 0;
@@ -186,40 +284,17 @@ ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t 
         if (step == SQLITE_ROW) {
             e->duplicate = true;
             e->seq = seq;
-            continue;
-        }
-        if (step != SQLITE_DONE) {
+        } else if (step != SQLITE_DONE) {
             rc = db_error(err, ib->db, "look up duplicate");
-            break;
+        } else {
+            rc = add_one(ib, ins, e, err);
         }
-        sqlite3_reset(ins);
-        sqlite3_bind_text(ins, 1, e->webhook_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 2, e->event, -1, SQLITE_STATIC);
-        if (e->call_key)
-            sqlite3_bind_text(ins, 3, e->call_key, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(ins, 3);
-        if (e->has_call_type)
-            sqlite3_bind_int64(ins, 4, e->call_type);
-        else
-            sqlite3_bind_null(ins, 4);
-        sqlite3_bind_blob64(ins, 5, e->body ? e->body : "", e->body_len, SQLITE_STATIC);
-        sqlite3_bind_int64(ins, 6, e->received_at);
-        sqlite3_bind_int64(ins, 7, e->received_at * 1000);
-        if (sqlite3_step(ins) != SQLITE_DONE) {
-            rc = db_error(err, ib->db, "store event");
-            break;
-        }
-        e->duplicate = false;
-        e->seq = sqlite3_last_insert_rowid(ib->db);
     }
-    sqlite3_finalize(by_id);
-    sqlite3_finalize(by_call);
-    sqlite3_finalize(ins);
     if (rc == CH_OK)
-        rc = exec(ib->db, "COMMIT", err);
+        rc = run_simple(ib, ST_COMMIT, err);
     if (rc != CH_OK) {
-        exec(ib->db, "ROLLBACK", NULL);
+        if (begun)
+            run_simple(ib, ST_ROLLBACK, NULL);
         rc = CH_EUNAVAILABLE; /* nothing of the batch was stored */
     }
     pthread_mutex_unlock(&ib->lock);
@@ -230,11 +305,9 @@ ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *e
                       const char *call_key, bool *seen, struct ch_error *err)
 {
     pthread_mutex_lock(&ib->lock);
-    sqlite3_stmt *by_id = NULL, *by_call = NULL;
-    ch_code rc = prepare(ib->db, "SELECT seq FROM events WHERE webhook_id = ?", &by_id, err);
-    if (rc == CH_OK)
-        rc = prepare(ib->db, "SELECT seq FROM events WHERE event = ? AND call_key = ?", &by_call,
-                     err);
+    sqlite3_stmt *by_id = stmt(ib, ST_BY_ID, err);
+    sqlite3_stmt *by_call = by_id ? stmt(ib, ST_BY_CALL, err) : NULL;
+    ch_code rc = by_call ? CH_OK : CH_ESTORE;
     if (rc == CH_OK) {
         long long seq;
         int step = find_existing(by_id, by_call, webhook_id ? webhook_id : "", event ? event : "",
@@ -244,15 +317,9 @@ ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *e
         else
             rc = db_error(err, ib->db, "look up duplicate");
     }
-    sqlite3_finalize(by_id);
-    sqlite3_finalize(by_call);
     pthread_mutex_unlock(&ib->lock);
     return rc;
 }
-
-#define ENTRY_COLUMNS                                                                      \
-    "seq, webhook_id, event, call_key, call_type, status, attempts, received_at, next_at," \
-    " processed_at, last_error, body"
 
 static void text_col(sqlite3_stmt *st, int col, char *dst, size_t cap)
 {
@@ -289,48 +356,98 @@ static ch_code entry_row(sqlite3_stmt *st, struct ch_inbox_entry *e, bool with_b
     return CH_OK;
 }
 
+static int by_seq(const void *a, const void *b)
+{
+    long long x = ((const struct ch_inbox_entry *)a)->seq;
+    long long y = ((const struct ch_inbox_entry *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out, size_t max,
+                        size_t *n, long long *next_due, struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->work_lock);
+    *n = 0;
+    *next_due = 0;
+    /* now and next_at are milliseconds here. */
+    sqlite3_stmt *st = stmt(ib, ST_TAKE, err);
+    ch_code rc = st ? run_simple(ib, ST_WORK_BEGIN, err) : CH_ESTORE;
+    bool begun = rc == CH_OK;
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (long long)max);
+        int step = SQLITE_DONE;
+        while (rc == CH_OK && *n < max && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            rc = entry_row(st, &out[*n], true, err);
+            if (rc == CH_OK)
+                (*n)++;
+        }
+        if (rc == CH_OK && *n < max && step != SQLITE_DONE)
+            rc = db_error(err, ib->work, "take an event");
+        done_with(st);
+    }
+    if (rc == CH_OK)
+        rc = run_simple(ib, ST_WORK_COMMIT, err);
+    if (rc != CH_OK) {
+        if (begun)
+            run_simple(ib, ST_WORK_ROLLBACK, NULL);
+        for (size_t i = 0; i < *n; i++)
+            ch_inbox_entry_release(&out[i]);
+        *n = 0;
+    } else if (*n == 0) {
+        rc = CH_ENOTFOUND;
+        st = stmt(ib, ST_NEXT_DUE, NULL);
+        if (st) {
+            if (sqlite3_step(st) == SQLITE_ROW)
+                *next_due = sqlite3_column_int64(st, 0);
+            sqlite3_reset(st);
+        }
+    } else {
+        qsort(out, *n, sizeof *out, by_seq);
+    }
+    pthread_mutex_unlock(&ib->work_lock);
+    return rc;
+}
+
 ch_code ch_inbox_take(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out,
                       long long *next_due, struct ch_error *err)
 {
+    size_t n;
+    return inbox_take_many(ib, now, out, 1, &n, next_due, err);
+}
+
+static ch_code finish_one(struct ch_inbox *ib, sqlite3_stmt *st, const struct inbox_outcome *o,
+                          long long now, struct ch_error *err)
+{
+    sqlite3_bind_int64(st, 1, o->status);
+    sqlite3_bind_int64(st, 2, o->next_at);
+    sqlite3_bind_int64(st, 3, o->status == CH_INBOX_DONE ? now : 0);
+    sqlite3_bind_int64(st, 4, o->seq);
+    sqlite3_bind_text(st, 5, o->error ? o->error : "", -1, SQLITE_STATIC);
+    ch_code rc = CH_OK;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(err, ib->work, "record the outcome");
+    done_with(st);
+    return rc;
+}
+
+ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, size_t n,
+                          long long now, struct ch_error *err)
+{
     pthread_mutex_lock(&ib->work_lock);
-    *next_due = 0;
-    /* now and next_at are milliseconds here. */
-    sqlite3_stmt *st = NULL;
-    ch_code rc = exec(ib->work, "BEGIN IMMEDIATE", err);
-    if (rc == CH_OK)
-        rc = prepare(ib->work,
-                     "UPDATE events SET status = 1, attempts = attempts + 1 WHERE seq = ("
-                     "  SELECT seq FROM events WHERE status = 0 AND next_at <= ?"
-                     "  ORDER BY seq LIMIT 1) RETURNING " ENTRY_COLUMNS,
-                     &st, err);
-    if (rc == CH_OK) {
-        sqlite3_bind_int64(st, 1, now);
-        int step = sqlite3_step(st);
-        if (step == SQLITE_ROW)
-            rc = entry_row(st, out, true, err);
-        else if (step == SQLITE_DONE)
-            rc = CH_ENOTFOUND;
-        else
-            rc = db_error(err, ib->work, "take an event");
-        sqlite3_finalize(st);
-        st = NULL;
-    }
-    if (rc == CH_OK || rc == CH_ENOTFOUND) {
-        ch_code c = exec(ib->work, "COMMIT", err);
-        if (c != CH_OK) {
-            if (rc == CH_OK)
-                ch_inbox_entry_release(out);
-            rc = c;
-        }
-    } else {
-        exec(ib->work, "ROLLBACK", NULL);
-    }
-    if (rc == CH_ENOTFOUND &&
-        prepare(ib->work, "SELECT min(next_at) FROM events WHERE status = 0", &st, NULL) == CH_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW)
-            *next_due = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
+    sqlite3_stmt *st = stmt(ib, ST_FINISH, err);
+    ch_code rc = st ? CH_OK : CH_ESTORE;
+    /* One outcome needs no transaction of its own: the statement is one. */
+    bool batch = n > 1;
+    if (rc == CH_OK && batch)
+        rc = run_simple(ib, ST_WORK_BEGIN, err);
+    bool begun = batch && rc == CH_OK;
+    for (size_t i = 0; rc == CH_OK && i < n; i++)
+        rc = finish_one(ib, st, &o[i], now, err);
+    if (rc == CH_OK && batch)
+        rc = run_simple(ib, ST_WORK_COMMIT, err);
+    if (rc != CH_OK && begun)
+        run_simple(ib, ST_WORK_ROLLBACK, NULL);
     pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
@@ -360,11 +477,8 @@ static ch_code run_update(struct ch_inbox *ib, const char *sql, const char *what
 ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
                         long long next_at, const char *error, long long now, struct ch_error *err)
 {
-    long long ints[] = {status, next_at, status == CH_INBOX_DONE ? now : 0, seq};
-    return run_update(ib,
-                      "UPDATE events SET status = ?1, next_at = ?2, processed_at = ?3,"
-                      " last_error = ?5 WHERE seq = ?4",
-                      "record the outcome", ints, 4, error ? error : "", NULL, err);
+    struct inbox_outcome o = {.seq = seq, .status = status, .next_at = next_at, .error = error};
+    return inbox_finish_many(ib, &o, 1, now, err);
 }
 
 ch_code ch_inbox_recover(struct ch_inbox *ib, long long now, long long *requeued,

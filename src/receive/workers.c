@@ -1,10 +1,13 @@
 /*
- * The receiver's workers: each takes the oldest due event from the inbox, runs its handler
- * (a command fed the raw body, or a JSON-lines file), and records the outcome. A failure is
+ * The receiver's workers: each takes the oldest due events from the inbox, runs their handlers
+ * (a command fed the raw body, or a JSON-lines file: a batch's lines share one sync), and
+ * records the outcomes in one transaction. A failure is
  * retried with exponential backoff; after the last try the event is parked as failed, never
  * dropped.
  */
 #include "receive/receiver.h"
+
+#include "receive/inbox.h"
 
 #include "util/log.h"
 
@@ -33,6 +36,7 @@ struct worker_pool {
     struct ch_inbox *inbox;
     pthread_t *threads;
     int nthreads;
+    size_t batch; /* events taken at once */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     unsigned long wakeups;
@@ -277,8 +281,8 @@ fail_early:
 /* One writer at a time in this process, so lines never interleave. */
 static pthread_mutex_t jsonl_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, char *error,
-                      size_t cap)
+/* Appends the event's line to line (grown as needed). False when out of memory. */
+static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len, size_t *cap)
 {
     /* The record goes in as received, not re-serialized (so numbers past 64 bits survive): the
      * front checked it is a JSON object, and raw line breaks in valid JSON can only be white
@@ -287,34 +291,63 @@ static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, c
                              "receivedAt", (json_int_t)e->received_at);
     char *head = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
     json_decref(meta);
-    size_t head_len = head ? strlen(head) : 0;
-    char *line = head ? malloc(head_len + e->body_len + 16) : NULL;
-    if (line == NULL) {
-        free(head);
-        snprintf(error, cap, "out of memory writing a line");
+    if (head == NULL)
         return false;
+    size_t head_len = strlen(head);
+    size_t need = *len + head_len + e->body_len + 16;
+    if (need > *cap) {
+        size_t grown = *cap * 2 > need ? *cap * 2 : need;
+        char *more = realloc(*line, grown);
+        if (more == NULL) {
+            free(head);
+            return false;
+        }
+        *line = more;
+        *cap = grown;
     }
     /* head is {...}: drop its closing brace, add ,"record":BODY} and a newline. */
-    size_t o = head_len - 1;
-    memcpy(line, head, o);
+    char *out = *line;
+    size_t o = *len;
+    memcpy(out + o, head, head_len - 1);
+    o += head_len - 1;
     free(head);
-    memcpy(line + o, ",\"record\":", 10);
+    memcpy(out + o, ",\"record\":", 10);
     o += 10;
     const char *body = e->body;
     for (size_t i = 0; i < e->body_len; i++)
-        line[o++] = (body[i] == '\n' || body[i] == '\r') ? ' ' : body[i];
-    line[o++] = '}';
-    line[o++] = '\n';
+        out[o++] = (body[i] == '\n' || body[i] == '\r') ? ' ' : body[i];
+    out[o++] = '}';
+    out[o++] = '\n';
+    *len = o;
+    return true;
+}
 
+/* Appends the lines of events e[0..n) to the handler's file and syncs it once: all of them are
+ * durable when it returns true. */
+static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *const *e, size_t n,
+                      char *error, size_t cap)
+{
+    char *lines = NULL;
+    size_t len = 0, room = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!jsonl_line(e[i], &lines, &len, &room)) {
+            free(lines);
+            snprintf(error, cap, "out of memory writing a line");
+            return false;
+        }
+    }
     bool ok = false;
     pthread_mutex_lock(&jsonl_lock);
     int fd = open(h->target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(error, cap, "cannot open '%s': %s", h->target, strerror(errno));
     } else {
-        /* One write per line and an fsync before the event counts as processed. */
-        ssize_t w = write(fd, line, o);
-        if (w != (ssize_t)o)
+        /* Whole lines, then an fsync before any of these events counts as processed. */
+        size_t done = 0;
+        ssize_t w = 0;
+        while (done < len && (w = write(fd, lines + done, len - done)) > 0)
+            done += (size_t)w;
+        if (done != len)
             snprintf(error, cap, "cannot write '%s': %s", h->target,
                      w < 0 ? strerror(errno) : "short write");
         else if (fdatasync(fd) != 0)
@@ -324,7 +357,7 @@ static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *e, c
         close(fd);
     }
     pthread_mutex_unlock(&jsonl_lock);
-    free(line);
+    free(lines);
     return ok;
 }
 
@@ -336,7 +369,7 @@ bool handler_run(const struct receive_config *c, const struct handler *h,
     case HANDLER_EXEC:
         return run_exec(c, h, e, error, cap);
     case HANDLER_JSONL:
-        return run_jsonl(h, e, error, cap);
+        return run_jsonl(h, &e, 1, error, cap);
     case HANDLER_NONE:
         break;
     }
@@ -345,30 +378,80 @@ bool handler_run(const struct receive_config *c, const struct handler *h,
 
 /* ---- the pool ---- */
 
-static void process(struct worker_pool *p, struct ch_inbox_entry *e)
+/* Events a worker takes at once. With a command among the handlers, one: commands take
+ * milliseconds, and --workers of them are meant to run side by side. */
+#define WORKER_BATCH 64
+
+/* The CallType as the front stored it, read as ch_record_parse() reads it. */
+static enum ch_call_type_kind stored_kind(const struct ch_inbox_entry *e)
+{
+    if (!e->has_call_type)
+        return CH_CALL_TYPE_ABSENT;
+    return e->call_type >= CH_CALL_TYPE_GENERIC_CALL && e->call_type <= CH_CALL_TYPE_OUTBOUND_CALL
+               ? CH_CALL_TYPE_KNOWN
+               : CH_CALL_TYPE_UNKNOWN;
+}
+
+/* What became of one event of a batch. */
+struct result {
+    const struct handler *h;
+    bool ran; /* the handler has run (for jsonl: its line is written and synced) */
+    bool ok;
+    char error[512];
+};
+
+/* Runs the handlers of a batch: the JSON-lines events of one file together (one sync), the
+ * others one by one. */
+static void run_batch(struct worker_pool *p, struct ch_inbox_entry *e, struct result *res, size_t n)
 {
     const struct receive_config *c = p->cfg;
-    struct ch_record rec;
-    enum ch_call_type_kind kind = CH_CALL_TYPE_ABSENT;
-    long long type = 0;
-    if (ch_record_parse(&rec, e->body, e->body_len, 0, NULL) == CH_OK) {
-        kind = rec.call_type_kind;
-        type = rec.call_type;
+    for (size_t i = 0; i < n; i++) {
+        res[i].h = route_pick(c, e[i].event, stored_kind(&e[i]), e[i].call_type);
+        res[i].ran = false;
+        res[i].error[0] = '\0';
     }
-    const struct handler *h = route_pick(c, e->event, kind, type);
-    char error[512];
-    bool ok = handler_run(c, h, e, error, sizeof error);
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].ran)
+            continue;
+        const struct handler *h = res[i].h;
+        if (h->kind != HANDLER_JSONL) {
+            res[i].ok = handler_run(c, h, &e[i], res[i].error, sizeof res[i].error);
+            res[i].ran = true;
+            continue;
+        }
+        const struct ch_inbox_entry *group[WORKER_BATCH];
+        size_t members[WORKER_BATCH], m = 0;
+        for (size_t k = i; k < n; k++) {
+            if (!res[k].ran && res[k].h->kind == HANDLER_JSONL &&
+                strcmp(res[k].h->target, h->target) == 0) {
+                group[m] = &e[k];
+                members[m++] = k;
+            }
+        }
+        char error[512] = "";
+        bool ok = run_jsonl(h, group, m, error, sizeof error);
+        for (size_t k = 0; k < m; k++) {
+            struct result *r = &res[members[k]];
+            r->ran = true;
+            r->ok = ok;
+            snprintf(r->error, sizeof r->error, "%s", error);
+        }
+    }
+}
+
+/* The outcome to record for one event, logged as it is decided. */
+static struct inbox_outcome outcome(const struct receive_config *c, const struct ch_inbox_entry *e,
+                                    const struct result *r, long long now)
+{
     char masked[64], name[CH_CALL_TYPE_NAME_MAX];
     mask_text(e->call_key, masked, sizeof masked);
-    ch_call_type_name(kind, type, name, sizeof name);
-    struct ch_error err = {0};
-    long long now = now_ms();
-    ch_code rc;
-    if (ok) {
-        rc = ch_inbox_finish(p->inbox, e->seq, CH_INBOX_DONE, 0, NULL, now / 1000, &err);
+    ch_call_type_name(stored_kind(e), e->call_type, name, sizeof name);
+    struct inbox_outcome o = {.seq = e->seq, .status = CH_INBOX_DONE};
+    if (r->ok) {
         log_info("processed %s %s call %s (%s)", e->event, e->webhook_id, masked, name);
     } else if (e->attempts >= c->max_attempts) {
-        rc = ch_inbox_finish(p->inbox, e->seq, CH_INBOX_FAILED, 0, error, now / 1000, &err);
+        o.status = CH_INBOX_FAILED;
+        o.error = r->error;
         log_warn("parked %s %s after %d tries; 'callhook inbox retry %s' runs it again", e->event,
                  e->webhook_id, e->attempts, e->webhook_id);
     } else {
@@ -377,19 +460,35 @@ static void process(struct worker_pool *p, struct ch_inbox_entry *e)
             delay *= 2;
         if (delay > MAX_BACKOFF_MS)
             delay = MAX_BACKOFF_MS;
-        rc = ch_inbox_finish(p->inbox, e->seq, CH_INBOX_PENDING, now + delay, error, now / 1000,
-                             &err);
+        o.status = CH_INBOX_PENDING;
+        o.next_at = now + delay;
+        o.error = r->error;
         log_warn("handler failed for %s %s (try %d of %d); again in %lld ms", e->event,
                  e->webhook_id, e->attempts, c->max_attempts, delay);
     }
-    if (rc != CH_OK)
-        log_error("cannot record the outcome of %s: %s (it runs again after a restart)",
-                  e->webhook_id, err.message);
+    return o;
+}
+
+static void process(struct worker_pool *p, struct ch_inbox_entry *e, size_t n)
+{
+    struct result res[WORKER_BATCH];
+    struct inbox_outcome out[WORKER_BATCH];
+    run_batch(p, e, res, n);
+    long long now = now_ms();
+    for (size_t i = 0; i < n; i++)
+        out[i] = outcome(p->cfg, &e[i], &res[i], now);
+    struct ch_error err = {0};
+    if (inbox_finish_many(p->inbox, out, n, now / 1000, &err) != CH_OK) {
+        for (size_t i = 0; i < n; i++)
+            log_error("cannot record the outcome of %s: %s (it runs again after a restart)",
+                      e[i].webhook_id, err.message);
+    }
 }
 
 static void *worker_main(void *arg)
 {
     struct worker_pool *p = arg;
+    struct ch_inbox_entry batch[WORKER_BATCH];
     for (;;) {
         pthread_mutex_lock(&p->lock);
         bool stop = p->stop;
@@ -397,13 +496,14 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (stop)
             break;
-        struct ch_inbox_entry e;
+        size_t n = 0;
         long long next_due = 0;
         struct ch_error err = {0};
-        ch_code rc = ch_inbox_take(p->inbox, now_ms(), &e, &next_due, &err);
+        ch_code rc = inbox_take_many(p->inbox, now_ms(), batch, p->batch, &n, &next_due, &err);
         if (rc == CH_OK) {
-            process(p, &e);
-            ch_inbox_entry_release(&e);
+            process(p, batch, n);
+            for (size_t i = 0; i < n; i++)
+                ch_inbox_entry_release(&batch[i]);
             continue;
         }
         if (rc != CH_ENOTFOUND)
@@ -430,6 +530,14 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+static bool runs_commands(const struct receive_config *c)
+{
+    bool any = c->fallback.kind == HANDLER_EXEC;
+    for (int i = 0; i < c->nroutes; i++)
+        any |= c->routes[i].handler.kind == HANDLER_EXEC;
+    return any;
+}
+
 ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox,
                           struct worker_pool **out, struct ch_error *err)
 {
@@ -438,6 +546,7 @@ ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     p->cfg = c;
     p->inbox = inbox;
+    p->batch = runs_commands(c) ? 1 : WORKER_BATCH;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
     p->threads = calloc((size_t)c->workers, sizeof *p->threads);

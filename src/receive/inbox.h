@@ -1,0 +1,32 @@
+/*
+ * What the receiver's workers use of the inbox beyond the public API (include/callhook/inbox.h):
+ * taking several events at once and recording several outcomes in one transaction, so that a
+ * batch costs one commit instead of one per event.
+ */
+#ifndef CALLHOOK_RECEIVE_INBOX_H
+#define CALLHOOK_RECEIVE_INBOX_H
+
+#include <callhook/inbox.h>
+
+/** The outcome of processing one event, as ch_inbox_finish() takes it. error is borrowed. */
+struct inbox_outcome {
+    long long seq;
+    enum ch_inbox_status status;
+    long long next_at; /* unix milliseconds, for a retry */
+    const char *error; /* NULL or the reason of a failure */
+};
+
+/**
+ * Takes up to max of the oldest pending events due at now_ms, in one transaction, as
+ * ch_inbox_take() takes one: out[0..*n) in arrival order, each freed by the caller with
+ * ch_inbox_entry_release(). CH_ENOTFOUND (*n == 0) when none is due, with *next_due_ms as
+ * ch_inbox_take() sets it. On any other error nothing was taken.
+ */
+ch_code inbox_take_many(struct ch_inbox *ib, long long now_ms, struct ch_inbox_entry *out,
+                        size_t max, size_t *n, long long *next_due_ms, struct ch_error *err);
+
+/** Records n outcomes in one transaction (all or none); now is unix seconds. */
+ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, size_t n,
+                          long long now, struct ch_error *err);
+
+#endif
