@@ -1,7 +1,9 @@
 /*
  * The delivery engine: a libcurl multi loop on its own thread. Messages wait in per-app FIFO
- * queues in memory; each app has an in-flight cap; results are written to the store once per
- * loop turn. Nothing here holds a database transaction across an HTTP call.
+ * queues in memory; each app has an in-flight cap; results are written to the store in groups.
+ * Nothing here holds a database transaction across an HTTP call. A finished transfer keeps its
+ * easy handle (and its connection) for the app's next message: the app's settings are applied
+ * once per handle, and a delivery only sets its URL, record and headers.
  */
 #include "deliver/engine.h"
 
@@ -33,11 +35,16 @@ struct job {
     int64_t ingested_ms;
 };
 
+struct transfer;
+
 struct app_state {
     struct app_state *next; /* hash chain */
     char id[APP_ID_MAX + 1];
     uint64_t generation; /* of the settings loaded; 0: not loaded */
-    bool missing;        /* deleted */
+    char *header_lines;  /* the custom headers as "Name: value" lines, one allocation */
+    char *header_line[APP_MAX_HEADERS];
+    struct transfer *idle; /* finished transfers set up for this generation, for reuse */
+    bool missing;          /* deleted */
     bool enabled;
     struct app_config cfg;
     struct ch_secret keys[2];
@@ -46,13 +53,23 @@ struct app_state {
     struct job *head, *tail;
 };
 
+/* The fixed header lines, then the app's own (see set_headers()). */
+#define FIXED_HEADERS 6
+
 struct transfer {
-    struct transfer *prev, *next; /* the engine's list of transfers in flight */
+    struct transfer *prev, *next; /* the engine's list in flight, or the app's idle list */
     struct engine *e;
     struct app_state *app;
+    uint64_t generation; /* of the app's settings the easy handle was set up with */
     struct job *job;
     CURL *easy;
-    struct curl_slist *headers;
+    /* The header list lives here, not in curl_slist_append() nodes: curl only reads it, and a
+     * delivery then allocates nothing for its headers. */
+    struct curl_slist headers[FIXED_HEADERS + APP_MAX_HEADERS];
+    char h_id[64];
+    char h_ts[48];
+    char h_sig[2 * CH_SIGNATURE_ENTRY_MAX + 32];
+    char h_event[48];
     char response[RESPONSE_CAP + 1];
     size_t response_len;
     long retry_after_s;
@@ -101,6 +118,7 @@ struct engine {
     int64_t first_result_ms; /* when the oldest unwritten result came; 0: none */
     struct pending_result *results;
     size_t nresults;
+    struct due_message *claimed; /* claim_batch of them, for scan_store() */
 };
 
 static int64_t now_ms(void)
@@ -215,6 +233,22 @@ static struct app_state *app_find(struct engine *e, const char *id)
     return a;
 }
 
+static void transfer_free(struct transfer *t)
+{
+    curl_easy_cleanup(t->easy);
+    free(t);
+}
+
+/* Frees the app's idle transfers (set up with settings that are about to change). */
+static void drop_idle(struct app_state *a)
+{
+    while (a->idle) {
+        struct transfer *t = a->idle;
+        a->idle = t->next;
+        transfer_free(t);
+    }
+}
+
 /* Reloads an app's settings and secrets from the store when they changed. */
 static void app_refresh(struct engine *e, struct app_state *a)
 {
@@ -227,6 +261,7 @@ static void app_refresh(struct engine *e, struct app_state *a)
     if (rc == CH_ENOTFOUND) {
         a->missing = true;
         a->generation = gen;
+        drop_idle(a);
         return;
     }
     if (rc != CH_OK) {
@@ -239,6 +274,23 @@ static void app_refresh(struct engine *e, struct app_state *a)
         a->missing = true;
     }
     a->enabled = sa.enabled && a->cfg.enabled;
+    drop_idle(a);
+    free(a->header_lines);
+    a->header_lines = NULL;
+    size_t total = 0;
+    for (int i = 0; i < a->cfg.nheaders; i++)
+        total += strlen(a->cfg.headers[i].name) + strlen(a->cfg.headers[i].value) + 3;
+    if (total > 0 && (a->header_lines = malloc(total)) == NULL) {
+        log_error("engine: out of memory loading voice app '%s'", a->id);
+        stored_app_release(&sa);
+        return; /* try again next time */
+    }
+    for (int i = 0, o = 0; i < a->cfg.nheaders; i++) {
+        a->header_line[i] = a->header_lines + o;
+        o += sprintf(a->header_lines + o, "%s: %s", a->cfg.headers[i].name,
+                     a->cfg.headers[i].value) +
+             1;
+    }
     a->nkeys = 0;
     if (ch_secret_parse(&a->keys[0], sa.secret, &err) == CH_OK)
         a->nkeys = 1;
@@ -353,57 +405,23 @@ static curl_socket_t on_open_socket(void *ctx, curlsocktype purpose, struct curl
     return socket(addr->family, addr->socktype, addr->protocol);
 }
 
-static bool add_header(struct curl_slist **list, const char *name, const char *value)
+/* A new transfer for an app: an easy handle with the app's settings, which stay set while the
+ * transfer is reused for the same generation of them. */
+static struct transfer *new_transfer(struct engine *e, struct app_state *a)
 {
-    char line[APP_HEADER_MAX + 256];
-    snprintf(line, sizeof line, "%s: %s", name, value);
-    struct curl_slist *l = curl_slist_append(*list, line);
-    if (l == NULL)
-        return false;
-    *list = l;
-    return true;
-}
-
-static bool start_transfer(struct engine *e, struct app_state *a, struct job *job)
-{
-    const char *url = app_config_url(&a->cfg, job->m.event);
     struct transfer *t = calloc(1, sizeof *t);
     if (t == NULL)
-        return false;
+        return NULL;
+    t->easy = curl_easy_init();
+    if (t->easy == NULL) {
+        free(t);
+        return NULL;
+    }
     t->e = e;
     t->app = a;
-    t->job = job;
-    t->start_ms = now_ms();
-    t->easy = curl_easy_init();
-    char sig[2 * CH_SIGNATURE_ENTRY_MAX];
-    char ts[24];
-    snprintf(ts, sizeof ts, "%lld", (long long)(t->start_ms / 1000));
-    struct ch_error err = {0};
-    bool ok = t->easy != NULL && url != NULL &&
-              ch_sign(a->keys, a->nkeys, job->m.msg_id, t->start_ms / 1000, job->m.body,
-                      job->m.body_len, sig, sizeof sig, &err) == CH_OK;
-    ok = ok && add_header(&t->headers, "Content-Type", "application/json") &&
-         add_header(&t->headers, "webhook-id", job->m.msg_id) &&
-         add_header(&t->headers, "webhook-timestamp", ts) &&
-         add_header(&t->headers, "webhook-signature", sig) &&
-         add_header(&t->headers, "X-Call-Event", job->m.event) &&
-         add_header(&t->headers, "Expect", "");
-    for (int i = 0; ok && i < a->cfg.nheaders; i++)
-        ok = add_header(&t->headers, a->cfg.headers[i].name, a->cfg.headers[i].value);
-    if (!ok) {
-        log_error("engine: cannot prepare delivery of %s: %s", job->m.msg_id,
-                  err.message[0] ? err.message : "out of memory");
-        curl_slist_free_all(t->headers);
-        curl_easy_cleanup(t->easy);
-        free(t);
-        return false;
-    }
+    t->generation = a->generation;
     CURL *h = t->easy;
-    curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->m.body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->m.body_len);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "callhook/" CALLHOOK_VERSION);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -428,10 +446,64 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
     curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(h, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
+    return t;
+}
+
+static char content_type_line[] = "Content-Type: application/json";
+static char expect_line[] = "Expect: ";
+
+/* Links the header list of a delivery: fixed lines, then the app's own. */
+static void set_headers(struct transfer *t, struct app_state *a)
+{
+    char *lines[FIXED_HEADERS + APP_MAX_HEADERS] = {content_type_line, t->h_id,    t->h_ts,
+                                                    t->h_sig,          t->h_event, expect_line};
+    size_t n = FIXED_HEADERS;
+    for (int i = 0; i < a->cfg.nheaders; i++)
+        lines[n++] = a->header_line[i];
+    for (size_t i = 0; i < n; i++) {
+        t->headers[i].data = lines[i];
+        t->headers[i].next = i + 1 < n ? &t->headers[i + 1] : NULL;
+    }
+}
+
+static bool start_transfer(struct engine *e, struct app_state *a, struct job *job)
+{
+    const char *url = app_config_url(&a->cfg, job->m.event);
+    struct transfer *t = a->idle;
+    if (t != NULL)
+        a->idle = t->next;
+    else if ((t = new_transfer(e, a)) == NULL)
+        return false;
+    t->prev = t->next = NULL;
+    t->job = job;
+    t->response_len = 0;
+    t->response[0] = '\0';
+    t->retry_after_s = 0;
+    t->refused = false;
+    t->errbuf[0] = '\0';
+    t->start_ms = now_ms();
+    int64_t ts = t->start_ms / 1000;
+    char sig[2 * CH_SIGNATURE_ENTRY_MAX];
+    struct ch_error err = {0};
+    if (url == NULL || ch_sign(a->keys, a->nkeys, job->m.msg_id, ts, job->m.body, job->m.body_len,
+                               sig, sizeof sig, &err) != CH_OK) {
+        log_error("engine: cannot prepare delivery of %s: %s", job->m.msg_id,
+                  err.message[0] ? err.message : "no URL");
+        transfer_free(t);
+        return false;
+    }
+    snprintf(t->h_id, sizeof t->h_id, "webhook-id: %s", job->m.msg_id);
+    snprintf(t->h_ts, sizeof t->h_ts, "webhook-timestamp: %lld", (long long)ts);
+    snprintf(t->h_sig, sizeof t->h_sig, "webhook-signature: %s", sig);
+    snprintf(t->h_event, sizeof t->h_event, "X-Call-Event: %s", job->m.event);
+    set_headers(t, a);
+    CURL *h = t->easy;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->m.body);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->m.body_len);
     if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
-        curl_slist_free_all(t->headers);
-        curl_easy_cleanup(h);
-        free(t);
+        transfer_free(t);
         return false;
     }
     t->next = e->transfers;
@@ -444,7 +516,8 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
     return true;
 }
 
-/* Takes a transfer off the multi handle and the list, and frees it (not its job). */
+/* Takes a transfer off the multi handle and the list; it goes back to its app's idle list
+ * while the app's settings are those it was set up with (not its job). */
 static void end_transfer(struct engine *e, struct transfer *t)
 {
     curl_multi_remove_handle(e->multi, t->easy);
@@ -454,12 +527,18 @@ static void end_transfer(struct engine *e, struct transfer *t)
         e->transfers = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    t->app->in_flight--;
+    struct app_state *a = t->app;
+    a->in_flight--;
     e->in_flight--;
     atomic_fetch_sub(&e->cfg.metrics->in_flight, 1);
-    curl_slist_free_all(t->headers);
-    curl_easy_cleanup(t->easy);
-    free(t);
+    t->job = NULL;
+    if (t->generation == a->generation && !atomic_load(&e->stopping)) {
+        t->prev = NULL;
+        t->next = a->idle;
+        a->idle = t;
+    } else {
+        transfer_free(t);
+    }
 }
 
 static enum failure_class classify(CURLcode rc, bool refused)
@@ -695,9 +774,7 @@ static void scan_store(struct engine *e)
         return;
     }
     size_t max = (size_t)(room < e->cfg.claim_batch ? room : e->cfg.claim_batch);
-    struct due_message *batch = calloc(max, sizeof *batch);
-    if (batch == NULL)
-        return;
+    struct due_message *batch = e->claimed;
     int64_t now = now_ms() / 1000;
     size_t n = 0;
     struct ch_error err = {0};
@@ -718,7 +795,6 @@ static void scan_store(struct engine *e)
         job->ingested_ms = batch[i].created_at * 1000;
         enqueue(e, job);
     }
-    free(batch);
     /* A full batch means more is due: read again at once. */
     e->next_scan_ms = n == max ? 0 : now_ms() + e->cfg.scan_interval_ms;
 }
@@ -856,8 +932,9 @@ ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct 
     if (e->cfg.shutdown_grace_ms <= 0)
         e->cfg.shutdown_grace_ms = 10000;
     e->results = calloc(RESULT_BATCH, sizeof *e->results);
+    e->claimed = calloc((size_t)e->cfg.claim_batch, sizeof *e->claimed);
     e->multi = curl_multi_init();
-    if (e->results == NULL || e->multi == NULL) {
+    if (e->results == NULL || e->claimed == NULL || e->multi == NULL) {
         engine_free(e);
         return ch_error_set(err, CH_ENOMEM, "out of memory creating the engine");
     }
@@ -933,6 +1010,8 @@ void engine_free(struct engine *e)
                 job_free(e, job);
             ch_secret_wipe(&a->keys[0]);
             ch_secret_wipe(&a->keys[1]);
+            drop_idle(a);
+            free(a->header_lines);
             free(a);
             a = next;
         }
@@ -949,6 +1028,7 @@ void engine_free(struct engine *e)
     pthread_mutex_destroy(&e->inbox_lock);
     free(e->in_memory.slots);
     free(e->results);
+    free(e->claimed);
     free(e);
 }
 
