@@ -8,14 +8,27 @@
 #include <openssl/rand.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
+
+/* Algorithms are fetched once: a fetch per call (OpenSSL 3's implicit fetch included) took
+ * longer than hashing a call record. OpenSSL's fetched objects are safe to share. */
+static EVP_MAC *hmac_alg;
+static EVP_MD *sha256_alg;
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+
+static void fetch_algorithms(void)
+{
+    hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    sha256_alg = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
 
 bool crypto_hmac_sha256(const unsigned char *key, size_t key_len, const struct crypto_part *parts,
                         size_t nparts, unsigned char out[CRYPTO_SHA256_LEN])
 {
     bool ok = false;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    pthread_once(&fetch_once, fetch_algorithms);
+    EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
@@ -31,7 +44,6 @@ bool crypto_hmac_sha256(const unsigned char *key, size_t key_len, const struct c
     ok = EVP_MAC_final(ctx, out, &out_len, CRYPTO_SHA256_LEN) && out_len == CRYPTO_SHA256_LEN;
 done:
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
     return ok;
 }
 
@@ -39,8 +51,9 @@ bool crypto_sha256(const struct crypto_part *parts, size_t nparts,
                    unsigned char out[CRYPTO_SHA256_LEN])
 {
     bool ok = false;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+    pthread_once(&fetch_once, fetch_algorithms);
+    EVP_MD_CTX *ctx = sha256_alg ? EVP_MD_CTX_new() : NULL;
+    if (ctx == NULL || !EVP_DigestInit_ex(ctx, sha256_alg, NULL))
         goto done;
     for (size_t i = 0; i < nparts; i++) {
         if (parts[i].len > 0 && !EVP_DigestUpdate(ctx, parts[i].data, parts[i].len))
