@@ -1,8 +1,12 @@
 /*
- * Reads a call record's ids and CallType with jansson, the only file that includes it. The body
- * is parsed to be checked and read, never re-serialized: callers keep and pass on the raw bytes.
+ * Reads a call record's ids and CallType. The body is checked and read in one pass by jsonscan,
+ * which accepts exactly what jansson accepts; jansson itself (this is the only library file
+ * that includes it) is asked again only for a body jsonscan refuses, so that the error message
+ * stays jansson's. The body is never re-serialized: callers keep and pass on the raw bytes.
  */
 #include <callhook/record.h>
+
+#include "lib/jsonscan.h"
 
 #include <jansson.h>
 
@@ -13,6 +17,17 @@
 static int ascii_lower(int c)
 {
     return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+/* Whether key (len bytes) is name in another letter case. */
+static bool equal_ignore_case_n(const char *key, size_t len, const char *name)
+{
+    size_t i = 0;
+    for (; i < len && name[i]; i++) {
+        if (ascii_lower((unsigned char)key[i]) != ascii_lower((unsigned char)name[i]))
+            return false;
+    }
+    return i == len && name[i] == '\0';
 }
 
 static bool equal_ignore_case(const char *a, const char *b)
@@ -38,13 +53,16 @@ static bool only_white_space(const unsigned char *p, size_t len)
  * prose, 2 any other casing, -1 not this field. The lowest rank present wins, so a record that
  * carries two casings resolves the same way every time.
  */
-static int key_rank(const char *key, const char *pascal, const char *camel)
+static int key_rank(const char *key, size_t len, const char *pascal, const char *camel)
 {
-    if (strcmp(key, pascal) == 0)
+    size_t n = strlen(pascal);
+    if (len != n)
+        return -1;
+    if (memcmp(key, pascal, n) == 0)
         return 0;
-    if (strcmp(key, camel) == 0)
+    if (memcmp(key, camel, n) == 0)
         return 1;
-    return equal_ignore_case(key, pascal) ? 2 : -1;
+    return equal_ignore_case_n(key, len, pascal) ? 2 : -1;
 }
 
 /* Largest double below which every integer is exact, so ids and CallTypes keep their value. */
@@ -93,17 +111,11 @@ static ch_code copy_id(const json_t *v, const char *field, char *dst, bool *has,
     return CH_OK;
 }
 
-ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, size_t max_body_bytes,
-                        struct ch_error *err)
+/* The reference reading, with jansson's tree: used when jsonscan refuses a body, for jansson's
+ * own error message. */
+static ch_code parse_with_jansson(struct ch_record *rec, const void *body, size_t len,
+                                  struct ch_error *err)
 {
-    if (rec == NULL || (body == NULL && len > 0))
-        return ch_error_set(err, CH_EINVAL, "ch_record_parse: record and body are required");
-    if (max_body_bytes > 0 && len > max_body_bytes)
-        return ch_error_set(err, CH_ETOOBIG, "body is %zu bytes; the limit is %zu bytes", len,
-                            max_body_bytes);
-    if (len == 0 || only_white_space(body, len))
-        return ch_error_set(err, CH_EEMPTY, "body is empty; a call record is a JSON object");
-
     /* Integers are read as reals so that an integer past 64 bits in a field we never look at
      * does not make jansson reject the whole record ("too big integer"); a number past a
      * double's range (1e400) is still refused. Duplicate keys are refused because two readers
@@ -127,14 +139,15 @@ ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, siz
     json_object_foreach(root, key, value)
     {
         int r;
-        if ((r = key_rank(key, "ActiveCallId", "activeCallId")) >= 0 && r < active_rank) {
+        size_t klen = strlen(key);
+        if ((r = key_rank(key, klen, "ActiveCallId", "activeCallId")) >= 0 && r < active_rank) {
             active = value;
             active_rank = r;
-        } else if ((r = key_rank(key, "CorrelationId", "correlationId")) >= 0 &&
+        } else if ((r = key_rank(key, klen, "CorrelationId", "correlationId")) >= 0 &&
                    r < correlation_rank) {
             correlation = value;
             correlation_rank = r;
-        } else if ((r = key_rank(key, "CallType", "callType")) >= 0 && r < type_rank) {
+        } else if ((r = key_rank(key, klen, "CallType", "callType")) >= 0 && r < type_rank) {
             call_type = value;
             type_rank = r;
         }
@@ -157,6 +170,118 @@ ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, siz
     }
     json_decref(root);
     return rc;
+}
+
+/* A member jsonscan reported, if it names one of the fields read, and how well. */
+struct pick {
+    struct jsonscan_value value;
+    int rank; /* as key_rank(); 3: not seen */
+};
+
+struct picks {
+    struct pick active, correlation, call_type;
+};
+
+static void pick_member(void *ctx, const char *key, size_t len, const struct jsonscan_value *v)
+{
+    struct picks *p = ctx;
+    int r;
+    /* The same order and ranks as the jansson reading: the first best-ranked key wins. */
+    if ((r = key_rank(key, len, "ActiveCallId", "activeCallId")) >= 0 && r < p->active.rank)
+        p->active = (struct pick){*v, r};
+    else if ((r = key_rank(key, len, "CorrelationId", "correlationId")) >= 0 &&
+             r < p->correlation.rank)
+        p->correlation = (struct pick){*v, r};
+    else if ((r = key_rank(key, len, "CallType", "callType")) >= 0 && r < p->call_type.rank)
+        p->call_type = (struct pick){*v, r};
+}
+
+/* integral_value() for a number jsonscan read (all numbers are reals, as with
+ * JSON_DECODE_INT_AS_REAL). */
+static bool integral_number(double d, long long *out)
+{
+    if (isfinite(d) && d == floor(d) && fabs(d) < EXACT_INTEGER_LIMIT) {
+        *out = (long long)d;
+        return true;
+    }
+    return false;
+}
+
+/* copy_id() for a member jsonscan reported. */
+static ch_code copy_picked_id(const struct pick *p, const char *field, char *dst, bool *has,
+                              struct ch_error *err)
+{
+    *has = false;
+    dst[0] = '\0';
+    if (p->rank > 2)
+        return CH_OK;
+    const struct jsonscan_value *v = &p->value;
+    if (v->type == JSONSCAN_STRING) {
+        size_t len = v->escaped ? jsonscan_unescape(v->raw, v->raw_len, NULL) : v->raw_len;
+        if (len == 0)
+            return CH_OK;
+        if (len > CH_RECORD_ID_MAX)
+            return ch_error_set(err, CH_EINVAL, "%s is %zu bytes long; at most %d are accepted",
+                                field, len, CH_RECORD_ID_MAX);
+        if (v->escaped)
+            jsonscan_unescape(v->raw, v->raw_len, dst);
+        else
+            memcpy(dst, v->raw, len);
+        dst[len] = '\0';
+        *has = true;
+    } else if (v->type == JSONSCAN_NUMBER) {
+        double d = jsonscan_number(v->raw, v->raw_len);
+        long long n;
+        if (integral_number(d, &n)) {
+            snprintf(dst, CH_RECORD_ID_MAX + 1, "%lld", n);
+            *has = true;
+        } else if (fabs(d) >= EXACT_INTEGER_LIMIT) {
+            /* Falling back to the other id would merge different calls: refuse instead. */
+            return ch_error_set(err, CH_EINVAL,
+                                "%s is a number too large to keep exactly; send it as a string",
+                                field);
+        }
+    }
+    return CH_OK;
+}
+
+ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, size_t max_body_bytes,
+                        struct ch_error *err)
+{
+    if (rec == NULL || (body == NULL && len > 0))
+        return ch_error_set(err, CH_EINVAL, "ch_record_parse: record and body are required");
+    if (max_body_bytes > 0 && len > max_body_bytes)
+        return ch_error_set(err, CH_ETOOBIG, "body is %zu bytes; the limit is %zu bytes", len,
+                            max_body_bytes);
+    if (len == 0 || only_white_space(body, len))
+        return ch_error_set(err, CH_EEMPTY, "body is empty; a call record is a JSON object");
+
+    struct picks p = {.active.rank = 3, .correlation.rank = 3, .call_type.rank = 3};
+    enum jsonscan_result scanned = jsonscan_run(body, len, pick_member, &p);
+    if (scanned == JSONSCAN_INVALID || scanned == JSONSCAN_NOMEM)
+        return parse_with_jansson(rec, body, len, err);
+    if (scanned == JSONSCAN_NOT_OBJECT)
+        return ch_error_set(err, CH_ENOTOBJECT,
+                            "body is valid JSON but not an object; a call record is {...}");
+
+    struct ch_record out = {.body = body, .body_len = len};
+    ch_code rc =
+        copy_picked_id(&p.active, "ActiveCallId", out.active_call_id, &out.has_active_call_id, err);
+    if (rc == CH_OK)
+        rc = copy_picked_id(&p.correlation, "CorrelationId", out.correlation_id,
+                            &out.has_correlation_id, err);
+    if (rc != CH_OK)
+        return rc;
+    long long t;
+    if (p.call_type.rank <= 2 && p.call_type.value.type == JSONSCAN_NUMBER &&
+        integral_number(jsonscan_number(p.call_type.value.raw, p.call_type.value.raw_len), &t)) {
+        out.call_type = t;
+        out.call_type_kind = (t >= CH_CALL_TYPE_GENERIC_CALL && t <= CH_CALL_TYPE_OUTBOUND_CALL)
+                                 ? CH_CALL_TYPE_KNOWN
+                                 : CH_CALL_TYPE_UNKNOWN;
+    }
+    *rec = out;
+    return CH_OK;
 }
 
 const char *ch_record_dedupe_key(const struct ch_record *rec)
