@@ -12,6 +12,8 @@
 
 #include <callhook/inbox.h>
 
+#include "receive/inbox.h"
+
 static char dir[256];
 
 static int fresh(void **state)
@@ -140,6 +142,46 @@ static void test_take_in_order_retry_and_park(void **state)
     ch_inbox_entry_release(&e);
 }
 
+/* The workers' batch calls: several events taken in arrival order, outcomes in one go. */
+static void test_take_and_finish_many(void **state)
+{
+    struct ch_inbox *ib = *state;
+    add(ib, "msg_1", "begin-call", "c1", 100);
+    add(ib, "msg_2", "begin-call", "c2", 100);
+    add(ib, "msg_3", "begin-call", "c3", 100);
+    struct ch_inbox_entry e[4];
+    size_t n = 0;
+    long long next = -1;
+    assert_int_equal(inbox_take_many(ib, 100000, e, 2, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(e[0].webhook_id, "msg_1");
+    assert_string_equal(e[1].webhook_id, "msg_2");
+    assert_true(e[0].seq < e[1].seq);
+    struct inbox_outcome o[2] = {
+        {.seq = e[0].seq, .status = CH_INBOX_DONE},
+        {.seq = e[1].seq, .status = CH_INBOX_PENDING, .next_at = 300000, .error = "exit 1"},
+    };
+    assert_int_equal(inbox_finish_many(ib, o, 2, 100, NULL), CH_OK);
+    ch_inbox_entry_release(&e[0]);
+    ch_inbox_entry_release(&e[1]);
+    assert_int_equal(inbox_take_many(ib, 100000, e, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].webhook_id, "msg_3");
+    ch_inbox_entry_release(&e[0]);
+    assert_int_equal(inbox_take_many(ib, 100000, e, 4, &n, &next, NULL), CH_ENOTFOUND);
+    assert_int_equal(n, 0);
+    assert_int_equal(next, 300000);
+    struct ch_inbox_entry got;
+    assert_int_equal(ch_inbox_get(ib, "msg_1", &got, NULL), CH_OK);
+    assert_int_equal(got.status, CH_INBOX_DONE);
+    assert_int_equal(got.processed_at, 100);
+    ch_inbox_entry_release(&got);
+    assert_int_equal(ch_inbox_get(ib, "msg_2", &got, NULL), CH_OK);
+    assert_int_equal(got.status, CH_INBOX_PENDING);
+    assert_string_equal(got.last_error, "exit 1");
+    ch_inbox_entry_release(&got);
+}
+
 static void test_recover_and_expire(void **state)
 {
     struct ch_inbox *ib = *state;
@@ -201,6 +243,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dedupe, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_in_order_retry_and_park, fresh, close_inbox),
+        cmocka_unit_test_setup_teardown(test_take_and_finish_many, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_recover_and_expire, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_list_and_reopen, fresh, close_inbox),
     };
