@@ -12,6 +12,7 @@
 
 #include "deliver/app.h"
 #include "deliver/guard.h"
+#include "deliver/storeq.h"
 #include "util/log.h"
 
 #include <pthread.h>
@@ -23,8 +24,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define RESPONSE_CAP      512
-#define RESULT_BATCH      512
+#define RESPONSE_CAP      STOREQ_RESPONSE_CAP
+#define RESULT_BATCH      STOREQ_RESULT_BATCH
 #define RESULT_FLUSH_MS   10
 #define APP_BUCKETS       256
 #define MAX_RETRY_AFTER_S 86400
@@ -79,15 +80,6 @@ struct transfer {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-/* A result waiting to be written, with room for the strings it points at. */
-struct pending_result {
-    struct attempt_result r;
-    char error[300];
-    char response[RESPONSE_CAP + 1];
-    char app_id[APP_ID_MAX + 1];
-    bool begin_resolved;
-};
-
 /* Sequence numbers of messages held in memory, so a re-claim after an expired lease is noticed:
  * open addressing with linear probing, deletion by backward shift. */
 struct seq_set {
@@ -116,9 +108,8 @@ struct engine {
     int64_t next_scan_ms;
     int64_t next_renew_ms;
     int64_t first_result_ms; /* when the oldest unwritten result came; 0: none */
-    struct pending_result *results;
-    size_t nresults;
-    struct due_message *claimed; /* claim_batch of them, for scan_store() */
+    struct storeq *sq;       /* claims and result writes, on their own thread */
+    bool claiming;           /* a claim is asked for and not yet taken */
 };
 
 static int64_t now_ms(void)
@@ -306,42 +297,30 @@ static void app_refresh(struct engine *e, struct app_state *a)
 
 /* ---- results ---- */
 
-static void flush_results(struct engine *e)
+static size_t unwritten(struct engine *e)
 {
-    if (e->nresults == 0)
-        return;
-    struct attempt_result batch[RESULT_BATCH];
-    bool begin_resolved = false;
-    for (size_t i = 0; i < e->nresults; i++) {
-        batch[i] = e->results[i].r;
-        begin_resolved |= e->results[i].begin_resolved;
-    }
-    struct ch_error err = {0};
-    /* A failed write is retried next turn: the leases still hold these messages. */
-    for (int tries = 0; tries < 3; tries++) {
-        ch_code rc = e->cfg.store->ops->record_attempts(e->cfg.store, batch, e->nresults, &err);
-        if (rc == CH_OK) {
-            e->nresults = 0;
-            if (begin_resolved)
-                e->next_scan_ms = 0; /* end-calls may be waiting on these */
-            return;
-        }
-        log_error("engine: cannot record %zu attempts: %s", e->nresults, err.message);
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    log_error("engine: dropping %zu attempt results; their leases will make them due again",
-              e->nresults);
-    e->nresults = 0;
+    return storeq_results(e->sq)->n;
 }
 
-static struct pending_result *new_result(struct engine *e, const struct job *job)
+/* Hands the results gathered so far to the store thread; waits only when wait is set and the
+ * previous batch is still being written. */
+static void flush_results(struct engine *e, bool wait)
 {
-    if (e->nresults == RESULT_BATCH) {
-        flush_results(e);
-        e->first_result_ms = 0;
-    }
-    struct pending_result *p = &e->results[e->nresults++];
+    if (unwritten(e) == 0)
+        return;
+    if (wait)
+        storeq_write(e->sq);
+    else if (!storeq_try_write(e->sq))
+        return;
+    e->first_result_ms = 0;
+}
+
+static struct storeq_result *new_result(struct engine *e, const struct job *job)
+{
+    if (unwritten(e) == RESULT_BATCH)
+        flush_results(e, true);
+    struct storeq_results *b = storeq_results(e->sq);
+    struct storeq_result *p = &b->item[b->n++];
     memset(p, 0, sizeof *p);
     p->r.seq = job->m.seq;
     p->r.at_ms = now_ms();
@@ -596,7 +575,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
     struct app_state *a = t->app;
     struct job *job = t->job;
 
-    struct pending_result *p = new_result(e, job);
+    struct storeq_result *p = new_result(e, job);
     int64_t end = now_ms();
     p->r.duration_ms = end - t->start_ms;
     p->r.http_status = code == CURLE_OK ? (int)status : 0;
@@ -706,7 +685,7 @@ static void release_app(struct engine *e, struct app_state *a, int64_t next_atte
 /* A message whose app or URL is gone ends as dead with the reason, without an HTTP attempt. */
 static void fail_without_attempt(struct engine *e, struct job *job, const char *why)
 {
-    struct pending_result *p = new_result(e, job);
+    struct storeq_result *p = new_result(e, job);
     snprintf(p->error, sizeof p->error, "%s", why);
     p->r.error = p->error;
     p->r.error_class = failure_class_name(FAILURE_other);
@@ -765,6 +744,7 @@ static void drain_inbox(struct engine *e)
     }
 }
 
+/* Asks the store thread for due messages when there is room for them. */
 static void scan_store(struct engine *e)
 {
     int room = e->cfg.max_queued - e->queued;
@@ -774,13 +754,20 @@ static void scan_store(struct engine *e)
         return;
     }
     size_t max = (size_t)(room < e->cfg.claim_batch ? room : e->cfg.claim_batch);
-    struct due_message *batch = e->claimed;
     int64_t now = now_ms() / 1000;
-    size_t n = 0;
-    struct ch_error err = {0};
-    if (e->cfg.store->ops->claim_due(e->cfg.store, now, now + e->cfg.lease_s, batch, max, &n,
-                                     &err) != CH_OK)
-        log_warn("engine: cannot read due messages: %s", err.message);
+    if (storeq_claim(e->sq, max, now, now + e->cfg.lease_s)) {
+        e->claiming = true;
+        e->next_scan_ms = now_ms() + e->cfg.scan_interval_ms; /* unless something is due sooner */
+    }
+}
+
+/* Queues what the last claim brought, once it is there. */
+static void take_claimed(struct engine *e)
+{
+    struct due_message *batch;
+    size_t n, max;
+    if (!e->claiming || !storeq_claimed(e->sq, &batch, &n, &max))
+        return;
     for (size_t i = 0; i < n; i++) {
         if (seq_set_has(&e->in_memory, batch[i].seq)) {
             free(batch[i].body); /* already here: its lease ran out while it waited */
@@ -795,8 +782,11 @@ static void scan_store(struct engine *e)
         job->ingested_ms = batch[i].created_at * 1000;
         enqueue(e, job);
     }
+    storeq_claimed_done(e->sq);
+    e->claiming = false;
     /* A full batch means more is due: read again at once. */
-    e->next_scan_ms = n == max ? 0 : now_ms() + e->cfg.scan_interval_ms;
+    if (n == max)
+        e->next_scan_ms = 0;
 }
 
 /* Every third of a lease, the leases of everything held here (queued or in flight) are
@@ -870,9 +860,10 @@ static void *engine_main(void *arg)
             break;
         if (!stopping) {
             drain_inbox(e);
-            if (atomic_exchange(&e->wake_scan, false))
+            take_claimed(e);
+            if (atomic_exchange(&e->wake_scan, false) || storeq_rescan(e->sq))
                 e->next_scan_ms = 0;
-            if (now_ms() >= e->next_scan_ms)
+            if (!e->claiming && now_ms() >= e->next_scan_ms)
                 scan_store(e);
             start_ready(e);
             renew_leases(e);
@@ -880,21 +871,21 @@ static void *engine_main(void *arg)
         int running = 0;
         curl_multi_perform(e->multi, &running);
         drain_transfers(e);
-        /* Results are written in groups: one transaction (one fsync) per RESULT_FLUSH_MS or
-         * half a batch, not per loop turn, so the disk does not pace the deliveries. Until
-         * then their leases hold the messages. */
-        if (e->nresults > 0 && e->first_result_ms == 0)
+        /* Results are written in groups by the store thread: one transaction per
+         * RESULT_FLUSH_MS or half a batch, not per loop turn, so the disk does not pace the
+         * deliveries. Until then their leases hold the messages. */
+        size_t nresults = unwritten(e);
+        if (nresults > 0 && e->first_result_ms == 0)
             e->first_result_ms = now_ms();
-        if (e->nresults >= RESULT_BATCH / 2 ||
-            (e->nresults > 0 && now_ms() - e->first_result_ms >= RESULT_FLUSH_MS) || stopping) {
-            flush_results(e);
-            e->first_result_ms = 0;
-        }
+        if (nresults >= RESULT_BATCH / 2 ||
+            (nresults > 0 && now_ms() - e->first_result_ms >= RESULT_FLUSH_MS) || stopping)
+            flush_results(e, stopping);
         /* Slots freed by the transfers that just ended are filled in the same turn. */
         if (!stopping)
             start_ready(e);
-        int64_t wait = e->next_scan_ms - now_ms();
-        if (e->nresults > 0 && e->first_result_ms + RESULT_FLUSH_MS - now_ms() < wait)
+        /* While a claim runs, the store thread wakes the loop when it is ready. */
+        int64_t wait = e->claiming ? e->cfg.scan_interval_ms : e->next_scan_ms - now_ms();
+        if (unwritten(e) > 0 && e->first_result_ms + RESULT_FLUSH_MS - now_ms() < wait)
             wait = e->first_result_ms + RESULT_FLUSH_MS - now_ms();
         if (e->next_renew_ms - now_ms() < wait)
             wait = e->next_renew_ms - now_ms();
@@ -906,7 +897,9 @@ static void *engine_main(void *arg)
             wait = 50;
         curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
     }
-    flush_results(e);
+    flush_results(e, true);
+    storeq_idle(e->sq);
+    take_claimed(e);
     give_back_everything(e);
     return NULL;
 }
@@ -931,10 +924,8 @@ ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct 
         e->cfg.max_in_flight = 1024;
     if (e->cfg.shutdown_grace_ms <= 0)
         e->cfg.shutdown_grace_ms = 10000;
-    e->results = calloc(RESULT_BATCH, sizeof *e->results);
-    e->claimed = calloc((size_t)e->cfg.claim_batch, sizeof *e->claimed);
     e->multi = curl_multi_init();
-    if (e->results == NULL || e->claimed == NULL || e->multi == NULL) {
+    if (e->multi == NULL) {
         engine_free(e);
         return ch_error_set(err, CH_ENOMEM, "out of memory creating the engine");
     }
@@ -946,10 +937,23 @@ ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct 
     return CH_OK;
 }
 
+static void wake_from_store(void *ctx)
+{
+    struct engine *e = ctx;
+    curl_multi_wakeup(e->multi);
+}
+
 ch_code engine_start(struct engine *e, struct ch_error *err)
 {
-    if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
+    ch_code rc =
+        storeq_start(e->cfg.store, (size_t)e->cfg.claim_batch, wake_from_store, e, &e->sq, err);
+    if (rc != CH_OK)
+        return rc;
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        storeq_stop(e->sq);
+        e->sq = NULL;
         return ch_error_set(err, CH_ENOMEM, "cannot start the delivery thread");
+    }
     e->started = true;
     return CH_OK;
 }
@@ -993,6 +997,8 @@ void engine_stop(struct engine *e)
     atomic_store(&e->stopping, true);
     curl_multi_wakeup(e->multi);
     pthread_join(e->thread, NULL);
+    storeq_stop(e->sq);
+    e->sq = NULL;
     e->started = false;
 }
 
@@ -1027,8 +1033,6 @@ void engine_free(struct engine *e)
         curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->inbox_lock);
     free(e->in_memory.slots);
-    free(e->results);
-    free(e->claimed);
     free(e);
 }
 
