@@ -460,6 +460,11 @@ static void metrics_text(struct api_request *r)
     EMIT("# HELP callhook_in_flight Attempts under way.\n"
          "# TYPE callhook_in_flight gauge\ncallhook_in_flight %lld\n",
          (long long)atomic_load(&m->in_flight));
+    EMIT("# HELP callhook_engine_queued Messages in memory waiting for a connection slot.\n"
+         "# TYPE callhook_engine_queued gauge\ncallhook_engine_queued %lld\n"
+         "# HELP callhook_engine_queued_bytes Bytes they hold (bounded by --max-queued-mb).\n"
+         "# TYPE callhook_engine_queued_bytes gauge\ncallhook_engine_queued_bytes %lld\n",
+         (long long)atomic_load(&m->queued), (long long)atomic_load(&m->queued_bytes));
     if (have_stats) {
         int64_t now = (int64_t)time(NULL);
         EMIT("# HELP callhook_queue_depth Messages not yet delivered, dead or skipped.\n"

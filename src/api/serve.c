@@ -31,6 +31,7 @@ void serve_config_defaults(struct serve_config *c)
     c->lease_s = 300;
     c->scan_interval_ms = 1000;
     c->max_in_flight = 1024;
+    c->max_queued_mb = 16;
     c->shutdown_grace_ms = 10000;
     c->payload_retention_s = 7 * 86400;
     c->attempt_retention_s = 30 * 86400;
@@ -49,6 +50,8 @@ static const struct setting {
     {"scan-interval-ms", "CALLHOOK_SCAN_INTERVAL_MS", "1000",
      "how often the store is read for due retries"},
     {"max-in-flight", "CALLHOOK_MAX_IN_FLIGHT", "1024", "attempts under way over all apps"},
+    {"max-queued-mb", "CALLHOOK_MAX_QUEUED_MB", "16",
+     "records held in memory waiting for delivery (the rest wait in the store)"},
     {"shutdown-grace-ms", "CALLHOOK_SHUTDOWN_GRACE_MS", "10000",
      "how long in-flight attempts may finish at stop"},
     {"data-key-file", "CALLHOOK_DATA_KEY_FILE", "",
@@ -115,6 +118,10 @@ ch_code serve_config_set(struct serve_config *c, const char *name, const char *v
         if (!parse_long(value, 1, 100000, &v))
             return ch_error_set(err, CH_EINVAL, "max-in-flight: 1 to 100000, not '%s'", value);
         c->max_in_flight = (int)v;
+    } else if (strcmp(name, "max-queued-mb") == 0) {
+        if (!parse_long(value, 1, 65536, &v))
+            return ch_error_set(err, CH_EINVAL, "max-queued-mb: 1 to 65536, not '%s'", value);
+        c->max_queued_mb = (int)v;
     } else if (strcmp(name, "shutdown-grace-ms") == 0) {
         if (!parse_long(value, 0, 600000, &v))
             return ch_error_set(err, CH_EINVAL, "shutdown-grace-ms: 0 to 600000, not '%s'", value);
@@ -318,6 +325,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                                .lease_s = c->lease_s,
                                .scan_interval_ms = c->scan_interval_ms,
                                .max_in_flight = c->max_in_flight,
+                               .max_queued_bytes = (int64_t)c->max_queued_mb << 20,
                                .shutdown_grace_ms = c->shutdown_grace_ms};
     if (engine_new(&ec, &ctx.engine, err) != CH_OK || engine_start(ctx.engine, err) != CH_OK)
         goto out;

@@ -14,6 +14,7 @@ struct serve_config {
     int lease_s;                   /* default 300 */
     int scan_interval_ms;          /* default 1000 */
     int max_in_flight;             /* over all apps; default 1024 */
+    int max_queued_mb;             /* records held in memory for delivery; default 16 */
     int shutdown_grace_ms;         /* default 10000 */
     char data_key_file[4096];      /* AES-256 key (base64 of 32 bytes); or CALLHOOK_DATA_KEY */
     long long payload_retention_s; /* delivered records kept; default 7 days */

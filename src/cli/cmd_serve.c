@@ -62,6 +62,7 @@ static int run_serve_or_purge(int argc, char **argv, bool purge)
         {"lease-s", required_argument, NULL, 0},
         {"scan-interval-ms", required_argument, NULL, 0},
         {"max-in-flight", required_argument, NULL, 0},
+        {"max-queued-mb", required_argument, NULL, 0},
         {"shutdown-grace-ms", required_argument, NULL, 0},
         {"data-key-file", required_argument, NULL, 0},
         {"payload-retention-s", required_argument, NULL, 0},

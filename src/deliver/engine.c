@@ -103,6 +103,7 @@ struct engine {
     struct app_state *apps[APP_BUCKETS];
     struct seq_set in_memory;
     int queued;
+    int64_t queued_bytes; /* of the queued jobs: records and job structs */
     int in_flight;
     struct transfer *transfers;
     int64_t next_scan_ms;
@@ -632,6 +633,16 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
 
 /* ---- queues ---- */
 
+static int64_t job_bytes(const struct job *job)
+{
+    return (int64_t)(sizeof *job + job->m.body_len);
+}
+
+static bool queue_full(const struct engine *e)
+{
+    return e->queued >= e->cfg.max_queued || e->queued_bytes >= e->cfg.max_queued_bytes;
+}
+
 static void enqueue(struct engine *e, struct job *job)
 {
     struct app_state *a = app_find(e, job->m.app_id);
@@ -648,6 +659,8 @@ static void enqueue(struct engine *e, struct job *job)
         a->head = job;
     a->tail = job;
     e->queued++;
+    e->queued_bytes += job_bytes(job);
+    atomic_fetch_add(&e->cfg.metrics->queued_bytes, job_bytes(job));
     atomic_fetch_add(&e->cfg.metrics->queued, 1);
 }
 
@@ -659,6 +672,8 @@ static struct job *dequeue(struct engine *e, struct app_state *a)
         if (a->head == NULL)
             a->tail = NULL;
         e->queued--;
+        e->queued_bytes -= job_bytes(job);
+        atomic_fetch_sub(&e->cfg.metrics->queued_bytes, job_bytes(job));
         atomic_fetch_sub(&e->cfg.metrics->queued, 1);
     }
     return job;
@@ -737,23 +752,50 @@ static void drain_inbox(struct engine *e)
     struct job *list = e->inbox_head;
     e->inbox_head = e->inbox_tail = NULL;
     pthread_mutex_unlock(&e->inbox_lock);
+    /* Fresh events beyond the memory bound go back to the store, due now: the queue's scans
+     * bring them in as it drains, so a slow endpoint cannot make serve's memory grow. */
+    int64_t overflow[256];
+    size_t n = 0;
+    int64_t now = now_ms() / 1000;
     while (list) {
         struct job *next = list->next;
-        enqueue(e, list);
+        if (queue_full(e)) {
+            overflow[n++] = list->m.seq;
+            free(list->m.body);
+            free(list);
+            if (n == 256) {
+                e->cfg.store->ops->release(e->cfg.store, overflow, n, now, NULL);
+                n = 0;
+            }
+            int64_t soon = now_ms() + e->cfg.scan_interval_ms / 10;
+            if (e->next_scan_ms > soon)
+                e->next_scan_ms = soon;
+        } else {
+            enqueue(e, list);
+        }
         list = next;
     }
+    if (n > 0)
+        e->cfg.store->ops->release(e->cfg.store, overflow, n, now, NULL);
 }
 
 /* Asks the store thread for due messages when there is room for them. */
 static void scan_store(struct engine *e)
 {
     int room = e->cfg.max_queued - e->queued;
-    if (room <= 0) {
+    if (queue_full(e)) {
         /* Full: read again once the queue has drained, not on every turn. */
         e->next_scan_ms = now_ms() + e->cfg.scan_interval_ms / 10;
         return;
     }
     size_t max = (size_t)(room < e->cfg.claim_batch ? room : e->cfg.claim_batch);
+    /* And no more than the bytes left hold, at the size of what is queued now. */
+    if (e->queued > 0) {
+        int64_t per_job = e->queued_bytes / e->queued + 1;
+        int64_t fit = (e->cfg.max_queued_bytes - e->queued_bytes) / per_job + 1;
+        if ((int64_t)max > fit)
+            max = (size_t)fit;
+    }
     int64_t now = now_ms() / 1000;
     if (storeq_claim(e->sq, max, now, now + e->cfg.lease_s)) {
         e->claiming = true;
@@ -920,6 +962,8 @@ ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct 
         e->cfg.claim_batch = 256;
     if (e->cfg.max_queued <= 0)
         e->cfg.max_queued = 20000;
+    if (e->cfg.max_queued_bytes <= 0)
+        e->cfg.max_queued_bytes = 16 << 20;
     if (e->cfg.max_in_flight <= 0)
         e->cfg.max_in_flight = 1024;
     if (e->cfg.shutdown_grace_ms <= 0)

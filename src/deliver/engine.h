@@ -13,14 +13,15 @@
 #include "store/store.h"
 
 struct engine_config {
-    struct store *store;     /* borrowed */
-    struct metrics *metrics; /* borrowed */
-    int lease_s;             /* how long a claim holds; default 300 */
-    int scan_interval_ms;    /* how often the store is read for due work; default 1000 */
-    int claim_batch;         /* most messages claimed per read; default 256 */
-    int max_queued;          /* most messages held in memory; default 20000 */
-    int max_in_flight;       /* most transfers at once over all apps; default 1024 */
-    int shutdown_grace_ms;   /* how long in-flight attempts may finish at stop; default 10000 */
+    struct store *store;      /* borrowed */
+    struct metrics *metrics;  /* borrowed */
+    int lease_s;              /* how long a claim holds; default 300 */
+    int scan_interval_ms;     /* how often the store is read for due work; default 1000 */
+    int claim_batch;          /* most messages claimed per read; default 256 */
+    int max_queued;           /* most messages held in memory; default 20000 */
+    int64_t max_queued_bytes; /* most bytes of them (records and bookkeeping); default 16 MiB */
+    int max_in_flight;        /* most transfers at once over all apps; default 1024 */
+    int shutdown_grace_ms;    /* how long in-flight attempts may finish at stop; default 10000 */
     const struct guard_cidr *allowed; /* internal ranges the operator allows for every app */
     int nallowed;
 };

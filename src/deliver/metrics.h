@@ -30,7 +30,8 @@ struct metrics {
     atomic_int_fast64_t dead;
     atomic_int_fast64_t failed[FAILURE_COUNT_];
     atomic_int_fast64_t in_flight;
-    atomic_int_fast64_t queued; /* in the engine's memory, waiting for a connection slot */
+    atomic_int_fast64_t queued;       /* in the engine's memory, waiting for a connection slot */
+    atomic_int_fast64_t queued_bytes; /* their records and bookkeeping */
     /* Ingest to 2xx, for first-attempt deliveries and retries alike. */
     atomic_int_fast64_t latency_bucket[METRICS_NBUCKETS + 1];
     atomic_int_fast64_t latency_sum_ms;

@@ -922,6 +922,70 @@ class Safety(ServeCase):
                 m = self.get_message(mid)
                 self.assertNotEqual(m["status"], "delivered", m)
 
+    def test_memory_bound_keeps_fresh_events_in_the_store(self):
+        """--max-queued-mb bounds what the engine holds; fresh events beyond it wait in the
+        store (pending) and are all delivered, once each, as the queue drains."""
+        self.serve.stop()
+        self.serve.extra_args += ["--max-queued-mb", "1"]
+        self.serve.start()
+        app = self.make_app(maxInFlight=2, ordering="none")
+        self.rx.set_default(Response.ok(delay_s=0.05))  # ~40 deliveries/s
+        pad = "x" * 8000  # ~8 KB records: 1 MiB holds about 125 of them
+        bodies = {}
+        lock = threading.Lock()
+        seen = {"queued": 0, "queued_bytes": 0, "pending": 0}
+        done = threading.Event()
+
+        def metric(text, name):
+            for line in text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            return 0.0
+
+        def watch():
+            while not done.is_set():
+                r = self.serve.request("GET", "/metrics")
+                if r.status == 200:
+                    text = r.body.decode()
+                    seen["queued"] = max(seen["queued"], metric(text, "callhook_engine_queued"))
+                    seen["queued_bytes"] = max(seen["queued_bytes"],
+                                               metric(text, "callhook_engine_queued_bytes"))
+                    seen["pending"] = max(seen["pending"], metric(
+                        text, 'callhook_messages{status="pending"}'))
+                time.sleep(0.05)
+
+        def worker(t):
+            for i in range(75):
+                body = record("bound-%d-%d" % (t, i), 4, Pad=pad)
+                mid = self.ingest_ok(app, "end-call", body)
+                with lock:
+                    bodies[mid] = body
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        workers = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(T(60))
+        self.assertEqual(len(bodies), 300)
+        try:
+            wait_until(lambda: len({r.webhook_id for r in self.ok_deliveries()}) >= 300, T(60),
+                       0.2, what="300 deliveries")
+        finally:
+            done.set()
+            watcher.join(5)
+        ok = self.ok_deliveries()
+        counts = collections.Counter(r.webhook_id for r in ok)
+        self.assertEqual(set(counts), set(bodies))
+        self.assertEqual(max(counts.values()), 1, counts.most_common(3))
+        for r in ok:
+            self.assertEqual(r.body, bodies[r.webhook_id])
+        self.assertGreater(seen["pending"], 0, "some fresh events waited in the store")
+        # The bound, plus what one claim may bring before the next check.
+        self.assertLessEqual(seen["queued_bytes"], (1 << 20) + 2 * 8300, seen)
+        self.assertLessEqual(seen["queued"], 130, seen)
+
     def test_crash_safety(self):
         seed = int(os.environ.get("CALLHOOK_TEST_SEED") or time.time() * 1000) % 2 ** 32
         rnd = random.Random(seed)
