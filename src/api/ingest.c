@@ -10,6 +10,7 @@
 #include "api/cache.h"
 #include "deliver/app.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,7 @@ static void write_batch(struct ingest_writer *w, struct ingest_job *jobs)
 static void *writer_main(void *arg)
 {
     struct ingest_writer *w = arg;
+    thread_name("ch-ingest");
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (w->head == NULL && !w->stop)

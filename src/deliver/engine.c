@@ -14,6 +14,7 @@
 #include "deliver/guard.h"
 #include "deliver/storeq.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -893,6 +894,7 @@ static void give_back_everything(struct engine *e)
 static void *engine_main(void *arg)
 {
     struct engine *e = arg;
+    thread_name("ch-engine");
     int64_t stop_deadline = 0;
     for (;;) {
         bool stopping = atomic_load(&e->stopping);

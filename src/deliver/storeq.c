@@ -2,6 +2,7 @@
 #include "deliver/storeq.h"
 
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -59,6 +60,7 @@ static void write_batch(struct storeq *q, struct storeq_results *b)
 static void *storeq_main(void *arg)
 {
     struct storeq *q = arg;
+    thread_name("ch-store");
     pthread_mutex_lock(&q->lock);
     for (;;) {
         if (q->writing) {
