@@ -1,7 +1,7 @@
 /*
  * The receiver's inbox on SQLite: WAL with synchronous=FULL, so an event is on disk when
- * ch_inbox_add returns. One connection behind a mutex: the receiver's writes are batched by its
- * caller, and processing is measured in milliseconds per event, not microseconds.
+ * ch_inbox_add returns. Two connections, each behind a mutex (see struct ch_inbox); the
+ * receiver batches its writes on both, and statements are prepared once.
  */
 #include <callhook/inbox.h>
 
@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,11 @@ struct ch_inbox {
     pthread_mutex_t lock;
     sqlite3 *work;
     pthread_mutex_t work_lock;
+    /* Held around every write transaction of either connection: they take turns here instead
+     * of meeting SQLite's lock and its busy handler, which sleeps a millisecond or more. */
+    pthread_mutex_t write_lock;
+    /* Frames in the WAL after the last commit (sqlite3_wal_hook), for checkpoint_if_due(). */
+    atomic_int wal_frames;
     /* Statements of the hot paths, prepared once (on first use) and reset after each use; each
      * belongs to the connection named by its index and is used under that connection's lock. */
     sqlite3_stmt *cached[ST_COUNT];
@@ -171,6 +177,37 @@ static ch_code run_simple(struct ch_inbox *ib, enum stmt_id id, struct ch_error 
     return rc;
 }
 
+/* SQLite's default: a checkpoint once the WAL holds this many frames. */
+#define CHECKPOINT_FRAMES 1000
+
+/* Past this, the adding connection checkpoints itself: nobody else is doing it (a library user
+ * without workers, or workers stuck in long commands). */
+#define CHECKPOINT_FRAMES_ADDER (8 * CHECKPOINT_FRAMES)
+
+static int count_frames(void *ctx, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    struct ch_inbox *ib = ctx;
+    atomic_store(&ib->wal_frames, frames);
+    return SQLITE_OK;
+}
+
+/* A checkpoint once the WAL is long enough. The bulk of it is passive, while writers go on;
+ * a second pass under the write lock copies what they added meanwhile, so the checkpoint is
+ * complete and the next write starts the WAL over instead of growing it. Call with the
+ * connection's lock held, not the write lock. */
+static void checkpoint_if_due(struct ch_inbox *ib, sqlite3 *db, int frames)
+{
+    if (atomic_load(&ib->wal_frames) < frames)
+        return;
+    atomic_store(&ib->wal_frames, 0);
+    sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_lock(&ib->write_lock);
+    sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_unlock(&ib->write_lock);
+}
+
 ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err)
 {
     if (path == NULL || *path == '\0')
@@ -183,6 +220,7 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
         return ch_error_set(err, CH_ENOMEM, "out of memory opening the inbox");
     pthread_mutex_init(&ib->lock, NULL);
     pthread_mutex_init(&ib->work_lock, NULL);
+    pthread_mutex_init(&ib->write_lock, NULL);
     if (sqlite3_open_v2(path, &ib->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
@@ -204,6 +242,14 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
         sqlite3_busy_timeout(ib->work, 10000);
         rc = exec(ib->work, "PRAGMA synchronous=NORMAL;", err);
     }
+    if (rc == CH_OK) {
+        /* Checkpoints leave the adding connection's commits (which answer senders) alone: the
+         * work connection runs them, outside the write lock; see checkpoint_if_due(). */
+        sqlite3_wal_autocheckpoint(ib->db, 0);
+        sqlite3_wal_autocheckpoint(ib->work, 0);
+        sqlite3_wal_hook(ib->db, count_frames, ib);
+        sqlite3_wal_hook(ib->work, count_frames, ib);
+    }
     if (rc != CH_OK) {
         ch_inbox_close(ib);
         return rc;
@@ -222,6 +268,7 @@ void ch_inbox_close(struct ch_inbox *ib)
     sqlite3_close(ib->db);
     pthread_mutex_destroy(&ib->lock);
     pthread_mutex_destroy(&ib->work_lock);
+    pthread_mutex_destroy(&ib->write_lock);
     free(ib);
 }
 
@@ -272,6 +319,7 @@ ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t 
                      struct ch_error *err)
 {
     pthread_mutex_lock(&ib->lock);
+    pthread_mutex_lock(&ib->write_lock);
     sqlite3_stmt *by_id = stmt(ib, ST_BY_ID, err);
     sqlite3_stmt *by_call = by_id ? stmt(ib, ST_BY_CALL, err) : NULL;
     sqlite3_stmt *ins = by_call ? stmt(ib, ST_INSERT, err) : NULL;
@@ -297,6 +345,8 @@ ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t 
             run_simple(ib, ST_ROLLBACK, NULL);
         rc = CH_EUNAVAILABLE; /* nothing of the batch was stored */
     }
+    pthread_mutex_unlock(&ib->write_lock);
+    checkpoint_if_due(ib, ib->db, CHECKPOINT_FRAMES_ADDER);
     pthread_mutex_unlock(&ib->lock);
     return rc;
 }
@@ -367,6 +417,7 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entr
                         size_t *n, long long *next_due, struct ch_error *err)
 {
     pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
     *n = 0;
     *next_due = 0;
     /* now and next_at are milliseconds here. */
@@ -394,7 +445,9 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entr
         for (size_t i = 0; i < *n; i++)
             ch_inbox_entry_release(&out[i]);
         *n = 0;
-    } else if (*n == 0) {
+    }
+    pthread_mutex_unlock(&ib->write_lock);
+    if (rc == CH_OK && *n == 0) {
         rc = CH_ENOTFOUND;
         st = stmt(ib, ST_NEXT_DUE, NULL);
         if (st) {
@@ -402,7 +455,7 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entr
                 *next_due = sqlite3_column_int64(st, 0);
             sqlite3_reset(st);
         }
-    } else {
+    } else if (rc == CH_OK) {
         qsort(out, *n, sizeof *out, by_seq);
     }
     pthread_mutex_unlock(&ib->work_lock);
@@ -435,6 +488,7 @@ ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, si
                           long long now, struct ch_error *err)
 {
     pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
     sqlite3_stmt *st = stmt(ib, ST_FINISH, err);
     ch_code rc = st ? CH_OK : CH_ESTORE;
     /* One outcome needs no transaction of its own: the statement is one. */
@@ -448,6 +502,8 @@ ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, si
         rc = run_simple(ib, ST_WORK_COMMIT, err);
     if (rc != CH_OK && begun)
         run_simple(ib, ST_WORK_ROLLBACK, NULL);
+    pthread_mutex_unlock(&ib->write_lock);
+    checkpoint_if_due(ib, ib->work, CHECKPOINT_FRAMES);
     pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
@@ -457,6 +513,7 @@ static ch_code run_update(struct ch_inbox *ib, const char *sql, const char *what
                           struct ch_error *err)
 {
     pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
     sqlite3_stmt *st = NULL;
     ch_code rc = prepare(ib->work, sql, &st, err);
     if (rc == CH_OK) {
@@ -470,6 +527,7 @@ static ch_code run_update(struct ch_inbox *ib, const char *sql, const char *what
             *changes = sqlite3_changes(ib->work);
     }
     sqlite3_finalize(st);
+    pthread_mutex_unlock(&ib->write_lock);
     pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }

@@ -546,15 +546,20 @@ ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     p->cfg = c;
     p->inbox = inbox;
-    p->batch = runs_commands(c) ? 1 : WORKER_BATCH;
+    /* Commands run side by side, one event each. JSON-lines files are written one batch at a
+     * time anyway (jsonl_lock), so without commands one thread does it all: more would only
+     * add transactions that the front's commits wait behind. */
+    bool commands = runs_commands(c);
+    p->batch = commands ? 1 : WORKER_BATCH;
+    int nthreads = commands ? c->workers : 1;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
-    p->threads = calloc((size_t)c->workers, sizeof *p->threads);
+    p->threads = calloc((size_t)nthreads, sizeof *p->threads);
     if (p->threads == NULL) {
         free(p);
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     }
-    for (int i = 0; i < c->workers; i++) {
+    for (int i = 0; i < nthreads; i++) {
         if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0)
             break;
         p->nthreads++;
