@@ -119,6 +119,15 @@ static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
     return size;
 }
 
+/* Bytes that stand for themselves inside a string: ASCII from the space up, but the quote and
+ * the backslash (the rest, bytes 0x80 and up, are 0). */
+static const unsigned char plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 /* Reads a string whose opening quote is at s->p; leaves s->p after the closing quote. Refuses
  * what jansson refuses: control characters, bad escapes, lone surrogates, \u0000, bad UTF-8. */
 static bool scan_string(struct scan *s, const char **raw, size_t *raw_len, bool *escaped)
@@ -128,7 +137,7 @@ static bool scan_string(struct scan *s, const char **raw, size_t *raw_len, bool 
     *raw = (const char *)p;
     for (;;) {
         /* The common run of plain ASCII. */
-        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+        while (p < end && plain[*p])
             p++;
         if (p >= end)
             return false;
