@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,6 +323,18 @@ static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len,
     return true;
 }
 
+/* A failure's reason, cut to cap bytes: that is all the inbox keeps. */
+static void say(char *error, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(char *error, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error, cap, fmt, ap);
+    va_end(ap);
+}
+
 /* Appends the lines of events e[0..n) to the handler's file and syncs it once: all of them are
  * durable when it returns true. */
 static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *const *e, size_t n,
@@ -340,7 +353,7 @@ static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *cons
     pthread_mutex_lock(&jsonl_lock);
     int fd = open(h->target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
-        snprintf(error, cap, "cannot open '%s': %s", h->target, strerror(errno));
+        say(error, cap, "cannot open '%s': %s", h->target, strerror(errno));
     } else {
         /* Whole lines, then an fsync before any of these events counts as processed. */
         size_t done = 0;
@@ -348,10 +361,10 @@ static bool run_jsonl(const struct handler *h, const struct ch_inbox_entry *cons
         while (done < len && (w = write(fd, lines + done, len - done)) > 0)
             done += (size_t)w;
         if (done != len)
-            snprintf(error, cap, "cannot write '%s': %s", h->target,
-                     w < 0 ? strerror(errno) : "short write");
+            say(error, cap, "cannot write '%s': %s", h->target,
+                w < 0 ? strerror(errno) : "short write");
         else if (fdatasync(fd) != 0)
-            snprintf(error, cap, "cannot sync '%s': %s", h->target, strerror(errno));
+            say(error, cap, "cannot sync '%s': %s", h->target, strerror(errno));
         else
             ok = true;
         close(fd);
@@ -381,6 +394,9 @@ bool handler_run(const struct receive_config *c, const struct handler *h,
 /* Events a worker takes at once. With a command among the handlers, one: commands take
  * milliseconds, and --workers of them are meant to run side by side. */
 #define WORKER_BATCH 64
+
+/* How long a short batch's successor may gather. Handlers run this much later at most. */
+#define COALESCE_MS 5
 
 /* The CallType as the front stored it, read as ch_record_parse() reads it. */
 static enum ch_call_type_kind stored_kind(const struct ch_inbox_entry *e)
@@ -485,6 +501,20 @@ static void process(struct worker_pool *p, struct ch_inbox_entry *e, size_t n)
     }
 }
 
+/* Sleeps ms milliseconds, or less if the pool is stopping. */
+static void pause_ms(struct worker_pool *p, long long ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&p->lock);
+    while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker_pool *p = arg;
@@ -504,6 +534,11 @@ static void *worker_main(void *arg)
             process(p, batch, n);
             for (size_t i = 0; i < n; i++)
                 ch_inbox_entry_release(&batch[i]);
+            /* A short batch: let the next one gather for a moment, so that a steady stream is
+             * processed in full batches (one sync, two transactions) rather than a few events
+             * at a time. */
+            if (p->batch > 1 && n < p->batch)
+                pause_ms(p, COALESCE_MS);
             continue;
         }
         if (rc != CH_ENOTFOUND)
