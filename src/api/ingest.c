@@ -108,6 +108,7 @@ static void write_batch(struct ingest_writer *w, struct ingest_job *jobs)
         api_resume(list[i]->req);
         free(list[i]);
     }
+    engine_kick(w->ctx->engine);
 }
 
 static void *writer_main(void *arg)

@@ -208,7 +208,7 @@ ch_code api_server_start(struct api_context *ctx, const char *listen, struct api
                                  (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
                                  NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_LIMIT,
                                  4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
                                  MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (s->daemon == NULL) {
         free(s);

@@ -1021,6 +1021,10 @@ void engine_submit(struct engine *e, struct due_message *m, int64_t ingested_ms)
         e->inbox_head = job;
     e->inbox_tail = job;
     pthread_mutex_unlock(&e->inbox_lock);
+}
+
+void engine_kick(struct engine *e)
+{
     curl_multi_wakeup(e->multi);
 }
 

@@ -35,8 +35,12 @@ ch_code engine_new(const struct engine_config *cfg, struct engine **out, struct 
 ch_code engine_start(struct engine *e, struct ch_error *err);
 
 /* Hands a freshly ingested, already claimed message to the engine. Takes ownership of m->body.
- * ingested_ms is when its ingest request arrived (for the latency histogram). Thread-safe. */
+ * ingested_ms is when its ingest request arrived (for the latency histogram). Thread-safe.
+ * The engine looks at what was handed over when woken: engine_kick() after a batch. */
 void engine_submit(struct engine *e, struct due_message *m, int64_t ingested_ms);
+
+/* Wakes the engine for what engine_submit() handed over (one wakeup per batch, not per event). */
+void engine_kick(struct engine *e);
 
 /* A Voice App's settings or secret changed: the engine reloads them before its next attempt.
  * Also makes the engine read the store for due work now. Thread-safe. */
