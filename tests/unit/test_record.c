@@ -334,6 +334,80 @@ static void test_embedded_nul(void **state)
     assert_int_not_equal(ch_record_parse(&rec, text, sizeof text - 1, 0, NULL), CH_OK);
 }
 
+/* The edges of jansson's rules, which the one-pass reading keeps (tests/fuzz/fuzz_jsonscan.c
+ * compares the two on every input; these pin the outcome down). Lengths are explicit: some
+ * cases hold NUL bytes. */
+#define BODY(text) text, sizeof text - 1
+
+static void test_jansson_rules(void **state)
+{
+    (void)state;
+    static char deep_ok[2 * 2048 + 1], deep_bad[2 * 2049 + 1];
+    memset(deep_ok, '[', 2048);
+    memset(deep_ok + 2048, ']', 2048);
+    memset(deep_bad, '[', 2049);
+    memset(deep_bad + 2049, ']', 2049);
+    static const struct {
+        const char *text;
+        size_t len;
+        ch_code code;
+        const char *active; /* with CH_OK: the ActiveCallId, "" when absent */
+    } cases[] = {
+        /* jansson skips one NUL right after a number or a literal, and only there. */
+        {BODY("{\"ActiveCallId\":7\0,\"b\":true\0}"), CH_OK, "7"},
+        {BODY("{\"ActiveCallId\":7\0\0}"), CH_EJSON, NULL},
+        {BODY("{\"ActiveCallId\":\"a\"\0}"), CH_EJSON, NULL},
+        {BODY("{\"a\":{}\0}"), CH_EJSON, NULL},
+        /* Keys compare decoded, per object, at every level. */
+        {BODY("{\"a\":1,\"\\u0061\":2}"), CH_EJSON, NULL},
+        {BODY("{\"x\":{\"a\":1,\"a\":2}}"), CH_EJSON, NULL},
+        {BODY("{\"x\":{\"a\":1},\"y\":{\"a\":2},\"a\":3}"), CH_OK, ""},
+        {BODY("{\"Active\\u0043allId\":\"\\u00e9\\ud83d\\ude00\"}"), CH_OK,
+         "\xc3\xa9\xf0\x9f\x98\x80"},
+        /* Among other casings the first wins; PascalCase and camelCase beat them. */
+        {BODY("{\"ACTIVECALLID\":\"1\",\"activecallid\":\"2\"}"), CH_OK, "1"},
+        {BODY("{\"ACTIVECALLID\":\"1\",\"activeCallId\":\"2\",\"ActiveCallId\":\"3\"}"), CH_OK,
+         "3"},
+        /* Numbers: every one is a double; past its range refused, underflow is zero. */
+        {BODY("{\"ActiveCallId\":1e2,\"n\":1e-400}"), CH_OK, "100"},
+        {BODY("{\"ActiveCallId\":-0}"), CH_OK, "0"},
+        {BODY("{\"n\":1e309}"), CH_EJSON, NULL},
+        {BODY("{\"n\":-1e400}"), CH_EJSON, NULL},
+        {BODY("{\"n\":1.7976931348623157e308}"), CH_OK, ""},
+        {BODY("{\"ActiveCallId\":9007199254740992}"), CH_EINVAL, NULL},
+        {BODY("{\"ActiveCallId\":9007199254740991}"), CH_OK, "9007199254740991"},
+        {BODY("{\"ActiveCallId\":1.5}"), CH_OK, ""},
+        {BODY("{\"n\":01}"), CH_EJSON, NULL},
+        {BODY("{\"n\":1.}"), CH_EJSON, NULL},
+        {BODY("{\"n\":-}"), CH_EJSON, NULL},
+        {BODY("{\"n\":[1,]}"), CH_EJSON, NULL},
+        /* Strings: lone surrogates, bad UTF-8 (overlong, surrogate, past U+10FFFF), raw
+         * control characters are refused; DEL is not a control character to JSON. */
+        {BODY("{\"a\":\"\\ud800\"}"), CH_EJSON, NULL},
+        {BODY("{\"a\":\"\\udc00\"}"), CH_EJSON, NULL},
+        {BODY("{\"a\":\"\xc0\x80\"}"), CH_EJSON, NULL},
+        {BODY("{\"a\":\"\xed\xa0\x80\"}"), CH_EJSON, NULL},
+        {BODY("{\"a\":\"\xf4\x90\x80\x80\"}"), CH_EJSON, NULL},
+        {BODY("{\"a\":\"\t\"}"), CH_EJSON, NULL},
+        {BODY("{\"ActiveCallId\":\"a\x7f\"}"), CH_OK, "a\x7f"},
+        {BODY("{\"a\":truex}"), CH_EJSON, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct ch_record rec;
+        struct ch_error err = {0};
+        ch_code rc = ch_record_parse(&rec, cases[i].text, cases[i].len, 0, &err);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: got %s, want %s (%s)", i, ch_code_name(rc),
+                     ch_code_name(cases[i].code), err.message);
+        if (rc == CH_OK)
+            assert_string_equal(rec.active_call_id, cases[i].active);
+    }
+    /* Nesting: 2048 levels are accepted, 2049 refused (as an array: not an object). */
+    struct ch_record rec;
+    assert_int_equal(ch_record_parse(&rec, deep_ok, 2 * 2048, 0, NULL), CH_ENOTOBJECT);
+    assert_int_equal(ch_record_parse(&rec, deep_bad, 2 * 2049, 0, NULL), CH_EJSON);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_embedded_nul),
+        cmocka_unit_test(test_jansson_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
