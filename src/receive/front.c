@@ -10,6 +10,7 @@
 #include "util/buf.h"
 #include "util/listen.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -152,6 +153,7 @@ static void write_batch(struct front *f, struct request *list)
 static void *writer_main(void *arg)
 {
     struct front *f = arg;
+    thread_name("ch-inbox");
     pthread_mutex_lock(&f->lock);
     for (;;) {
         while (f->head == NULL && !f->stop)

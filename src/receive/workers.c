@@ -10,6 +10,7 @@
 #include "receive/inbox.h"
 
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <jansson.h>
 
@@ -519,6 +520,7 @@ static void *worker_main(void *arg)
 {
     struct worker_pool *p = arg;
     struct ch_inbox_entry batch[WORKER_BATCH];
+    thread_name("ch-worker");
     for (;;) {
         pthread_mutex_lock(&p->lock);
         bool stop = p->stop;
