@@ -1018,8 +1018,10 @@ class Safety(ServeCase):
                 while True:
                     try:
                         r = s.ingest(app.id, event, body, timeout=5)
-                    except (OSError, http.client.HTTPException):
-                        r = None  # serve is down or died mid-request: send it again
+                    except (OSError, http.client.HTTPException, AttributeError):
+                        # serve is down or died mid-request: send it again. AttributeError:
+                        # http.client itself, when the socket vanishes under a read.
+                        r = None
                     if r is not None and r.status in (200, 202):
                         with lock:
                             acked[r.json["messageId"]] = body
@@ -1035,7 +1037,14 @@ class Safety(ServeCase):
                     time.sleep(0.05)
                 time.sleep(wr.uniform(0.005, 0.03))
 
-        workers = [threading.Thread(target=worker, args=(t,), daemon=True)
+        def guarded(t):
+            try:
+                worker(t)
+            except Exception as e:  # a dead client thread is the test's problem, said plainly
+                with lock:
+                    problems.append("ingest worker %d died: %r" % (t, e))
+
+        workers = [threading.Thread(target=guarded, args=(t,), daemon=True)
                    for t in range(threads_n)]
         for w in workers:
             w.start()
