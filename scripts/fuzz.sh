@@ -16,9 +16,10 @@ seconds=$2
 case $seconds in '' | *[!0-9]* | 0) usage ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-# Each target with the longest input worth trying: records past jansson's nesting limit (2048),
+# Each target with the longest input worth trying: records (and the one-pass JSON check, compared
+# with jansson) past jansson's nesting limit (2048),
 # signature headers past CH_SIGNATURE_HEADER_MAX (8192).
-targets=(record:16384 sigheader:10240)
+targets=(record:16384 sigheader:10240 jsonscan:16384)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/callhook-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
