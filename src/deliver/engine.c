@@ -406,6 +406,9 @@ static struct transfer *new_transfer(struct engine *e, struct app_state *a)
     curl_easy_setopt(h, CURLOPT_USERAGENT, "callhook/" CALLHOOK_VERSION);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* Straight to the endpoint: proxy variables in the environment are not followed (the SSRF
+     * guard judges the endpoint's own address, which a proxy would hide). */
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, a->cfg.connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, a->cfg.timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, a->cfg.allow_insecure_http ? "http,https" : "https");
