@@ -542,6 +542,20 @@ class Ssrf(SecurityCase):
         m = self.wait_status(s, mid, "delivered")
         self.assertEqual([at.get("httpStatus") for at in self.attempts(m)], [200], m)
 
+    def test_proxy_variables_are_not_followed(self):
+        # A proxy would hide the endpoint's address from the guard: serve connects directly.
+        proxy = self.receiver()
+        via = proxy.url("/")
+        s = self.serve(env={"http_proxy": via, "HTTP_PROXY": via, "https_proxy": via,
+                            "HTTPS_PROXY": via, "all_proxy": via, "ALL_PROXY": via,
+                            "no_proxy": "", "NO_PROXY": ""})
+        rx = self.receiver()
+        self.local_app(s, rx, "direct", allowPrivateNetwork=True)
+        mid = self.ingest(s, "direct", "begin-call", call_record())
+        rx.wait_for(1, path="/direct/begin-call", timeout=T(10), status_ok=True)
+        self.wait_status(s, mid, "delivered")
+        self.assertEqual(proxy.requests, [], "the proxy must not be contacted")
+
     def test_allow_cidr_lets_every_app_reach_the_range(self):
         s = self.serve("--allow-cidr", "127.0.0.0/8")
         rx = self.receiver()
