@@ -68,8 +68,7 @@ enum stmt_id {
     W_INGEST_BEGIN_OPEN,
     W_INGEST_INSERT,
     W_INGEST_BODY,
-    W_CLAIM_SELECT,
-    W_CLAIM_UPDATE,
+    W_CLAIM,
     W_ATTEMPT_INSERT,
     W_ATTEMPT_UPDATE,
     W_APP_DISABLE,
@@ -99,17 +98,20 @@ static const char *const stmt_sql[STMT_COUNT_] = {
                         " created_at, next_attempt_at, wait_begin)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [W_INGEST_BODY] = "INSERT INTO message_bodies(seq, body) VALUES (?, ?)",
-    [W_CLAIM_SELECT] =
-        "SELECT m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at, b.body"
-        " FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-        " JOIN message_bodies b ON b.seq = m.seq"
+    /* One statement claims the batch: the subquery picks (in due order, leaving end-calls
+     * whose begin-call is still open), the UPDATE leases them and returns them with their
+     * records. RETURNING gives no order: claim_due() sorts by seq. */
+    [W_CLAIM] =
+        "UPDATE messages SET status = 1, next_attempt_at = ?3 WHERE seq IN ("
+        " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
         " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1"
         " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
         "   SELECT 1 FROM messages p WHERE p.app_id = m.app_id"
         "   AND p.dedupe_key = m.dedupe_key AND p.event = 'begin-call'"
         "   AND p.status IN (0, 1)))"
-        " ORDER BY m.next_attempt_at, m.seq LIMIT ?2",
-    [W_CLAIM_UPDATE] = "UPDATE messages SET status = 1, next_attempt_at = ? WHERE seq = ?",
+        " ORDER BY m.next_attempt_at, m.seq LIMIT ?2)"
+        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at,"
+        " (SELECT body FROM message_bodies b WHERE b.seq = messages.seq)",
     [W_ATTEMPT_INSERT] = "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
                          " error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
     [W_ATTEMPT_UPDATE] = "UPDATE messages SET status = ?, attempts = attempts + 1,"
@@ -613,56 +615,52 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
 
 /* ---- delivery ---- */
 
+static int by_seq(const void *a, const void *b)
+{
+    int64_t x = ((const struct due_message *)a)->seq, y = ((const struct due_message *)b)->seq;
+    return (x > y) - (x < y);
+}
+
 static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
                          size_t max, size_t *n, struct ch_error *err)
 {
     struct sqlite_store *db = self(s);
     *n = 0;
     pthread_mutex_lock(&db->wlock);
-    sqlite3_stmt *sel = NULL, *upd = NULL;
+    sqlite3_stmt *st = NULL;
     ch_code rc = begin(db, false, err);
     if (rc == CH_OK)
-        rc = stmt(db, W_CLAIM_SELECT, &sel, err);
-    if (rc == CH_OK)
-        rc = stmt(db, W_CLAIM_UPDATE, &upd, err);
+        rc = stmt(db, W_CLAIM, &st, err);
     if (rc == CH_OK) {
-        sqlite3_bind_int64(sel, 1, now);
-        sqlite3_bind_int64(sel, 2, (sqlite3_int64)max);
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+        sqlite3_bind_int64(st, 3, lease_until);
         int step;
-        while ((step = sqlite3_step(sel)) == SQLITE_ROW) {
+        while ((step = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
             struct due_message *m = &out[*n];
             memset(m, 0, sizeof *m);
-            m->seq = sqlite3_column_int64(sel, 0);
-            text_col(sel, 1, m->msg_id, sizeof m->msg_id);
-            text_col(sel, 2, m->app_id, sizeof m->app_id);
-            text_col(sel, 3, m->event, sizeof m->event);
-            text_col(sel, 4, m->dedupe_key, sizeof m->dedupe_key);
-            m->attempts = sqlite3_column_int(sel, 5);
-            m->created_at = sqlite3_column_int64(sel, 6);
-            int len = sqlite3_column_bytes(sel, 7);
+            m->seq = sqlite3_column_int64(st, 0);
+            text_col(st, 1, m->msg_id, sizeof m->msg_id);
+            text_col(st, 2, m->app_id, sizeof m->app_id);
+            text_col(st, 3, m->event, sizeof m->event);
+            text_col(st, 4, m->dedupe_key, sizeof m->dedupe_key);
+            m->attempts = sqlite3_column_int(st, 5);
+            m->created_at = sqlite3_column_int64(st, 6);
+            int len = sqlite3_column_bytes(st, 7);
             m->body = malloc(len > 0 ? (size_t)len : 1);
             if (m->body == NULL) {
                 rc = ch_error_set(err, CH_ENOMEM, "out of memory claiming messages");
                 break;
             }
             if (len > 0)
-                memcpy(m->body, sqlite3_column_blob(sel, 7), (size_t)len);
+                memcpy(m->body, sqlite3_column_blob(st, 7), (size_t)len);
             m->body_len = (size_t)len;
             (*n)++;
-            sqlite3_bind_int64(upd, 1, lease_until);
-            sqlite3_bind_int64(upd, 2, m->seq);
-            int ustep = sqlite3_step(upd);
-            sqlite3_reset(upd);
-            if (ustep != SQLITE_DONE) {
-                rc = db_error(err, db->w, "claim");
-                break;
-            }
         }
         if (rc == CH_OK && step != SQLITE_DONE && step != SQLITE_ROW)
             rc = db_error(err, db->w, "claim");
     }
-    stmt_done(sel);
-    stmt_done(upd);
+    stmt_done(st);
     rc = finish(db, rc, err);
     if (rc != CH_OK) {
         for (size_t i = 0; i < *n; i++)
@@ -670,6 +668,8 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         *n = 0;
     }
     pthread_mutex_unlock(&db->wlock);
+    /* In the order they were stored, so each app's queue stays first in, first out. */
+    qsort(out, *n, sizeof *out, by_seq);
     return rc;
 }
 
