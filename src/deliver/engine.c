@@ -40,7 +40,9 @@ struct job {
 struct transfer;
 
 struct app_state {
-    struct app_state *next; /* hash chain */
+    struct app_state *next;       /* hash chain */
+    struct app_state *ready_next; /* the engine's list of apps with queued work */
+    bool on_ready;
     char id[APP_ID_MAX + 1];
     uint64_t generation; /* of the settings loaded; 0: not loaded */
     char *header_lines;  /* the custom headers as "Name: value" lines, one allocation */
@@ -102,6 +104,7 @@ struct engine {
 
     /* Owned by the engine thread. */
     struct app_state *apps[APP_BUCKETS];
+    struct app_state *ready; /* apps with queued messages: what start_ready() walks */
     struct seq_set in_memory;
     int queued;
     int64_t queued_bytes; /* of the queued jobs: records and job structs */
@@ -662,6 +665,11 @@ static void enqueue(struct engine *e, struct job *job)
     else
         a->head = job;
     a->tail = job;
+    if (!a->on_ready) {
+        a->on_ready = true;
+        a->ready_next = e->ready;
+        e->ready = a;
+    }
     e->queued++;
     e->queued_bytes += job_bytes(job);
     atomic_fetch_add(&e->cfg.metrics->queued_bytes, job_bytes(job));
@@ -714,38 +722,49 @@ static void fail_without_attempt(struct engine *e, struct job *job, const char *
     job_free(e, job);
 }
 
+/* Starts what an app's queue and its in-flight cap allow (or settles its queue when the app
+ * is gone, disabled or not loadable). */
+static void start_app(struct engine *e, struct app_state *a)
+{
+    app_refresh(e, a);
+    if (a->generation == 0)
+        return; /* could not load: try again next turn */
+    if (a->missing) {
+        struct job *job;
+        while ((job = dequeue(e, a)) != NULL)
+            fail_without_attempt(e, job, "the voice app was deleted");
+        return;
+    }
+    if (!a->enabled) {
+        release_app(e, a, now_ms() / 1000);
+        return;
+    }
+    while (a->head && a->in_flight < a->cfg.max_in_flight && e->in_flight < e->cfg.max_in_flight) {
+        struct job *job = dequeue(e, a);
+        if (app_config_url(&a->cfg, job->m.event) == NULL) {
+            fail_without_attempt(e, job, "no URL is configured for this event");
+            continue;
+        }
+        if (!start_transfer(e, a, job)) {
+            int64_t seq = job->m.seq;
+            job_free(e, job);
+            e->cfg.store->ops->release(e->cfg.store, &seq, 1, now_ms() / 1000 + 5, NULL);
+        }
+    }
+}
+
+/* Walks the apps with queued work only (not every app known), dropping those left empty. */
 static void start_ready(struct engine *e)
 {
-    for (size_t b = 0; b < APP_BUCKETS; b++) {
-        for (struct app_state *a = e->apps[b]; a; a = a->next) {
-            if (a->head == NULL)
-                continue;
-            app_refresh(e, a);
-            if (a->generation == 0)
-                continue; /* could not load: try again next turn */
-            if (a->missing) {
-                struct job *job;
-                while ((job = dequeue(e, a)) != NULL)
-                    fail_without_attempt(e, job, "the voice app was deleted");
-                continue;
-            }
-            if (!a->enabled) {
-                release_app(e, a, now_ms() / 1000);
-                continue;
-            }
-            while (a->head && a->in_flight < a->cfg.max_in_flight &&
-                   e->in_flight < e->cfg.max_in_flight) {
-                struct job *job = dequeue(e, a);
-                if (app_config_url(&a->cfg, job->m.event) == NULL) {
-                    fail_without_attempt(e, job, "no URL is configured for this event");
-                    continue;
-                }
-                if (!start_transfer(e, a, job)) {
-                    int64_t seq = job->m.seq;
-                    job_free(e, job);
-                    e->cfg.store->ops->release(e->cfg.store, &seq, 1, now_ms() / 1000 + 5, NULL);
-                }
-            }
+    struct app_state **pp = &e->ready;
+    while (*pp) {
+        struct app_state *a = *pp;
+        start_app(e, a);
+        if (a->head == NULL) {
+            *pp = a->ready_next;
+            a->on_ready = false;
+        } else {
+            pp = &a->ready_next;
         }
     }
 }
