@@ -92,7 +92,10 @@ ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_err
 /* The ingest writer: group commit of ingest requests. */
 ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out,
                           struct ch_error *err);
-void ingest_writer_free(struct ingest_writer *w); /* stops it after the queue is written */
+/* Stops the writer once everything queued is written and answered; later ingest requests are
+ * answered 503. The struct stays valid (server threads may still look at it) until freed. */
+void ingest_writer_stop(struct ingest_writer *w);
+void ingest_writer_free(struct ingest_writer *w); /* stops it first if needed */
 /* Handles POST /v1/voice-apps/{id}/begin-call|end-call. Returns as api_dispatch does. */
 bool ingest_handle(struct api_request *r, const char *app_id, const char *event);
 
@@ -101,7 +104,6 @@ struct api_server;
 ch_code api_server_start(struct api_context *ctx, const char *listen, struct api_server **out,
                          struct ch_error *err);
 /* Stops accepting new connections; the open ones are still served. */
-void api_server_quiesce(struct api_server *s);
 /* Closes everything; returns once the server's threads are gone. */
 void api_server_stop(struct api_server *s, struct api_context *ctx);
 

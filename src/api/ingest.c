@@ -156,15 +156,24 @@ ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out, s
     return CH_OK;
 }
 
-void ingest_writer_free(struct ingest_writer *w)
+void ingest_writer_stop(struct ingest_writer *w)
 {
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->lock);
+    bool running = !w->stop;
     w->stop = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thread, NULL);
+    if (running)
+        pthread_join(w->thread, NULL);
+}
+
+void ingest_writer_free(struct ingest_writer *w)
+{
+    if (w == NULL)
+        return;
+    ingest_writer_stop(w);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
     free(w);

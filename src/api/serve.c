@@ -362,17 +362,18 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     status = 0;
 
 out:
-    /* Stop in reverse: no new connections, answer every queued ingest, close HTTP, then let the
-     * engine finish or give back its work. */
-    if (server)
-        api_server_quiesce(server);
-    ingest_writer_free(ctx.writer);
-    ctx.writer = NULL;
+    /* Stop in reverse: answer every queued ingest (anything later is answered 503), close
+     * HTTP, then let the engine finish or give back its work. Not MHD_quiesce_daemon(): with a
+     * thread pool on epoll, libmicrohttpd 0.9.75 can abort in it ("Failed to remove listen FD
+     * from epoll set") when a worker takes the listen socket out at the same moment. */
+    ingest_writer_stop(ctx.writer);
     if (server) {
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL); /* let the last answers leave */
         api_server_stop(server, &ctx);
     }
+    ingest_writer_free(ctx.writer);
+    ctx.writer = NULL;
     engine_free(ctx.engine);
     api_cache_free(ctx.keys);
     api_cache_free(ctx.apps);

@@ -219,13 +219,6 @@ ch_code api_server_start(struct api_context *ctx, const char *listen, struct api
     return CH_OK;
 }
 
-void api_server_quiesce(struct api_server *s)
-{
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
-}
-
 void api_server_stop(struct api_server *s, struct api_context *ctx)
 {
     if (s == NULL)

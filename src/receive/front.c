@@ -469,12 +469,10 @@ void front_stop(struct front *f)
 {
     if (f == NULL)
         return;
-    if (f->daemon) {
-        MHD_socket fd = MHD_quiesce_daemon(f->daemon);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
-    }
-    /* The writer answers everything queued before it exits. */
+    /* The writer answers everything queued before it exits; requests after that are answered
+     * 503. Not MHD_quiesce_daemon(): with a thread pool on epoll, libmicrohttpd 0.9.75 can
+     * abort in it ("Failed to remove listen FD from epoll set") when a worker takes the listen
+     * socket out at the same moment. */
     pthread_mutex_lock(&f->lock);
     f->stop = true;
     pthread_cond_signal(&f->cond);
