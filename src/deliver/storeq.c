@@ -98,6 +98,15 @@ static void *storeq_main(void *arg)
     return NULL;
 }
 
+/* Frees what storeq_start() allocated (the thread is not running). */
+static void storeq_free(struct storeq *q)
+{
+    free(q->batches[0]);
+    free(q->batches[1]);
+    free(q->claimed);
+    free(q);
+}
+
 ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void *ctx), void *ctx,
                      struct storeq **out, struct ch_error *err)
 {
@@ -112,10 +121,7 @@ ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void 
     q->batches[1] = calloc(1, sizeof *q->batches[1]);
     q->claimed = calloc(claim_batch, sizeof *q->claimed);
     if (q->batches[0] == NULL || q->batches[1] == NULL || q->claimed == NULL) {
-        free(q->batches[0]);
-        free(q->batches[1]);
-        free(q->claimed);
-        free(q);
+        storeq_free(q);
         return ch_error_set(err, CH_ENOMEM, "out of memory starting the store thread");
     }
     pthread_mutex_init(&q->lock, NULL);
@@ -123,10 +129,7 @@ ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void 
     if (pthread_create(&q->thread, NULL, storeq_main, q) != 0) {
         pthread_mutex_destroy(&q->lock);
         pthread_cond_destroy(&q->cond);
-        free(q->batches[0]);
-        free(q->batches[1]);
-        free(q->claimed);
-        free(q);
+        storeq_free(q);
         return ch_error_set(err, CH_ENOMEM, "cannot start the store thread");
     }
     *out = q;
@@ -235,8 +238,5 @@ void storeq_stop(struct storeq *q)
     }
     pthread_mutex_destroy(&q->lock);
     pthread_cond_destroy(&q->cond);
-    free(q->batches[0]);
-    free(q->batches[1]);
-    free(q->claimed);
-    free(q);
+    storeq_free(q);
 }
