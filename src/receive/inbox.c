@@ -9,6 +9,7 @@
 
 #include "receive/inbox.h"
 #include "util/fs.h"
+#include "util/sqlite_db.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -116,51 +117,26 @@ void ch_inbox_entry_release(struct ch_inbox_entry *e)
 
 static ch_code db_error(struct ch_error *err, sqlite3 *db, const char *what)
 {
-    int code = sqlite3_errcode(db);
-    ch_code c = (code == SQLITE_BUSY || code == SQLITE_FULL || code == SQLITE_IOERR)
-                    ? CH_EUNAVAILABLE
-                    : CH_ESTORE;
-    return ch_error_set(err, c, "inbox: %s: %s", what, sqlite3_errmsg(db));
+    return sqldb_error(err, db, "inbox: ", what);
 }
 
 static ch_code exec(sqlite3 *db, const char *sql, struct ch_error *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        ch_code rc = ch_error_set(err, CH_ESTORE, "inbox: %s", msg ? msg : "error");
-        sqlite3_free(msg);
-        return rc;
-    }
-    return CH_OK;
+    return sqldb_exec(db, sql, "inbox: ", err);
 }
 
 static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct ch_error *err)
 {
-    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
-        return db_error(err, db, "prepare");
-    return CH_OK;
+    return sqldb_prepare(db, sql, st, "inbox: ", err);
 }
 
 /* The cached statement id, prepared on first use; NULL (err set) if it cannot be. Call with
- * the lock of its connection held, and reset it after use. */
+ * the lock of its connection held, and sqldb_done() after use. */
 static sqlite3_stmt *stmt(struct ch_inbox *ib, enum stmt_id id, struct ch_error *err)
 {
-    if (ib->cached[id] == NULL) {
-        sqlite3 *db = id < ST_WORK_FIRST ? ib->db : ib->work;
-        if (sqlite3_prepare_v3(db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &ib->cached[id],
-                               NULL) != SQLITE_OK) {
-            db_error(err, db, "prepare");
-            ib->cached[id] = NULL;
-        }
-    }
-    return ib->cached[id];
-}
-
-/* Ready for the next use, and no longer pointing at the caller's strings. */
-static void done_with(sqlite3_stmt *st)
-{
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    sqlite3 *db = id < ST_WORK_FIRST ? ib->db : ib->work;
+    return sqldb_kept(db, &ib->cached[id], stmt_sql[id], "inbox: ", err) == CH_OK ? ib->cached[id]
+                                                                                  : NULL;
 }
 
 /* Runs a cached statement without parameters or rows: BEGIN, COMMIT, ROLLBACK. */
@@ -280,7 +256,7 @@ static int find_existing(sqlite3_stmt *by_id, sqlite3_stmt *by_call, const char 
     int step = sqlite3_step(by_id);
     if (step == SQLITE_ROW)
         *seq = sqlite3_column_int64(by_id, 0);
-    done_with(by_id);
+    sqldb_done(by_id);
     if (step != SQLITE_DONE || call_key == NULL)
         return step;
     sqlite3_bind_text(by_call, 1, event, -1, SQLITE_STATIC);
@@ -288,7 +264,7 @@ static int find_existing(sqlite3_stmt *by_id, sqlite3_stmt *by_call, const char 
     step = sqlite3_step(by_call);
     if (step == SQLITE_ROW)
         *seq = sqlite3_column_int64(by_call, 0);
-    done_with(by_call);
+    sqldb_done(by_call);
     return step;
 }
 
@@ -307,7 +283,7 @@ static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, struct ch_inbox_e
     ch_code rc = CH_OK;
     if (sqlite3_step(ins) != SQLITE_DONE)
         rc = db_error(err, ib->db, "store event");
-    done_with(ins); /* unbound parameters are NULL: call_key and call_type when absent */
+    sqldb_done(ins); /* unbound parameters are NULL: call_key and call_type when absent */
     if (rc == CH_OK) {
         e->duplicate = false;
         e->seq = sqlite3_last_insert_rowid(ib->db);
@@ -435,7 +411,7 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entr
         }
         if (rc == CH_OK && *n < max && step != SQLITE_DONE)
             rc = db_error(err, ib->work, "take an event");
-        done_with(st);
+        sqldb_done(st);
     }
     if (rc == CH_OK)
         rc = run_simple(ib, ST_WORK_COMMIT, err);
@@ -480,7 +456,7 @@ static ch_code finish_one(struct ch_inbox *ib, sqlite3_stmt *st, const struct in
     ch_code rc = CH_OK;
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = db_error(err, ib->work, "record the outcome");
-    done_with(st);
+    sqldb_done(st);
     return rc;
 }
 

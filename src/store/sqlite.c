@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "util/fs.h"
+#include "util/sqlite_db.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -141,54 +142,27 @@ static struct sqlite_store *self(struct store *s)
 
 static ch_code db_error(struct ch_error *err, sqlite3 *db, const char *what)
 {
-    int code = sqlite3_extended_errcode(db);
-    ch_code c = (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_FULL ||
-                        (code & 0xff) == SQLITE_IOERR || (code & 0xff) == SQLITE_CANTOPEN
-                    ? CH_EUNAVAILABLE
-                    : CH_ESTORE;
-    return ch_error_set(err, c, "%s: %s", what, sqlite3_errmsg(db));
+    return sqldb_error(err, db, "", what);
 }
 
 static ch_code exec(sqlite3 *db, const char *sql, struct ch_error *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        ch_code rc = ch_error_set(err, CH_ESTORE, "sqlite: %s", msg ? msg : "error");
-        sqlite3_free(msg);
-        return rc;
-    }
-    return CH_OK;
+    return sqldb_exec(db, sql, "sqlite: ", err);
 }
 
 static ch_code prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct ch_error *err)
 {
-    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK)
-        return db_error(err, db, "prepare");
-    return CH_OK;
+    return sqldb_prepare(db, sql, st, "", err);
 }
 
 /* A kept statement, ready to bind; the caller holds the connection's lock and calls
- * stmt_done() when through with it. */
+ * sqldb_done() when through with it. */
 static ch_code stmt(struct sqlite_store *db, enum stmt_id id, sqlite3_stmt **out,
                     struct ch_error *err)
 {
-    if (db->q[id] == NULL) {
-        sqlite3 *conn = id >= R_FIRST_ ? db->r : db->w;
-        if (sqlite3_prepare_v3(conn, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &db->q[id],
-                               NULL) != SQLITE_OK)
-            return db_error(err, conn, "prepare");
-    }
+    ch_code rc = sqldb_kept(id >= R_FIRST_ ? db->r : db->w, &db->q[id], stmt_sql[id], "", err);
     *out = db->q[id];
-    return CH_OK;
-}
-
-/* Resets a kept statement, so it holds no read snapshot and no borrowed bindings. */
-static void stmt_done(sqlite3_stmt *st)
-{
-    if (st != NULL) {
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-    }
+    return rc;
 }
 
 /* Runs a kept statement that returns no rows (transaction control, pragmas). */
@@ -201,7 +175,7 @@ static ch_code run(struct sqlite_store *db, enum stmt_id id, struct ch_error *er
     int step = sqlite3_step(st);
     if (step != SQLITE_DONE && step != SQLITE_ROW)
         rc = db_error(err, db->w, stmt_sql[id]);
-    stmt_done(st);
+    sqldb_done(st);
     return rc;
 }
 
@@ -329,7 +303,7 @@ static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum ke
         else
             rc = db_error(err, db->r, "look up key");
     }
-    stmt_done(st);
+    sqldb_done(st);
     pthread_mutex_unlock(&db->rlock);
     return rc;
 }
@@ -464,7 +438,7 @@ static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
         else
             rc = db_error(err, db->r, "read voice app");
     }
-    stmt_done(st);
+    sqldb_done(st);
     pthread_mutex_unlock(&db->rlock);
     return rc;
 }
@@ -529,7 +503,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
 
     sqlite3_bind_text(app, 1, it->app_id, -1, SQLITE_STATIC);
     int step = sqlite3_step(app);
-    stmt_done(app);
+    sqldb_done(app);
     if (step == SQLITE_DONE) {
         it->unknown_app = true;
         it->result = CH_ENOTFOUND;
@@ -545,10 +519,10 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
         it->seq = sqlite3_column_int64(find, 0);
         it->status = (enum msg_status)sqlite3_column_int(find, 1);
         it->result = CH_OK;
-        stmt_done(find);
+        sqldb_done(find);
         return CH_OK;
     }
-    stmt_done(find);
+    sqldb_done(find);
     if (step != SQLITE_DONE)
         return db_error(err, db->w, "ingest: find message");
 
@@ -558,7 +532,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
         sqlite3_bind_text(begin_open, 1, it->app_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(begin_open, 2, it->dedupe_key, -1, SQLITE_STATIC);
         step = sqlite3_step(begin_open);
-        stmt_done(begin_open);
+        sqldb_done(begin_open);
         if (step == SQLITE_ROW)
             status = MSG_PENDING;
         else if (step != SQLITE_DONE)
@@ -578,7 +552,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     sqlite3_bind_int64(ins, 8, status == MSG_DELIVERING ? it->lease_until : it->now);
     sqlite3_bind_int(ins, 9, wait_begin);
     step = sqlite3_step(ins);
-    stmt_done(ins);
+    sqldb_done(ins);
     if (step != SQLITE_DONE)
         return db_error(err, db->w, "ingest: insert message");
     it->seq = sqlite3_last_insert_rowid(db->w);
@@ -586,7 +560,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     sqlite3_bind_int64(body, 1, it->seq);
     sqlite3_bind_blob64(body, 2, it->body, it->body_len, SQLITE_STATIC);
     step = sqlite3_step(body);
-    stmt_done(body);
+    sqldb_done(body);
     if (step != SQLITE_DONE)
         return db_error(err, db->w, "ingest: insert record");
     it->status = status;
@@ -660,7 +634,7 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         if (rc == CH_OK && step != SQLITE_DONE && step != SQLITE_ROW)
             rc = db_error(err, db->w, "claim");
     }
-    stmt_done(st);
+    sqldb_done(st);
     rc = finish(db, rc, err);
     if (rc != CH_OK) {
         for (size_t i = 0; i < *n; i++)
@@ -700,7 +674,7 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
         else
             sqlite3_bind_null(ins, 7);
         int step = sqlite3_step(ins);
-        stmt_done(ins);
+        sqldb_done(ins);
         if (step != SQLITE_DONE) {
             rc = db_error(err, db->w, "record attempt");
             break;
@@ -711,7 +685,7 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
         sqlite3_bind_text(upd, 4, a->error ? a->error : "", -1, SQLITE_STATIC);
         sqlite3_bind_int64(upd, 5, a->seq);
         step = sqlite3_step(upd);
-        stmt_done(upd);
+        sqldb_done(upd);
         if (step != SQLITE_DONE) {
             rc = db_error(err, db->w, "update message");
             break;
@@ -720,7 +694,7 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
             sqlite3_bind_text(dis, 1, a->error ? a->error : "disabled", -1, SQLITE_STATIC);
             sqlite3_bind_text(dis, 2, a->app_id, -1, SQLITE_STATIC);
             step = sqlite3_step(dis);
-            stmt_done(dis);
+            sqldb_done(dis);
             if (step != SQLITE_DONE)
                 rc = db_error(err, db->w, "disable voice app");
         }
@@ -744,7 +718,7 @@ static ch_code update_claimed(struct store *s, enum stmt_id id, const int64_t *s
         sqlite3_bind_int64(st, 1, at);
         sqlite3_bind_int64(st, 2, seqs[i]);
         int step = sqlite3_step(st);
-        stmt_done(st);
+        sqldb_done(st);
         if (step != SQLITE_DONE)
             rc = db_error(err, db->w, id == W_RELEASE ? "release" : "renew leases");
     }
