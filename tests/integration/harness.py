@@ -23,9 +23,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import unittest
 import urllib.parse
 
 HOST = "127.0.0.1"
@@ -472,3 +474,78 @@ def cleanup():
 
 
 atexit.register(cleanup)
+
+
+# -- running a suite ------------------------------------------------------------------------
+
+
+class Result(unittest.TextTestResult):
+    """Counts each test method once (a failing subtest fails its method), prints how long each
+    test took, and after a test that failed calls show_failure(test), which a suite overrides
+    to print the logs of that test's processes."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.bad = []
+        self.skipped_tests = []
+        self._t0 = 0.0
+
+    def startTest(self, test):
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def _mark(self, test):
+        if test.id() not in self.bad:
+            self.bad.append(test.id())
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._mark(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._mark(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._mark(test)
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        if not hasattr(test, "test_case"):
+            self.skipped_tests.append(test.id())
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.stream.writeln("    (%.1fs)" % (time.monotonic() - self._t0))
+        if test.id() in self.bad:
+            self.show_failure(test)
+            self.stream.writeln("----")
+
+    def show_failure(self, test):
+        pass
+
+
+def run_suite(cases, filters, result_class):
+    """Runs the tests of cases whose id contains one of filters (all when none), then prints
+    what was skipped and what failed, and "N passed, M failed". Returns the exit status."""
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    for case in cases:
+        for test in loader.loadTestsFromTestCase(case):
+            if not filters or any(f in test.id() for f in filters):
+                suite.addTest(test)
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=result_class)
+    result = runner.run(suite)
+    failed = len(result.bad)
+    skipped = len(result.skipped_tests)
+    passed = result.testsRun - failed - skipped
+    if skipped:
+        print("skipped: %s" % ", ".join(result.skipped_tests))
+    if failed:
+        print("failed: %s" % ", ".join(result.bad))
+    print("(%.0fs)" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0

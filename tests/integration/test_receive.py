@@ -1465,44 +1465,13 @@ class Http(ReceiveCase):
 # Runner
 
 
-class Result(unittest.TextTestResult):
-    """Counts each test method once; prints the receivers' logs after a test that failed."""
+class Result(harness.Result):
+    """After a failed test: the receivers' logs."""
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.bad = []
-        self._t0 = 0.0
-        self._logs = []
-
-    def startTest(self, test):
-        self._t0 = time.monotonic()
-        super().startTest(test)
-
-    def _mark(self, test):
-        if test.id() not in self.bad:
-            self.bad.append(test.id())
-
-    def addFailure(self, test, err):
-        super().addFailure(test, err)
-        self._mark(test)
-
-    def addError(self, test, err):
-        super().addError(test, err)
-        self._mark(test)
-
-    def addSubTest(self, test, subtest, err):
-        super().addSubTest(test, subtest, err)
-        if err is not None:
-            self._mark(test)
-
-    def stopTest(self, test):
-        super().stopTest(test)
-        self.stream.writeln("    (%.1fs)" % (time.monotonic() - self._t0))
-        if test.id() in self.bad:
-            for rx in getattr(test, "receivers", []):
-                self.stream.writeln("---- %s log of %s ----" % (rx.name, test.id()))
-                self.stream.writeln(rx.tail(60) or "(gone)")
-            self.stream.writeln("----")
+    def show_failure(self, test):
+        for rx in getattr(test, "receivers", []):
+            self.stream.writeln("---- %s log of %s ----" % (rx.name, test.id()))
+            self.stream.writeln(rx.tail(60) or "(gone)")
 
 
 def main(argv):
@@ -1526,22 +1495,8 @@ def main(argv):
         os._exit(143)
 
     signal.signal(signal.SIGTERM, on_term)
-    loader = unittest.TestLoader()
-    suite = unittest.TestSuite()
-    for case in (Verification, Dedupe, Handlers, Crash, Transport, Settings, Http):
-        for test in loader.loadTestsFromTestCase(case):
-            if not filters or any(f in test.id() for f in filters):
-                suite.addTest(test)
-    t0 = time.monotonic()
-    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result)
-    result = runner.run(suite)
-    failed = len(result.bad)
-    passed = result.testsRun - failed - len(result.skipped)
-    if failed:
-        print("failed: %s" % ", ".join(result.bad))
-    print("(%.0fs)" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Http),
+                             filters, Result)
 
 
 if __name__ == "__main__":

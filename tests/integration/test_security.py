@@ -1093,48 +1093,10 @@ class Retention(SecurityCase):
 # Runner
 
 
-class Result(unittest.TextTestResult):
-    """Counts each test method once, and prints the logs of the processes of a test that
-    failed."""
+class Result(harness.Result):
+    """After a failed test: the logs of its processes and its receivers' last requests."""
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.bad = []
-        self.skipped_tests = []
-        self._t0 = 0.0
-
-    def startTest(self, test):
-        self._t0 = time.monotonic()
-        super().startTest(test)
-
-    def _mark(self, test):
-        tid = test.id()
-        if tid not in self.bad:
-            self.bad.append(tid)
-
-    def addFailure(self, test, err):
-        super().addFailure(test, err)
-        self._mark(test)
-
-    def addError(self, test, err):
-        super().addError(test, err)
-        self._mark(test)
-
-    def addSubTest(self, test, subtest, err):
-        super().addSubTest(test, subtest, err)
-        if err is not None:
-            self._mark(test)
-
-    def addSkip(self, test, reason):
-        super().addSkip(test, reason)
-        if not hasattr(test, "test_case"):
-            self.skipped_tests.append(test.id())
-
-    def stopTest(self, test):
-        super().stopTest(test)
-        self.stream.writeln("    (%.1fs)" % (time.monotonic() - self._t0))
-        if test.id() not in self.bad:
-            return
+    def show_failure(self, test):
         for name, text in sorted(getattr(test, "final_logs", {}).items()):
             self.stream.writeln("---- %s log of %s ----" % (name, test.id()))
             self.stream.writeln(text)
@@ -1143,7 +1105,6 @@ class Result(unittest.TextTestResult):
             self.stream.writeln("---- receiver: %d requests, last ones ----" % len(reqs))
             for r in reqs[-15:]:
                 self.stream.writeln(json.dumps(r.summary()))
-        self.stream.writeln("----")
 
 
 CASES = (Ssrf, UrlValidation, Mtls, PersonalData, Retention)
@@ -1174,25 +1135,7 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
 
-    loader = unittest.TestLoader()
-    suite = unittest.TestSuite()
-    for case in CASES:
-        for test in loader.loadTestsFromTestCase(case):
-            if not filters or any(f in test.id() for f in filters):
-                suite.addTest(test)
-    t0 = time.monotonic()
-    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result)
-    result = runner.run(suite)
-    failed = len(result.bad)
-    skipped = len(result.skipped_tests)
-    passed = result.testsRun - failed - skipped
-    if skipped:
-        print("skipped: %s" % ", ".join(result.skipped_tests))
-    if failed:
-        print("failed: %s" % ", ".join(result.bad))
-    print("(%.0fs)" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return harness.run_suite(CASES, filters, Result)
 
 
 if __name__ == "__main__":

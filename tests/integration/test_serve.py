@@ -1092,51 +1092,10 @@ class Safety(ServeCase):
 # Runner
 
 
-class Result(unittest.TextTestResult):
-    """Counts each test method once, and prints serve's log and the receiver's last requests
-    after a test that failed."""
+class Result(harness.Result):
+    """After a failed test: serve's log and the receiver's last requests."""
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.bad = []
-        self.skipped_tests = []
-        self._dump = False
-        self._t0 = 0.0
-
-    def startTest(self, test):
-        self._dump = False
-        self._t0 = time.monotonic()
-        super().startTest(test)
-
-    def _mark(self, test):
-        tid = test.id()
-        if tid not in self.bad:
-            self.bad.append(tid)
-        self._dump = True
-
-    def addFailure(self, test, err):
-        super().addFailure(test, err)
-        self._mark(test)
-
-    def addError(self, test, err):
-        super().addError(test, err)
-        self._mark(test)
-
-    def addSubTest(self, test, subtest, err):
-        super().addSubTest(test, subtest, err)
-        if err is not None:
-            self._mark(test)
-
-    def addSkip(self, test, reason):
-        super().addSkip(test, reason)
-        if not hasattr(test, "test_case"):
-            self.skipped_tests.append(test.id())
-
-    def stopTest(self, test):
-        super().stopTest(test)
-        self.stream.writeln("    (%.1fs)" % (time.monotonic() - self._t0))
-        if not self._dump:
-            return
+    def show_failure(self, test):
         serve = getattr(test, "serve", None)
         rx = getattr(test, "rx", None)
         if serve is not None:
@@ -1147,7 +1106,6 @@ class Result(unittest.TextTestResult):
             self.stream.writeln("---- receiver: %d requests, last ones ----" % len(reqs))
             for r in reqs[-25:]:
                 self.stream.writeln(json.dumps(r.summary()))
-        self.stream.writeln("----")
 
 
 def main(argv):
@@ -1171,25 +1129,8 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
 
-    loader = unittest.TestLoader()
-    suite = unittest.TestSuite()
-    for case in (Delivery, Identity, Ordering, Retries, Endpoint, Api, Safety):
-        for test in loader.loadTestsFromTestCase(case):
-            if not filters or any(f in test.id() for f in filters):
-                suite.addTest(test)
-    t0 = time.monotonic()
-    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result)
-    result = runner.run(suite)
-    failed = len(result.bad)
-    skipped = len(result.skipped_tests)
-    passed = result.testsRun - failed - skipped
-    if skipped:
-        print("skipped: %s" % ", ".join(result.skipped_tests))
-    if failed:
-        print("failed: %s" % ", ".join(result.bad))
-    print("(%.0fs, harness %s)" % (time.monotonic() - t0, os.path.basename(harness.__file__)))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return harness.run_suite((Delivery, Identity, Ordering, Retries, Endpoint, Api, Safety),
+                             filters, Result)
 
 
 if __name__ == "__main__":
