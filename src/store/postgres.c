@@ -169,23 +169,37 @@ static void *col_bytes(PGresult *r, int row, int col, size_t *len)
     return out;
 }
 
-/* Runs one statement on a borrowed connection and checks it. */
-static ch_code exec1(struct pg_store *db, const char *sql, int n, const char *const *values,
-                     const char *what, long long *changes, struct ch_error *err)
+/* Runs one statement on a borrowed connection (given back before this returns) and checks it:
+ * *out is the result, for the caller to read and PQclear, when the code is CH_OK. */
+static ch_code query(struct pg_store *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, const char *what, PGresult **out,
+                     struct ch_error *err)
 {
+    *out = NULL;
     PGconn *c = borrow(db, err);
     if (c == NULL)
         return CH_EUNAVAILABLE;
-    PGresult *r = run(c, sql, n, values, NULL, NULL);
+    PGresult *r = run(c, sql, n, values, lengths, formats);
     ch_code rc = CH_OK;
     if (!ok(r))
         rc = fail(c, r, what, err);
-    else {
+    else
+        *out = r;
+    give_back(db, c);
+    return rc;
+}
+
+/* One statement without rows; *changes (when asked) is how many rows it changed. */
+static ch_code exec1(struct pg_store *db, const char *sql, int n, const char *const *values,
+                     const char *what, long long *changes, struct ch_error *err)
+{
+    PGresult *r = NULL;
+    ch_code rc = query(db, sql, n, values, NULL, NULL, what, &r, err);
+    if (rc == CH_OK) {
         if (changes)
             *changes = strtoll(PQcmdTuples(r), NULL, 10);
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -255,18 +269,13 @@ static ch_code migrate(struct pg_store *db, struct ch_error *err)
 static ch_code key_count(struct store *s, int64_t *n, struct ch_error *err)
 {
     struct pg_store *db = self(s);
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = PQexec(c, "SELECT count(*) FROM api_keys WHERE revoked = 0");
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "count keys", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, "SELECT count(*) FROM api_keys WHERE revoked = 0", 0, NULL, NULL, NULL,
+                       "count keys", &r, err);
+    if (rc == CH_OK) {
         *n = col_ll(r, 0, 0);
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -278,18 +287,12 @@ static ch_code key_add(struct store *s, const char *key_id, const unsigned char 
     const char *values[] = {key_id, (const char *)hash, LL(rb, role), LL(nb, now)};
     int lengths[] = {0, 32, 0, 0};
     int formats[] = {0, 1, 0, 0};
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r =
-        run(c, "INSERT INTO api_keys(key_id, hash, role, created_at) VALUES ($1, $2, $3, $4)", 4,
-            values, lengths, formats);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "add key", err);
-    else
+    PGresult *r = NULL;
+    ch_code rc =
+        query(db, "INSERT INTO api_keys(key_id, hash, role, created_at) VALUES ($1, $2, $3, $4)", 4,
+              values, lengths, formats, "add key", &r, err);
+    if (rc == CH_OK)
         PQclear(r);
-    give_back(db, c);
     return rc;
 }
 
@@ -300,22 +303,16 @@ static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum ke
     const char *values[] = {(const char *)hash};
     int lengths[] = {32};
     int formats[] = {1};
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = run(c, "SELECT role FROM api_keys WHERE hash = $1 AND revoked = 0", 1, values,
-                      lengths, formats);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "look up key", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, "SELECT role FROM api_keys WHERE hash = $1 AND revoked = 0", 1, values,
+                       lengths, formats, "look up key", &r, err);
+    if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no such key");
         else
             *role = (enum key_role)col_ll(r, 0, 0);
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -325,21 +322,17 @@ static ch_code key_list(struct store *s,
                         void *ctx, struct ch_error *err)
 {
     struct pg_store *db = self(s);
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = PQexec(c, "SELECT key_id, role, created_at, revoked FROM api_keys "
-                            "ORDER BY created_at DESC, key_id");
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "list keys", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db,
+                       "SELECT key_id, role, created_at, revoked FROM api_keys "
+                       "ORDER BY created_at DESC, key_id",
+                       0, NULL, NULL, NULL, "list keys", &r, err);
+    if (rc == CH_OK) {
         for (int i = 0; i < PQntuples(r); i++)
             cb(ctx, PQgetvalue(r, i, 0), (enum key_role)col_ll(r, i, 1), col_ll(r, i, 2),
                col_ll(r, i, 3) != 0);
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -419,22 +412,16 @@ static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
 {
     struct pg_store *db = self(s);
     const char *values[] = {id};
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r =
-        run(c, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1", 1, values, NULL, NULL);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "read voice app", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1", 1, values, NULL,
+                       NULL, "read voice app", &r, err);
+    if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
         else
             rc = app_row(r, 0, out, err);
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -442,14 +429,10 @@ static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stor
                         void *ctx, struct ch_error *err)
 {
     struct pg_store *db = self(s);
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = PQexec(c, "SELECT " APP_COLUMNS " FROM voice_apps ORDER BY id");
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "list voice apps", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, "SELECT " APP_COLUMNS " FROM voice_apps ORDER BY id", 0, NULL, NULL,
+                       NULL, "list voice apps", &r, err);
+    if (rc == CH_OK) {
         for (int i = 0; rc == CH_OK && i < PQntuples(r); i++) {
             struct stored_app a;
             rc = app_row(r, i, &a, err);
@@ -459,7 +442,6 @@ static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stor
         }
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -813,22 +795,16 @@ static ch_code message_get(struct store *s, const char *msg_id, struct message_v
 {
     struct pg_store *db = self(s);
     const char *values[] = {msg_id};
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r =
-        run(c, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1", 1, values, NULL, NULL);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "read message", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE id = $1", 1, values,
+                       NULL, NULL, "read message", &r, err);
+    if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s'", msg_id);
         else
             message_row(r, 0, out);
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -839,17 +815,12 @@ static ch_code message_attempts(struct store *s, int64_t seq,
     struct pg_store *db = self(s);
     char sb[24];
     const char *values[] = {LL(sb, seq)};
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = run(c,
-                      "SELECT at_ms, duration_ms, http_status, error_class, error, response"
-                      " FROM attempts WHERE message_seq = $1 ORDER BY at_ms, ctid",
-                      1, values, NULL, NULL);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "read attempts", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db,
+                       "SELECT at_ms, duration_ms, http_status, error_class, error, response"
+                       " FROM attempts WHERE message_seq = $1 ORDER BY at_ms, ctid",
+                       1, values, NULL, NULL, "read attempts", &r, err);
+    if (rc == CH_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
             struct attempt_view a;
             memset(&a, 0, sizeof a);
@@ -870,7 +841,6 @@ static ch_code message_attempts(struct store *s, int64_t seq,
         }
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -917,14 +887,9 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
     values[n++] = LL(bufs[3], f->limit);
     snprintf(sql + o, sizeof sql - o, " ORDER BY seq DESC LIMIT $%d", n);
 
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = run(c, sql, n, values, NULL, NULL);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "list messages", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, sql, n, values, NULL, NULL, "list messages", &r, err);
+    if (rc == CH_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
             struct message_view m;
             message_row(r, i, &m);
@@ -932,7 +897,6 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
         }
         PQclear(r);
     }
-    give_back(db, c);
     return rc;
 }
 
@@ -990,27 +954,21 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
 {
     struct pg_store *db = self(s);
     memset(out, 0, sizeof *out);
-    PGconn *c = borrow(db, err);
-    if (c == NULL)
-        return CH_EUNAVAILABLE;
-    PGresult *r = PQexec(c, "SELECT status, count(*) FROM messages GROUP BY status");
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "stats", err);
-    else {
+    PGresult *r = NULL;
+    ch_code rc = query(db, "SELECT status, count(*) FROM messages GROUP BY status", 0, NULL, NULL,
+                       NULL, "stats", &r, err);
+    if (rc == CH_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
             store_stats_add(out, (int)col_ll(r, i, 0), col_ll(r, i, 1));
         }
         PQclear(r);
-        r = PQexec(c, "SELECT coalesce(min(created_at), 0) FROM messages WHERE status IN (0, 1)");
-        if (!ok(r))
-            rc = fail(c, r, "stats", err);
-        else {
-            out->oldest_pending_at = col_ll(r, 0, 0);
-            PQclear(r);
-        }
+        rc = query(db, "SELECT coalesce(min(created_at), 0) FROM messages WHERE status IN (0, 1)",
+                   0, NULL, NULL, NULL, "stats", &r, err);
     }
-    give_back(db, c);
+    if (rc == CH_OK) {
+        out->oldest_pending_at = col_ll(r, 0, 0);
+        PQclear(r);
+    }
     return rc;
 }
 
