@@ -649,36 +649,36 @@ static char *int_array(const int64_t *v, size_t n)
     return s;
 }
 
-static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
-                       struct ch_error *err)
+/* Sets next_attempt_at of claimed messages (release: and makes them pending again). */
+static ch_code update_claimed(struct store *s, const char *sql, const char *what,
+                              const int64_t *seqs, size_t n, int64_t at, struct ch_error *err)
 {
     char *arr = int_array(seqs, n);
     if (arr == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");
-    char nb[24];
-    const char *values[] = {LL(nb, next_attempt_at), arr};
-    ch_code rc = exec1(self(s),
-                       "UPDATE messages SET status = 0, next_attempt_at = $1"
-                       " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                       2, values, "release", NULL, err);
+    char ab[24];
+    const char *values[] = {LL(ab, at), arr};
+    ch_code rc = exec1(self(s), sql, 2, values, what, NULL, err);
     free(arr);
     return rc;
+}
+
+static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                       struct ch_error *err)
+{
+    return update_claimed(s,
+                          "UPDATE messages SET status = 0, next_attempt_at = $1"
+                          " WHERE seq = ANY($2::bigint[]) AND status = 1",
+                          "release", seqs, n, next_attempt_at, err);
 }
 
 static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
                      struct ch_error *err)
 {
-    char *arr = int_array(seqs, n);
-    if (arr == NULL)
-        return ch_error_set(err, CH_ENOMEM, "out of memory");
-    char lb[24];
-    const char *values[] = {LL(lb, lease_until), arr};
-    ch_code rc = exec1(self(s),
-                       "UPDATE messages SET next_attempt_at = $1"
-                       " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                       2, values, "renew leases", NULL, err);
-    free(arr);
-    return rc;
+    return update_claimed(s,
+                          "UPDATE messages SET next_attempt_at = $1"
+                          " WHERE seq = ANY($2::bigint[]) AND status = 1",
+                          "renew leases", seqs, n, lease_until, err);
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,
