@@ -40,9 +40,7 @@ void serve_config_defaults(struct serve_config *c)
 
 /* The settings: name, environment variable, default, what it does. One table for --help, the
  * config file, the environment and the flags. */
-static const struct setting {
-    const char *name, *env, *def, *help;
-} settings[] = {
+static const struct config_setting settings[] = {
     {"listen", "CALLHOOK_LISTEN", "127.0.0.1:8080", "address and port of the HTTP API"},
     {"db", "CALLHOOK_DB", "sqlite:var/callhook.db", "the database (created on first start)"},
     {"max-body-bytes", "CALLHOOK_MAX_BODY_BYTES", "262144", "largest call record accepted"},
@@ -255,13 +253,7 @@ ch_code serve_config_load_file(struct serve_config *c, const char *path, struct 
 
 ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err)
 {
-    for (size_t i = 0; i < NSETTINGS; i++) {
-        const char *v = getenv(settings[i].env);
-        struct ch_error inner = {0};
-        if (v && *v && serve_config_set(c, settings[i].name, v, &inner) != CH_OK)
-            return ch_error_set(err, CH_EINVAL, "%s: %s", settings[i].env, inner.message);
-    }
-    return CH_OK;
+    return config_load_env(settings, NSETTINGS, set_cb, c, err);
 }
 
 /* "admin.key" in the database's folder. */

@@ -27,9 +27,7 @@ void receive_config_defaults(struct receive_config *c)
 }
 
 /* name, environment variable, default, help; repeatable settings add a value each time. */
-static const struct setting {
-    const char *name, *env, *def, *help;
-} settings[] = {
+static const struct config_setting settings[] = {
     {"listen", "CALLHOOK_RECEIVE_LISTEN", "127.0.0.1:8443", "address and port to listen on"},
     {"secret", "CALLHOOK_RECEIVE_SECRET", "", "whsec_ secret (repeat for rotation)"},
     {"public-key", "CALLHOOK_RECEIVE_PUBLIC_KEY", "", "whpk_ key, to verify v1a signatures"},
@@ -195,13 +193,7 @@ ch_code receive_config_load_file(struct receive_config *c, const char *path, str
 
 ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err)
 {
-    for (size_t i = 0; i < NSETTINGS; i++) {
-        const char *v = settings[i].env[0] ? getenv(settings[i].env) : NULL;
-        struct ch_error inner = {0};
-        if (v && *v && receive_config_set(c, settings[i].name, v, &inner) != CH_OK)
-            return ch_error_set(err, CH_EINVAL, "%s: %s", settings[i].env, inner.message);
-    }
-    return CH_OK;
+    return config_load_env(settings, NSETTINGS, set_cb, c, err);
 }
 
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err)

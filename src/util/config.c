@@ -2,6 +2,7 @@
 #include "util/config.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,4 +41,16 @@ ch_code config_load_file(const char *path, config_set_cb set, void *ctx, struct 
     }
     fclose(f);
     return rc;
+}
+
+ch_code config_load_env(const struct config_setting *settings, size_t n, config_set_cb set,
+                        void *ctx, struct ch_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *v = settings[i].env[0] ? getenv(settings[i].env) : NULL;
+        struct ch_error inner = {0};
+        if (v && *v && set(ctx, settings[i].name, v, &inner) != CH_OK)
+            return ch_error_set(err, CH_EINVAL, "%s: %s", settings[i].env, inner.message);
+    }
+    return CH_OK;
 }
