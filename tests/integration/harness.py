@@ -527,6 +527,24 @@ class Result(unittest.TextTestResult):
         pass
 
 
+def suite_args(argv, name):
+    """(binary, payloads folder, name filters) from a suite's command line, or from
+    CALLHOOK_BIN, CALLHOOK_PAYLOADS_DIR and CALLHOOK_TEST_FILTER; None (said on stderr) when they
+    are missing or wrong."""
+    binary = argv[1] if len(argv) > 1 else os.environ.get("CALLHOOK_BIN")
+    payloads = argv[2] if len(argv) > 2 else os.environ.get("CALLHOOK_PAYLOADS_DIR")
+    filters = argv[3:] or os.environ.get("CALLHOOK_TEST_FILTER", "").split()
+    if not binary or not payloads:
+        print("usage: %s CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]" % name, file=sys.stderr)
+        return None
+    binary, payloads = os.path.abspath(binary), os.path.abspath(payloads)
+    if not os.access(binary, os.X_OK) or not os.path.isdir(payloads):
+        print("%s: %s is not executable or %s is not a directory" % (name, binary, payloads),
+              file=sys.stderr)
+        return None
+    return binary, payloads, filters
+
+
 def run_suite(cases, filters, result_class):
     """Runs the tests of cases whose id contains one of filters (all when none), then prints
     what was skipped and what failed, and "N passed, M failed". Returns the exit status."""

@@ -1476,19 +1476,10 @@ class Result(harness.Result):
 
 def main(argv):
     global BIN, PAYLOADS
-    BIN = argv[1] if len(argv) > 1 else os.environ.get("CALLHOOK_BIN")
-    PAYLOADS = argv[2] if len(argv) > 2 else os.environ.get("CALLHOOK_PAYLOADS_DIR")
-    filters = argv[3:] or os.environ.get("CALLHOOK_TEST_FILTER", "").split()
-    if not BIN or not PAYLOADS:
-        print("usage: test_receive.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]",
-              file=sys.stderr)
+    args = harness.suite_args(argv, "test_receive.py")
+    if args is None:
         return 2
-    BIN = os.path.abspath(BIN)
-    PAYLOADS = os.path.abspath(PAYLOADS)
-    if not os.access(BIN, os.X_OK) or not os.path.isdir(PAYLOADS):
-        print("test_receive.py: %s is not executable or %s is not a directory" % (
-            BIN, PAYLOADS), file=sys.stderr)
-        return 2
+    BIN, PAYLOADS, filters = args
 
     def on_term(*_):
         kill_all()

@@ -1112,19 +1112,10 @@ CASES = (Ssrf, UrlValidation, Mtls, PersonalData, Retention)
 
 def main(argv):
     global BIN, PAYLOADS
-    BIN = argv[1] if len(argv) > 1 else os.environ.get("CALLHOOK_BIN")
-    PAYLOADS = argv[2] if len(argv) > 2 else os.environ.get("CALLHOOK_PAYLOADS_DIR")
-    filters = argv[3:] or os.environ.get("CALLHOOK_TEST_FILTER", "").split()
-    if not BIN or not PAYLOADS:
-        print("usage: test_security.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]",
-              file=sys.stderr)
+    args = harness.suite_args(argv, "test_security.py")
+    if args is None:
         return 2
-    BIN = os.path.abspath(BIN)
-    PAYLOADS = os.path.abspath(PAYLOADS)
-    if not os.access(BIN, os.X_OK) or not os.path.isdir(PAYLOADS):
-        print("test_security.py: %s is not executable or %s is not a directory" % (
-            BIN, PAYLOADS), file=sys.stderr)
-        return 2
+    BIN, PAYLOADS, filters = args
     if shutil.which("openssl") is None:
         print("test_security.py: the openssl CLI is needed for the TLS tests", file=sys.stderr)
         return 2

@@ -1110,17 +1110,10 @@ class Result(harness.Result):
 
 def main(argv):
     global BIN, PAYLOADS
-    BIN = argv[1] if len(argv) > 1 else os.environ.get("CALLHOOK_BIN")
-    PAYLOADS = argv[2] if len(argv) > 2 else os.environ.get("CALLHOOK_PAYLOADS_DIR")
-    filters = argv[3:] or os.environ.get("CALLHOOK_TEST_FILTER", "").split()
-    if not BIN or not PAYLOADS:
-        print("usage: test_serve.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]",
-              file=sys.stderr)
+    args = harness.suite_args(argv, "test_serve.py")
+    if args is None:
         return 2
-    if not os.access(BIN, os.X_OK) or not os.path.isdir(PAYLOADS):
-        print("test_serve.py: %s is not executable or %s is not a directory" % (BIN, PAYLOADS),
-              file=sys.stderr)
-        return 2
+    BIN, PAYLOADS, filters = args
     # On SIGTERM (a timeout), kill serve and remove the temp dirs before going.
     # (sys.exit here would only fail the current test: unittest catches SystemExit.)
     def on_term(*_):
