@@ -1,7 +1,9 @@
 /*
  * The JSON checker behind ch_record_parse(): one pass over the bytes, no tree, no allocation for
  * a usual record. Every rule follows jansson 2.14's parser (load.c, utf.c, strconv.c) with the
- * flags record.c used, quirks included; tests/fuzz/fuzz_jsonscan.c compares the two.
+ * flags record.c used, but one quirk: jansson skips a NUL byte right after a number or a literal,
+ * which would let a body that is not JSON reach the handlers; here a NUL outside a string is
+ * refused like any other stray byte. tests/fuzz/fuzz_jsonscan.c compares the two.
  */
 #include "lib/jsonscan.h"
 
@@ -334,14 +336,6 @@ static bool scan_number(struct scan *s)
     return convert_number((const char *)start, (size_t)(p - start), &v, &s->nomem);
 }
 
-/* jansson ungets the byte after a number or a literal; when that byte is NUL its stream then
- * skips it (the NUL reads as "nothing buffered"). Accept it the same way. */
-static void skip_ungot_nul(struct scan *s)
-{
-    if (s->p < s->end && *s->p == '\0')
-        s->p++;
-}
-
 static bool scan_literal(struct scan *s)
 {
     /* jansson reads the whole run of letters, then compares it. */
@@ -489,11 +483,8 @@ static enum jsonscan_result scan_document(struct scan *s)
             v.type = JSONSCAN_NUMBER;
             v.raw = (const char *)start;
             v.raw_len = (size_t)(s->p - start);
-            skip_ungot_nul(s);
         } else if (!scan_literal(s)) {
             return JSONSCAN_INVALID;
-        } else {
-            skip_ungot_nul(s);
         }
         if (member != NULL && s->cb)
             s->cb(s->ctx, member, member_len, &v);

@@ -1,7 +1,8 @@
 /*
- * A strict single-pass JSON checker that accepts exactly what jansson's json_loadb() accepts
- * with JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, without building a
- * tree: it reports the members of a top-level object and keeps nothing else. record.c reads call
+ * A strict single-pass JSON checker that accepts what jansson's json_loadb() accepts with
+ * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, less a NUL byte outside a
+ * string (jansson skips one after a number or a literal), without building a tree: it reports
+ * the members of a top-level object and keeps nothing else. record.c reads call
  * records with it; tests/fuzz/fuzz_jsonscan.c holds it against jansson.
  */
 #ifndef CALLHOOK_LIB_JSONSCAN_H
@@ -34,7 +35,8 @@ enum jsonscan_result {
     JSONSCAN_OBJECT = 0, /* valid, and an object */
     JSONSCAN_NOT_OBJECT, /* valid JSON, but not an object */
     JSONSCAN_INVALID,    /* anything jansson refuses (syntax, UTF-8, \u0000, a duplicate key,
-                            a number past a double's range, nesting past 2048) */
+                            a number past a double's range, nesting past 2048), and a NUL byte
+                            outside a string */
     JSONSCAN_NOMEM,
 };
 

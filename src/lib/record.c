@@ -1,8 +1,9 @@
 /*
  * Reads a call record's ids and CallType. The body is checked and read in one pass by jsonscan,
- * which accepts exactly what jansson accepts; jansson itself (this is the only library file
- * that includes it) is asked again only for a body jsonscan refuses, so that the error message
- * stays jansson's. The body is never re-serialized: callers keep and pass on the raw bytes.
+ * which accepts what jansson accepts less a NUL byte outside a string; jansson itself (this is
+ * the only library file that includes it) is asked again only for a body jsonscan refuses, so
+ * that the error message stays jansson's, and refuses what jsonscan refuses. The body is never
+ * re-serialized: callers keep and pass on the raw bytes.
  */
 #include <callhook/record.h>
 
@@ -126,6 +127,17 @@ static ch_code parse_with_jansson(struct ch_record *rec, const void *body, size_
     if (root == NULL)
         return ch_error_set(err, CH_EJSON, "invalid JSON at line %d, column %d (byte %d): %s",
                             jerr.line, jerr.column, jerr.position, jerr.text);
+    /* jansson skips a NUL byte right after a number or a literal; jsonscan does not, so that a
+     * handler never gets a body that is not JSON. jansson refuses a raw NUL inside a string, so
+     * any NUL left in a body it accepted is outside the strings. */
+    const char *nul = memchr(body, '\0', len);
+    if (nul != NULL) {
+        json_decref(root);
+        return ch_error_set(err, CH_EJSON,
+                            "invalid JSON at byte %zu: a NUL byte outside a string; send the "
+                            "record without it",
+                            (size_t)(nul - (const char *)body));
+    }
     if (!json_is_object(root)) {
         json_decref(root);
         return ch_error_set(err, CH_ENOTOBJECT,

@@ -1,8 +1,9 @@
 /*
  * Differential libFuzzer target: jsonscan (the one-pass checker ch_record_parse() uses) against
- * jansson's json_loadb() with the flags record.c used before it. Both must accept and refuse
- * the same inputs and report the same top-level members in the same order with the same values;
- * and ch_record_parse() must give what the jansson-only reading of record.c gave.
+ * jansson's json_loadb() with the flags record.c used before it, less what callhook refuses on
+ * top of jansson: a NUL byte outside a string. Both must accept and refuse the same inputs and
+ * report the same top-level members in the same order with the same values; and ch_record_parse()
+ * must give what the jansson-only reading of record.c gave.
  */
 #include "fuzz.h"
 
@@ -180,6 +181,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_error_t jerr;
     json_t *root = json_loadb((const char *)data, size, FLAGS, &jerr);
+    /* jansson refuses a raw NUL inside a string, so a NUL in a body it accepted is outside the
+     * strings, where callhook refuses it. */
+    if (root != NULL && memchr(data, '\0', size) != NULL) {
+        json_decref(root);
+        root = NULL;
+    }
     struct members ms = {0};
     enum jsonscan_result r = jsonscan_run((const char *)data, size, collect, &ms);
 

@@ -334,10 +334,55 @@ static void test_embedded_nul(void **state)
     assert_int_not_equal(ch_record_parse(&rec, text, sizeof text - 1, 0, NULL), CH_OK);
 }
 
-/* The edges of jansson's rules, which the one-pass reading keeps (tests/fuzz/fuzz_jsonscan.c
- * compares the two on every input; these pin the outcome down). Lengths are explicit: some
- * cases hold NUL bytes. */
+/* A body with its length, for cases that hold NUL bytes. */
 #define BODY(text) text, sizeof text - 1
+
+/* A NUL byte outside a string is refused wherever it is, including right after a number or a
+ * literal, where jansson alone would skip it: a handler must never get a body that is not JSON.
+ * Inside a string a raw NUL, and the escape \u0000 (as jansson without JSON_ALLOW_NUL), are
+ * refused too. */
+static void test_nul_outside_strings(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        size_t len;
+        const char *in_message;
+    } cases[] = {
+        /* Where jansson would accept: its message would not say why, ours names the NUL. */
+        {BODY("{\"ActiveCallId\":7\0}"), "NUL byte outside a string"},
+        {BODY("{\"ActiveCallId\":7\0,\"b\":1}"), "NUL byte outside a string"},
+        {BODY("{\"a\":true\0}"), "NUL byte outside a string"},
+        {BODY("{\"a\":false\0,\"ActiveCallId\":\"x\"}"), "NUL byte outside a string"},
+        {BODY("{\"a\":null\0}"), "NUL byte outside a string"},
+        {BODY("{\"a\":[1\0,2]}"), "NUL byte outside a string"},
+        {BODY("{\"a\":{\"b\":-1.5e3\0}}"), "NUL byte outside a string"},
+        {BODY("{\"ActiveCallId\":\"a\",\"n\":0\0}"), "NUL byte outside a string"},
+        /* Everywhere else jansson refuses too. */
+        {BODY("\0{\"a\":1}"), "invalid JSON"},
+        {BODY("{\"a\":1}\0"), "invalid JSON"},
+        {BODY("{\0\"a\":1}"), "invalid JSON"},
+        {BODY("{\"a\"\0:1}"), "invalid JSON"},
+        {BODY("{\"a\":\0 1}"), "invalid JSON"},
+        {BODY("{\"a\":\"x\"\0}"), "invalid JSON"},
+        {BODY("{\"a\":1 \0}"), "invalid JSON"},
+        {BODY("{\"a\":\"x\0y\"}"), "invalid JSON"},
+        {BODY("{\"a\":\"x\\u0000y\"}"), "invalid JSON"},
+        {BODY("{\"\\u0000\":1}"), "invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct ch_record rec;
+        struct ch_error err = {0};
+        ch_code rc = ch_record_parse(&rec, cases[i].text, cases[i].len, 0, &err);
+        if (rc != CH_EJSON)
+            fail_msg("case %zu: got %s, want CH_EJSON", i, ch_code_name(rc));
+        if (strstr(err.message, cases[i].in_message) == NULL)
+            fail_msg("case %zu: message '%s' lacks '%s'", i, err.message, cases[i].in_message);
+    }
+}
+
+/* The edges of jansson's rules, which the one-pass reading keeps (tests/fuzz/fuzz_jsonscan.c
+ * compares the two on every input; these pin the outcome down). */
 
 static void test_jansson_rules(void **state)
 {
@@ -353,8 +398,9 @@ static void test_jansson_rules(void **state)
         ch_code code;
         const char *active; /* with CH_OK: the ActiveCallId, "" when absent */
     } cases[] = {
-        /* jansson skips one NUL right after a number or a literal, and only there. */
-        {BODY("{\"ActiveCallId\":7\0,\"b\":true\0}"), CH_OK, "7"},
+        /* jansson skips one NUL right after a number or a literal; callhook does not (see
+         * test_nul_outside_strings). */
+        {BODY("{\"ActiveCallId\":7\0,\"b\":true\0}"), CH_EJSON, NULL},
         {BODY("{\"ActiveCallId\":7\0\0}"), CH_EJSON, NULL},
         {BODY("{\"ActiveCallId\":\"a\"\0}"), CH_EJSON, NULL},
         {BODY("{\"a\":{}\0}"), CH_EJSON, NULL},
@@ -422,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_embedded_nul),
         cmocka_unit_test(test_jansson_rules),
+        cmocka_unit_test(test_nul_outside_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
