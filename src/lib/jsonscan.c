@@ -7,6 +7,8 @@
  */
 #include "lib/jsonscan.h"
 
+#include "lib/crypto.h"
+
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
@@ -17,7 +19,10 @@
 /* jansson's JSON_PARSER_MAX_DEPTH: a value nested deeper than this is refused. */
 #define MAX_DEPTH 2048
 
-/* Keys remembered without allocating: enough for a record of a few hundred members. */
+/* Keys remembered without allocating: enough for a record of a hundred members. Until the table
+ * outgrows them keys are hashed under a fixed key, so the worst chosen collisions can cost is a
+ * few thousand comparisons; from the first growth on, under a random key drawn for that call,
+ * so that nobody can choose keys that collide, and a usual record draws no random bytes. */
 #define INLINE_SLOTS 256
 
 /* Numbers this short are converted on the stack. */
@@ -38,16 +43,25 @@ struct chunk {
     char data[];
 };
 
+/* An open container. */
+struct level {
+    uint32_t object;  /* an object's serial, 0 for an array */
+    uint32_t members; /* keys read so far in that object */
+};
+
 struct scan {
     const unsigned char *p, *end;
     jsonscan_member_cb cb;
     void *ctx;
     struct key_slot *slots; /* open addressing, nslots a power of two */
     size_t nslots, used;
+    uint64_t hash_key[2]; /* SipHash key: zero until the table first grows, then random */
+    bool seeded;
     struct chunk *chunks;
     bool nomem;
-    uint32_t objects;          /* serial of the last object opened */
-    uint32_t stack[MAX_DEPTH]; /* open containers: an object's serial, 0 for an array */
+    bool too_many_members;
+    uint32_t objects; /* serial of the last object opened */
+    struct level stack[MAX_DEPTH];
     struct key_slot inline_slots[INLINE_SLOTS];
 };
 
@@ -350,27 +364,90 @@ static bool scan_literal(struct scan *s)
     return ok;
 }
 
-static uint32_t key_hash(const char *key, size_t len, uint32_t object)
+static uint64_t rotl(uint64_t x, int b)
 {
-    uint32_t h = 2166136261u ^ (object * 0x9e3779b9u);
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 16777619u;
-    return h;
+    return (x << b) | (x >> (64 - b));
 }
 
+static void sip_round(uint64_t v[4])
+{
+    v[0] += v[1];
+    v[1] = rotl(v[1], 13);
+    v[1] ^= v[0];
+    v[0] = rotl(v[0], 32);
+    v[2] += v[3];
+    v[3] = rotl(v[3], 16);
+    v[3] ^= v[2];
+    v[0] += v[3];
+    v[3] = rotl(v[3], 21);
+    v[3] ^= v[0];
+    v[2] += v[1];
+    v[1] = rotl(v[1], 17);
+    v[1] ^= v[2];
+    v[2] = rotl(v[2], 32);
+}
+
+/* SipHash-1-3 (one round per word, three to finish, as Python's and Rust's hash tables use) of
+ * len bytes under the 128-bit key k0, k1. */
+static uint64_t siphash13(uint64_t k0, uint64_t k1, const unsigned char *in, size_t len)
+{
+    uint64_t v[4] = {0x736f6d6570736575ULL ^ k0, 0x646f72616e646f6dULL ^ k1,
+                     0x6c7967656e657261ULL ^ k0, 0x7465646279746573ULL ^ k1};
+    size_t whole = len - len % 8;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = 0;
+        for (int b = 7; b >= 0; b--)
+            m = (m << 8) | in[i + (size_t)b];
+        v[3] ^= m;
+        sip_round(v);
+        v[0] ^= m;
+    }
+    uint64_t last = (uint64_t)len << 56;
+    for (size_t b = len % 8; b > 0; b--)
+        last |= (uint64_t)in[whole + b - 1] << (8 * (b - 1));
+    v[3] ^= last;
+    sip_round(v);
+    v[0] ^= last;
+    v[2] ^= 0xff;
+    sip_round(v);
+    sip_round(v);
+    sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* The same key in different objects hashes apart: the object's serial is part of the hash key. */
+static uint32_t key_hash(const struct scan *s, const char *key, size_t len, uint32_t object)
+{
+    uint64_t h =
+        siphash13(s->hash_key[0], s->hash_key[1] ^ object, (const unsigned char *)key, len);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* Doubles the table; the first time, draws the random hash key and hashes every key again. */
 static bool grow_slots(struct scan *s)
 {
     size_t n = s->nslots * 2;
     struct key_slot *more = calloc(n, sizeof *more);
     if (more == NULL)
         return false;
+    bool reseed = !s->seeded;
+    /* Without random bytes the table cannot be kept safe from chosen keys: report it as a
+     * resource failure (ch_record_parse() then asks jansson, whose tables are seeded). */
+    if (reseed && !crypto_random(s->hash_key, sizeof s->hash_key)) {
+        free(more);
+        return false;
+    }
+    s->seeded = true;
     for (size_t i = 0; i < s->nslots; i++) {
-        if (s->slots[i].object == 0)
+        struct key_slot *k = &s->slots[i];
+        if (k->object == 0)
             continue;
-        size_t j = s->slots[i].hash & (n - 1);
+        if (reseed)
+            k->hash = key_hash(s, k->key, k->len, k->object);
+        size_t j = k->hash & (n - 1);
         while (more[j].object != 0)
             j = (j + 1) & (n - 1);
-        more[j] = s->slots[i];
+        more[j] = *k;
     }
     if (s->slots != s->inline_slots)
         free(s->slots);
@@ -386,7 +463,7 @@ static bool add_key(struct scan *s, uint32_t object, const char *key, size_t len
         s->nomem = true;
         return false;
     }
-    uint32_t h = key_hash(key, len, object);
+    uint32_t h = key_hash(s, key, len, object);
     size_t j = h & (s->nslots - 1);
     for (; s->slots[j].object != 0; j = (j + 1) & (s->nslots - 1)) {
         const struct key_slot *k = &s->slots[j];
@@ -419,13 +496,18 @@ static char *keep(struct scan *s, size_t len)
     return at;
 }
 
-/* Reads an object's key (s->p at its quote) and the colon after it; false if either is wrong or
- * the key repeats one of the same object. */
-static bool scan_key(struct scan *s, uint32_t object, const char **key, size_t *len)
+/* Reads a key of the object open at level (s->p at its quote) and the colon after it; false if
+ * either is wrong, the key repeats one of the same object, or the object has too many. */
+static bool scan_key(struct scan *s, struct level *level, const char **key, size_t *len)
 {
     const char *raw;
     size_t raw_len;
     bool escaped;
+    if (level->members == JSONSCAN_MAX_MEMBERS) {
+        s->too_many_members = true;
+        return false;
+    }
+    level->members++;
     if (s->p >= s->end || *s->p != '"' || !scan_string(s, &raw, &raw_len, &escaped))
         return false;
     *key = raw;
@@ -437,13 +519,21 @@ static bool scan_key(struct scan *s, uint32_t object, const char **key, size_t *
         *len = jsonscan_unescape(raw, raw_len, decoded);
         *key = decoded;
     }
-    if (!add_key(s, object, *key, *len))
+    if (!add_key(s, level->object, *key, *len))
         return false;
     skip_space(s);
     if (s->p >= s->end || *s->p != ':')
         return false;
     s->p++;
     return true;
+}
+
+/* Why scan_key() failed. */
+static enum jsonscan_result key_failure(const struct scan *s)
+{
+    if (s->nomem)
+        return JSONSCAN_NOMEM;
+    return s->too_many_members ? JSONSCAN_TOO_MANY_MEMBERS : JSONSCAN_INVALID;
 }
 
 /* The whole document; the state machine keeps nesting on s->stack instead of the C stack. */
@@ -470,7 +560,7 @@ static enum jsonscan_result scan_document(struct scan *s)
             if (s->p < s->end && *s->p == (c == '{' ? '}' : ']')) {
                 s->p++;
             } else {
-                s->stack[depth++] = c == '{' ? ++s->objects : 0;
+                s->stack[depth++] = (struct level){.object = c == '{' ? ++s->objects : 0};
                 opened = true;
             }
         } else if (c == '"') {
@@ -489,10 +579,10 @@ static enum jsonscan_result scan_document(struct scan *s)
         if (member != NULL && s->cb)
             s->cb(s->ctx, member, member_len, &v);
         member = NULL;
-        if (opened && s->stack[depth - 1] != 0) {
+        if (opened && s->stack[depth - 1].object != 0) {
             /* A new object: its first key. */
-            if (!scan_key(s, s->stack[depth - 1], &member, &member_len))
-                return s->nomem ? JSONSCAN_NOMEM : JSONSCAN_INVALID;
+            if (!scan_key(s, &s->stack[depth - 1], &member, &member_len))
+                return key_failure(s);
             if (depth != 1)
                 member = NULL;
             continue;
@@ -509,13 +599,13 @@ static enum jsonscan_result scan_document(struct scan *s)
             }
             if (s->p >= s->end)
                 return JSONSCAN_INVALID;
-            uint32_t object = s->stack[depth - 1];
+            uint32_t object = s->stack[depth - 1].object;
             c = *s->p++;
             if (c == ',') {
                 if (object != 0) {
                     skip_space(s);
-                    if (!scan_key(s, object, &member, &member_len))
-                        return s->nomem ? JSONSCAN_NOMEM : JSONSCAN_INVALID;
+                    if (!scan_key(s, &s->stack[depth - 1], &member, &member_len))
+                        return key_failure(s);
                     if (depth != 1)
                         member = NULL;
                 }
@@ -540,8 +630,11 @@ enum jsonscan_result jsonscan_run(const char *buf, size_t len, jsonscan_member_c
     s->slots = s->inline_slots;
     s->nslots = INLINE_SLOTS;
     s->used = 0;
+    s->hash_key[0] = s->hash_key[1] = 0;
+    s->seeded = false;
     s->chunks = NULL;
     s->nomem = false;
+    s->too_many_members = false;
     s->objects = 0;
     memset(s->inline_slots, 0, sizeof s->inline_slots);
     enum jsonscan_result r = scan_document(s);

@@ -31,6 +31,10 @@ struct jsonscan_value {
 typedef void (*jsonscan_member_cb)(void *ctx, const char *key, size_t key_len,
                                    const struct jsonscan_value *v);
 
+/* Most keys one object may hold: a call record has a few dozen. Past it the document is refused
+ * with JSONSCAN_TOO_MANY_MEMBERS as soon as the extra key is reached. */
+#define JSONSCAN_MAX_MEMBERS 4096
+
 enum jsonscan_result {
     JSONSCAN_OBJECT = 0, /* valid, and an object */
     JSONSCAN_NOT_OBJECT, /* valid JSON, but not an object */
@@ -38,9 +42,13 @@ enum jsonscan_result {
                             a number past a double's range, nesting past 2048), and a NUL byte
                             outside a string */
     JSONSCAN_NOMEM,
+    JSONSCAN_TOO_MANY_MEMBERS, /* an object with more than JSONSCAN_MAX_MEMBERS keys (the rest of
+                                  the document is not read: it may be invalid too) */
 };
 
 /** Checks buf (len bytes, any content) and reports top-level members to cb (may be NULL).
+ * Duplicate keys are found with a hash table keyed at random per call (once the document has
+ * more than a hundred keys), so that keys chosen to collide cannot make a body slow.
  * Thread-safe. */
 enum jsonscan_result jsonscan_run(const char *buf, size_t len, jsonscan_member_cb cb, void *ctx);
 

@@ -1,9 +1,9 @@
 /*
  * Reads a call record's ids and CallType. The body is checked and read in one pass by jsonscan,
- * which accepts what jansson accepts less a NUL byte outside a string; jansson itself (this is
- * the only library file that includes it) is asked again only for a body jsonscan refuses, so
- * that the error message stays jansson's, and refuses what jsonscan refuses. The body is never
- * re-serialized: callers keep and pass on the raw bytes.
+ * which accepts what jansson accepts less a NUL byte outside a string and an object of more than
+ * JSONSCAN_MAX_MEMBERS keys; jansson itself (this is the only library file that includes it) is
+ * asked again only for a body jsonscan refuses, for its error message, and refuses the same. The
+ * body is never re-serialized: callers keep and pass on the raw bytes.
  */
 #include <callhook/record.h>
 
@@ -112,6 +112,37 @@ static ch_code copy_id(const json_t *v, const char *field, char *dst, bool *has,
     return CH_OK;
 }
 
+static ch_code too_many_members(struct ch_error *err)
+{
+    return ch_error_set(err, CH_ETOOBIG,
+                        "an object in the body has more than %d members; at most %d are "
+                        "accepted (a call record has a few dozen)",
+                        JSONSCAN_MAX_MEMBERS, JSONSCAN_MAX_MEMBERS);
+}
+
+/* Whether v holds, at any depth, an object over jsonscan's cap. jansson nests at most 2048
+ * deep, so the recursion is bounded. */
+static bool has_wide_object(const json_t *v)
+{
+    if (json_is_object(v)) {
+        if (json_object_size(v) > JSONSCAN_MAX_MEMBERS)
+            return true;
+        const char *key;
+        json_t *member;
+        json_object_foreach((json_t *)v, key, member)
+        {
+            if (has_wide_object(member))
+                return true;
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (has_wide_object(json_array_get(v, i)))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* The reference reading, with jansson's tree: used when jsonscan refuses a body, for jansson's
  * own error message. */
 static ch_code parse_with_jansson(struct ch_record *rec, const void *body, size_t len,
@@ -137,6 +168,10 @@ static ch_code parse_with_jansson(struct ch_record *rec, const void *body, size_
                             "invalid JSON at byte %zu: a NUL byte outside a string; send the "
                             "record without it",
                             (size_t)(nul - (const char *)body));
+    }
+    if (has_wide_object(root)) {
+        json_decref(root);
+        return too_many_members(err);
     }
     if (!json_is_object(root)) {
         json_decref(root);
@@ -270,6 +305,8 @@ ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, siz
 
     struct picks p = {.active.rank = 3, .correlation.rank = 3, .call_type.rank = 3};
     enum jsonscan_result scanned = jsonscan_run(body, len, pick_member, &p);
+    if (scanned == JSONSCAN_TOO_MANY_MEMBERS)
+        return too_many_members(err);
     if (scanned == JSONSCAN_INVALID || scanned == JSONSCAN_NOMEM)
         return parse_with_jansson(rec, body, len, err);
     if (scanned == JSONSCAN_NOT_OBJECT)

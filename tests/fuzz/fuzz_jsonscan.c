@@ -1,7 +1,8 @@
 /*
  * Differential libFuzzer target: jsonscan (the one-pass checker ch_record_parse() uses) against
  * jansson's json_loadb() with the flags record.c used before it, less what callhook refuses on
- * top of jansson: a NUL byte outside a string. Both must accept and refuse the same inputs and
+ * top of jansson: a NUL byte outside a string, and an object of more than JSONSCAN_MAX_MEMBERS
+ * keys. Both must accept and refuse the same inputs and
  * report the same top-level members in the same order with the same values; and ch_record_parse()
  * must give what the jansson-only reading of record.c gave.
  */
@@ -168,6 +169,27 @@ static ch_code ref_record(const json_t *root, struct ch_record *out)
     return rc;
 }
 
+/* Whether v holds an object over the cap, at any depth. */
+static bool wide(const json_t *v)
+{
+    if (json_is_object(v)) {
+        if (json_object_size(v) > JSONSCAN_MAX_MEMBERS)
+            return true;
+        const char *key;
+        json_t *member;
+        json_object_foreach((json_t *)v, key, member)
+        {
+            if (wide(member))
+                return true;
+        }
+    }
+    for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++) {
+        if (wide(json_array_get(v, i)))
+            return true;
+    }
+    return false;
+}
+
 static bool only_space(const uint8_t *data, size_t size)
 {
     for (size_t i = 0; i < size; i++) {
@@ -183,7 +205,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *root = json_loadb((const char *)data, size, FLAGS, &jerr);
     /* jansson refuses a raw NUL inside a string, so a NUL in a body it accepted is outside the
      * strings, where callhook refuses it. */
-    if (root != NULL && memchr(data, '\0', size) != NULL) {
+    bool nul = root != NULL && memchr(data, '\0', size) != NULL;
+    bool too_wide = root != NULL && wide(root);
+    if (nul || too_wide) {
         json_decref(root);
         root = NULL;
     }
@@ -191,7 +215,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum jsonscan_result r = jsonscan_run((const char *)data, size, collect, &ms);
 
     FUZZ_CHECK(r != JSONSCAN_NOMEM);
-    FUZZ_CHECK((root == NULL) == (r == JSONSCAN_INVALID));
+    /* jsonscan stops at the first reason to refuse, so a body with two reports either. */
+    bool refused = r == JSONSCAN_INVALID || r == JSONSCAN_TOO_MANY_MEMBERS;
+    FUZZ_CHECK((root == NULL) == refused);
+    if (too_wide && !nul)
+        FUZZ_CHECK(r == JSONSCAN_TOO_MANY_MEMBERS);
+    if (nul && !too_wide)
+        FUZZ_CHECK(r == JSONSCAN_INVALID);
     if (root != NULL) {
         FUZZ_CHECK(json_is_object(root) == (r == JSONSCAN_OBJECT));
         if (json_is_object(root)) {
@@ -215,7 +245,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct ch_record got, want;
         ch_code rc = ch_record_parse(&got, data, size, 0, NULL);
         if (root == NULL) {
-            FUZZ_CHECK(rc == CH_EJSON);
+            FUZZ_CHECK(rc == (r == JSONSCAN_TOO_MANY_MEMBERS ? CH_ETOOBIG : CH_EJSON));
         } else {
             ch_code ref = ref_record(root, &want);
             FUZZ_CHECK(rc == ref);

@@ -6,9 +6,11 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <callhook/record.h>
 
@@ -454,6 +456,203 @@ static void test_jansson_rules(void **state)
     assert_int_equal(ch_record_parse(&rec, deep_bad, 2 * 2049, 0, NULL), CH_EJSON);
 }
 
+/* ---- Keys chosen to collide (hash flooding) ---- */
+
+/* Most members one object may have (docs/SIGNATURES.md). */
+#define MEMBERS_CAP 4096
+
+#define FNV_PRIME 16777619u
+
+/* The hash state jsonscan started each key of object number `object` (1 for the top level,
+ * then in order of opening) from, before its hash was keyed at random: FNV-1a. */
+static uint32_t old_hash_start(uint32_t object)
+{
+    return 2166136261u ^ (object * 0x9e3779b9u);
+}
+
+static bool alnum(unsigned c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* A body under construction: room is reserved up front. */
+struct body {
+    char *text;
+    size_t len, cap;
+};
+
+static void body_add(struct body *b, const char *text)
+{
+    size_t n = strlen(text);
+    assert_true(b->len + n < b->cap);
+    memcpy(b->text + b->len, text, n + 1);
+    b->len += n;
+}
+
+/*
+ * Appends n members "KEY":0 to b, 7-byte keys that all share the low 16 bits of the old FNV-1a
+ * hash in object number `object`, so that under the old hash they all land in one run of slots
+ * of any table up to 65536 slots. Each key is 5 unique characters and 2 more chosen to steer the
+ * hash: the low 16 bits of FNV-1a depend only on the low 16 bits before each byte. With
+ * colliding false, the 7 characters are as many distinct, unsteered keys.
+ */
+static void add_members(struct body *b, uint32_t object, size_t n, bool colliding)
+{
+    const uint32_t target = 0x5eed;
+    uint32_t inverse = FNV_PRIME; /* FNV_PRIME's inverse modulo 2^32, by Newton's method */
+    for (int i = 0; i < 5; i++)
+        inverse *= 2 - FNV_PRIME * inverse;
+    const uint32_t before_last = (target * inverse) & 0xffff; /* state ^ last byte must be this */
+    size_t added = 0;
+    for (uint32_t counter = 0; added < n; counter++) {
+        assert_true(counter < 0x100000);
+        char key[8];
+        snprintf(key, sizeof key, "%05x", counter);
+        if (!colliding) {
+            snprintf(key + 5, 3, "zz");
+            char member[16];
+            snprintf(member, sizeof member, "%s\"%s\":0", b->text[b->len - 1] != '{' ? "," : "",
+                     key);
+            body_add(b, member);
+            added++;
+            continue;
+        }
+        uint32_t h = old_hash_start(object);
+        for (int i = 0; i < 5; i++)
+            h = (h ^ (unsigned char)key[i]) * FNV_PRIME;
+        for (unsigned c1 = '0'; c1 <= 'z' && added < n; c1++) {
+            if (!alnum(c1))
+                continue;
+            uint32_t h1 = (h ^ c1) * FNV_PRIME;
+            unsigned c2 = (h1 ^ before_last) & 0xff;
+            if ((h1 & 0xff00) != (before_last & 0xff00) || !alnum(c2))
+                continue;
+            assert_int_equal(((h1 ^ c2) * FNV_PRIME) & 0xffff, target);
+            key[5] = (char)c1;
+            key[6] = (char)c2;
+            key[7] = '\0';
+            char member[16];
+            snprintf(member, sizeof member, "%s\"%s\":0", b->text[b->len - 1] != '{' ? "," : "",
+                     key);
+            body_add(b, member);
+            added++;
+        }
+    }
+}
+
+/* A body of nobjects objects of n members each, inside a top-level object: {"o0":{...},...}.
+ * Object numbers: the top level is 1, the inner ones 2, 3, ... in order. */
+static struct body members_body(size_t nobjects, size_t n, bool colliding)
+{
+    struct body b = {.cap = nobjects * (n * 12 + 16) + 16};
+    b.text = malloc(b.cap);
+    assert_non_null(b.text);
+    body_add(&b, "{");
+    for (size_t o = 0; o < nobjects; o++) {
+        char head[32];
+        snprintf(head, sizeof head, "%s\"o%zu\":{", o > 0 ? "," : "", o);
+        body_add(&b, head);
+        add_members(&b, (uint32_t)(2 + o), n, colliding);
+        body_add(&b, "}");
+    }
+    body_add(&b, "}");
+    return b;
+}
+
+/* Processor time of the fastest of a few parses of b (the fastest is the least disturbed by
+ * other work on the machine), and the code they returned. */
+static double parse_seconds(const struct body *b, ch_code *rc)
+{
+    double best = 0;
+    for (int run = 0; run < 5; run++) {
+        struct timespec t0, t1;
+        struct ch_record rec;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+        *rc = ch_record_parse(&rec, b->text, b->len, 0, NULL);
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        if (run == 0 || s < best)
+            best = s;
+    }
+    return best;
+}
+
+/* How much longer keys chosen to collide take than as many ordinary keys, in the same shape.
+ * Linear work gives about 1; the old unkeyed hash gave hundreds. */
+static double collision_ratio(size_t nobjects, size_t n, ch_code want)
+{
+    struct body colliding = members_body(nobjects, n, true);
+    struct body distinct = members_body(nobjects, n, false);
+    ch_code rc;
+    double slow = parse_seconds(&colliding, &rc);
+    if (rc != want)
+        fail_msg("colliding keys: got %s, want %s", ch_code_name(rc), ch_code_name(want));
+    double fast = parse_seconds(&distinct, &rc);
+    if (rc != want)
+        fail_msg("distinct keys: got %s, want %s", ch_code_name(rc), ch_code_name(want));
+    free(colliding.text);
+    free(distinct.text);
+    double ratio = slow / (fast > 1e-6 ? fast : 1e-6);
+    print_message("%zu x %zu keys: colliding %.4f s, distinct %.4f s, ratio %.2f\n", nobjects, n,
+                  slow, fast, ratio);
+    return ratio;
+}
+
+/* 20,000 keys that collided under the old hash, in 5 objects under the cap, are accepted in
+ * about the time of 20,000 ordinary keys. */
+static void test_colliding_keys_linear(void **state)
+{
+    (void)state;
+    double ratio = collision_ratio(5, 4000, CH_OK);
+    if (ratio >= 5)
+        fail_msg("20,000 colliding keys took %.1f times as long as distinct ones", ratio);
+}
+
+/* 20,000 colliding keys in one object are refused at the cap, as early as ordinary keys. */
+static void test_colliding_keys_over_cap(void **state)
+{
+    (void)state;
+    double ratio = collision_ratio(1, 20000, CH_ETOOBIG);
+    if (ratio >= 5)
+        fail_msg("refusing 20,000 colliding keys took %.1f times as long as distinct ones", ratio);
+}
+
+/* The cap: MEMBERS_CAP members are accepted in any object, one more is refused, saying why. */
+static void test_members_cap(void **state)
+{
+    (void)state;
+    for (size_t nobjects = 1; nobjects <= 2; nobjects++) {
+        struct body ok = members_body(nobjects, MEMBERS_CAP, false);
+        struct body over = members_body(nobjects, MEMBERS_CAP + 1, false);
+        struct ch_record rec;
+        struct ch_error err = {0};
+        assert_int_equal(ch_record_parse(&rec, ok.text, ok.len, 0, &err), CH_OK);
+        assert_int_equal(ch_record_parse(&rec, over.text, over.len, 0, &err), CH_ETOOBIG);
+        assert_non_null(strstr(err.message, "more than 4096 members"));
+        free(ok.text);
+        free(over.text);
+    }
+}
+
+/* A repeated key is found however many keys come between, across the point where the table
+ * outgrows its first slots and every key is hashed again under a random key. */
+static void test_duplicate_among_many(void **state)
+{
+    (void)state;
+    static const size_t between[] = {1, 127, 128, 129, 255, 1000, 4000};
+    for (size_t i = 0; i < sizeof between / sizeof between[0]; i++) {
+        struct body b = members_body(1, between[i] + 1, false);
+        /* Repeat the first key ("00000zz") at the end of the inner object. */
+        b.len -= 2;
+        body_add(&b, ",\"00000zz\":1}}");
+        struct ch_record rec;
+        struct ch_error err = {0};
+        if (ch_record_parse(&rec, b.text, b.len, 0, &err) != CH_EJSON)
+            fail_msg("a key repeated after %zu others was not refused", between[i]);
+        free(b.text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -469,6 +668,10 @@ int main(void)
         cmocka_unit_test(test_embedded_nul),
         cmocka_unit_test(test_jansson_rules),
         cmocka_unit_test(test_nul_outside_strings),
+        cmocka_unit_test(test_members_cap),
+        cmocka_unit_test(test_duplicate_among_many),
+        cmocka_unit_test(test_colliding_keys_linear),
+        cmocka_unit_test(test_colliding_keys_over_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
