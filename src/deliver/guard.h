@@ -6,8 +6,11 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-/* True when addr is loopback, private (RFC 1918, CGNAT, ULA), link-local, unspecified,
- * multicast, broadcast or reserved, including IPv4-mapped and NAT64 forms of those. */
+/* True when addr is not a public unicast address: any block of IANA's special-purpose
+ * registries that is not globally reachable (loopback, private, CGNAT, link-local,
+ * documentation, benchmarking, ...), multicast, and reserved space; IPv4-mapped,
+ * IPv4-compatible, NAT64 (64:ff9b::/96, 64:ff9b:1::/96) and 6to4 addresses are judged by the
+ * IPv4 address inside. docs/SECURITY.md has the list. Decides without any network access. */
 bool guard_is_internal(const struct sockaddr *addr, socklen_t len);
 
 /* Writes the address as text ("10.0.0.1", "::1") for error messages. */
