@@ -18,8 +18,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 # Each target with the longest input worth trying: records (and the one-pass JSON check, compared
 # with jansson) past jansson's nesting limit (2048),
-# signature headers past CH_SIGNATURE_HEADER_MAX (8192).
-targets=(record:16384 sigheader:10240 jsonscan:16384)
+# signature headers past CH_SIGNATURE_HEADER_MAX (8192),
+# Voice App settings past a full one (16 headers of 1 KiB, two 2 KiB URLs),
+# request headers and a body past the signature header's limit.
+targets=(record:16384 sigheader:10240 jsonscan:16384 app:32768 reqheaders:16384)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/callhook-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
