@@ -6,11 +6,13 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 void receive_config_defaults(struct receive_config *c)
 {
@@ -211,8 +213,24 @@ ch_code receive_config_check(const struct receive_config *c, struct ch_error *er
     return CH_OK;
 }
 
+/* Started with stdin, stdout or stderr closed, the receiver's own files and pipes would take
+ * those numbers, and a handler's stdin or stderr would be one of them: /dev/null fills them. */
+static void fill_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0 && null != fd) {
+            dup2(null, fd);
+            close(null);
+        }
+    }
+}
+
 int receive_run(struct receive_config *c, struct ch_error *err)
 {
+    fill_std_fds();
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);

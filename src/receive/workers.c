@@ -5,6 +5,8 @@
  * retried with exponential backoff; after the last try the event is parked as failed, never
  * dropped.
  */
+#define _GNU_SOURCE /* pipe2(), syscall(): Linux, like prctl() below */
+
 #include "receive/receiver.h"
 
 #include "receive/inbox.h"
@@ -24,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -179,13 +183,34 @@ static bool pump(int in_fd, const char *body, size_t len, int err_fd, char *keep
     return !(in_open || err_open);
 }
 
+/* Close-on-exec from the start: a pipe made without it and flagged afterwards reaches a
+ * sibling worker's child forked in between, which then holds this handler's stdin or stderr
+ * open (and the handler looks timed out). */
 static bool cloexec_pipe(int fds[2])
 {
-    if (pipe(fds) != 0)
-        return false;
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    return true;
+    return pipe2(fds, O_CLOEXEC) == 0;
+}
+
+/* The highest descriptor a process may hold, read before fork: the child may only make
+ * async-signal-safe calls. */
+static int max_fd(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 65536)
+        return 65536;
+    return (int)rl.rlim_cur;
+}
+
+/* In the child, before exec: everything but stdin, stdout and stderr goes, including what the
+ * receiver inherited from its own parent without close-on-exec. */
+static void close_from_3(int limit)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+        return;
+#endif
+    for (int fd = 3; fd < limit; fd++)
+        close(fd);
 }
 
 static bool run_exec(const struct receive_config *c, const struct handler *h,
@@ -204,6 +229,7 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
         snprintf(error, cap, "cannot start the command: %s", strerror(errno));
         goto fail_early;
     }
+    int fd_limit = max_fd();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(error, cap, "cannot start the command: %s", strerror(errno));
@@ -216,6 +242,7 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in_pipe[0], STDIN_FILENO);
         dup2(err_pipe[1], STDERR_FILENO);
+        close_from_3(fd_limit);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

@@ -122,8 +122,20 @@ mode_file = os.path.join(d, "mode")
 mode = open(mode_file).read().strip() if os.path.exists(mode_file) else "ok"
 body = sys.stdin.buffer.read()
 keys = %r
+
+def open_fds():
+    """The descriptors this process holds, {fd: what}; listdir's own is gone by readlink."""
+    got = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            got[fd] = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            pass
+    return got
+
 rec = {"tag": tag, "pid": os.getpid(), "pgid": os.getpgid(0), "t": time.time(),
-       "env": {k: os.environ.get(k) for k in keys}, "body": base64.b64encode(body).decode()}
+       "env": {k: os.environ.get(k) for k in keys}, "body": base64.b64encode(body).decode(),
+       "fds": open_fds(), "environ": dict(os.environ)}
 wid = os.environ.get("WEBHOOK_ID", "")
 
 def append(name, obj):
@@ -193,7 +205,7 @@ class Receive:
     to it with (HTTPS), also used for the /healthz wait."""
 
     def __init__(self, workdir, args=(), secrets=(), insecure=True, env=None, client_ctx=None,
-                 name="receive"):
+                 name="receive", pass_fds=()):
         global _PDEATHSIG
         if _PDEATHSIG is None:
             _PDEATHSIG = harness._setpriv_prefix()
@@ -204,6 +216,7 @@ class Receive:
         self.extra_env = dict(env or {})
         self.client_ctx = client_ctx
         self.name = name
+        self.pass_fds = tuple(pass_fds)  # descriptors the receiver inherits from its parent
         self.port = None
         self.store = os.path.join(workdir, "inbox.db")
         self.log_path = os.path.join(workdir, name + ".log")
@@ -245,7 +258,7 @@ class Receive:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(_PDEATHSIG + self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, env=self.environment(),
-                                         cwd=self.workdir)
+                                         cwd=self.workdir, pass_fds=self.pass_fds)
         with _LIVE_LOCK:
             _LIVE.add(self)
         return self.proc
@@ -908,6 +921,68 @@ class Handlers(ReceiveCase):
             except OSError:
                 return True
         wait_until(gone, T(5), what="the timed-out handler (pid %d) killed" % pid)
+
+    def test_no_descriptor_leaks_between_handlers(self):
+        """32 commands at once, 500 events: a handler's pipes never reach a sibling handler
+        (which would keep its stdin or stderr open, and the handler reported as timed out),
+        and no handler holds anything but its stdin, stdout and stderr."""
+        fds_dir = os.path.join(self.dir, "fds")
+        os.mkdir(fds_dir)
+        # ls inherits what the shell holds and lists it (its own directory under /proc too).
+        cmd = "cat >/dev/null; ls -l /proc/self/fd > %s/$WEBHOOK_ID; sleep 0.02" % (
+            shlex.quote(fds_dir))
+        rx = self.receiver("--workers", "32", "--exec", cmd, "--exec-timeout-s", "20",
+                           "--max-attempts", "1", handler=False)
+        ids, lock = [], threading.Lock()
+
+        def send(n):
+            for _ in range(n):
+                r, wid = rx.post(record())
+                with lock:
+                    ids.append((r.status, wid))
+        threads = [threading.Thread(target=send, args=(50,)) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(120))
+        self.assertEqual(sorted({s for s, _ in ids}), [202], "every event accepted")
+        self.assertEqual(len(ids), 500)
+        last = {}
+
+        def settled():
+            last["rows"] = rx.inbox_rows()
+            return sum(1 for row in last["rows"].values() if row[1] in ("done", "failed")) >= 500
+        wait_until(settled, T(120), 0.2, what=lambda: "500 events processed (%d so far)" % sum(
+            1 for row in last.get("rows", {}).values() if row[1] in ("done", "failed")))
+        bad = {w: row for w, row in last["rows"].items() if row[1] != "done"}
+        self.assertEqual(bad, {}, "every handler exits 0 well inside its time limit")
+        leaks = {}
+        for wid in os.listdir(fds_dir):
+            with open(os.path.join(fds_dir, wid)) as f:
+                fds = dict(m.groups() for m in re.finditer(r" (\d+) -> (.*)", f.read()))
+            std = {fds.get(k) for k in ("0", "1", "2")}
+            extra = {fd: t for fd, t in fds.items()
+                     if t not in std and not t.startswith("/proc/")}
+            if extra:
+                leaks[wid] = extra
+        self.assertEqual(len(os.listdir(fds_dir)), 500)
+        self.assertEqual(leaks, {}, "descriptors a handler holds besides stdin, stdout, stderr")
+
+    def test_parent_descriptor_not_inherited(self):
+        """A descriptor the receiver got from its own parent (a service manager's socket, a
+        shell's open file) is not passed on to handlers."""
+        secret_path = os.path.join(self.dir, "parents-file")
+        with open(secret_path, "w") as f:
+            f.write("not for handlers\n")
+        fd = os.open(secret_path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        rx = self.receiver(pass_fds=(fd,))
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid])
+        fds = self.done()[0]["fds"]
+        self.assertEqual(sorted(fds), ["0", "1", "2"], "the handler's descriptors: %s" % fds)
+        self.assertNotIn(secret_path, fds.values())
 
     def test_every_payload_env_and_body(self):
         rx = self.receiver()
