@@ -12,33 +12,38 @@
 
 void cmd_receive_help(void)
 {
-    puts(
-        "usage: callhook receive --secret whsec_... (--tls-cert F --tls-key F | --insecure-http)\n"
-        "                        [--exec CMD | --jsonl FILE] [--route SEL=HANDLER ...] ...\n"
-        "\n"
-        "Receives begin-call and end-call deliveries done right: verifies the sender (Standard\n"
-        "Webhooks signature and timestamp, and optionally a shared-secret header and client\n"
-        "certificates), drops duplicates (same webhook-id, or same event and call), writes each\n"
-        "new event to the inbox on disk before answering 202 (a duplicate gets 200), then runs\n"
-        "the handler asynchronously, retrying failures and parking what keeps failing.\n"
-        "\n"
-        "Any path is accepted for POST; the event comes from X-Call-Event or a path ending in\n"
-        "begin-call/end-call. Answers: 202 new, 200 duplicate, 401 verification failed (the\n"
-        "reason is in the body), 400 not a JSON object, 413 too large, 405 not POST.\n"
-        "\n"
-        "Handlers: --exec CMD runs CMD with the raw body on stdin and CALL_EVENT,\n"
-        "CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME, WEBHOOK_ID in its\n"
-        "environment; a non-zero exit is a failure. --jsonl FILE appends one JSON line per event.\n"
-        "--route picks a handler by event and CallType (first match wins); everything else,\n"
-        "unknown CallTypes included, goes to the default handler:\n"
-        "  --route 'end-call/MissedCall,VoiceMail=exec:./call-back.sh'\n"
-        "  --route '*/OutboundCall=jsonl:outbound.jsonl'\n"
-        "\n"
-        "Settings come from --config FILE (name = value), then the environment, then flags.\n");
+    puts("usage: callhook receive --secret @KEY_FILE (--tls-cert F --tls-key F | --insecure-http)\n"
+         "                        [--exec CMD | --jsonl FILE] [--route SEL=HANDLER ...] ...\n"
+         "\n"
+         "Receives begin-call and end-call deliveries done right: verifies the sender (Standard\n"
+         "Webhooks signature and timestamp, and optionally a shared-secret header and client\n"
+         "certificates), drops duplicates (same webhook-id, or same event and call), writes each\n"
+         "new event to the inbox on disk before answering 202 (a duplicate gets 200), then runs\n"
+         "the handler asynchronously, retrying failures and parking what keeps failing.\n"
+         "\n"
+         "Any path is accepted for POST; the event comes from X-Call-Event or a path ending in\n"
+         "begin-call/end-call. Answers: 202 new, 200 duplicate, 401 verification failed (the\n"
+         "reason is in the body), 400 not a JSON object, 413 too large, 405 not POST.\n"
+         "\n"
+         "Handlers: --exec CMD runs CMD with the raw body on stdin and CALL_EVENT,\n"
+         "CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME, WEBHOOK_ID in its\n"
+         "environment; a non-zero exit is a failure. Of the receiver's environment a command\n"
+         "gets PATH, HOME, LANG, LC_* and what --handler-env NAME names, nothing else (never the\n"
+         "receiver's settings or keys). --jsonl FILE appends one JSON line per event.\n"
+         "--route picks a handler by event and CallType (first match wins); everything else,\n"
+         "unknown CallTypes included, goes to the default handler:\n"
+         "  --route 'end-call/MissedCall,VoiceMail=exec:./call-back.sh'\n"
+         "  --route '*/OutboundCall=jsonl:outbound.jsonl'\n"
+         "\n"
+         "Keys: --secret (and --public-key) take @FILE (a file only its owner may read) or\n"
+         "env:NAME (a variable of receive's environment), keeping the key off the command\n"
+         "line, where every user of the machine can read it; a key given as is works too.\n"
+         "\n"
+         "Settings come from --config FILE (name = value), then the environment, then flags.\n");
     receive_config_print_help();
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
-         "      --secret \"$WEBHOOK_SECRET\" --exec ./on-call-event.sh");
+         "      --secret env:WEBHOOK_SECRET --exec ./on-call-event.sh");
 }
 
 void cmd_inbox_help(void)
@@ -70,6 +75,7 @@ int cmd_receive(int argc, char **argv)
         {"exec", required_argument, NULL, 0},
         {"jsonl", required_argument, NULL, 0},
         {"route", required_argument, NULL, 0},
+        {"handler-env", required_argument, NULL, 0},
         {"workers", required_argument, NULL, 0},
         {"exec-timeout-s", required_argument, NULL, 0},
         {"max-attempts", required_argument, NULL, 0},

@@ -82,9 +82,32 @@ static bool set_env(char **envp, int *n, int max, const char *name, const char *
     return true;
 }
 
-/* The parent's environment with the event's variables added (ours win). */
-static char **make_env(const struct ch_inbox_entry *e, const char *active, const char *corr,
-                       int *owned_from, int *nowned)
+/* Whether the receiver's variable entry ("NAME=value") goes to handlers: an allow-list, so
+ * that the receiver's secrets (its settings, or a WEBHOOK_SECRET read by --secret env:) never
+ * do. PATH, HOME and the locale, and what --handler-env names. */
+static bool passed_on(const struct receive_config *c, const char *entry)
+{
+    static const char *const always[] = {"PATH", "HOME", "LANG"};
+    size_t n = strcspn(entry, "=");
+    if (entry[n] != '=')
+        return false;
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) {
+        if (strlen(always[i]) == n && strncmp(entry, always[i], n) == 0)
+            return true;
+    }
+    if (strncmp(entry, "LC_", 3) == 0)
+        return true;
+    for (int i = 0; i < c->nhandler_env; i++) {
+        if (strlen(c->handler_env[i]) == n && strncmp(entry, c->handler_env[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The handler's environment: what passed_on() lets through, then the event's variables.
+ * Entries from *owned_from on are ours to free. */
+static char **make_env(const struct receive_config *c, const struct ch_inbox_entry *e,
+                       const char *active, const char *corr, int *owned_from, int *nowned)
 {
     int base = 0;
     while (environ[base])
@@ -94,15 +117,8 @@ static char **make_env(const struct ch_inbox_entry *e, const char *active, const
     if (envp == NULL)
         return NULL;
     int n = 0;
-    static const char *const ours[] = {
-        "CALL_EVENT=", "CALL_ACTIVE_CALL_ID=", "CALL_CORRELATION_ID=",
-        "CALL_TYPE=",  "CALL_TYPE_NAME=",      "WEBHOOK_ID="};
     for (int i = 0; i < base; i++) {
-        /* The receiver's own settings (its secrets among them) are not the handler's business. */
-        bool shadowed = strncmp(environ[i], "CALLHOOK_", 9) == 0;
-        for (size_t k = 0; k < sizeof ours / sizeof ours[0]; k++)
-            shadowed |= strncmp(environ[i], ours[k], strlen(ours[k])) == 0;
-        if (!shadowed)
+        if (passed_on(c, environ[i]))
             envp[n++] = environ[i];
     }
     *owned_from = n; /* entries from here on are ours to free */
@@ -223,7 +239,7 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
         corr = rec.has_correlation_id ? rec.correlation_id : "";
     }
     int owned_from = 0, nowned = 0;
-    char **envp = make_env(e, active, corr, &owned_from, &nowned);
+    char **envp = make_env(c, e, active, corr, &owned_from, &nowned);
     int in_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
     if (envp == NULL || !cloexec_pipe(in_pipe) || !cloexec_pipe(err_pipe)) {
         snprintf(error, cap, "cannot start the command: %s", strerror(errno));

@@ -230,7 +230,9 @@ class Receive:
             cmd += ["--secret", s]
         if self.insecure:
             cmd.append("--insecure-http")
-        return cmd + self.args
+        # The test handler finds its folder through CH_TEST_DIR; handlers get only the
+        # variables named this way (and PATH, HOME, the locale).
+        return cmd + ["--handler-env", "CH_TEST_DIR"] + self.args
 
     def environment(self):
         env = {k: v for k, v in os.environ.items()
@@ -1424,6 +1426,102 @@ class Settings(ReceiveCase):
         self.assertEqual(self.done()[0]["tag"], "flag")
 
 
+class Secrets(ReceiveCase):
+    """Keys off the command line (@FILE, env:NAME), and no secret in a handler's environment."""
+
+    def write_key_file(self, name, text, mode):
+        path = os.path.join(self.dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.write(fd, text.encode())
+        os.close(fd)
+        os.chmod(path, mode)
+        return path
+
+    def test_secret_from_file_and_environment(self):
+        path = self.write_key_file("webhook.secret", self.secret + "\n", 0o600)
+        rx = self.receiver("--secret", "@" + path, secrets=[])
+        rx.secrets = [self.secret]
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "signed with the secret of --secret @FILE")
+        r, _ = rx.post(record(), secret=new_secret())
+        self.assert_401(r, r"signature", "another secret")
+        with open("/proc/%d/cmdline" % rx.proc.pid, "rb") as f:
+            cmdline = f.read()
+        self.assertNotIn(self.secret.encode(), cmdline, "the secret is not on the command line")
+        self.assertNotIn(self.secret.split("_", 1)[1].encode(), cmdline)
+        self.wait_done([wid])
+        self.assertEqual(rx.stop(), 0)
+        rx2 = self.receiver("--secret", "env:MY_HOOK_SECRET", secrets=[],
+                            env={"MY_HOOK_SECRET": self.secret})
+        rx2.secrets = [self.secret]
+        r, wid2 = rx2.post(record())
+        self.assert_status(r, 202, "signed with the secret of --secret env:NAME")
+        self.wait_done([wid, wid2])
+
+    def refused(self, args, env=None):
+        """Runs receive with args, which must refuse to start: (exit status, stderr)."""
+        cmd = [BIN, "receive", "--insecure-http", "--listen", "%s:%d" % (HOST, free_port()),
+               "--store", os.path.join(self.dir, "inbox.db")] + list(args)
+        full = {k: v for k, v in os.environ.items() if not k.startswith("CALLHOOK_RECEIVE_")}
+        full.update(env or {})
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=T(10),
+                               stdin=subprocess.DEVNULL, cwd=self.dir)
+        except subprocess.TimeoutExpired:
+            self.fail("receive %s started instead of refusing" % args)
+        return p.returncode, p.stderr
+
+    def test_key_source_errors(self):
+        loose = self.write_key_file("loose.secret", self.secret, 0o644)
+        empty = self.write_key_file("empty.secret", "\n", 0o600)
+        cases = (
+            (["--secret", "@" + os.path.join(self.dir, "nope")], None, r"cannot open '.*nope'"),
+            (["--secret", "@" + loose], None, r"group or others.*0644.*chmod 600"),
+            (["--secret", "@" + empty], None, r"empty"),
+            (["--secret", "env:NO_SUCH_HOOK_SECRET"], None, r"NO_SUCH_HOOK_SECRET is not set"),
+            (["--public-key", "env:NO_SUCH_KEY"], None, r"NO_SUCH_KEY is not set"),
+            (["--secret", "env:WEBHOOK_SECRET", "--handler-env", "WEBHOOK_SECRET"],
+             {"WEBHOOK_SECRET": self.secret}, r"WEBHOOK_SECRET.*receiver's key"),
+            (["--secret", self.secret, "--handler-env", "CALLHOOK_RECEIVE_SECRET"], None,
+             r"CALLHOOK_RECEIVE_SECRET is a setting of callhook"),
+            (["--secret", self.secret, "--handler-env", "NOT-A-NAME"], None,
+             r"not a variable name"),
+            (["--secret", self.secret, "--handler-env", "WEBHOOK_ID"], None,
+             r"set by the receiver"),
+        )
+        for args, env, want in cases:
+            with self.subTest(args=args):
+                code, err = self.refused(args, env)
+                self.assertEqual(code, 2, "refused as a usage error: %s" % err)
+                self.assertRegex(err, want)
+                self.assertNotIn(self.secret, err, "the error does not show the secret")
+
+    def test_handler_environment_is_an_allow_list(self):
+        rx = self.receiver("--secret", "env:WEBHOOK_SECRET", "--handler-env", "FOO", secrets=[],
+                           env={"WEBHOOK_SECRET": self.secret, "FOO": "bar", "BAZ": "qux",
+                                "LC_TIME": "C", "LANG": "C.UTF-8", "HOME": self.dir,
+                                "DATABASE_PASSWORD": "hunter2",
+                                "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S": "20"})
+        rx.secrets = [self.secret]
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid])
+        env = self.done()[0]["environ"]
+        self.assertNotIn("WEBHOOK_SECRET", env)
+        self.assertNotIn("DATABASE_PASSWORD", env)
+        self.assertNotIn("BAZ", env)
+        self.assertEqual([k for k in env if k.startswith("CALLHOOK_")], [])
+        for k, v in env.items():
+            self.assertNotIn(self.secret.split("_", 1)[1], v, "the secret in %s" % k)
+        self.assertEqual((env.get("FOO"), env.get("LC_TIME"), env.get("LANG"), env.get("HOME")),
+                         ("bar", "C", "C.UTF-8", self.dir), "--handler-env FOO, LC_*, LANG, HOME")
+        self.assertEqual(env.get("PATH"), os.environ.get("PATH"))
+        allowed = set(ENV_KEYS) | {"PATH", "HOME", "LANG", "FOO", "CH_TEST_DIR",
+                                   "PWD"}  # PWD: /bin/sh sets it
+        self.assertEqual(sorted(k for k in env if k not in allowed and not k.startswith("LC_")),
+                         [], "nothing but the allow-list")
+
+
 class Http(ReceiveCase):
     """Answers to what is not a call event."""
 
@@ -1561,7 +1659,8 @@ def main(argv):
         os._exit(143)
 
     signal.signal(signal.SIGTERM, on_term)
-    return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Http),
+    return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
+                              Http),
                              filters, Result)
 
 
