@@ -48,15 +48,17 @@ void cmd_receive_help(void)
 
 void cmd_inbox_help(void)
 {
-    puts("usage: callhook inbox list [--status pending|running|done|failed] [--limit N]\n"
+    puts("usage: callhook inbox list [--status pending|running|done|failed|purged] [--limit N]\n"
          "       callhook inbox show WEBHOOK_ID\n"
          "       callhook inbox retry WEBHOOK_ID | --all-failed\n"
          "       callhook inbox purge [--older-than-s N]\n"
          "\n"
          "Looks into the inbox of callhook receive (--store PATH, default CALLHOOK_RECEIVE_STORE\n"
          "or var/inbox.db): what arrived, what failed and why; 'retry' runs failed events again\n"
-         "with fresh tries (a running receiver picks them up); 'purge' forgets processed events\n"
-         "(and their dedupe keys) older than N seconds, default all of them. Failed and pending\n"
+         "with fresh tries (a running receiver picks them up); 'purge' removes the records of\n"
+         "processed events older than N seconds, default all of them. Their dedupe keys stay\n"
+         "as long as a replay of their request could still be accepted (twice the receiver's\n"
+         "--tolerance-s): listed as 'purged', a replay is still a duplicate. Failed and pending\n"
          "events are never purged.");
 }
 
@@ -214,12 +216,13 @@ int cmd_inbox(int argc, char **argv)
             break;
         case 't':
             status = -2;
-            for (int s = 0; s <= CH_INBOX_FAILED; s++) {
+            for (int s = 0; s <= CH_INBOX_PURGED; s++) {
                 if (strcmp(optarg, ch_inbox_status_name((enum ch_inbox_status)s)) == 0)
                     status = s;
             }
             if (status == -2)
-                return cli_usage_error("inbox", "--status is pending, running, done or failed");
+                return cli_usage_error("inbox",
+                                       "--status is pending, running, done, failed or purged");
             break;
         case 'l':
             if (!cli_parse_ll("--limit", optarg, &limit) || limit < 1 || limit > 100000)

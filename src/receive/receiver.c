@@ -329,6 +329,14 @@ ch_code receive_config_check(const struct receive_config *c, struct ch_error *er
                             "TLS-terminating proxy, say --insecure-http");
     if (c->insecure_http && c->tls_client_ca[0])
         return ch_error_set(err, CH_EINVAL, "--tls-client-ca needs HTTPS, not --insecure-http");
+    /* A captured request is accepted again until its timestamp leaves the window, up to twice
+     * the tolerance after it first arrived: its dedupe key must live that long. */
+    if (c->retention_s < 2 * c->tolerance_s)
+        return ch_error_set(err, CH_EINVAL,
+                            "--retention-s %lld is shorter than twice --tolerance-s %lld: a "
+                            "replayed request would be accepted again after its dedupe key "
+                            "expired; give --retention-s %lld or more",
+                            c->retention_s, c->tolerance_s, 2 * c->tolerance_s);
     for (int i = 0; i < c->nhandler_env; i++) {
         for (int k = 0; k < c->nkey_envs; k++) {
             if (strcmp(c->handler_env[i], c->key_envs[k]) == 0)
@@ -375,7 +383,8 @@ int receive_run(struct receive_config *c, struct ch_error *err)
     long long requeued = 0, expired = 0;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    if (ch_inbox_recover(inbox, (long long)now.tv_sec * 1000, &requeued, err) != CH_OK ||
+    if (ch_inbox_keep_keys(inbox, 2 * c->tolerance_s, err) != CH_OK ||
+        ch_inbox_recover(inbox, (long long)now.tv_sec * 1000, &requeued, err) != CH_OK ||
         ch_inbox_expire(inbox, (long long)now.tv_sec - c->retention_s, &expired, err) != CH_OK)
         goto out;
     if (requeued > 0)

@@ -402,7 +402,7 @@ class Receive:
         for line in p.stdout.splitlines()[1:]:
             parts = line.split(None, 6)
             if len(parts) >= 6 and parts[1] in ("begin-call", "end-call") and \
-                    parts[2] in ("pending", "running", "done", "failed"):
+                    parts[2] in ("pending", "running", "done", "failed", "purged"):
                 rows[parts[0]] = (parts[1], parts[2], int(parts[3]),
                                   parts[6] if len(parts) > 6 else "")
         return rows
@@ -821,25 +821,65 @@ class Dedupe(ReceiveCase):
         time.sleep(T(0.3))
         self.assertEqual(sorted(self.done_ids()), sorted(accepted))
 
-    def test_purge_forgets(self):
-        """`callhook inbox purge` forgets processed events, and their dedupe keys with them."""
+    def test_purge_keeps_keys_inside_the_tolerance(self):
+        """`callhook inbox purge` removes the records of processed events, but keeps their
+        dedupe keys while a captured request could still be accepted: replayed as sent, or as
+        the other event (path or X-Call-Event, which the signature does not cover), it is a
+        duplicate and not run again."""
         rx = self.receiver()
-        body = record()
-        r, wid = rx.post(body)
+        body, wid, ts = record(), new_id(), int(time.time())
+        sig = sign_v1(self.secret, wid, ts, body)
+        r, _ = rx.post(body, event="begin-call", msg_id=wid, ts=ts, signature=sig)
         self.assert_status(r, 202, "first")
         self.wait_done([wid])
         self.wait_inbox(rx, wid, "done")
         p = rx.inbox("purge", "--older-than-s", "3600")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(wid, rx.inbox_rows(), "younger than --older-than-s: kept")
-        r, _ = rx.post(body, msg_id=wid)
-        self.assert_status(r, 200, "still a duplicate")
+        self.assertEqual(rx.inbox_rows()[wid][1], "done", "younger than --older-than-s: kept")
         p = rx.inbox("purge")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stdout, r"purged 1 ")
-        self.assertEqual(rx.inbox_rows(), {})
-        r, _ = rx.post(body, msg_id=wid)
-        self.assert_status(r, 202, "purged: new again")
+        self.assertEqual(rx.inbox_rows("done"), {}, "no processed event is left")
+        self.assertEqual(rx.inbox_rows()[wid][1], "purged", "its key is")
+        show = rx.inbox("show", wid)
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertRegex(show.stdout, r"status\s+purged")
+        self.assertNotIn("TenantId", show.stdout, "the record is gone")
+        for what, kw in (("replayed as sent", {"event": "begin-call"}),
+                         ("replayed as an end-call (path)", {"event": "end-call"}),
+                         ("replayed as an end-call (X-Call-Event)",
+                          {"path": "/hooks/x", "headers": {"X-Call-Event": "end-call"}})):
+            r, _ = rx.post(body, msg_id=wid, ts=ts, signature=sig, **kw)
+            self.assert_status(r, 200, "after a purge, " + what)
+        time.sleep(T(0.3))  # room for a wrong second run to show up
+        self.assertEqual(self.done_ids(), [wid], "processed once")
+        self.assertEqual(len(self.runs()), 1)
+
+    def test_other_kind_same_id_is_a_duplicate(self):
+        """The event kind is not signed: the same signed webhook-id under the other kind is
+        the same delivery, never a second event."""
+        rx = self.receiver()
+        body, wid, ts = record(), new_id(), int(time.time())
+        sig = sign_v1(self.secret, wid, ts, body)
+        r, _ = rx.post(body, event="end-call", msg_id=wid, ts=ts, signature=sig)
+        self.assert_status(r, 202, "first, as an end-call")
+        r, _ = rx.post(body, event="begin-call", msg_id=wid, ts=ts, signature=sig)
+        self.assert_status(r, 200, "the same request as a begin-call")
+        r, _ = rx.post(body, msg_id=wid, ts=ts, signature=sig, path="/",
+                       headers={"X-Call-Event": "begin-call"})
+        self.assert_status(r, 200, "the same request with X-Call-Event: begin-call")
+        self.wait_done([wid])
+        time.sleep(T(0.3))
+        self.assertEqual([d["env"]["CALL_EVENT"] for d in self.done()], ["end-call"])
+
+    def test_retention_shorter_than_twice_the_tolerance_refused(self):
+        rx = self.receiver("--retention-s", "599", "--tolerance-s", "300", start=False)
+        rx.expect_fail = True
+        with self.assertRaises(ReceiveError) as cm:
+            rx.start()
+        self.assertRegex(str(cm.exception),
+                         r"--retention-s 599 is shorter than twice --tolerance-s 300.*600")
+        self.receiver("--retention-s", "600", "--tolerance-s", "300")
 
     def test_duplicate_after_restart(self):
         rx = self.receiver()
