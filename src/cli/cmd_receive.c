@@ -1,6 +1,7 @@
 /* `callhook receive` and `callhook inbox`: the receiving daemon and its inbox. */
 #include "cli/cli.h"
 
+#include "receive/escape.h"
 #include "receive/receiver.h"
 
 #include <getopt.h>
@@ -143,6 +144,21 @@ int cmd_receive(int argc, char **argv)
     return rc == 0 ? CLI_OK : CLI_FAIL;
 }
 
+/* Fields of an event as the terminal may show them: no control character from a sender or a
+ * handler's stderr reaches it raw (an escape sequence could rewrite what the operator sees). */
+struct shown {
+    char webhook_id[TEXT_ESCAPE_GROWTH * sizeof((struct ch_inbox_entry *)0)->webhook_id];
+    char call_key[TEXT_ESCAPE_GROWTH * sizeof((struct ch_inbox_entry *)0)->call_key];
+    char last_error[TEXT_ESCAPE_GROWTH * sizeof((struct ch_inbox_entry *)0)->last_error];
+};
+
+static void show_fields(const struct ch_inbox_entry *e, struct shown *out)
+{
+    text_escape(e->webhook_id, strlen(e->webhook_id), out->webhook_id, sizeof out->webhook_id);
+    text_escape(e->call_key, strlen(e->call_key), out->call_key, sizeof out->call_key);
+    text_escape(e->last_error, strlen(e->last_error), out->last_error, sizeof out->last_error);
+}
+
 static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
 {
     (void)ctx;
@@ -151,9 +167,26 @@ static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
-    printf("%-32s %-10s %-8s %-8d %-21s %s\n", e->webhook_id, e->event,
+    static struct shown f; /* large; one caller at a time */
+    show_fields(e, &f);
+    printf("%-32s %-10s %-8s %-8d %-21s %s\n", f.webhook_id, e->event,
            ch_inbox_status_name(e->status), e->attempts, when,
-           e->last_error[0] ? e->last_error : "-");
+           f.last_error[0] ? f.last_error : "-");
+}
+
+/* The body as valid JSON of the same meaning, with nothing a terminal would obey. */
+static void print_body(const struct ch_inbox_entry *e)
+{
+    size_t n = json_text_clean(e->body, e->body_len, true, NULL, 0);
+    char *clean = malloc(n + 1);
+    if (clean == NULL) {
+        printf("(out of memory showing %zu bytes)\n", e->body_len);
+        return;
+    }
+    json_text_clean(e->body, e->body_len, true, clean, n + 1);
+    fwrite(clean, 1, n, stdout);
+    putchar('\n');
+    free(clean);
 }
 
 static int inbox_show(struct ch_inbox *ib, const char *id)
@@ -169,14 +202,19 @@ static int inbox_show(struct ch_inbox *ib, const char *id)
         !e.has_call_type
             ? CH_CALL_TYPE_ABSENT
             : (e.call_type >= 0 && e.call_type <= 8 ? CH_CALL_TYPE_KNOWN : CH_CALL_TYPE_UNKNOWN);
+    static struct shown f;
+    show_fields(&e, &f);
     printf("webhook-id    %s\nevent         %s\ncall          %s\nCallType      %s\n"
-           "status        %s\nattempts      %d\nreceived at   %lld\nlast error    %s\n"
-           "body (%zu bytes):\n",
-           e.webhook_id, e.event, e.call_key[0] ? e.call_key : "(none)",
+           "status        %s\nattempts      %d\nreceived at   %lld\nlast error    %s\n",
+           f.webhook_id, e.event, f.call_key[0] ? f.call_key : "(none)",
            ch_call_type_name(kind, e.call_type, type, sizeof type), ch_inbox_status_name(e.status),
-           e.attempts, e.received_at, e.last_error[0] ? e.last_error : "-", e.body_len);
-    fwrite(e.body, 1, e.body_len, stdout);
-    putchar('\n');
+           e.attempts, e.received_at, f.last_error[0] ? f.last_error : "-");
+    if (e.status == CH_INBOX_PURGED) {
+        puts("body          (purged: only the dedupe keys are kept)");
+    } else {
+        printf("body (%zu bytes):\n", e.body_len);
+        print_body(&e);
+    }
     ch_inbox_entry_release(&e);
     return CLI_OK;
 }

@@ -9,6 +9,7 @@
 
 #include "receive/receiver.h"
 
+#include "receive/escape.h"
 #include "receive/inbox.h"
 
 #include "util/log.h"
@@ -233,10 +234,15 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
                      const struct ch_inbox_entry *e, char *error, size_t cap)
 {
     struct ch_record rec;
-    const char *active = "", *corr = "";
+    /* The ids as text a shell can show: an escaped control character in the record (say an
+     * ESC) must not arrive raw in the handler's variables. */
+    char active[TEXT_ESCAPE_GROWTH * CH_RECORD_ID_MAX + 1] = "";
+    char corr[TEXT_ESCAPE_GROWTH * CH_RECORD_ID_MAX + 1] = "";
     if (ch_record_parse(&rec, e->body, e->body_len, 0, NULL) == CH_OK) {
-        active = rec.has_active_call_id ? rec.active_call_id : "";
-        corr = rec.has_correlation_id ? rec.correlation_id : "";
+        if (rec.has_active_call_id)
+            text_escape(rec.active_call_id, strlen(rec.active_call_id), active, sizeof active);
+        if (rec.has_correlation_id)
+            text_escape(rec.correlation_id, strlen(rec.correlation_id), corr, sizeof corr);
     }
     int owned_from = 0, nowned = 0;
     char **envp = make_env(c, e, active, corr, &owned_from, &nowned);
@@ -330,8 +336,9 @@ static pthread_mutex_t jsonl_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len, size_t *cap)
 {
     /* The record goes in as received, not re-serialized (so numbers past 64 bits survive): the
-     * front checked it is a JSON object, and raw line breaks in valid JSON can only be white
-     * space between tokens, so turning them into spaces keeps it one valid line. */
+     * front checked it is a JSON object, and json_text_clean() makes every byte that could
+     * break the line (a line break between tokens, a stray control byte) harmless without
+     * changing what it means. */
     json_t *meta = json_pack("{s:s, s:s, s:I}", "webhookId", e->webhook_id, "event", e->event,
                              "receivedAt", (json_int_t)e->received_at);
     char *head = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
@@ -339,7 +346,8 @@ static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len,
     if (head == NULL)
         return false;
     size_t head_len = strlen(head);
-    size_t need = *len + head_len + e->body_len + 16;
+    size_t body_len = json_text_clean(e->body, e->body_len, false, NULL, 0);
+    size_t need = *len + head_len + body_len + 16;
     if (need > *cap) {
         size_t grown = *cap * 2 > need ? *cap * 2 : need;
         char *more = realloc(*line, grown);
@@ -358,9 +366,7 @@ static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len,
     free(head);
     memcpy(out + o, ",\"record\":", 10);
     o += 10;
-    const char *body = e->body;
-    for (size_t i = 0; i < e->body_len; i++)
-        out[o++] = (body[i] == '\n' || body[i] == '\r') ? ' ' : body[i];
+    o += json_text_clean(e->body, e->body_len, false, out + o, body_len + 1);
     out[o++] = '}';
     out[o++] = '\n';
     *len = o;

@@ -1562,6 +1562,94 @@ class Secrets(ReceiveCase):
                          [], "nothing but the allow-list")
 
 
+def raw_controls(text):
+    """The characters of text a terminal could obey: C0 but line feed and tab, DEL, C1."""
+    return sorted({c for c in text
+                   if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) <= 0x9f})
+
+
+class ControlCharacters(ReceiveCase):
+    """Escaped control characters in a record reach no handler variable, terminal or JSON line
+    raw."""
+
+    def test_handler_variables_escaped(self):
+        rx = self.receiver()
+        body = (b'{"ActiveCallId": "call-\\u001b[31mred\\u0007", "CorrelationId": "c\\u009b2J\\n",'
+                b' "CallType": 2}')
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "ids with escaped control characters")
+        self.wait_done([wid])
+        env = self.done()[0]["env"]
+        self.assertEqual(env["CALL_ACTIVE_CALL_ID"], "call-\\x1b[31mred\\x07")
+        self.assertEqual(env["CALL_CORRELATION_ID"], "c\\u009b2J\\x0a")
+        self.assertEqual(base64.b64decode(self.done()[0]["body"]), body, "stdin: as received")
+        for k, v in self.done()[0]["environ"].items():
+            self.assertEqual(raw_controls(v), [], "a control character in %s=%r" % (k, v))
+
+    def test_inbox_output_escaped(self):
+        """`callhook inbox list` and `show`: the call id, the handler's stderr and the body show
+        no control character raw; the body shown is still the same JSON."""
+        cmd = "cat >/dev/null; printf '\\033[2J\\033]0;owned\\007 gone\\r\\n' >&2; exit 3"
+        rx = self.receiver("--exec", cmd, "--max-attempts", "1", handler=False)
+        body = ('{"ActiveCallId": "x\\u001b]0;title\\u0007", "CallType": 2,\r\n'
+                '\t"Note": "del \x7f c1 \u009b2J caf\u00e9 \\u001b[31m"}').encode()
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, wid, "failed", T(10))
+        for sub in (("list",), ("list", "--status", "failed"), ("show", wid)):
+            p = rx.inbox(*sub)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(raw_controls(p.stdout), [],
+                             "callhook inbox %s writes: %r" % (" ".join(sub), p.stdout))
+        show = rx.inbox("show", wid).stdout
+        self.assertIn("\\x1b]0;title\\x07", show, "the call id, escaped")
+        self.assertIn("\\x1b[2J", show, "the handler's stderr, escaped")
+        shown = show.split("):\n", 1)[1]
+        self.assertEqual(json.loads(shown), json.loads(body), "the body shown means the same")
+        self.assertIn("\\u001b[31m", shown, "an escape in the record stays text")
+
+    def test_jsonl_lines_always_valid(self):
+        """Every line the JSON-lines handler writes is valid JSON, whatever the accepted body
+        holds: escaped control characters, non-ASCII text, raw DEL and C1, line breaks and tabs
+        between tokens, a NUL after a number (if the front accepts it)."""
+        out = os.path.join(self.dir, "events.jsonl")
+        rx = self.receiver("--jsonl", out, handler=False)
+        bodies = [
+            b'{"ActiveCallId": "a\\u0000b\\u001b[2J\\u0007", "CallType": 1}',
+            '{"Name": "Zo\u00eb \u00e9t\u00e9 \u20ac \U0001f4de", "CallType": 2}'.encode(),
+            b'{"Note": "\\ud83d\\udcde \\u2028 \\u2029", "CallType": 3}',
+            '{"Raw": "del \x7f c1 \u0085 \u009b", "CallType": 4}'.encode(),
+            b'{\r\n\t"CallType": 5,\r\n\t"Pad": "x"\r\n}\r\n',
+            b'{"CallType": 6, "Big": 123456789012345678901234567890}',
+            b'{"CallType": 7, "n": 1\x00}',
+            b'{"CallType": 8, "quote": "\\" \\\\ \\/ \\b \\f \\n \\r \\t"}',
+        ]
+        accepted = {}
+        for body in bodies:
+            r, wid = rx.post(body)
+            self.assertIn(r.status, (202, 400), "%r: %r" % (body, r))
+            if r.status == 202:
+                accepted[wid] = body
+        self.assertGreaterEqual(len(accepted), len(bodies) - 1)
+        wait_until(lambda: os.path.exists(out) and
+                   open(out, "rb").read().count(b"\n") >= len(accepted), T(10),
+                   what="%d lines in %s" % (len(accepted), out))
+        with open(out, "rb") as f:
+            lines = f.read().split(b"\n")
+        self.assertEqual(lines[-1], b"", "the file ends with a line end")
+        got = {}
+        for line in lines[:-1]:
+            try:
+                obj = json.loads(line.decode("utf-8"))
+            except ValueError as e:
+                self.fail("not a valid JSON line (%s): %r" % (e, line))
+            got[obj["webhookId"]] = obj
+        self.assertEqual(set(got), set(accepted))
+        for wid, body in accepted.items():
+            if b"\x00" not in body:  # Python's parser refuses the NUL that the front let by
+                self.assertEqual(got[wid]["record"], json.loads(body), body)
+
+
 class Http(ReceiveCase):
     """Answers to what is not a call event."""
 
@@ -1700,7 +1788,7 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
     return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
-                              Http),
+                              ControlCharacters, Http),
                              filters, Result)
 
 
