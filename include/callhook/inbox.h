@@ -20,9 +20,10 @@ enum ch_inbox_status {
     CH_INBOX_RUNNING = 1, /* a worker has it */
     CH_INBOX_DONE = 2,    /* processed */
     CH_INBOX_FAILED = 3,  /* every try failed: parked until `inbox retry` */
+    CH_INBOX_PURGED = 4,  /* processed, record removed: only its dedupe keys are left */
 };
 
-/** The name of a status: "pending", "running", "done", "failed". */
+/** The name of a status: "pending", "running", "done", "failed", "purged". */
 const char *ch_inbox_status_name(enum ch_inbox_status s);
 
 struct ch_inbox;
@@ -111,8 +112,18 @@ ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long no
                        long long *requeued, struct ch_error *err);
 
 /**
- * Forgets processed events received before `before` (their dedupe keys go with them): the
- * retention window. Pending, running and failed events are never removed.
+ * Dedupe keys are kept at least `seconds` after their event arrived, whatever
+ * ch_inbox_expire() is asked: a captured request can be replayed for as long as its signature
+ * is accepted, so a receiver sets twice its timestamp tolerance. The inbox keeps the longest
+ * window ever set (default 600 s: twice the default tolerance).
+ */
+ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct ch_error *err);
+
+/**
+ * The retention window: processed events received before `before` (unix seconds) lose their
+ * record. Those also older than the key window (ch_inbox_keep_keys) are removed with their
+ * dedupe keys; younger ones stay, status CH_INBOX_PURGED, so that a replay is still a
+ * duplicate. Pending, running and failed events are never touched. *removed counts both.
  */
 ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
                         struct ch_error *err);

@@ -1,6 +1,7 @@
 /* `callhook receive` and `callhook inbox`: the receiving daemon and its inbox. */
 #include "cli/cli.h"
 
+#include "receive/escape.h"
 #include "receive/receiver.h"
 
 #include <getopt.h>
@@ -12,46 +13,53 @@
 
 void cmd_receive_help(void)
 {
-    puts(
-        "usage: callhook receive --secret whsec_... (--tls-cert F --tls-key F | --insecure-http)\n"
-        "                        [--exec CMD | --jsonl FILE] [--route SEL=HANDLER ...] ...\n"
-        "\n"
-        "Receives begin-call and end-call deliveries done right: verifies the sender (Standard\n"
-        "Webhooks signature and timestamp, and optionally a shared-secret header and client\n"
-        "certificates), drops duplicates (same webhook-id, or same event and call), writes each\n"
-        "new event to the inbox on disk before answering 202 (a duplicate gets 200), then runs\n"
-        "the handler asynchronously, retrying failures and parking what keeps failing.\n"
-        "\n"
-        "Any path is accepted for POST; the event comes from X-Call-Event or a path ending in\n"
-        "begin-call/end-call. Answers: 202 new, 200 duplicate, 401 verification failed (the\n"
-        "reason is in the body), 400 not a JSON object, 413 too large, 405 not POST.\n"
-        "\n"
-        "Handlers: --exec CMD runs CMD with the raw body on stdin and CALL_EVENT,\n"
-        "CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME, WEBHOOK_ID in its\n"
-        "environment; a non-zero exit is a failure. --jsonl FILE appends one JSON line per event.\n"
-        "--route picks a handler by event and CallType (first match wins); everything else,\n"
-        "unknown CallTypes included, goes to the default handler:\n"
-        "  --route 'end-call/MissedCall,VoiceMail=exec:./call-back.sh'\n"
-        "  --route '*/OutboundCall=jsonl:outbound.jsonl'\n"
-        "\n"
-        "Settings come from --config FILE (name = value), then the environment, then flags.\n");
+    puts("usage: callhook receive --secret @KEY_FILE (--tls-cert F --tls-key F | --insecure-http)\n"
+         "                        [--exec CMD | --jsonl FILE] [--route SEL=HANDLER ...] ...\n"
+         "\n"
+         "Receives begin-call and end-call deliveries done right: verifies the sender (Standard\n"
+         "Webhooks signature and timestamp, and optionally a shared-secret header and client\n"
+         "certificates), drops duplicates (same webhook-id, or same event and call), writes each\n"
+         "new event to the inbox on disk before answering 202 (a duplicate gets 200), then runs\n"
+         "the handler asynchronously, retrying failures and parking what keeps failing.\n"
+         "\n"
+         "Any path is accepted for POST; the event comes from X-Call-Event or a path ending in\n"
+         "begin-call/end-call. Answers: 202 new, 200 duplicate, 401 verification failed (the\n"
+         "reason is in the body), 400 not a JSON object, 413 too large, 405 not POST.\n"
+         "\n"
+         "Handlers: --exec CMD runs CMD with the raw body on stdin and CALL_EVENT,\n"
+         "CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME, WEBHOOK_ID in its\n"
+         "environment; a non-zero exit is a failure. Of the receiver's environment a command\n"
+         "gets PATH, HOME, LANG, LC_* and what --handler-env NAME names, nothing else (never the\n"
+         "receiver's settings or keys). --jsonl FILE appends one JSON line per event.\n"
+         "--route picks a handler by event and CallType (first match wins); everything else,\n"
+         "unknown CallTypes included, goes to the default handler:\n"
+         "  --route 'end-call/MissedCall,VoiceMail=exec:./call-back.sh'\n"
+         "  --route '*/OutboundCall=jsonl:outbound.jsonl'\n"
+         "\n"
+         "Keys: --secret (and --public-key) take @FILE (a file only its owner may read) or\n"
+         "env:NAME (a variable of receive's environment), keeping the key off the command\n"
+         "line, where every user of the machine can read it; a key given as is works too.\n"
+         "\n"
+         "Settings come from --config FILE (name = value), then the environment, then flags.\n");
     receive_config_print_help();
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
-         "      --secret \"$WEBHOOK_SECRET\" --exec ./on-call-event.sh");
+         "      --secret env:WEBHOOK_SECRET --exec ./on-call-event.sh");
 }
 
 void cmd_inbox_help(void)
 {
-    puts("usage: callhook inbox list [--status pending|running|done|failed] [--limit N]\n"
+    puts("usage: callhook inbox list [--status pending|running|done|failed|purged] [--limit N]\n"
          "       callhook inbox show WEBHOOK_ID\n"
          "       callhook inbox retry WEBHOOK_ID | --all-failed\n"
          "       callhook inbox purge [--older-than-s N]\n"
          "\n"
          "Looks into the inbox of callhook receive (--store PATH, default CALLHOOK_RECEIVE_STORE\n"
          "or var/inbox.db): what arrived, what failed and why; 'retry' runs failed events again\n"
-         "with fresh tries (a running receiver picks them up); 'purge' forgets processed events\n"
-         "(and their dedupe keys) older than N seconds, default all of them. Failed and pending\n"
+         "with fresh tries (a running receiver picks them up); 'purge' removes the records of\n"
+         "processed events older than N seconds, default all of them. Their dedupe keys stay\n"
+         "as long as a replay of their request could still be accepted (twice the receiver's\n"
+         "--tolerance-s): listed as 'purged', a replay is still a duplicate. Failed and pending\n"
          "events are never purged.");
 }
 
@@ -70,6 +78,7 @@ int cmd_receive(int argc, char **argv)
         {"exec", required_argument, NULL, 0},
         {"jsonl", required_argument, NULL, 0},
         {"route", required_argument, NULL, 0},
+        {"handler-env", required_argument, NULL, 0},
         {"workers", required_argument, NULL, 0},
         {"exec-timeout-s", required_argument, NULL, 0},
         {"max-attempts", required_argument, NULL, 0},
@@ -135,6 +144,21 @@ int cmd_receive(int argc, char **argv)
     return rc == 0 ? CLI_OK : CLI_FAIL;
 }
 
+/* Fields of an event as the terminal may show them: no control character from a sender or a
+ * handler's stderr reaches it raw (an escape sequence could rewrite what the operator sees). */
+struct shown {
+    char webhook_id[TEXT_ESCAPE_GROWTH * sizeof((struct ch_inbox_entry *)0)->webhook_id];
+    char call_key[TEXT_ESCAPE_GROWTH * sizeof((struct ch_inbox_entry *)0)->call_key];
+    char last_error[TEXT_ESCAPE_GROWTH * sizeof((struct ch_inbox_entry *)0)->last_error];
+};
+
+static void show_fields(const struct ch_inbox_entry *e, struct shown *out)
+{
+    text_escape(e->webhook_id, strlen(e->webhook_id), out->webhook_id, sizeof out->webhook_id);
+    text_escape(e->call_key, strlen(e->call_key), out->call_key, sizeof out->call_key);
+    text_escape(e->last_error, strlen(e->last_error), out->last_error, sizeof out->last_error);
+}
+
 static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
 {
     (void)ctx;
@@ -143,9 +167,26 @@ static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
-    printf("%-32s %-10s %-8s %-8d %-21s %s\n", e->webhook_id, e->event,
+    static struct shown f; /* large; one caller at a time */
+    show_fields(e, &f);
+    printf("%-32s %-10s %-8s %-8d %-21s %s\n", f.webhook_id, e->event,
            ch_inbox_status_name(e->status), e->attempts, when,
-           e->last_error[0] ? e->last_error : "-");
+           f.last_error[0] ? f.last_error : "-");
+}
+
+/* The body as valid JSON of the same meaning, with nothing a terminal would obey. */
+static void print_body(const struct ch_inbox_entry *e)
+{
+    size_t n = json_text_clean(e->body, e->body_len, true, NULL, 0);
+    char *clean = malloc(n + 1);
+    if (clean == NULL) {
+        printf("(out of memory showing %zu bytes)\n", e->body_len);
+        return;
+    }
+    json_text_clean(e->body, e->body_len, true, clean, n + 1);
+    fwrite(clean, 1, n, stdout);
+    putchar('\n');
+    free(clean);
 }
 
 static int inbox_show(struct ch_inbox *ib, const char *id)
@@ -161,14 +202,19 @@ static int inbox_show(struct ch_inbox *ib, const char *id)
         !e.has_call_type
             ? CH_CALL_TYPE_ABSENT
             : (e.call_type >= 0 && e.call_type <= 8 ? CH_CALL_TYPE_KNOWN : CH_CALL_TYPE_UNKNOWN);
+    static struct shown f;
+    show_fields(&e, &f);
     printf("webhook-id    %s\nevent         %s\ncall          %s\nCallType      %s\n"
-           "status        %s\nattempts      %d\nreceived at   %lld\nlast error    %s\n"
-           "body (%zu bytes):\n",
-           e.webhook_id, e.event, e.call_key[0] ? e.call_key : "(none)",
+           "status        %s\nattempts      %d\nreceived at   %lld\nlast error    %s\n",
+           f.webhook_id, e.event, f.call_key[0] ? f.call_key : "(none)",
            ch_call_type_name(kind, e.call_type, type, sizeof type), ch_inbox_status_name(e.status),
-           e.attempts, e.received_at, e.last_error[0] ? e.last_error : "-", e.body_len);
-    fwrite(e.body, 1, e.body_len, stdout);
-    putchar('\n');
+           e.attempts, e.received_at, f.last_error[0] ? f.last_error : "-");
+    if (e.status == CH_INBOX_PURGED) {
+        puts("body          (purged: only the dedupe keys are kept)");
+    } else {
+        printf("body (%zu bytes):\n", e.body_len);
+        print_body(&e);
+    }
     ch_inbox_entry_release(&e);
     return CLI_OK;
 }
@@ -208,12 +254,13 @@ int cmd_inbox(int argc, char **argv)
             break;
         case 't':
             status = -2;
-            for (int s = 0; s <= CH_INBOX_FAILED; s++) {
+            for (int s = 0; s <= CH_INBOX_PURGED; s++) {
                 if (strcmp(optarg, ch_inbox_status_name((enum ch_inbox_status)s)) == 0)
                     status = s;
             }
             if (status == -2)
-                return cli_usage_error("inbox", "--status is pending, running, done or failed");
+                return cli_usage_error("inbox",
+                                       "--status is pending, running, done, failed or purged");
             break;
         case 'l':
             if (!cli_parse_ll("--limit", optarg, &limit) || limit < 1 || limit > 100000)

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS events ("
@@ -29,7 +30,12 @@ static const char schema[] =
     "CREATE UNIQUE INDEX IF NOT EXISTS events_call ON events(event, call_key)"
     "  WHERE call_key IS NOT NULL;"
     "CREATE INDEX IF NOT EXISTS events_due ON events(next_at) WHERE status = 0;"
-    "CREATE INDEX IF NOT EXISTS events_status ON events(status, seq);";
+    "CREATE INDEX IF NOT EXISTS events_status ON events(status, seq);"
+    /* key_window_s: how long a dedupe key outlives its event's arrival at least. */
+    "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);";
+
+/* Without a receiver's word: twice the default timestamp tolerance. */
+#define DEFAULT_KEY_WINDOW_S (2 * 300LL)
 
 #define ENTRY_COLUMNS                                                                      \
     "seq, webhook_id, event, call_key, call_type, status, attempts, received_at, next_at," \
@@ -103,6 +109,8 @@ const char *ch_inbox_status_name(enum ch_inbox_status s)
         return "done";
     case CH_INBOX_FAILED:
         return "failed";
+    case CH_INBOX_PURGED:
+        return "purged";
     }
     return "unknown";
 }
@@ -542,12 +550,78 @@ ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long no
     return rc;
 }
 
+ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct ch_error *err)
+{
+    if (seconds < 0)
+        return ch_error_set(err, CH_EINVAL, "inbox: a key window cannot be negative");
+    long long ints[] = {seconds};
+    return run_update(ib,
+                      "INSERT INTO meta(name, value) VALUES ('key_window_s', ?1)"
+                      " ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+                      "record the dedupe key window", ints, 1, NULL, NULL, err);
+}
+
+/* The key window recorded by ch_inbox_keep_keys(), else the default. Work lock held. */
+static long long key_window(struct ch_inbox *ib)
+{
+    sqlite3_stmt *st = NULL;
+    long long window = DEFAULT_KEY_WINDOW_S;
+    if (prepare(ib->work, "SELECT value FROM meta WHERE name = 'key_window_s'", &st, NULL) ==
+            CH_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        window = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return window;
+}
+
+/* Runs sql with ?1 = a, adding the rows it changed to *changes. */
+static ch_code expire_step(struct ch_inbox *ib, const char *sql, long long a, long long *changes,
+                           struct ch_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(ib->work, sql, &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, a);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, ib->work, "expire processed events");
+        else
+            *changes += sqlite3_changes(ib->work);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
                         struct ch_error *err)
 {
-    long long ints[] = {before};
-    return run_update(ib, "DELETE FROM events WHERE status = 2 AND received_at < ?1",
-                      "expire processed events", ints, 1, NULL, removed, err);
+    pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
+    /* A key goes only once its signature can no longer be accepted: a replay of a captured
+     * request inside the timestamp tolerance must still meet it. Younger events lose their
+     * record only. */
+    long long keys_before = (long long)time(NULL) - key_window(ib);
+    if (keys_before > before)
+        keys_before = before;
+    long long n = 0;
+    ch_code rc = run_simple(ib, ST_WORK_BEGIN, err);
+    bool begun = rc == CH_OK;
+    if (rc == CH_OK)
+        rc = expire_step(ib, "DELETE FROM events WHERE status IN (2, 4) AND received_at < ?1",
+                         keys_before, &n, err);
+    if (rc == CH_OK)
+        rc = expire_step(ib,
+                         "UPDATE events SET status = 4, body = x'', last_error = ''"
+                         " WHERE status = 2 AND received_at < ?1",
+                         before, &n, err);
+    if (rc == CH_OK)
+        rc = run_simple(ib, ST_WORK_COMMIT, err);
+    if (rc != CH_OK && begun)
+        run_simple(ib, ST_WORK_ROLLBACK, NULL);
+    pthread_mutex_unlock(&ib->write_lock);
+    pthread_mutex_unlock(&ib->work_lock);
+    if (rc == CH_OK && removed)
+        *removed = n;
+    return rc;
 }
 
 ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,

@@ -2,15 +2,19 @@
 #include "receive/receiver.h"
 
 #include "receive/front.h"
+#include "lib/crypto.h"
 #include "util/config.h"
 #include "util/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void receive_config_defaults(struct receive_config *c)
 {
@@ -29,8 +33,10 @@ void receive_config_defaults(struct receive_config *c)
 /* name, environment variable, default, help; repeatable settings add a value each time. */
 static const struct config_setting settings[] = {
     {"listen", "CALLHOOK_RECEIVE_LISTEN", "127.0.0.1:8443", "address and port to listen on"},
-    {"secret", "CALLHOOK_RECEIVE_SECRET", "", "whsec_ secret (repeat for rotation)"},
-    {"public-key", "CALLHOOK_RECEIVE_PUBLIC_KEY", "", "whpk_ key, to verify v1a signatures"},
+    {"secret", "CALLHOOK_RECEIVE_SECRET", "",
+     "whsec_ secret, as @FILE (owner-only) or env:NAME (repeat for rotation)"},
+    {"public-key", "CALLHOOK_RECEIVE_PUBLIC_KEY", "",
+     "whpk_ key, to verify v1a signatures (also @FILE or env:NAME)"},
     {"tls-cert", "CALLHOOK_RECEIVE_TLS_CERT", "", "PEM certificate (chain) for HTTPS"},
     {"tls-key", "CALLHOOK_RECEIVE_TLS_KEY", "", "PEM private key for HTTPS"},
     {"tls-client-ca", "CALLHOOK_RECEIVE_TLS_CLIENT_CA", "",
@@ -43,6 +49,8 @@ static const struct config_setting settings[] = {
     {"exec", "CALLHOOK_RECEIVE_EXEC", "", "default handler: a command given the body on stdin"},
     {"jsonl", "CALLHOOK_RECEIVE_JSONL", "", "default handler: append a JSON line to a file"},
     {"route", "", "", "SELECTOR=HANDLER, e.g. end-call/MissedCall=exec:./missed.sh"},
+    {"handler-env", "", "",
+     "NAME of a variable of receive's environment that handlers get too (repeatable)"},
     {"workers", "CALLHOOK_RECEIVE_WORKERS", "4", "handlers run at once"},
     {"exec-timeout-s", "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S", "30", "a command's time limit"},
     {"max-attempts", "CALLHOOK_RECEIVE_MAX_ATTEMPTS", "5", "tries before an event is parked"},
@@ -85,15 +93,126 @@ static ch_code set_handler(struct handler *h, enum handler_kind kind, const char
     return CH_OK;
 }
 
+/* Largest key file read: a key is well under 200 characters. */
+#define KEY_FILE_MAX 4096
+
+/* Reads the key in path: a regular file that only its owner can read (a key that others can
+ * read is no secret), its text without the line end. */
+static ch_code read_key_file(const char *name, const char *path, char *out, size_t cap,
+                             struct ch_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return ch_error_set(err, CH_EINVAL, "%s: cannot open '%s': %s", name, path,
+                            strerror(errno));
+    struct stat st;
+    ch_code rc = CH_OK;
+    if (fstat(fd, &st) != 0)
+        rc = ch_error_set(err, CH_EINVAL, "%s: cannot read '%s': %s", name, path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = ch_error_set(err, CH_EINVAL, "%s: '%s' is not a regular file", name, path);
+    else if ((st.st_mode & 077) != 0)
+        rc = ch_error_set(err, CH_EINVAL,
+                          "%s: '%s' can be read by group or others (mode %04o); 'chmod 600' it",
+                          name, path, (unsigned)(st.st_mode & 07777));
+    size_t len = 0;
+    while (rc == CH_OK) {
+        ssize_t r = read(fd, out + len, cap - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            rc = ch_error_set(err, CH_EINVAL, "%s: cannot read '%s': %s", name, path,
+                              strerror(errno));
+        else if (r == 0)
+            break;
+        else if ((len += (size_t)r) == cap - 1)
+            rc = ch_error_set(err, CH_EINVAL, "%s: '%s' is larger than a key (%zu bytes)", name,
+                              path, cap - 1);
+    }
+    close(fd);
+    out[len] = '\0';
+    while (len > 0 && strchr(" \t\r\n", out[len - 1]))
+        out[--len] = '\0';
+    if (rc == CH_OK && len == 0)
+        rc = ch_error_set(err, CH_EINVAL, "%s: '%s' is empty", name, path);
+    return rc;
+}
+
+/* A variable name as a shell exports it. */
+static bool env_name_ok(const char *s)
+{
+    if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
+        return false;
+    for (; *s; s++) {
+        if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+              (*s >= '0' && *s <= '9')))
+            return false;
+    }
+    return true;
+}
+
+/* A key as given (whsec_..., whpk_...), or read from @FILE or env:NAME, so that it need not be
+ * on the command line (where /proc/PID/cmdline shows it to every user). */
 static ch_code add_key(struct receive_config *c, const char *name, const char *value,
                        struct ch_error *err)
 {
     if (c->nkeys == RECEIVE_MAX_KEYS)
         return ch_error_set(err, CH_EINVAL, "%s: at most %d keys", name, RECEIVE_MAX_KEYS);
+    char text[KEY_FILE_MAX];
+    ch_code rc = CH_OK;
+    if (value[0] == '@') {
+        rc = read_key_file(name, value + 1, text, sizeof text, err);
+    } else if (strncmp(value, "env:", 4) == 0) {
+        const char *var = value + 4;
+        const char *v = env_name_ok(var) ? getenv(var) : NULL;
+        if (!env_name_ok(var) || strlen(var) >= RECEIVE_ENV_NAME_MAX)
+            rc = ch_error_set(err, CH_EINVAL, "%s: 'env:%s' does not name a variable", name, var);
+        else if (v == NULL || *v == '\0')
+            rc = ch_error_set(err, CH_EINVAL, "%s: the environment variable %s is not set", name,
+                              var);
+        else if (strlen(v) >= sizeof text)
+            rc = ch_error_set(err, CH_EINVAL, "%s: %s is longer than a key", name, var);
+        else
+            snprintf(text, sizeof text, "%s", v);
+        if (rc == CH_OK && c->nkey_envs < RECEIVE_MAX_KEYS)
+            snprintf(c->key_envs[c->nkey_envs++], RECEIVE_ENV_NAME_MAX, "%s", var);
+    } else if (strlen(value) >= sizeof text) {
+        rc = ch_error_set(err, CH_EINVAL, "%s: longer than a key", name);
+    } else {
+        snprintf(text, sizeof text, "%s", value);
+    }
     struct ch_error inner = {0};
-    if (ch_secret_parse(&c->keys[c->nkeys], value, &inner) != CH_OK)
-        return ch_error_set(err, CH_EINVAL, "%s: %s", name, inner.message);
-    c->nkeys++;
+    if (rc == CH_OK && ch_secret_parse(&c->keys[c->nkeys], text, &inner) != CH_OK)
+        rc = ch_error_set(err, CH_EINVAL, "%s: %s", name, inner.message);
+    crypto_wipe(text, sizeof text);
+    if (rc == CH_OK)
+        c->nkeys++;
+    return rc;
+}
+
+/* The variables the receiver sets for a handler itself. */
+static const char *const handler_vars[] = {"CALL_EVENT",          "CALL_ACTIVE_CALL_ID",
+                                           "CALL_CORRELATION_ID", "CALL_TYPE",
+                                           "CALL_TYPE_NAME",      "WEBHOOK_ID"};
+
+static ch_code add_handler_env(struct receive_config *c, const char *value, struct ch_error *err)
+{
+    if (!env_name_ok(value) || strlen(value) >= RECEIVE_ENV_NAME_MAX)
+        return ch_error_set(err, CH_EINVAL,
+                            "handler-env: '%s' is not a variable name (letters, digits, _)", value);
+    if (strncmp(value, "CALLHOOK_", 9) == 0)
+        return ch_error_set(err, CH_EINVAL,
+                            "handler-env: %s is a setting of callhook (its secrets among them); "
+                            "the receiver's own settings are not passed to handlers",
+                            value);
+    for (size_t i = 0; i < sizeof handler_vars / sizeof handler_vars[0]; i++) {
+        if (strcmp(value, handler_vars[i]) == 0)
+            return ch_error_set(err, CH_EINVAL, "handler-env: %s is set by the receiver itself",
+                                value);
+    }
+    if (c->nhandler_env == RECEIVE_MAX_HANDLER_ENV)
+        return ch_error_set(err, CH_EINVAL, "handler-env: at most %d", RECEIVE_MAX_HANDLER_ENV);
+    snprintf(c->handler_env[c->nhandler_env++], RECEIVE_ENV_NAME_MAX, "%s", value);
     return CH_OK;
 }
 
@@ -148,6 +267,8 @@ ch_code receive_config_set(struct receive_config *c, const char *name, const cha
     }
     if (strcmp(name, "secret") == 0 || strcmp(name, "public-key") == 0)
         return add_key(c, name, value, err);
+    if (strcmp(name, "handler-env") == 0)
+        return add_handler_env(c, value, err);
     if (strcmp(name, "insecure-http") == 0) {
         c->insecure_http = strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
         return CH_OK;
@@ -208,11 +329,44 @@ ch_code receive_config_check(const struct receive_config *c, struct ch_error *er
                             "TLS-terminating proxy, say --insecure-http");
     if (c->insecure_http && c->tls_client_ca[0])
         return ch_error_set(err, CH_EINVAL, "--tls-client-ca needs HTTPS, not --insecure-http");
+    /* A captured request is accepted again until its timestamp leaves the window, up to twice
+     * the tolerance after it first arrived: its dedupe key must live that long. */
+    if (c->retention_s < 2 * c->tolerance_s)
+        return ch_error_set(err, CH_EINVAL,
+                            "--retention-s %lld is shorter than twice --tolerance-s %lld: a "
+                            "replayed request would be accepted again after its dedupe key "
+                            "expired; give --retention-s %lld or more",
+                            c->retention_s, c->tolerance_s, 2 * c->tolerance_s);
+    for (int i = 0; i < c->nhandler_env; i++) {
+        for (int k = 0; k < c->nkey_envs; k++) {
+            if (strcmp(c->handler_env[i], c->key_envs[k]) == 0)
+                return ch_error_set(err, CH_EINVAL,
+                                    "--handler-env %s: that variable holds the receiver's key "
+                                    "(--secret env:%s); it is not passed to handlers",
+                                    c->handler_env[i], c->key_envs[k]);
+        }
+    }
     return CH_OK;
+}
+
+/* Started with stdin, stdout or stderr closed, the receiver's own files and pipes would take
+ * those numbers, and a handler's stdin or stderr would be one of them: /dev/null fills them. */
+static void fill_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0 && null != fd) {
+            dup2(null, fd);
+            close(null);
+        }
+    }
 }
 
 int receive_run(struct receive_config *c, struct ch_error *err)
 {
+    fill_std_fds();
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
@@ -229,7 +383,8 @@ int receive_run(struct receive_config *c, struct ch_error *err)
     long long requeued = 0, expired = 0;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    if (ch_inbox_recover(inbox, (long long)now.tv_sec * 1000, &requeued, err) != CH_OK ||
+    if (ch_inbox_keep_keys(inbox, 2 * c->tolerance_s, err) != CH_OK ||
+        ch_inbox_recover(inbox, (long long)now.tv_sec * 1000, &requeued, err) != CH_OK ||
         ch_inbox_expire(inbox, (long long)now.tv_sec - c->retention_s, &expired, err) != CH_OK)
         goto out;
     if (requeued > 0)

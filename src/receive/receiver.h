@@ -11,10 +11,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define RECEIVE_MAX_KEYS    8
-#define RECEIVE_MAX_ROUTES  32
-#define RECEIVE_MAX_TYPES   16
-#define RECEIVE_MAX_HEADERS 4
+#define RECEIVE_MAX_KEYS        8
+#define RECEIVE_MAX_ROUTES      32
+#define RECEIVE_MAX_TYPES       16
+#define RECEIVE_MAX_HEADERS     4
+#define RECEIVE_MAX_HANDLER_ENV 32
+#define RECEIVE_ENV_NAME_MAX    64
 
 enum handler_kind { HANDLER_NONE = 0, HANDLER_EXEC, HANDLER_JSONL };
 
@@ -41,6 +43,12 @@ struct receive_config {
     char store[4096];
     struct ch_secret keys[RECEIVE_MAX_KEYS];
     size_t nkeys;
+    /* Variables that --secret env:NAME read: never passed to handlers. */
+    char key_envs[RECEIVE_MAX_KEYS][RECEIVE_ENV_NAME_MAX];
+    int nkey_envs;
+    /* --handler-env: variables of the receiver's environment that handlers get too. */
+    char handler_env[RECEIVE_MAX_HANDLER_ENV][RECEIVE_ENV_NAME_MAX];
+    int nhandler_env;
     char tls_cert[4096], tls_key[4096], tls_client_ca[4096];
     bool insecure_http;
     struct required_header headers[RECEIVE_MAX_HEADERS];
@@ -65,7 +73,8 @@ ch_code receive_config_set(struct receive_config *c, const char *name, const cha
                            struct ch_error *err);
 ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err);
 ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err);
-/* Checks the whole: keys present, TLS or --insecure-http. */
+/* Checks the whole: keys present, TLS or --insecure-http, retention against tolerance, no
+ * secret passed to handlers. */
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);
 void receive_config_print_help(void);
 

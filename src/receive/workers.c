@@ -5,8 +5,11 @@
  * retried with exponential backoff; after the last try the event is parked as failed, never
  * dropped.
  */
+#define _GNU_SOURCE /* pipe2(), syscall(): Linux, like prctl() below */
+
 #include "receive/receiver.h"
 
+#include "receive/escape.h"
 #include "receive/inbox.h"
 
 #include "util/log.h"
@@ -24,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,9 +83,32 @@ static bool set_env(char **envp, int *n, int max, const char *name, const char *
     return true;
 }
 
-/* The parent's environment with the event's variables added (ours win). */
-static char **make_env(const struct ch_inbox_entry *e, const char *active, const char *corr,
-                       int *owned_from, int *nowned)
+/* Whether the receiver's variable entry ("NAME=value") goes to handlers: an allow-list, so
+ * that the receiver's secrets (its settings, or a WEBHOOK_SECRET read by --secret env:) never
+ * do. PATH, HOME and the locale, and what --handler-env names. */
+static bool passed_on(const struct receive_config *c, const char *entry)
+{
+    static const char *const always[] = {"PATH", "HOME", "LANG"};
+    size_t n = strcspn(entry, "=");
+    if (entry[n] != '=')
+        return false;
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) {
+        if (strlen(always[i]) == n && strncmp(entry, always[i], n) == 0)
+            return true;
+    }
+    if (strncmp(entry, "LC_", 3) == 0)
+        return true;
+    for (int i = 0; i < c->nhandler_env; i++) {
+        if (strlen(c->handler_env[i]) == n && strncmp(entry, c->handler_env[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The handler's environment: what passed_on() lets through, then the event's variables.
+ * Entries from *owned_from on are ours to free. */
+static char **make_env(const struct receive_config *c, const struct ch_inbox_entry *e,
+                       const char *active, const char *corr, int *owned_from, int *nowned)
 {
     int base = 0;
     while (environ[base])
@@ -90,15 +118,8 @@ static char **make_env(const struct ch_inbox_entry *e, const char *active, const
     if (envp == NULL)
         return NULL;
     int n = 0;
-    static const char *const ours[] = {
-        "CALL_EVENT=", "CALL_ACTIVE_CALL_ID=", "CALL_CORRELATION_ID=",
-        "CALL_TYPE=",  "CALL_TYPE_NAME=",      "WEBHOOK_ID="};
     for (int i = 0; i < base; i++) {
-        /* The receiver's own settings (its secrets among them) are not the handler's business. */
-        bool shadowed = strncmp(environ[i], "CALLHOOK_", 9) == 0;
-        for (size_t k = 0; k < sizeof ours / sizeof ours[0]; k++)
-            shadowed |= strncmp(environ[i], ours[k], strlen(ours[k])) == 0;
-        if (!shadowed)
+        if (passed_on(c, environ[i]))
             envp[n++] = environ[i];
     }
     *owned_from = n; /* entries from here on are ours to free */
@@ -179,31 +200,58 @@ static bool pump(int in_fd, const char *body, size_t len, int err_fd, char *keep
     return !(in_open || err_open);
 }
 
+/* Close-on-exec from the start: a pipe made without it and flagged afterwards reaches a
+ * sibling worker's child forked in between, which then holds this handler's stdin or stderr
+ * open (and the handler looks timed out). */
 static bool cloexec_pipe(int fds[2])
 {
-    if (pipe(fds) != 0)
-        return false;
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    return true;
+    return pipe2(fds, O_CLOEXEC) == 0;
+}
+
+/* The highest descriptor a process may hold, read before fork: the child may only make
+ * async-signal-safe calls. */
+static int max_fd(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 65536)
+        return 65536;
+    return (int)rl.rlim_cur;
+}
+
+/* In the child, before exec: everything but stdin, stdout and stderr goes, including what the
+ * receiver inherited from its own parent without close-on-exec. */
+static void close_from_3(int limit)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+        return;
+#endif
+    for (int fd = 3; fd < limit; fd++)
+        close(fd);
 }
 
 static bool run_exec(const struct receive_config *c, const struct handler *h,
                      const struct ch_inbox_entry *e, char *error, size_t cap)
 {
     struct ch_record rec;
-    const char *active = "", *corr = "";
+    /* The ids as text a shell can show: an escaped control character in the record (say an
+     * ESC) must not arrive raw in the handler's variables. */
+    char active[TEXT_ESCAPE_GROWTH * CH_RECORD_ID_MAX + 1] = "";
+    char corr[TEXT_ESCAPE_GROWTH * CH_RECORD_ID_MAX + 1] = "";
     if (ch_record_parse(&rec, e->body, e->body_len, 0, NULL) == CH_OK) {
-        active = rec.has_active_call_id ? rec.active_call_id : "";
-        corr = rec.has_correlation_id ? rec.correlation_id : "";
+        if (rec.has_active_call_id)
+            text_escape(rec.active_call_id, strlen(rec.active_call_id), active, sizeof active);
+        if (rec.has_correlation_id)
+            text_escape(rec.correlation_id, strlen(rec.correlation_id), corr, sizeof corr);
     }
     int owned_from = 0, nowned = 0;
-    char **envp = make_env(e, active, corr, &owned_from, &nowned);
+    char **envp = make_env(c, e, active, corr, &owned_from, &nowned);
     int in_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
     if (envp == NULL || !cloexec_pipe(in_pipe) || !cloexec_pipe(err_pipe)) {
         snprintf(error, cap, "cannot start the command: %s", strerror(errno));
         goto fail_early;
     }
+    int fd_limit = max_fd();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(error, cap, "cannot start the command: %s", strerror(errno));
@@ -216,6 +264,7 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in_pipe[0], STDIN_FILENO);
         dup2(err_pipe[1], STDERR_FILENO);
+        close_from_3(fd_limit);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -287,8 +336,9 @@ static pthread_mutex_t jsonl_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len, size_t *cap)
 {
     /* The record goes in as received, not re-serialized (so numbers past 64 bits survive): the
-     * front checked it is a JSON object, and raw line breaks in valid JSON can only be white
-     * space between tokens, so turning them into spaces keeps it one valid line. */
+     * front checked it is a JSON object, and json_text_clean() makes every byte that could
+     * break the line (a line break between tokens, a stray control byte) harmless without
+     * changing what it means. */
     json_t *meta = json_pack("{s:s, s:s, s:I}", "webhookId", e->webhook_id, "event", e->event,
                              "receivedAt", (json_int_t)e->received_at);
     char *head = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
@@ -296,7 +346,8 @@ static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len,
     if (head == NULL)
         return false;
     size_t head_len = strlen(head);
-    size_t need = *len + head_len + e->body_len + 16;
+    size_t body_len = json_text_clean(e->body, e->body_len, false, NULL, 0);
+    size_t need = *len + head_len + body_len + 16;
     if (need > *cap) {
         size_t grown = *cap * 2 > need ? *cap * 2 : need;
         char *more = realloc(*line, grown);
@@ -315,9 +366,7 @@ static bool jsonl_line(const struct ch_inbox_entry *e, char **line, size_t *len,
     free(head);
     memcpy(out + o, ",\"record\":", 10);
     o += 10;
-    const char *body = e->body;
-    for (size_t i = 0; i < e->body_len; i++)
-        out[o++] = (body[i] == '\n' || body[i] == '\r') ? ' ' : body[i];
+    o += json_text_clean(e->body, e->body_len, false, out + o, body_len + 1);
     out[o++] = '}';
     out[o++] = '\n';
     *len = o;

@@ -122,8 +122,20 @@ mode_file = os.path.join(d, "mode")
 mode = open(mode_file).read().strip() if os.path.exists(mode_file) else "ok"
 body = sys.stdin.buffer.read()
 keys = %r
+
+def open_fds():
+    """The descriptors this process holds, {fd: what}; listdir's own is gone by readlink."""
+    got = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            got[fd] = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            pass
+    return got
+
 rec = {"tag": tag, "pid": os.getpid(), "pgid": os.getpgid(0), "t": time.time(),
-       "env": {k: os.environ.get(k) for k in keys}, "body": base64.b64encode(body).decode()}
+       "env": {k: os.environ.get(k) for k in keys}, "body": base64.b64encode(body).decode(),
+       "fds": open_fds(), "environ": dict(os.environ)}
 wid = os.environ.get("WEBHOOK_ID", "")
 
 def append(name, obj):
@@ -193,7 +205,7 @@ class Receive:
     to it with (HTTPS), also used for the /healthz wait."""
 
     def __init__(self, workdir, args=(), secrets=(), insecure=True, env=None, client_ctx=None,
-                 name="receive"):
+                 name="receive", pass_fds=()):
         global _PDEATHSIG
         if _PDEATHSIG is None:
             _PDEATHSIG = harness._setpriv_prefix()
@@ -204,6 +216,7 @@ class Receive:
         self.extra_env = dict(env or {})
         self.client_ctx = client_ctx
         self.name = name
+        self.pass_fds = tuple(pass_fds)  # descriptors the receiver inherits from its parent
         self.port = None
         self.store = os.path.join(workdir, "inbox.db")
         self.log_path = os.path.join(workdir, name + ".log")
@@ -217,7 +230,9 @@ class Receive:
             cmd += ["--secret", s]
         if self.insecure:
             cmd.append("--insecure-http")
-        return cmd + self.args
+        # The test handler finds its folder through CH_TEST_DIR; handlers get only the
+        # variables named this way (and PATH, HOME, the locale).
+        return cmd + ["--handler-env", "CH_TEST_DIR"] + self.args
 
     def environment(self):
         env = {k: v for k, v in os.environ.items()
@@ -245,7 +260,7 @@ class Receive:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(_PDEATHSIG + self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, env=self.environment(),
-                                         cwd=self.workdir)
+                                         cwd=self.workdir, pass_fds=self.pass_fds)
         with _LIVE_LOCK:
             _LIVE.add(self)
         return self.proc
@@ -387,7 +402,7 @@ class Receive:
         for line in p.stdout.splitlines()[1:]:
             parts = line.split(None, 6)
             if len(parts) >= 6 and parts[1] in ("begin-call", "end-call") and \
-                    parts[2] in ("pending", "running", "done", "failed"):
+                    parts[2] in ("pending", "running", "done", "failed", "purged"):
                 rows[parts[0]] = (parts[1], parts[2], int(parts[3]),
                                   parts[6] if len(parts) > 6 else "")
         return rows
@@ -806,25 +821,65 @@ class Dedupe(ReceiveCase):
         time.sleep(T(0.3))
         self.assertEqual(sorted(self.done_ids()), sorted(accepted))
 
-    def test_purge_forgets(self):
-        """`callhook inbox purge` forgets processed events, and their dedupe keys with them."""
+    def test_purge_keeps_keys_inside_the_tolerance(self):
+        """`callhook inbox purge` removes the records of processed events, but keeps their
+        dedupe keys while a captured request could still be accepted: replayed as sent, or as
+        the other event (path or X-Call-Event, which the signature does not cover), it is a
+        duplicate and not run again."""
         rx = self.receiver()
-        body = record()
-        r, wid = rx.post(body)
+        body, wid, ts = record(), new_id(), int(time.time())
+        sig = sign_v1(self.secret, wid, ts, body)
+        r, _ = rx.post(body, event="begin-call", msg_id=wid, ts=ts, signature=sig)
         self.assert_status(r, 202, "first")
         self.wait_done([wid])
         self.wait_inbox(rx, wid, "done")
         p = rx.inbox("purge", "--older-than-s", "3600")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(wid, rx.inbox_rows(), "younger than --older-than-s: kept")
-        r, _ = rx.post(body, msg_id=wid)
-        self.assert_status(r, 200, "still a duplicate")
+        self.assertEqual(rx.inbox_rows()[wid][1], "done", "younger than --older-than-s: kept")
         p = rx.inbox("purge")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stdout, r"purged 1 ")
-        self.assertEqual(rx.inbox_rows(), {})
-        r, _ = rx.post(body, msg_id=wid)
-        self.assert_status(r, 202, "purged: new again")
+        self.assertEqual(rx.inbox_rows("done"), {}, "no processed event is left")
+        self.assertEqual(rx.inbox_rows()[wid][1], "purged", "its key is")
+        show = rx.inbox("show", wid)
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertRegex(show.stdout, r"status\s+purged")
+        self.assertNotIn("TenantId", show.stdout, "the record is gone")
+        for what, kw in (("replayed as sent", {"event": "begin-call"}),
+                         ("replayed as an end-call (path)", {"event": "end-call"}),
+                         ("replayed as an end-call (X-Call-Event)",
+                          {"path": "/hooks/x", "headers": {"X-Call-Event": "end-call"}})):
+            r, _ = rx.post(body, msg_id=wid, ts=ts, signature=sig, **kw)
+            self.assert_status(r, 200, "after a purge, " + what)
+        time.sleep(T(0.3))  # room for a wrong second run to show up
+        self.assertEqual(self.done_ids(), [wid], "processed once")
+        self.assertEqual(len(self.runs()), 1)
+
+    def test_other_kind_same_id_is_a_duplicate(self):
+        """The event kind is not signed: the same signed webhook-id under the other kind is
+        the same delivery, never a second event."""
+        rx = self.receiver()
+        body, wid, ts = record(), new_id(), int(time.time())
+        sig = sign_v1(self.secret, wid, ts, body)
+        r, _ = rx.post(body, event="end-call", msg_id=wid, ts=ts, signature=sig)
+        self.assert_status(r, 202, "first, as an end-call")
+        r, _ = rx.post(body, event="begin-call", msg_id=wid, ts=ts, signature=sig)
+        self.assert_status(r, 200, "the same request as a begin-call")
+        r, _ = rx.post(body, msg_id=wid, ts=ts, signature=sig, path="/",
+                       headers={"X-Call-Event": "begin-call"})
+        self.assert_status(r, 200, "the same request with X-Call-Event: begin-call")
+        self.wait_done([wid])
+        time.sleep(T(0.3))
+        self.assertEqual([d["env"]["CALL_EVENT"] for d in self.done()], ["end-call"])
+
+    def test_retention_shorter_than_twice_the_tolerance_refused(self):
+        rx = self.receiver("--retention-s", "599", "--tolerance-s", "300", start=False)
+        rx.expect_fail = True
+        with self.assertRaises(ReceiveError) as cm:
+            rx.start()
+        self.assertRegex(str(cm.exception),
+                         r"--retention-s 599 is shorter than twice --tolerance-s 300.*600")
+        self.receiver("--retention-s", "600", "--tolerance-s", "300")
 
     def test_duplicate_after_restart(self):
         rx = self.receiver()
@@ -908,6 +963,68 @@ class Handlers(ReceiveCase):
             except OSError:
                 return True
         wait_until(gone, T(5), what="the timed-out handler (pid %d) killed" % pid)
+
+    def test_no_descriptor_leaks_between_handlers(self):
+        """32 commands at once, 500 events: a handler's pipes never reach a sibling handler
+        (which would keep its stdin or stderr open, and the handler reported as timed out),
+        and no handler holds anything but its stdin, stdout and stderr."""
+        fds_dir = os.path.join(self.dir, "fds")
+        os.mkdir(fds_dir)
+        # ls inherits what the shell holds and lists it (its own directory under /proc too).
+        cmd = "cat >/dev/null; ls -l /proc/self/fd > %s/$WEBHOOK_ID; sleep 0.02" % (
+            shlex.quote(fds_dir))
+        rx = self.receiver("--workers", "32", "--exec", cmd, "--exec-timeout-s", "20",
+                           "--max-attempts", "1", handler=False)
+        ids, lock = [], threading.Lock()
+
+        def send(n):
+            for _ in range(n):
+                r, wid = rx.post(record())
+                with lock:
+                    ids.append((r.status, wid))
+        threads = [threading.Thread(target=send, args=(50,)) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(120))
+        self.assertEqual(sorted({s for s, _ in ids}), [202], "every event accepted")
+        self.assertEqual(len(ids), 500)
+        last = {}
+
+        def settled():
+            last["rows"] = rx.inbox_rows()
+            return sum(1 for row in last["rows"].values() if row[1] in ("done", "failed")) >= 500
+        wait_until(settled, T(120), 0.2, what=lambda: "500 events processed (%d so far)" % sum(
+            1 for row in last.get("rows", {}).values() if row[1] in ("done", "failed")))
+        bad = {w: row for w, row in last["rows"].items() if row[1] != "done"}
+        self.assertEqual(bad, {}, "every handler exits 0 well inside its time limit")
+        leaks = {}
+        for wid in os.listdir(fds_dir):
+            with open(os.path.join(fds_dir, wid)) as f:
+                fds = dict(m.groups() for m in re.finditer(r" (\d+) -> (.*)", f.read()))
+            std = {fds.get(k) for k in ("0", "1", "2")}
+            extra = {fd: t for fd, t in fds.items()
+                     if t not in std and not t.startswith("/proc/")}
+            if extra:
+                leaks[wid] = extra
+        self.assertEqual(len(os.listdir(fds_dir)), 500)
+        self.assertEqual(leaks, {}, "descriptors a handler holds besides stdin, stdout, stderr")
+
+    def test_parent_descriptor_not_inherited(self):
+        """A descriptor the receiver got from its own parent (a service manager's socket, a
+        shell's open file) is not passed on to handlers."""
+        secret_path = os.path.join(self.dir, "parents-file")
+        with open(secret_path, "w") as f:
+            f.write("not for handlers\n")
+        fd = os.open(secret_path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        rx = self.receiver(pass_fds=(fd,))
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid])
+        fds = self.done()[0]["fds"]
+        self.assertEqual(sorted(fds), ["0", "1", "2"], "the handler's descriptors: %s" % fds)
+        self.assertNotIn(secret_path, fds.values())
 
     def test_every_payload_env_and_body(self):
         rx = self.receiver()
@@ -1349,6 +1466,190 @@ class Settings(ReceiveCase):
         self.assertEqual(self.done()[0]["tag"], "flag")
 
 
+class Secrets(ReceiveCase):
+    """Keys off the command line (@FILE, env:NAME), and no secret in a handler's environment."""
+
+    def write_key_file(self, name, text, mode):
+        path = os.path.join(self.dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.write(fd, text.encode())
+        os.close(fd)
+        os.chmod(path, mode)
+        return path
+
+    def test_secret_from_file_and_environment(self):
+        path = self.write_key_file("webhook.secret", self.secret + "\n", 0o600)
+        rx = self.receiver("--secret", "@" + path, secrets=[])
+        rx.secrets = [self.secret]
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "signed with the secret of --secret @FILE")
+        r, _ = rx.post(record(), secret=new_secret())
+        self.assert_401(r, r"signature", "another secret")
+        with open("/proc/%d/cmdline" % rx.proc.pid, "rb") as f:
+            cmdline = f.read()
+        self.assertNotIn(self.secret.encode(), cmdline, "the secret is not on the command line")
+        self.assertNotIn(self.secret.split("_", 1)[1].encode(), cmdline)
+        self.wait_done([wid])
+        self.assertEqual(rx.stop(), 0)
+        rx2 = self.receiver("--secret", "env:MY_HOOK_SECRET", secrets=[],
+                            env={"MY_HOOK_SECRET": self.secret})
+        rx2.secrets = [self.secret]
+        r, wid2 = rx2.post(record())
+        self.assert_status(r, 202, "signed with the secret of --secret env:NAME")
+        self.wait_done([wid, wid2])
+
+    def refused(self, args, env=None):
+        """Runs receive with args, which must refuse to start: (exit status, stderr)."""
+        cmd = [BIN, "receive", "--insecure-http", "--listen", "%s:%d" % (HOST, free_port()),
+               "--store", os.path.join(self.dir, "inbox.db")] + list(args)
+        full = {k: v for k, v in os.environ.items() if not k.startswith("CALLHOOK_RECEIVE_")}
+        full.update(env or {})
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=T(10),
+                               stdin=subprocess.DEVNULL, cwd=self.dir)
+        except subprocess.TimeoutExpired:
+            self.fail("receive %s started instead of refusing" % args)
+        return p.returncode, p.stderr
+
+    def test_key_source_errors(self):
+        loose = self.write_key_file("loose.secret", self.secret, 0o644)
+        empty = self.write_key_file("empty.secret", "\n", 0o600)
+        cases = (
+            (["--secret", "@" + os.path.join(self.dir, "nope")], None, r"cannot open '.*nope'"),
+            (["--secret", "@" + loose], None, r"group or others.*0644.*chmod 600"),
+            (["--secret", "@" + empty], None, r"empty"),
+            (["--secret", "env:NO_SUCH_HOOK_SECRET"], None, r"NO_SUCH_HOOK_SECRET is not set"),
+            (["--public-key", "env:NO_SUCH_KEY"], None, r"NO_SUCH_KEY is not set"),
+            (["--secret", "env:WEBHOOK_SECRET", "--handler-env", "WEBHOOK_SECRET"],
+             {"WEBHOOK_SECRET": self.secret}, r"WEBHOOK_SECRET.*receiver's key"),
+            (["--secret", self.secret, "--handler-env", "CALLHOOK_RECEIVE_SECRET"], None,
+             r"CALLHOOK_RECEIVE_SECRET is a setting of callhook"),
+            (["--secret", self.secret, "--handler-env", "NOT-A-NAME"], None,
+             r"not a variable name"),
+            (["--secret", self.secret, "--handler-env", "WEBHOOK_ID"], None,
+             r"set by the receiver"),
+        )
+        for args, env, want in cases:
+            with self.subTest(args=args):
+                code, err = self.refused(args, env)
+                self.assertEqual(code, 2, "refused as a usage error: %s" % err)
+                self.assertRegex(err, want)
+                self.assertNotIn(self.secret, err, "the error does not show the secret")
+
+    def test_handler_environment_is_an_allow_list(self):
+        rx = self.receiver("--secret", "env:WEBHOOK_SECRET", "--handler-env", "FOO", secrets=[],
+                           env={"WEBHOOK_SECRET": self.secret, "FOO": "bar", "BAZ": "qux",
+                                "LC_TIME": "C", "LANG": "C.UTF-8", "HOME": self.dir,
+                                "DATABASE_PASSWORD": "hunter2",
+                                "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S": "20"})
+        rx.secrets = [self.secret]
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_done([wid])
+        env = self.done()[0]["environ"]
+        self.assertNotIn("WEBHOOK_SECRET", env)
+        self.assertNotIn("DATABASE_PASSWORD", env)
+        self.assertNotIn("BAZ", env)
+        self.assertEqual([k for k in env if k.startswith("CALLHOOK_")], [])
+        for k, v in env.items():
+            self.assertNotIn(self.secret.split("_", 1)[1], v, "the secret in %s" % k)
+        self.assertEqual((env.get("FOO"), env.get("LC_TIME"), env.get("LANG"), env.get("HOME")),
+                         ("bar", "C", "C.UTF-8", self.dir), "--handler-env FOO, LC_*, LANG, HOME")
+        self.assertEqual(env.get("PATH"), os.environ.get("PATH"))
+        allowed = set(ENV_KEYS) | {"PATH", "HOME", "LANG", "FOO", "CH_TEST_DIR",
+                                   "PWD"}  # PWD: /bin/sh sets it
+        self.assertEqual(sorted(k for k in env if k not in allowed and not k.startswith("LC_")),
+                         [], "nothing but the allow-list")
+
+
+def raw_controls(text):
+    """The characters of text a terminal could obey: C0 but line feed and tab, DEL, C1."""
+    return sorted({c for c in text
+                   if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) <= 0x9f})
+
+
+class ControlCharacters(ReceiveCase):
+    """Escaped control characters in a record reach no handler variable, terminal or JSON line
+    raw."""
+
+    def test_handler_variables_escaped(self):
+        rx = self.receiver()
+        body = (b'{"ActiveCallId": "call-\\u001b[31mred\\u0007", "CorrelationId": "c\\u009b2J\\n",'
+                b' "CallType": 2}')
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "ids with escaped control characters")
+        self.wait_done([wid])
+        env = self.done()[0]["env"]
+        self.assertEqual(env["CALL_ACTIVE_CALL_ID"], "call-\\x1b[31mred\\x07")
+        self.assertEqual(env["CALL_CORRELATION_ID"], "c\\u009b2J\\x0a")
+        self.assertEqual(base64.b64decode(self.done()[0]["body"]), body, "stdin: as received")
+        for k, v in self.done()[0]["environ"].items():
+            self.assertEqual(raw_controls(v), [], "a control character in %s=%r" % (k, v))
+
+    def test_inbox_output_escaped(self):
+        """`callhook inbox list` and `show`: the call id, the handler's stderr and the body show
+        no control character raw; the body shown is still the same JSON."""
+        cmd = "cat >/dev/null; printf '\\033[2J\\033]0;owned\\007 gone\\r\\n' >&2; exit 3"
+        rx = self.receiver("--exec", cmd, "--max-attempts", "1", handler=False)
+        body = ('{"ActiveCallId": "x\\u001b]0;title\\u0007", "CallType": 2,\r\n'
+                '\t"Note": "del \x7f c1 \u009b2J caf\u00e9 \\u001b[31m"}').encode()
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, wid, "failed", T(10))
+        for sub in (("list",), ("list", "--status", "failed"), ("show", wid)):
+            p = rx.inbox(*sub)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(raw_controls(p.stdout), [],
+                             "callhook inbox %s writes: %r" % (" ".join(sub), p.stdout))
+        show = rx.inbox("show", wid).stdout
+        self.assertIn("\\x1b]0;title\\x07", show, "the call id, escaped")
+        self.assertIn("\\x1b[2J", show, "the handler's stderr, escaped")
+        shown = show.split("):\n", 1)[1]
+        self.assertEqual(json.loads(shown), json.loads(body), "the body shown means the same")
+        self.assertIn("\\u001b[31m", shown, "an escape in the record stays text")
+
+    def test_jsonl_lines_always_valid(self):
+        """Every line the JSON-lines handler writes is valid JSON, whatever the accepted body
+        holds: escaped control characters, non-ASCII text, raw DEL and C1, line breaks and tabs
+        between tokens, a NUL after a number (if the front accepts it)."""
+        out = os.path.join(self.dir, "events.jsonl")
+        rx = self.receiver("--jsonl", out, handler=False)
+        bodies = [
+            b'{"ActiveCallId": "a\\u0000b\\u001b[2J\\u0007", "CallType": 1}',
+            '{"Name": "Zo\u00eb \u00e9t\u00e9 \u20ac \U0001f4de", "CallType": 2}'.encode(),
+            b'{"Note": "\\ud83d\\udcde \\u2028 \\u2029", "CallType": 3}',
+            '{"Raw": "del \x7f c1 \u0085 \u009b", "CallType": 4}'.encode(),
+            b'{\r\n\t"CallType": 5,\r\n\t"Pad": "x"\r\n}\r\n',
+            b'{"CallType": 6, "Big": 123456789012345678901234567890}',
+            b'{"CallType": 7, "n": 1\x00}',
+            b'{"CallType": 8, "quote": "\\" \\\\ \\/ \\b \\f \\n \\r \\t"}',
+        ]
+        accepted = {}
+        for body in bodies:
+            r, wid = rx.post(body)
+            self.assertIn(r.status, (202, 400), "%r: %r" % (body, r))
+            if r.status == 202:
+                accepted[wid] = body
+        self.assertGreaterEqual(len(accepted), len(bodies) - 1)
+        wait_until(lambda: os.path.exists(out) and
+                   open(out, "rb").read().count(b"\n") >= len(accepted), T(10),
+                   what="%d lines in %s" % (len(accepted), out))
+        with open(out, "rb") as f:
+            lines = f.read().split(b"\n")
+        self.assertEqual(lines[-1], b"", "the file ends with a line end")
+        got = {}
+        for line in lines[:-1]:
+            try:
+                obj = json.loads(line.decode("utf-8"))
+            except ValueError as e:
+                self.fail("not a valid JSON line (%s): %r" % (e, line))
+            got[obj["webhookId"]] = obj
+        self.assertEqual(set(got), set(accepted))
+        for wid, body in accepted.items():
+            if b"\x00" not in body:  # Python's parser refuses the NUL that the front let by
+                self.assertEqual(got[wid]["record"], json.loads(body), body)
+
+
 class Http(ReceiveCase):
     """Answers to what is not a call event."""
 
@@ -1486,7 +1787,8 @@ def main(argv):
         os._exit(143)
 
     signal.signal(signal.SIGTERM, on_term)
-    return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Http),
+    return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
+                              ControlCharacters, Http),
                              filters, Result)
 
 

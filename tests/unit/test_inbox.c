@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <callhook/inbox.h>
@@ -208,6 +209,54 @@ static void test_recover_and_expire(void **state)
     assert_true(add(ib, "msg_2", "begin-call", "c2", 600).duplicate);
 }
 
+/* Done at `at`: added, taken and finished. */
+static void add_done(struct ch_inbox *ib, const char *id, const char *key, long long at)
+{
+    add(ib, id, "begin-call", key, at);
+    struct ch_inbox_entry e;
+    long long next;
+    assert_int_equal(ch_inbox_take(ib, at * 1000 + 1000000, &e, &next, NULL), CH_OK);
+    assert_string_equal(e.webhook_id, id);
+    assert_int_equal(ch_inbox_finish(ib, e.seq, CH_INBOX_DONE, 0, NULL, at, NULL), CH_OK);
+    ch_inbox_entry_release(&e);
+}
+
+/* A purge of everything keeps the keys of events whose request could still be replayed (younger
+ * than the key window) and drops only their records; a replay under either kind stays a
+ * duplicate. Older keys go. */
+static void test_expire_keeps_young_keys(void **state)
+{
+    struct ch_inbox *ib = *state;
+    long long now = (long long)time(NULL);
+    assert_int_equal(ch_inbox_keep_keys(ib, 3000, NULL), CH_OK);
+    assert_int_equal(ch_inbox_keep_keys(ib, 600, NULL), CH_OK); /* the longest window stays */
+    add_done(ib, "msg_young", "call-young", now - 2000);
+    add_done(ib, "msg_old", "call-old", now - 4000);
+    add(ib, "msg_pending", "begin-call", "call-pending", now - 9000);
+    long long n = 0;
+    assert_int_equal(ch_inbox_expire(ib, now + 1, &n, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    struct ch_inbox_entry e;
+    assert_int_equal(ch_inbox_get(ib, "msg_young", &e, NULL), CH_OK);
+    assert_int_equal(e.status, CH_INBOX_PURGED);
+    assert_int_equal(e.body_len, 0);
+    ch_inbox_entry_release(&e);
+    assert_int_equal(ch_inbox_get(ib, "msg_old", &e, NULL), CH_ENOTFOUND);
+    assert_int_equal(ch_inbox_get(ib, "msg_pending", &e, NULL), CH_OK);
+    assert_int_equal(e.status, CH_INBOX_PENDING);
+    ch_inbox_entry_release(&e);
+    /* The same signed id as the other kind, or the same call under a new id: duplicates. */
+    assert_true(add(ib, "msg_young", "end-call", "other", now).duplicate);
+    assert_true(add(ib, "msg_new", "begin-call", "call-young", now).duplicate);
+    assert_false(add(ib, "msg_old", "begin-call", "call-old", now).duplicate);
+    /* Purging again changes nothing more (the young key is still kept). */
+    assert_int_equal(ch_inbox_expire(ib, now - 3500, &n, NULL), CH_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(ch_inbox_get(ib, "msg_young", &e, NULL), CH_OK);
+    ch_inbox_entry_release(&e);
+    assert_string_equal(ch_inbox_status_name(CH_INBOX_PURGED), "purged");
+}
+
 struct counter {
     int n;
     char first[257];
@@ -245,6 +294,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_in_order_retry_and_park, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_and_finish_many, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_recover_and_expire, fresh, close_inbox),
+        cmocka_unit_test_setup_teardown(test_expire_keeps_young_keys, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_list_and_reopen, fresh, close_inbox),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
