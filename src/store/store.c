@@ -1,6 +1,11 @@
-/* Choosing a store backend from a URI, and the names shared by every backend. */
+/*
+ * The store's front door: choosing a backend from a URI, the names shared by every backend,
+ * and one store_<op>() per operation, through which every caller goes, so the contract written
+ * in store.h is checked in one place whatever the backend.
+ */
 #include "store/store.h"
 
+#include <assert.h>
 #include <string.h>
 
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err)
@@ -99,4 +104,32 @@ void store_stats_add(struct store_stats *st, int status, int64_t n)
     default:
         break;
     }
+}
+
+/* ---- the front door ---- */
+
+ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *err)
+{
+    int64_t v = 0;
+    ch_code rc = s->ops->apps_version(s, &v, err);
+    if (rc == CH_OK)
+        *version = v;
+    return rc;
+}
+
+ch_code store_rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
+                        int64_t *granted, struct ch_error *err)
+{
+    *granted = 0;
+    if (limit_per_s <= 0)
+        return ch_error_set(err, CH_EINVAL, "rate limit %lld per second: must be at least 1",
+                            (long long)limit_per_s);
+    if (want <= 0)
+        return CH_OK;
+    int64_t g = 0;
+    ch_code rc = s->ops->rate_take(s, app_id, limit_per_s, want, &g, err);
+    if (rc == CH_OK)
+        *granted = g;
+    assert(*granted >= 0 && *granted <= want);
+    return rc;
 }
