@@ -465,6 +465,16 @@ static void metrics_text(struct api_request *r)
          "# HELP callhook_engine_queued_bytes Bytes they hold (bounded by --max-queued-mb).\n"
          "# TYPE callhook_engine_queued_bytes gauge\ncallhook_engine_queued_bytes %lld\n",
          (long long)atomic_load(&m->queued), (long long)atomic_load(&m->queued_bytes));
+    EMIT("# HELP callhook_ratelimit_wait_seconds Time deliveries of rate-limited voice apps "
+         "waited in the engine's queue.\n"
+         "# TYPE callhook_ratelimit_wait_seconds summary\n"
+         "callhook_ratelimit_wait_seconds_sum %.3f\ncallhook_ratelimit_wait_seconds_count %lld\n"
+         "# HELP callhook_ratelimit_deferred_total Groups of messages a rate limit put back in "
+         "the store to wait there.\n"
+         "# TYPE callhook_ratelimit_deferred_total counter\ncallhook_ratelimit_deferred_total "
+         "%lld\n",
+         (double)atomic_load(&m->rate_wait_ms) / 1000.0, (long long)atomic_load(&m->rate_waits),
+         (long long)atomic_load(&m->rate_deferred));
     if (have_stats) {
         int64_t now = (int64_t)time(NULL);
         EMIT("# HELP callhook_queue_depth Messages not yet delivered, dead or skipped.\n"
