@@ -28,6 +28,7 @@ import re
 import secrets as _secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -158,6 +159,7 @@ def make_pki(d):
     server_ext = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
     certs = {"server": ("ca", "/CN=127.0.0.1", server_ext),
              "client": ("ca", "/CN=callhook sender", "extendedKeyUsage=clientAuth\n"),
+             "client2": ("ca", "/CN=callhook sender two", "extendedKeyUsage=clientAuth\n"),
              "other-server": ("other-ca", "/CN=127.0.0.1", server_ext)}
     for name, (ca, subj, ext) in certs.items():
         with open(os.path.join(d, name + ".ext"), "w") as f:
@@ -167,7 +169,7 @@ def make_pki(d):
         openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
                 "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
                 "-extfile", name + ".ext", "-out", name + ".pem", cwd=d)
-    return {n: os.path.join(d, n) for n in ("ca", "other-ca", "server", "client",
+    return {n: os.path.join(d, n) for n in ("ca", "other-ca", "server", "client", "client2",
                                             "other-server")}
 
 
@@ -598,6 +600,58 @@ class Ssrf(SecurityCase):
                 self.assert_refused(s, rx, mid, pause=False)
 
 
+    # A connection one app may use stays in libcurl's pool; another app whose settings do not
+    # allow that address must not be carried over it (issue 11, point 1). Each spelling below
+    # reaches the pooled connection to 127.0.0.1 without a new socket, so only a check made
+    # for every request (not only for new sockets) refuses it.
+    POOLED_SPELLINGS = ("127.0.0.1", "127.1", "0x7f000001", "2130706433", "127.0.0.1.")
+
+    def pooled_refusals(self, s, rx, spellings=POOLED_SPELLINGS, trusted_host=None):
+        if trusted_host is None:
+            self.local_app(s, rx, "trusted", allowPrivateNetwork=True)
+        else:
+            self.put_app(s, "trusted", dict(
+                LOCAL_APP, allowPrivateNetwork=True, BeginCallEventProcessingUrl=(
+                    "http://%s:%d/trusted/begin-call" % (trusted_host, rx.port))))
+        mid = self.ingest(s, "trusted", "begin-call", call_record("trusted"))
+        self.wait_status(s, mid, "delivered")
+        for i, host in enumerate(spellings):
+            with self.subTest(host=host):
+                app_id = "pooled%d" % i
+                url = "http://%s:%d/%s/begin-call" % (host, rx.port, app_id)
+                self.put_app(s, app_id, dict(LOCAL_APP, allowPrivateNetwork=False,
+                                             retryScheduleSeconds=[1, 1],
+                                             BeginCallEventProcessingUrl=url))
+                mid = self.ingest(s, app_id, "begin-call", call_record(app_id))
+                m = self.wait_settled(s, mid, T(10))
+                self.assertEqual(m.get("status"), "dead", m)
+                a = self.attempts(m)
+                self.assertEqual([at.get("errorClass") for at in a], ["refused"], m)
+                self.assertEqual(rx.requests_for(path="/%s/begin-call" % app_id), [],
+                                 "%s must not reach the receiver over a pooled connection" % url)
+                # The trusted app keeps its connection busy between the tries.
+                mid = self.ingest(s, "trusted", "begin-call", call_record("trusted"))
+                self.wait_status(s, mid, "delivered")
+        self.assertEqual({r.route for r in rx.requests}, {"/trusted/begin-call"})
+
+    def test_pooled_connection_is_judged_for_each_app(self):
+        s = self.serve()
+        self.pooled_refusals(s, self.receiver())
+
+    def test_pooled_connection_to_a_name_is_judged_for_each_app(self):
+        # A name is not judged from the URL: the second app's request would go out on the
+        # trusted app's connection to localhost unless the check runs before each request.
+        s = self.serve()
+        self.pooled_refusals(s, self.receiver(), spellings=("localhost",),
+                             trusted_host="localhost")
+
+    def test_pooled_connection_is_judged_with_allow_cidr(self):
+        # The operator's ranges are matched on reused connections too: 127.0.0.2/32 does not
+        # cover the pooled connection to 127.0.0.1.
+        s = self.serve("--allow-cidr", "127.0.0.2/32")
+        self.pooled_refusals(s, self.receiver())
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. URL and TLS settings checked at save time
 
@@ -783,6 +837,153 @@ class Mtls(SecurityCase):
         self.assertEqual(m.get("status"), "dead", m)
         self.assertEqual({at.get("errorClass") for at in self.attempts(m)}, {"tls"}, m)
         self.assertEqual(p.events(), [])
+
+
+class TlsRecorder:
+    """An HTTPS/1.1 endpoint on 127.0.0.1 with keep-alive that asks for a client certificate
+    (optional, from the test CA) and records, for every request, the certificate's CN and the
+    request's headers. hold_s delays the TLS handshake of each new connection."""
+
+    def __init__(self, pki, hold_s=0.0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(pki["server"] + ".pem", pki["server"] + ".key")
+        self.ctx.load_verify_locations(pki["ca"] + ".pem")
+        self.ctx.verify_mode = ssl.CERT_OPTIONAL
+        self.ctx.set_alpn_protocols(["http/1.1"])
+        self.hold_s = hold_s
+        self.lock = threading.Lock()
+        self.requests = []  # (path, client CN or None, {lower-case header: value})
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path):
+        return "https://%s:%d%s" % (HOST, self.port, path)
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(T(20))
+            if self.hold_s:
+                time.sleep(self.hold_s)
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            cert = tls.getpeercert() or {}
+            cn = None
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        cn = v
+            f = tls.makefile("rb")
+            while True:
+                line = f.readline(65536)
+                if not line:
+                    return
+                path = line.decode("latin-1").split(" ")[1]
+                headers = {}
+                while True:
+                    h = f.readline(65536).decode("latin-1")
+                    if h in ("\r\n", "\n", ""):
+                        break
+                    k, _, v = h.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                f.read(int(headers.get("content-length", "0")))
+                with self.lock:
+                    self.requests.append((path, cn, headers))
+                tls.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        except (OSError, ValueError, IndexError):
+            return
+        finally:
+            conn.close()
+
+    def recorded(self):
+        with self.lock:
+            return list(self.requests)
+
+
+class PooledTls(SecurityCase):
+    """libcurl's connection pool and a Voice App's TLS settings and headers (issue 11, points 1
+    and 9)."""
+
+    def setUp(self):
+        super().setUp()
+        self.pki = make_pki(self.tmp)
+        self.endpoint = None
+
+    def tearDown(self):
+        if self.endpoint is not None:
+            self.endpoint.stop()
+        super().tearDown()
+
+    def tls_app(self, s, app_id, client, **settings):
+        tls = {"caFile": self.pki["ca"] + ".pem"}
+        if client:
+            tls.update({"clientCertFile": self.pki[client] + ".pem",
+                        "clientKeyFile": self.pki[client] + ".key"})
+        body = {"BeginCallEventProcessingUrl": self.endpoint.url("/%s/begin-call" % app_id),
+                "allowPrivateNetwork": True, "retryScheduleSeconds": [1], "timeoutMs": 8000,
+                "connectTimeoutMs": 5000, "tls": tls}
+        body.update(settings)
+        self.put_app(s, app_id, body)
+
+    def test_each_request_carries_its_own_apps_client_certificate(self):
+        self.endpoint = TlsRecorder(self.pki)
+        s = self.serve()
+        self.tls_app(s, "certone", "client")
+        self.tls_app(s, "certtwo", "client2")
+        self.tls_app(s, "nocert", None)
+        mids = []
+        for i in range(4):
+            for app_id in ("certone", "certtwo", "nocert"):
+                mids.append(self.ingest(s, app_id, "begin-call", call_record(app_id)))
+                self.wait_status(s, mids[-1], "delivered")
+        want = {"certone": "callhook sender", "certtwo": "callhook sender two", "nocert": None}
+        got = self.endpoint.recorded()
+        self.assertEqual(len(got), 12, got)
+        for path, cn, _ in got:
+            app_id = path.split("/")[1]
+            self.assertEqual(cn, want[app_id], "%s arrived with the certificate of %r" % (
+                path, cn))
+
+    def test_headers_after_a_change_while_the_handshake_is_held(self):
+        # Two of app A's attempts wait in a held TLS handshake while A is changed and app B,
+        # with a distinctive header, sends an event: A's endpoint sees A's headers only (the
+        # old or the new ones), and serve, built with ASan, reads no freed memory.
+        self.endpoint = TlsRecorder(self.pki, hold_s=1.0)
+        s = self.serve()
+        rx = self.receiver()
+        self.tls_app(s, "appa", "client", headers={"X-App-A": "old"}, maxInFlight=2)
+        mids = [self.ingest(s, "appa", "begin-call", call_record("appa")) for _ in range(3)]
+        time.sleep(0.3)  # both connections are in their handshake now
+        self.tls_app(s, "appa", "client", headers={"X-App-A": "new"}, maxInFlight=2)
+        self.local_app(s, rx, "appb", headers={"X-Secret-B": "b-token-" + "b" * 900})
+        mid_b = self.ingest(s, "appb", "begin-call", call_record("appb"))
+        self.wait_status(s, mid_b, "delivered")
+        for mid in mids:
+            self.wait_status(s, mid, "delivered", T(20))
+        got = self.endpoint.recorded()
+        self.assertEqual(len(got), 3, got)
+        for path, _, headers in got:
+            self.assertIn(headers.get("x-app-a"), ("old", "new"), headers)
+            self.assertNotIn("x-secret-b", headers, "app B's header reached app A: %s" % headers)
+            for k, v in headers.items():
+                self.assertNotIn("b-token", v, "app B's header value reached app A: %s" % k)
+        # The first two started before the change, the third after it was seen.
+        self.assertEqual(sorted(h.get("x-app-a") for _, _, h in got), ["new", "old", "old"], got)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1107,7 +1308,7 @@ class Result(harness.Result):
                 self.stream.writeln(json.dumps(r.summary()))
 
 
-CASES = (Ssrf, UrlValidation, Mtls, PersonalData, Retention)
+CASES = (Ssrf, UrlValidation, Mtls, PooledTls, PersonalData, Retention)
 
 
 def main(argv):
