@@ -986,6 +986,123 @@ class PooledTls(SecurityCase):
         self.assertEqual(sorted(h.get("x-app-a") for _, _, h in got), ["new", "old", "old"], got)
 
 
+class FilesAndKeys(SecurityCase):
+    """Files that hold secrets or personal data are the owner's alone from the moment they
+    exist, and key ids say nothing of the keys (issue 12, points 3 and 6)."""
+
+    def serve_fails(self, folder, env=None, extra=()):
+        """Runs serve on folder/callhook.db, expecting it to refuse to start: returns its
+        output. A serve that starts is stopped and fails the test."""
+        e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+        e.update(NEUTRAL_ENV)
+        e.update(env or {})
+        cmd = [BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
+               "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                             stdin=subprocess.DEVNULL, text=True)
+        try:
+            out, _ = p.communicate(timeout=T(20))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            self.fail("serve started although it should have refused:\n" + out[-2000:])
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(sanitizer_lines(out), [], out)
+        return out
+
+    def folder(self, name):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d, mode=0o700)
+        return d
+
+    def test_key_ids_are_random_and_list_no_part_of_a_key(self):
+        s = self.serve()
+        r = s.api("GET", "/v1/voice-apps")
+        self.assertEqual(r.status, 200, r)
+        s.stop()
+        out = self.run_cli("key", "list", "--db", s.db_url)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        ids = re.findall(r"^(\S+)\s+admin", out.stdout, re.M)
+        self.assertEqual(len(ids), 1, out.stdout)
+        self.assertRegex(ids[0], r"^key_[0-9a-f]{12}$")
+        for n in range(4, len(s.admin_key) + 1):
+            for i in range(len(s.admin_key) - n + 1):
+                self.assertNotIn(s.admin_key[i:i + n], out.stdout)
+        # Nor in the database, where the id sits next to the key's hash.
+        con = sqlite3.connect(s.db_path)
+        rows = con.execute("SELECT key_id FROM api_keys").fetchall()
+        con.close()
+        self.assertEqual([r[0] for r in rows], ids)
+        self.assertNotIn(s.admin_key[:4], ids[0])
+
+    def test_short_bootstrap_admin_key_is_refused(self):
+        out = self.serve_fails(self.folder("short"), env={"CALLHOOK_ADMIN_KEY": "a" * 31})
+        self.assertIn("CALLHOOK_ADMIN_KEY", out)
+        self.assertIn("32", out)
+        self.assertNotIn("a" * 31, out, "the key itself must not be printed")
+
+    def test_new_database_and_admin_key_are_owner_only(self):
+        d = self.folder("fresh")
+        e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+        e.update(NEUTRAL_ENV)
+        e["CALLHOOK_ADMIN_KEY"] = ""
+        old = os.umask(0o022)  # what most shells have: 0644 for a file made without care
+        try:
+            p = subprocess.Popen([BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
+                                  "--db", "sqlite:" + os.path.join(d, "callhook.db")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                                 stdin=subprocess.DEVNULL, text=True)
+        finally:
+            os.umask(old)
+        try:
+            wait_until(lambda: os.path.exists(os.path.join(d, "admin.key")), T(20),
+                       what="admin.key")
+            for name in ("callhook.db", "admin.key"):
+                mode = os.stat(os.path.join(d, name)).st_mode & 0o777
+                self.assertEqual(mode, 0o600, "%s has mode %o" % (name, mode))
+        finally:
+            p.terminate()
+            out, _ = p.communicate(timeout=T(20))
+        self.assertEqual(p.returncode, 0, out)
+
+    def test_readable_database_is_refused(self):
+        d = self.folder("wide")
+        path = os.path.join(d, "callhook.db")
+        open(path, "w").close()
+        os.chmod(path, 0o644)
+        out = self.serve_fails(d)
+        self.assertIn("chmod 600", out)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644, "nothing was changed")
+
+    def test_database_through_a_symbolic_link_is_refused(self):
+        d = self.folder("link")
+        target = os.path.join(self.tmp, "elsewhere.db")
+        open(target, "w").close()
+        os.chmod(target, 0o600)
+        os.symlink(target, os.path.join(d, "callhook.db"))
+        out = self.serve_fails(d)
+        self.assertIn("symbolic link", out)
+        self.assertEqual(os.path.getsize(target), 0, "nothing was written through the link")
+
+    def test_existing_admin_key_file_is_not_written_into(self):
+        d = self.folder("keyfile")
+        path = os.path.join(d, "admin.key")
+        with open(path, "w") as f:
+            f.write("left here\n")
+        os.chmod(path, 0o644)
+        out = self.serve_fails(d, env={"CALLHOOK_ADMIN_KEY": ""})
+        self.assertIn("admin.key", out)
+        with open(path) as f:
+            self.assertEqual(f.read(), "left here\n", "the file must not get a key")
+
+    def test_readable_data_key_file_is_refused(self):
+        d = self.folder("datakey")
+        path, _ = self.data_key_file()
+        os.chmod(path, 0o640)
+        out = self.serve_fails(d, extra=["--data-key-file", path])
+        self.assertIn("chmod 600", out)
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Personal data: not in the log, and with a data key not in the database
 
@@ -1308,7 +1425,7 @@ class Result(harness.Result):
                 self.stream.writeln(json.dumps(r.summary()))
 
 
-CASES = (Ssrf, UrlValidation, Mtls, PooledTls, PersonalData, Retention)
+CASES = (Ssrf, UrlValidation, Mtls, PooledTls, FilesAndKeys, PersonalData, Retention)
 
 
 def main(argv):
