@@ -539,7 +539,10 @@ static int split_path(char *path, char *seg[6])
     return strtok_r(NULL, "/", &save) ? 7 : n;
 }
 
-bool api_dispatch(struct api_request *r)
+/* Routes a request. run = false: only what the headers decide (the key, its role, whether the
+ * endpoint exists), before a byte of the body is read; true when that answered the request.
+ * run = true: the whole request, its body read. */
+static bool route(struct api_request *r, bool run)
 {
     char path[sizeof r->path];
     snprintf(path, sizeof path, "%s", r->path);
@@ -547,15 +550,16 @@ bool api_dispatch(struct api_request *r)
     int n = split_path(path, seg);
 
     if (n == 1 && strcmp(seg[0], "healthz") == 0 && method_is(r, "GET")) {
-        healthz(r);
-        return true;
+        if (run)
+            healthz(r);
+        return run;
     }
-    if (!api_authenticate(r))
+    if (!run && !api_authenticate(r))
         return true;
     if (n == 1 && strcmp(seg[0], "metrics") == 0 && method_is(r, "GET")) {
-        if (need_role(r, true))
+        if (need_role(r, true) && run)
             metrics_text(r);
-        return true;
+        return run || r->status != 0;
     }
     if (n < 2 || strcmp(seg[0], "v1") != 0) {
         api_respond_error(r, 404, "not_found", "no such endpoint: %s", r->path);
@@ -563,57 +567,71 @@ bool api_dispatch(struct api_request *r)
     }
     if (strcmp(seg[1], "voice-apps") == 0) {
         if (n == 2 && method_is(r, "GET")) {
-            if (need_role(r, true))
+            if (need_role(r, true) && run)
                 app_list(r);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 4 && method_is(r, "POST") &&
             (strcmp(seg[3], "begin-call") == 0 || strcmp(seg[3], "end-call") == 0))
-            return ingest_handle(r, seg[2], seg[3]);
+            return run ? ingest_handle(r, seg[2], seg[3]) : ingest_refused(r);
         if (n == 3) {
-            if (method_is(r, "PUT") && need_role(r, false))
-                app_put(r, seg[2]);
-            else if (method_is(r, "GET") && need_role(r, true))
-                app_get(r, seg[2]);
-            else if (method_is(r, "DELETE") && need_role(r, false))
-                app_delete(r, seg[2]);
-            else if (r->status == 0)
+            if (method_is(r, "PUT") && need_role(r, false)) {
+                if (run)
+                    app_put(r, seg[2]);
+            } else if (method_is(r, "GET") && need_role(r, true)) {
+                if (run)
+                    app_get(r, seg[2]);
+            } else if (method_is(r, "DELETE") && need_role(r, false)) {
+                if (run)
+                    app_delete(r, seg[2]);
+            } else if (r->status == 0) {
                 api_respond_error(r, 405, "method_not_allowed", "use GET, PUT or DELETE");
-            return true;
+            }
+            return run || r->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "secret") == 0 && method_is(r, "GET")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 app_secret(r, seg[2], false);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 5 && strcmp(seg[3], "secret") == 0 && strcmp(seg[4], "rotate") == 0 &&
             method_is(r, "POST")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 app_secret(r, seg[2], true);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "recover") == 0 && method_is(r, "POST")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 app_recover(r, seg[2]);
-            return true;
+            return run || r->status != 0;
         }
     } else if (strcmp(seg[1], "messages") == 0) {
         if (n == 2 && method_is(r, "GET")) {
-            if (need_role(r, true))
+            if (need_role(r, true) && run)
                 messages_list(r);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 3 && method_is(r, "GET")) {
-            if (need_role(r, true))
+            if (need_role(r, true) && run)
                 message_get(r, seg[2]);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "replay") == 0 && method_is(r, "POST")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 message_replay(r, seg[2]);
-            return true;
+            return run || r->status != 0;
         }
     }
     api_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
     return true;
+}
+
+bool api_precheck(struct api_request *r)
+{
+    return route(r, false);
+}
+
+bool api_dispatch(struct api_request *r)
+{
+    return route(r, true);
 }

@@ -291,6 +291,10 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     struct api_context ctx = {.metrics = &metrics,
                               .max_body_bytes = c->max_body_bytes,
                               .lease_s = c->lease_s,
+                              /* Bodies held at once: 64 MiB, or four of the largest allowed. */
+                              .body_budget_bytes = c->max_body_bytes * 4 > (64u << 20)
+                                                       ? c->max_body_bytes * 4
+                                                       : (size_t)64 << 20,
                               .started_at = (int64_t)time(NULL)};
     struct api_server *server = NULL;
     int status = 1;
