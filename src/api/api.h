@@ -32,6 +32,10 @@ struct api_context {
     int lease_s;
     int64_t started_at;
     atomic_int suspended; /* requests suspended and not yet answered */
+    /* Request bodies held in memory, over every connection, and the most they may hold: a
+     * request whose body would go over is answered 503 and its bytes are not kept. */
+    atomic_size_t body_bytes;
+    size_t body_budget_bytes;
 };
 
 enum api_state { REQ_READING = 0, REQ_WAITING, REQ_DONE };
@@ -43,6 +47,8 @@ struct api_request {
     char path[512];
     struct buf body; /* owned; capped at the context's max_body_bytes */
     bool too_big;
+    bool over_budget;      /* the context's body budget was spent: the body is dropped */
+    size_t budgeted_bytes; /* what this request counts in the context's body_bytes */
     int64_t arrived_ms;
     enum key_role role;
     enum api_state state;
@@ -75,13 +81,20 @@ void api_resume(struct api_request *r);
  * the request waits for the ingest writer (the server suspends it until api_resume). */
 bool api_dispatch(struct api_request *r);
 
+/* What the headers alone decide, before the body is read: the API key (401), its role (403),
+ * an unknown endpoint (404). True when that answered the request. */
+bool api_precheck(struct api_request *r);
+
 /* Authentication: sets r->role from the Bearer key; false (and a 401 response) when missing
  * or unknown. */
 bool api_authenticate(struct api_request *r);
 
-/* Keys: "chk_" + 64 hex characters; the store keeps SHA-256 of it and an id (its first 12
- * characters). new_key holds at least API_KEY_TEXT_MAX bytes. */
-#define API_KEY_TEXT_MAX 80
+/* Keys: "chk_" + 64 hex characters (one given by the operator: at least API_KEY_MIN_CHARS);
+ * the store keeps SHA-256 of it and a random id ("key_" + 12 hex digits) that says nothing of
+ * the key. new_key holds at least API_KEY_TEXT_MAX bytes. */
+#define API_KEY_TEXT_MAX  80
+#define API_KEY_MIN_CHARS 32
+
 ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struct ch_error *err);
 ch_code api_key_add_existing(struct store *s, const char *key, enum key_role role,
                              struct ch_error *err);
@@ -96,6 +109,9 @@ ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out,
  * answered 503. The struct stays valid (server threads may still look at it) until freed. */
 void ingest_writer_stop(struct ingest_writer *w);
 void ingest_writer_free(struct ingest_writer *w); /* stops it first if needed */
+/* True (and a 403 response) when the request's key may not ingest. */
+bool ingest_refused(struct api_request *r);
+
 /* Handles POST /v1/voice-apps/{id}/begin-call|end-call. Returns as api_dispatch does. */
 bool ingest_handle(struct api_request *r, const char *app_id, const char *event);
 

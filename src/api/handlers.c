@@ -54,12 +54,18 @@ static void respond_json_value(struct api_request *r, int status, json_t *v)
 
 /* ---- voice apps ---- */
 
-static json_t *app_json(const struct stored_app *a)
+#define HEADER_MASK "********" /* a header value as keys other than admin see it */
+
+/* What the API shows of a Voice App. Its extra headers carry receivers' bearer tokens and
+ * shared secrets: only an admin key sees their values (full); others see the names. */
+static json_t *app_json(const struct stored_app *a, bool full)
 {
     struct app_config cfg;
     if (app_config_parse(&cfg, a->config_json, strlen(a->config_json), NULL) != CH_OK)
         app_config_defaults(&cfg);
     cfg.enabled = a->enabled;
+    for (int i = 0; !full && i < cfg.nheaders; i++)
+        snprintf(cfg.headers[i].value, sizeof cfg.headers[i].value, "%s", HEADER_MASK);
     json_t *extra = json_pack("{s:I, s:I, s:s?}", "createdAt", (json_int_t)a->created_at,
                               "updatedAt", (json_int_t)a->updated_at, "disabledReason",
                               a->disabled_reason[0] ? a->disabled_reason : NULL);
@@ -121,7 +127,7 @@ static void app_put(struct api_request *r, const char *id)
     else {
         engine_app_changed(ctx->engine);
         api_cache_clear(ctx->apps);
-        respond_json_value(r, created ? 201 : 200, app_json(&a));
+        respond_json_value(r, created ? 201 : 200, app_json(&a, true));
     }
     stored_app_release(&a);
 }
@@ -134,20 +140,27 @@ static void app_get(struct api_request *r, const char *id)
         store_failed(r, &err);
         return;
     }
-    respond_json_value(r, 200, app_json(&a));
+    respond_json_value(r, 200, app_json(&a, r->role == ROLE_ADMIN));
     stored_app_release(&a);
 }
 
+struct app_list_ctx {
+    json_t *data;
+    bool full;
+};
+
 static void add_app(void *ctx, const struct stored_app *a)
 {
-    json_array_append_new(ctx, app_json(a));
+    struct app_list_ctx *c = ctx;
+    json_array_append_new(c->data, app_json(a, c->full));
 }
 
 static void app_list(struct api_request *r)
 {
     json_t *data = json_array();
     struct ch_error err = {0};
-    if (r->ctx->store->ops->app_list(r->ctx->store, add_app, data, &err) != CH_OK) {
+    struct app_list_ctx c = {data, r->role == ROLE_ADMIN};
+    if (r->ctx->store->ops->app_list(r->ctx->store, add_app, &c, &err) != CH_OK) {
         json_decref(data);
         store_failed(r, &err);
         return;
@@ -465,6 +478,16 @@ static void metrics_text(struct api_request *r)
          "# HELP callhook_engine_queued_bytes Bytes they hold (bounded by --max-queued-mb).\n"
          "# TYPE callhook_engine_queued_bytes gauge\ncallhook_engine_queued_bytes %lld\n",
          (long long)atomic_load(&m->queued), (long long)atomic_load(&m->queued_bytes));
+    EMIT("# HELP callhook_ratelimit_wait_seconds Time deliveries of rate-limited voice apps "
+         "waited in the engine's queue.\n"
+         "# TYPE callhook_ratelimit_wait_seconds summary\n"
+         "callhook_ratelimit_wait_seconds_sum %.3f\ncallhook_ratelimit_wait_seconds_count %lld\n"
+         "# HELP callhook_ratelimit_deferred_total Groups of messages a rate limit put back in "
+         "the store to wait there.\n"
+         "# TYPE callhook_ratelimit_deferred_total counter\ncallhook_ratelimit_deferred_total "
+         "%lld\n",
+         (double)atomic_load(&m->rate_wait_ms) / 1000.0, (long long)atomic_load(&m->rate_waits),
+         (long long)atomic_load(&m->rate_deferred));
     if (have_stats) {
         int64_t now = (int64_t)time(NULL);
         EMIT("# HELP callhook_queue_depth Messages not yet delivered, dead or skipped.\n"
@@ -516,7 +539,10 @@ static int split_path(char *path, char *seg[6])
     return strtok_r(NULL, "/", &save) ? 7 : n;
 }
 
-bool api_dispatch(struct api_request *r)
+/* Routes a request. run = false: only what the headers decide (the key, its role, whether the
+ * endpoint exists), before a byte of the body is read; true when that answered the request.
+ * run = true: the whole request, its body read. */
+static bool route(struct api_request *r, bool run)
 {
     char path[sizeof r->path];
     snprintf(path, sizeof path, "%s", r->path);
@@ -524,15 +550,16 @@ bool api_dispatch(struct api_request *r)
     int n = split_path(path, seg);
 
     if (n == 1 && strcmp(seg[0], "healthz") == 0 && method_is(r, "GET")) {
-        healthz(r);
-        return true;
+        if (run)
+            healthz(r);
+        return run;
     }
-    if (!api_authenticate(r))
+    if (!run && !api_authenticate(r))
         return true;
     if (n == 1 && strcmp(seg[0], "metrics") == 0 && method_is(r, "GET")) {
-        if (need_role(r, true))
+        if (need_role(r, true) && run)
             metrics_text(r);
-        return true;
+        return run || r->status != 0;
     }
     if (n < 2 || strcmp(seg[0], "v1") != 0) {
         api_respond_error(r, 404, "not_found", "no such endpoint: %s", r->path);
@@ -540,57 +567,71 @@ bool api_dispatch(struct api_request *r)
     }
     if (strcmp(seg[1], "voice-apps") == 0) {
         if (n == 2 && method_is(r, "GET")) {
-            if (need_role(r, true))
+            if (need_role(r, true) && run)
                 app_list(r);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 4 && method_is(r, "POST") &&
             (strcmp(seg[3], "begin-call") == 0 || strcmp(seg[3], "end-call") == 0))
-            return ingest_handle(r, seg[2], seg[3]);
+            return run ? ingest_handle(r, seg[2], seg[3]) : ingest_refused(r);
         if (n == 3) {
-            if (method_is(r, "PUT") && need_role(r, false))
-                app_put(r, seg[2]);
-            else if (method_is(r, "GET") && need_role(r, true))
-                app_get(r, seg[2]);
-            else if (method_is(r, "DELETE") && need_role(r, false))
-                app_delete(r, seg[2]);
-            else if (r->status == 0)
+            if (method_is(r, "PUT") && need_role(r, false)) {
+                if (run)
+                    app_put(r, seg[2]);
+            } else if (method_is(r, "GET") && need_role(r, true)) {
+                if (run)
+                    app_get(r, seg[2]);
+            } else if (method_is(r, "DELETE") && need_role(r, false)) {
+                if (run)
+                    app_delete(r, seg[2]);
+            } else if (r->status == 0) {
                 api_respond_error(r, 405, "method_not_allowed", "use GET, PUT or DELETE");
-            return true;
+            }
+            return run || r->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "secret") == 0 && method_is(r, "GET")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 app_secret(r, seg[2], false);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 5 && strcmp(seg[3], "secret") == 0 && strcmp(seg[4], "rotate") == 0 &&
             method_is(r, "POST")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 app_secret(r, seg[2], true);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "recover") == 0 && method_is(r, "POST")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 app_recover(r, seg[2]);
-            return true;
+            return run || r->status != 0;
         }
     } else if (strcmp(seg[1], "messages") == 0) {
         if (n == 2 && method_is(r, "GET")) {
-            if (need_role(r, true))
+            if (need_role(r, true) && run)
                 messages_list(r);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 3 && method_is(r, "GET")) {
-            if (need_role(r, true))
+            if (need_role(r, true) && run)
                 message_get(r, seg[2]);
-            return true;
+            return run || r->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "replay") == 0 && method_is(r, "POST")) {
-            if (need_role(r, false))
+            if (need_role(r, false) && run)
                 message_replay(r, seg[2]);
-            return true;
+            return run || r->status != 0;
         }
     }
     api_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
     return true;
+}
+
+bool api_precheck(struct api_request *r)
+{
+    return route(r, false);
+}
+
+bool api_dispatch(struct api_request *r)
+{
+    return route(r, true);
 }

@@ -228,14 +228,20 @@ static bool is_json_content_type(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
+bool ingest_refused(struct api_request *r)
+{
+    if (r->role == ROLE_INGEST || r->role == ROLE_ADMIN)
+        return false;
+    api_respond_error(r, 403, "forbidden", "this key's role (%s) cannot ingest events",
+                      key_role_name(r->role));
+    return true;
+}
+
 bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
 {
     struct api_context *ctx = r->ctx;
-    if (r->role != ROLE_INGEST && r->role != ROLE_ADMIN) {
-        api_respond_error(r, 403, "forbidden", "this key's role (%s) cannot ingest events",
-                          key_role_name(r->role));
+    if (ingest_refused(r))
         return true;
-    }
     if (!is_json_content_type(api_header(r, "Content-Type"))) {
         api_respond_error(r, 415, "unsupported_media_type",
                           "send the call record with Content-Type: application/json");

@@ -18,6 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define IDLE_TIMEOUT_S     60u   /* a keep-alive connection with no request */
+#define BODY_TIMEOUT_S     10u   /* an upload that stops arriving */
+#define PER_IP_CONNECTIONS 1024u /* of the 4096 connections, at most this many per address */
+
 struct api_server {
     struct MHD_Daemon *daemon;
 };
@@ -135,17 +139,38 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->path, sizeof r->path, "%s", url);
         buf_init(&r->body, ctx->max_body_bytes);
         *con_cls = r;
+        /* The headers decide first: a request without a valid key, with the wrong role or
+         * for no endpoint is answered before a byte of its body is read (and the connection
+         * is then closed), so unauthenticated clients cannot make serve hold bodies. */
+        if (api_precheck(r))
+            return send_response(c, r);
         /* Refuse a declared oversize body before reading any of it. */
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > ctx->max_body_bytes)
-            r->too_big = true;
+        if (cl && strtoull(cl, NULL, 10) > ctx->max_body_bytes) {
+            api_respond_error(r, 413, "too_large", "the body is over the limit of %zu bytes",
+                              ctx->max_body_bytes);
+            return send_response(c, r);
+        }
+        /* A body that is expected must keep arriving: a stalled upload loses its slot after
+         * BODY_TIMEOUT_S, not the idle timeout of a keep-alive connection. */
+        if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0)
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, BODY_TIMEOUT_S);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!r->too_big && !buf_add(&r->body, upload_data, *upload_data_size))
+        size_t n = *upload_data_size;
+        *upload_data_size = 0; /* consumed (or dropped, once too big or over the budget) */
+        if (r->too_big || r->over_budget)
+            return MHD_YES;
+        if (atomic_fetch_add(&ctx->body_bytes, n) + n > ctx->body_budget_bytes) {
+            atomic_fetch_sub(&ctx->body_bytes, n);
+            r->over_budget = true;
+            return MHD_YES;
+        }
+        r->budgeted_bytes += n;
+        if (!buf_add(&r->body, upload_data, n))
             r->too_big = true;
-        *upload_data_size = 0; /* consumed (or dropped, once too big) */
         return MHD_YES;
     }
     if (r->state == REQ_DONE) {
@@ -160,6 +185,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r->too_big) {
         api_respond_error(r, 413, "too_large", "the body is over the limit of %zu bytes",
                           ctx->max_body_bytes);
+        return send_response(c, r);
+    }
+    if (r->over_budget) {
+        snprintf(r->retry_after, sizeof r->retry_after, "1");
+        api_respond_error(r, 503, "busy",
+                          "too many request bodies are being received at once; try again");
         return send_response(c, r);
     }
     /* Suspend before dispatching: the writer may answer before this function returns. */
@@ -178,11 +209,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)c;
     (void)toe;
     struct api_request *r = *con_cls;
     if (r == NULL)
         return;
+    atomic_fetch_sub(&r->ctx->body_bytes, r->budgeted_bytes);
+    /* The connection may carry another request: the keep-alive idle timeout again. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, IDLE_TIMEOUT_S);
     buf_release(&r->body);
     free(r->response);
     free(r);
@@ -204,12 +237,12 @@ ch_code api_server_start(struct api_context *ctx, const char *listen, struct api
                      MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, ctx, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                                 NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_LIMIT,
-                                 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
-                                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, ctx, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u,
+        MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, PER_IP_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(16 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (s->daemon == NULL) {
         free(s);
         return ch_error_set(err, CH_EIO, "cannot listen on '%s' (in use, or not an address here)",

@@ -1,10 +1,12 @@
 /*
  * The delivery engine: a libcurl multi loop on its own thread. Messages wait in per-app FIFO
- * queues in memory; each app has an in-flight cap; results are written to the store in groups.
- * Nothing here holds a database transaction across an HTTP call. A finished transfer keeps its
- * easy handle (and its connection) for the app's next message: the app's settings are applied
- * once per handle, and a delivery only sets its URL, record and headers.
+ * queues in memory; each app has an in-flight cap and an optional rate limit; every store call
+ * (claims, results, app loads, releases, renewals) runs on the store thread (storeq.c), so the
+ * loop never waits on the database. A transfer holds a counted reference to the settings it
+ * was started with, so a change never frees what an attempt in flight still uses. Every request,
+ * on a new or a reused connection, is judged by the SSRF guard against the app that sends it.
  */
+#define _DEFAULT_SOURCE /* inet_aton(): the legacy IPv4 spellings that URLs may use */
 #include "deliver/engine.h"
 
 #include <callhook/callhook.h>
@@ -13,9 +15,12 @@
 #include "deliver/app.h"
 #include "deliver/guard.h"
 #include "deliver/storeq.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,18 +28,41 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #define RESPONSE_CAP      STOREQ_RESPONSE_CAP
 #define RESULT_BATCH      STOREQ_RESULT_BATCH
 #define RESULT_FLUSH_MS   10
 #define APP_BUCKETS       256
 #define MAX_RETRY_AFTER_S 86400
+#define RELOAD_RETRY_MS   1000 /* an app whose settings could not be read is tried again */
+#define VERSION_POLL_MS   500  /* how often the store is asked whether any app changed */
+#define TOKEN_LIFE_MS     100  /* rate-limit grants unused after this are forfeited */
+#define TOKEN_RETRY_MS    20   /* an app refused grants asks again after this */
+#define RATE_HELD_MIN     64   /* a rate-limited app keeps this many (or a second's worth) */
 
 struct job {
     struct job *next;
     struct due_message m; /* owns m.body */
-    int64_t ingested_ms;
+    int64_t ingested_ms;  /* wall clock: for the latency histogram */
+    int64_t queued_mono;  /* when it entered the app's queue */
+};
+
+/* One generation of an app's settings, as loaded from the store. Counted: the app holds one
+ * reference while it is current, each transfer one while it is set up with it. Engine thread
+ * only, so the count is a plain int. */
+struct app_gen {
+    int refs;
+    struct app_config cfg;
+    bool missing; /* deleted, or its stored settings are unreadable */
+    bool enabled;
+    char *header_lines; /* the custom headers as "Name: value" lines, one allocation */
+    char *header_line[APP_MAX_HEADERS];
+    struct ch_secret keys[2]; /* [0] the secret; [1] the previous one during a rotation */
+    size_t nkeys;
+    int64_t prev_expires_at; /* wall seconds: keys[1] signs only before this */
+    /* A URL whose host is an address literal the guard refuses (in any spelling inet_aton
+     * takes, trailing dot included): its attempts end as refused without a connection. */
+    char refused_begin[64], refused_end[64];
 };
 
 struct transfer;
@@ -44,17 +72,20 @@ struct app_state {
     struct app_state *ready_next; /* the engine's list of apps with queued work */
     bool on_ready;
     char id[APP_ID_MAX + 1];
-    uint64_t generation; /* of the settings loaded; 0: not loaded */
-    char *header_lines;  /* the custom headers as "Name: value" lines, one allocation */
-    char *header_line[APP_MAX_HEADERS];
-    struct transfer *idle; /* finished transfers set up for this generation, for reuse */
-    bool missing;          /* deleted */
-    bool enabled;
-    struct app_config cfg;
-    struct ch_secret keys[2];
-    size_t nkeys;
+    uint64_t generation; /* of the engine's change counter cur was loaded for; 0: none */
+    struct app_gen *cur; /* the settings new attempts start with (a reference) */
+    bool loading;        /* a load is asked of the store thread */
+    uint64_t load_generation;
+    int64_t next_load_ms;  /* monotonic: after a failed load */
+    struct transfer *idle; /* finished transfers set up with cur, for reuse */
     int in_flight;
+    int queued;
     struct job *head, *tail;
+    /* The rate limit: grants from the store, spent at once or forfeited. */
+    int64_t tokens;
+    int64_t tokens_until_ms; /* monotonic */
+    bool taking;             /* a grant is asked of the store thread */
+    int64_t next_take_ms;
 };
 
 /* The fixed header lines, then the app's own (see set_headers()). */
@@ -64,11 +95,11 @@ struct transfer {
     struct transfer *prev, *next; /* the engine's list in flight, or the app's idle list */
     struct engine *e;
     struct app_state *app;
-    uint64_t generation; /* of the app's settings the easy handle was set up with */
+    struct app_gen *gen; /* the settings the easy handle was set up with (a reference) */
     struct job *job;
     CURL *easy;
     /* The header list lives here, not in curl_slist_append() nodes: curl only reads it, and a
-     * delivery then allocates nothing for its headers. */
+     * delivery then allocates nothing for its headers. The app's lines belong to gen. */
     struct curl_slist headers[FIXED_HEADERS + APP_MAX_HEADERS];
     char h_id[64];
     char h_ts[48];
@@ -79,7 +110,7 @@ struct transfer {
     long retry_after_s;
     bool refused;
     char refused_addr[64];
-    int64_t start_ms;
+    int64_t start_ms; /* monotonic */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -96,7 +127,7 @@ struct engine {
     pthread_t thread;
     bool started;
     atomic_bool stopping;
-    atomic_uint_fast64_t generation; /* bumped when any app changes */
+    atomic_uint_fast64_t generation; /* bumped when any app changes, here or on another node */
     atomic_bool wake_scan;
 
     pthread_mutex_t inbox_lock;
@@ -110,19 +141,17 @@ struct engine {
     int64_t queued_bytes; /* of the queued jobs: records and job structs */
     int in_flight;
     struct transfer *transfers;
-    int64_t next_scan_ms;
+    int64_t next_scan_ms; /* monotonic, like every timer below */
     int64_t next_renew_ms;
+    int64_t next_poll_ms;
+    int64_t next_timer_ms;   /* the earliest per-app timer (grants, reloads) */
     int64_t first_result_ms; /* when the oldest unwritten result came; 0: none */
-    struct storeq *sq;       /* claims and result writes, on their own thread */
+    struct storeq *sq;       /* every store call, on its own thread */
     bool claiming;           /* a claim is asked for and not yet taken */
+    bool polling;            /* a change-counter read is asked for */
+    bool have_version;
+    int64_t apps_version; /* the store's change counter as last read */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- the in-memory seq set ---- */
 
@@ -203,6 +232,15 @@ static void seq_set_remove(struct seq_set *s, int64_t seq)
     }
 }
 
+/* ---- timers ---- */
+
+/* Brings the loop's next wakeup forward to at (monotonic ms). */
+static void timer_at(struct engine *e, int64_t at)
+{
+    if (e->next_timer_ms == 0 || at < e->next_timer_ms)
+        e->next_timer_ms = at;
+}
+
 /* ---- apps ---- */
 
 static size_t app_bucket(const char *id)
@@ -213,29 +251,155 @@ static size_t app_bucket(const char *id)
     return (size_t)(h % APP_BUCKETS);
 }
 
-static struct app_state *app_find(struct engine *e, const char *id)
+static struct app_state *app_lookup(struct engine *e, const char *id)
 {
-    size_t b = app_bucket(id);
-    for (struct app_state *a = e->apps[b]; a; a = a->next) {
+    for (struct app_state *a = e->apps[app_bucket(id)]; a; a = a->next) {
         if (strcmp(a->id, id) == 0)
             return a;
     }
-    struct app_state *a = calloc(1, sizeof *a);
-    if (a == NULL)
+    return NULL;
+}
+
+static struct app_state *app_find(struct engine *e, const char *id)
+{
+    struct app_state *a = app_lookup(e, id);
+    if (a != NULL)
+        return a;
+    if ((a = calloc(1, sizeof *a)) == NULL)
         return NULL;
+    size_t b = app_bucket(id);
     snprintf(a->id, sizeof a->id, "%s", id);
     a->next = e->apps[b];
     e->apps[b] = a;
     return a;
 }
 
+/* The SSRF decision for one address and one generation of an app's settings. */
+static bool gen_allows(const struct engine *e, const struct app_gen *g, const struct sockaddr *addr,
+                       socklen_t len)
+{
+    if (g->cfg.allow_private_network || !guard_is_internal(addr, len))
+        return true;
+    for (int i = 0; i < e->cfg.nallowed; i++) {
+        if (guard_cidr_contains(&e->cfg.allowed[i], addr, len))
+            return true;
+    }
+    return false;
+}
+
+/* Judges a URL whose host is an address literal before any connection: the spellings the C
+ * library reads as IPv4 (127.1, 0x7f000001, 2130706433, with or without a trailing dot) and
+ * IPv6 literals. Writes the refused address to out ("" when allowed or not a literal). */
+static void judge_literal(const struct engine *e, const struct app_gen *g, const char *url,
+                          char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (url[0] == '\0')
+        return;
+    CURLU *u = curl_url();
+    char *host = NULL;
+    if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        return;
+    }
+    char h[256];
+    snprintf(h, sizeof h, "%s", host);
+    curl_free(host);
+    curl_url_cleanup(u);
+    size_t n = strlen(h);
+    if (n > 0 && h[n - 1] == '.')
+        h[--n] = '\0';
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len;
+    if (inet_aton(h, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        len = sizeof *v4;
+    } else if (n > 2 && h[0] == '[' && h[n - 1] == ']') {
+        h[n - 1] = '\0';
+        char *zone = strchr(h, '%');
+        if (zone)
+            *zone = '\0';
+        if (inet_pton(AF_INET6, h + 1, &v6->sin6_addr) != 1)
+            return;
+        v6->sin6_family = AF_INET6;
+        len = sizeof *v6;
+    } else {
+        return; /* a name: judged on the address it resolves to */
+    }
+    if (!gen_allows(e, g, (struct sockaddr *)&ss, len))
+        guard_format((struct sockaddr *)&ss, out, cap);
+}
+
+static void gen_unref(struct app_gen *g)
+{
+    if (g == NULL || --g->refs > 0)
+        return;
+    ch_secret_wipe(&g->keys[0]);
+    ch_secret_wipe(&g->keys[1]);
+    free(g->header_lines);
+    free(g);
+}
+
+/* A generation of settings from what the store answered; NULL when out of memory. A deleted
+ * app or unreadable settings give a generation marked missing. */
+static struct app_gen *gen_new(const struct engine *e, const char *id, ch_code rc,
+                               const struct stored_app *sa)
+{
+    struct app_gen *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    g->refs = 1;
+    if (rc == CH_ENOTFOUND) {
+        g->missing = true;
+        return g;
+    }
+    struct ch_error err = {0};
+    if (app_config_parse(&g->cfg, sa->config_json, strlen(sa->config_json), &err) != CH_OK) {
+        log_error("engine: stored settings of voice app '%s' are invalid: %s", id, err.message);
+        g->missing = true;
+        return g;
+    }
+    g->enabled = sa->enabled && g->cfg.enabled;
+    size_t total = 0;
+    for (int i = 0; i < g->cfg.nheaders; i++)
+        total += strlen(g->cfg.headers[i].name) + strlen(g->cfg.headers[i].value) + 3;
+    if (total > 0 && (g->header_lines = malloc(total)) == NULL) {
+        free(g);
+        return NULL;
+    }
+    for (int i = 0, o = 0; i < g->cfg.nheaders; i++) {
+        g->header_line[i] = g->header_lines + o;
+        o += sprintf(g->header_lines + o, "%s: %s", g->cfg.headers[i].name,
+                     g->cfg.headers[i].value) +
+             1;
+    }
+    if (ch_secret_parse(&g->keys[0], sa->secret, &err) == CH_OK)
+        g->nkeys = 1;
+    else
+        log_error("engine: signing secret of voice app '%s' is invalid", id);
+    /* The previous secret signs too until its grace period ends (checked at each attempt). */
+    if (g->nkeys == 1 && sa->prev_secret[0] &&
+        ch_secret_parse(&g->keys[1], sa->prev_secret, &err) == CH_OK) {
+        g->nkeys = 2;
+        g->prev_expires_at = sa->prev_expires_at;
+    }
+    judge_literal(e, g, g->cfg.begin_url, g->refused_begin, sizeof g->refused_begin);
+    judge_literal(e, g, g->cfg.end_url, g->refused_end, sizeof g->refused_end);
+    return g;
+}
+
 static void transfer_free(struct transfer *t)
 {
     curl_easy_cleanup(t->easy);
+    gen_unref(t->gen);
     free(t);
 }
 
-/* Frees the app's idle transfers (set up with settings that are about to change). */
+/* Frees the app's idle transfers (set up with settings that are no longer current). */
 static void drop_idle(struct app_state *a)
 {
     while (a->idle) {
@@ -245,90 +409,101 @@ static void drop_idle(struct app_state *a)
     }
 }
 
-/* Reloads an app's settings and secrets from the store when they changed. */
-static void app_refresh(struct engine *e, struct app_state *a)
+static void mark_ready(struct engine *e, struct app_state *a)
 {
-    uint64_t gen = atomic_load(&e->generation) + 1; /* never 0 */
-    if (a->generation == gen)
+    if (!a->on_ready) {
+        a->on_ready = true;
+        a->ready_next = e->ready;
+        e->ready = a;
+    }
+}
+
+/* True when the app's settings are those of the engine's latest change counter; otherwise asks
+ * the store thread for them (once) and false: nothing new starts under settings a change has
+ * replaced. */
+static bool app_current(struct engine *e, struct app_state *a)
+{
+    uint64_t want = atomic_load(&e->generation) + 1; /* never 0 */
+    if (a->generation == want)
+        return true;
+    int64_t now = clock_mono_ms();
+    if (a->loading)
+        return false;
+    if (now < a->next_load_ms) {
+        timer_at(e, a->next_load_ms);
+        return false;
+    }
+    struct storeq_req *r = storeq_req_new(STOREQ_APP_LOAD, 0);
+    if (r == NULL) {
+        a->next_load_ms = now + RELOAD_RETRY_MS;
+        timer_at(e, a->next_load_ms);
+        return false;
+    }
+    snprintf(r->app_id, sizeof r->app_id, "%s", a->id);
+    a->loading = true;
+    a->load_generation = want;
+    storeq_post(e->sq, r);
+    return false;
+}
+
+/* The store thread's answer to app_current()'s question. */
+static void app_loaded(struct engine *e, struct storeq_req *r)
+{
+    struct app_state *a = app_lookup(e, r->app_id);
+    if (a == NULL || !a->loading)
         return;
-    struct stored_app sa;
-    struct ch_error err = {0};
-    ch_code rc = e->cfg.store->ops->app_get(e->cfg.store, a->id, &sa, &err);
-    if (rc == CH_ENOTFOUND) {
-        a->missing = true;
-        a->generation = gen;
-        drop_idle(a);
+    a->loading = false;
+    mark_ready(e, a);
+    if (r->rc != CH_OK && r->rc != CH_ENOTFOUND) {
+        a->next_load_ms = clock_mono_ms() + RELOAD_RETRY_MS; /* the store is unreachable */
+        timer_at(e, a->next_load_ms);
         return;
     }
-    if (rc != CH_OK) {
-        log_warn("engine: cannot load voice app '%s': %s", a->id, err.message);
-        return; /* try again next time */
-    }
-    a->missing = false;
-    if (app_config_parse(&a->cfg, sa.config_json, strlen(sa.config_json), &err) != CH_OK) {
-        log_error("engine: stored settings of voice app '%s' are invalid: %s", a->id, err.message);
-        a->missing = true;
-    }
-    a->enabled = sa.enabled && a->cfg.enabled;
-    drop_idle(a);
-    free(a->header_lines);
-    a->header_lines = NULL;
-    size_t total = 0;
-    for (int i = 0; i < a->cfg.nheaders; i++)
-        total += strlen(a->cfg.headers[i].name) + strlen(a->cfg.headers[i].value) + 3;
-    if (total > 0 && (a->header_lines = malloc(total)) == NULL) {
+    if (a->load_generation != atomic_load(&e->generation) + 1)
+        return; /* changed again meanwhile: app_current() asks once more */
+    struct app_gen *g = gen_new(e, a->id, r->rc, &r->app);
+    if (g == NULL) {
         log_error("engine: out of memory loading voice app '%s'", a->id);
-        stored_app_release(&sa);
-        return; /* try again next time */
+        a->next_load_ms = clock_mono_ms() + RELOAD_RETRY_MS;
+        timer_at(e, a->next_load_ms);
+        return;
     }
-    for (int i = 0, o = 0; i < a->cfg.nheaders; i++) {
-        a->header_line[i] = a->header_lines + o;
-        o += sprintf(a->header_lines + o, "%s: %s", a->cfg.headers[i].name,
-                     a->cfg.headers[i].value) +
-             1;
-    }
-    a->nkeys = 0;
-    if (ch_secret_parse(&a->keys[0], sa.secret, &err) == CH_OK)
-        a->nkeys = 1;
-    else
-        log_error("engine: signing secret of voice app '%s' is invalid", a->id);
-    /* During a rotation's grace period both signatures go out. */
-    if (sa.prev_secret[0] && sa.prev_expires_at > now_ms() / 1000 &&
-        ch_secret_parse(&a->keys[a->nkeys], sa.prev_secret, &err) == CH_OK)
-        a->nkeys++;
-    a->generation = gen;
-    stored_app_release(&sa);
+    drop_idle(a);
+    gen_unref(a->cur);
+    a->cur = g;
+    a->generation = a->load_generation;
+    a->tokens = 0;
 }
 
 /* ---- results ---- */
 
 static size_t unwritten(struct engine *e)
 {
-    return storeq_results(e->sq)->n;
+    return storeq_unwritten(e->sq);
 }
 
-/* Hands the results gathered so far to the store thread; waits only when wait is set and the
- * previous batch is still being written. */
-static void flush_results(struct engine *e, bool wait)
+/* Hands the results gathered so far to the store thread, unless it is still writing the last
+ * batch: then they keep gathering (the batch grows) and go with the next hand-over. */
+static void flush_results(struct engine *e)
 {
     if (unwritten(e) == 0)
         return;
-    if (wait)
-        storeq_write(e->sq);
-    else if (!storeq_try_write(e->sq))
-        return;
-    e->first_result_ms = 0;
+    /* Not handed over: tried again RESULT_FLUSH_MS from now, not on every turn. */
+    e->first_result_ms = storeq_flush(e->sq, false) ? 0 : clock_mono_ms();
 }
 
+/* A result for job; NULL only when out of memory (the lease brings the message back). */
 static struct storeq_result *new_result(struct engine *e, const struct job *job)
 {
-    if (unwritten(e) == RESULT_BATCH)
-        flush_results(e, true);
-    struct storeq_results *b = storeq_results(e->sq);
-    struct storeq_result *p = &b->item[b->n++];
-    memset(p, 0, sizeof *p);
+    if (unwritten(e) >= RESULT_BATCH)
+        flush_results(e);
+    struct storeq_result *p = storeq_result_add(e->sq);
+    if (p == NULL) {
+        log_error("engine: out of memory keeping the result of %s", job->m.msg_id);
+        return NULL;
+    }
     p->r.seq = job->m.seq;
-    p->r.at_ms = now_ms();
+    p->r.at_ms = clock_wall_ms();
     snprintf(p->app_id, sizeof p->app_id, "%s", job->m.app_id);
     p->r.app_id = p->app_id;
     return p;
@@ -339,6 +514,20 @@ static void job_free(struct engine *e, struct job *job)
     seq_set_remove(&e->in_memory, job->m.seq);
     free(job->m.body);
     free(job);
+}
+
+/* Gives messages back to the store (due at next_attempt_at), through the store thread. */
+static void release_seqs(struct engine *e, const int64_t *seqs, size_t n, int64_t next_attempt_at)
+{
+    if (n == 0)
+        return;
+    struct storeq_req *r = storeq_req_new(STOREQ_RELEASE, n);
+    if (r == NULL)
+        return; /* their leases bring them back */
+    memcpy(r->seqs, seqs, n * sizeof *seqs);
+    r->nseqs = n;
+    r->at = next_attempt_at;
+    storeq_post(e->sq, r);
 }
 
 /* ---- transfers ---- */
@@ -372,25 +561,64 @@ static size_t on_header(char *data, size_t size, size_t n, void *ctx)
     return len;
 }
 
-/* Every socket goes through here: the SSRF guard judges the address DNS gave. */
+static bool address_allowed(const struct transfer *t, const struct sockaddr *addr, socklen_t len)
+{
+    return gen_allows(t->e, t->gen, addr, len);
+}
+
+static void refuse(struct transfer *t, const struct sockaddr *addr)
+{
+    t->refused = true;
+    guard_format(addr, t->refused_addr, sizeof t->refused_addr);
+}
+
+/* Every new socket goes through here: an internal address is not even connected to. */
 static curl_socket_t on_open_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct transfer *t = ctx;
     (void)purpose;
-    socklen_t len = (socklen_t)addr->addrlen;
-    bool allowed = t->app->cfg.allow_private_network || !guard_is_internal(&addr->addr, len);
-    for (int i = 0; !allowed && i < t->e->cfg.nallowed; i++)
-        allowed = guard_cidr_contains(&t->e->cfg.allowed[i], &addr->addr, len);
-    if (!allowed) {
-        t->refused = true;
-        guard_format(&addr->addr, t->refused_addr, sizeof t->refused_addr);
+    if (!address_allowed(t, &addr->addr, (socklen_t)addr->addrlen)) {
+        refuse(t, &addr->addr);
         return CURL_SOCKET_BAD;
     }
     return socket(addr->family, addr->socktype, addr->protocol);
 }
 
-/* A new transfer for an app: an easy handle with the app's settings, which stay set while the
- * transfer is reused for the same generation of them. */
+/* Every request goes through here right before a byte of it is sent, on a new connection and
+ * on one reused from the pool, which another app (with other SSRF settings) may have opened:
+ * the guard judges the connected address against the app sending this request. */
+static int on_prereq(void *ctx, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    struct transfer *t = ctx;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len = 0;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (primary_ip != NULL && inet_pton(AF_INET, primary_ip, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        len = sizeof *v4;
+    } else if (primary_ip != NULL && inet_pton(AF_INET6, primary_ip, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        len = sizeof *v6;
+    } else {
+        /* No address to judge: refuse rather than guess. */
+        t->refused = true;
+        snprintf(t->refused_addr, sizeof t->refused_addr, "an unknown address");
+        return CURL_PREREQFUNC_ABORT;
+    }
+    if (!address_allowed(t, (struct sockaddr *)&ss, len)) {
+        refuse(t, (struct sockaddr *)&ss);
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+/* A new transfer for an app: an easy handle with the app's current settings, which stay set
+ * while the transfer is reused for the same generation of them. */
 static struct transfer *new_transfer(struct engine *e, struct app_state *a)
 {
     struct transfer *t = calloc(1, sizeof *t);
@@ -403,7 +631,9 @@ static struct transfer *new_transfer(struct engine *e, struct app_state *a)
     }
     t->e = e;
     t->app = a;
-    t->generation = a->generation;
+    t->gen = a->cur;
+    t->gen->refs++;
+    const struct app_config *c = &t->gen->cfg;
     CURL *h = t->easy;
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "callhook/" CALLHOOK_VERSION);
@@ -412,17 +642,17 @@ static struct transfer *new_transfer(struct engine *e, struct app_state *a)
     /* Straight to the endpoint: proxy variables in the environment are not followed (the SSRF
      * guard judges the endpoint's own address, which a proxy would hide). */
     curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, a->cfg.connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, a->cfg.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, a->cfg.allow_insecure_http ? "http,https" : "https");
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->allow_insecure_http ? "http,https" : "https");
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (a->cfg.tls_ca_file[0])
-        curl_easy_setopt(h, CURLOPT_CAINFO, a->cfg.tls_ca_file);
-    if (a->cfg.tls_client_cert_file[0]) {
-        curl_easy_setopt(h, CURLOPT_SSLCERT, a->cfg.tls_client_cert_file);
-        curl_easy_setopt(h, CURLOPT_SSLKEY, a->cfg.tls_client_key_file);
+    if (c->tls_ca_file[0])
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->tls_ca_file);
+    if (c->tls_client_cert_file[0]) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, c->tls_client_cert_file);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, c->tls_client_key_file);
     }
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -431,6 +661,8 @@ static struct transfer *new_transfer(struct engine *e, struct app_state *a)
     curl_easy_setopt(h, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t);
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, t);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(h, CURLOPT_PRIVATE, t);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
@@ -440,14 +672,15 @@ static struct transfer *new_transfer(struct engine *e, struct app_state *a)
 static char content_type_line[] = "Content-Type: application/json";
 static char expect_line[] = "Expect: ";
 
-/* Links the header list of a delivery: fixed lines, then the app's own. */
-static void set_headers(struct transfer *t, struct app_state *a)
+/* Links the header list of a delivery: fixed lines, then the app's own, from the transfer's
+ * own generation of the settings (which it keeps alive until it ends). */
+static void set_headers(struct transfer *t)
 {
     char *lines[FIXED_HEADERS + APP_MAX_HEADERS] = {content_type_line, t->h_id,    t->h_ts,
                                                     t->h_sig,          t->h_event, expect_line};
     size_t n = FIXED_HEADERS;
-    for (int i = 0; i < a->cfg.nheaders; i++)
-        lines[n++] = a->header_line[i];
+    for (int i = 0; i < t->gen->cfg.nheaders; i++)
+        lines[n++] = t->gen->header_line[i];
     for (size_t i = 0; i < n; i++) {
         t->headers[i].data = lines[i];
         t->headers[i].next = i + 1 < n ? &t->headers[i + 1] : NULL;
@@ -456,7 +689,7 @@ static void set_headers(struct transfer *t, struct app_state *a)
 
 static bool start_transfer(struct engine *e, struct app_state *a, struct job *job)
 {
-    const char *url = app_config_url(&a->cfg, job->m.event);
+    const char *url = app_config_url(&a->cur->cfg, job->m.event);
     struct transfer *t = a->idle;
     if (t != NULL)
         a->idle = t->next;
@@ -469,11 +702,16 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
     t->retry_after_s = 0;
     t->refused = false;
     t->errbuf[0] = '\0';
-    t->start_ms = now_ms();
-    int64_t ts = t->start_ms / 1000;
+    t->start_ms = clock_mono_ms();
+    int64_t ts = clock_wall_s();
+    /* The previous secret signs until its grace period ends, and never after: judged now, at
+     * each attempt, not when the settings were loaded. */
+    size_t nkeys = t->gen->nkeys;
+    if (nkeys == 2 && ts >= t->gen->prev_expires_at)
+        nkeys = 1;
     char sig[2 * CH_SIGNATURE_ENTRY_MAX];
     struct ch_error err = {0};
-    if (url == NULL || ch_sign(a->keys, a->nkeys, job->m.msg_id, ts, job->m.body, job->m.body_len,
+    if (url == NULL || ch_sign(t->gen->keys, nkeys, job->m.msg_id, ts, job->m.body, job->m.body_len,
                                sig, sizeof sig, &err) != CH_OK) {
         log_error("engine: cannot prepare delivery of %s: %s", job->m.msg_id,
                   err.message[0] ? err.message : "no URL");
@@ -484,7 +722,7 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
     snprintf(t->h_ts, sizeof t->h_ts, "webhook-timestamp: %lld", (long long)ts);
     snprintf(t->h_sig, sizeof t->h_sig, "webhook-signature: %s", sig);
     snprintf(t->h_event, sizeof t->h_event, "X-Call-Event: %s", job->m.event);
-    set_headers(t, a);
+    set_headers(t);
     CURL *h = t->easy;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->m.body);
@@ -504,7 +742,7 @@ static bool start_transfer(struct engine *e, struct app_state *a, struct job *jo
 }
 
 /* Takes a transfer off the multi handle and the list; it goes back to its app's idle list
- * while the app's settings are those it was set up with (not its job). */
+ * while the app's settings are still those it was set up with. */
 static void end_transfer(struct engine *e, struct transfer *t)
 {
     curl_multi_remove_handle(e->multi, t->easy);
@@ -519,7 +757,7 @@ static void end_transfer(struct engine *e, struct transfer *t)
     e->in_flight--;
     atomic_fetch_sub(&e->cfg.metrics->in_flight, 1);
     t->job = NULL;
-    if (t->generation == a->generation && !atomic_load(&e->stopping)) {
+    if (t->gen == a->cur && !atomic_load(&e->stopping)) {
         t->prev = NULL;
         t->next = a->idle;
         a->idle = t;
@@ -582,9 +820,16 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     struct app_state *a = t->app;
     struct job *job = t->job;
+    /* The attempt is judged by the settings it started with. */
+    const struct app_config *cfg = &t->gen->cfg;
 
     struct storeq_result *p = new_result(e, job);
-    int64_t end = now_ms();
+    if (p == NULL) {
+        end_transfer(e, t);
+        job_free(e, job);
+        return;
+    }
+    int64_t end = clock_mono_ms();
     p->r.duration_ms = end - t->start_ms;
     p->r.http_status = code == CURLE_OK ? (int)status : 0;
     memcpy(p->response, t->response, t->response_len + 1);
@@ -597,7 +842,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
         p->r.new_status = MSG_DELIVERED;
         p->begin_resolved = begin;
         atomic_fetch_add(&e->cfg.metrics->delivered, 1);
-        observe_latency(e->cfg.metrics, end - job->ingested_ms);
+        observe_latency(e->cfg.metrics, clock_wall_ms() - job->ingested_ms);
     } else {
         enum failure_class fc = code == CURLE_OK ? FAILURE_http : classify(code, t->refused);
         atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
@@ -617,21 +862,24 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
              * it. The message keeps its schedule and goes out again after that. */
             p->r.disable_app = true;
             snprintf(p->error, sizeof p->error, "HTTP 410 Gone: the endpoint was disabled");
-            a->enabled = false;
+            if (a->cur)
+                a->cur->enabled = false;
             log_warn("engine: voice app '%s' answered 410 Gone; disabled", a->id);
         }
-        long delay = t->refused ? -1 : retry_delay_s(&a->cfg, done, t->retry_after_s);
+        long delay = t->refused ? -1 : retry_delay_s(cfg, done, t->retry_after_s);
         if (delay < 0) {
             p->r.new_status = MSG_DEAD;
             p->begin_resolved = begin;
             atomic_fetch_add(&e->cfg.metrics->dead, 1);
         } else {
-            /* Due times are whole seconds: round up, so the delay is never shortened. */
+            /* Due times are whole seconds of the wall clock (they are stored): round up, so
+             * the delay is never shortened. The loop's own timer is monotonic. */
+            int64_t wall = clock_wall_ms();
             p->r.new_status = MSG_PENDING;
-            p->r.next_attempt_at = (end + 999) / 1000 + delay;
-            int64_t due_ms = p->r.next_attempt_at * 1000;
-            if (e->next_scan_ms > due_ms)
-                e->next_scan_ms = due_ms;
+            p->r.next_attempt_at = (wall + 999) / 1000 + delay;
+            int64_t due = end + (p->r.next_attempt_at * 1000 - wall);
+            if (e->next_scan_ms > due)
+                e->next_scan_ms = due;
         }
     }
     end_transfer(e, t);
@@ -650,6 +898,14 @@ static bool queue_full(const struct engine *e)
     return e->queued >= e->cfg.max_queued || e->queued_bytes >= e->cfg.max_queued_bytes;
 }
 
+static void count_queued(struct engine *e, const struct job *job, int sign)
+{
+    e->queued += sign;
+    e->queued_bytes += sign * job_bytes(job);
+    atomic_fetch_add(&e->cfg.metrics->queued_bytes, sign * job_bytes(job));
+    atomic_fetch_add(&e->cfg.metrics->queued, sign);
+}
+
 static void enqueue(struct engine *e, struct job *job)
 {
     struct app_state *a = app_find(e, job->m.app_id);
@@ -660,20 +916,15 @@ static void enqueue(struct engine *e, struct job *job)
         return;
     }
     job->next = NULL;
+    job->queued_mono = clock_mono_ms();
     if (a->tail)
         a->tail->next = job;
     else
         a->head = job;
     a->tail = job;
-    if (!a->on_ready) {
-        a->on_ready = true;
-        a->ready_next = e->ready;
-        e->ready = a;
-    }
-    e->queued++;
-    e->queued_bytes += job_bytes(job);
-    atomic_fetch_add(&e->cfg.metrics->queued_bytes, job_bytes(job));
-    atomic_fetch_add(&e->cfg.metrics->queued, 1);
+    a->queued++;
+    mark_ready(e, a);
+    count_queued(e, job, 1);
 }
 
 static struct job *dequeue(struct engine *e, struct app_state *a)
@@ -683,74 +934,207 @@ static struct job *dequeue(struct engine *e, struct app_state *a)
         a->head = job->next;
         if (a->head == NULL)
             a->tail = NULL;
-        e->queued--;
-        e->queued_bytes -= job_bytes(job);
-        atomic_fetch_sub(&e->cfg.metrics->queued_bytes, job_bytes(job));
-        atomic_fetch_sub(&e->cfg.metrics->queued, 1);
+        a->queued--;
+        count_queued(e, job, -1);
     }
     return job;
 }
 
-/* Gives every queued message of an app back to the store (disabled or not loadable now). */
-static void release_app(struct engine *e, struct app_state *a, int64_t next_attempt_at)
+/* Gives a list of jobs back to the store, due at next_attempt_at, and frees them. */
+static void release_jobs(struct engine *e, struct job *list, int64_t next_attempt_at)
 {
     int64_t seqs[256];
     size_t n = 0;
-    struct job *job;
-    while ((job = dequeue(e, a)) != NULL) {
-        seqs[n++] = job->m.seq;
-        job_free(e, job);
+    while (list) {
+        struct job *next = list->next;
+        seqs[n++] = list->m.seq;
+        job_free(e, list);
         if (n == 256) {
-            e->cfg.store->ops->release(e->cfg.store, seqs, n, next_attempt_at, NULL);
+            release_seqs(e, seqs, n, next_attempt_at);
             n = 0;
         }
+        list = next;
     }
-    if (n > 0)
-        e->cfg.store->ops->release(e->cfg.store, seqs, n, next_attempt_at, NULL);
+    release_seqs(e, seqs, n, next_attempt_at);
 }
 
-/* A message whose app or URL is gone ends as dead with the reason, without an HTTP attempt. */
-static void fail_without_attempt(struct engine *e, struct job *job, const char *why)
+/* Gives every queued message of an app back to the store (disabled now). */
+static void release_app(struct engine *e, struct app_state *a, int64_t next_attempt_at)
+{
+    struct job *list = NULL, **tail = &list, *job;
+    while ((job = dequeue(e, a)) != NULL) {
+        *tail = job;
+        tail = &job->next;
+        job->next = NULL;
+    }
+    release_jobs(e, list, next_attempt_at);
+}
+
+/* A message that cannot be sent (its app or URL is gone, or its URL names an address the
+ * guard refuses) ends as dead with the reason, without an HTTP request. */
+static void fail_without_attempt(struct engine *e, struct job *job, enum failure_class fc,
+                                 const char *why)
 {
     struct storeq_result *p = new_result(e, job);
-    snprintf(p->error, sizeof p->error, "%s", why);
-    p->r.error = p->error;
-    p->r.error_class = failure_class_name(FAILURE_other);
-    p->r.new_status = MSG_DEAD;
-    p->begin_resolved = strcmp(job->m.event, "begin-call") == 0;
-    atomic_fetch_add(&e->cfg.metrics->dead, 1);
+    if (p != NULL) {
+        snprintf(p->error, sizeof p->error, "%s", why);
+        p->r.error = p->error;
+        p->r.error_class = failure_class_name(fc);
+        p->r.new_status = MSG_DEAD;
+        p->begin_resolved = strcmp(job->m.event, "begin-call") == 0;
+        atomic_fetch_add(&e->cfg.metrics->dead, 1);
+        if (fc == FAILURE_refused)
+            atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
+    }
     job_free(e, job);
 }
 
-/* Starts what an app's queue and its in-flight cap allow (or settles its queue when the app
- * is gone, disabled or not loadable). */
+/* ---- the rate limit ---- */
+
+/* A rate-limited app keeps about a second's worth in memory; the rest goes back to the store,
+ * due a second later per second's worth, so what the limit holds back waits on disk and claims
+ * are not filled with it. */
+static void rate_defer(struct engine *e, struct app_state *a, long limit)
+{
+    int keep = limit > RATE_HELD_MIN ? (int)limit : RATE_HELD_MIN;
+    if (a->queued <= keep)
+        return;
+    struct job *last = a->head;
+    for (int i = 1; i < keep; i++)
+        last = last->next;
+    struct job *rest = last->next;
+    last->next = NULL;
+    a->tail = last;
+    int64_t now_s = clock_wall_s();
+    int64_t second = 1;
+    while (rest) {
+        struct job *chunk = rest, *end = rest;
+        count_queued(e, end, -1);
+        a->queued--;
+        for (long i = 1; i < limit && end->next; i++) {
+            end = end->next;
+            count_queued(e, end, -1);
+            a->queued--;
+        }
+        rest = end->next;
+        end->next = NULL;
+        atomic_fetch_add(&e->cfg.metrics->rate_deferred, 1);
+        release_jobs(e, chunk, now_s + second++);
+    }
+}
+
+/* True when the app may start one more delivery now (and counts it); otherwise asks the store
+ * thread for a grant, once at a time. */
+static bool rate_allows(struct engine *e, struct app_state *a, long limit)
+{
+    int64_t now = clock_mono_ms();
+    if (a->tokens > 0 && now >= a->tokens_until_ms)
+        a->tokens = 0; /* a grant not spent at once is forfeited, so a window never overfills */
+    if (a->tokens > 0) {
+        a->tokens--;
+        return true;
+    }
+    if (a->taking)
+        return false;
+    if (now < a->next_take_ms) {
+        timer_at(e, a->next_take_ms);
+        return false;
+    }
+    struct storeq_req *r = storeq_req_new(STOREQ_RATE_TAKE, 0);
+    if (r == NULL)
+        return false;
+    /* Ask for what can start at once, and a tenth of a second's worth at most, so grants to
+     * several nodes interleave instead of one node taking the whole second. */
+    int64_t want = a->queued;
+    int64_t slots = a->cur->cfg.max_in_flight - a->in_flight;
+    int64_t tenth = limit / 10 > 0 ? limit / 10 : 1;
+    if (want > slots)
+        want = slots;
+    if (want > tenth)
+        want = tenth;
+    if (want <= 0) {
+        storeq_req_free(r);
+        return false;
+    }
+    snprintf(r->app_id, sizeof r->app_id, "%s", a->id);
+    r->limit = limit;
+    r->want = want;
+    a->taking = true;
+    storeq_post(e->sq, r);
+    return false;
+}
+
+static void rate_granted(struct engine *e, struct storeq_req *r)
+{
+    struct app_state *a = app_lookup(e, r->app_id);
+    if (a == NULL || !a->taking)
+        return;
+    a->taking = false;
+    /* A grant is spent within TOKEN_LIFE_MS of its arrival or not at all, so the starts it
+     * allows fall in the store's window for it. */
+    a->tokens = r->granted;
+    a->tokens_until_ms = clock_mono_ms() + TOKEN_LIFE_MS;
+    if (r->granted < r->want) {
+        a->next_take_ms = clock_mono_ms() + TOKEN_RETRY_MS;
+        timer_at(e, a->next_take_ms);
+    }
+    mark_ready(e, a);
+}
+
+/* ---- starting work ---- */
+
+/* Starts what an app's queue, its in-flight cap and its rate limit allow (or settles its queue
+ * when the app is gone or disabled). */
 static void start_app(struct engine *e, struct app_state *a)
 {
-    app_refresh(e, a);
-    if (a->generation == 0)
-        return; /* could not load: try again next turn */
-    if (a->missing) {
+    if (!app_current(e, a))
+        return; /* its settings are being read */
+    struct app_gen *g = a->cur;
+    if (g->missing) {
         struct job *job;
         while ((job = dequeue(e, a)) != NULL)
-            fail_without_attempt(e, job, "the voice app was deleted");
+            fail_without_attempt(e, job, FAILURE_other, "the voice app was deleted");
         return;
     }
-    if (!a->enabled) {
-        release_app(e, a, now_ms() / 1000);
+    if (!g->enabled) {
+        release_app(e, a, clock_wall_s());
         return;
     }
-    while (a->head && a->in_flight < a->cfg.max_in_flight && e->in_flight < e->cfg.max_in_flight) {
+    long limit = g->cfg.rate_limit_per_s;
+    /* While results cannot be written (the database is down), nothing new starts: what is in
+     * flight finishes and its results are kept until the store takes them. */
+    bool store_ok = !storeq_failing(e->sq);
+    while (store_ok && a->head && a->in_flight < g->cfg.max_in_flight &&
+           e->in_flight < e->cfg.max_in_flight) {
+        if (limit > 0 && !rate_allows(e, a, limit))
+            break;
         struct job *job = dequeue(e, a);
-        if (app_config_url(&a->cfg, job->m.event) == NULL) {
-            fail_without_attempt(e, job, "no URL is configured for this event");
+        if (app_config_url(&g->cfg, job->m.event) == NULL) {
+            fail_without_attempt(e, job, FAILURE_other, "no URL is configured for this event");
             continue;
+        }
+        const char *refused =
+            strcmp(job->m.event, "begin-call") == 0 ? g->refused_begin : g->refused_end;
+        if (refused[0]) {
+            char why[160];
+            snprintf(why, sizeof why,
+                     "refused: %s is an internal address (set allowPrivateNetwork to allow it)",
+                     refused);
+            fail_without_attempt(e, job, FAILURE_refused, why);
+            continue;
+        }
+        if (limit > 0) {
+            atomic_fetch_add(&e->cfg.metrics->rate_wait_ms, clock_mono_ms() - job->queued_mono);
+            atomic_fetch_add(&e->cfg.metrics->rate_waits, 1);
         }
         if (!start_transfer(e, a, job)) {
             int64_t seq = job->m.seq;
             job_free(e, job);
-            e->cfg.store->ops->release(e->cfg.store, &seq, 1, now_ms() / 1000 + 5, NULL);
+            release_seqs(e, &seq, 1, clock_wall_s() + 5);
         }
     }
+    if (limit > 0)
+        rate_defer(e, a, limit);
 }
 
 /* Walks the apps with queued work only (not every app known), dropping those left empty. */
@@ -777,20 +1161,14 @@ static void drain_inbox(struct engine *e)
     pthread_mutex_unlock(&e->inbox_lock);
     /* Fresh events beyond the memory bound go back to the store, due now: the queue's scans
      * bring them in as it drains, so a slow endpoint cannot make serve's memory grow. */
-    int64_t overflow[256];
-    size_t n = 0;
-    int64_t now = now_ms() / 1000;
+    struct job *overflow = NULL, **tail = &overflow;
     while (list) {
         struct job *next = list->next;
+        list->next = NULL;
         if (queue_full(e)) {
-            overflow[n++] = list->m.seq;
-            free(list->m.body);
-            free(list);
-            if (n == 256) {
-                e->cfg.store->ops->release(e->cfg.store, overflow, n, now, NULL);
-                n = 0;
-            }
-            int64_t soon = now_ms() + e->cfg.scan_interval_ms / 10;
+            *tail = list;
+            tail = &list->next;
+            int64_t soon = clock_mono_ms() + e->cfg.scan_interval_ms / 10;
             if (e->next_scan_ms > soon)
                 e->next_scan_ms = soon;
         } else {
@@ -798,8 +1176,8 @@ static void drain_inbox(struct engine *e)
         }
         list = next;
     }
-    if (n > 0)
-        e->cfg.store->ops->release(e->cfg.store, overflow, n, now, NULL);
+    /* They were never in the seq set: release_jobs() only frees them. */
+    release_jobs(e, overflow, clock_wall_s());
 }
 
 /* Asks the store thread for due messages when there is room for them. */
@@ -808,7 +1186,7 @@ static void scan_store(struct engine *e)
     int room = e->cfg.max_queued - e->queued;
     if (queue_full(e)) {
         /* Full: read again once the queue has drained, not on every turn. */
-        e->next_scan_ms = now_ms() + e->cfg.scan_interval_ms / 10;
+        e->next_scan_ms = clock_mono_ms() + e->cfg.scan_interval_ms / 10;
         return;
     }
     size_t max = (size_t)(room < e->cfg.claim_batch ? room : e->cfg.claim_batch);
@@ -819,10 +1197,10 @@ static void scan_store(struct engine *e)
         if ((int64_t)max > fit)
             max = (size_t)fit;
     }
-    int64_t now = now_ms() / 1000;
+    int64_t now = clock_wall_s();
     if (storeq_claim(e->sq, max, now, now + e->cfg.lease_s)) {
         e->claiming = true;
-        e->next_scan_ms = now_ms() + e->cfg.scan_interval_ms; /* unless something is due sooner */
+        e->next_scan_ms = clock_mono_ms() + e->cfg.scan_interval_ms;
     }
 }
 
@@ -858,26 +1236,81 @@ static void take_claimed(struct engine *e)
  * extended, so another node never takes over work this one still has. */
 static void renew_leases(struct engine *e)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     if (now < e->next_renew_ms)
         return;
     e->next_renew_ms = now + (int64_t)e->cfg.lease_s * 1000 / 3;
-    int64_t batch[512];
-    size_t n = 0;
-    int64_t lease_until = now / 1000 + e->cfg.lease_s;
-    struct ch_error err = {0};
+    if (e->in_memory.count == 0)
+        return;
+    struct storeq_req *r = storeq_req_new(STOREQ_RENEW, e->in_memory.count);
+    if (r == NULL)
+        return;
     for (size_t i = 0; i < e->in_memory.cap; i++) {
-        if (e->in_memory.slots[i] == 0)
-            continue;
-        batch[n++] = e->in_memory.slots[i];
-        if (n == 512) {
-            if (e->cfg.store->ops->renew(e->cfg.store, batch, n, lease_until, &err) != CH_OK)
-                log_warn("engine: cannot renew leases: %s", err.message);
-            n = 0;
+        if (e->in_memory.slots[i] != 0)
+            r->seqs[r->nseqs++] = e->in_memory.slots[i];
+    }
+    r->now = clock_wall_s();
+    r->at = r->now + e->cfg.lease_s;
+    storeq_post(e->sq, r);
+}
+
+/* Every VERSION_POLL_MS the store's change counter is read: a Voice App changed on another
+ * node (or by a 410 here) is reloaded within that, on every node. */
+static void poll_apps_version(struct engine *e)
+{
+    int64_t now = clock_mono_ms();
+    if (e->polling || now < e->next_poll_ms)
+        return;
+    e->next_poll_ms = now + VERSION_POLL_MS;
+    struct storeq_req *r = storeq_req_new(STOREQ_APPS_VERSION, 0);
+    if (r == NULL)
+        return;
+    e->polling = true;
+    storeq_post(e->sq, r);
+}
+
+static void apps_version_read(struct engine *e, const struct storeq_req *r)
+{
+    e->polling = false;
+    if (r->rc != CH_OK)
+        return;
+    if (e->have_version && r->version != e->apps_version) {
+        atomic_fetch_add(&e->generation, 1);
+        e->next_scan_ms = 0; /* an app enabled again may have due work */
+        for (size_t b = 0; b < APP_BUCKETS; b++) {
+            for (struct app_state *a = e->apps[b]; a; a = a->next) {
+                if (a->head)
+                    mark_ready(e, a);
+            }
         }
     }
-    if (n > 0 && e->cfg.store->ops->renew(e->cfg.store, batch, n, lease_until, &err) != CH_OK)
-        log_warn("engine: cannot renew leases: %s", err.message);
+    e->have_version = true;
+    e->apps_version = r->version;
+}
+
+/* Takes the store thread's answers. */
+static void take_answers(struct engine *e)
+{
+    struct storeq_req *list = storeq_done(e->sq);
+    while (list) {
+        struct storeq_req *r = list;
+        list = r->next;
+        switch (r->op) {
+        case STOREQ_APP_LOAD:
+            app_loaded(e, r);
+            break;
+        case STOREQ_RATE_TAKE:
+            rate_granted(e, r);
+            break;
+        case STOREQ_APPS_VERSION:
+            apps_version_read(e, r);
+            break;
+        case STOREQ_RELEASE:
+        case STOREQ_RENEW:
+            break;
+        }
+        storeq_req_free(r);
+    }
 }
 
 static void drain_transfers(struct engine *e)
@@ -893,18 +1326,14 @@ static void drain_transfers(struct engine *e)
 /* At stop: abort what is still in flight and give everything in memory back to the store. */
 static void give_back_everything(struct engine *e)
 {
-    int64_t now = now_ms() / 1000;
+    int64_t now = clock_wall_s();
     while (e->transfers) {
         struct transfer *t = e->transfers;
         struct job *job = t->job;
         int64_t seq = job->m.seq;
-        e->cfg.store->ops->release(e->cfg.store, &seq, 1, now, NULL);
+        release_seqs(e, &seq, 1, now);
         end_transfer(e, t);
         job_free(e, job);
-    }
-    for (size_t b = 0; b < APP_BUCKETS; b++) {
-        for (struct app_state *a = e->apps[b]; a; a = a->next)
-            release_app(e, a, now);
     }
     drain_inbox(e);
     for (size_t b = 0; b < APP_BUCKETS; b++) {
@@ -921,16 +1350,20 @@ static void *engine_main(void *arg)
     for (;;) {
         bool stopping = atomic_load(&e->stopping);
         if (stopping && stop_deadline == 0)
-            stop_deadline = now_ms() + e->cfg.shutdown_grace_ms;
-        if (stopping && (e->in_flight == 0 || now_ms() >= stop_deadline))
+            stop_deadline = clock_mono_ms() + e->cfg.shutdown_grace_ms;
+        if (stopping && (e->in_flight == 0 || clock_mono_ms() >= stop_deadline))
             break;
         if (!stopping) {
+            take_answers(e);
             drain_inbox(e);
             take_claimed(e);
             if (atomic_exchange(&e->wake_scan, false) || storeq_rescan(e->sq))
                 e->next_scan_ms = 0;
-            if (!e->claiming && now_ms() >= e->next_scan_ms)
+            if (!e->claiming && clock_mono_ms() >= e->next_scan_ms)
                 scan_store(e);
+            poll_apps_version(e);
+            if (e->next_timer_ms && clock_mono_ms() >= e->next_timer_ms)
+                e->next_timer_ms = 0; /* start_ready() sets it again for what still waits */
             start_ready(e);
             renew_leases(e);
         }
@@ -941,20 +1374,26 @@ static void *engine_main(void *arg)
          * RESULT_FLUSH_MS or half a batch, not per loop turn, so the disk does not pace the
          * deliveries. Until then their leases hold the messages. */
         size_t nresults = unwritten(e);
+        int64_t now = clock_mono_ms();
         if (nresults > 0 && e->first_result_ms == 0)
-            e->first_result_ms = now_ms();
+            e->first_result_ms = now;
         if (nresults >= RESULT_BATCH / 2 ||
-            (nresults > 0 && now_ms() - e->first_result_ms >= RESULT_FLUSH_MS) || stopping)
-            flush_results(e, stopping);
+            (nresults > 0 && now - e->first_result_ms >= RESULT_FLUSH_MS))
+            flush_results(e);
         /* Slots freed by the transfers that just ended are filled in the same turn. */
         if (!stopping)
             start_ready(e);
         /* While a claim runs, the store thread wakes the loop when it is ready. */
-        int64_t wait = e->claiming ? e->cfg.scan_interval_ms : e->next_scan_ms - now_ms();
-        if (unwritten(e) > 0 && e->first_result_ms + RESULT_FLUSH_MS - now_ms() < wait)
-            wait = e->first_result_ms + RESULT_FLUSH_MS - now_ms();
-        if (e->next_renew_ms - now_ms() < wait)
-            wait = e->next_renew_ms - now_ms();
+        now = clock_mono_ms();
+        int64_t wait = e->claiming ? e->cfg.scan_interval_ms : e->next_scan_ms - now;
+        if (unwritten(e) > 0 && e->first_result_ms + RESULT_FLUSH_MS - now < wait)
+            wait = e->first_result_ms + RESULT_FLUSH_MS - now;
+        if (e->next_renew_ms - now < wait)
+            wait = e->next_renew_ms - now;
+        if (e->next_poll_ms - now < wait)
+            wait = e->next_poll_ms - now;
+        if (e->next_timer_ms && e->next_timer_ms - now < wait)
+            wait = e->next_timer_ms - now;
         if (wait > e->cfg.scan_interval_ms)
             wait = e->cfg.scan_interval_ms;
         if (wait < 0)
@@ -963,10 +1402,11 @@ static void *engine_main(void *arg)
             wait = 50;
         curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
     }
-    flush_results(e, true);
     storeq_idle(e->sq);
+    take_answers(e);
     take_claimed(e);
     give_back_everything(e);
+    flush_results(e);
     return NULL;
 }
 
@@ -1018,7 +1458,7 @@ ch_code engine_start(struct engine *e, struct ch_error *err)
     if (rc != CH_OK)
         return rc;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
-        storeq_stop(e->sq);
+        storeq_stop(e->sq, 0);
         e->sq = NULL;
         return ch_error_set(err, CH_ENOMEM, "cannot start the delivery thread");
     }
@@ -1069,7 +1509,9 @@ void engine_stop(struct engine *e)
     atomic_store(&e->stopping, true);
     curl_multi_wakeup(e->multi);
     pthread_join(e->thread, NULL);
-    storeq_stop(e->sq);
+    /* What is left for the store (results, releases) is written now; while the database is
+     * unreachable, for up to the shutdown grace period. */
+    storeq_stop(e->sq, e->cfg.shutdown_grace_ms);
     e->sq = NULL;
     e->started = false;
 }
@@ -1086,10 +1528,8 @@ void engine_free(struct engine *e)
             struct job *job;
             while ((job = dequeue(e, a)) != NULL)
                 job_free(e, job);
-            ch_secret_wipe(&a->keys[0]);
-            ch_secret_wipe(&a->keys[1]);
             drop_idle(a);
-            free(a->header_lines);
+            gen_unref(a->cur);
             free(a);
             a = next;
         }

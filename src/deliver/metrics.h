@@ -36,6 +36,11 @@ struct metrics {
     atomic_int_fast64_t latency_bucket[METRICS_NBUCKETS + 1];
     atomic_int_fast64_t latency_sum_ms;
     atomic_int_fast64_t latency_count;
+    /* The per-app rate limit: how long deliveries of rate-limited apps waited in the queue
+     * (sum and count), and how many groups of them were put back in the store to wait there. */
+    atomic_int_fast64_t rate_wait_ms;
+    atomic_int_fast64_t rate_waits;
+    atomic_int_fast64_t rate_deferred;
 };
 
 const char *failure_class_name(enum failure_class c);

@@ -1,13 +1,18 @@
-/* The engine's store thread (storeq.h): claims and result writes, one of each at a time. */
+/* The engine's store thread (storeq.h): every store call the delivery engine makes. */
 #include "deliver/storeq.h"
 
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#define RETRY_MIN_MS 100  /* a failed write of results is tried again after this, */
+#define RETRY_MAX_MS 2000 /* doubling up to this */
 
 struct storeq {
     struct store *store;
@@ -19,42 +24,216 @@ struct storeq {
 
     /* Under lock. */
     bool stopping;
-    struct storeq_results *batches[2];
-    int filling;  /* the batch the engine fills */
-    bool writing; /* the other batch is handed over and not yet written */
-    int claim;    /* 0 none, 1 asked for, 2 running, 3 ready to take */
+    int64_t give_up_at; /* monotonic: at stop, when a failing write is dropped */
+    struct storeq_results batches[2];
+    int filling;           /* the batch the engine fills; only the engine changes it */
+    bool writing;          /* the other batch is handed over and not yet written */
+    int64_t next_write_ms; /* monotonic: when a failed write is tried again */
+    int retry_ms;
+    int claim; /* 0 none, 1 asked for, 2 running, 3 ready to take */
     size_t claim_max, claim_n, claim_cap;
     int64_t claim_now, claim_lease;
     struct due_message *claimed;
+    struct storeq_req *req_head, *req_tail;   /* posted, not yet run */
+    struct storeq_req *done_head, *done_tail; /* answered, not yet taken */
+    bool req_running;
 
+    atomic_bool failing;
     atomic_bool rescan;
 };
 
-static void write_batch(struct storeq *q, struct storeq_results *b)
+struct storeq_req *storeq_req_new(enum storeq_op op, size_t nseqs)
+{
+    struct storeq_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->op = op;
+    if (nseqs > 0 && (r->seqs = malloc(nseqs * sizeof *r->seqs)) == NULL) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void storeq_req_free(struct storeq_req *r)
+{
+    if (r == NULL)
+        return;
+    if (r->op == STOREQ_APP_LOAD && r->rc == CH_OK)
+        stored_app_release(&r->app);
+    free(r->seqs);
+    free(r);
+}
+
+/* Writes one batch; false when the store refused it (it is kept and tried again). */
+static bool write_batch(struct storeq *q, struct storeq_results *b)
 {
     struct attempt_result *r = malloc(b->n * sizeof *r);
+    if (r == NULL)
+        return false;
     bool begin_resolved = false;
-    for (size_t i = 0; r != NULL && i < b->n; i++) {
+    for (size_t i = 0; i < b->n; i++) {
         r[i] = b->item[i].r;
         begin_resolved |= b->item[i].begin_resolved;
     }
     struct ch_error err = {0};
-    /* A failed write is tried again; after that the leases make the messages due again. */
-    for (int tries = 0; r != NULL && tries < 3; tries++) {
-        if (q->store->ops->record_attempts(q->store, r, b->n, &err) == CH_OK) {
-            free(r);
-            if (begin_resolved) {
-                atomic_store(&q->rescan, true);
-                q->wake(q->wake_ctx);
-            }
-            return;
-        }
-        log_error("engine: cannot record %zu attempts: %s", b->n, err.message);
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    ch_code rc = q->store->ops->record_attempts(q->store, r, b->n, &err);
     free(r);
-    log_error("engine: dropping %zu attempt results; their leases will make them due again", b->n);
+    if (rc != CH_OK) {
+        log_error("engine: cannot record %zu attempts (kept, tried again): %s", b->n, err.message);
+        return false;
+    }
+    if (begin_resolved) {
+        atomic_store(&q->rescan, true);
+        q->wake(q->wake_ctx);
+    }
+    return true;
+}
+
+static void run_request(struct storeq *q, struct storeq_req *r)
+{
+    struct ch_error err = {0};
+    struct store *s = q->store;
+    switch (r->op) {
+    case STOREQ_APP_LOAD:
+        r->rc = s->ops->app_get(s, r->app_id, &r->app, &err);
+        if (r->rc != CH_OK && r->rc != CH_ENOTFOUND)
+            log_warn("engine: cannot load voice app '%s': %s", r->app_id, err.message);
+        break;
+    case STOREQ_RELEASE:
+        r->rc = s->ops->release(s, r->seqs, r->nseqs, r->at, &err);
+        if (r->rc != CH_OK)
+            log_warn("engine: cannot give back %zu messages (their leases will): %s", r->nseqs,
+                     err.message);
+        break;
+    case STOREQ_RENEW:
+        r->rc = s->ops->renew(s, r->seqs, r->nseqs, r->at, &err);
+        if (r->rc != CH_OK)
+            log_warn("engine: cannot renew leases: %s", err.message);
+        break;
+    case STOREQ_RATE_TAKE:
+        r->rc = store_rate_take(s, r->app_id, r->limit, r->want, &r->granted, &err);
+        if (r->rc != CH_OK) {
+            r->granted = 0;
+            log_warn("engine: cannot read the rate limit of voice app '%s': %s", r->app_id,
+                     err.message);
+        }
+        break;
+    case STOREQ_APPS_VERSION:
+        r->rc = store_apps_version(s, &r->version, &err);
+        break;
+    }
+}
+
+static bool answers(const struct storeq_req *r)
+{
+    return r->op != STOREQ_RELEASE && r->op != STOREQ_RENEW;
+}
+
+/* Runs every posted request; the caller holds the lock, which is let go meanwhile. */
+static void run_requests(struct storeq *q)
+{
+    struct storeq_req *list = q->req_head;
+    q->req_head = q->req_tail = NULL;
+    q->req_running = true;
+    pthread_mutex_unlock(&q->lock);
+    bool answered = false;
+    struct storeq_req *done = NULL, **tail = &done;
+    while (list) {
+        struct storeq_req *r = list;
+        list = r->next;
+        r->next = NULL;
+        run_request(q, r);
+        if (answers(r)) {
+            *tail = r;
+            tail = &r->next;
+            answered = true;
+        } else {
+            storeq_req_free(r);
+        }
+    }
+    pthread_mutex_lock(&q->lock);
+    if (done) {
+        if (q->done_tail)
+            q->done_tail->next = done;
+        else
+            q->done_head = done;
+        for (q->done_tail = done; q->done_tail->next; q->done_tail = q->done_tail->next) {
+        }
+    }
+    q->req_running = false;
+    pthread_cond_broadcast(&q->cond);
+    if (answered) {
+        pthread_mutex_unlock(&q->lock);
+        q->wake(q->wake_ctx);
+        pthread_mutex_lock(&q->lock);
+    }
+}
+
+static void run_claim(struct storeq *q)
+{
+    q->claim = 2;
+    size_t max = q->claim_max, n = 0;
+    int64_t now = q->claim_now, lease = q->claim_lease;
+    pthread_mutex_unlock(&q->lock);
+    struct ch_error err = {0};
+    if (q->store->ops->claim_due(q->store, now, lease, q->claimed, max, &n, &err) != CH_OK) {
+        log_warn("engine: cannot read due messages: %s", err.message);
+        n = 0;
+    }
+    pthread_mutex_lock(&q->lock);
+    q->claim_n = n;
+    q->claim = 3;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    q->wake(q->wake_ctx);
+    pthread_mutex_lock(&q->lock);
+}
+
+/* Tries the handed-over batch once; on failure schedules the next try. Lock held. */
+static void run_write(struct storeq *q)
+{
+    struct storeq_results *b = &q->batches[1 - q->filling];
+    pthread_mutex_unlock(&q->lock);
+    bool ok = write_batch(q, b);
+    pthread_mutex_lock(&q->lock);
+    if (ok) {
+        b->n = 0;
+        q->writing = false;
+        q->retry_ms = 0;
+        atomic_store(&q->failing, false);
+        pthread_cond_broadcast(&q->cond);
+        return;
+    }
+    atomic_store(&q->failing, true);
+    q->retry_ms = q->retry_ms ? q->retry_ms * 2 : RETRY_MIN_MS;
+    if (q->retry_ms > RETRY_MAX_MS)
+        q->retry_ms = RETRY_MAX_MS;
+    q->next_write_ms = clock_mono_ms() + q->retry_ms;
+    if (q->stopping && clock_mono_ms() >= q->give_up_at) {
+        log_error("engine: dropping %zu attempt results at stop; their leases will make them "
+                  "due again",
+                  b->n);
+        b->n = 0;
+        q->writing = false;
+        pthread_cond_broadcast(&q->cond);
+    }
+}
+
+static void wait_until(struct storeq *q, int64_t mono_ms)
+{
+    int64_t left = mono_ms - clock_mono_ms();
+    if (left <= 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&q->cond, &q->lock, &ts);
 }
 
 static void *storeq_main(void *arg)
@@ -63,36 +242,37 @@ static void *storeq_main(void *arg)
     thread_name("ch-store");
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        if (q->writing) {
-            struct storeq_results *b = q->batches[1 - q->filling];
-            pthread_mutex_unlock(&q->lock);
-            write_batch(q, b);
-            pthread_mutex_lock(&q->lock);
-            b->n = 0;
-            q->writing = false;
-            pthread_cond_broadcast(&q->cond);
+        if (q->writing && clock_mono_ms() >= q->next_write_ms) {
+            run_write(q);
+            continue;
+        }
+        if (q->req_head) {
+            run_requests(q);
             continue;
         }
         if (q->claim == 1) {
-            q->claim = 2;
-            size_t max = q->claim_max, n = 0;
-            int64_t now = q->claim_now, lease = q->claim_lease;
-            pthread_mutex_unlock(&q->lock);
-            struct ch_error err = {0};
-            if (q->store->ops->claim_due(q->store, now, lease, q->claimed, max, &n, &err) != CH_OK)
-                log_warn("engine: cannot read due messages: %s", err.message);
-            pthread_mutex_lock(&q->lock);
-            q->claim_n = n;
-            q->claim = 3;
-            pthread_cond_broadcast(&q->cond);
-            pthread_mutex_unlock(&q->lock);
-            q->wake(q->wake_ctx);
-            pthread_mutex_lock(&q->lock);
+            if (q->stopping) {
+                q->claim = 3; /* nothing is claimed at stop */
+                q->claim_n = 0;
+                pthread_cond_broadcast(&q->cond);
+                continue;
+            }
+            run_claim(q);
             continue;
         }
-        if (q->stopping)
+        if (q->stopping && !q->writing && q->batches[q->filling].n > 0) {
+            /* The engine has stopped filling: its last batch is written here. */
+            q->filling = 1 - q->filling;
+            q->writing = true;
+            q->next_write_ms = 0;
+            continue;
+        }
+        if (q->stopping && !q->writing)
             break;
-        pthread_cond_wait(&q->cond, &q->lock);
+        if (q->writing)
+            wait_until(q, q->next_write_ms);
+        else
+            pthread_cond_wait(&q->cond, &q->lock);
     }
     pthread_mutex_unlock(&q->lock);
     return NULL;
@@ -101,9 +281,17 @@ static void *storeq_main(void *arg)
 /* Frees what storeq_start() allocated (the thread is not running). */
 static void storeq_free(struct storeq *q)
 {
-    free(q->batches[0]);
-    free(q->batches[1]);
+    free(q->batches[0].item);
+    free(q->batches[1].item);
     free(q->claimed);
+    for (struct storeq_req *r = q->req_head, *next; r; r = next) {
+        next = r->next;
+        storeq_req_free(r);
+    }
+    for (struct storeq_req *r = q->done_head, *next; r; r = next) {
+        next = r->next;
+        storeq_req_free(r);
+    }
     free(q);
 }
 
@@ -117,15 +305,17 @@ ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void 
     q->wake = wake;
     q->wake_ctx = ctx;
     q->claim_cap = claim_batch;
-    q->batches[0] = calloc(1, sizeof *q->batches[0]);
-    q->batches[1] = calloc(1, sizeof *q->batches[1]);
     q->claimed = calloc(claim_batch, sizeof *q->claimed);
-    if (q->batches[0] == NULL || q->batches[1] == NULL || q->claimed == NULL) {
+    if (q->claimed == NULL) {
         storeq_free(q);
         return ch_error_set(err, CH_ENOMEM, "out of memory starting the store thread");
     }
     pthread_mutex_init(&q->lock, NULL);
-    pthread_cond_init(&q->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cond, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&q->thread, NULL, storeq_main, q) != 0) {
         pthread_mutex_destroy(&q->lock);
         pthread_cond_destroy(&q->cond);
@@ -136,33 +326,47 @@ ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void 
     return CH_OK;
 }
 
-struct storeq_results *storeq_results(struct storeq *q)
+struct storeq_result *storeq_result_add(struct storeq *q)
 {
-    /* Only the engine changes `filling`, so it reads it without the lock. */
-    return q->batches[q->filling];
+    /* Only the engine changes `filling` and touches that batch, so no lock is needed. */
+    struct storeq_results *b = &q->batches[q->filling];
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : STOREQ_RESULT_BATCH;
+        struct storeq_result *item = realloc(b->item, cap * sizeof *item);
+        if (item == NULL)
+            return NULL;
+        b->item = item;
+        b->cap = cap;
+    }
+    struct storeq_result *p = &b->item[b->n++];
+    memset(p, 0, sizeof *p);
+    return p;
 }
 
-void storeq_write(struct storeq *q)
+size_t storeq_unwritten(struct storeq *q)
+{
+    return q->batches[q->filling].n;
+}
+
+bool storeq_flush(struct storeq *q, bool wait)
 {
     pthread_mutex_lock(&q->lock);
-    while (q->writing)
+    while (wait && q->writing)
         pthread_cond_wait(&q->cond, &q->lock);
-    if (q->batches[q->filling]->n > 0) {
+    bool handed = !q->writing;
+    if (handed && q->batches[q->filling].n > 0) {
         q->filling = 1 - q->filling;
         q->writing = true;
+        q->next_write_ms = 0;
         pthread_cond_broadcast(&q->cond);
     }
     pthread_mutex_unlock(&q->lock);
+    return handed;
 }
 
-bool storeq_try_write(struct storeq *q)
+bool storeq_failing(struct storeq *q)
 {
-    pthread_mutex_lock(&q->lock);
-    bool free_to_write = !q->writing;
-    pthread_mutex_unlock(&q->lock);
-    if (free_to_write)
-        storeq_write(q); /* only the engine hands over: the thread cannot be busy again by now */
-    return free_to_write;
+    return atomic_load(&q->failing);
 }
 
 bool storeq_claim(struct storeq *q, size_t max, int64_t now, int64_t lease_until)
@@ -201,6 +405,28 @@ void storeq_claimed_done(struct storeq *q)
     pthread_mutex_unlock(&q->lock);
 }
 
+void storeq_post(struct storeq *q, struct storeq_req *r)
+{
+    r->next = NULL;
+    pthread_mutex_lock(&q->lock);
+    if (q->req_tail)
+        q->req_tail->next = r;
+    else
+        q->req_head = r;
+    q->req_tail = r;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+}
+
+struct storeq_req *storeq_done(struct storeq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    struct storeq_req *list = q->done_head;
+    q->done_head = q->done_tail = NULL;
+    pthread_mutex_unlock(&q->lock);
+    return list;
+}
+
 bool storeq_rescan(struct storeq *q)
 {
     return atomic_exchange(&q->rescan, false);
@@ -209,18 +435,18 @@ bool storeq_rescan(struct storeq *q)
 void storeq_idle(struct storeq *q)
 {
     pthread_mutex_lock(&q->lock);
-    while (q->writing || q->claim == 1 || q->claim == 2)
+    while (q->claim == 1 || q->claim == 2 || q->req_head || q->req_running)
         pthread_cond_wait(&q->cond, &q->lock);
     pthread_mutex_unlock(&q->lock);
 }
 
-void storeq_stop(struct storeq *q)
+void storeq_stop(struct storeq *q, int give_up_ms)
 {
     if (q == NULL)
         return;
-    storeq_idle(q);
     pthread_mutex_lock(&q->lock);
     q->stopping = true;
+    q->give_up_at = clock_mono_ms() + give_up_ms;
     pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&q->lock);
     pthread_join(q->thread, NULL);

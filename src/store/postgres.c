@@ -15,6 +15,9 @@
 #include <string.h>
 
 #define POOL_SIZE 4
+/* The first key of the rate limit's advisory locks (the second is the app id's hash); the
+ * two-key lock space is apart from the migration lock's one-key space. */
+#define RATE_LOCK_CLASS "7413"
 
 /* Each migration moves the schema one version up; they run in order in one transaction, under
  * an advisory lock so nodes starting together do not race. */
@@ -44,6 +47,39 @@ static const char *const migrations[] = {
     "  error TEXT NOT NULL DEFAULT '', response BYTEA);"
     "CREATE INDEX attempts_message ON attempts(message_seq);"
     "CREATE INDEX attempts_at ON attempts(at_ms);",
+    /* 2: the apps' change counter, kept by a trigger so that no write path (on any node) can
+     * forget it, and the cluster-wide rate limit: the grants of the last second, taken by one
+     * function that serialises the takers of an app with an advisory lock and reads the
+     * database's clock, so the nodes' clocks do not matter. */
+    "CREATE TABLE apps_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);"
+    "INSERT INTO apps_version VALUES (1, 0);"
+    "CREATE TABLE rate_grants (app_id TEXT NOT NULL, at_ms BIGINT NOT NULL, n BIGINT NOT NULL);"
+    "CREATE INDEX rate_grants_app ON rate_grants(app_id, at_ms);"
+    "CREATE FUNCTION callhook_apps_changed() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN"
+    "  UPDATE apps_version SET version = version + 1 WHERE id = 1;"
+    "  IF TG_OP = 'DELETE' THEN DELETE FROM rate_grants WHERE app_id = OLD.id; END IF;"
+    "  RETURN NULL;"
+    " END $$;"
+    "CREATE TRIGGER voice_apps_changed AFTER INSERT OR UPDATE OR DELETE ON voice_apps"
+    " FOR EACH ROW EXECUTE FUNCTION callhook_apps_changed();"
+    /* NULL when there is no such app. The key-share lock keeps the app from being deleted
+     * (and its grants with it) before this commits; each statement of a volatile function
+     * reads a new snapshot, so the sum sees what the previous holder of the lock wrote. */
+    "CREATE FUNCTION callhook_rate_take(a_app TEXT, a_limit BIGINT, a_want BIGINT)"
+    " RETURNS BIGINT LANGUAGE plpgsql AS $$"
+    " DECLARE now_ms BIGINT; used BIGINT; g BIGINT;"
+    " BEGIN"
+    "  PERFORM 1 FROM voice_apps WHERE id = a_app FOR KEY SHARE;"
+    "  IF NOT FOUND THEN RETURN NULL; END IF;"
+    "  PERFORM pg_advisory_xact_lock(" RATE_LOCK_CLASS ", hashtext(a_app));"
+    "  now_ms := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;"
+    "  DELETE FROM rate_grants WHERE app_id = a_app AND at_ms <= now_ms - 1000;"
+    "  SELECT coalesce(sum(n), 0) INTO used FROM rate_grants WHERE app_id = a_app;"
+    "  g := greatest(0, least(a_want, a_limit - used));"
+    "  IF g > 0 THEN INSERT INTO rate_grants(app_id, at_ms, n) VALUES (a_app, now_ms, g); END IF;"
+    "  RETURN g;"
+    " END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -972,6 +1008,42 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     return rc;
 }
 
+/* ---- voice app changes and the rate limit ---- */
+
+static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
+{
+    PGresult *r = NULL;
+    ch_code rc = query(self(s), "SELECT version FROM apps_version WHERE id = 1", 0, NULL, NULL,
+                       NULL, "read the voice apps' version", &r, err);
+    if (rc == CH_OK) {
+        if (PQntuples(r) == 1)
+            *version = col_ll(r, 0, 0);
+        else
+            rc = ch_error_set(err, CH_ESTORE, "postgres: the voice apps' version is missing");
+        PQclear(r);
+    }
+    return rc;
+}
+
+static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
+                         int64_t *granted, struct ch_error *err)
+{
+    *granted = 0;
+    char lb[24], wb[24];
+    const char *values[] = {app_id, LL(lb, limit_per_s), LL(wb, want)};
+    PGresult *r = NULL;
+    ch_code rc = query(self(s), "SELECT callhook_rate_take($1, $2::bigint, $3::bigint)", 3, values,
+                       NULL, NULL, "rate limit", &r, err);
+    if (rc == CH_OK) {
+        if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
+            rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", app_id);
+        else
+            *granted = col_ll(r, 0, 0);
+        PQclear(r);
+    }
+    return rc;
+}
+
 /* ---- opening ---- */
 
 static void pg_close(struct store *s)
@@ -1011,6 +1083,8 @@ static const struct store_ops pg_ops = {
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,
+    .apps_version = apps_version,
+    .rate_take = rate_take,
 };
 
 ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err)

@@ -319,6 +319,17 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     return inner(s)->ops->stats(inner(s), out, err);
 }
 
+static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
+{
+    return inner(s)->ops->apps_version(inner(s), version, err);
+}
+
+static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
+                         int64_t *granted, struct ch_error *err)
+{
+    return inner(s)->ops->rate_take(inner(s), app_id, limit_per_s, want, granted, err);
+}
+
 static const struct store_ops sealed_ops = {
     .name = "sealed",
     .close = sealed_close,
@@ -344,6 +355,8 @@ static const struct store_ops sealed_ops = {
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,
+    .apps_version = apps_version,
+    .rate_take = rate_take,
 };
 
 ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct store **out,

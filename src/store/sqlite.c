@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Each migration moves the schema one version up; they run in order inside a transaction. */
@@ -54,6 +55,21 @@ static const char *const migrations[] = {
     "CREATE TABLE message_bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);"
     "INSERT INTO message_bodies(seq, body) SELECT seq, body FROM messages;"
     "ALTER TABLE messages DROP COLUMN body;",
+    /* 3: the apps' change counter, kept by triggers so that no write path can forget it, and
+     * the cluster-wide rate limit's grants of the last second (a deleted app's go with it). */
+    "CREATE TABLE apps_version (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  version INTEGER NOT NULL);"
+    "INSERT INTO apps_version VALUES (1, 0);"
+    "CREATE TABLE rate_grants (app_id TEXT NOT NULL, at_ms INTEGER NOT NULL,"
+    "  n INTEGER NOT NULL);"
+    "CREATE INDEX rate_grants_app ON rate_grants(app_id, at_ms);"
+    "CREATE TRIGGER voice_apps_inserted AFTER INSERT ON voice_apps BEGIN"
+    "  UPDATE apps_version SET version = version + 1 WHERE id = 1; END;"
+    "CREATE TRIGGER voice_apps_updated AFTER UPDATE ON voice_apps BEGIN"
+    "  UPDATE apps_version SET version = version + 1 WHERE id = 1; END;"
+    "CREATE TRIGGER voice_apps_deleted AFTER DELETE ON voice_apps BEGIN"
+    "  UPDATE apps_version SET version = version + 1 WHERE id = 1;"
+    "  DELETE FROM rate_grants WHERE app_id = old.id; END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -75,9 +91,13 @@ enum stmt_id {
     W_APP_DISABLE,
     W_RELEASE,
     W_RENEW,
+    W_RATE_TRIM,
+    W_RATE_SUM,
+    W_RATE_INSERT,
     R_FIRST_,
     R_KEY_LOOKUP = R_FIRST_,
     R_APP_GET,
+    R_APPS_VERSION,
     STMT_COUNT_
 };
 
@@ -121,6 +141,10 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_RELEASE] =
         "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ? AND status = 1",
     [W_RENEW] = "UPDATE messages SET next_attempt_at = ? WHERE seq = ? AND status = 1",
+    [W_RATE_TRIM] = "DELETE FROM rate_grants WHERE app_id = ? AND at_ms <= ?",
+    [W_RATE_SUM] = "SELECT coalesce(sum(n), 0) FROM rate_grants WHERE app_id = ?",
+    [W_RATE_INSERT] = "INSERT INTO rate_grants(app_id, at_ms, n) VALUES (?, ?, ?)",
+    [R_APPS_VERSION] = "SELECT version FROM apps_version WHERE id = 1",
     [R_KEY_LOOKUP] = "SELECT role FROM api_keys WHERE hash = ? AND revoked = 0",
     [R_APP_GET] = "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = ?",
 };
@@ -739,6 +763,95 @@ static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lea
     return update_claimed(s, W_RENEW, seqs, n, lease_until, err);
 }
 
+/* ---- voice app changes and the rate limit ---- */
+
+static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = stmt(db, R_APPS_VERSION, &st, err);
+    if (rc == CH_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            *version = sqlite3_column_int64(st, 0);
+        else
+            rc = db_error(err, db->r, "read the voice apps' version");
+    }
+    sqldb_done(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+/* One process uses a SQLite database, so its own wall clock is the only clock there is. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Steps one kept statement of the rate limit with the app and up to two numbers bound. */
+static int rate_step(sqlite3_stmt *st, const char *app_id, int64_t a, int64_t b)
+{
+    sqlite3_bind_text(st, 1, app_id, -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, a);
+    if (sqlite3_bind_parameter_count(st) >= 3)
+        sqlite3_bind_int64(st, 3, b);
+    return sqlite3_step(st);
+}
+
+static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
+                         int64_t *granted, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    *granted = 0;
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *app = NULL, *trim = NULL, *sum = NULL, *ins = NULL;
+    /* The write transaction serialises every taker of this database. */
+    ch_code rc = begin(db, false, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_INGEST_APP, &app, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_RATE_TRIM, &trim, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_RATE_SUM, &sum, err);
+    if (rc == CH_OK)
+        rc = stmt(db, W_RATE_INSERT, &ins, err);
+    int64_t now = wall_ms(), g = 0;
+    if (rc == CH_OK) {
+        int step = rate_step(app, app_id, 0, 0);
+        if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", app_id);
+        else if (step != SQLITE_ROW)
+            rc = db_error(err, db->w, "rate limit: find voice app");
+    }
+    /* What was granted at or before now - 1000 ms is outside every window that holds now. */
+    if (rc == CH_OK && rate_step(trim, app_id, now - 1000, 0) != SQLITE_DONE)
+        rc = db_error(err, db->w, "rate limit: forget old grants");
+    if (rc == CH_OK) {
+        if (rate_step(sum, app_id, 0, 0) == SQLITE_ROW) {
+            int64_t left = limit_per_s - sqlite3_column_int64(sum, 0);
+            g = want < left ? want : left;
+            if (g < 0)
+                g = 0;
+        } else {
+            rc = db_error(err, db->w, "rate limit: sum grants");
+        }
+    }
+    if (rc == CH_OK && g > 0 && rate_step(ins, app_id, now, g) != SQLITE_DONE)
+        rc = db_error(err, db->w, "rate limit: grant");
+    sqldb_done(app);
+    sqldb_done(trim);
+    sqldb_done(sum);
+    sqldb_done(ins);
+    rc = finish(db, rc, err);
+    if (rc == CH_OK)
+        *granted = g;
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
 /* ---- messages for the API ---- */
 
 #define MESSAGE_COLUMNS                                                            \
@@ -1034,6 +1147,8 @@ static const struct store_ops sqlite_ops = {
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,
+    .apps_version = apps_version,
+    .rate_take = rate_take,
 };
 
 static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
@@ -1046,9 +1161,6 @@ static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
         *out = NULL;
         return rc;
     }
-    /* Call records and secrets: the database (and its WAL, which copies the mode) is the
-     * owner's alone. */
-    chmod(path, 0600);
     sqlite3_busy_timeout(*out, 10000);
     /* WAL with synchronous=FULL: a returned COMMIT is on disk, power loss included. */
     /* secure_delete: what retention removes is overwritten, not left in free pages. */
@@ -1092,6 +1204,10 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
     if (path == NULL || *path == '\0')
         return ch_error_set(err, CH_EINVAL, "no database path (use sqlite:PATH)");
     ch_code rc = fs_make_parent_dirs(path, err);
+    /* Call records and secrets: the database (and its WAL, which copies the mode) is the
+     * owner's alone, created so from the start. */
+    if (rc == CH_OK)
+        rc = fs_private_file(path, "database", err);
     if (rc != CH_OK)
         return rc;
     struct sqlite_store *db = calloc(1, sizeof *db);

@@ -207,6 +207,20 @@ struct store_ops {
                      int64_t *payloads, int64_t *attempts, struct ch_error *err);
 
     ch_code (*stats)(struct store *s, struct store_stats *out, struct ch_error *err);
+
+    /* A number that changes whenever any Voice App row is inserted, updated or deleted, by any
+     * node and any path (the API, a 410 written by record_attempts): the database's triggers
+     * keep it, so nodes watch it with one cheap read to learn that their settings are stale.
+     * Only its changes mean something; it never goes back. */
+    ch_code (*apps_version)(struct store *s, int64_t *version, struct ch_error *err);
+
+    /* The cluster-wide rate limit of an app: grants up to want delivery starts, so that all
+     * grants for app_id in any one-second window, by every node together, add up to at most
+     * limit_per_s (up to one second's worth may be granted at once). *granted is 0..want. The
+     * window runs on the database's clock on PostgreSQL and on this process's wall clock on
+     * SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
+    ch_code (*rate_take)(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
+                         int64_t *granted, struct ch_error *err);
 };
 
 /* Adds a count of messages in status to the matching field of st (backends' GROUP BY). */
@@ -217,9 +231,25 @@ struct store {
     const struct store_ops *ops;
 };
 
+/* ---- the store's front door: callers use these, never ->ops-> ---- */
+
+/** The Voice Apps' change counter (see store_ops.apps_version). *version is untouched on
+ * error. */
+ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *err);
+
+/** Takes up to want delivery starts of app_id's cluster-wide budget of limit_per_s per second
+ * (see store_ops.rate_take). want <= 0 grants 0 without asking the database; limit_per_s <= 0
+ * is CH_EINVAL. *granted is 0 on every error. */
+ch_code store_rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
+                        int64_t *granted, struct ch_error *err);
+
 /* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created), or
  * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
+
+/* uri as it may be shown in a log: a PostgreSQL password (in "user:password@", a
+ * "password=" key or a "?password=" parameter) is replaced with "***". Always terminates out. */
+void store_uri_for_log(const char *uri, char *out, size_t cap);
 
 /* The SQLite backend. */
 ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error *err);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -647,6 +648,109 @@ static void test_purge(void **state)
     assert_true(m.body_len > 0); /* undelivered keeps its record */
 }
 
+static int64_t apps_version(struct store *s)
+{
+    int64_t v = -1;
+    assert_int_equal(store_apps_version(s, &v, NULL), CH_OK);
+    return v;
+}
+
+/* Every way a Voice App row changes moves the version, and another handle (another node) sees
+ * it; reading it changes nothing. */
+static void test_apps_version(void **state)
+{
+    struct store *s = *state;
+    struct store *other = open_store();
+    int64_t v0 = apps_version(s);
+    assert_int_equal(apps_version(s), v0);
+    put_app(s, "app", true); /* insert */
+    int64_t v1 = apps_version(other);
+    assert_int_not_equal(v1, v0);
+    put_app(s, "app", false); /* update: disabled */
+    int64_t v2 = apps_version(other);
+    assert_int_not_equal(v2, v1);
+    put_app(s, "app", true);
+    int64_t v3 = apps_version(other);
+    assert_int_not_equal(v3, v2);
+    /* A 410 disables the app from record_attempts. */
+    struct ingest_item a = ingest(s, "msg_a", "app", "begin-call", "c", MSG_DELIVERING, 1000);
+    assert_int_equal(apps_version(other), v3); /* messages are not apps */
+    struct attempt_result r = result(a.seq, MSG_PENDING, 1001);
+    r.disable_app = true;
+    r.app_id = "app";
+    r.error = "HTTP 410 Gone";
+    assert_int_equal(s->ops->record_attempts(s, &r, 1, NULL), CH_OK);
+    int64_t v4 = apps_version(other);
+    assert_int_not_equal(v4, v3);
+    assert_int_equal(s->ops->app_delete(s, "app", NULL), CH_OK);
+    int64_t v5 = apps_version(other);
+    assert_int_not_equal(v5, v4);
+    /* Never back to an earlier value. */
+    assert_true(v0 < v1 && v1 < v2 && v2 < v3 && v3 < v4 && v4 < v5);
+    other->ops->close(other);
+}
+
+static int64_t take(struct store *s, const char *app, int64_t limit, int64_t want)
+{
+    int64_t g = -1;
+    assert_int_equal(store_rate_take(s, app, limit, want, &g, NULL), CH_OK);
+    assert_true(g >= 0 && g <= want);
+    return g;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The limiter grants at most limit_per_s in any one second, to every handle (node) together,
+ * per app; a deleted app's grants go with it. */
+static void test_rate_take(void **state)
+{
+    struct store *s = *state;
+    struct store *other = open_store();
+    put_app(s, "a1", true);
+    put_app(s, "a2", true);
+    int64_t g = -1;
+    struct ch_error err = {0};
+    assert_int_equal(store_rate_take(s, "nope", 10, 1, &g, &err), CH_ENOTFOUND);
+    assert_int_equal(g, 0);
+    assert_int_equal(store_rate_take(s, "a1", 0, 1, &g, &err), CH_EINVAL);
+    assert_int_equal(g, 0);
+    assert_int_equal(take(s, "a1", 10, 0), 0);
+
+    /* The grants of one burst, from two nodes, add up to at most the limit; whatever the
+     * machine's speed, the calls span some whole number of seconds at most. */
+    int64_t start = mono_ms(), total = 0;
+    total += take(s, "a1", 10, 6);
+    total += take(other, "a1", 10, 6);
+    total += take(s, "a1", 10, 3);
+    total += take(other, "a1", 10, 1);
+    int64_t span = mono_ms() - start;
+    assert_true(total >= 10);
+    assert_true(total <= 10 * (span / 1000 + 1));
+    if (span < 1000)
+        assert_int_equal(take(s, "a2", 4, 9), 4); /* another app has its own budget */
+
+    /* Deleted with its app: the same id made again starts with a whole budget. */
+    assert_int_equal(s->ops->app_delete(s, "a1", NULL), CH_OK);
+    assert_int_equal(store_rate_take(other, "a1", 10, 1, &g, NULL), CH_ENOTFOUND);
+    put_app(s, "a1", true);
+    assert_int_equal(take(other, "a1", 10, 10), 10);
+
+    /* The window moves on: within a few seconds the budget is back. */
+    int64_t again = 0;
+    for (int i = 0; i < 300 && again == 0; i++) {
+        again = take(s, "a1", 10, 10);
+        if (again == 0)
+            nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+    assert_true(again > 0);
+    other->ops->close(other);
+}
+
 static void test_bad_uri(void **state)
 {
     (void)state;
@@ -708,6 +812,11 @@ static void test_sqlite_upgrade_keeps_records(void **state)
     assert_int_equal(m[0].body_len, 7);
     assert_memory_equal(m[0].body, "{\"n\":1}", 7);
     free_claimed(m, 1);
+    /* The later migrations gave the old database the apps' version and the rate limit. */
+    int64_t version = apps_version(s);
+    put_app(s, "app", true);
+    assert_true(apps_version(s) > version);
+    assert_int_equal(take(s, "app", 5, 9), 5);
     /* New events go in beside the old ones, and a reopen does not migrate again. */
     ingest(s, "msg_new", "app", "begin-call", "c2", MSG_DELIVERING, 20);
     s->ops->close(s);
@@ -734,6 +843,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_startup, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_purge, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_apps_version, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_rate_take, fresh, close_store),
         cmocka_unit_test(test_sealed_at_rest),
         cmocka_unit_test(test_bad_uri),
     };
