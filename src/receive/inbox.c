@@ -197,6 +197,10 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
     if (path == NULL || *path == '\0')
         return ch_error_set(err, CH_EINVAL, "no inbox path given");
     ch_code rc = fs_make_parent_dirs(path, err);
+    /* Personal data: the inbox (and its WAL, which copies the mode) is the owner's alone,
+     * created so from the start. */
+    if (rc == CH_OK)
+        rc = fs_private_file(path, "inbox", err);
     if (rc != CH_OK)
         return rc;
     struct ch_inbox *ib = calloc(1, sizeof *ib);
@@ -213,8 +217,6 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
         ch_inbox_close(ib);
         return rc;
     }
-    /* Personal data: the inbox (and its WAL, which copies the mode) is the owner's alone. */
-    chmod(path, 0600);
     sqlite3_busy_timeout(ib->db, 10000);
     rc = exec(ib->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
     if (rc == CH_OK)

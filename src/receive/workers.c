@@ -12,6 +12,7 @@
 #include "receive/escape.h"
 #include "receive/inbox.h"
 
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 
@@ -164,7 +165,7 @@ static bool pump(int in_fd, const char *body, size_t len, int err_fd, char *keep
             fds[n++] = (struct pollfd){.fd = in_fd, .events = POLLOUT};
         if (err_open)
             fds[n++] = (struct pollfd){.fd = err_fd, .events = POLLIN};
-        long long left = deadline_ms - now_ms();
+        long long left = deadline_ms - clock_mono_ms();
         if (left <= 0)
             break;
         if (poll(fds, (nfds_t)n, (int)(left > 1000 ? 1000 : left)) < 0 && errno != EINTR)
@@ -277,7 +278,8 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
     close(in_pipe[0]);
     close(err_pipe[1]);
     char keep[STDERR_KEEP + 1];
-    long long deadline = now_ms() + (long long)c->exec_timeout_s * 1000;
+    /* Monotonic: a clock step neither kills a handler early nor lets it run on. */
+    long long deadline = clock_mono_ms() + (long long)c->exec_timeout_s * 1000;
     bool finished =
         pump(in_pipe[1], e->body, e->body_len, err_pipe[0], keep, sizeof keep, deadline);
     close(err_pipe[0]);
@@ -287,7 +289,7 @@ static bool run_exec(const struct receive_config *c, const struct handler *h,
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid)
             break;
-        if (now_ms() >= deadline) {
+        if (clock_mono_ms() >= deadline) {
             timed_out = true;
             break;
         }
@@ -555,7 +557,7 @@ static void process(struct worker_pool *p, struct ch_inbox_entry *e, size_t n)
 static void pause_ms(struct worker_pool *p, long long ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_nsec += (ms % 1000) * 1000000L;
     until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
@@ -599,7 +601,7 @@ static void *worker_main(void *arg)
         if (next_due > 0 && next_due - now_ms() < wait_ms)
             wait_ms = next_due - now_ms() > 0 ? next_due - now_ms() : 0;
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += wait_ms / 1000;
         until.tv_nsec += (wait_ms % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
@@ -639,7 +641,12 @@ ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox
     p->batch = commands ? 1 : WORKER_BATCH;
     int nthreads = commands ? c->workers : 1;
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, NULL);
+    /* Timed waits on the monotonic clock: a clock step back must not stretch a sleep. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
     if (p->threads == NULL) {
         free(p);
