@@ -670,6 +670,12 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         PQclear(r);
     }
     give_back(db, c);
+    if (rc != CH_OK) {
+        /* The contract: nothing returned on error. What was claimed comes back with its lease. */
+        for (size_t i = 0; i < *n; i++)
+            free(out[i].body);
+        *n = 0;
+    }
     return rc;
 }
 
