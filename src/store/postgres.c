@@ -630,17 +630,21 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     PGconn *c = borrow(db, err);
     if (c == NULL)
         return CH_EUNAVAILABLE;
-    /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. */
+    /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
+     * gives the rows in whatever order the update met them: the outer SELECT puts them in the
+     * order they were stored, so each app's queue stays first in, first out. */
     PGresult *r =
         run(c,
-            "UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
+            "WITH claimed AS ("
+            " UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
             " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
             " WHERE m.status IN (0, 1) AND m.next_attempt_at <= $1"
             " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
             "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
             "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
             " ORDER BY m.next_attempt_at, m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)"
-            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body",
+            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
+            " SELECT * FROM claimed ORDER BY seq",
             3, values, NULL, NULL);
     ch_code rc = CH_OK;
     if (!ok(r))
@@ -666,6 +670,12 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         PQclear(r);
     }
     give_back(db, c);
+    if (rc != CH_OK) {
+        /* The contract: nothing returned on error. What was claimed comes back with its lease. */
+        for (size_t i = 0; i < *n; i++)
+            free(out[i].body);
+        *n = 0;
+    }
     return rc;
 }
 
