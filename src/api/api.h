@@ -79,9 +79,12 @@ bool api_dispatch(struct api_request *r);
  * or unknown. */
 bool api_authenticate(struct api_request *r);
 
-/* Keys: "chk_" + 64 hex characters; the store keeps SHA-256 of it and an id (its first 12
- * characters). new_key holds at least API_KEY_TEXT_MAX bytes. */
-#define API_KEY_TEXT_MAX 80
+/* Keys: "chk_" + 64 hex characters (one given by the operator: at least API_KEY_MIN_CHARS);
+ * the store keeps SHA-256 of it and a random id ("key_" + 12 hex digits) that says nothing of
+ * the key. new_key holds at least API_KEY_TEXT_MAX bytes. */
+#define API_KEY_TEXT_MAX  80
+#define API_KEY_MIN_CHARS 32
+
 ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struct ch_error *err);
 ch_code api_key_add_existing(struct store *s, const char *key, enum key_role role,
                              struct ch_error *err);

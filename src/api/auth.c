@@ -23,12 +23,21 @@ static void hash_key(const char *key, unsigned char out[32])
 ch_code api_key_add_existing(struct store *s, const char *key, enum key_role role,
                              struct ch_error *err)
 {
-    if (strlen(key) < 16)
-        return ch_error_set(err, CH_EINVAL, "a key must have at least 16 characters");
+    /* 32 characters: 128 bits when they are hex digits, the least a key may carry. */
+    if (strlen(key) < API_KEY_MIN_CHARS)
+        return ch_error_set(err, CH_EINVAL,
+                            "a key must have at least %d characters (128 bits of entropy): make "
+                            "one with 'openssl rand -hex 16'",
+                            API_KEY_MIN_CHARS);
     unsigned char hash[32];
     hash_key(key, hash);
-    char id[16];
-    snprintf(id, sizeof id, "%.12s", key);
+    /* The id is random, not a piece of the key: ids are listed and logged, keys never. */
+    unsigned char raw[6];
+    if (!crypto_random(raw, sizeof raw))
+        return ch_error_set(err, CH_ECRYPTO, "cannot make a key id: the random source failed");
+    char id[20] = "key_";
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(id + 4 + 2 * i, 3, "%02x", raw[i]);
     return s->ops->key_add(s, id, hash, role, (int64_t)time(NULL), err);
 }
 
@@ -52,6 +61,11 @@ ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_err
         return rc;
     const char *env = getenv("CALLHOOK_ADMIN_KEY");
     if (env && *env) {
+        if (strlen(env) < API_KEY_MIN_CHARS)
+            return ch_error_set(err, CH_EINVAL,
+                                "CALLHOOK_ADMIN_KEY has %zu characters: it needs at least %d "
+                                "(128 bits of entropy; 'openssl rand -hex 16' makes one)",
+                                strlen(env), API_KEY_MIN_CHARS);
         rc = api_key_add_existing(s, env, ROLE_ADMIN, err);
         if (rc == CH_OK)
             log_info("no API keys yet: added CALLHOOK_ADMIN_KEY as the admin key");
@@ -66,7 +80,14 @@ ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_err
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(key + 4 + 2 * i, 3, "%02x", raw[i]);
     crypto_wipe(raw, sizeof raw);
-    int fd = open(key_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    /* Created here with its final mode, never through a link and never over a file that is
+     * already there (whose mode and readers nobody checked). */
+    int fd = open(key_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return ch_error_set(err, CH_EINVAL,
+                            "'%s' exists but the database has no API keys: remove the file (or "
+                            "set CALLHOOK_ADMIN_KEY) and start again",
+                            key_file);
     if (fd < 0)
         return ch_error_set(err, CH_EIO, "cannot write the admin key to '%s': %s", key_file,
                             strerror(errno));

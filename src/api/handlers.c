@@ -54,12 +54,18 @@ static void respond_json_value(struct api_request *r, int status, json_t *v)
 
 /* ---- voice apps ---- */
 
-static json_t *app_json(const struct stored_app *a)
+#define HEADER_MASK "********" /* a header value as keys other than admin see it */
+
+/* What the API shows of a Voice App. Its extra headers carry receivers' bearer tokens and
+ * shared secrets: only an admin key sees their values (full); others see the names. */
+static json_t *app_json(const struct stored_app *a, bool full)
 {
     struct app_config cfg;
     if (app_config_parse(&cfg, a->config_json, strlen(a->config_json), NULL) != CH_OK)
         app_config_defaults(&cfg);
     cfg.enabled = a->enabled;
+    for (int i = 0; !full && i < cfg.nheaders; i++)
+        snprintf(cfg.headers[i].value, sizeof cfg.headers[i].value, "%s", HEADER_MASK);
     json_t *extra = json_pack("{s:I, s:I, s:s?}", "createdAt", (json_int_t)a->created_at,
                               "updatedAt", (json_int_t)a->updated_at, "disabledReason",
                               a->disabled_reason[0] ? a->disabled_reason : NULL);
@@ -121,7 +127,7 @@ static void app_put(struct api_request *r, const char *id)
     else {
         engine_app_changed(ctx->engine);
         api_cache_clear(ctx->apps);
-        respond_json_value(r, created ? 201 : 200, app_json(&a));
+        respond_json_value(r, created ? 201 : 200, app_json(&a, true));
     }
     stored_app_release(&a);
 }
@@ -134,20 +140,27 @@ static void app_get(struct api_request *r, const char *id)
         store_failed(r, &err);
         return;
     }
-    respond_json_value(r, 200, app_json(&a));
+    respond_json_value(r, 200, app_json(&a, r->role == ROLE_ADMIN));
     stored_app_release(&a);
 }
 
+struct app_list_ctx {
+    json_t *data;
+    bool full;
+};
+
 static void add_app(void *ctx, const struct stored_app *a)
 {
-    json_array_append_new(ctx, app_json(a));
+    struct app_list_ctx *c = ctx;
+    json_array_append_new(c->data, app_json(a, c->full));
 }
 
 static void app_list(struct api_request *r)
 {
     json_t *data = json_array();
     struct ch_error err = {0};
-    if (r->ctx->store->ops->app_list(r->ctx->store, add_app, data, &err) != CH_OK) {
+    struct app_list_ctx c = {data, r->role == ROLE_ADMIN};
+    if (r->ctx->store->ops->app_list(r->ctx->store, add_app, &c, &err) != CH_OK) {
         json_decref(data);
         store_failed(r, &err);
         return;

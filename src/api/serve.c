@@ -9,6 +9,7 @@
 #include "lib/crypto.h"
 #include "util/base64.h"
 #include "util/config.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -165,6 +166,9 @@ static ch_code load_data_key(const struct serve_config *c, unsigned char key[32]
     *have = false;
     const char *env = getenv("CALLHOOK_DATA_KEY");
     if (c->data_key_file[0]) {
+        ch_code rc = fs_check_private(c->data_key_file, "data key file", err);
+        if (rc != CH_OK)
+            return rc;
         FILE *f = fopen(c->data_key_file, "r");
         if (f == NULL)
             return ch_error_set(err, CH_EIO, "cannot open the data key '%s': %s", c->data_key_file,
@@ -296,10 +300,12 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     bool encrypted = false;
     if (open_store(c, &ctx.store, &encrypted, err) != CH_OK)
         goto out;
+    char db_shown[sizeof c->db];
+    store_uri_for_log(c->db, db_shown, sizeof db_shown);
     if (!encrypted)
         log_warn("no data key: call records and signing secrets are stored in clear in %s "
                  "(see docs/SECURITY.md)",
-                 c->db);
+                 db_shown);
     int64_t released = 0;
     if (ctx.store->ops->startup(ctx.store, (int64_t)time(NULL), &released, err) != CH_OK)
         goto out;
@@ -332,7 +338,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     if (api_server_start(&ctx, c->listen, &server, err) != CH_OK)
         goto out;
     log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
-             c->db);
+             db_shown);
     if (access(key_file, R_OK) == 0)
         log_info("the first admin key is in %s: export CALLHOOK_KEY=$(cat %s); then try "
                  "'callhook app list' or curl -H \"Authorization: Bearer $CALLHOOK_KEY\" "
@@ -403,7 +409,7 @@ static void print_key(void *ctx, const char *key_id, enum key_role role, int64_t
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    printf("%-14s %-7s %-21s %s\n", key_id, key_role_name(role), when,
+    printf("%-17s %-7s %-21s %s\n", key_id, key_role_name(role), when,
            revoked ? "revoked" : "active");
 }
 
@@ -412,7 +418,7 @@ ch_code serve_key_list(const char *db, struct ch_error *err)
     struct store *s = NULL;
     ch_code rc = store_open(db, &s, err);
     if (rc == CH_OK) {
-        printf("%-14s %-7s %-21s %s\n", "KEY ID", "ROLE", "CREATED", "STATE");
+        printf("%-17s %-7s %-21s %s\n", "KEY ID", "ROLE", "CREATED", "STATE");
         rc = s->ops->key_list(s, print_key, NULL, err);
     }
     if (s)

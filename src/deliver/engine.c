@@ -6,6 +6,7 @@
  * was started with, so a change never frees what an attempt in flight still uses. Every request,
  * on a new or a reused connection, is judged by the SSRF guard against the app that sends it.
  */
+#define _DEFAULT_SOURCE /* inet_aton(): the legacy IPv4 spellings that URLs may use */
 #include "deliver/engine.h"
 
 #include <callhook/callhook.h>
@@ -59,6 +60,9 @@ struct app_gen {
     struct ch_secret keys[2]; /* [0] the secret; [1] the previous one during a rotation */
     size_t nkeys;
     int64_t prev_expires_at; /* wall seconds: keys[1] signs only before this */
+    /* A URL whose host is an address literal the guard refuses (in any spelling inet_aton
+     * takes, trailing dot included): its attempts end as refused without a connection. */
+    char refused_begin[64], refused_end[64];
 };
 
 struct transfer;
@@ -270,6 +274,66 @@ static struct app_state *app_find(struct engine *e, const char *id)
     return a;
 }
 
+/* The SSRF decision for one address and one generation of an app's settings. */
+static bool gen_allows(const struct engine *e, const struct app_gen *g, const struct sockaddr *addr,
+                       socklen_t len)
+{
+    if (g->cfg.allow_private_network || !guard_is_internal(addr, len))
+        return true;
+    for (int i = 0; i < e->cfg.nallowed; i++) {
+        if (guard_cidr_contains(&e->cfg.allowed[i], addr, len))
+            return true;
+    }
+    return false;
+}
+
+/* Judges a URL whose host is an address literal before any connection: the spellings the C
+ * library reads as IPv4 (127.1, 0x7f000001, 2130706433, with or without a trailing dot) and
+ * IPv6 literals. Writes the refused address to out ("" when allowed or not a literal). */
+static void judge_literal(const struct engine *e, const struct app_gen *g, const char *url,
+                          char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (url[0] == '\0')
+        return;
+    CURLU *u = curl_url();
+    char *host = NULL;
+    if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        curl_url_cleanup(u);
+        return;
+    }
+    char h[256];
+    snprintf(h, sizeof h, "%s", host);
+    curl_free(host);
+    curl_url_cleanup(u);
+    size_t n = strlen(h);
+    if (n > 0 && h[n - 1] == '.')
+        h[--n] = '\0';
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len;
+    if (inet_aton(h, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        len = sizeof *v4;
+    } else if (n > 2 && h[0] == '[' && h[n - 1] == ']') {
+        h[n - 1] = '\0';
+        char *zone = strchr(h, '%');
+        if (zone)
+            *zone = '\0';
+        if (inet_pton(AF_INET6, h + 1, &v6->sin6_addr) != 1)
+            return;
+        v6->sin6_family = AF_INET6;
+        len = sizeof *v6;
+    } else {
+        return; /* a name: judged on the address it resolves to */
+    }
+    if (!gen_allows(e, g, (struct sockaddr *)&ss, len))
+        guard_format((struct sockaddr *)&ss, out, cap);
+}
+
 static void gen_unref(struct app_gen *g)
 {
     if (g == NULL || --g->refs > 0)
@@ -282,7 +346,8 @@ static void gen_unref(struct app_gen *g)
 
 /* A generation of settings from what the store answered; NULL when out of memory. A deleted
  * app or unreadable settings give a generation marked missing. */
-static struct app_gen *gen_new(const char *id, ch_code rc, const struct stored_app *sa)
+static struct app_gen *gen_new(const struct engine *e, const char *id, ch_code rc,
+                               const struct stored_app *sa)
 {
     struct app_gen *g = calloc(1, sizeof *g);
     if (g == NULL)
@@ -322,6 +387,8 @@ static struct app_gen *gen_new(const char *id, ch_code rc, const struct stored_a
         g->nkeys = 2;
         g->prev_expires_at = sa->prev_expires_at;
     }
+    judge_literal(e, g, g->cfg.begin_url, g->refused_begin, sizeof g->refused_begin);
+    judge_literal(e, g, g->cfg.end_url, g->refused_end, sizeof g->refused_end);
     return g;
 }
 
@@ -394,7 +461,7 @@ static void app_loaded(struct engine *e, struct storeq_req *r)
     }
     if (a->load_generation != atomic_load(&e->generation) + 1)
         return; /* changed again meanwhile: app_current() asks once more */
-    struct app_gen *g = gen_new(a->id, r->rc, &r->app);
+    struct app_gen *g = gen_new(e, a->id, r->rc, &r->app);
     if (g == NULL) {
         log_error("engine: out of memory loading voice app '%s'", a->id);
         a->next_load_ms = clock_mono_ms() + RELOAD_RETRY_MS;
@@ -494,16 +561,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *ctx)
     return len;
 }
 
-/* The SSRF decision for one address and the app a transfer was set up for. */
 static bool address_allowed(const struct transfer *t, const struct sockaddr *addr, socklen_t len)
 {
-    if (t->gen->cfg.allow_private_network || !guard_is_internal(addr, len))
-        return true;
-    for (int i = 0; i < t->e->cfg.nallowed; i++) {
-        if (guard_cidr_contains(&t->e->cfg.allowed[i], addr, len))
-            return true;
-    }
-    return false;
+    return gen_allows(t->e, t->gen, addr, len);
 }
 
 static void refuse(struct transfer *t, const struct sockaddr *addr)
@@ -910,17 +970,21 @@ static void release_app(struct engine *e, struct app_state *a, int64_t next_atte
     release_jobs(e, list, next_attempt_at);
 }
 
-/* A message whose app or URL is gone ends as dead with the reason, without an HTTP attempt. */
-static void fail_without_attempt(struct engine *e, struct job *job, const char *why)
+/* A message that cannot be sent (its app or URL is gone, or its URL names an address the
+ * guard refuses) ends as dead with the reason, without an HTTP request. */
+static void fail_without_attempt(struct engine *e, struct job *job, enum failure_class fc,
+                                 const char *why)
 {
     struct storeq_result *p = new_result(e, job);
     if (p != NULL) {
         snprintf(p->error, sizeof p->error, "%s", why);
         p->r.error = p->error;
-        p->r.error_class = failure_class_name(FAILURE_other);
+        p->r.error_class = failure_class_name(fc);
         p->r.new_status = MSG_DEAD;
         p->begin_resolved = strcmp(job->m.event, "begin-call") == 0;
         atomic_fetch_add(&e->cfg.metrics->dead, 1);
+        if (fc == FAILURE_refused)
+            atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
     }
     job_free(e, job);
 }
@@ -1029,7 +1093,7 @@ static void start_app(struct engine *e, struct app_state *a)
     if (g->missing) {
         struct job *job;
         while ((job = dequeue(e, a)) != NULL)
-            fail_without_attempt(e, job, "the voice app was deleted");
+            fail_without_attempt(e, job, FAILURE_other, "the voice app was deleted");
         return;
     }
     if (!g->enabled) {
@@ -1046,7 +1110,17 @@ static void start_app(struct engine *e, struct app_state *a)
             break;
         struct job *job = dequeue(e, a);
         if (app_config_url(&g->cfg, job->m.event) == NULL) {
-            fail_without_attempt(e, job, "no URL is configured for this event");
+            fail_without_attempt(e, job, FAILURE_other, "no URL is configured for this event");
+            continue;
+        }
+        const char *refused =
+            strcmp(job->m.event, "begin-call") == 0 ? g->refused_begin : g->refused_end;
+        if (refused[0]) {
+            char why[160];
+            snprintf(why, sizeof why,
+                     "refused: %s is an internal address (set allowPrivateNetwork to allow it)",
+                     refused);
+            fail_without_attempt(e, job, FAILURE_refused, why);
             continue;
         }
         if (limit > 0) {

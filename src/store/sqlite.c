@@ -1161,9 +1161,6 @@ static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)
         *out = NULL;
         return rc;
     }
-    /* Call records and secrets: the database (and its WAL, which copies the mode) is the
-     * owner's alone. */
-    chmod(path, 0600);
     sqlite3_busy_timeout(*out, 10000);
     /* WAL with synchronous=FULL: a returned COMMIT is on disk, power loss included. */
     /* secure_delete: what retention removes is overwritten, not left in free pages. */
@@ -1207,6 +1204,10 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
     if (path == NULL || *path == '\0')
         return ch_error_set(err, CH_EINVAL, "no database path (use sqlite:PATH)");
     ch_code rc = fs_make_parent_dirs(path, err);
+    /* Call records and secrets: the database (and its WAL, which copies the mode) is the
+     * owner's alone, created so from the start. */
+    if (rc == CH_OK)
+        rc = fs_private_file(path, "database", err);
     if (rc != CH_OK)
         return rc;
     struct sqlite_store *db = calloc(1, sizeof *db);

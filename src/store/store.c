@@ -18,9 +18,10 @@ ch_code store_open(const char *uri, struct store **out, struct ch_error *err)
         return store_postgres_open(uri, out, err);
     if (uri != NULL && strncmp(uri, "postgres:", 9) == 0)
         return store_postgres_open(uri + 9, out, err);
+    char shown[512];
+    store_uri_for_log(uri ? uri : "", shown, sizeof shown);
     return ch_error_set(err, CH_EINVAL,
-                        "unknown database '%s': use sqlite:PATH or postgres://USER@HOST/DB",
-                        uri ? uri : "");
+                        "unknown database '%s': use sqlite:PATH or postgres://USER@HOST/DB", shown);
 }
 
 const char *msg_status_name(enum msg_status s, int attempts)
@@ -132,4 +133,55 @@ ch_code store_rate_take(struct store *s, const char *app_id, int64_t limit_per_s
         *granted = g;
     assert(*granted >= 0 && *granted <= want);
     return rc;
+}
+
+/* Copies n bytes of src to out at *o, keeping room for the terminator. */
+static void put(char *out, size_t cap, size_t *o, const char *src, size_t n)
+{
+    while (n-- > 0 && *o + 1 < cap)
+        out[(*o)++] = *src++;
+    out[*o] = '\0';
+}
+
+void store_uri_for_log(const char *uri, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t o = 0;
+    out[0] = '\0';
+    const char *p = uri;
+    /* postgres://user:password@host...: the part between the user's ':' and the '@'. */
+    const char *scheme = strstr(p, "://");
+    if (scheme != NULL && strncmp(p, "sqlite:", 7) != 0) {
+        const char *auth = scheme + 3;
+        const char *at = strpbrk(auth, "@/?");
+        const char *colon = memchr(auth, ':', at ? (size_t)(at - auth) : 0);
+        if (at != NULL && *at == '@' && colon != NULL) {
+            put(out, cap, &o, p, (size_t)(colon + 1 - p));
+            put(out, cap, &o, "***", 3);
+            p = at;
+        }
+    }
+    /* password=VALUE, as a conninfo key (space separated, maybe quoted) or a URI parameter. */
+    while (*p) {
+        const char *k = strstr(p, "password=");
+        if (k == NULL || strncmp(uri, "sqlite:", 7) == 0) {
+            put(out, cap, &o, p, strlen(p));
+            break;
+        }
+        k += 9;
+        put(out, cap, &o, p, (size_t)(k - p));
+        put(out, cap, &o, "***", 3);
+        if (*k == '\'') {
+            for (k++; *k && *k != '\''; k++) {
+                if (*k == '\\' && k[1])
+                    k++;
+            }
+            if (*k)
+                k++;
+        } else {
+            k += strcspn(k, " &");
+        }
+        p = k;
+    }
 }

@@ -247,6 +247,10 @@ ch_code store_rate_take(struct store *s, const char *app_id, int64_t limit_per_s
  * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
 
+/* uri as it may be shown in a log: a PostgreSQL password (in "user:password@", a
+ * "password=" key or a "?password=" parameter) is replaced with "***". Always terminates out. */
+void store_uri_for_log(const char *uri, char *out, size_t cap);
+
 /* The SQLite backend. */
 ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error *err);
 

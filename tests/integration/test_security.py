@@ -28,6 +28,7 @@ import re
 import secrets as _secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -158,6 +159,7 @@ def make_pki(d):
     server_ext = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
     certs = {"server": ("ca", "/CN=127.0.0.1", server_ext),
              "client": ("ca", "/CN=callhook sender", "extendedKeyUsage=clientAuth\n"),
+             "client2": ("ca", "/CN=callhook sender two", "extendedKeyUsage=clientAuth\n"),
              "other-server": ("other-ca", "/CN=127.0.0.1", server_ext)}
     for name, (ca, subj, ext) in certs.items():
         with open(os.path.join(d, name + ".ext"), "w") as f:
@@ -167,7 +169,7 @@ def make_pki(d):
         openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
                 "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
                 "-extfile", name + ".ext", "-out", name + ".pem", cwd=d)
-    return {n: os.path.join(d, n) for n in ("ca", "other-ca", "server", "client",
+    return {n: os.path.join(d, n) for n in ("ca", "other-ca", "server", "client", "client2",
                                             "other-server")}
 
 
@@ -598,6 +600,58 @@ class Ssrf(SecurityCase):
                 self.assert_refused(s, rx, mid, pause=False)
 
 
+    # A connection one app may use stays in libcurl's pool; another app whose settings do not
+    # allow that address must not be carried over it (issue 11, point 1). Each spelling below
+    # reaches the pooled connection to 127.0.0.1 without a new socket, so only a check made
+    # for every request (not only for new sockets) refuses it.
+    POOLED_SPELLINGS = ("127.0.0.1", "127.1", "0x7f000001", "2130706433", "127.0.0.1.")
+
+    def pooled_refusals(self, s, rx, spellings=POOLED_SPELLINGS, trusted_host=None):
+        if trusted_host is None:
+            self.local_app(s, rx, "trusted", allowPrivateNetwork=True)
+        else:
+            self.put_app(s, "trusted", dict(
+                LOCAL_APP, allowPrivateNetwork=True, BeginCallEventProcessingUrl=(
+                    "http://%s:%d/trusted/begin-call" % (trusted_host, rx.port))))
+        mid = self.ingest(s, "trusted", "begin-call", call_record("trusted"))
+        self.wait_status(s, mid, "delivered")
+        for i, host in enumerate(spellings):
+            with self.subTest(host=host):
+                app_id = "pooled%d" % i
+                url = "http://%s:%d/%s/begin-call" % (host, rx.port, app_id)
+                self.put_app(s, app_id, dict(LOCAL_APP, allowPrivateNetwork=False,
+                                             retryScheduleSeconds=[1, 1],
+                                             BeginCallEventProcessingUrl=url))
+                mid = self.ingest(s, app_id, "begin-call", call_record(app_id))
+                m = self.wait_settled(s, mid, T(10))
+                self.assertEqual(m.get("status"), "dead", m)
+                a = self.attempts(m)
+                self.assertEqual([at.get("errorClass") for at in a], ["refused"], m)
+                self.assertEqual(rx.requests_for(path="/%s/begin-call" % app_id), [],
+                                 "%s must not reach the receiver over a pooled connection" % url)
+                # The trusted app keeps its connection busy between the tries.
+                mid = self.ingest(s, "trusted", "begin-call", call_record("trusted"))
+                self.wait_status(s, mid, "delivered")
+        self.assertEqual({r.route for r in rx.requests}, {"/trusted/begin-call"})
+
+    def test_pooled_connection_is_judged_for_each_app(self):
+        s = self.serve()
+        self.pooled_refusals(s, self.receiver())
+
+    def test_pooled_connection_to_a_name_is_judged_for_each_app(self):
+        # A name is not judged from the URL: the second app's request would go out on the
+        # trusted app's connection to localhost unless the check runs before each request.
+        s = self.serve()
+        self.pooled_refusals(s, self.receiver(), spellings=("localhost",),
+                             trusted_host="localhost")
+
+    def test_pooled_connection_is_judged_with_allow_cidr(self):
+        # The operator's ranges are matched on reused connections too: 127.0.0.2/32 does not
+        # cover the pooled connection to 127.0.0.1.
+        s = self.serve("--allow-cidr", "127.0.0.2/32")
+        self.pooled_refusals(s, self.receiver())
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. URL and TLS settings checked at save time
 
@@ -783,6 +837,270 @@ class Mtls(SecurityCase):
         self.assertEqual(m.get("status"), "dead", m)
         self.assertEqual({at.get("errorClass") for at in self.attempts(m)}, {"tls"}, m)
         self.assertEqual(p.events(), [])
+
+
+class TlsRecorder:
+    """An HTTPS/1.1 endpoint on 127.0.0.1 with keep-alive that asks for a client certificate
+    (optional, from the test CA) and records, for every request, the certificate's CN and the
+    request's headers. hold_s delays the TLS handshake of each new connection."""
+
+    def __init__(self, pki, hold_s=0.0):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(pki["server"] + ".pem", pki["server"] + ".key")
+        self.ctx.load_verify_locations(pki["ca"] + ".pem")
+        self.ctx.verify_mode = ssl.CERT_OPTIONAL
+        self.ctx.set_alpn_protocols(["http/1.1"])
+        self.hold_s = hold_s
+        self.lock = threading.Lock()
+        self.requests = []  # (path, client CN or None, {lower-case header: value})
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path):
+        return "https://%s:%d%s" % (HOST, self.port, path)
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(T(20))
+            if self.hold_s:
+                time.sleep(self.hold_s)
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            cert = tls.getpeercert() or {}
+            cn = None
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        cn = v
+            f = tls.makefile("rb")
+            while True:
+                line = f.readline(65536)
+                if not line:
+                    return
+                path = line.decode("latin-1").split(" ")[1]
+                headers = {}
+                while True:
+                    h = f.readline(65536).decode("latin-1")
+                    if h in ("\r\n", "\n", ""):
+                        break
+                    k, _, v = h.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                f.read(int(headers.get("content-length", "0")))
+                with self.lock:
+                    self.requests.append((path, cn, headers))
+                tls.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        except (OSError, ValueError, IndexError):
+            return
+        finally:
+            conn.close()
+
+    def recorded(self):
+        with self.lock:
+            return list(self.requests)
+
+
+class PooledTls(SecurityCase):
+    """libcurl's connection pool and a Voice App's TLS settings and headers (issue 11, points 1
+    and 9)."""
+
+    def setUp(self):
+        super().setUp()
+        self.pki = make_pki(self.tmp)
+        self.endpoint = None
+
+    def tearDown(self):
+        if self.endpoint is not None:
+            self.endpoint.stop()
+        super().tearDown()
+
+    def tls_app(self, s, app_id, client, **settings):
+        tls = {"caFile": self.pki["ca"] + ".pem"}
+        if client:
+            tls.update({"clientCertFile": self.pki[client] + ".pem",
+                        "clientKeyFile": self.pki[client] + ".key"})
+        body = {"BeginCallEventProcessingUrl": self.endpoint.url("/%s/begin-call" % app_id),
+                "allowPrivateNetwork": True, "retryScheduleSeconds": [1], "timeoutMs": 8000,
+                "connectTimeoutMs": 5000, "tls": tls}
+        body.update(settings)
+        self.put_app(s, app_id, body)
+
+    def test_each_request_carries_its_own_apps_client_certificate(self):
+        self.endpoint = TlsRecorder(self.pki)
+        s = self.serve()
+        self.tls_app(s, "certone", "client")
+        self.tls_app(s, "certtwo", "client2")
+        self.tls_app(s, "nocert", None)
+        mids = []
+        for i in range(4):
+            for app_id in ("certone", "certtwo", "nocert"):
+                mids.append(self.ingest(s, app_id, "begin-call", call_record(app_id)))
+                self.wait_status(s, mids[-1], "delivered")
+        want = {"certone": "callhook sender", "certtwo": "callhook sender two", "nocert": None}
+        got = self.endpoint.recorded()
+        self.assertEqual(len(got), 12, got)
+        for path, cn, _ in got:
+            app_id = path.split("/")[1]
+            self.assertEqual(cn, want[app_id], "%s arrived with the certificate of %r" % (
+                path, cn))
+
+    def test_headers_after_a_change_while_the_handshake_is_held(self):
+        # Two of app A's attempts wait in a held TLS handshake while A is changed and app B,
+        # with a distinctive header, sends an event: A's endpoint sees A's headers only (the
+        # old or the new ones), and serve, built with ASan, reads no freed memory.
+        self.endpoint = TlsRecorder(self.pki, hold_s=1.0)
+        s = self.serve()
+        rx = self.receiver()
+        self.tls_app(s, "appa", "client", headers={"X-App-A": "old"}, maxInFlight=2)
+        mids = [self.ingest(s, "appa", "begin-call", call_record("appa")) for _ in range(3)]
+        time.sleep(0.3)  # both connections are in their handshake now
+        self.tls_app(s, "appa", "client", headers={"X-App-A": "new"}, maxInFlight=2)
+        self.local_app(s, rx, "appb", headers={"X-Secret-B": "b-token-" + "b" * 900})
+        mid_b = self.ingest(s, "appb", "begin-call", call_record("appb"))
+        self.wait_status(s, mid_b, "delivered")
+        for mid in mids:
+            self.wait_status(s, mid, "delivered", T(20))
+        got = self.endpoint.recorded()
+        self.assertEqual(len(got), 3, got)
+        for path, _, headers in got:
+            self.assertIn(headers.get("x-app-a"), ("old", "new"), headers)
+            self.assertNotIn("x-secret-b", headers, "app B's header reached app A: %s" % headers)
+            for k, v in headers.items():
+                self.assertNotIn("b-token", v, "app B's header value reached app A: %s" % k)
+        # The first two started before the change, the third after it was seen.
+        self.assertEqual(sorted(h.get("x-app-a") for _, _, h in got), ["new", "old", "old"], got)
+
+
+class FilesAndKeys(SecurityCase):
+    """Files that hold secrets or personal data are the owner's alone from the moment they
+    exist, and key ids say nothing of the keys (issue 12, points 3 and 6)."""
+
+    def serve_fails(self, folder, env=None, extra=()):
+        """Runs serve on folder/callhook.db, expecting it to refuse to start: returns its
+        output. A serve that starts is stopped and fails the test."""
+        e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+        e.update(NEUTRAL_ENV)
+        e.update(env or {})
+        cmd = [BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
+               "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                             stdin=subprocess.DEVNULL, text=True)
+        try:
+            out, _ = p.communicate(timeout=T(20))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            self.fail("serve started although it should have refused:\n" + out[-2000:])
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(sanitizer_lines(out), [], out)
+        return out
+
+    def folder(self, name):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d, mode=0o700)
+        return d
+
+    def test_key_ids_are_random_and_list_no_part_of_a_key(self):
+        s = self.serve()
+        r = s.api("GET", "/v1/voice-apps")
+        self.assertEqual(r.status, 200, r)
+        s.stop()
+        out = self.run_cli("key", "list", "--db", s.db_url)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        ids = re.findall(r"^(\S+)\s+admin", out.stdout, re.M)
+        self.assertEqual(len(ids), 1, out.stdout)
+        self.assertRegex(ids[0], r"^key_[0-9a-f]{12}$")
+        for n in range(4, len(s.admin_key) + 1):
+            for i in range(len(s.admin_key) - n + 1):
+                self.assertNotIn(s.admin_key[i:i + n], out.stdout)
+        # Nor in the database, where the id sits next to the key's hash.
+        con = sqlite3.connect(s.db_path)
+        rows = con.execute("SELECT key_id FROM api_keys").fetchall()
+        con.close()
+        self.assertEqual([r[0] for r in rows], ids)
+        self.assertNotIn(s.admin_key[:4], ids[0])
+
+    def test_short_bootstrap_admin_key_is_refused(self):
+        out = self.serve_fails(self.folder("short"), env={"CALLHOOK_ADMIN_KEY": "a" * 31})
+        self.assertIn("CALLHOOK_ADMIN_KEY", out)
+        self.assertIn("32", out)
+        self.assertNotIn("a" * 31, out, "the key itself must not be printed")
+
+    def test_new_database_and_admin_key_are_owner_only(self):
+        d = self.folder("fresh")
+        e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+        e.update(NEUTRAL_ENV)
+        e["CALLHOOK_ADMIN_KEY"] = ""
+        old = os.umask(0o022)  # what most shells have: 0644 for a file made without care
+        try:
+            p = subprocess.Popen([BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
+                                  "--db", "sqlite:" + os.path.join(d, "callhook.db")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                                 stdin=subprocess.DEVNULL, text=True)
+        finally:
+            os.umask(old)
+        try:
+            wait_until(lambda: os.path.exists(os.path.join(d, "admin.key")), T(20),
+                       what="admin.key")
+            for name in ("callhook.db", "admin.key"):
+                mode = os.stat(os.path.join(d, name)).st_mode & 0o777
+                self.assertEqual(mode, 0o600, "%s has mode %o" % (name, mode))
+        finally:
+            p.terminate()
+            out, _ = p.communicate(timeout=T(20))
+        self.assertEqual(p.returncode, 0, out)
+
+    def test_readable_database_is_refused(self):
+        d = self.folder("wide")
+        path = os.path.join(d, "callhook.db")
+        open(path, "w").close()
+        os.chmod(path, 0o644)
+        out = self.serve_fails(d)
+        self.assertIn("chmod 600", out)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644, "nothing was changed")
+
+    def test_database_through_a_symbolic_link_is_refused(self):
+        d = self.folder("link")
+        target = os.path.join(self.tmp, "elsewhere.db")
+        open(target, "w").close()
+        os.chmod(target, 0o600)
+        os.symlink(target, os.path.join(d, "callhook.db"))
+        out = self.serve_fails(d)
+        self.assertIn("symbolic link", out)
+        self.assertEqual(os.path.getsize(target), 0, "nothing was written through the link")
+
+    def test_existing_admin_key_file_is_not_written_into(self):
+        d = self.folder("keyfile")
+        path = os.path.join(d, "admin.key")
+        with open(path, "w") as f:
+            f.write("left here\n")
+        os.chmod(path, 0o644)
+        out = self.serve_fails(d, env={"CALLHOOK_ADMIN_KEY": ""})
+        self.assertIn("admin.key", out)
+        with open(path) as f:
+            self.assertEqual(f.read(), "left here\n", "the file must not get a key")
+
+    def test_readable_data_key_file_is_refused(self):
+        d = self.folder("datakey")
+        path, _ = self.data_key_file()
+        os.chmod(path, 0o640)
+        out = self.serve_fails(d, extra=["--data-key-file", path])
+        self.assertIn("chmod 600", out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1107,7 +1425,7 @@ class Result(harness.Result):
                 self.stream.writeln(json.dumps(r.summary()))
 
 
-CASES = (Ssrf, UrlValidation, Mtls, PersonalData, Retention)
+CASES = (Ssrf, UrlValidation, Mtls, PooledTls, FilesAndKeys, PersonalData, Retention)
 
 
 def main(argv):

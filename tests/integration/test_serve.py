@@ -753,6 +753,28 @@ class Api(ServeCase):
         self.assertIs(self.get_app(app.id).get("enabled"), True, "no forbidden call changed it")
         self.assertEqual(len(self.rx.requests), 1, "no forbidden call sent anything")
 
+    def test_header_values_are_shown_to_admin_keys_only(self):
+        # A Voice App's headers hold receivers' tokens: read keys see their names only.
+        headers = {"Authorization": "Bearer tok-" + _secrets.token_hex(8),
+                   "X-Api-Key": "k-" + _secrets.token_hex(8)}
+        app = self.make_app(headers=headers)
+        read_key, = self.keys("read")
+        r = self.serve.api("GET", "/v1/voice-apps/" + app.id, key=read_key)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json.get("headers"), {k: "********" for k in headers}, r)
+        listed = self.serve.api("GET", "/v1/voice-apps", key=read_key)
+        self.assertEqual(listed.status, 200, listed)
+        for v in headers.values():
+            self.assertNotIn(v.encode(), r.body)
+            self.assertNotIn(v.encode(), listed.body)
+        mine = [a for a in listed.json["data"] if a.get("id") == app.id]
+        self.assertEqual(mine[0].get("headers"), {k: "********" for k in headers}, mine)
+        self.assertEqual(self.get_app(app.id).get("headers"), headers, "admin sees the values")
+        # And the values still go out with deliveries.
+        mid = self.ingest_ok(app, "begin-call", record())
+        got = self.rx.wait_for(1, webhook_id=mid, timeout=T(10), status_ok=True)
+        self.assertEqual(got[0].headers.get("x-api-key"), headers["X-Api-Key"])
+
     def test_voice_app_crud_and_validation(self):
         s = self.serve
         app_id = "crud.app_" + _secrets.token_hex(4)
