@@ -1076,10 +1076,12 @@ static void rate_granted(struct engine *e, struct storeq_req *r)
      * which the store's window counts (store.h). */
     a->tokens = r->granted;
     a->tokens_until_ms = a->take_asked_ms + STORE_RATE_SPEND_MS;
-    if (r->granted < r->want) {
-        a->next_take_ms = clock_mono_ms() + TOKEN_RETRY_MS;
-        timer_at(e, a->next_take_ms);
-    }
+    /* Paced: a node asks for a tenth of a second's worth at most every tenth of a second, so
+     * the starts spread over the second instead of leaving in one burst at its edge (where a
+     * receiver's clock, a few ms off the sender's, would count two bursts in one second). */
+    int64_t pace_ms = r->limit > 0 ? 1000 * r->want / r->limit : 0;
+    a->next_take_ms = a->take_asked_ms + (pace_ms > TOKEN_RETRY_MS ? pace_ms : TOKEN_RETRY_MS);
+    timer_at(e, a->next_take_ms);
     mark_ready(e, a);
 }
 
