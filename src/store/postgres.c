@@ -83,6 +83,8 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
+/* The database's clock in unix seconds: leases are taken and checked on it. */
+#define DB_NOW_S "floor(extract(epoch FROM statement_timestamp()))::bigint"
 
 struct pg_store {
     struct store base;
@@ -518,9 +520,10 @@ static const char ingest_sql[] =
     " ins AS ("
     "  INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
     "   next_attempt_at, wait_begin)"
-    /* A message stored as claimed (1) is this node's until its lease ends. */
+    /* A message stored as claimed (1) is this node's until its lease ends, on the database's
+     * clock (see claim_due). */
     "  SELECT $1, $2, $3, $4, $5::bigint, $6, st.status, $8::bigint,"
-    "   CASE WHEN st.status = 1 THEN $9::bigint ELSE $8::bigint END,"
+    "   CASE WHEN st.status = 1 THEN " DB_NOW_S " + ($9::bigint - $8::bigint) ELSE $8::bigint END,"
     "   CASE WHEN $7::int = 0 THEN 1 ELSE 0 END"
     "  FROM st WHERE EXISTS (SELECT 1 FROM app)"
     "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
@@ -628,6 +631,8 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     char nb[24], lb[24], mb[24];
     const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
     PGconn *c = borrow(db, err);
+    /* Due times are the callers' (pending rows); leases are the database's (claimed rows),
+     * taken for the caller's length, so no node's clock step makes a live lease look over. */
     if (c == NULL)
         return CH_EUNAVAILABLE;
     /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
@@ -636,9 +641,12 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     PGresult *r =
         run(c,
             "WITH claimed AS ("
-            " UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
+            " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
+            " + ($2::bigint - $1::bigint)"
+            " WHERE seq IN ("
             " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-            " WHERE m.status IN (0, 1) AND m.next_attempt_at <= $1"
+            " WHERE ((m.status = 0 AND m.next_attempt_at <= $1)"
+            "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S "))"
             " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
             "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
             "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
@@ -718,13 +726,14 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
                           "release", seqs, n, next_attempt_at, err);
 }
 
-static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err)
+/* The lease is renewed for its length from the database's now (see claim_due). */
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err)
 {
     return update_claimed(s,
-                          "UPDATE messages SET next_attempt_at = $1"
+                          "UPDATE messages SET next_attempt_at = " DB_NOW_S " + $1::bigint"
                           " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                          "renew leases", seqs, n, lease_until, err);
+                          "renew leases", seqs, n, lease_until - now, err);
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,

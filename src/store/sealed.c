@@ -251,10 +251,10 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
     return inner(s)->ops->release(inner(s), seqs, n, next_attempt_at, err);
 }
 
-static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err)
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err)
 {
-    return inner(s)->ops->renew(inner(s), seqs, n, lease_until, err);
+    return inner(s)->ops->renew(inner(s), seqs, n, now, lease_until, err);
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *r, size_t n,

@@ -245,10 +245,10 @@ ch_code store_release(struct store *s, const int64_t *seqs, size_t n, int64_t ne
     return n == 0 ? CH_OK : s->ops->release(s, seqs, n, next_attempt_at, err);
 }
 
-ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                    struct ch_error *err)
+ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                    int64_t lease_until, struct ch_error *err)
 {
-    return n == 0 ? CH_OK : s->ops->renew(s, seqs, n, lease_until, err);
+    return n == 0 ? CH_OK : s->ops->renew(s, seqs, n, now, lease_until, err);
 }
 
 ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,

@@ -186,7 +186,13 @@ struct store_ops {
     ch_code (*ingest)(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err);
 
     /* Claims up to max due messages (pending and due, app enabled, not waiting on a begin-call)
-     * for lease_until. Fills out[0..*n); the caller frees each body. */
+     * for lease_until. Fills out[0..*n); the caller frees each body.
+     *
+     * Leases and clocks: a pending message's due time (next_attempt_at) is on the callers'
+     * clocks, as written. A lease is a length, lease_until - now: on SQLite (one node, one
+     * clock) it runs on the caller's clock; on PostgreSQL it is taken, renewed and checked on
+     * the database's clock, so a node whose wall clock steps neither loses its leases nor sees
+     * another node's as run out (ingest's lease_until - now likewise). */
     ch_code (*claim_due)(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
                          size_t max, size_t *n, struct ch_error *err);
 
@@ -196,8 +202,8 @@ struct store_ops {
 
     /* Extends the leases of claimed messages this node still holds (in memory or in flight),
      * so no other node takes them over while this one lives. */
-    ch_code (*renew)(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err);
+    ch_code (*renew)(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err);
 
     /* Writes attempt results in one transaction. */
     ch_code (*record_attempts)(struct store *s, const struct attempt_result *r, size_t n,
@@ -280,8 +286,9 @@ ch_code store_claim_due(struct store *s, int64_t now, int64_t lease_until, struc
                         size_t max, size_t *n, struct ch_error *err);
 ch_code store_release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
                       struct ch_error *err);
-ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                    struct ch_error *err);
+/** Extends the leases to lease_until - now from now (see claim_due on clocks). */
+ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                    int64_t lease_until, struct ch_error *err);
 ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,
                               struct ch_error *err);
 ch_code store_message_get(struct store *s, const char *msg_id, struct message_view *out,

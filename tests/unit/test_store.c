@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,10 +135,11 @@ static void put_app(struct store *s, const char *id, bool enabled)
     stored_app_release(&a);
 }
 
-/* Ingests one event; status_in says skip (SKIPPED), ordering (PENDING) or neither. */
-static struct ingest_item ingest(struct store *s, const char *msg_id, const char *app,
-                                 const char *event, const char *key, enum msg_status status_in,
-                                 int64_t now)
+/* Ingests one event with a lease of lease_s; status_in says skip (SKIPPED), ordering (PENDING)
+ * or neither. */
+static struct ingest_item ingest_leased(struct store *s, const char *msg_id, const char *app,
+                                        const char *event, const char *key,
+                                        enum msg_status status_in, int64_t now, int64_t lease_s)
 {
     static const char body[] = "{\"ActiveCallId\":\"k\"}";
     struct ingest_item it = {.msg_id = msg_id,
@@ -149,10 +151,26 @@ static struct ingest_item ingest(struct store *s, const char *msg_id, const char
                              .body = body,
                              .body_len = sizeof body - 1,
                              .now = now,
-                             .lease_until = now + 300,
+                             .lease_until = now + lease_s,
                              .status = status_in};
     assert_int_equal(store_ingest(s, &it, 1, NULL), CH_OK);
     return it;
+}
+
+/* The same with a lease of 300 s. */
+static struct ingest_item ingest(struct store *s, const char *msg_id, const char *app,
+                                 const char *event, const char *key, enum msg_status status_in,
+                                 int64_t now)
+{
+    return ingest_leased(s, msg_id, app, event, key, status_in, now, 300);
+}
+
+/* The same with a lease that has run out at once (lease_until == now): on PostgreSQL a lease
+ * runs on the database's clock, so this is how a test makes a claimed message free again. */
+static struct ingest_item ingest_expired(struct store *s, const char *msg_id, const char *app,
+                                         const char *event, const char *key, int64_t now)
+{
+    return ingest_leased(s, msg_id, app, event, key, MSG_DELIVERING, now, 0);
 }
 
 static size_t claim(struct store *s, int64_t now, struct due_message *out, size_t max)
@@ -315,10 +333,13 @@ static void test_ingest_and_duplicates(void **state)
     assert_int_equal(store_message_get(s, "msg_b", &m, NULL), CH_ENOTFOUND);
 }
 
-/* A fresh event is claimed by its ingest: the scan leaves it until its lease runs out. */
+/* A fresh event is claimed by its ingest: the scan leaves it until its lease runs out.
+ * SQLite: on the caller's clock. */
 static void test_leases(void **state)
 {
     struct store *s = *state;
+    if (pg_uri())
+        return; /* test_leases_on_database_clock */
     put_app(s, "app", true);
     ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
     struct due_message out[4];
@@ -334,10 +355,46 @@ static void test_leases(void **state)
     assert_int_equal(claim(s, 1599, out, 4), 0);
     /* Renewed while held: still held past the old lease. */
     int64_t seq = out[0].seq;
-    assert_int_equal(store_renew(s, &seq, 1, 2000, NULL), CH_OK);
+    assert_int_equal(store_renew(s, &seq, 1, 1500, 2000, NULL), CH_OK);
     assert_int_equal(claim(s, 1700, out, 4), 0);
     /* Given back: due at once. */
     assert_int_equal(store_release(s, &seq, 1, 1400, NULL), CH_OK);
+    n = claim(s, 1400, out, 4);
+    assert_int_equal(n, 1);
+    free_claimed(out, n);
+}
+
+/* PostgreSQL: a lease is its length on the database's clock, whatever clock the nodes keep, so a
+ * node whose clock is far ahead (a step) does not take over a live lease, and a node whose
+ * clock is far behind still renews its own. Due times stay on the callers' clocks. */
+static void test_leases_on_database_clock(void **state)
+{
+    struct store *s = *state;
+    if (pg_uri() == NULL)
+        return; /* test_leases */
+    const int64_t ahead = (int64_t)time(NULL) + 3600, behind = (int64_t)time(NULL) - 3600;
+    put_app(s, "app", true);
+    ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
+    struct due_message out[4];
+    /* Held for 300 s from the database's now: an hour ahead on a node is not past it. */
+    assert_int_equal(claim(s, ahead, out, 4), 0);
+    /* A lease renewed by a node an hour behind is still 300 s long. */
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
+    int64_t seq = m.seq;
+    assert_int_equal(store_renew(s, &seq, 1, behind, behind + 300, NULL), CH_OK);
+    assert_int_equal(claim(s, ahead, out, 4), 0);
+    /* A zero-length renewal lets it go at once, whatever the claimer's clock. */
+    assert_int_equal(store_renew(s, &seq, 1, behind, behind, NULL), CH_OK);
+    size_t n = claim(s, 5, out, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_a");
+    free_claimed(out, n);
+    /* Claimed for 300 s again, by a claimer whose clock reads 5. */
+    assert_int_equal(claim(s, ahead, out, 4), 0);
+    /* Given back with a due time: that is on the callers' clocks. */
+    assert_int_equal(store_release(s, &seq, 1, 1400, NULL), CH_OK);
+    assert_int_equal(claim(s, 1399, out, 4), 0);
     n = claim(s, 1400, out, 4);
     assert_int_equal(n, 1);
     free_claimed(out, n);
@@ -560,7 +617,12 @@ static void test_startup(void **state)
         assert_int_equal(claim(s, 1001, none, 1), 0);
         struct store *other = open_store();
         assert_int_equal(store_startup(other, 1002, &released, NULL), CH_OK);
-        size_t n = claim(other, 1300, none, 1); /* the lease ran out: another node takes it */
+        assert_int_equal(claim(other, 1300, none, 1), 0); /* the lease holds */
+        /* Its lease runs out (the first node is gone): another node takes it. */
+        struct message_view m;
+        assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
+        assert_int_equal(store_renew(s, &m.seq, 1, 1300, 1300, NULL), CH_OK);
+        size_t n = claim(other, 1300, none, 1);
         assert_int_equal(n, 1);
         free_claimed(none, n);
         store_close(other);
@@ -781,9 +843,9 @@ static void test_claim_fails_part_way(void **state)
 {
     struct store *s = *state;
     put_app(s, "app", true);
-    ingest(s, "msg_1", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
-    ingest(s, "msg_2", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
-    ingest(s, "msg_3", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    ingest_expired(s, "msg_1", "app", "begin-call", "c1", 1000);
+    ingest_expired(s, "msg_2", "app", "begin-call", "c2", 1000);
+    ingest_expired(s, "msg_3", "app", "begin-call", "c3", 1000);
     if (pg_uri())
         raw_postgres(pg_uri(), "CREATE FUNCTION refuse_msg_2() RETURNS trigger LANGUAGE plpgsql"
                                " AS $$ BEGIN IF NEW.id = 'msg_2' AND NEW.status = 1 THEN"
@@ -823,9 +885,9 @@ static void test_sealed_claim_fails_part_way(void **state)
     assert_int_equal(store_open(uri, &raw2, NULL), CH_OK);
     assert_int_equal(store_sealed_wrap(raw2, other_key, &s2, NULL), CH_OK);
     put_app(s1, "app", true);
-    ingest(s1, "msg_1", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
-    ingest(s2, "msg_2", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
-    ingest(s1, "msg_3", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    ingest_expired(s1, "msg_1", "app", "begin-call", "c1", 1000);
+    ingest_expired(s2, "msg_2", "app", "begin-call", "c2", 1000);
+    ingest_expired(s1, "msg_3", "app", "begin-call", "c3", 1000);
     struct due_message out[4];
     size_t n = 99;
     struct ch_error err = {0};
@@ -923,6 +985,7 @@ static void test_sqlite_upgrade_keeps_records(void **state)
     char *msg = NULL;
     assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, &msg), SQLITE_OK);
     sqlite3_close(db);
+    assert_int_equal(chmod(path, 0600), 0); /* the store opens only an owner-only file */
 
     snprintf(uri, sizeof uri, "sqlite:%s", path);
     struct store *s = open_store();
@@ -959,6 +1022,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_apps, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_ingest_and_duplicates, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_leases, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_leases_on_database_clock, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
