@@ -80,6 +80,9 @@ static const char *const migrations[] = {
     "  IF g > 0 THEN INSERT INTO rate_grants(app_id, at_ms, n) VALUES (a_app, now_ms, g); END IF;"
     "  RETURN g;"
     " END $$;",
+    /* 3: a message of a deleted Voice App is marked so: it is never delivered, replayed or
+     * recovered, even when an app of the same id is created later. */
+    "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -485,12 +488,44 @@ static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stor
 
 static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
 {
-    long long n = 0;
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
     const char *values[] = {id};
-    ch_code rc = exec1(self(s), "DELETE FROM voice_apps WHERE id = $1", 1, values,
-                       "delete voice app", &n, err);
-    if (rc == CH_OK && n == 0)
-        rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+    ch_code rc = CH_OK;
+    PGresult *r = PQexec(c, "BEGIN");
+    if (!ok(r))
+        rc = fail(c, r, "delete voice app", err);
+    else
+        PQclear(r);
+    if (rc == CH_OK) {
+        r = run(c, "DELETE FROM voice_apps WHERE id = $1", 1, values, NULL, NULL);
+        if (!ok(r))
+            rc = fail(c, r, "delete voice app", err);
+        else {
+            if (strtoll(PQcmdTuples(r), NULL, 10) == 0)
+                rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+            PQclear(r);
+        }
+    }
+    if (rc == CH_OK) {
+        r = run(c, DELETED_APP_MESSAGES_SQL, 1, values, NULL, NULL);
+        if (!ok(r))
+            rc = fail(c, r, "end the deleted voice app's messages", err);
+        else
+            PQclear(r);
+    }
+    if (rc == CH_OK) {
+        r = PQexec(c, "COMMIT");
+        if (!ok(r))
+            rc = fail(c, r, "delete voice app", err);
+        else
+            PQclear(r);
+    } else {
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    give_back(db, c);
     return rc;
 }
 
@@ -646,7 +681,7 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
             " WHERE seq IN ("
             " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
             " WHERE ((m.status = 0 AND m.next_attempt_at <= $1)"
-            "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S "))"
+            "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
             " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
             "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
             "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
@@ -773,7 +808,11 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
                              LL(da, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0),
                              a->error ? a->error : "", sq};
         sent = sent && PQsendQueryParams(c,
-                                         "UPDATE messages SET status = $1, attempts = attempts + 1,"
+                                         /* An attempt in flight when its app was
+                                          * deleted does not bring it back. */
+                                         "UPDATE messages SET status = CASE WHEN"
+                                         " app_deleted = 1 AND $1::int = 0 THEN 3 ELSE"
+                                         " $1::int END, attempts = attempts + 1,"
                                          " next_attempt_at = $2, delivered_at = $3,"
                                          " last_error = $4 WHERE seq = $5",
                                          5, NULL, upd, NULL, NULL, 0) == 1;
@@ -824,7 +863,7 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
 
 #define MESSAGE_COLUMNS                                                            \
     "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error, length(body)"
+    " next_attempt_at, delivered_at, last_error, length(body), app_deleted"
 
 static void message_row(PGresult *r, int i, struct message_view *m)
 {
@@ -843,6 +882,7 @@ static void message_row(PGresult *r, int i, struct message_view *m)
     m->delivered_at = col_ll(r, i, 10);
     col_text(r, i, 11, m->last_error, sizeof m->last_error);
     m->body_len = (size_t)col_ll(r, i, 12);
+    m->app_deleted = col_ll(r, i, 13) != 0;
 }
 
 static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
@@ -963,7 +1003,7 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     const char *values[] = {LL(nb, now), msg_id};
     ch_code rc = exec1(self(s),
                        "UPDATE messages SET status = 0, next_attempt_at = $1 WHERE id = $2"
-                       " AND status <> 1",
+                       " AND status <> 1 AND app_deleted = 0",
                        2, values, "replay", &n, err);
     if (rc == CH_OK && n == 0)
         rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
@@ -979,7 +1019,7 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     ch_code rc = exec1(self(s),
                        "UPDATE messages SET status = 0, next_attempt_at = $1"
                        " WHERE app_id = $2 AND created_at >= $3"
-                       " AND (status = 3 OR (status = 0 AND attempts > 0))",
+                       " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
                        3, values, "recover", &n, err);
     if (rc == CH_OK)
         *requeued = n;

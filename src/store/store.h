@@ -106,6 +106,7 @@ struct message_view {
     int64_t created_at, next_attempt_at, delivered_at;
     char last_error[300];
     size_t body_len;
+    bool app_deleted; /* its Voice App was deleted: it is never delivered or replayed again */
 };
 
 struct attempt_view {
@@ -180,6 +181,10 @@ struct store_ops {
                        struct ch_error *err); /* CH_ENOTFOUND when absent */
     ch_code (*app_list)(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
                         void *ctx, struct ch_error *err);
+    /* Deleting an app ends its messages in the same transaction: pending, failed and claimed
+     * ones become dead with last_error "app deleted", and all of them (with their records and
+     * attempts, kept for the log) are marked app_deleted, so an app created later with the
+     * same id starts empty and none of them is delivered, replayed or recovered again. */
     ch_code (*app_delete)(struct store *s, const char *id, struct ch_error *err);
 
     /* Ingest: all items in one transaction and one fsync; per-item results in the items. */
@@ -217,10 +222,12 @@ struct store_ops {
     ch_code (*message_list)(struct store *s, const struct message_filter *f,
                             void (*cb)(void *ctx, const struct message_view *m), void *ctx,
                             struct ch_error *err);
-    /* Makes one message due now (replay). */
+    /* Makes one message due now (replay). CH_ENOTFOUND when there is no such message, or it
+     * is being delivered, or its app was deleted. */
     ch_code (*message_requeue)(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err);
-    /* Makes every dead or failed message of an app created since `since` due now. */
+    /* Makes every dead or failed message of an app created since `since` due now (not those
+     * of an earlier app of the same id, which was deleted). */
     ch_code (*app_recover)(struct store *s, const char *app_id, int64_t since, int64_t now,
                            int64_t *requeued, struct ch_error *err);
 
@@ -246,6 +253,14 @@ struct store_ops {
     ch_code (*rate_take)(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                          int64_t *granted, struct ch_error *err);
 };
+
+/* What app_delete does to the deleted app's messages ($1 / ?1: the app id), the same SQL on
+ * every backend: ends what was still to be delivered, marks them all. */
+#define DELETED_APP_MESSAGES_SQL                                                      \
+    "UPDATE messages SET app_deleted = 1,"                                            \
+    " status = CASE WHEN status IN (0, 1) THEN 3 ELSE status END,"                    \
+    " last_error = CASE WHEN status IN (0, 1) THEN 'app deleted' ELSE last_error END" \
+    " WHERE app_id = $1 AND app_deleted = 0"
 
 /* Adds a count of messages in status to the matching field of st (backends' GROUP BY). */
 void store_stats_add(struct store_stats *st, int status, int64_t n);

@@ -511,6 +511,57 @@ static void test_disabled_apps_wait(void **state)
     free_claimed(out, n);
 }
 
+/* Deleting an app ends its messages at once; an app made again with its id starts empty, and
+ * an attempt that was in flight through the delete does not bring its message back. */
+static void test_delete_app_ends_its_messages(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    put_app(s, "other", true);
+    struct ingest_item f = ingest(s, "msg_f", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct ingest_item d = ingest(s, "msg_d", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
+    struct ingest_item h = ingest(s, "msg_h", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    ingest_leased(s, "msg_o", "other", "begin-call", "c1", MSG_DELIVERING, 1000, 100000);
+    struct attempt_result r[2] = {result(f.seq, MSG_PENDING, 1001),
+                                  result(d.seq, MSG_DELIVERED, 0)};
+    assert_int_equal(store_record_attempts(s, r, 2, NULL), CH_OK);
+    assert_int_equal(store_app_delete(s, "app", NULL), CH_OK);
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_f", &m, NULL), CH_OK); /* was failed */
+    assert_int_equal(m.status, MSG_DEAD);
+    assert_string_equal(m.last_error, "app deleted");
+    assert_true(m.app_deleted);
+    assert_true(m.body_len > 0);                                      /* kept for the log */
+    assert_int_equal(store_message_get(s, "msg_h", &m, NULL), CH_OK); /* was claimed */
+    assert_int_equal(m.status, MSG_DEAD);
+    assert_int_equal(store_message_get(s, "msg_d", &m, NULL), CH_OK); /* was delivered */
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_true(m.app_deleted);
+    assert_int_equal(store_message_get(s, "msg_o", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERING);
+    assert_false(m.app_deleted);
+
+    put_app(s, "app", true); /* a namesake */
+    /* msg_h's attempt was in flight: its retry does not make it due again. */
+    struct attempt_result late = result(h.seq, MSG_PENDING, 1001);
+    assert_int_equal(store_record_attempts(s, &late, 1, NULL), CH_OK);
+    assert_int_equal(store_message_get(s, "msg_h", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DEAD);
+    struct due_message out[4];
+    assert_int_equal(claim(s, 5000, out, 4), 0);
+    assert_int_equal(store_message_requeue(s, "msg_f", 5000, NULL), CH_ENOTFOUND);
+    int64_t requeued = -1;
+    assert_int_equal(store_app_recover(s, "app", 0, 5000, &requeued, NULL), CH_OK);
+    assert_int_equal(requeued, 0);
+    assert_int_equal(claim(s, 5000, out, 4), 0);
+    /* The namesake's own messages go as usual. */
+    ingest_expired(s, "msg_n", "app", "begin-call", "c9", 5000);
+    size_t n = claim(s, 5000, out, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_n");
+    free_claimed(out, n);
+}
+
 struct collected {
     char ids[16][40];
     int n;
@@ -1026,6 +1077,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_delete_app_ends_its_messages, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_startup, fresh, close_store),
