@@ -83,6 +83,8 @@ static const char *const migrations[] = {
     /* 3: a message of a deleted Voice App is marked so: it is never delivered, replayed or
      * recovered, even when an app of the same id is created later. */
     "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
+    /* 4: the store's own settings (a data key's check value). */
+    "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -1103,6 +1105,37 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
     return rc;
 }
 
+/* ---- the store's own settings ---- */
+
+static ch_code meta_get(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err)
+{
+    const char *values[] = {name};
+    PGresult *r = NULL;
+    ch_code rc = query(self(s), "SELECT value FROM store_meta WHERE name = $1", 1, values, NULL,
+                       NULL, "read a store setting", &r, err);
+    if (rc == CH_OK) {
+        if (PQntuples(r) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no store setting '%s'", name);
+        else
+            col_text(r, 0, 0, value, cap);
+        PQclear(r);
+    }
+    return rc;
+}
+
+static ch_code meta_put(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err)
+{
+    const char *values[] = {name, value};
+    return exec1(self(s),
+                 replace ? "INSERT INTO store_meta(name, value) VALUES ($1, $2)"
+                           " ON CONFLICT(name) DO UPDATE SET value = $2"
+                         : "INSERT INTO store_meta(name, value) VALUES ($1, $2)"
+                           " ON CONFLICT(name) DO NOTHING",
+                 2, values, "write a store setting", NULL, err);
+}
+
 /* ---- opening ---- */
 
 static void pg_close(struct store *s)
@@ -1144,6 +1177,8 @@ static const struct store_ops pg_ops = {
     .stats = stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
+    .meta_get = meta_get,
+    .meta_put = meta_put,
 };
 
 ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err)

@@ -336,6 +336,18 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
     return inner(s)->ops->rate_take(inner(s), app_id, limit_per_s, want, granted, err);
 }
 
+static ch_code meta_get(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err)
+{
+    return inner(s)->ops->meta_get(inner(s), name, value, cap, err);
+}
+
+static ch_code meta_put(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err)
+{
+    return inner(s)->ops->meta_put(inner(s), name, value, replace, err);
+}
+
 static const struct store_ops sealed_ops = {
     .name = "sealed",
     .close = sealed_close,
@@ -363,11 +375,68 @@ static const struct store_ops sealed_ops = {
     .stats = stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
+    .meta_get = meta_get,
+    .meta_put = meta_put,
 };
+
+/* ---- the database's check value of its key ---- */
+
+#define CHECK_NAME  "data_key_check"
+#define CHECK_LABEL "callhook data key check v1"
+
+/* "hmac-sha256:" + base64 of HMAC-SHA256(key, CHECK_LABEL): it tells a key from another and
+ * tells nothing about the key. */
+static bool key_check(const unsigned char key[CRYPTO_DATA_KEY_LEN], char *out, size_t cap)
+{
+    static const char prefix[] = "hmac-sha256:";
+    struct crypto_part label = {CHECK_LABEL, sizeof CHECK_LABEL - 1};
+    unsigned char mac[CRYPTO_SHA256_LEN];
+    if (cap < sizeof prefix + B64_ENCODED_LEN(sizeof mac) ||
+        !crypto_hmac_sha256(key, CRYPTO_DATA_KEY_LEN, &label, 1, mac))
+        return false;
+    memcpy(out, prefix, sizeof prefix - 1);
+    b64_encode(mac, sizeof mac, out + sizeof prefix - 1, cap - (sizeof prefix - 1));
+    return true;
+}
+
+ch_code store_is_sealed(struct store *s, bool *sealed, struct ch_error *err)
+{
+    char value[128];
+    ch_code rc = store_meta_get(s, CHECK_NAME, value, sizeof value, err);
+    if (rc == CH_ENOTFOUND) {
+        *sealed = false;
+        return CH_OK;
+    }
+    if (rc == CH_OK)
+        *sealed = true;
+    return rc;
+}
+
+/* The first key a database is opened with becomes its key; any other is refused. */
+static ch_code check_key(struct store *in, const unsigned char key[CRYPTO_DATA_KEY_LEN],
+                         struct ch_error *err)
+{
+    char want[128], have[128];
+    if (!key_check(key, want, sizeof want))
+        return ch_error_set(err, CH_ECRYPTO, "cannot compute the data key's check value");
+    /* Several nodes may start at once: the first check value written stays, and each node
+     * compares its key with that one. */
+    ch_code rc = store_meta_put(in, CHECK_NAME, want, false, err);
+    if (rc == CH_OK)
+        rc = store_meta_get(in, CHECK_NAME, have, sizeof have, err);
+    if (rc == CH_OK && (strlen(have) != strlen(want) || !crypto_equal(have, want, strlen(want))))
+        rc = ch_error_set(err, CH_ESECRET,
+                          "the data key does not match this database's: give the key it was "
+                          "sealed with (--data-key-file or CALLHOOK_DATA_KEY)");
+    return rc;
+}
 
 ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct store **out,
                           struct ch_error *err)
 {
+    ch_code rc = check_key(in, key, err);
+    if (rc != CH_OK)
+        return rc;
     struct sealed_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");

@@ -73,6 +73,8 @@ static const char *const migrations[] = {
     /* 4: a message of a deleted Voice App is marked so: it is never delivered, replayed or
      * recovered, even when an app of the same id is created later. */
     "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
+    /* 5: the store's own settings (a data key's check value). */
+    "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -786,6 +788,54 @@ static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now
     return update_claimed(s, W_RENEW, seqs, n, lease_until, err);
 }
 
+/* ---- the store's own settings ---- */
+
+static ch_code meta_get(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    /* On the writer: a value just put is seen at once. */
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w, "SELECT value FROM store_meta WHERE name = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            text_col(st, 0, value, cap);
+        else if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no store setting '%s'", name);
+        else
+            rc = db_error(err, db->w, "read a store setting");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code meta_put(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w,
+                         replace ? "INSERT INTO store_meta(name, value) VALUES (?1, ?2)"
+                                   " ON CONFLICT(name) DO UPDATE SET value = ?2"
+                                 : "INSERT INTO store_meta(name, value) VALUES (?1, ?2)"
+                                   " ON CONFLICT(name) DO NOTHING",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "write a store setting");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
 /* ---- voice app changes and the rate limit ---- */
 
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
@@ -1173,6 +1223,8 @@ static const struct store_ops sqlite_ops = {
     .stats = stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
+    .meta_get = meta_get,
+    .meta_put = meta_put,
 };
 
 static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)

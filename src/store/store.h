@@ -252,6 +252,14 @@ struct store_ops {
      * SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
     ch_code (*rate_take)(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                          int64_t *granted, struct ch_error *err);
+
+    /* The store's own settings, by name (a data key's check value). meta_get fills value (cap
+     * bytes, terminated) or answers CH_ENOTFOUND; meta_put writes value, over an existing one
+     * only when replace (else an existing value stays: the first writer wins). */
+    ch_code (*meta_get)(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err);
+    ch_code (*meta_put)(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err);
 };
 
 /* What app_delete does to the deleted app's messages ($1 / ?1: the app id), the same SQL on
@@ -332,6 +340,12 @@ ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *e
 ch_code store_rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                         int64_t *granted, struct ch_error *err);
 
+/** A store setting (see store_ops.meta_get); value is "" on every error. */
+ch_code store_meta_get(struct store *s, const char *name, char *value, size_t cap,
+                       struct ch_error *err);
+ch_code store_meta_put(struct store *s, const char *name, const char *value, bool replace,
+                       struct ch_error *err);
+
 /* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created), or
  * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
@@ -347,9 +361,18 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
 ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err);
 
 /* Wraps a store so that call records and signing secrets are encrypted at rest with
- * AES-256-GCM under key (32 bytes). Takes ownership of inner; closing the wrapper closes it.
- * Records and secrets written before encryption was turned on are still read. */
+ * AES-256-GCM under key (32 bytes). On CH_OK it takes ownership of inner (closing the wrapper
+ * closes it); on error inner is still the caller's.
+ *
+ * The database records that it is sealed, with a check value of its key: the first wrap of a
+ * database without one writes it; a wrap with another key is refused (CH_ESECRET, "the data
+ * key does not match this database's"). Records and secrets written before encryption was
+ * turned on are still read. */
 ch_code store_sealed_wrap(struct store *inner, const unsigned char key[32], struct store **out,
                           struct ch_error *err);
+
+/* *sealed is whether the database was sealed with a data key (it holds a check value): such
+ * a database is opened through store_sealed_wrap() only. */
+ch_code store_is_sealed(struct store *s, bool *sealed, struct ch_error *err);
 
 #endif

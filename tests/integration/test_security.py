@@ -1095,6 +1095,32 @@ class FilesAndKeys(SecurityCase):
         with open(path) as f:
             self.assertEqual(f.read(), "left here\n", "the file must not get a key")
 
+    def test_sealed_database_needs_its_data_key(self):
+        # Issue 12 point 13: a database sealed with a data key records so (with a check value
+        # of the key); serve refuses it without the key and with another key, with a message
+        # that says what to do, instead of failing quietly later.
+        key_path, _ = self.data_key_file()
+        s = self.serve("--data-key-file", key_path)
+        rx = self.receiver()
+        secret = self.local_app(s, rx, "sealed")
+        self.assertEqual(s.stop(), 0)
+        folder = os.path.dirname(s.db_path)
+        out = self.serve_fails(folder)
+        self.assertIn("this database is sealed: give its data key with --data-key-file or "
+                      "CALLHOOK_DATA_KEY", out)
+        wrong = os.path.join(self.tmp, "wrong.key")
+        with open(wrong, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(wrong, 0o600)
+        out = self.serve_fails(folder, extra=["--data-key-file", wrong])
+        self.assertIn("the data key does not match this database's", out)
+        out = self.serve_fails(folder, env={"CALLHOOK_DATA_KEY": base64.b64encode(
+            os.urandom(32)).decode()})
+        self.assertIn("the data key does not match this database's", out)
+        # With its key it starts and reads what it sealed.
+        s.start()
+        self.assertEqual(self.secret_of(s, "sealed"), secret)
+
     def test_readable_data_key_file_is_refused(self):
         d = self.folder("datakey")
         path, _ = self.data_key_file()

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/crypto.h"
 #include "store/store.h"
 
 #include <libpq-fe.h>
@@ -101,6 +102,24 @@ static void raw_sqlite(const char *path, const char *sql)
         sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
         fail_msg("cannot run %s on %s: %s", sql, path, msg ? msg : sqlite3_errmsg(db));
     sqlite3_close(db);
+}
+
+/* Runs SQL on the test's database (either backend) behind the store's back. */
+static void raw_sql(const char *sql)
+{
+    if (pg_uri())
+        raw_postgres(pg_uri(), sql);
+    else
+        raw_sqlite(uri + 7, sql);
+}
+
+/* "X'..'" (SQLite) or "'\x..'::bytea" (PostgreSQL): bytes as an SQL literal. */
+static void sql_bytes(const unsigned char *b, size_t n, char *out, size_t cap)
+{
+    size_t o = (size_t)snprintf(out, cap, pg_uri() ? "'\\x" : "X'");
+    for (size_t i = 0; i < n && o + 3 < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%02x", b[i]);
+    snprintf(out + o, cap - o, pg_uri() ? "'::bytea" : "'");
 }
 
 /* Each test starts on an empty database. */
@@ -746,14 +765,26 @@ static void test_sealed_at_rest(void **state)
     assert_false(file_contains(path, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
     assert_false(file_contains(wal, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
 
-    /* The wrong key reads nothing back. */
+    /* The database knows it is sealed, and with which key: another key is refused. */
     static const unsigned char other_key[32] = {9};
     assert_int_equal(store_open(uri, &plain, NULL), CH_OK);
-    assert_int_equal(store_sealed_wrap(plain, other_key, &s, NULL), CH_OK);
+    bool sealed = false;
+    assert_int_equal(store_is_sealed(plain, &sealed, NULL), CH_OK);
+    assert_true(sealed);
     struct ch_error err = {0};
-    assert_int_equal(store_app_get(s, "app", &got, &err), CH_ESTORE);
-    assert_non_null(strstr(err.message, "data key"));
+    assert_int_equal(store_sealed_wrap(plain, other_key, &s, &err), CH_ESECRET);
+    assert_non_null(strstr(err.message, "the data key does not match this database's"));
+    assert_int_equal(store_sealed_wrap(plain, data_key, &s, NULL), CH_OK);
+    assert_int_equal(store_app_get(s, "app", &got, NULL), CH_OK);
+    stored_app_release(&got);
     store_close(s);
+
+    /* A database never opened with a key is not sealed. */
+    snprintf(uri, sizeof uri, "sqlite:%s/unsealed/callhook.db", dir);
+    assert_int_equal(store_open(uri, &plain, NULL), CH_OK);
+    assert_int_equal(store_is_sealed(plain, &sealed, NULL), CH_OK);
+    assert_false(sealed);
+    store_close(plain);
 }
 
 /* Retention empties delivered records and old attempts, and nothing else. */
@@ -925,20 +956,32 @@ static void test_claim_fails_part_way(void **state)
 }
 
 /* Through the encrypting wrapper: the second of three records was sealed under another data
- * key, so the claim fails there after opening the first; nothing is returned or leaked. */
+ * key (written behind the store's back), so the claim fails there after opening the first;
+ * nothing is returned or leaked. */
 static void test_sealed_claim_fails_part_way(void **state)
 {
     (void)state;
     static const unsigned char other_key[32] = {7};
-    struct store *raw1 = NULL, *raw2 = NULL, *s1 = NULL, *s2 = NULL;
+    struct store *raw1 = NULL, *s1 = NULL;
     assert_int_equal(store_open(uri, &raw1, NULL), CH_OK);
     assert_int_equal(store_sealed_wrap(raw1, data_key, &s1, NULL), CH_OK);
-    assert_int_equal(store_open(uri, &raw2, NULL), CH_OK);
-    assert_int_equal(store_sealed_wrap(raw2, other_key, &s2, NULL), CH_OK);
     put_app(s1, "app", true);
     ingest_expired(s1, "msg_1", "app", "begin-call", "c1", 1000);
-    ingest_expired(s2, "msg_2", "app", "begin-call", "c2", 1000);
+    ingest_expired(s1, "msg_2", "app", "begin-call", "c2", 1000);
     ingest_expired(s1, "msg_3", "app", "begin-call", "c3", 1000);
+    unsigned char sealed[64];
+    size_t len = 0;
+    assert_true(crypto_seal(other_key, "{}", 2, sealed, sizeof sealed, &len));
+    char lit[200], sql[400];
+    sql_bytes(sealed, len, lit, sizeof lit);
+    if (pg_uri())
+        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = 'msg_2'", lit);
+    else
+        snprintf(sql, sizeof sql,
+                 "UPDATE message_bodies SET body = %s"
+                 " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')",
+                 lit);
+    raw_sql(sql);
     struct due_message out[4];
     size_t n = 99;
     struct ch_error err = {0};
@@ -946,7 +989,6 @@ static void test_sealed_claim_fails_part_way(void **state)
     assert_int_equal(n, 0);
     assert_non_null(strstr(err.message, "msg_2"));
     store_close(s1);
-    store_close(s2);
 }
 
 /* The front door holds the contract whatever a backend does: a backend that returns an error
