@@ -1,7 +1,8 @@
 /*
  * Encryption at rest as a store decorator: it implements the store interface over another
- * store, sealing call records on their way in and signing secrets on every write, opening them
- * on the way out. The backends never see a plaintext record, so neither does the database file.
+ * store, sealing call records on their way in and Voice Apps' signing secrets and settings
+ * (their headers carry receivers' tokens) on every write, opening them on the way out. The backends
+ * never see a plaintext record, so neither does the database file.
  */
 #include "store/store.h"
 
@@ -65,12 +66,64 @@ static bool open_secret(const unsigned char *key, char *text, size_t cap)
     return true;
 }
 
+/* ---- settings: the whole config_json as "enc:" + base64 of the sealed text, since its
+ * headers carry receivers' tokens ---- */
+
+/* A malloc'd sealed copy of plain, or NULL (out of memory, or too large to be a setting). */
+static char *seal_config(const unsigned char *key, const char *plain)
+{
+    size_t len = strlen(plain);
+    if (len > (1u << 24))
+        return NULL;
+    size_t sealed_cap = len + CRYPTO_SEAL_OVERHEAD, n = 0;
+    size_t cap = strlen(SECRET_PREFIX) + B64_ENCODED_LEN(sealed_cap) + 1;
+    unsigned char *sealed = malloc(sealed_cap);
+    char *out = malloc(cap);
+    if (sealed == NULL || out == NULL || !crypto_seal(key, plain, len, sealed, sealed_cap, &n)) {
+        free(sealed);
+        free(out);
+        return NULL;
+    }
+    memcpy(out, SECRET_PREFIX, strlen(SECRET_PREFIX));
+    b64_encode(sealed, n, out + strlen(SECRET_PREFIX), cap - strlen(SECRET_PREFIX));
+    free(sealed);
+    return out;
+}
+
+/* Replaces *text (malloc'd) with its opened form; true when it was written before encryption
+ * was turned on (left as it is). */
+static bool open_config(const unsigned char *key, char **text)
+{
+    if (strncmp(*text, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
+        return true;
+    const char *b64 = *text + strlen(SECRET_PREFIX);
+    size_t b64_len = strlen(b64), cap = b64_len / 4 * 3 + 3, n = 0, m = 0;
+    unsigned char *sealed = malloc(cap);
+    char *plain = malloc(cap + 1);
+    bool ok = sealed && plain && b64_decode(b64, b64_len, sealed, cap, &n) &&
+              crypto_open(key, sealed, n, (unsigned char *)plain, cap, &m);
+    free(sealed);
+    if (!ok) {
+        free(plain);
+        return false;
+    }
+    plain[m] = '\0';
+    free(*text);
+    *text = plain;
+    return true;
+}
+
 static ch_code open_app(struct sealed_store *st, struct stored_app *a, struct ch_error *err)
 {
     if (!open_secret(st->key, a->secret, sizeof a->secret) ||
         !open_secret(st->key, a->prev_secret, sizeof a->prev_secret))
         return ch_error_set(err, CH_ESTORE,
                             "cannot decrypt the signing secret of voice app '%s': wrong data key?",
+                            a->id);
+    if (!open_config(st->key, &a->config_json))
+        return ch_error_set(err, CH_ESTORE,
+                            "cannot decrypt the settings of voice app '%s': wrong data key, or "
+                            "the database was changed",
                             a->id);
     return CH_OK;
 }
@@ -85,8 +138,13 @@ static ch_code app_put(struct store *s, const struct stored_app *a, bool *create
     if (!seal_secret(st->key, a->secret, copy.secret, sizeof copy.secret) ||
         !seal_secret(st->key, a->prev_secret, copy.prev_secret, sizeof copy.prev_secret))
         return ch_error_set(err, CH_ECRYPTO, "cannot encrypt a signing secret");
+    copy.config_json = seal_config(st->key, a->config_json ? a->config_json : "{}");
+    if (copy.config_json == NULL)
+        return ch_error_set(err, CH_ECRYPTO, "cannot encrypt the settings of voice app '%s'",
+                            a->id);
     ch_code rc = st->inner->ops->app_put(st->inner, &copy, created, err);
     crypto_wipe(copy.secret, sizeof copy.secret);
+    free(copy.config_json);
     return rc;
 }
 
@@ -109,9 +167,12 @@ static void open_each(void *ctx, const struct stored_app *a)
 {
     struct list_ctx *l = ctx;
     struct stored_app copy = *a;
-    if (open_app(l->st, &copy, NULL) == CH_OK)
+    /* The copy's settings are its own: the inner store frees a's. */
+    copy.config_json = strdup(a->config_json ? a->config_json : "{}");
+    if (copy.config_json && open_app(l->st, &copy, NULL) == CH_OK)
         l->cb(l->ctx, &copy);
     crypto_wipe(copy.secret, sizeof copy.secret);
+    stored_app_release(&copy);
 }
 
 static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),

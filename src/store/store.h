@@ -30,7 +30,8 @@ bool key_role_parse(const char *name, enum key_role *out);
 /* A Voice App as stored: its settings as validated JSON text, and what the store keeps beside. */
 struct stored_app {
     char id[129];
-    char *config_json; /* owned: free with stored_app_release() */
+    char *config_json; /* owned: free with stored_app_release() (sealed as "enc:..." at rest
+                          when a data key is set: its headers carry receivers' tokens) */
     char secret[256];  /* whsec_... (sealed as "enc:..." at rest when a data key is set) */
     char prev_secret[256];
     int64_t prev_expires_at; /* 0 when there is no previous secret */

@@ -1273,10 +1273,17 @@ class PersonalData(SecurityCase):
         new = (r.json or {}).get("secret")
         self.assertTrue(isinstance(new, str) and new.startswith("whsec_") and new != old, r)
         self.assertEqual(r.json.get("previous"), old, r)
+        # A Voice App's header values (receivers' tokens) are sealed like secrets.
+        token = "Bearer hdr-" + _secrets.token_hex(12)
+        self.local_app(s, rx, "hdr", headers={"Authorization": token})
         # While serve runs (the WAL is there), then after a clean stop.
-        self.check_folder(s, [old, new], key, "serve running")
-        self.assertEqual(s.stop(), 0)
-        self.check_folder(s, [old, new], key, "serve stopped")
+        for when in ("serve running", "serve stopped"):
+            if when == "serve stopped":
+                self.assertEqual(s.stop(), 0)
+            files = self.check_folder(s, [old, new], key, when)
+            self.assertEqual(occurrences(files, {token.encode(), token[7:].encode()}), [],
+                             "a header value is in the database in clear with a data key "
+                             "(%s)" % when)
 
         # Same key again: the sealed secrets open, and a new delivery carries both signatures.
         s.start()

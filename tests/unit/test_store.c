@@ -725,7 +725,8 @@ static void test_sealed_at_rest(void **state)
     struct stored_app a = {.enabled = true, .created_at = 1, .updated_at = 1};
     snprintf(a.id, sizeof a.id, "app");
     snprintf(a.secret, sizeof a.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-    a.config_json = strdup("{}");
+    static const char config[] = "{\"headers\":{\"Authorization\":\"Bearer tok-Hq83nXv27Lp\"}}";
+    a.config_json = strdup(config);
     bool created;
     assert_int_equal(store_app_put(s, &a, &created, NULL), CH_OK);
     stored_app_release(&a);
@@ -752,18 +753,27 @@ static void test_sealed_at_rest(void **state)
     struct stored_app got;
     assert_int_equal(store_app_get(s, "app", &got, NULL), CH_OK);
     assert_string_equal(got.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    assert_string_equal(got.config_json, config);
     stored_app_release(&got);
+    int listed = 0;
+    assert_int_equal(store_app_list(s, count_app, &listed, NULL), CH_OK);
+    assert_int_equal(listed, 1);
     struct message_view m;
     assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
     assert_int_equal(m.body_len, sizeof body - 1);
-    store_close(s);
-
     char wal[620];
     snprintf(wal, sizeof wal, "%s-wal", path);
+    /* While the store is open, its writes are in the WAL. */
+    assert_false(file_contains(wal, "tok-Hq83nXv27Lp"));
+    assert_false(file_contains(wal, "+15550100123"));
+    store_close(s);
+
     assert_false(file_contains(path, "+15550100123"));
     assert_false(file_contains(wal, "+15550100123"));
     assert_false(file_contains(path, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
     assert_false(file_contains(wal, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    assert_false(file_contains(path, "tok-Hq83nXv27Lp"));
+    assert_false(file_contains(wal, "tok-Hq83nXv27Lp"));
 
     /* The database knows it is sealed, and with which key: another key is refused. */
     static const unsigned char other_key[32] = {9};
