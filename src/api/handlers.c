@@ -284,6 +284,7 @@ static json_t *message_json(const struct message_view *m)
     json_object_set_new(o, "callType", m->has_call_type ? json_integer(m->call_type) : json_null());
     json_object_set_new(o, "lastError",
                         m->last_error[0] ? json_string(m->last_error) : json_null());
+    json_object_set_new(o, "appDeleted", json_boolean(m->app_deleted));
     return o;
 }
 
@@ -396,6 +397,13 @@ static void message_replay(struct api_request *r, const char *id)
     struct message_view m;
     if (store_message_get(r->ctx->store, id, &m, &err) != CH_OK) {
         store_failed(r, &err);
+        return;
+    }
+    if (m.app_deleted) {
+        api_respond_error(r, 409, "app_deleted",
+                          "message '%s' belongs to voice app '%s', which was deleted: it is not "
+                          "delivered again (an app created since with that id starts empty)",
+                          id, m.app_id);
         return;
     }
     if (m.status == MSG_SKIPPED) {

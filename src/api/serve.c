@@ -193,27 +193,36 @@ static ch_code load_data_key(const struct serve_config *c, unsigned char key[32]
     return CH_OK;
 }
 
-/* Opens the store, wrapped in encryption when a data key is configured. */
+/* Opens the store, wrapped in encryption when a data key is configured. A sealed database
+ * is refused without its key (and, by the wrapper, with another key). */
 static ch_code open_store(const struct serve_config *c, struct store **out, bool *encrypted,
                           struct ch_error *err)
 {
     unsigned char key[32];
-    bool have = false;
+    bool have = false, is_sealed = false;
     ch_code rc = load_data_key(c, key, &have, err);
     if (rc != CH_OK)
         return rc;
-    rc = store_open(c->db, out, err);
+    struct store *s = NULL;
+    rc = store_open(c->db, &s, err);
     if (rc == CH_OK && have) {
-        struct store *sealed = NULL;
-        rc = store_sealed_wrap(*out, key, &sealed, err);
+        struct store *wrapped = NULL;
+        rc = store_sealed_wrap(s, key, &wrapped, err);
         if (rc == CH_OK)
-            *out = sealed;
-        else
-            store_close(*out);
+            s = wrapped;
+    } else if (rc == CH_OK && (rc = store_is_sealed(s, &is_sealed, err)) == CH_OK && is_sealed) {
+        rc = ch_error_set(err, CH_ESECRET,
+                          "this database is sealed: give its data key with --data-key-file or "
+                          "CALLHOOK_DATA_KEY");
     }
     crypto_wipe(key, sizeof key);
+    if (rc != CH_OK) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
     *encrypted = have;
-    return rc;
+    return CH_OK;
 }
 
 static void run_purge(struct store *s, const struct serve_config *c)

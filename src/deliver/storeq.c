@@ -107,7 +107,7 @@ static void run_request(struct storeq *q, struct storeq_req *r)
                      err.message);
         break;
     case STOREQ_RENEW:
-        r->rc = store_renew(s, r->seqs, r->nseqs, r->at, &err);
+        r->rc = store_renew(s, r->seqs, r->nseqs, r->now, r->at, &err);
         if (r->rc != CH_OK)
             log_warn("engine: cannot renew leases: %s", err.message);
         break;

@@ -86,9 +86,16 @@ static const char *const migrations[] = {
                               "(a_app, now_ms, g); END IF;"
                               "  RETURN g;"
                               " END $$;",
+    /* 3: a message of a deleted Voice App is marked so: it is never delivered, replayed or
+     * recovered, even when an app of the same id is created later. */
+    "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
+    /* 4: the store's own settings (a data key's check value). */
+    "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
+/* The database's clock in unix seconds: leases are taken and checked on it. */
+#define DB_NOW_S "floor(extract(epoch FROM statement_timestamp()))::bigint"
 
 struct pg_store {
     struct store base;
@@ -489,12 +496,44 @@ static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stor
 
 static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
 {
-    long long n = 0;
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
     const char *values[] = {id};
-    ch_code rc = exec1(self(s), "DELETE FROM voice_apps WHERE id = $1", 1, values,
-                       "delete voice app", &n, err);
-    if (rc == CH_OK && n == 0)
-        rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+    ch_code rc = CH_OK;
+    PGresult *r = PQexec(c, "BEGIN");
+    if (!ok(r))
+        rc = fail(c, r, "delete voice app", err);
+    else
+        PQclear(r);
+    if (rc == CH_OK) {
+        r = run(c, "DELETE FROM voice_apps WHERE id = $1", 1, values, NULL, NULL);
+        if (!ok(r))
+            rc = fail(c, r, "delete voice app", err);
+        else {
+            if (strtoll(PQcmdTuples(r), NULL, 10) == 0)
+                rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
+            PQclear(r);
+        }
+    }
+    if (rc == CH_OK) {
+        r = run(c, DELETED_APP_MESSAGES_SQL, 1, values, NULL, NULL);
+        if (!ok(r))
+            rc = fail(c, r, "end the deleted voice app's messages", err);
+        else
+            PQclear(r);
+    }
+    if (rc == CH_OK) {
+        r = PQexec(c, "COMMIT");
+        if (!ok(r))
+            rc = fail(c, r, "delete voice app", err);
+        else
+            PQclear(r);
+    } else {
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    give_back(db, c);
     return rc;
 }
 
@@ -524,9 +563,10 @@ static const char ingest_sql[] =
     " ins AS ("
     "  INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
     "   next_attempt_at, wait_begin)"
-    /* A message stored as claimed (1) is this node's until its lease ends. */
+    /* A message stored as claimed (1) is this node's until its lease ends, on the database's
+     * clock (see claim_due). */
     "  SELECT $1, $2, $3, $4, $5::bigint, $6, st.status, $8::bigint,"
-    "   CASE WHEN st.status = 1 THEN $9::bigint ELSE $8::bigint END,"
+    "   CASE WHEN st.status = 1 THEN " DB_NOW_S " + ($9::bigint - $8::bigint) ELSE $8::bigint END,"
     "   CASE WHEN $7::int = 0 THEN 1 ELSE 0 END"
     "  FROM st WHERE EXISTS (SELECT 1 FROM app)"
     "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
@@ -634,6 +674,8 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     char nb[24], lb[24], mb[24];
     const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
     PGconn *c = borrow(db, err);
+    /* Due times are the callers' (pending rows); leases are the database's (claimed rows),
+     * taken for the caller's length, so no node's clock step makes a live lease look over. */
     if (c == NULL)
         return CH_EUNAVAILABLE;
     /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
@@ -642,9 +684,12 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     PGresult *r =
         run(c,
             "WITH claimed AS ("
-            " UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
+            " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
+            " + ($2::bigint - $1::bigint)"
+            " WHERE seq IN ("
             " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-            " WHERE m.status IN (0, 1) AND m.next_attempt_at <= $1"
+            " WHERE ((m.status = 0 AND m.next_attempt_at <= $1)"
+            "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
             " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
             "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
             "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
@@ -724,13 +769,14 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
                           "release", seqs, n, next_attempt_at, err);
 }
 
-static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err)
+/* The lease is renewed for its length from the database's now (see claim_due). */
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err)
 {
     return update_claimed(s,
-                          "UPDATE messages SET next_attempt_at = $1"
+                          "UPDATE messages SET next_attempt_at = " DB_NOW_S " + $1::bigint"
                           " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                          "renew leases", seqs, n, lease_until, err);
+                          "renew leases", seqs, n, lease_until - now, err);
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,
@@ -770,7 +816,11 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
                              LL(da, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0),
                              a->error ? a->error : "", sq};
         sent = sent && PQsendQueryParams(c,
-                                         "UPDATE messages SET status = $1, attempts = attempts + 1,"
+                                         /* An attempt in flight when its app was
+                                          * deleted does not bring it back. */
+                                         "UPDATE messages SET status = CASE WHEN"
+                                         " app_deleted = 1 AND $1::int = 0 THEN 3 ELSE"
+                                         " $1::int END, attempts = attempts + 1,"
                                          " next_attempt_at = $2, delivered_at = $3,"
                                          " last_error = $4 WHERE seq = $5",
                                          5, NULL, upd, NULL, NULL, 0) == 1;
@@ -821,7 +871,7 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
 
 #define MESSAGE_COLUMNS                                                            \
     "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error, length(body)"
+    " next_attempt_at, delivered_at, last_error, length(body), app_deleted"
 
 static void message_row(PGresult *r, int i, struct message_view *m)
 {
@@ -840,6 +890,7 @@ static void message_row(PGresult *r, int i, struct message_view *m)
     m->delivered_at = col_ll(r, i, 10);
     col_text(r, i, 11, m->last_error, sizeof m->last_error);
     m->body_len = (size_t)col_ll(r, i, 12);
+    m->app_deleted = col_ll(r, i, 13) != 0;
 }
 
 static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
@@ -960,7 +1011,7 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     const char *values[] = {LL(nb, now), msg_id};
     ch_code rc = exec1(self(s),
                        "UPDATE messages SET status = 0, next_attempt_at = $1 WHERE id = $2"
-                       " AND status <> 1",
+                       " AND status <> 1 AND app_deleted = 0",
                        2, values, "replay", &n, err);
     if (rc == CH_OK && n == 0)
         rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
@@ -976,7 +1027,7 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     ch_code rc = exec1(self(s),
                        "UPDATE messages SET status = 0, next_attempt_at = $1"
                        " WHERE app_id = $2 AND created_at >= $3"
-                       " AND (status = 3 OR (status = 0 AND attempts > 0))",
+                       " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
                        3, values, "recover", &n, err);
     if (rc == CH_OK)
         *requeued = n;
@@ -1060,6 +1111,37 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
     return rc;
 }
 
+/* ---- the store's own settings ---- */
+
+static ch_code meta_get(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err)
+{
+    const char *values[] = {name};
+    PGresult *r = NULL;
+    ch_code rc = query(self(s), "SELECT value FROM store_meta WHERE name = $1", 1, values, NULL,
+                       NULL, "read a store setting", &r, err);
+    if (rc == CH_OK) {
+        if (PQntuples(r) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no store setting '%s'", name);
+        else
+            col_text(r, 0, 0, value, cap);
+        PQclear(r);
+    }
+    return rc;
+}
+
+static ch_code meta_put(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err)
+{
+    const char *values[] = {name, value};
+    return exec1(self(s),
+                 replace ? "INSERT INTO store_meta(name, value) VALUES ($1, $2)"
+                           " ON CONFLICT(name) DO UPDATE SET value = $2"
+                         : "INSERT INTO store_meta(name, value) VALUES ($1, $2)"
+                           " ON CONFLICT(name) DO NOTHING",
+                 2, values, "write a store setting", NULL, err);
+}
+
 /* ---- opening ---- */
 
 static void pg_close(struct store *s)
@@ -1101,6 +1183,8 @@ static const struct store_ops pg_ops = {
     .stats = stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
+    .meta_get = meta_get,
+    .meta_put = meta_put,
 };
 
 ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err)

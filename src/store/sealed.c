@@ -1,7 +1,8 @@
 /*
  * Encryption at rest as a store decorator: it implements the store interface over another
- * store, sealing call records on their way in and signing secrets on every write, opening them
- * on the way out. The backends never see a plaintext record, so neither does the database file.
+ * store, sealing call records on their way in and Voice Apps' signing secrets and settings
+ * (their headers carry receivers' tokens) on every write, opening them on the way out. The backends
+ * never see a plaintext record, so neither does the database file.
  */
 #include "store/store.h"
 
@@ -65,12 +66,64 @@ static bool open_secret(const unsigned char *key, char *text, size_t cap)
     return true;
 }
 
+/* ---- settings: the whole config_json as "enc:" + base64 of the sealed text, since its
+ * headers carry receivers' tokens ---- */
+
+/* A malloc'd sealed copy of plain, or NULL (out of memory, or too large to be a setting). */
+static char *seal_config(const unsigned char *key, const char *plain)
+{
+    size_t len = strlen(plain);
+    if (len > (1u << 24))
+        return NULL;
+    size_t sealed_cap = len + CRYPTO_SEAL_OVERHEAD, n = 0;
+    size_t cap = strlen(SECRET_PREFIX) + B64_ENCODED_LEN(sealed_cap) + 1;
+    unsigned char *sealed = malloc(sealed_cap);
+    char *out = malloc(cap);
+    if (sealed == NULL || out == NULL || !crypto_seal(key, plain, len, sealed, sealed_cap, &n)) {
+        free(sealed);
+        free(out);
+        return NULL;
+    }
+    memcpy(out, SECRET_PREFIX, strlen(SECRET_PREFIX));
+    b64_encode(sealed, n, out + strlen(SECRET_PREFIX), cap - strlen(SECRET_PREFIX));
+    free(sealed);
+    return out;
+}
+
+/* Replaces *text (malloc'd) with its opened form; true when it was written before encryption
+ * was turned on (left as it is). */
+static bool open_config(const unsigned char *key, char **text)
+{
+    if (strncmp(*text, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
+        return true;
+    const char *b64 = *text + strlen(SECRET_PREFIX);
+    size_t b64_len = strlen(b64), cap = b64_len / 4 * 3 + 3, n = 0, m = 0;
+    unsigned char *sealed = malloc(cap);
+    char *plain = malloc(cap + 1);
+    bool ok = sealed && plain && b64_decode(b64, b64_len, sealed, cap, &n) &&
+              crypto_open(key, sealed, n, (unsigned char *)plain, cap, &m);
+    free(sealed);
+    if (!ok) {
+        free(plain);
+        return false;
+    }
+    plain[m] = '\0';
+    free(*text);
+    *text = plain;
+    return true;
+}
+
 static ch_code open_app(struct sealed_store *st, struct stored_app *a, struct ch_error *err)
 {
     if (!open_secret(st->key, a->secret, sizeof a->secret) ||
         !open_secret(st->key, a->prev_secret, sizeof a->prev_secret))
         return ch_error_set(err, CH_ESTORE,
                             "cannot decrypt the signing secret of voice app '%s': wrong data key?",
+                            a->id);
+    if (!open_config(st->key, &a->config_json))
+        return ch_error_set(err, CH_ESTORE,
+                            "cannot decrypt the settings of voice app '%s': wrong data key, or "
+                            "the database was changed",
                             a->id);
     return CH_OK;
 }
@@ -85,8 +138,13 @@ static ch_code app_put(struct store *s, const struct stored_app *a, bool *create
     if (!seal_secret(st->key, a->secret, copy.secret, sizeof copy.secret) ||
         !seal_secret(st->key, a->prev_secret, copy.prev_secret, sizeof copy.prev_secret))
         return ch_error_set(err, CH_ECRYPTO, "cannot encrypt a signing secret");
+    copy.config_json = seal_config(st->key, a->config_json ? a->config_json : "{}");
+    if (copy.config_json == NULL)
+        return ch_error_set(err, CH_ECRYPTO, "cannot encrypt the settings of voice app '%s'",
+                            a->id);
     ch_code rc = st->inner->ops->app_put(st->inner, &copy, created, err);
     crypto_wipe(copy.secret, sizeof copy.secret);
+    free(copy.config_json);
     return rc;
 }
 
@@ -109,9 +167,12 @@ static void open_each(void *ctx, const struct stored_app *a)
 {
     struct list_ctx *l = ctx;
     struct stored_app copy = *a;
-    if (open_app(l->st, &copy, NULL) == CH_OK)
+    /* The copy's settings are its own: the inner store frees a's. */
+    copy.config_json = strdup(a->config_json ? a->config_json : "{}");
+    if (copy.config_json && open_app(l->st, &copy, NULL) == CH_OK)
         l->cb(l->ctx, &copy);
     crypto_wipe(copy.secret, sizeof copy.secret);
+    stored_app_release(&copy);
 }
 
 static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
@@ -251,10 +312,10 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
     return inner(s)->ops->release(inner(s), seqs, n, next_attempt_at, err);
 }
 
-static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err)
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err)
 {
-    return inner(s)->ops->renew(inner(s), seqs, n, lease_until, err);
+    return inner(s)->ops->renew(inner(s), seqs, n, now, lease_until, err);
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *r, size_t n,
@@ -336,6 +397,18 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
     return inner(s)->ops->rate_take(inner(s), app_id, limit_per_s, want, granted, err);
 }
 
+static ch_code meta_get(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err)
+{
+    return inner(s)->ops->meta_get(inner(s), name, value, cap, err);
+}
+
+static ch_code meta_put(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err)
+{
+    return inner(s)->ops->meta_put(inner(s), name, value, replace, err);
+}
+
 static const struct store_ops sealed_ops = {
     .name = "sealed",
     .close = sealed_close,
@@ -363,11 +436,68 @@ static const struct store_ops sealed_ops = {
     .stats = stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
+    .meta_get = meta_get,
+    .meta_put = meta_put,
 };
+
+/* ---- the database's check value of its key ---- */
+
+#define CHECK_NAME  "data_key_check"
+#define CHECK_LABEL "callhook data key check v1"
+
+/* "hmac-sha256:" + base64 of HMAC-SHA256(key, CHECK_LABEL): it tells a key from another and
+ * tells nothing about the key. */
+static bool key_check(const unsigned char key[CRYPTO_DATA_KEY_LEN], char *out, size_t cap)
+{
+    static const char prefix[] = "hmac-sha256:";
+    struct crypto_part label = {CHECK_LABEL, sizeof CHECK_LABEL - 1};
+    unsigned char mac[CRYPTO_SHA256_LEN];
+    if (cap < sizeof prefix + B64_ENCODED_LEN(sizeof mac) ||
+        !crypto_hmac_sha256(key, CRYPTO_DATA_KEY_LEN, &label, 1, mac))
+        return false;
+    memcpy(out, prefix, sizeof prefix - 1);
+    b64_encode(mac, sizeof mac, out + sizeof prefix - 1, cap - (sizeof prefix - 1));
+    return true;
+}
+
+ch_code store_is_sealed(struct store *s, bool *sealed, struct ch_error *err)
+{
+    char value[128];
+    ch_code rc = store_meta_get(s, CHECK_NAME, value, sizeof value, err);
+    if (rc == CH_ENOTFOUND) {
+        *sealed = false;
+        return CH_OK;
+    }
+    if (rc == CH_OK)
+        *sealed = true;
+    return rc;
+}
+
+/* The first key a database is opened with becomes its key; any other is refused. */
+static ch_code check_key(struct store *in, const unsigned char key[CRYPTO_DATA_KEY_LEN],
+                         struct ch_error *err)
+{
+    char want[128], have[128];
+    if (!key_check(key, want, sizeof want))
+        return ch_error_set(err, CH_ECRYPTO, "cannot compute the data key's check value");
+    /* Several nodes may start at once: the first check value written stays, and each node
+     * compares its key with that one. */
+    ch_code rc = store_meta_put(in, CHECK_NAME, want, false, err);
+    if (rc == CH_OK)
+        rc = store_meta_get(in, CHECK_NAME, have, sizeof have, err);
+    if (rc == CH_OK && (strlen(have) != strlen(want) || !crypto_equal(have, want, strlen(want))))
+        rc = ch_error_set(err, CH_ESECRET,
+                          "the data key does not match this database's: give the key it was "
+                          "sealed with (--data-key-file or CALLHOOK_DATA_KEY)");
+    return rc;
+}
 
 ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct store **out,
                           struct ch_error *err)
 {
+    ch_code rc = check_key(in, key, err);
+    if (rc != CH_OK)
+        return rc;
     struct sealed_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");

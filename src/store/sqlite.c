@@ -70,6 +70,11 @@ static const char *const migrations[] = {
     "CREATE TRIGGER voice_apps_deleted AFTER DELETE ON voice_apps BEGIN"
     "  UPDATE apps_version SET version = version + 1 WHERE id = 1;"
     "  DELETE FROM rate_grants WHERE app_id = old.id; END;",
+    /* 4: a message of a deleted Voice App is marked so: it is never delivered, replayed or
+     * recovered, even when an app of the same id is created later. */
+    "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
+    /* 5: the store's own settings (a data key's check value). */
+    "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -125,7 +130,7 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_CLAIM] =
         "UPDATE messages SET status = 1, next_attempt_at = ?3 WHERE seq IN ("
         " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1"
+        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1 AND m.app_deleted = 0"
         " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
         "   SELECT 1 FROM messages p WHERE p.app_id = m.app_id"
         "   AND p.dedupe_key = m.dedupe_key AND p.event = 'begin-call'"
@@ -135,8 +140,11 @@ static const char *const stmt_sql[STMT_COUNT_] = {
         " (SELECT body FROM message_bodies b WHERE b.seq = messages.seq)",
     [W_ATTEMPT_INSERT] = "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
                          " error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    [W_ATTEMPT_UPDATE] = "UPDATE messages SET status = ?, attempts = attempts + 1,"
-                         " next_attempt_at = ?, delivered_at = ?, last_error = ? WHERE seq = ?",
+    /* An attempt that was in flight when its app was deleted does not bring it back. */
+    [W_ATTEMPT_UPDATE] =
+        "UPDATE messages SET status = CASE WHEN app_deleted = 1 AND ?1 = 0 THEN 3 ELSE ?1 END,"
+        " attempts = attempts + 1, next_attempt_at = ?2, delivered_at = ?3, last_error = ?4"
+        " WHERE seq = ?5",
     [W_APP_DISABLE] = "UPDATE voice_apps SET enabled = 0, disabled_reason = ? WHERE id = ?",
     [W_RELEASE] =
         "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ? AND status = 1",
@@ -494,7 +502,9 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
     struct sqlite_store *db = self(s);
     pthread_mutex_lock(&db->wlock);
     sqlite3_stmt *st = NULL;
-    ch_code rc = prepare(db->w, "DELETE FROM voice_apps WHERE id = ?", &st, err);
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    if (rc == CH_OK)
+        rc = prepare(db->w, "DELETE FROM voice_apps WHERE id = ?", &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
@@ -503,6 +513,19 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
             rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
     }
     sqlite3_finalize(st);
+    st = NULL;
+    if (rc == CH_OK)
+        rc = prepare(db->w, DELETED_APP_MESSAGES_SQL, &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "end the deleted voice app's messages");
+    }
+    sqlite3_finalize(st);
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
     pthread_mutex_unlock(&db->wlock);
     return rc;
 }
@@ -757,10 +780,60 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
     return update_claimed(s, W_RELEASE, seqs, n, next_attempt_at, err);
 }
 
-static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err)
+static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err)
 {
+    /* One node, one clock: the lease ends at the caller's lease_until. */
+    (void)now;
     return update_claimed(s, W_RENEW, seqs, n, lease_until, err);
+}
+
+/* ---- the store's own settings ---- */
+
+static ch_code meta_get(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    /* On the writer: a value just put is seen at once. */
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w, "SELECT value FROM store_meta WHERE name = ?", &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            text_col(st, 0, value, cap);
+        else if (step == SQLITE_DONE)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no store setting '%s'", name);
+        else
+            rc = db_error(err, db->w, "read a store setting");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+static ch_code meta_put(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->w,
+                         replace ? "INSERT INTO store_meta(name, value) VALUES (?1, ?2)"
+                                   " ON CONFLICT(name) DO UPDATE SET value = ?2"
+                                 : "INSERT INTO store_meta(name, value) VALUES (?1, ?2)"
+                                   " ON CONFLICT(name) DO NOTHING",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "write a store setting");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
 }
 
 /* ---- voice app changes and the rate limit ---- */
@@ -857,7 +930,7 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
 #define MESSAGE_COLUMNS                                                            \
     "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
     " next_attempt_at, delivered_at, last_error,"                                  \
-    " (SELECT length(body) FROM message_bodies b WHERE b.seq = messages.seq)"
+    " (SELECT length(body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted"
 
 static void message_row(sqlite3_stmt *st, struct message_view *m)
 {
@@ -876,6 +949,7 @@ static void message_row(sqlite3_stmt *st, struct message_view *m)
     m->delivered_at = sqlite3_column_int64(st, 10);
     text_col(st, 11, m->last_error, sizeof m->last_error);
     m->body_len = (size_t)sqlite3_column_int64(st, 12);
+    m->app_deleted = sqlite3_column_int(st, 13) != 0;
 }
 
 static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
@@ -1001,7 +1075,7 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     /* A message being delivered right now is left alone; its attempt decides. */
     ch_code rc = prepare(db->w,
                          "UPDATE messages SET status = 0, next_attempt_at = ? WHERE id = ?"
-                         " AND status <> 1",
+                         " AND status <> 1 AND app_deleted = 0",
                          &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(st, 1, now);
@@ -1026,7 +1100,7 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     ch_code rc = prepare(db->w,
                          "UPDATE messages SET status = 0, next_attempt_at = ?"
                          " WHERE app_id = ? AND created_at >= ?"
-                         " AND (status = 3 OR (status = 0 AND attempts > 0))",
+                         " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
                          &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(st, 1, now);
@@ -1149,6 +1223,8 @@ static const struct store_ops sqlite_ops = {
     .stats = stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
+    .meta_get = meta_get,
+    .meta_put = meta_put,
 };
 
 static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)

@@ -245,10 +245,25 @@ ch_code store_release(struct store *s, const int64_t *seqs, size_t n, int64_t ne
     return n == 0 ? CH_OK : s->ops->release(s, seqs, n, next_attempt_at, err);
 }
 
-ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                    struct ch_error *err)
+ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                    int64_t lease_until, struct ch_error *err)
 {
-    return n == 0 ? CH_OK : s->ops->renew(s, seqs, n, lease_until, err);
+    return n == 0 ? CH_OK : s->ops->renew(s, seqs, n, now, lease_until, err);
+}
+
+ch_code store_meta_get(struct store *s, const char *name, char *value, size_t cap,
+                       struct ch_error *err)
+{
+    ch_code rc = s->ops->meta_get(s, name, value, cap, err);
+    if (rc != CH_OK && cap > 0)
+        value[0] = '\0';
+    return rc;
+}
+
+ch_code store_meta_put(struct store *s, const char *name, const char *value, bool replace,
+                       struct ch_error *err)
+{
+    return s->ops->meta_put(s, name, value, replace, err);
 }
 
 ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,

@@ -30,7 +30,8 @@ bool key_role_parse(const char *name, enum key_role *out);
 /* A Voice App as stored: its settings as validated JSON text, and what the store keeps beside. */
 struct stored_app {
     char id[129];
-    char *config_json; /* owned: free with stored_app_release() */
+    char *config_json; /* owned: free with stored_app_release() (sealed as "enc:..." at rest
+                          when a data key is set: its headers carry receivers' tokens) */
     char secret[256];  /* whsec_... (sealed as "enc:..." at rest when a data key is set) */
     char prev_secret[256];
     int64_t prev_expires_at; /* 0 when there is no previous secret */
@@ -106,6 +107,7 @@ struct message_view {
     int64_t created_at, next_attempt_at, delivered_at;
     char last_error[300];
     size_t body_len;
+    bool app_deleted; /* its Voice App was deleted: it is never delivered or replayed again */
 };
 
 struct attempt_view {
@@ -187,13 +189,23 @@ struct store_ops {
                        struct ch_error *err); /* CH_ENOTFOUND when absent */
     ch_code (*app_list)(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
                         void *ctx, struct ch_error *err);
+    /* Deleting an app ends its messages in the same transaction: pending, failed and claimed
+     * ones become dead with last_error "app deleted", and all of them (with their records and
+     * attempts, kept for the log) are marked app_deleted, so an app created later with the
+     * same id starts empty and none of them is delivered, replayed or recovered again. */
     ch_code (*app_delete)(struct store *s, const char *id, struct ch_error *err);
 
     /* Ingest: all items in one transaction and one fsync; per-item results in the items. */
     ch_code (*ingest)(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err);
 
     /* Claims up to max due messages (pending and due, app enabled, not waiting on a begin-call)
-     * for lease_until. Fills out[0..*n); the caller frees each body. */
+     * for lease_until. Fills out[0..*n); the caller frees each body.
+     *
+     * Leases and clocks: a pending message's due time (next_attempt_at) is on the callers'
+     * clocks, as written. A lease is a length, lease_until - now: on SQLite (one node, one
+     * clock) it runs on the caller's clock; on PostgreSQL it is taken, renewed and checked on
+     * the database's clock, so a node whose wall clock steps neither loses its leases nor sees
+     * another node's as run out (ingest's lease_until - now likewise). */
     ch_code (*claim_due)(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
                          size_t max, size_t *n, struct ch_error *err);
 
@@ -203,8 +215,8 @@ struct store_ops {
 
     /* Extends the leases of claimed messages this node still holds (in memory or in flight),
      * so no other node takes them over while this one lives. */
-    ch_code (*renew)(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                     struct ch_error *err);
+    ch_code (*renew)(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                     int64_t lease_until, struct ch_error *err);
 
     /* Writes attempt results in one transaction. */
     ch_code (*record_attempts)(struct store *s, const struct attempt_result *r, size_t n,
@@ -218,10 +230,12 @@ struct store_ops {
     ch_code (*message_list)(struct store *s, const struct message_filter *f,
                             void (*cb)(void *ctx, const struct message_view *m), void *ctx,
                             struct ch_error *err);
-    /* Makes one message due now (replay). */
+    /* Makes one message due now (replay). CH_ENOTFOUND when there is no such message, or it
+     * is being delivered, or its app was deleted. */
     ch_code (*message_requeue)(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err);
-    /* Makes every dead or failed message of an app created since `since` due now. */
+    /* Makes every dead or failed message of an app created since `since` due now (not those
+     * of an earlier app of the same id, which was deleted). */
     ch_code (*app_recover)(struct store *s, const char *app_id, int64_t since, int64_t now,
                            int64_t *requeued, struct ch_error *err);
 
@@ -246,7 +260,23 @@ struct store_ops {
      * on SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
     ch_code (*rate_take)(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                          int64_t *granted, struct ch_error *err);
+
+    /* The store's own settings, by name (a data key's check value). meta_get fills value (cap
+     * bytes, terminated) or answers CH_ENOTFOUND; meta_put writes value, over an existing one
+     * only when replace (else an existing value stays: the first writer wins). */
+    ch_code (*meta_get)(struct store *s, const char *name, char *value, size_t cap,
+                        struct ch_error *err);
+    ch_code (*meta_put)(struct store *s, const char *name, const char *value, bool replace,
+                        struct ch_error *err);
 };
+
+/* What app_delete does to the deleted app's messages ($1 / ?1: the app id), the same SQL on
+ * every backend: ends what was still to be delivered, marks them all. */
+#define DELETED_APP_MESSAGES_SQL                                                      \
+    "UPDATE messages SET app_deleted = 1,"                                            \
+    " status = CASE WHEN status IN (0, 1) THEN 3 ELSE status END,"                    \
+    " last_error = CASE WHEN status IN (0, 1) THEN 'app deleted' ELSE last_error END" \
+    " WHERE app_id = $1 AND app_deleted = 0"
 
 /* Adds a count of messages in status to the matching field of st (backends' GROUP BY). */
 void store_stats_add(struct store_stats *st, int status, int64_t n);
@@ -287,8 +317,9 @@ ch_code store_claim_due(struct store *s, int64_t now, int64_t lease_until, struc
                         size_t max, size_t *n, struct ch_error *err);
 ch_code store_release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
                       struct ch_error *err);
-ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
-                    struct ch_error *err);
+/** Extends the leases to lease_until - now from now (see claim_due on clocks). */
+ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
+                    int64_t lease_until, struct ch_error *err);
 ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,
                               struct ch_error *err);
 ch_code store_message_get(struct store *s, const char *msg_id, struct message_view *out,
@@ -317,6 +348,12 @@ ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *e
 ch_code store_rate_take(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                         int64_t *granted, struct ch_error *err);
 
+/** A store setting (see store_ops.meta_get); value is "" on every error. */
+ch_code store_meta_get(struct store *s, const char *name, char *value, size_t cap,
+                       struct ch_error *err);
+ch_code store_meta_put(struct store *s, const char *name, const char *value, bool replace,
+                       struct ch_error *err);
+
 /* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created), or
  * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
@@ -332,9 +369,18 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
 ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err);
 
 /* Wraps a store so that call records and signing secrets are encrypted at rest with
- * AES-256-GCM under key (32 bytes). Takes ownership of inner; closing the wrapper closes it.
- * Records and secrets written before encryption was turned on are still read. */
+ * AES-256-GCM under key (32 bytes). On CH_OK it takes ownership of inner (closing the wrapper
+ * closes it); on error inner is still the caller's.
+ *
+ * The database records that it is sealed, with a check value of its key: the first wrap of a
+ * database without one writes it; a wrap with another key is refused (CH_ESECRET, "the data
+ * key does not match this database's"). Records and secrets written before encryption was
+ * turned on are still read. */
 ch_code store_sealed_wrap(struct store *inner, const unsigned char key[32], struct store **out,
                           struct ch_error *err);
+
+/* *sealed is whether the database was sealed with a data key (it holds a check value): such
+ * a database is opened through store_sealed_wrap() only. */
+ch_code store_is_sealed(struct store *s, bool *sealed, struct ch_error *err);
 
 #endif

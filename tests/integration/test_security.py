@@ -1095,6 +1095,32 @@ class FilesAndKeys(SecurityCase):
         with open(path) as f:
             self.assertEqual(f.read(), "left here\n", "the file must not get a key")
 
+    def test_sealed_database_needs_its_data_key(self):
+        # Issue 12 point 13: a database sealed with a data key records so (with a check value
+        # of the key); serve refuses it without the key and with another key, with a message
+        # that says what to do, instead of failing quietly later.
+        key_path, _ = self.data_key_file()
+        s = self.serve("--data-key-file", key_path)
+        rx = self.receiver()
+        secret = self.local_app(s, rx, "sealed")
+        self.assertEqual(s.stop(), 0)
+        folder = os.path.dirname(s.db_path)
+        out = self.serve_fails(folder)
+        self.assertIn("this database is sealed: give its data key with --data-key-file or "
+                      "CALLHOOK_DATA_KEY", out)
+        wrong = os.path.join(self.tmp, "wrong.key")
+        with open(wrong, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(wrong, 0o600)
+        out = self.serve_fails(folder, extra=["--data-key-file", wrong])
+        self.assertIn("the data key does not match this database's", out)
+        out = self.serve_fails(folder, env={"CALLHOOK_DATA_KEY": base64.b64encode(
+            os.urandom(32)).decode()})
+        self.assertIn("the data key does not match this database's", out)
+        # With its key it starts and reads what it sealed.
+        s.start()
+        self.assertEqual(self.secret_of(s, "sealed"), secret)
+
     def test_readable_data_key_file_is_refused(self):
         d = self.folder("datakey")
         path, _ = self.data_key_file()
@@ -1247,10 +1273,17 @@ class PersonalData(SecurityCase):
         new = (r.json or {}).get("secret")
         self.assertTrue(isinstance(new, str) and new.startswith("whsec_") and new != old, r)
         self.assertEqual(r.json.get("previous"), old, r)
+        # A Voice App's header values (receivers' tokens) are sealed like secrets.
+        token = "Bearer hdr-" + _secrets.token_hex(12)
+        self.local_app(s, rx, "hdr", headers={"Authorization": token})
         # While serve runs (the WAL is there), then after a clean stop.
-        self.check_folder(s, [old, new], key, "serve running")
-        self.assertEqual(s.stop(), 0)
-        self.check_folder(s, [old, new], key, "serve stopped")
+        for when in ("serve running", "serve stopped"):
+            if when == "serve stopped":
+                self.assertEqual(s.stop(), 0)
+            files = self.check_folder(s, [old, new], key, when)
+            self.assertEqual(occurrences(files, {token.encode(), token[7:].encode()}), [],
+                             "a header value is in the database in clear with a data key "
+                             "(%s)" % when)
 
         # Same key again: the sealed secrets open, and a new delivery carries both signatures.
         s.start()

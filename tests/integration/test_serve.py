@@ -701,6 +701,35 @@ class Endpoint(ServeCase):
         self.assertEqual(self.get_message(mid_other)["status"], "dead", "other app untouched")
         self.assertEqual(len(self.rx.requests_for(path=other.begin)), 2)
 
+    def test_deleted_app_messages_are_not_delivered_to_a_namesake(self):
+        app = self.make_app(enabled=False)
+        mids = [self.ingest_ok(app, "begin-call", record()) for _ in range(2)]
+        # Held while the app is disabled (given back to the store, due again).
+        for mid in mids:
+            self.wait_status(mid, "pending")
+        r = self.serve.api("DELETE", "/v1/voice-apps/" + app.id)
+        self.assertEqual(r.status, 204, r)
+        for mid in mids:
+            m = self.get_message(mid)
+            self.assertEqual((m.get("status"), m.get("lastError"), m.get("appDeleted")),
+                             ("dead", "app deleted", True), m)
+        # The same id made again, enabled: it starts empty.
+        again = self.make_app(app_id=app.id)
+        fresh = self.ingest_ok(again, "begin-call", record())
+        self.rx.wait_for(1, webhook_id=fresh, timeout=T(10), status_ok=True)
+        self.assertIs(self.get_message(fresh).get("appDeleted"), False)
+        r = self.serve.api("POST", "/v1/voice-apps/%s/recover?since=0" % app.id)
+        self.assertEqual((r.status, r.json), (200, {"requeued": 0}), r)
+        for mid in mids:
+            r = self.serve.api("POST", "/v1/messages/%s/replay" % mid)
+            self.assertEqual(r.status, 409, r)
+            self.assertEqual(((r.json or {}).get("error") or {}).get("code"), "app_deleted", r)
+        time.sleep(T(2))  # a retry schedule's worth: the old messages would have gone by now
+        sent = {x.webhook_id for x in self.rx.requests_for(path=app.begin)}
+        self.assertEqual(sent, {fresh}, "only the new app's event is delivered")
+        for mid in mids:
+            self.assertEqual(self.get_message(mid).get("status"), "dead")
+
 
 class Api(ServeCase):
 

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/crypto.h"
 #include "store/store.h"
 
 #include <libpq-fe.h>
@@ -103,6 +104,24 @@ static void raw_sqlite(const char *path, const char *sql)
     sqlite3_close(db);
 }
 
+/* Runs SQL on the test's database (either backend) behind the store's back. */
+static void raw_sql(const char *sql)
+{
+    if (pg_uri())
+        raw_postgres(pg_uri(), sql);
+    else
+        raw_sqlite(uri + 7, sql);
+}
+
+/* "X'..'" (SQLite) or "'\x..'::bytea" (PostgreSQL): bytes as an SQL literal. */
+static void sql_bytes(const unsigned char *b, size_t n, char *out, size_t cap)
+{
+    size_t o = (size_t)snprintf(out, cap, pg_uri() ? "'\\x" : "X'");
+    for (size_t i = 0; i < n && o + 3 < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%02x", b[i]);
+    snprintf(out + o, cap - o, pg_uri() ? "'::bytea" : "'");
+}
+
 /* Each test starts on an empty database. */
 static int fresh(void **state)
 {
@@ -135,10 +154,11 @@ static void put_app(struct store *s, const char *id, bool enabled)
     stored_app_release(&a);
 }
 
-/* Ingests one event; status_in says skip (SKIPPED), ordering (PENDING) or neither. */
-static struct ingest_item ingest(struct store *s, const char *msg_id, const char *app,
-                                 const char *event, const char *key, enum msg_status status_in,
-                                 int64_t now)
+/* Ingests one event with a lease of lease_s; status_in says skip (SKIPPED), ordering (PENDING)
+ * or neither. */
+static struct ingest_item ingest_leased(struct store *s, const char *msg_id, const char *app,
+                                        const char *event, const char *key,
+                                        enum msg_status status_in, int64_t now, int64_t lease_s)
 {
     static const char body[] = "{\"ActiveCallId\":\"k\"}";
     struct ingest_item it = {.msg_id = msg_id,
@@ -150,10 +170,26 @@ static struct ingest_item ingest(struct store *s, const char *msg_id, const char
                              .body = body,
                              .body_len = sizeof body - 1,
                              .now = now,
-                             .lease_until = now + 300,
+                             .lease_until = now + lease_s,
                              .status = status_in};
     assert_int_equal(store_ingest(s, &it, 1, NULL), CH_OK);
     return it;
+}
+
+/* The same with a lease of 300 s. */
+static struct ingest_item ingest(struct store *s, const char *msg_id, const char *app,
+                                 const char *event, const char *key, enum msg_status status_in,
+                                 int64_t now)
+{
+    return ingest_leased(s, msg_id, app, event, key, status_in, now, 300);
+}
+
+/* The same with a lease that has run out at once (lease_until == now): on PostgreSQL a lease
+ * runs on the database's clock, so this is how a test makes a claimed message free again. */
+static struct ingest_item ingest_expired(struct store *s, const char *msg_id, const char *app,
+                                         const char *event, const char *key, int64_t now)
+{
+    return ingest_leased(s, msg_id, app, event, key, MSG_DELIVERING, now, 0);
 }
 
 static size_t claim(struct store *s, int64_t now, struct due_message *out, size_t max)
@@ -316,10 +352,13 @@ static void test_ingest_and_duplicates(void **state)
     assert_int_equal(store_message_get(s, "msg_b", &m, NULL), CH_ENOTFOUND);
 }
 
-/* A fresh event is claimed by its ingest: the scan leaves it until its lease runs out. */
+/* A fresh event is claimed by its ingest: the scan leaves it until its lease runs out.
+ * SQLite: on the caller's clock. */
 static void test_leases(void **state)
 {
     struct store *s = *state;
+    if (pg_uri())
+        return; /* test_leases_on_database_clock */
     put_app(s, "app", true);
     ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
     struct due_message out[4];
@@ -335,10 +374,46 @@ static void test_leases(void **state)
     assert_int_equal(claim(s, 1599, out, 4), 0);
     /* Renewed while held: still held past the old lease. */
     int64_t seq = out[0].seq;
-    assert_int_equal(store_renew(s, &seq, 1, 2000, NULL), CH_OK);
+    assert_int_equal(store_renew(s, &seq, 1, 1500, 2000, NULL), CH_OK);
     assert_int_equal(claim(s, 1700, out, 4), 0);
     /* Given back: due at once. */
     assert_int_equal(store_release(s, &seq, 1, 1400, NULL), CH_OK);
+    n = claim(s, 1400, out, 4);
+    assert_int_equal(n, 1);
+    free_claimed(out, n);
+}
+
+/* PostgreSQL: a lease is its length on the database's clock, whatever clock the nodes keep, so a
+ * node whose clock is far ahead (a step) does not take over a live lease, and a node whose
+ * clock is far behind still renews its own. Due times stay on the callers' clocks. */
+static void test_leases_on_database_clock(void **state)
+{
+    struct store *s = *state;
+    if (pg_uri() == NULL)
+        return; /* test_leases */
+    const int64_t ahead = (int64_t)time(NULL) + 3600, behind = (int64_t)time(NULL) - 3600;
+    put_app(s, "app", true);
+    ingest(s, "msg_a", "app", "begin-call", "call-1", MSG_DELIVERING, 1000);
+    struct due_message out[4];
+    /* Held for 300 s from the database's now: an hour ahead on a node is not past it. */
+    assert_int_equal(claim(s, ahead, out, 4), 0);
+    /* A lease renewed by a node an hour behind is still 300 s long. */
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
+    int64_t seq = m.seq;
+    assert_int_equal(store_renew(s, &seq, 1, behind, behind + 300, NULL), CH_OK);
+    assert_int_equal(claim(s, ahead, out, 4), 0);
+    /* A zero-length renewal lets it go at once, whatever the claimer's clock. */
+    assert_int_equal(store_renew(s, &seq, 1, behind, behind, NULL), CH_OK);
+    size_t n = claim(s, 5, out, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_a");
+    free_claimed(out, n);
+    /* Claimed for 300 s again, by a claimer whose clock reads 5. */
+    assert_int_equal(claim(s, ahead, out, 4), 0);
+    /* Given back with a due time: that is on the callers' clocks. */
+    assert_int_equal(store_release(s, &seq, 1, 1400, NULL), CH_OK);
+    assert_int_equal(claim(s, 1399, out, 4), 0);
     n = claim(s, 1400, out, 4);
     assert_int_equal(n, 1);
     free_claimed(out, n);
@@ -455,6 +530,57 @@ static void test_disabled_apps_wait(void **state)
     free_claimed(out, n);
 }
 
+/* Deleting an app ends its messages at once; an app made again with its id starts empty, and
+ * an attempt that was in flight through the delete does not bring its message back. */
+static void test_delete_app_ends_its_messages(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    put_app(s, "other", true);
+    struct ingest_item f = ingest(s, "msg_f", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct ingest_item d = ingest(s, "msg_d", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
+    struct ingest_item h = ingest(s, "msg_h", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    ingest_leased(s, "msg_o", "other", "begin-call", "c1", MSG_DELIVERING, 1000, 100000);
+    struct attempt_result r[2] = {result(f.seq, MSG_PENDING, 1001),
+                                  result(d.seq, MSG_DELIVERED, 0)};
+    assert_int_equal(store_record_attempts(s, r, 2, NULL), CH_OK);
+    assert_int_equal(store_app_delete(s, "app", NULL), CH_OK);
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_f", &m, NULL), CH_OK); /* was failed */
+    assert_int_equal(m.status, MSG_DEAD);
+    assert_string_equal(m.last_error, "app deleted");
+    assert_true(m.app_deleted);
+    assert_true(m.body_len > 0);                                      /* kept for the log */
+    assert_int_equal(store_message_get(s, "msg_h", &m, NULL), CH_OK); /* was claimed */
+    assert_int_equal(m.status, MSG_DEAD);
+    assert_int_equal(store_message_get(s, "msg_d", &m, NULL), CH_OK); /* was delivered */
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_true(m.app_deleted);
+    assert_int_equal(store_message_get(s, "msg_o", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERING);
+    assert_false(m.app_deleted);
+
+    put_app(s, "app", true); /* a namesake */
+    /* msg_h's attempt was in flight: its retry does not make it due again. */
+    struct attempt_result late = result(h.seq, MSG_PENDING, 1001);
+    assert_int_equal(store_record_attempts(s, &late, 1, NULL), CH_OK);
+    assert_int_equal(store_message_get(s, "msg_h", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DEAD);
+    struct due_message out[4];
+    assert_int_equal(claim(s, 5000, out, 4), 0);
+    assert_int_equal(store_message_requeue(s, "msg_f", 5000, NULL), CH_ENOTFOUND);
+    int64_t requeued = -1;
+    assert_int_equal(store_app_recover(s, "app", 0, 5000, &requeued, NULL), CH_OK);
+    assert_int_equal(requeued, 0);
+    assert_int_equal(claim(s, 5000, out, 4), 0);
+    /* The namesake's own messages go as usual. */
+    ingest_expired(s, "msg_n", "app", "begin-call", "c9", 5000);
+    size_t n = claim(s, 5000, out, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_n");
+    free_claimed(out, n);
+}
+
 struct collected {
     char ids[16][40];
     int n;
@@ -561,7 +687,12 @@ static void test_startup(void **state)
         assert_int_equal(claim(s, 1001, none, 1), 0);
         struct store *other = open_store();
         assert_int_equal(store_startup(other, 1002, &released, NULL), CH_OK);
-        size_t n = claim(other, 1300, none, 1); /* the lease ran out: another node takes it */
+        assert_int_equal(claim(other, 1300, none, 1), 0); /* the lease holds */
+        /* Its lease runs out (the first node is gone): another node takes it. */
+        struct message_view m;
+        assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
+        assert_int_equal(store_renew(s, &m.seq, 1, 1300, 1300, NULL), CH_OK);
+        size_t n = claim(other, 1300, none, 1);
         assert_int_equal(n, 1);
         free_claimed(none, n);
         store_close(other);
@@ -594,7 +725,8 @@ static void test_sealed_at_rest(void **state)
     struct stored_app a = {.enabled = true, .created_at = 1, .updated_at = 1};
     snprintf(a.id, sizeof a.id, "app");
     snprintf(a.secret, sizeof a.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-    a.config_json = strdup("{}");
+    static const char config[] = "{\"headers\":{\"Authorization\":\"Bearer tok-Hq83nXv27Lp\"}}";
+    a.config_json = strdup(config);
     bool created;
     assert_int_equal(store_app_put(s, &a, &created, NULL), CH_OK);
     stored_app_release(&a);
@@ -621,27 +753,48 @@ static void test_sealed_at_rest(void **state)
     struct stored_app got;
     assert_int_equal(store_app_get(s, "app", &got, NULL), CH_OK);
     assert_string_equal(got.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    assert_string_equal(got.config_json, config);
     stored_app_release(&got);
+    int listed = 0;
+    assert_int_equal(store_app_list(s, count_app, &listed, NULL), CH_OK);
+    assert_int_equal(listed, 1);
     struct message_view m;
     assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
     assert_int_equal(m.body_len, sizeof body - 1);
-    store_close(s);
-
     char wal[620];
     snprintf(wal, sizeof wal, "%s-wal", path);
+    /* While the store is open, its writes are in the WAL. */
+    assert_false(file_contains(wal, "tok-Hq83nXv27Lp"));
+    assert_false(file_contains(wal, "+15550100123"));
+    store_close(s);
+
     assert_false(file_contains(path, "+15550100123"));
     assert_false(file_contains(wal, "+15550100123"));
     assert_false(file_contains(path, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
     assert_false(file_contains(wal, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    assert_false(file_contains(path, "tok-Hq83nXv27Lp"));
+    assert_false(file_contains(wal, "tok-Hq83nXv27Lp"));
 
-    /* The wrong key reads nothing back. */
+    /* The database knows it is sealed, and with which key: another key is refused. */
     static const unsigned char other_key[32] = {9};
     assert_int_equal(store_open(uri, &plain, NULL), CH_OK);
-    assert_int_equal(store_sealed_wrap(plain, other_key, &s, NULL), CH_OK);
+    bool sealed = false;
+    assert_int_equal(store_is_sealed(plain, &sealed, NULL), CH_OK);
+    assert_true(sealed);
     struct ch_error err = {0};
-    assert_int_equal(store_app_get(s, "app", &got, &err), CH_ESTORE);
-    assert_non_null(strstr(err.message, "data key"));
+    assert_int_equal(store_sealed_wrap(plain, other_key, &s, &err), CH_ESECRET);
+    assert_non_null(strstr(err.message, "the data key does not match this database's"));
+    assert_int_equal(store_sealed_wrap(plain, data_key, &s, NULL), CH_OK);
+    assert_int_equal(store_app_get(s, "app", &got, NULL), CH_OK);
+    stored_app_release(&got);
     store_close(s);
+
+    /* A database never opened with a key is not sealed. */
+    snprintf(uri, sizeof uri, "sqlite:%s/unsealed/callhook.db", dir);
+    assert_int_equal(store_open(uri, &plain, NULL), CH_OK);
+    assert_int_equal(store_is_sealed(plain, &sealed, NULL), CH_OK);
+    assert_false(sealed);
+    store_close(plain);
 }
 
 /* Retention empties delivered records and old attempts, and nothing else. */
@@ -782,9 +935,9 @@ static void test_claim_fails_part_way(void **state)
 {
     struct store *s = *state;
     put_app(s, "app", true);
-    ingest(s, "msg_1", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
-    ingest(s, "msg_2", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
-    ingest(s, "msg_3", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    ingest_expired(s, "msg_1", "app", "begin-call", "c1", 1000);
+    ingest_expired(s, "msg_2", "app", "begin-call", "c2", 1000);
+    ingest_expired(s, "msg_3", "app", "begin-call", "c3", 1000);
     if (pg_uri())
         raw_postgres(pg_uri(), "CREATE FUNCTION refuse_msg_2() RETURNS trigger LANGUAGE plpgsql"
                                " AS $$ BEGIN IF NEW.id = 'msg_2' AND NEW.status = 1 THEN"
@@ -813,20 +966,32 @@ static void test_claim_fails_part_way(void **state)
 }
 
 /* Through the encrypting wrapper: the second of three records was sealed under another data
- * key, so the claim fails there after opening the first; nothing is returned or leaked. */
+ * key (written behind the store's back), so the claim fails there after opening the first;
+ * nothing is returned or leaked. */
 static void test_sealed_claim_fails_part_way(void **state)
 {
     (void)state;
     static const unsigned char other_key[32] = {7};
-    struct store *raw1 = NULL, *raw2 = NULL, *s1 = NULL, *s2 = NULL;
+    struct store *raw1 = NULL, *s1 = NULL;
     assert_int_equal(store_open(uri, &raw1, NULL), CH_OK);
     assert_int_equal(store_sealed_wrap(raw1, data_key, &s1, NULL), CH_OK);
-    assert_int_equal(store_open(uri, &raw2, NULL), CH_OK);
-    assert_int_equal(store_sealed_wrap(raw2, other_key, &s2, NULL), CH_OK);
     put_app(s1, "app", true);
-    ingest(s1, "msg_1", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
-    ingest(s2, "msg_2", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
-    ingest(s1, "msg_3", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    ingest_expired(s1, "msg_1", "app", "begin-call", "c1", 1000);
+    ingest_expired(s1, "msg_2", "app", "begin-call", "c2", 1000);
+    ingest_expired(s1, "msg_3", "app", "begin-call", "c3", 1000);
+    unsigned char sealed[64];
+    size_t len = 0;
+    assert_true(crypto_seal(other_key, "{}", 2, sealed, sizeof sealed, &len));
+    char lit[200], sql[400];
+    sql_bytes(sealed, len, lit, sizeof lit);
+    if (pg_uri())
+        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = 'msg_2'", lit);
+    else
+        snprintf(sql, sizeof sql,
+                 "UPDATE message_bodies SET body = %s"
+                 " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')",
+                 lit);
+    raw_sql(sql);
     struct due_message out[4];
     size_t n = 99;
     struct ch_error err = {0};
@@ -834,7 +999,6 @@ static void test_sealed_claim_fails_part_way(void **state)
     assert_int_equal(n, 0);
     assert_non_null(strstr(err.message, "msg_2"));
     store_close(s1);
-    store_close(s2);
 }
 
 /* The front door holds the contract whatever a backend does: a backend that returns an error
@@ -924,7 +1088,7 @@ static void test_sqlite_upgrade_keeps_records(void **state)
     char *msg = NULL;
     assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, &msg), SQLITE_OK);
     sqlite3_close(db);
-    chmod(path, 0600); /* made by hand with the umask's mode; serve wants the owner's alone */
+    assert_int_equal(chmod(path, 0600), 0); /* the store opens only an owner-only file */
 
     snprintf(uri, sizeof uri, "sqlite:%s", path);
     struct store *s = open_store();
@@ -961,9 +1125,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_apps, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_ingest_and_duplicates, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_leases, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_leases_on_database_clock, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_delete_app_ends_its_messages, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_startup, fresh, close_store),
