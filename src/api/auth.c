@@ -38,7 +38,7 @@ ch_code api_key_add_existing(struct store *s, const char *key, enum key_role rol
     char id[20] = "key_";
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(id + 4 + 2 * i, 3, "%02x", raw[i]);
-    return s->ops->key_add(s, id, hash, role, (int64_t)time(NULL), err);
+    return store_key_add(s, id, hash, role, (int64_t)time(NULL), err);
 }
 
 ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struct ch_error *err)
@@ -56,7 +56,7 @@ ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struc
 ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_error *err)
 {
     int64_t n = 0;
-    ch_code rc = s->ops->key_count(s, &n, err);
+    ch_code rc = store_key_count(s, &n, err);
     if (rc != CH_OK || n > 0)
         return rc;
     const char *env = getenv("CALLHOOK_ADMIN_KEY");
@@ -126,7 +126,7 @@ bool api_authenticate(struct api_request *r)
         r->role = (enum key_role)cached;
         return true;
     }
-    ch_code rc = r->ctx->store->ops->key_lookup(r->ctx->store, hash, &role, &err);
+    ch_code rc = store_key_lookup(r->ctx->store, hash, &role, &err);
     if (rc == CH_OK) {
         cached = (int)role;
         api_cache_put(r->ctx->keys, hex, &cached, sizeof cached);

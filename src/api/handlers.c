@@ -94,7 +94,7 @@ static void app_put(struct api_request *r, const char *id)
         return;
     }
     struct stored_app a;
-    ch_code rc = ctx->store->ops->app_get(ctx->store, id, &a, &err);
+    ch_code rc = store_app_get(ctx->store, id, &a, &err);
     if (rc != CH_OK && rc != CH_ENOTFOUND) {
         store_failed(r, &err);
         return;
@@ -122,7 +122,7 @@ static void app_put(struct api_request *r, const char *id)
     bool created = false;
     if (a.config_json == NULL)
         api_respond_error(r, 500, "internal", "out of memory");
-    else if ((rc = ctx->store->ops->app_put(ctx->store, &a, &created, &err)) != CH_OK)
+    else if ((rc = store_app_put(ctx->store, &a, &created, &err)) != CH_OK)
         store_failed(r, &err);
     else {
         engine_app_changed(ctx->engine);
@@ -136,7 +136,7 @@ static void app_get(struct api_request *r, const char *id)
 {
     struct stored_app a;
     struct ch_error err = {0};
-    if (r->ctx->store->ops->app_get(r->ctx->store, id, &a, &err) != CH_OK) {
+    if (store_app_get(r->ctx->store, id, &a, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -160,7 +160,7 @@ static void app_list(struct api_request *r)
     json_t *data = json_array();
     struct ch_error err = {0};
     struct app_list_ctx c = {data, r->role == ROLE_ADMIN};
-    if (r->ctx->store->ops->app_list(r->ctx->store, add_app, &c, &err) != CH_OK) {
+    if (store_app_list(r->ctx->store, add_app, &c, &err) != CH_OK) {
         json_decref(data);
         store_failed(r, &err);
         return;
@@ -171,7 +171,7 @@ static void app_list(struct api_request *r)
 static void app_delete(struct api_request *r, const char *id)
 {
     struct ch_error err = {0};
-    if (r->ctx->store->ops->app_delete(r->ctx->store, id, &err) != CH_OK) {
+    if (store_app_delete(r->ctx->store, id, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -193,7 +193,7 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
     struct api_context *ctx = r->ctx;
     struct stored_app a;
     struct ch_error err = {0};
-    if (ctx->store->ops->app_get(ctx->store, id, &a, &err) != CH_OK) {
+    if (store_app_get(ctx->store, id, &a, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -227,7 +227,7 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
         ch_secret_wipe(&s);
         a.updated_at = (int64_t)time(NULL);
         bool created;
-        if (ctx->store->ops->app_put(ctx->store, &a, &created, &err) != CH_OK) {
+        if (store_app_put(ctx->store, &a, &created, &err) != CH_OK) {
             stored_app_release(&a);
             store_failed(r, &err);
             return;
@@ -251,14 +251,13 @@ static void app_recover(struct api_request *r, const char *id)
     }
     struct stored_app a;
     struct ch_error err = {0};
-    if (r->ctx->store->ops->app_get(r->ctx->store, id, &a, &err) != CH_OK) {
+    if (store_app_get(r->ctx->store, id, &a, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
     stored_app_release(&a);
     int64_t n = 0;
-    if (r->ctx->store->ops->app_recover(r->ctx->store, id, since, (int64_t)time(NULL), &n, &err) !=
-        CH_OK) {
+    if (store_app_recover(r->ctx->store, id, since, (int64_t)time(NULL), &n, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -343,7 +342,7 @@ static void messages_list(struct api_request *r)
     }
     struct list_ctx l = {.data = json_array()};
     struct ch_error err = {0};
-    if (r->ctx->store->ops->message_list(r->ctx->store, &f, add_message, &l, &err) != CH_OK) {
+    if (store_message_list(r->ctx->store, &f, add_message, &l, &err) != CH_OK) {
         json_decref(l.data);
         store_failed(r, &err);
         return;
@@ -375,14 +374,13 @@ static void message_get(struct api_request *r, const char *id)
 {
     struct message_view m;
     struct ch_error err = {0};
-    if (r->ctx->store->ops->message_get(r->ctx->store, id, &m, &err) != CH_OK) {
+    if (store_message_get(r->ctx->store, id, &m, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
     json_t *o = message_json(&m);
     json_t *attempts = json_array();
-    if (r->ctx->store->ops->message_attempts(r->ctx->store, m.seq, add_attempt, attempts, &err) !=
-        CH_OK) {
+    if (store_message_attempts(r->ctx->store, m.seq, add_attempt, attempts, &err) != CH_OK) {
         json_decref(o);
         json_decref(attempts);
         store_failed(r, &err);
@@ -396,7 +394,7 @@ static void message_replay(struct api_request *r, const char *id)
 {
     struct ch_error err = {0};
     struct message_view m;
-    if (r->ctx->store->ops->message_get(r->ctx->store, id, &m, &err) != CH_OK) {
+    if (store_message_get(r->ctx->store, id, &m, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -416,8 +414,7 @@ static void message_replay(struct api_request *r, const char *id)
                           id);
         return;
     }
-    if (r->ctx->store->ops->message_requeue(r->ctx->store, id, (int64_t)time(NULL), &err) !=
-        CH_OK) {
+    if (store_message_requeue(r->ctx->store, id, (int64_t)time(NULL), &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -431,7 +428,7 @@ static void healthz(struct api_request *r)
 {
     struct store_stats st;
     struct ch_error err = {0};
-    if (r->ctx->store->ops->stats(r->ctx->store, &st, &err) != CH_OK) {
+    if (store_stats(r->ctx->store, &st, &err) != CH_OK) {
         api_respond_error(r, 503, "unavailable", "the store does not answer");
         return;
     }
@@ -444,7 +441,7 @@ static void metrics_text(struct api_request *r)
     struct metrics *m = r->ctx->metrics;
     struct store_stats st = {0};
     struct ch_error err = {0};
-    bool have_stats = r->ctx->store->ops->stats(r->ctx->store, &st, &err) == CH_OK;
+    bool have_stats = store_stats(r->ctx->store, &st, &err) == CH_OK;
     struct buf b;
     buf_init(&b, 64 * 1024);
     char line[512];

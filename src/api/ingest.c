@@ -100,7 +100,7 @@ static void write_batch(struct ingest_writer *w, struct ingest_job *jobs)
         list[n++] = j;
     }
     struct ch_error err = {0};
-    ch_code rc = w->ctx->store->ops->ingest(w->ctx->store, items, n, &err);
+    ch_code rc = store_ingest(w->ctx->store, items, n, &err);
     if (rc != CH_OK)
         log_error("ingest: cannot store a batch of %zu events: %s", n, err.message);
     for (size_t i = 0; i < n; i++) {
@@ -193,7 +193,7 @@ static bool ingest_settings(struct api_request *r, const char *app_id, struct in
         return true;
     struct stored_app app;
     struct ch_error err = {0};
-    ch_code rc = ctx->store->ops->app_get(ctx->store, app_id, &app, &err);
+    ch_code rc = store_app_get(ctx->store, app_id, &app, &err);
     if (rc == CH_ENOTFOUND) {
         api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", app_id);
         return false;

@@ -209,7 +209,7 @@ static ch_code open_store(const struct serve_config *c, struct store **out, bool
         if (rc == CH_OK)
             *out = sealed;
         else
-            (*out)->ops->close(*out);
+            store_close(*out);
     }
     crypto_wipe(key, sizeof key);
     *encrypted = have;
@@ -220,8 +220,8 @@ static void run_purge(struct store *s, const struct serve_config *c)
 {
     int64_t now = (int64_t)time(NULL), payloads = 0, attempts = 0;
     struct ch_error err = {0};
-    if (s->ops->purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
-                      &payloads, &attempts, &err) != CH_OK)
+    if (store_purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
+                    &payloads, &attempts, &err) != CH_OK)
         log_warn("retention: %s", err.message);
     else if (payloads || attempts)
         log_info("retention: removed %lld delivered records and %lld attempts", (long long)payloads,
@@ -236,12 +236,12 @@ ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
     if (rc != CH_OK)
         return rc;
     int64_t now = (int64_t)time(NULL), payloads = 0, attempts = 0;
-    rc = s->ops->purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
-                       &payloads, &attempts, err);
+    rc = store_purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
+                     &payloads, &attempts, err);
     if (rc == CH_OK)
         printf("removed %lld delivered records and %lld attempts\n", (long long)payloads,
                (long long)attempts);
-    s->ops->close(s);
+    store_close(s);
     return rc;
 }
 
@@ -311,7 +311,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                  "(see docs/SECURITY.md)",
                  db_shown);
     int64_t released = 0;
-    if (ctx.store->ops->startup(ctx.store, (int64_t)time(NULL), &released, err) != CH_OK)
+    if (store_startup(ctx.store, (int64_t)time(NULL), &released, err) != CH_OK)
         goto out;
     if (released > 0)
         log_info("%lld messages claimed by an earlier run are due again", (long long)released);
@@ -380,7 +380,7 @@ out:
     api_cache_free(ctx.keys);
     api_cache_free(ctx.apps);
     if (ctx.store)
-        ctx.store->ops->close(ctx.store);
+        store_close(ctx.store);
     curl_global_cleanup();
     if (status == 0)
         log_info("stopped cleanly");
@@ -400,7 +400,7 @@ ch_code serve_key_create(const char *db, const char *role, char *key_out, size_t
     if (rc == CH_OK)
         rc = api_key_create(s, r, key_out, err);
     if (s)
-        s->ops->close(s);
+        store_close(s);
     return rc;
 }
 
@@ -423,10 +423,10 @@ ch_code serve_key_list(const char *db, struct ch_error *err)
     ch_code rc = store_open(db, &s, err);
     if (rc == CH_OK) {
         printf("%-17s %-7s %-21s %s\n", "KEY ID", "ROLE", "CREATED", "STATE");
-        rc = s->ops->key_list(s, print_key, NULL, err);
+        rc = store_key_list(s, print_key, NULL, err);
     }
     if (s)
-        s->ops->close(s);
+        store_close(s);
     return rc;
 }
 
@@ -435,8 +435,8 @@ ch_code serve_key_revoke(const char *db, const char *key_id, struct ch_error *er
     struct store *s = NULL;
     ch_code rc = store_open(db, &s, err);
     if (rc == CH_OK)
-        rc = s->ops->key_revoke(s, key_id, err);
+        rc = store_key_revoke(s, key_id, err);
     if (s)
-        s->ops->close(s);
+        store_close(s);
     return rc;
 }

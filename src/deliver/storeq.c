@@ -77,7 +77,7 @@ static bool write_batch(struct storeq *q, struct storeq_results *b)
         begin_resolved |= b->item[i].begin_resolved;
     }
     struct ch_error err = {0};
-    ch_code rc = q->store->ops->record_attempts(q->store, r, b->n, &err);
+    ch_code rc = store_record_attempts(q->store, r, b->n, &err);
     free(r);
     if (rc != CH_OK) {
         log_error("engine: cannot record %zu attempts (kept, tried again): %s", b->n, err.message);
@@ -96,18 +96,18 @@ static void run_request(struct storeq *q, struct storeq_req *r)
     struct store *s = q->store;
     switch (r->op) {
     case STOREQ_APP_LOAD:
-        r->rc = s->ops->app_get(s, r->app_id, &r->app, &err);
+        r->rc = store_app_get(s, r->app_id, &r->app, &err);
         if (r->rc != CH_OK && r->rc != CH_ENOTFOUND)
             log_warn("engine: cannot load voice app '%s': %s", r->app_id, err.message);
         break;
     case STOREQ_RELEASE:
-        r->rc = s->ops->release(s, r->seqs, r->nseqs, r->at, &err);
+        r->rc = store_release(s, r->seqs, r->nseqs, r->at, &err);
         if (r->rc != CH_OK)
             log_warn("engine: cannot give back %zu messages (their leases will): %s", r->nseqs,
                      err.message);
         break;
     case STOREQ_RENEW:
-        r->rc = s->ops->renew(s, r->seqs, r->nseqs, r->at, &err);
+        r->rc = store_renew(s, r->seqs, r->nseqs, r->at, &err);
         if (r->rc != CH_OK)
             log_warn("engine: cannot renew leases: %s", err.message);
         break;
@@ -177,7 +177,7 @@ static void run_claim(struct storeq *q)
     int64_t now = q->claim_now, lease = q->claim_lease;
     pthread_mutex_unlock(&q->lock);
     struct ch_error err = {0};
-    if (q->store->ops->claim_due(q->store, now, lease, q->claimed, max, &n, &err) != CH_OK) {
+    if (store_claim_due(q->store, now, lease, q->claimed, max, &n, &err) != CH_OK) {
         log_warn("engine: cannot read due messages: %s", err.message);
         n = 0;
     }
@@ -459,7 +459,7 @@ void storeq_stop(struct storeq *q, int give_up_ms)
             free(q->claimed[i].body);
         }
         if (seqs)
-            q->store->ops->release(q->store, seqs, q->claim_n, q->claim_now, NULL);
+            store_release(q->store, seqs, q->claim_n, q->claim_now, NULL);
         free(seqs);
     }
     pthread_mutex_destroy(&q->lock);

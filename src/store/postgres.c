@@ -21,6 +21,9 @@
 
 /* Each migration moves the schema one version up; they run in order in one transaction, under
  * an advisory lock so nodes starting together do not race. */
+#define CH_XSTR(x) #x
+#define CH_STR(x)  CH_XSTR(x) /* a macro's value as a string literal, for the SQL below */
+
 static const char *const migrations[] = {
     /* 1 */
     "CREATE TABLE api_keys ("
@@ -74,12 +77,15 @@ static const char *const migrations[] = {
     "  IF NOT FOUND THEN RETURN NULL; END IF;"
     "  PERFORM pg_advisory_xact_lock(" RATE_LOCK_CLASS ", hashtext(a_app));"
     "  now_ms := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;"
-    "  DELETE FROM rate_grants WHERE app_id = a_app AND at_ms <= now_ms - 1000;"
-    "  SELECT coalesce(sum(n), 0) INTO used FROM rate_grants WHERE app_id = a_app;"
-    "  g := greatest(0, least(a_want, a_limit - used));"
-    "  IF g > 0 THEN INSERT INTO rate_grants(app_id, at_ms, n) VALUES (a_app, now_ms, g); END IF;"
-    "  RETURN g;"
-    " END $$;",
+    "  DELETE FROM rate_grants WHERE app_id = a_app AND at_ms <= now_ms - " CH_STR(
+        STORE_RATE_WINDOW_MS) ";"
+                              "  SELECT coalesce(sum(n), 0) INTO used FROM rate_grants WHERE "
+                              "app_id = a_app;"
+                              "  g := greatest(0, least(a_want, a_limit - used));"
+                              "  IF g > 0 THEN INSERT INTO rate_grants(app_id, at_ms, n) VALUES "
+                              "(a_app, now_ms, g); END IF;"
+                              "  RETURN g;"
+                              " END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -630,17 +636,21 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     PGconn *c = borrow(db, err);
     if (c == NULL)
         return CH_EUNAVAILABLE;
-    /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. */
+    /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
+     * gives the rows in whatever order the update met them: the outer SELECT puts them in the
+     * order they were stored, so each app's queue stays first in, first out. */
     PGresult *r =
         run(c,
-            "UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
+            "WITH claimed AS ("
+            " UPDATE messages SET status = 1, next_attempt_at = $2 WHERE seq IN ("
             " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
             " WHERE m.status IN (0, 1) AND m.next_attempt_at <= $1"
             " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
             "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
             "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
             " ORDER BY m.next_attempt_at, m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)"
-            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body",
+            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
+            " SELECT * FROM claimed ORDER BY seq",
             3, values, NULL, NULL);
     ch_code rc = CH_OK;
     if (!ok(r))
@@ -666,6 +676,12 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         PQclear(r);
     }
     give_back(db, c);
+    if (rc != CH_OK) {
+        /* The contract: nothing returned on error. What was claimed comes back with its lease. */
+        for (size_t i = 0; i < *n; i++)
+            free(out[i].body);
+        *n = 0;
+    }
     return rc;
 }
 

@@ -164,6 +164,12 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
 {
     struct sealed_store *st = self(s);
     ch_code rc = st->inner->ops->claim_due(st->inner, now, lease_until, out, max, n, err);
+    if (rc != CH_OK) {
+        /* Nothing is returned on error, even if the inner store handed something over. */
+        for (size_t k = 0; k < *n; k++)
+            free(out[k].body);
+        *n = 0;
+    }
     for (size_t i = 0; rc == CH_OK && i < *n; i++) {
         if (!crypto_is_sealed(out[i].body, out[i].body_len))
             continue; /* stored before encryption was turned on */

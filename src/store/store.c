@@ -6,6 +6,7 @@
 #include "store/store.h"
 
 #include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err)
@@ -108,6 +109,207 @@ void store_stats_add(struct store_stats *st, int status, int64_t n)
 }
 
 /* ---- the front door ---- */
+
+void store_close(struct store *s)
+{
+    if (s != NULL)
+        s->ops->close(s);
+}
+
+/* A count out-parameter: the backend's value on success, 0 on error. (Call the backend
+ * before this: the order in which arguments are evaluated is not defined.) */
+static ch_code counted(ch_code rc, int64_t got, int64_t *out)
+{
+    *out = rc == CH_OK ? got : 0;
+    return rc;
+}
+
+ch_code store_startup(struct store *s, int64_t now, int64_t *released, struct ch_error *err)
+{
+    int64_t n = 0;
+    ch_code rc = s->ops->startup(s, now, &n, err);
+    return counted(rc, n, released);
+}
+
+ch_code store_key_count(struct store *s, int64_t *n, struct ch_error *err)
+{
+    int64_t got = 0;
+    ch_code rc = s->ops->key_count(s, &got, err);
+    return counted(rc, got, n);
+}
+
+ch_code store_key_add(struct store *s, const char *key_id, const unsigned char hash[32],
+                      enum key_role role, int64_t now, struct ch_error *err)
+{
+    return s->ops->key_add(s, key_id, hash, role, now, err);
+}
+
+ch_code store_key_lookup(struct store *s, const unsigned char hash[32], enum key_role *role,
+                         struct ch_error *err)
+{
+    enum key_role got = ROLE_NONE;
+    ch_code rc = s->ops->key_lookup(s, hash, &got, err);
+    if (rc == CH_OK)
+        *role = got;
+    return rc;
+}
+
+ch_code store_key_list(struct store *s,
+                       void (*cb)(void *ctx, const char *key_id, enum key_role role,
+                                  int64_t created_at, bool revoked),
+                       void *ctx, struct ch_error *err)
+{
+    return s->ops->key_list(s, cb, ctx, err);
+}
+
+ch_code store_key_revoke(struct store *s, const char *key_id, struct ch_error *err)
+{
+    return s->ops->key_revoke(s, key_id, err);
+}
+
+ch_code store_app_put(struct store *s, const struct stored_app *a, bool *created,
+                      struct ch_error *err)
+{
+    bool got = false;
+    ch_code rc = s->ops->app_put(s, a, &got, err);
+    if (rc == CH_OK)
+        *created = got;
+    return rc;
+}
+
+ch_code store_app_get(struct store *s, const char *id, struct stored_app *out, struct ch_error *err)
+{
+    /* Zeroed first, so whatever a backend left behind on error can be released here. */
+    memset(out, 0, sizeof *out);
+    ch_code rc = s->ops->app_get(s, id, out, err);
+    if (rc != CH_OK) {
+        stored_app_release(out);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
+ch_code store_app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
+                       void *ctx, struct ch_error *err)
+{
+    return s->ops->app_list(s, cb, ctx, err);
+}
+
+ch_code store_app_delete(struct store *s, const char *id, struct ch_error *err)
+{
+    return s->ops->app_delete(s, id, err);
+}
+
+ch_code store_ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
+{
+    return s->ops->ingest(s, items, n, err);
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    int64_t x = ((const struct due_message *)a)->seq, y = ((const struct due_message *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+ch_code store_claim_due(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
+                        size_t max, size_t *n, struct ch_error *err)
+{
+    size_t got = 0;
+    ch_code rc = s->ops->claim_due(s, now, lease_until, out, max, &got, err);
+    assert(got <= max);
+    if (got > max)
+        got = max;
+    if (rc != CH_OK) {
+        /* Nothing returned, nothing left allocated, whatever the backend handed over. */
+        for (size_t i = 0; i < got; i++) {
+            free(out[i].body);
+            out[i].body = NULL;
+        }
+        got = 0;
+    }
+    /* In the order they were stored, so each app's queue stays first in, first out. The
+     * backends already give that order; a sort is only paid for if one did not. */
+    for (size_t i = 1; i < got; i++) {
+        if (out[i - 1].seq > out[i].seq) {
+            qsort(out, got, sizeof *out, by_seq);
+            break;
+        }
+    }
+    *n = got;
+    return rc;
+}
+
+ch_code store_release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                      struct ch_error *err)
+{
+    return n == 0 ? CH_OK : s->ops->release(s, seqs, n, next_attempt_at, err);
+}
+
+ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
+                    struct ch_error *err)
+{
+    return n == 0 ? CH_OK : s->ops->renew(s, seqs, n, lease_until, err);
+}
+
+ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,
+                              struct ch_error *err)
+{
+    return n == 0 ? CH_OK : s->ops->record_attempts(s, r, n, err);
+}
+
+ch_code store_message_get(struct store *s, const char *msg_id, struct message_view *out,
+                          struct ch_error *err)
+{
+    ch_code rc = s->ops->message_get(s, msg_id, out, err);
+    if (rc != CH_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+ch_code store_message_attempts(struct store *s, int64_t seq,
+                               void (*cb)(void *ctx, const struct attempt_view *a), void *ctx,
+                               struct ch_error *err)
+{
+    return s->ops->message_attempts(s, seq, cb, ctx, err);
+}
+
+ch_code store_message_list(struct store *s, const struct message_filter *f,
+                           void (*cb)(void *ctx, const struct message_view *m), void *ctx,
+                           struct ch_error *err)
+{
+    return s->ops->message_list(s, f, cb, ctx, err);
+}
+
+ch_code store_message_requeue(struct store *s, const char *msg_id, int64_t now,
+                              struct ch_error *err)
+{
+    return s->ops->message_requeue(s, msg_id, now, err);
+}
+
+ch_code store_app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
+                          int64_t *requeued, struct ch_error *err)
+{
+    int64_t got = 0;
+    ch_code rc = s->ops->app_recover(s, app_id, since, now, &got, err);
+    return counted(rc, got, requeued);
+}
+
+ch_code store_purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
+                    int64_t *payloads, int64_t *attempts, struct ch_error *err)
+{
+    int64_t p = 0, a = 0;
+    ch_code rc = s->ops->purge(s, payload_before, attempts_before_ms, &p, &a, err);
+    counted(rc, p, payloads);
+    return counted(rc, a, attempts);
+}
+
+ch_code store_stats(struct store *s, struct store_stats *out, struct ch_error *err)
+{
+    ch_code rc = s->ops->stats(s, out, err);
+    if (rc != CH_OK)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
 
 ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {

@@ -132,6 +132,31 @@ struct store_stats {
 
 struct store;
 
+/*
+ * The store contract, held by every backend and by the encrypting wrapper, and checked once in
+ * the front door below (store_<op>(), which is what callers use):
+ *
+ * - Every operation returns CH_OK or an error code; err (optional) gets the detail on error and
+ *   is untouched on success.
+ * - On error, nothing is returned and nothing is left allocated: counts (*n, *released,
+ *   *requeued, *payloads, *attempts, *granted) are 0, a claim's out[] holds no body to free,
+ *   app_get's out owns no config_json, stats' and message_get's out are zeroed. Other
+ *   out-parameters (a role, a version, created) are left as they were. A callback of a list
+ *   operation may already have been called for some rows before the error.
+ * - A claim that fails after its UPDATE (a record that cannot be decrypted) returns nothing
+ *   but leaves those messages leased: their lease brings them back. An ingest that fails
+ *   stored nothing of its batch, and its per-item results mean nothing.
+ * - Ordering: claim_due gives messages in seq order (the order they were stored); key_list
+ *   newest first; app_list by id; message_list newest first (seq descending), message_attempts
+ *   oldest first.
+ */
+/* The window of store_ops.rate_take: a second, and the STORE_RATE_SPEND_MS within which the
+ * engine starts what it was granted or forfeits it (counted from when it asked). A grant made
+ * at g is then spent in [g, g + 50 ms], so the starts in any one second come from grants of
+ * one window: never more than the limit start in any second. */
+#define STORE_RATE_SPEND_MS  50
+#define STORE_RATE_WINDOW_MS (1000 + STORE_RATE_SPEND_MS)
+
 struct store_ops {
     const char *name;
     void (*close)(struct store *s);
@@ -215,10 +240,10 @@ struct store_ops {
     ch_code (*apps_version)(struct store *s, int64_t *version, struct ch_error *err);
 
     /* The cluster-wide rate limit of an app: grants up to want delivery starts, so that all
-     * grants for app_id in any one-second window, by every node together, add up to at most
-     * limit_per_s (up to one second's worth may be granted at once). *granted is 0..want. The
-     * window runs on the database's clock on PostgreSQL and on this process's wall clock on
-     * SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
+     * grants for app_id in any window of STORE_RATE_WINDOW_MS, by every node together, add up
+     * to at most limit_per_s (up to that much may be granted at once). *granted is 0..want.
+     * The window runs on the database's clock on PostgreSQL and on this process's wall clock
+     * on SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
     ch_code (*rate_take)(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                          int64_t *granted, struct ch_error *err);
 };
@@ -231,7 +256,56 @@ struct store {
     const struct store_ops *ops;
 };
 
-/* ---- the store's front door: callers use these, never ->ops-> ---- */
+/* ---- the store's front door: callers use these, never ->ops-> ----
+ * Each is the store_ops operation of the same name (see there), with the contract above made
+ * good here whatever the backend did. store_close(NULL) is a no-op. */
+
+void store_close(struct store *s);
+ch_code store_startup(struct store *s, int64_t now, int64_t *released, struct ch_error *err);
+ch_code store_key_count(struct store *s, int64_t *n, struct ch_error *err);
+ch_code store_key_add(struct store *s, const char *key_id, const unsigned char hash[32],
+                      enum key_role role, int64_t now, struct ch_error *err);
+ch_code store_key_lookup(struct store *s, const unsigned char hash[32], enum key_role *role,
+                         struct ch_error *err);
+ch_code store_key_list(struct store *s,
+                       void (*cb)(void *ctx, const char *key_id, enum key_role role,
+                                  int64_t created_at, bool revoked),
+                       void *ctx, struct ch_error *err);
+ch_code store_key_revoke(struct store *s, const char *key_id, struct ch_error *err);
+ch_code store_app_put(struct store *s, const struct stored_app *a, bool *created,
+                      struct ch_error *err);
+/** On CH_OK the caller releases out with stored_app_release(); on error out owns nothing. */
+ch_code store_app_get(struct store *s, const char *id, struct stored_app *out,
+                      struct ch_error *err);
+ch_code store_app_list(struct store *s, void (*cb)(void *ctx, const struct stored_app *a),
+                       void *ctx, struct ch_error *err);
+ch_code store_app_delete(struct store *s, const char *id, struct ch_error *err);
+ch_code store_ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err);
+/** Fills out[0..*n) in seq order; the caller frees each body. On error *n is 0 and nothing is
+ * left to free. */
+ch_code store_claim_due(struct store *s, int64_t now, int64_t lease_until, struct due_message *out,
+                        size_t max, size_t *n, struct ch_error *err);
+ch_code store_release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
+                      struct ch_error *err);
+ch_code store_renew(struct store *s, const int64_t *seqs, size_t n, int64_t lease_until,
+                    struct ch_error *err);
+ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,
+                              struct ch_error *err);
+ch_code store_message_get(struct store *s, const char *msg_id, struct message_view *out,
+                          struct ch_error *err);
+ch_code store_message_attempts(struct store *s, int64_t seq,
+                               void (*cb)(void *ctx, const struct attempt_view *a), void *ctx,
+                               struct ch_error *err);
+ch_code store_message_list(struct store *s, const struct message_filter *f,
+                           void (*cb)(void *ctx, const struct message_view *m), void *ctx,
+                           struct ch_error *err);
+ch_code store_message_requeue(struct store *s, const char *msg_id, int64_t now,
+                              struct ch_error *err);
+ch_code store_app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
+                          int64_t *requeued, struct ch_error *err);
+ch_code store_purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
+                    int64_t *payloads, int64_t *attempts, struct ch_error *err);
+ch_code store_stats(struct store *s, struct store_stats *out, struct ch_error *err);
 
 /** The Voice Apps' change counter (see store_ops.apps_version). *version is untouched on
  * error. */
