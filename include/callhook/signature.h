@@ -118,6 +118,16 @@ typedef const char *(*ch_header_cb)(void *ctx, const char *name);
 ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
                           const void *body, size_t len, struct ch_error *err);
 
+/**
+ * The part of ch_verify_request() that needs no body, with the same codes and messages: the
+ * headers present, the id, the timestamp canonical and inside the window, and at least one
+ * signature entry of a version and length that one of v's keys verifies. CH_OK says only that
+ * the body is worth reading: the signature covers the body, so ch_verify_request() must still
+ * follow. For a server that refuses requests before reading their bodies.
+ */
+ch_code ch_verify_request_headers(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
+                                  struct ch_error *err);
+
 /** One entry of a webhook-signature header: "version,base64". Both point into the header. */
 struct ch_signature_entry {
     const char *version;

@@ -229,11 +229,26 @@ static bool match_v1a(struct verify_state *st, const struct ch_signature_entry *
     return false;
 }
 
-ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *timestamp,
-                  const char *signature, const void *body, size_t len, struct ch_error *err)
+/* Could one of the keys match this entry at all: a version it verifies, a value of its length. */
+static bool entry_usable(const struct ch_verifier *v, const struct ch_signature_entry *e)
 {
-    if (v == NULL || v->nkeys == 0 || (body == NULL && len > 0))
-        return ch_error_set(err, CH_EINVAL, "ch_verify: a verifier with keys and a body needed");
+    bool v1 = version_is(e, "v1") && e->value_len == HMAC_B64_LEN;
+    bool v1a = version_is(e, "v1a") && e->value_len == ED25519_B64_LEN;
+    for (size_t k = 0; k < v->nkeys; k++) {
+        enum ch_key_kind kind = v->keys[k].kind;
+        if ((v1 && kind == CH_KEY_HMAC) ||
+            (v1a && (kind == CH_KEY_ED25519_PUBLIC || kind == CH_KEY_ED25519_SECRET)))
+            return true;
+    }
+    return false;
+}
+
+/* Everything ch_verify() decides without the body, in its order, with its codes and messages:
+ * the headers present, the id, the timestamp and its window, the signature header's size, and
+ * one entry some key could match (if none could, no body can make the signature match). */
+static ch_code check_headers(const struct ch_verifier *v, const char *msg_id, const char *timestamp,
+                             const char *signature, struct ch_error *err)
+{
     if (msg_id == NULL || *msg_id == '\0')
         return ch_error_set(err, CH_ENOHEADER, "missing webhook-id header");
     if (timestamp == NULL || *timestamp == '\0')
@@ -265,6 +280,23 @@ ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *t
     if (strnlen(signature, CH_SIGNATURE_HEADER_MAX + 1) > CH_SIGNATURE_HEADER_MAX)
         return ch_error_set(err, CH_ENOMATCH, "webhook-signature header is over %d bytes",
                             CH_SIGNATURE_HEADER_MAX);
+    const char *cursor = signature;
+    struct ch_signature_entry e;
+    for (int seen = 0; seen < CH_SIGNATURE_MAX_ENTRIES && ch_signature_next(&cursor, &e); seen++) {
+        if (entry_usable(v, &e))
+            return CH_OK;
+    }
+    return ch_error_set(err, CH_ENOMATCH, "no signature in webhook-signature matches");
+}
+
+ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *timestamp,
+                  const char *signature, const void *body, size_t len, struct ch_error *err)
+{
+    if (v == NULL || v->nkeys == 0 || (body == NULL && len > 0))
+        return ch_error_set(err, CH_EINVAL, "ch_verify: a verifier with keys and a body needed");
+    ch_code rc = check_headers(v, msg_id, timestamp, signature, err);
+    if (rc != CH_OK)
+        return rc;
 
     struct verify_state st = {
         .v = v, .msg_id = msg_id, .ts = timestamp, .body = body, .len = len, .failure = CH_OK};
@@ -305,4 +337,17 @@ ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, 
                      header_either(get_header, ctx, "webhook-timestamp", "svix-timestamp"),
                      header_either(get_header, ctx, "webhook-signature", "svix-signature"), body,
                      len, err);
+}
+
+ch_code ch_verify_request_headers(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
+                                  struct ch_error *err)
+{
+    if (v == NULL || v->nkeys == 0 || get_header == NULL)
+        return ch_error_set(err, CH_EINVAL,
+                            "ch_verify_request_headers: a verifier with keys and a header lookup "
+                            "needed");
+    return check_headers(v, header_either(get_header, ctx, "webhook-id", "svix-id"),
+                         header_either(get_header, ctx, "webhook-timestamp", "svix-timestamp"),
+                         header_either(get_header, ctx, "webhook-signature", "svix-signature"),
+                         err);
 }

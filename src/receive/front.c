@@ -1,8 +1,8 @@
 /*
  * The receiver's HTTPS front on libmicrohttpd (with GnuTLS for client certificates): checks
- * each request in the documented order, then queues it for a writer thread that adds whatever
- * is waiting to the inbox in one transaction and only then answers. Nothing is acknowledged
- * before it is on disk.
+ * each request in the documented order — its headers before a byte of its body is read — then
+ * queues it for a writer thread that adds whatever is waiting to the inbox in one transaction
+ * and only then answers. Nothing is acknowledged before it is on disk.
  */
 #include "receive/front.h"
 
@@ -33,6 +33,11 @@
 #define WRITER_BATCH 512
 #define PEM_MAX      (1024 * 1024)
 
+#define IDLE_TIMEOUT_S     60u   /* a keep-alive connection with no request */
+#define BODY_TIMEOUT_S     10u   /* an upload that stops arriving */
+#define PER_IP_CONNECTIONS 1024u /* of the 4096 connections, at most this many per address */
+#define BODY_BUDGET_BYTES  ((size_t)64 * 1024 * 1024) /* bodies held at once, at the least */
+
 enum req_state { REQ_READING = 0, REQ_WAITING, REQ_DONE };
 
 struct request {
@@ -42,6 +47,9 @@ struct request {
     char method[16];
     struct buf body;
     bool too_big;
+    bool over_budget;      /* its bytes are dropped: it is answered 503 */
+    size_t budgeted_bytes; /* what it counts in front.body_bytes */
+    bool retry_after;
     enum req_state state;
     bool was_suspended;
     int status;
@@ -70,6 +78,9 @@ struct front {
     bool stop;
     /* Requests suspended and not yet answered: MHD must not be stopped while there are any. */
     atomic_int suspended;
+    /* Body bytes held by all requests at once, and the most they may hold. */
+    atomic_size_t body_bytes;
+    size_t body_budget_bytes;
 };
 
 /* ---- answers ---- */
@@ -102,6 +113,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct request *r)
     if (resp == NULL)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (r->retry_after)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -185,22 +198,6 @@ static const char *get_header(void *ctx, const char *name)
     return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
 }
 
-static bool required_headers_ok(const struct receive_config *c, struct MHD_Connection *conn,
-                                char *which, size_t cap)
-{
-    for (int i = 0; i < c->nheaders; i++) {
-        const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, c->headers[i].name);
-        size_t want = strlen(c->headers[i].value);
-        /* Constant time over the expected value's length; a length mismatch fails too. */
-        bool ok = v != NULL && strlen(v) == want && crypto_equal(v, c->headers[i].value, want);
-        if (!ok) {
-            snprintf(which, cap, "%s", c->headers[i].name);
-            return false;
-        }
-    }
-    return true;
-}
-
 /* With --tls-client-ca: a client certificate that GnuTLS verified against that CA. */
 static bool client_certificate_ok(struct MHD_Connection *conn)
 {
@@ -220,43 +217,61 @@ static bool client_certificate_ok(struct MHD_Connection *conn)
            status == 0;
 }
 
-static const char *event_of(struct MHD_Connection *conn, const char *path)
+static bool is_health_check(const struct request *r)
 {
-    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Call-Event");
-    if (h && (strcmp(h, "begin-call") == 0 || strcmp(h, "end-call") == 0))
-        return h;
-    size_t n = strlen(path);
-    while (n > 0 && path[n - 1] == '/')
-        n--;
-    if (n >= 10 && strncmp(path + n - 10, "begin-call", 10) == 0)
-        return "begin-call";
-    if (n >= 8 && strncmp(path + n - 8, "end-call", 8) == 0)
-        return "end-call";
-    return NULL;
+    return strcmp(r->method, "GET") == 0 && strcmp(r->path, "/healthz") == 0;
 }
 
-/* The checks of a complete request, in order. Returns true when the answer is set now, false
- * when the request went to the writer. */
-static bool check_and_queue(struct front *f, struct request *r)
+/* The checks that need only the headers, in the documented order, made before a byte of the
+ * body is read: so a client that cannot sign (or lacks the required header) cannot make the
+ * receiver hold its body. Returns true when the request is refused (the answer is set). */
+static bool refuse_from_headers(struct front *f, struct request *r)
 {
     const struct receive_config *c = f->cfg;
-    if (strcmp(r->method, "GET") == 0 && strcmp(r->path, "/healthz") == 0) {
-        set_answer(r, 200, "ok");
-        return true;
-    }
+    if (is_health_check(r))
+        return false; /* answered once the (empty) request is complete */
     if (strcmp(r->method, "POST") != 0) {
         set_answer(r, 405, "only POST is accepted");
         return true;
     }
-    const char *event = event_of(r->conn, r->path);
-    if (event == NULL) {
+    if (route_event_of(get_header, r->conn, r->path) == NULL) {
         set_answer(r, 404,
                    "no X-Call-Event header and the path does not end in begin-call or end-call");
         return true;
     }
     char which[128];
-    if (!required_headers_ok(c, r->conn, which, sizeof which)) {
+    if (!route_headers_ok(c, get_header, r->conn, which, sizeof which)) {
         set_answer(r, 401, "header %s is missing or wrong", which);
+        return true;
+    }
+    /* The signature covers the body: here only its headers and the timestamp window. */
+    struct ch_verifier v = {.keys = c->keys, .nkeys = c->nkeys, .tolerance_s = c->tolerance_s};
+    struct ch_error err = {0};
+    if (ch_verify_request_headers(&v, get_header, r->conn, &err) != CH_OK) {
+        set_answer(r, 401, "%s", err.message);
+        return true;
+    }
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > c->max_body_bytes) {
+        set_answer(r, 413, "the body is over the limit of %zu bytes", c->max_body_bytes);
+        return true;
+    }
+    return false;
+}
+
+/* The checks of a complete request whose headers passed, in order. Returns true when the
+ * answer is set now, false when the request went to the writer. */
+static bool check_and_queue(struct front *f, struct request *r)
+{
+    const struct receive_config *c = f->cfg;
+    if (is_health_check(r)) {
+        set_answer(r, 200, "ok");
+        return true;
+    }
+    const char *event = route_event_of(get_header, r->conn, r->path);
+    if (event == NULL) { /* refuse_from_headers() answered it; here for safety */
+        set_answer(r, 404, "no event kind");
         return true;
     }
     struct ch_verifier v = {.keys = c->keys, .nkeys = c->nkeys, .tolerance_s = c->tolerance_s};
@@ -325,17 +340,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->path, sizeof r->path, "%s", url);
         snprintf(r->method, sizeof r->method, "%s", method);
         buf_init(&r->body, f->cfg->max_body_bytes);
-        const char *cl =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > f->cfg->max_body_bytes)
-            r->too_big = true;
         *con_cls = r;
+        /* Refused from its headers: answered now, and libmicrohttpd closes the connection
+         * without reading the body. */
+        if (refuse_from_headers(f, r))
+            return send_answer(c, r);
+        /* A body that is expected must keep arriving: a stalled upload loses its slot after
+         * BODY_TIMEOUT_S, not the idle timeout of a keep-alive connection. */
+        if (strcmp(method, "POST") == 0)
+            MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, BODY_TIMEOUT_S);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!r->too_big && !buf_add(&r->body, upload_data, *upload_data_size))
+        size_t n = *upload_data_size;
+        *upload_data_size = 0; /* consumed (or dropped, once too big or over the budget) */
+        if (r->too_big || r->over_budget)
+            return MHD_YES;
+        if (atomic_fetch_add(&f->body_bytes, n) + n > f->body_budget_bytes) {
+            atomic_fetch_sub(&f->body_bytes, n);
+            r->over_budget = true;
+            return MHD_YES;
+        }
+        r->budgeted_bytes += n;
+        if (!buf_add(&r->body, upload_data, n))
             r->too_big = true;
-        *upload_data_size = 0;
         return MHD_YES;
     }
     if (r->state == REQ_DONE) {
@@ -349,6 +377,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     if (r->too_big) {
         set_answer(r, 413, "the body is over the limit of %zu bytes", f->cfg->max_body_bytes);
+        return send_answer(c, r);
+    }
+    if (r->over_budget) {
+        r->retry_after = true;
+        set_answer(r, 503, "busy: too many request bodies are being received at once; try again");
         return send_answer(c, r);
     }
     r->state = REQ_WAITING;
@@ -365,15 +398,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)c;
+    struct front *f = cls;
     (void)toe;
     struct request *r = *con_cls;
-    if (r) {
-        buf_release(&r->body);
-        free(r);
-        *con_cls = NULL;
-    }
+    if (r == NULL)
+        return;
+    atomic_fetch_sub(&f->body_bytes, r->budgeted_bytes);
+    /* The connection may carry another request: the keep-alive idle timeout again. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, IDLE_TIMEOUT_S);
+    buf_release(&r->body);
+    free(r);
+    *con_cls = NULL;
 }
 
 /* ---- start and stop ---- */
@@ -413,6 +448,9 @@ ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
     f->cfg = c;
     f->inbox = inbox;
     f->workers = workers;
+    /* Room for several bodies of the largest size at once (max_body_bytes is at most 16 MiB). */
+    f->body_budget_bytes =
+        c->max_body_bytes > BODY_BUDGET_BYTES / 4 ? 4 * c->max_body_bytes : BODY_BUDGET_BYTES;
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
     bool tls = !c->insecure_http;
@@ -448,12 +486,13 @@ ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
         {MHD_OPTION_END, 0, NULL},
     };
     struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
-    f->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, f, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                                 NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_LIMIT,
-                                 4096u, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-                                 MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
+    f->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, f, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, f, MHD_OPTION_THREAD_POOL_SIZE, 2u,
+        MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, PER_IP_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_ARRAY,
+        tls ? tls_opts : no_opts, MHD_OPTION_END);
     if (f->daemon == NULL) {
         front_stop(f);
         return ch_error_set(err, CH_EIO,

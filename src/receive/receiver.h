@@ -86,6 +86,16 @@ ch_code route_parse(struct route *r, const char *text, struct ch_error *err);
 const struct handler *route_pick(const struct receive_config *c, const char *event,
                                  enum ch_call_type_kind kind, long long call_type);
 
+/* The event a request carries: its X-Call-Event header (begin-call or end-call), else the end
+ * of its path (trailing slashes aside); NULL when neither says. The result is get_header's
+ * string or a constant. */
+const char *route_event_of(ch_header_cb get_header, void *ctx, const char *path);
+
+/* Whether every --require-header is present with its exact value (compared in constant time);
+ * when not, which gets the first failing header's name. */
+bool route_headers_ok(const struct receive_config *c, ch_header_cb get_header, void *ctx,
+                      char *which, size_t cap);
+
 /* Runs until SIGTERM/SIGINT. 0 after a clean stop, 1 when it cannot start (err says why). */
 int receive_run(struct receive_config *c, struct ch_error *err);
 

@@ -1,5 +1,8 @@
-/* Routing events to handlers by event and CallType, with a default for everything else. */
+/* Routing events to handlers by event and CallType, with a default for everything else; which
+ * event a request carries, and whether it has the required headers. */
 #include "receive/receiver.h"
+
+#include "lib/crypto.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -84,4 +87,35 @@ const struct handler *route_pick(const struct receive_config *c, const char *eve
     }
     /* Unknown CallType values, absent ones and everything unrouted take the safe default. */
     return &c->fallback;
+}
+
+const char *route_event_of(ch_header_cb get_header, void *ctx, const char *path)
+{
+    const char *h = get_header(ctx, "X-Call-Event");
+    if (h && (strcmp(h, "begin-call") == 0 || strcmp(h, "end-call") == 0))
+        return h;
+    size_t n = strlen(path);
+    while (n > 0 && path[n - 1] == '/')
+        n--;
+    if (n >= 10 && strncmp(path + n - 10, "begin-call", 10) == 0)
+        return "begin-call";
+    if (n >= 8 && strncmp(path + n - 8, "end-call", 8) == 0)
+        return "end-call";
+    return NULL;
+}
+
+bool route_headers_ok(const struct receive_config *c, ch_header_cb get_header, void *ctx,
+                      char *which, size_t cap)
+{
+    for (int i = 0; i < c->nheaders; i++) {
+        const char *v = get_header(ctx, c->headers[i].name);
+        size_t want = strlen(c->headers[i].value);
+        /* Constant time over the expected value's length; a length mismatch fails too. */
+        bool ok = v != NULL && strlen(v) == want && crypto_equal(v, c->headers[i].value, want);
+        if (!ok) {
+            snprintf(which, cap, "%s", c->headers[i].name);
+            return false;
+        }
+    }
+    return true;
 }

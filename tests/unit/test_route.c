@@ -5,7 +5,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 #include "receive/receiver.h"
 
@@ -86,12 +88,71 @@ static void test_mask(void **state)
     assert_string_equal(mask_text("+1555", out, sizeof out), "*****");
 }
 
+/* One header (or none) for route_event_of() and route_headers_ok(). */
+struct one_header {
+    const char *name, *value;
+};
+
+static const char *one_lookup(void *ctx, const char *name)
+{
+    const struct one_header *h = ctx;
+    return h->name && strcasecmp(h->name, name) == 0 ? h->value : NULL;
+}
+
+static void test_event_and_required_header(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *header, *path, *want;
+    } cases[] = {
+        {NULL, "/hooks/begin-call", "begin-call"},
+        {NULL, "/hooks/end-call///", "end-call"},
+        {NULL, "/end-call/x", NULL},
+        {NULL, "/", NULL},
+        {"end-call", "/hooks", "end-call"},
+        {"begin-call", "/hooks/end-call", "begin-call"},
+        {"other", "/hooks/end-call", "end-call"},
+        {"other", "/hooks", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct one_header h = {cases[i].header ? "X-Call-Event" : NULL, cases[i].header};
+        const char *got = route_event_of(one_lookup, &h, cases[i].path);
+        if (cases[i].want == NULL)
+            assert_null(got);
+        else
+            assert_string_equal(got, cases[i].want);
+    }
+
+    static struct receive_config c;
+    receive_config_defaults(&c);
+    char which[128] = "";
+    struct one_header none = {NULL, NULL};
+    assert_true(route_headers_ok(&c, one_lookup, &none, which, sizeof which));
+    assert_int_equal(receive_config_set(&c, "require-header", "X-Token=s3cr3t", NULL), CH_OK);
+    static const struct {
+        struct one_header h;
+        bool ok;
+    } tokens[] = {
+        {{"X-Token", "s3cr3t"}, true}, {{"x-token", "s3cr3t"}, true},
+        {{"X-Token", "s3cr3"}, false}, {{"X-Token", "s3cr3t!"}, false},
+        {{"X-Token", ""}, false},      {{NULL, NULL}, false},
+    };
+    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
+        which[0] = '\0';
+        struct one_header h = tokens[i].h;
+        assert_int_equal(route_headers_ok(&c, one_lookup, &h, which, sizeof which), tokens[i].ok);
+        if (!tokens[i].ok)
+            assert_string_equal(which, "X-Token");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_and_pick),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_mask),
+        cmocka_unit_test(test_event_and_required_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

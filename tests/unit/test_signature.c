@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -326,6 +327,78 @@ static void test_header_iteration(void **state)
     assert_false(ch_signature_next(&cursor, &e));
 }
 
+/* Headers as "name: value" strings, looked up by exact name (enough for the table below). */
+struct headers {
+    const char *id_name, *id, *ts_name, *ts, *sig_name, *sig;
+};
+
+static const char *lookup(void *ctx, const char *name)
+{
+    const struct headers *h = ctx;
+    if (strcmp(name, h->id_name) == 0)
+        return h->id;
+    if (strcmp(name, h->ts_name) == 0)
+        return h->ts;
+    if (strcmp(name, h->sig_name) == 0)
+        return h->sig;
+    return NULL;
+}
+
+/* ch_verify_request_headers() refuses exactly what no body could make pass, with the code
+ * ch_verify_request() gives, and lets through what only the body decides. */
+static void test_headers_before_body(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *what, *id, *ts, *sig;
+        bool svix, ed25519_only;
+        ch_code code; /* of the headers alone */
+    } cases[] = {
+        {"the vector", MSG_ID, TS_TEXT, V1_SIG, false, false, CH_OK},
+        {"svix names", MSG_ID, TS_TEXT, V1_SIG, true, false, CH_OK},
+        {"a well-formed wrong v1", MSG_ID, TS_TEXT,
+         "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", false, false, CH_OK},
+        {"no id", NULL, TS_TEXT, V1_SIG, false, false, CH_ENOHEADER},
+        {"no timestamp", MSG_ID, NULL, V1_SIG, false, false, CH_ENOHEADER},
+        {"no signature", MSG_ID, TS_TEXT, NULL, false, false, CH_ENOHEADER},
+        {"empty signature", MSG_ID, TS_TEXT, "", false, false, CH_ENOHEADER},
+        {"timestamp not a number", MSG_ID, "12ab", V1_SIG, false, false, CH_ETIMESTAMP},
+        {"an hour old", MSG_ID, "1614261730", V1_SIG, false, false, CH_ETOOOLD},
+        {"an hour ahead", MSG_ID, "1614268930", V1_SIG, false, false, CH_ETOONEW},
+        {"only an unknown version", MSG_ID, TS_TEXT,
+         "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", false, false, CH_ENOMATCH},
+        {"v1 of the wrong length", MSG_ID, TS_TEXT, "v1,AAAA", false, false, CH_ENOMATCH},
+        {"garbage", MSG_ID, TS_TEXT, "garbage", false, false, CH_ENOMATCH},
+        {"v1 for an Ed25519-only verifier", MSG_ID, TS_TEXT, V1_SIG, false, true, CH_ENOMATCH},
+        {"v1a for an Ed25519-only verifier", MSG_ID, TS_TEXT, V1A_SIG, false, true, CH_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct headers h = {
+            cases[i].svix ? "svix-id" : "webhook-id",
+            cases[i].id,
+            cases[i].svix ? "svix-timestamp" : "webhook-timestamp",
+            cases[i].ts,
+            cases[i].svix ? "svix-signature" : "webhook-signature",
+            cases[i].sig,
+        };
+        struct ch_verifier v = {.keys = f->keys + (cases[i].ed25519_only ? 1 : 0),
+                                .nkeys = 1,
+                                .clock = fixed_clock,
+                                .clock_ctx = &f->now};
+        struct ch_error err = {0}, full_err = {0};
+        ch_code rc = ch_verify_request_headers(&v, lookup, &h, &err);
+        if (rc != cases[i].code)
+            fail_msg("%s: got %s, want %s (%s)", cases[i].what, ch_code_name(rc),
+                     ch_code_name(cases[i].code), err.message);
+        if (rc != CH_OK) {
+            /* The same answer as after the body, message included. */
+            ch_code full = ch_verify_request(&v, lookup, &h, BODY, strlen(BODY), &full_err);
+            assert_int_equal(full, rc);
+            assert_string_equal(full_err.message, err.message);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_binary_body),
         cmocka_unit_test(test_sign_refusals),
         cmocka_unit_test(test_header_iteration),
+        cmocka_unit_test(test_headers_before_body),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
