@@ -36,7 +36,6 @@
 #define MAX_RETRY_AFTER_S 86400
 #define RELOAD_RETRY_MS   1000 /* an app whose settings could not be read is tried again */
 #define VERSION_POLL_MS   500  /* how often the store is asked whether any app changed */
-#define TOKEN_LIFE_MS     100  /* rate-limit grants unused after this are forfeited */
 #define TOKEN_RETRY_MS    20   /* an app refused grants asks again after this */
 #define RATE_HELD_MIN     64   /* a rate-limited app keeps this many (or a second's worth) */
 
@@ -85,6 +84,7 @@ struct app_state {
     int64_t tokens;
     int64_t tokens_until_ms; /* monotonic */
     bool taking;             /* a grant is asked of the store thread */
+    int64_t take_asked_ms;
     int64_t next_take_ms;
 };
 
@@ -1029,7 +1029,7 @@ static bool rate_allows(struct engine *e, struct app_state *a, long limit)
 {
     int64_t now = clock_mono_ms();
     if (a->tokens > 0 && now >= a->tokens_until_ms)
-        a->tokens = 0; /* a grant not spent at once is forfeited, so a window never overfills */
+        a->tokens = 0; /* a grant not spent in time is forfeited, so a second never overfills */
     if (a->tokens > 0) {
         a->tokens--;
         return true;
@@ -1060,6 +1060,7 @@ static bool rate_allows(struct engine *e, struct app_state *a, long limit)
     r->limit = limit;
     r->want = want;
     a->taking = true;
+    a->take_asked_ms = now;
     storeq_post(e->sq, r);
     return false;
 }
@@ -1070,14 +1071,17 @@ static void rate_granted(struct engine *e, struct storeq_req *r)
     if (a == NULL || !a->taking)
         return;
     a->taking = false;
-    /* A grant is spent within TOKEN_LIFE_MS of its arrival or not at all, so the starts it
-     * allows fall in the store's window for it. */
+    /* A grant is spent within STORE_RATE_SPEND_MS of asking for it, or not at all: the store
+     * made it after the asking, so every start it allows falls within that much of the grant,
+     * which the store's window counts (store.h). */
     a->tokens = r->granted;
-    a->tokens_until_ms = clock_mono_ms() + TOKEN_LIFE_MS;
-    if (r->granted < r->want) {
-        a->next_take_ms = clock_mono_ms() + TOKEN_RETRY_MS;
-        timer_at(e, a->next_take_ms);
-    }
+    a->tokens_until_ms = a->take_asked_ms + STORE_RATE_SPEND_MS;
+    /* Paced: a node asks for a tenth of a second's worth at most every tenth of a second, so
+     * the starts spread over the second instead of leaving in one burst at its edge (where a
+     * receiver's clock, a few ms off the sender's, would count two bursts in one second). */
+    int64_t pace_ms = r->limit > 0 ? 1000 * r->want / r->limit : 0;
+    a->next_take_ms = a->take_asked_ms + (pace_ms > TOKEN_RETRY_MS ? pace_ms : TOKEN_RETRY_MS);
+    timer_at(e, a->next_take_ms);
     mark_ready(e, a);
 }
 

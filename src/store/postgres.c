@@ -21,6 +21,9 @@
 
 /* Each migration moves the schema one version up; they run in order in one transaction, under
  * an advisory lock so nodes starting together do not race. */
+#define CH_XSTR(x) #x
+#define CH_STR(x)  CH_XSTR(x) /* a macro's value as a string literal, for the SQL below */
+
 static const char *const migrations[] = {
     /* 1 */
     "CREATE TABLE api_keys ("
@@ -74,12 +77,15 @@ static const char *const migrations[] = {
     "  IF NOT FOUND THEN RETURN NULL; END IF;"
     "  PERFORM pg_advisory_xact_lock(" RATE_LOCK_CLASS ", hashtext(a_app));"
     "  now_ms := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;"
-    "  DELETE FROM rate_grants WHERE app_id = a_app AND at_ms <= now_ms - 1000;"
-    "  SELECT coalesce(sum(n), 0) INTO used FROM rate_grants WHERE app_id = a_app;"
-    "  g := greatest(0, least(a_want, a_limit - used));"
-    "  IF g > 0 THEN INSERT INTO rate_grants(app_id, at_ms, n) VALUES (a_app, now_ms, g); END IF;"
-    "  RETURN g;"
-    " END $$;",
+    "  DELETE FROM rate_grants WHERE app_id = a_app AND at_ms <= now_ms - " CH_STR(
+        STORE_RATE_WINDOW_MS) ";"
+                              "  SELECT coalesce(sum(n), 0) INTO used FROM rate_grants WHERE "
+                              "app_id = a_app;"
+                              "  g := greatest(0, least(a_want, a_limit - used));"
+                              "  IF g > 0 THEN INSERT INTO rate_grants(app_id, at_ms, n) VALUES "
+                              "(a_app, now_ms, g); END IF;"
+                              "  RETURN g;"
+                              " END $$;",
     /* 3: a message of a deleted Voice App is marked so: it is never delivered, replayed or
      * recovered, even when an app of the same id is created later. */
     "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",

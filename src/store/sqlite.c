@@ -899,8 +899,8 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
         else if (step != SQLITE_ROW)
             rc = db_error(err, db->w, "rate limit: find voice app");
     }
-    /* What was granted at or before now - 1000 ms is outside every window that holds now. */
-    if (rc == CH_OK && rate_step(trim, app_id, now - 1000, 0) != SQLITE_DONE)
+    /* What was granted at or before now - the window is outside every window that holds now. */
+    if (rc == CH_OK && rate_step(trim, app_id, now - STORE_RATE_WINDOW_MS, 0) != SQLITE_DONE)
         rc = db_error(err, db->w, "rate limit: forget old grants");
     if (rc == CH_OK) {
         if (rate_step(sum, app_id, 0, 0) == SQLITE_ROW) {

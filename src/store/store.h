@@ -152,6 +152,13 @@ struct store;
  *   newest first; app_list by id; message_list newest first (seq descending), message_attempts
  *   oldest first.
  */
+/* The window of store_ops.rate_take: a second, and the STORE_RATE_SPEND_MS within which the
+ * engine starts what it was granted or forfeits it (counted from when it asked). A grant made
+ * at g is then spent in [g, g + 50 ms], so the starts in any one second come from grants of
+ * one window: never more than the limit start in any second. */
+#define STORE_RATE_SPEND_MS  50
+#define STORE_RATE_WINDOW_MS (1000 + STORE_RATE_SPEND_MS)
+
 struct store_ops {
     const char *name;
     void (*close)(struct store *s);
@@ -247,10 +254,10 @@ struct store_ops {
     ch_code (*apps_version)(struct store *s, int64_t *version, struct ch_error *err);
 
     /* The cluster-wide rate limit of an app: grants up to want delivery starts, so that all
-     * grants for app_id in any one-second window, by every node together, add up to at most
-     * limit_per_s (up to one second's worth may be granted at once). *granted is 0..want. The
-     * window runs on the database's clock on PostgreSQL and on this process's wall clock on
-     * SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
+     * grants for app_id in any window of STORE_RATE_WINDOW_MS, by every node together, add up
+     * to at most limit_per_s (up to that much may be granted at once). *granted is 0..want.
+     * The window runs on the database's clock on PostgreSQL and on this process's wall clock
+     * on SQLite. CH_ENOTFOUND (and *granted 0) when there is no such app. */
     ch_code (*rate_take)(struct store *s, const char *app_id, int64_t limit_per_s, int64_t want,
                          int64_t *granted, struct ch_error *err);
 

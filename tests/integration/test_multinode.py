@@ -11,6 +11,7 @@ environment:
                            restart part (that part fails without it)
   CALLHOOK_TEST_PG_SCRIPT  scripts/pg-test.sh (default: the one of this checkout)
   CALLHOOK_MN_CALLS        calls of the kill -9 part (default 1500: 3000 events)
+  CALLHOOK_MN_PARTS        the parts to run, e.g. "E,G" (default: all; B needs A)
   CALLHOOK_TEST_TIME_SCALE, CALLHOOK_KEEP_TMP as for test_serve.py; CALLHOOK_TEST_SEED fixes
   the random parts.
 
@@ -30,6 +31,16 @@ retry schedules:
      and every event acknowledged before, during and after is delivered.
   D. A node holding more fresh events than it can send within its lease (slow endpoint, small
      maxInFlight): the others must not take them over while it holds them (no duplicates).
+  E. Voice App changes made on node0 reach node1 within 2 s, for events ingested (and so
+     delivered) on node1: a new URL; a secret rotated with graceSeconds 2 (both signatures
+     until previousExpiresAt, only the new one from it on); disabled (nothing sent; sent once
+     enabled again).
+  F. rateLimitPerSecond 20 with 200 events stored on two nodes at once: at most 22 arrive in
+     any one second (sliding, by arrival), all arrive, /metrics shows the waits.
+  G. The database stopped for 10 s while node0 and node1 have deliveries in flight (the
+     receiver holds its answers 5 s): the attempts complete, their results are stored once the
+     database is back (delivered, one attempt), ingest answered 503 meanwhile, nothing is lost
+     or delivered twice. Node0 and node1 run with a lease longer than the outage for this.
 Every wait has a deadline; every process is cleaned up. The last line is `N passed, M failed`;
 the exit status is 1 if anything failed.
 """
@@ -72,6 +83,12 @@ MAX_IN_FLIGHT_C = 8           # the restart part's app (a receiver slow enough f
 MAX_IN_FLIGHT_D = 2           # the backlog part's app
 DOWN_S = 5.0                  # how long the database stays down
 HANG_S = 5.0                  # "never a hang beyond a few seconds"
+CHANGE_S = 2.0                # a Voice App change reaches every node within this
+RATE_F = 20                   # the rate limit part's rateLimitPerSecond
+RATE_EVENTS = 200             # ... and its events, stored half on node0, half on node1
+DOWN_G_S = 10.0               # the in-flight part: how long the database stays down,
+HOLD_G_S = 5.0                # how long the receiver holds each answer,
+EVENTS_G = 10                 # and how many events node0 and node1 each have in flight
 SCHEDULE = [1, 1, 2, 2, 4, 4, 8, 8]
 MSGID = re.compile(r"^msg_[0-9A-Za-z]{27}$")
 
@@ -363,6 +380,8 @@ class MultiNode:
         self.db_name = None
         self.cluster = None
         self.killed = None  # index of the node killed with -9
+        self.parts = set((os.environ.get("CALLHOOK_MN_PARTS") or "ABCDEFG").upper().replace(
+            ",", "").replace(" ", ""))
 
     # -- set up ----------------------------------------------------------------------------
 
@@ -879,6 +898,409 @@ class MultiNode:
                      "--lease-s %d) is delivered once" % (per_node, per_node / rate, LEASE_S),
                      extra == 0, "%d extra: %s" % (extra, self.dup_detail(ing, ok, counts)))
 
+    # -- helpers of the parts E, F and G ----------------------------------------------------
+
+    def metrics(self, idx):
+        """The node's /metrics as {name: value} (labelled series under their full name)."""
+        r = self.nodes[idx].api("GET", "/metrics", timeout=T(10))
+        if r.status != 200:
+            raise RuntimeError("GET /metrics on node%d: %r" % (idx, r))
+        out = {}
+        for line in r.body.decode("utf-8", "replace").splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+    def ingest_on(self, idx, ing, app, tag, event="begin-call"):
+        """One event on node idx only (no other node tried); the Sent once acknowledged with
+        202, None otherwise (recorded as a problem of ing)."""
+        call = "mn-%s-%s" % (self.run_id, tag)
+        body = self.templates.body(event, call, 0)
+        status, err, _, r = ing.probe(idx, app, call, event, body)
+        if status != 202:
+            ing.problem("node%d: %s %s answered %s" % (idx, call, event, r if r else err))
+            return None
+        sent = Sent(r.json["messageId"], app, call, event, body, idx, 202, time.monotonic())
+        with ing._lock:
+            ing.acked[sent.mid] = sent
+            ing.by_event[(app, call, event)] = sent.mid
+        return sent
+
+    def app_body(self, app_id, prefix, **settings):
+        """A full PUT body (a PUT replaces every setting) with URLs under /<prefix>/."""
+        body = {
+            "BeginCallEventProcessingUrl": self.rx.url("/%s/begin-call" % prefix),
+            "EndCallEventProcessingUrl": self.rx.url("/%s/end-call" % prefix),
+            "allowInsecureHttp": True,
+            "allowPrivateNetwork": True,
+            "retryScheduleSeconds": SCHEDULE,
+            "timeoutMs": 2000,
+            "connectTimeoutMs": 1000,
+            "ordering": "none",
+        }
+        body.update(settings)
+        return body
+
+    def delivered_totals(self):
+        return [self.metrics(i).get("callhook_delivered_total", 0.0) for i in range(NODES)]
+
+    @staticmethod
+    def most_in_one_second(times):
+        """The most of the sorted times within any one second (sliding), and where it ends."""
+        worst, end, j = 0, None, 0
+        for i, t in enumerate(times):
+            while times[j] <= t - 1.0:
+                j += 1
+            if i - j + 1 > worst:
+                worst, end = i - j + 1, t
+        return worst, end
+
+    def stored_start_windows(self, recs):
+        """For a failed rate check: the most attempts started in one second by the nodes'
+        own clocks (atMs - durationMs of each stored attempt), and the receiver's lag."""
+        starts, lags = [], []
+        for r in recs:
+            m = self.nodes[2].api("GET", "/v1/messages/" + r.webhook_id, timeout=T(5)).json
+            for a in (m or {}).get("attempts") or []:
+                start_ms = a["atMs"] - a["durationMs"]
+                starts.append(start_ms / 1000.0)
+                lags.append(r.time - start_ms / 1000.0)
+        if not lags:
+            return "no attempts"
+        starts.sort()
+        lags.sort()
+        worst, end = self.most_in_one_second(starts)
+        first = starts[0]
+        within = [round((t - first) * 1000) for t in starts if end - 1.0 < t <= end]
+        return ("%d starts, at most %d in one second (%s ms after the first start); arrival "
+                "minus start: min %.3fs, median %.3fs, max %.3fs" % (
+                    len(starts), worst, within, lags[0], lags[len(lags) // 2], lags[-1]))
+
+    # -- E: Voice App changes reach every node ---------------------------------------------
+
+    def part_e(self):
+        """On node0 the app's URL is changed, then its secret rotated with a grace of 2 s, then
+        it is disabled and enabled again; events ingested on node1 (and so delivered by node1:
+        a fresh event is claimed by the node that stores it) follow each change within
+        CHANGE_S."""
+        app = "mn-e-%s" % self.run_id
+        old, new = "%s/v1" % app, "%s/v2" % app
+        r = self.nodes[0].api("PUT", "/v1/voice-apps/" + app, self.app_body(app, old))
+        if r.status != 201:
+            raise RuntimeError("PUT /v1/voice-apps/%s on node0: %r" % (app, r))
+        secret0 = self.nodes[0].api("GET", "/v1/voice-apps/%s/secret" % app).json["secret"]
+        for prefix in (old, new):
+            for ev in ("begin-call", "end-call"):
+                self.rx.set_secrets([secret0], path="/%s/%s" % (prefix, ev))
+        ing = Ingester(self.nodes)
+        feed = []  # (Sent, monotonic time of the ack) of every event fed on node1
+        stop = threading.Event()
+        n = itertools.count()
+
+        def feeder():
+            while not stop.is_set():
+                s = self.ingest_on(1, ing, app, "e%05d" % next(n))
+                if s is not None:
+                    feed.append(s)
+                time.sleep(0.05)
+
+        def arrivals(since=None):
+            return [x for x in self.rx.requests if x.route.startswith("/%s/" % app)
+                    and (since is None or x.mono >= since)]
+
+        th = threading.Thread(target=feeder, daemon=True, name="feeder-e")
+        th.start()
+        try:
+            # Node1 delivers under the first settings before anything changes.
+            try:
+                self.rx.wait_until(lambda rs: sum(1 for x in rs if x.route.startswith(
+                    "/%s/" % old)) >= 5, T(10), "node1's first deliveries")
+            except TimeoutError as e:
+                self.c.check("E: node1 delivers the app's events", False, e)
+                return
+            totals_before = self.delivered_totals()
+
+            # 1. The URL. Every delivery CHANGE_S after the PUT goes to the new one.
+            body = self.app_body(app, new)
+            r = self.nodes[0].api("PUT", "/v1/voice-apps/" + app, body)
+            t_put = time.monotonic()
+            self.c.check("E: PUT of a new URL on node0", r.status == 200, r)
+            time.sleep(CHANGE_S + 1.5)
+            late = arrivals(t_put + CHANGE_S)
+            stale = [x.route for x in late if not x.route.startswith("/%s/" % new)]
+            self.c.check("E: %.0fs after a URL change on node0, node1 delivers to the new URL "
+                         "(%d deliveries)" % (CHANGE_S, len(late)),
+                         len(late) >= 5 and not stale,
+                         "%d of %d to the old URL, e.g. %s" % (len(stale), len(late), stale[:3]))
+
+            # 2. The secret, rotated just after a second starts, so that the grace lasts
+            # nearly its 2 s. Before previousExpiresAt a delivery that node1 signs with the new
+            # secret is signed with the old one too; from it on, only with the new one.
+            wait_until(lambda: 0.02 < time.time() % 1.0 < 0.2, 2.0, 0.01, what="a new second")
+            r = self.nodes[0].api("POST", "/v1/voice-apps/%s/secret/rotate" % app,
+                                  {"graceSeconds": 2})
+            t_rot = time.monotonic()
+            j = r.json if isinstance(r.json, dict) else {}
+            if not self.c.check("E: rotate with graceSeconds 2 on node0",
+                                r.status == 200 and j.get("previous") == secret0
+                                and j.get("secret") and j.get("secret") != secret0
+                                and isinstance(j.get("previousExpiresAt"), int), r):
+                return
+            secret1, expires = j["secret"], j["previousExpiresAt"]
+            for ev in ("begin-call", "end-call"):
+                self.rx.set_secrets([secret0, secret1], path="/%s/%s" % (new, ev))
+            wait_until(lambda: time.time() >= expires + 2.0, T(10), 0.05,
+                       what="previousExpiresAt + 2 s")
+            t_after = time.monotonic()
+            signed = [x for x in arrivals(t_put + CHANGE_S) if x.route.startswith("/%s/" % new)
+                      and x.mono < t_after]
+            before = [x for x in signed if x.mono < t_rot]
+            grace = [x for x in signed if x.mono >= t_rot and x.verification and int(
+                x.headers.get("webhook-timestamp", "0")) < expires]
+            after = [x for x in signed if int(x.headers.get("webhook-timestamp", "0")) >= expires]
+            both = [x for x in grace if x.verification.matched == [0, 1]]
+            new_only = [x for x in grace if x.verification.matched == [1]]
+            self.c.check("E: before the rotation node1 signs with the first secret only",
+                         before and all(x.verification.matched == [0] for x in before),
+                         [(x.webhook_id, x.verification) for x in before
+                          if x.verification.matched != [0]][:3])
+            self.c.check("E: during the grace period node1 signs with both secrets once it has "
+                         "the new one (%d with both, %d new only, %d old only)" % (
+                             len(both), len(new_only), len(grace) - len(both) - len(new_only)),
+                         both and not new_only, [(x.webhook_id, x.verification)
+                                                 for x in new_only[:3]])
+            old_sig = [x for x in after if not x.verification or x.verification.matched != [1]]
+            self.c.check("E: from previousExpiresAt on, node1 signs with the new secret only: "
+                         "the old one does not verify (%d deliveries)" % len(after),
+                         len(after) >= 5 and not old_sig,
+                         [(x.webhook_id, x.headers.get("webhook-timestamp"), expires,
+                           x.verification) for x in old_sig[:3]])
+            totals = self.delivered_totals()
+            delta = [a - b for a, b in zip(totals, totals_before)]
+            self.c.check("E: node1 made the deliveries (callhook_delivered_total grew on node1 "
+                         "only: %s)" % delta, delta[1] > 0 and delta[0] == 0 and delta[2] == 0)
+
+            # 3. Disabled: what node1 takes CHANGE_S after the disable is not sent; it is once
+            # the app is enabled again.
+            r = self.nodes[0].api("PUT", "/v1/voice-apps/" + app, dict(body, enabled=False))
+            t_dis = time.monotonic()
+            self.c.check("E: PUT enabled false on node0", r.status == 200, r)
+            time.sleep(CHANGE_S + 2.0)
+            t_enable = time.monotonic()
+            held = [s for s in feed if s.t_ack >= t_dis + CHANGE_S and s.t_ack < t_enable - 0.5]
+            held_ids = {s.mid for s in held}
+            sent = [x for x in arrivals(t_dis + CHANGE_S) if x.mono < t_enable]
+            self.c.check("E: %.0fs after a disable on node0 node1 sends nothing (%d events "
+                         "ingested on node1 meanwhile)" % (CHANGE_S, len(held)),
+                         len(held) >= 5 and not sent,
+                         "%d sent, e.g. %s" % (len(sent), [x.webhook_id for x in sent[:3]]))
+            r = self.nodes[0].api("PUT", "/v1/voice-apps/" + app, dict(body, enabled=True))
+            self.c.check("E: PUT enabled true on node0", r.status == 200, r)
+            try:
+                self.rx.wait_until(lambda rs: held_ids <= {x.webhook_id for x in rs if (
+                    x.response or "").startswith("2")}, T(10), "the held events delivered")
+                self.c.check("E: the events held while disabled are delivered once the app is "
+                             "enabled again (%.1fs)" % (time.monotonic() - t_enable), True)
+            except TimeoutError:
+                got = {x.webhook_id for x in self.rx.requests}
+                self.c.check("E: the events held while disabled are delivered once the app is "
+                             "enabled again", False, "%d of %d not delivered within %.0fs" % (
+                                 len(held_ids - got), len(held_ids), T(10)))
+        finally:
+            stop.set()
+            th.join(T(15))
+        self.ingest_health(ing, "E")
+        self.wait_delivered(ing, app, T(20), "E")
+        time.sleep(0.5)
+        counts = collections.Counter(x.webhook_id for x in arrivals())
+        self.c.check("E: each event delivered once (%d events)" % len(ing.acked),
+                     all(c == 1 for c in counts.values()), counts.most_common(3))
+
+    # -- F: the rate limit across nodes ----------------------------------------------------
+
+    def part_f(self):
+        """An app at RATE_F a second with RATE_EVENTS events stored on two nodes at once (each
+        claims what it stores): the receiver gets at most RATE_F + 2 in any second, and all."""
+        app = self.make_app("f", ordering="none", maxInFlight=16, rateLimitPerSecond=RATE_F)
+        before = [self.metrics(i) for i in range(NODES)]
+        ing = Ingester(self.nodes)
+        per_node = RATE_EVENTS // 2
+        counter = itertools.count()
+
+        def worker(idx):
+            while True:
+                i = next(counter)
+                if i >= RATE_EVENTS:
+                    return
+                self.ingest_on(idx, ing, app, "f%05d" % i)
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=worker, args=(t % 2,), daemon=True)
+                   for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(30))
+        t_ingested = time.monotonic()
+        self.ingest_health(ing, "F")
+        by_node = collections.Counter(s.node for s in ing.acked.values())
+        log("%d events stored in %.1fs (%s)" % (len(ing.acked), t_ingested - t0, dict(by_node)))
+        self.c.check("F: %d events stored on node0 and node1 (%d each, or near)" % (
+            RATE_EVENTS, per_node), len(ing.acked) == RATE_EVENTS and
+            min(by_node.get(0, 0), by_node.get(1, 0)) >= RATE_EVENTS // 4, dict(by_node))
+        self.wait_delivered(ing, app, T(RATE_EVENTS / RATE_F * 3), "F")
+        time.sleep(1.0)
+        ok = [r for r in self.deliveries(app) if (r.response or "").startswith("2")]
+        times = sorted(r.mono for r in self.deliveries(app))
+        worst, at = self.most_in_one_second(times)
+        at = (at or t0) - t0
+        span = times[-1] - times[0] if times else 0.0
+        log("%d deliveries over %.1fs (%.1f a second); at most %d in one second (at %.1fs)" % (
+            len(times), span, len(times) / max(span, 0.001), worst, at))
+        if not self.c.check("F: at most %d deliveries in any one second (rateLimitPerSecond "
+                            "%d, two nodes): %d" % (RATE_F + 2, RATE_F, worst),
+                            worst <= RATE_F + 2, "%d within one second ending %.2fs after the "
+                            "first event" % (worst, at)):
+            log("the same from the attempts' start times as the nodes stored them: %s" %
+                self.stored_start_windows(ok))
+        counts = collections.Counter(r.webhook_id for r in ok)
+        self.c.check("F: each event delivered once", all(c == 1 for c in counts.values()),
+                     counts.most_common(3))
+        after = [self.metrics(i) for i in range(NODES)]
+
+        def grew(name):
+            return [after[i].get(name, 0.0) - before[i].get(name, 0.0) for i in range(NODES)]
+        waits, waited = grew("callhook_ratelimit_wait_seconds_count"), grew(
+            "callhook_ratelimit_wait_seconds_sum")
+        deferred = grew("callhook_ratelimit_deferred_total")
+        self.c.check("F: /metrics shows the deliveries that waited on the limit "
+                     "(callhook_ratelimit_wait_seconds count %s, sum %s)" % (
+                         waits, ["%.1f" % w for w in waited]),
+                     sum(waits) >= RATE_EVENTS and any(w > 0 for w in waited))
+        self.c.check("F: /metrics shows what the limit gave back to the store "
+                     "(callhook_ratelimit_deferred_total %s)" % deferred, any(
+                         d > 0 for d in deferred))
+
+    # -- G: the database down while deliveries are in flight ------------------------------
+
+    def part_g(self):
+        """PostgreSQL stopped for DOWN_G_S while node0 and node1 hold deliveries in flight (the
+        receiver holds its answers HOLD_G_S): the attempts complete, their results are stored
+        once the database is back, nothing acknowledged is lost, nothing is delivered twice.
+        The two nodes run with a lease longer than the outage for this part: a lease that lapses
+        while results cannot be written lets another node deliver the message again (as after
+        a crash)."""
+        if not self.pg_dir:
+            self.c.check("G: database down (CALLHOOK_TEST_PG_DIR names the cluster)", False,
+                         "CALLHOOK_TEST_PG_DIR is not set: cannot stop the database")
+            return
+        if self.cluster is None:
+            self.cluster = Cluster(self.pg_script, self.pg_dir)
+        lease = int(DOWN_G_S * 3)
+        for idx in (0, 1):
+            s = self.nodes[idx]
+            s.stop()
+            s.extra_args = ["--lease-s", str(lease)]
+            s.start()
+        app = self.make_app("g", ordering="none", maxInFlight=32, timeoutMs=int(
+            (HOLD_G_S + DOWN_G_S) * 1000))
+        for ev in ("begin-call", "end-call"):
+            self.rx.set_default(Response.ok(delay_s=HOLD_G_S), path="/%s/%s" % (app, ev))
+        ing = Ingester(self.nodes)
+        for i in range(2 * EVENTS_G):
+            self.ingest_on(i % 2, ing, app, "g%03d" % i)
+        self.ingest_health(ing, "G")
+        want = set(ing.acked)
+        try:
+            self.rx.wait_until(lambda rs: want <= {r.webhook_id for r in rs}, T(10),
+                               "every event in flight at the receiver")
+        except TimeoutError as e:
+            self.c.check("G: %d deliveries in flight" % len(want), False, e)
+            return
+
+        t_stop = time.monotonic()
+        try:
+            self.cluster.down()
+        except (RuntimeError, subprocess.SubprocessError) as e:
+            self.c.check("G: pg-test.sh down", False, e)
+            return
+        t_down = time.monotonic()
+        log("database down (stop took %.1fs)" % (t_down - t_stop))
+        held = [r for r in self.deliveries(app) if r.webhook_id in want]
+        self.c.check("G: %d attempts were in flight on node0 and node1 when the database "
+                     "stopped" % len(held), len(held) == len(want) and all(
+                         r.done_mono is None or r.done_mono > t_down for r in held),
+                     "%d answered before the database was down" % sum(
+                         1 for r in held if r.done_mono is not None and r.done_mono <= t_down))
+
+        probes, health = [], collections.defaultdict(list)
+        k = itertools.count()
+        while time.monotonic() < t_down + DOWN_G_S:
+            for idx in range(NODES):
+                call = "mn-%s-gp%04d" % (self.run_id, next(k))
+                body = self.templates.body("begin-call", call, 0)
+                status, err, _, r = ing.probe(idx, app, call, "begin-call", body)
+                probes.append((idx, status if r else err, r.error_code if r else None))
+                try:
+                    h = harness.http_request(self.nodes[idx].port, "GET", "/healthz",
+                                             timeout=T(5))
+                    health[idx].append(h.status)
+                except (OSError, http.client.HTTPException) as e:
+                    health[idx].append(type(e).__name__)
+            time.sleep(0.5)
+        t_up = time.monotonic()
+        try:
+            self.cluster.up()
+        except (RuntimeError, subprocess.SubprocessError) as e:
+            self.c.check("G: pg-test.sh up", False, e)
+            return
+        t_ready = time.monotonic()
+        log("database down %.1fs, up again (start took %.1fs)" % (t_up - t_down, t_ready - t_up))
+
+        self.c.check("G: ingest answers 503 unavailable on every node while the database is "
+                     "down (%d tries)" % len(probes), probes and all(
+                         p[1] == 503 and p[2] == "unavailable" for p in probes),
+                     [p for p in probes if p[1] != 503][:6])
+        self.c.check("G: every node answers /healthz while the database is down (%s)" % {
+            i: collections.Counter(h) for i, h in health.items()}, all(
+                health[i] and all(isinstance(h, int) for h in health[i]) for i in range(NODES)))
+        held = [r for r in self.deliveries(app) if r.webhook_id in want]
+        done = [r for r in held if r.done_mono is not None and t_down < r.done_mono < t_up and
+                (r.response or "").startswith("2")]
+        self.c.check("G: the %d attempts in flight were answered 2xx while the database was "
+                     "down" % len(want), len(done) == len(want),
+                     ["%s %s" % (r.webhook_id, r.response) for r in held if r not in done][:5])
+
+        def stored():
+            bad = {}
+            for mid in want:
+                m = self.nodes[2].api("GET", "/v1/messages/" + mid, timeout=T(5)).json or {}
+                atts = m.get("attempts") or []
+                if (m.get("status"), m.get("attemptCount"), len(atts)) != ("delivered", 1, 1) \
+                        or atts[0].get("httpStatus") != 200:
+                    bad[mid] = (m.get("status"), m.get("attemptCount"),
+                                [a.get("httpStatus") for a in atts])
+            return bad
+        try:
+            wait_until(lambda: not stored(), T(15), 0.5, what="results stored")
+            self.c.check("G: their results are stored once the database is back: delivered, "
+                         "one attempt, 200 (%.1fs after it)" % (time.monotonic() - t_ready), True)
+        except TimeoutError as e:
+            self.c.check("G: their results are stored once the database is back: delivered, "
+                         "one attempt, 200", False, "%s: %s" % (e, list(stored().items())[:4]))
+        time.sleep(2.0)
+        counts = collections.Counter(r.webhook_id for r in self.deliveries(app))
+        self.c.check("G: nothing acknowledged lost, nothing delivered twice (%d events)" %
+                     len(want), set(counts) == want and all(c == 1 for c in counts.values()),
+                     "%d missing, %s" % (len(want - set(counts)), counts.most_common(3)))
+        alive = [s.name for s in self.nodes if not s.alive]
+        self.c.check("G: every node survived the database outage", not alive,
+                     "%s exited: %s" % (alive, [s.exits for s in self.nodes]))
+
     # -- the whole run ---------------------------------------------------------------------
 
     def run(self):
@@ -895,7 +1317,10 @@ class MultiNode:
                              "CALLHOOK_TEST_DB_URI reachable?)" % e)
                 return
             for name, part in (("A", self.part_a), ("B", self.part_b), ("C", self.part_c),
-                               ("D", self.part_d)):
+                               ("D", self.part_d), ("E", self.part_e), ("F", self.part_f),
+                               ("G", self.part_g)):
+                if name not in self.parts:
+                    continue
                 print("-- part %s (%.0fs)" % (name, time.monotonic() - t0), flush=True)
                 try:
                     part()

@@ -461,6 +461,52 @@ class Ordering(ServeCase):
                                 "end-call waits until begin-call is given up")
         self.assertEqual(self.wait_status(mb, "dead")["status"], "dead")
 
+    def test_per_call_order_with_a_flaky_receiver(self):
+        # Failures, stalls past the timeout and resets, in a random order on both paths: for
+        # every call, the end-call's first attempt comes after the begin-call's last one (the
+        # one that was delivered, or the last before it was given up). Runs on every store.
+        rnd = random.Random(int(os.environ.get("CALLHOOK_TEST_SEED") or 0) or None)
+        app = self.make_app(ordering="per-call", retryScheduleSeconds=[1] * 6, timeoutMs=800,
+                            connectTimeoutMs=800, maxInFlight=16)
+
+        def flaky(n):
+            out = []
+            for _ in range(n):
+                x = rnd.random()
+                out.append(Response.error(500) if x < 0.2 else Response.stall(1.2) if x < 0.27
+                           else Response.reset() if x < 0.35 else Response.ok(204))
+            return out
+
+        self.rx.script(*flaky(120), path=app.begin)
+        self.rx.script(*flaky(120), path=app.end)
+        calls = ["flaky-%d-%s" % (i, _secrets.token_hex(4)) for i in range(60)]
+        for c in calls:
+            self.ingest_ok(app, "begin-call", record(c, 4))
+            self.ingest_ok(app, "end-call", record(c, 1))
+        mids = {}
+        for c in calls:
+            for ev in ("begin-call", "end-call"):
+                r = self.serve.api("GET", "/v1/messages?voiceAppId=%s&activeCallId=%s&event=%s" % (
+                    app.id, c, ev))
+                self.assertEqual(r.status, 200, r)
+                mids[(c, ev)] = r.json["data"][0]["id"]
+
+        def settled():
+            for mid in mids.values():
+                st = self.serve.api("GET", "/v1/messages/" + mid).json.get("status")
+                if st not in ("delivered", "dead"):
+                    return None
+            return True
+
+        wait_until(settled, T(60), 0.5, what="every message delivered or dead")
+        for c in calls:
+            begins = self.rx.requests_for(webhook_id=mids[(c, "begin-call")])
+            ends = self.rx.requests_for(webhook_id=mids[(c, "end-call")])
+            self.assertTrue(begins and ends, c)
+            self.assertGreaterEqual(ends[0].mono, begins[-1].mono,
+                                    "%s: end-call attempted %.3fs before its begin-call's last "
+                                    "attempt" % (c, begins[-1].mono - ends[0].mono))
+
     def test_other_calls_are_not_held_back(self):
         app = self.make_app(ordering="per-call", retryScheduleSeconds=[30])
         blocked = "blk-" + _secrets.token_hex(6)
