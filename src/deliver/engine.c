@@ -14,6 +14,7 @@
 
 #include "deliver/app.h"
 #include "deliver/guard.h"
+#include "deliver/seqset.h"
 #include "deliver/storeq.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -114,13 +115,6 @@ struct transfer {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-/* Sequence numbers of messages held in memory, so a re-claim after an expired lease is noticed:
- * open addressing with linear probing, deletion by backward shift. */
-struct seq_set {
-    int64_t *slots; /* 0 is empty: seqs start at 1 */
-    size_t cap, count;
-};
-
 struct engine {
     struct engine_config cfg;
     CURLM *multi;
@@ -152,85 +146,6 @@ struct engine {
     bool have_version;
     int64_t apps_version; /* the store's change counter as last read */
 };
-
-/* ---- the in-memory seq set ---- */
-
-static size_t seq_hash(int64_t seq, size_t cap)
-{
-    uint64_t x = (uint64_t)seq * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(x >> 17) & (cap - 1);
-}
-
-static bool seq_set_grow(struct seq_set *s)
-{
-    size_t cap = s->cap ? s->cap * 2 : 1024;
-    int64_t *slots = calloc(cap, sizeof *slots);
-    if (slots == NULL)
-        return false;
-    for (size_t i = 0; i < s->cap; i++) {
-        if (s->slots[i] == 0)
-            continue;
-        size_t j = seq_hash(s->slots[i], cap);
-        while (slots[j] != 0)
-            j = (j + 1) & (cap - 1);
-        slots[j] = s->slots[i];
-    }
-    free(s->slots);
-    s->slots = slots;
-    s->cap = cap;
-    return true;
-}
-
-static bool seq_set_has(const struct seq_set *s, int64_t seq)
-{
-    if (s->cap == 0)
-        return false;
-    for (size_t j = seq_hash(seq, s->cap); s->slots[j] != 0; j = (j + 1) & (s->cap - 1)) {
-        if (s->slots[j] == seq)
-            return true;
-    }
-    return false;
-}
-
-static bool seq_set_add(struct seq_set *s, int64_t seq)
-{
-    if ((s->count + 1) * 2 > s->cap && !seq_set_grow(s))
-        return false;
-    size_t j = seq_hash(seq, s->cap);
-    while (s->slots[j] != 0) {
-        if (s->slots[j] == seq)
-            return true;
-        j = (j + 1) & (s->cap - 1);
-    }
-    s->slots[j] = seq;
-    s->count++;
-    return true;
-}
-
-static void seq_set_remove(struct seq_set *s, int64_t seq)
-{
-    if (s->cap == 0)
-        return;
-    size_t j = seq_hash(seq, s->cap);
-    while (s->slots[j] != seq) {
-        if (s->slots[j] == 0)
-            return;
-        j = (j + 1) & (s->cap - 1);
-    }
-    s->slots[j] = 0;
-    s->count--;
-    /* Shift back the entries of the same probe run so lookups still find them. */
-    for (size_t k = (j + 1) & (s->cap - 1); s->slots[k] != 0; k = (k + 1) & (s->cap - 1)) {
-        int64_t v = s->slots[k];
-        size_t home = seq_hash(v, s->cap);
-        bool movable = (j <= k) ? (home <= j || home > k) : (home <= j && home > k);
-        if (movable) {
-            s->slots[j] = v;
-            s->slots[k] = 0;
-            j = k;
-        }
-    }
-}
 
 /* ---- timers ---- */
 
@@ -1249,10 +1164,7 @@ static void renew_leases(struct engine *e)
     struct storeq_req *r = storeq_req_new(STOREQ_RENEW, e->in_memory.count);
     if (r == NULL)
         return;
-    for (size_t i = 0; i < e->in_memory.cap; i++) {
-        if (e->in_memory.slots[i] != 0)
-            r->seqs[r->nseqs++] = e->in_memory.slots[i];
-    }
+    r->nseqs = seq_set_copy(&e->in_memory, r->seqs);
     r->now = clock_wall_s();
     r->at = r->now + e->cfg.lease_s;
     storeq_post(e->sq, r);
@@ -1548,7 +1460,7 @@ void engine_free(struct engine *e)
     if (e->multi)
         curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->inbox_lock);
-    free(e->in_memory.slots);
+    seq_set_release(&e->in_memory);
     free(e);
 }
 
