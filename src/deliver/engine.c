@@ -14,6 +14,7 @@
 
 #include "deliver/app.h"
 #include "deliver/guard.h"
+#include "deliver/retry.h"
 #include "deliver/seqset.h"
 #include "deliver/storeq.h"
 #include "util/clock.h"
@@ -27,18 +28,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
-#define RESPONSE_CAP      STOREQ_RESPONSE_CAP
-#define RESULT_BATCH      STOREQ_RESULT_BATCH
-#define RESULT_FLUSH_MS   10
-#define APP_BUCKETS       256
-#define MAX_RETRY_AFTER_S 86400
-#define RELOAD_RETRY_MS   1000 /* an app whose settings could not be read is tried again */
-#define VERSION_POLL_MS   500  /* how often the store is asked whether any app changed */
-#define TOKEN_RETRY_MS    20   /* an app refused grants asks again after this */
-#define RATE_HELD_MIN     64   /* a rate-limited app keeps this many (or a second's worth) */
+#define RESPONSE_CAP    STOREQ_RESPONSE_CAP
+#define RESULT_BATCH    STOREQ_RESULT_BATCH
+#define RESULT_FLUSH_MS 10
+#define APP_BUCKETS     256
+#define RELOAD_RETRY_MS 1000 /* an app whose settings could not be read is tried again */
+#define VERSION_POLL_MS 500  /* how often the store is asked whether any app changed */
+#define TOKEN_RETRY_MS  20   /* an app refused grants asks again after this */
+#define RATE_HELD_MIN   64   /* a rate-limited app keeps this many (or a second's worth) */
 
 struct job {
     struct job *next;
@@ -463,16 +462,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *ctx)
 {
     struct transfer *t = ctx;
     size_t len = size * n;
-    if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
-        char value[32];
-        size_t vlen = len - 12 < sizeof value - 1 ? len - 12 : sizeof value - 1;
-        memcpy(value, data + 12, vlen);
-        value[vlen] = '\0';
-        char *end;
-        long s = strtol(value, &end, 10);
-        if (end != value && s >= 0)
-            t->retry_after_s = s > MAX_RETRY_AFTER_S ? MAX_RETRY_AFTER_S : s;
-    }
+    long s = retry_after_parse(data, len);
+    if (s >= 0)
+        t->retry_after_s = s;
     return len;
 }
 
@@ -681,41 +673,6 @@ static void end_transfer(struct engine *e, struct transfer *t)
     }
 }
 
-static enum failure_class classify(CURLcode rc, bool refused)
-{
-    if (refused)
-        return FAILURE_refused;
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return FAILURE_timeout;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return FAILURE_connect;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-        return FAILURE_tls;
-    default:
-        return FAILURE_other;
-    }
-}
-
-/* The delay before the attempt after `done` attempts, or -1 when the schedule is spent. The
- * jitter only lengthens (up to 10%), so a schedule is a floor a receiver can rely on. */
-static long retry_delay_s(const struct app_config *c, int done, long retry_after_s)
-{
-    if (done > c->nretry)
-        return -1;
-    long base = c->retry_s[done - 1];
-    long jitter = base >= 10 ? (long)(rand() % (int)(base / 10 + 1)) : 0;
-    long d = base + jitter;
-    return retry_after_s > d ? retry_after_s : d;
-}
-
 static void observe_latency(struct metrics *m, int64_t ms)
 {
     static const int64_t bounds[METRICS_NBUCKETS] = METRICS_LATENCY_BUCKETS_MS;
@@ -759,7 +716,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
         atomic_fetch_add(&e->cfg.metrics->delivered, 1);
         observe_latency(e->cfg.metrics, clock_wall_ms() - job->ingested_ms);
     } else {
-        enum failure_class fc = code == CURLE_OK ? FAILURE_http : classify(code, t->refused);
+        enum failure_class fc = code == CURLE_OK ? FAILURE_http : retry_classify(code, t->refused);
         atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
         p->r.error_class = failure_class_name(fc);
         if (code == CURLE_OK)
@@ -781,7 +738,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
                 a->cur->enabled = false;
             log_warn("engine: voice app '%s' answered 410 Gone; disabled", a->id);
         }
-        long delay = t->refused ? -1 : retry_delay_s(cfg, done, t->retry_after_s);
+        long delay = t->refused ? -1 : retry_delay_s(cfg, done, t->retry_after_s, (unsigned)rand());
         if (delay < 0) {
             p->r.new_status = MSG_DEAD;
             p->begin_resolved = begin;
@@ -1462,14 +1419,4 @@ void engine_free(struct engine *e)
     pthread_mutex_destroy(&e->inbox_lock);
     seq_set_release(&e->in_memory);
     free(e);
-}
-
-const char *failure_class_name(enum failure_class c)
-{
-    static const char *const names[] = {
-#define METRICS_FC_NAME(name) #name,
-        METRICS_FAILURE_CLASSES(METRICS_FC_NAME)
-#undef METRICS_FC_NAME
-    };
-    return (int)c >= 0 && c < FAILURE_COUNT_ ? names[c] : "other";
 }
