@@ -233,14 +233,7 @@ static void wait_until(struct storeq *q, int64_t mono_ms)
     int64_t left = mono_ms - clock_mono_ms();
     if (left <= 0)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_timespec(mono_ms);
     pthread_cond_timedwait(&q->cond, &q->lock, &ts);
 }
 
