@@ -97,7 +97,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ch-bench-send: cannot sign: %s\n", err.message);
         return 1;
     }
-    /* The headers callhook's engine sends (src/deliver/engine.c). */
+    /* The headers callhook's engine sends (src/deliver/transfer.c). */
     char line[256];
     struct curl_slist *headers = NULL;
     headers = curl_slist_append(headers, "Content-Type: application/json");

@@ -3,6 +3,7 @@
 
 #include "api/cache.h"
 #include "lib/crypto.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -38,7 +39,7 @@ ch_code api_key_add_existing(struct store *s, const char *key, enum key_role rol
     char id[20] = "key_";
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(id + 4 + 2 * i, 3, "%02x", raw[i]);
-    return store_key_add(s, id, hash, role, (int64_t)time(NULL), err);
+    return store_key_add(s, id, hash, role, clock_wall_s(), err);
 }
 
 ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struct ch_error *err)

@@ -1,11 +1,12 @@
 /* The TTL cache: open addressing over a fixed array, one mutex. */
 #include "api/cache.h"
 
+#include "util/clock.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct entry {
     bool used;
@@ -20,13 +21,6 @@ struct api_cache {
     size_t cap, count;
     int ttl_ms;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static size_t hash(const char *s, size_t cap)
 {
@@ -71,7 +65,7 @@ bool api_cache_get(struct api_cache *c, const char *key, void *value, size_t len
     for (size_t i = hash(key, c->cap), n = 0; c->slots[i].used && n < c->cap;
          i = (i + 1) % c->cap, n++) {
         if (strcmp(c->slots[i].key, key) == 0) {
-            if (c->slots[i].expires_ms > now_ms()) {
+            if (c->slots[i].expires_ms > clock_mono_ms()) {
                 memcpy(value, c->slots[i].value, len);
                 hit = true;
             }
@@ -100,7 +94,7 @@ void api_cache_put(struct api_cache *c, const char *key, const void *value, size
         c->count++;
     }
     memcpy(c->slots[i].value, value, len);
-    c->slots[i].expires_ms = now_ms() + c->ttl_ms;
+    c->slots[i].expires_ms = clock_mono_ms() + c->ttl_ms;
     pthread_mutex_unlock(&c->lock);
 }
 

@@ -9,6 +9,7 @@
 
 #include "api/cache.h"
 #include "deliver/app.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -99,7 +100,7 @@ static void app_put(struct api_request *r, const char *id)
         store_failed(r, &err);
         return;
     }
-    int64_t now = (int64_t)time(NULL);
+    int64_t now = clock_wall_s();
     if (rc == CH_ENOTFOUND) {
         memset(&a, 0, sizeof a);
         snprintf(a.id, sizeof a.id, "%s", id);
@@ -182,7 +183,7 @@ static void app_delete(struct api_request *r, const char *id)
 
 static json_t *secret_json(const struct stored_app *a)
 {
-    bool prev = a->prev_secret[0] && a->prev_expires_at > (int64_t)time(NULL);
+    bool prev = a->prev_secret[0] && a->prev_expires_at > clock_wall_s();
     return json_pack("{s:s, s:s?, s:o}", "secret", a->secret, "previous",
                      prev ? a->prev_secret : NULL, "previousExpiresAt",
                      prev ? json_integer(a->prev_expires_at) : json_null());
@@ -216,7 +217,7 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
         }
         struct ch_secret s;
         snprintf(a.prev_secret, sizeof a.prev_secret, "%s", a.secret);
-        a.prev_expires_at = (int64_t)time(NULL) + grace;
+        a.prev_expires_at = clock_wall_s() + grace;
         if (ch_secret_generate(&s, CH_KEY_HMAC, 32, &err) != CH_OK ||
             ch_secret_format(&s, a.secret, sizeof a.secret, &err) != CH_OK) {
             ch_secret_wipe(&s);
@@ -225,7 +226,7 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
             return;
         }
         ch_secret_wipe(&s);
-        a.updated_at = (int64_t)time(NULL);
+        a.updated_at = clock_wall_s();
         bool created;
         if (store_app_put(ctx->store, &a, &created, &err) != CH_OK) {
             stored_app_release(&a);
@@ -257,7 +258,7 @@ static void app_recover(struct api_request *r, const char *id)
     }
     stored_app_release(&a);
     int64_t n = 0;
-    if (store_app_recover(r->ctx->store, id, since, (int64_t)time(NULL), &n, &err) != CH_OK) {
+    if (store_app_recover(r->ctx->store, id, since, clock_wall_s(), &n, &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -422,7 +423,7 @@ static void message_replay(struct api_request *r, const char *id)
                           id);
         return;
     }
-    if (store_message_requeue(r->ctx->store, id, (int64_t)time(NULL), &err) != CH_OK) {
+    if (store_message_requeue(r->ctx->store, id, clock_wall_s(), &err) != CH_OK) {
         store_failed(r, &err);
         return;
     }
@@ -494,7 +495,7 @@ static void metrics_text(struct api_request *r)
          (double)atomic_load(&m->rate_wait_ms) / 1000.0, (long long)atomic_load(&m->rate_waits),
          (long long)atomic_load(&m->rate_deferred));
     if (have_stats) {
-        int64_t now = (int64_t)time(NULL);
+        int64_t now = clock_wall_s();
         EMIT("# HELP callhook_queue_depth Messages not yet delivered, dead or skipped.\n"
              "# TYPE callhook_queue_depth gauge\ncallhook_queue_depth %lld\n",
              (long long)(st.pending + st.delivering));

@@ -8,6 +8,7 @@
 #include "api/cache.h"
 #include "lib/crypto.h"
 #include "util/base64.h"
+#include "util/clock.h"
 #include "util/config.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -227,7 +228,7 @@ static ch_code open_store(const struct serve_config *c, struct store **out, bool
 
 static void run_purge(struct store *s, const struct serve_config *c)
 {
-    int64_t now = (int64_t)time(NULL), payloads = 0, attempts = 0;
+    int64_t now = clock_wall_s(), payloads = 0, attempts = 0;
     struct ch_error err = {0};
     if (store_purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
                     &payloads, &attempts, &err) != CH_OK)
@@ -244,7 +245,7 @@ ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
     ch_code rc = open_store(c, &s, &encrypted, err);
     if (rc != CH_OK)
         return rc;
-    int64_t now = (int64_t)time(NULL), payloads = 0, attempts = 0;
+    int64_t now = clock_wall_s(), payloads = 0, attempts = 0;
     rc = store_purge(s, now - c->payload_retention_s, (now - c->attempt_retention_s) * 1000,
                      &payloads, &attempts, err);
     if (rc == CH_OK)
@@ -304,7 +305,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                               .body_budget_bytes = c->max_body_bytes * 4 > (64u << 20)
                                                        ? c->max_body_bytes * 4
                                                        : (size_t)64 << 20,
-                              .started_at = (int64_t)time(NULL)};
+                              .started_at = clock_wall_s()};
     struct api_server *server = NULL;
     int status = 1;
     char key_file[4200];
@@ -320,7 +321,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                  "(see docs/SECURITY.md)",
                  db_shown);
     int64_t released = 0;
-    if (store_startup(ctx.store, (int64_t)time(NULL), &released, err) != CH_OK)
+    if (store_startup(ctx.store, clock_wall_s(), &released, err) != CH_OK)
         goto out;
     if (released > 0)
         log_info("%lld messages claimed by an earlier run are due again", (long long)released);

@@ -4,6 +4,7 @@
  * the group commit that makes them durable has returned.
  */
 #include "api/api.h"
+#include "util/clock.h"
 #include "util/listen.h"
 
 #include <microhttpd.h>
@@ -25,13 +26,6 @@
 struct api_server {
     struct MHD_Daemon *daemon;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *api_header(struct api_request *r, const char *name)
 {
@@ -134,7 +128,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         r->ctx = ctx;
         r->conn = c;
-        r->arrived_ms = now_ms();
+        r->arrived_ms = clock_wall_ms();
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         buf_init(&r->body, ctx->max_body_bytes);

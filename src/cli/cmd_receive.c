@@ -3,6 +3,7 @@
 
 #include "receive/escape.h"
 #include "receive/receiver.h"
+#include "util/clock.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -293,8 +294,7 @@ int cmd_inbox(int argc, char **argv)
     }
     int rc = CLI_OK;
     long long n = 0;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    long long now_s = clock_wall_s();
     if (strcmp(sub, "list") == 0) {
         printf("%-32s %-10s %-8s %-8s %-21s %s\n", "WEBHOOK-ID", "EVENT", "STATUS", "ATTEMPTS",
                "RECEIVED", "LAST ERROR");
@@ -305,13 +305,12 @@ int cmd_inbox(int argc, char **argv)
     } else if (strcmp(sub, "retry") == 0) {
         if (!arg && !all_failed)
             rc = cli_usage_error("inbox", "retry needs a WEBHOOK_ID or --all-failed");
-        else if (ch_inbox_retry(ib, arg, (long long)now.tv_sec * 1000, &n, &err) != CH_OK)
+        else if (ch_inbox_retry(ib, arg, now_s * 1000, &n, &err) != CH_OK)
             rc = CLI_FAIL;
         else
             printf("%lld event%s will run again\n", n, n == 1 ? "" : "s");
     } else if (strcmp(sub, "purge") == 0) {
-        if (ch_inbox_expire(ib, (long long)now.tv_sec - older + (older == 0 ? 1 : 0), &n, &err) !=
-            CH_OK)
+        if (ch_inbox_expire(ib, now_s - older + (older == 0 ? 1 : 0), &n, &err) != CH_OK)
             rc = CLI_FAIL;
         else
             printf("purged %lld processed event%s\n", n, n == 1 ? "" : "s");

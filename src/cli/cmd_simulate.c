@@ -5,6 +5,7 @@
 #include "cli/cli.h"
 
 #include "cli/client.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -164,13 +165,6 @@ static uint64_t fresh_seed(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
-}
-
-static int64_t clock_ms(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void uuid_v4(uint64_t *state, char out[37])
@@ -377,8 +371,7 @@ static struct sim_event heap_pop(struct sim *s)
 
 static void wait_until(struct sim *s, int64_t due_ms)
 {
-    struct timespec ts = {.tv_sec = (time_t)(due_ms / 1000),
-                          .tv_nsec = (long)(due_ms % 1000) * 1000000};
+    struct timespec ts = clock_timespec(due_ms);
     pthread_cond_timedwait(&s->changed, &s->lock, &ts);
 }
 
@@ -396,14 +389,14 @@ static bool next_event(struct sim *s, struct sim_event *e)
             pthread_cond_wait(&s->changed, &s->lock);
             continue;
         }
-        int64_t now = clock_ms(CLOCK_MONOTONIC);
+        int64_t now = clock_mono_ms();
         if (s->heap[0].due_ms > now) {
             wait_until(s, s->heap[0].due_ms);
             continue;
         }
         *e = heap_pop(s);
         if (e->kind == SIM_BEGIN && !e->dup) {
-            s->calls[e->call].start_wall_ms = clock_ms(CLOCK_REALTIME);
+            s->calls[e->call].start_wall_ms = clock_wall_ms();
             s->st.calls_started++;
         }
         pthread_mutex_unlock(&s->lock);
@@ -417,7 +410,7 @@ static void event_done(struct sim *s, const struct sim_event *e, long status, bo
 {
     uint64_t r = s->seed ^ ((uint64_t)e->call << 1 | e->kind) ^ 0xA5A5A5A5ull;
     const struct sim_call *call = &s->calls[e->call];
-    int64_t now = clock_ms(CLOCK_MONOTONIC);
+    int64_t now = clock_mono_ms();
     pthread_mutex_lock(&s->lock);
     struct sim_stats *st = &s->st;
     st->sent++;
@@ -736,7 +729,7 @@ static int run(struct sim *s, const struct sim_args *a)
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    s->t0_ms = clock_ms(CLOCK_MONOTONIC);
+    s->t0_ms = clock_mono_ms();
     if (!plan(s, a)) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         fprintf(stderr, "callhook simulate: out of memory for %u calls\n", s->ncalls);
@@ -764,7 +757,7 @@ static int run(struct sim *s, const struct sim_args *a)
     for (;;) {
         if (interrupted || started < nworkers)
             s->stop = true;
-        end_ms = clock_ms(CLOCK_MONOTONIC);
+        end_ms = clock_mono_ms();
         if (s->remaining == 0 || s->stop)
             break;
         if (tty && end_ms >= next_progress) {

@@ -2,42 +2,38 @@
  * The delivery engine: a libcurl multi loop on its own thread. Messages wait in per-app FIFO
  * queues in memory; each app has an in-flight cap and an optional rate limit; every store call
  * (claims, results, app loads, releases, renewals) runs on the store thread (storeq.c), so the
- * loop never waits on the database. A transfer holds a counted reference to the settings it
- * was started with, so a change never frees what an attempt in flight still uses. Every request,
- * on a new or a reused connection, is judged by the SSRF guard against the app that sends it.
+ * loop never waits on the database. What the loop drives lives beside it: the settings each
+ * attempt starts with (appgen.c), the easy handles (transfer.c) with the SSRF guard on every
+ * socket and request (ssrf.c), the retry policy (retry.c) and the set of seqs held (seqset.c).
  */
-#define _DEFAULT_SOURCE /* inet_aton(): the legacy IPv4 spellings that URLs may use */
 #include "deliver/engine.h"
 
 #include <callhook/callhook.h>
 #include <curl/curl.h>
 
 #include "deliver/app.h"
-#include "deliver/guard.h"
+#include "deliver/appgen.h"
+#include "deliver/retry.h"
+#include "deliver/seqset.h"
 #include "deliver/storeq.h"
+#include "deliver/transfer.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
 
-#define RESPONSE_CAP      STOREQ_RESPONSE_CAP
-#define RESULT_BATCH      STOREQ_RESULT_BATCH
-#define RESULT_FLUSH_MS   10
-#define APP_BUCKETS       256
-#define MAX_RETRY_AFTER_S 86400
-#define RELOAD_RETRY_MS   1000 /* an app whose settings could not be read is tried again */
-#define VERSION_POLL_MS   500  /* how often the store is asked whether any app changed */
-#define TOKEN_RETRY_MS    20   /* an app refused grants asks again after this */
-#define RATE_HELD_MIN     64   /* a rate-limited app keeps this many (or a second's worth) */
+#define RESULT_BATCH    STOREQ_RESULT_BATCH
+#define RESULT_FLUSH_MS 10
+#define APP_BUCKETS     256
+#define RELOAD_RETRY_MS 1000 /* an app whose settings could not be read is tried again */
+#define VERSION_POLL_MS 500  /* how often the store is asked whether any app changed */
+#define TOKEN_RETRY_MS  20   /* an app refused grants asks again after this */
+#define RATE_HELD_MIN   64   /* a rate-limited app keeps this many (or a second's worth) */
 
 struct job {
     struct job *next;
@@ -45,26 +41,6 @@ struct job {
     int64_t ingested_ms;  /* wall clock: for the latency histogram */
     int64_t queued_mono;  /* when it entered the app's queue */
 };
-
-/* One generation of an app's settings, as loaded from the store. Counted: the app holds one
- * reference while it is current, each transfer one while it is set up with it. Engine thread
- * only, so the count is a plain int. */
-struct app_gen {
-    int refs;
-    struct app_config cfg;
-    bool missing; /* deleted, or its stored settings are unreadable */
-    bool enabled;
-    char *header_lines; /* the custom headers as "Name: value" lines, one allocation */
-    char *header_line[APP_MAX_HEADERS];
-    struct ch_secret keys[2]; /* [0] the secret; [1] the previous one during a rotation */
-    size_t nkeys;
-    int64_t prev_expires_at; /* wall seconds: keys[1] signs only before this */
-    /* A URL whose host is an address literal the guard refuses (in any spelling inet_aton
-     * takes, trailing dot included): its attempts end as refused without a connection. */
-    char refused_begin[64], refused_end[64];
-};
-
-struct transfer;
 
 struct app_state {
     struct app_state *next;       /* hash chain */
@@ -86,39 +62,6 @@ struct app_state {
     bool taking;             /* a grant is asked of the store thread */
     int64_t take_asked_ms;
     int64_t next_take_ms;
-};
-
-/* The fixed header lines, then the app's own (see set_headers()). */
-#define FIXED_HEADERS 6
-
-struct transfer {
-    struct transfer *prev, *next; /* the engine's list in flight, or the app's idle list */
-    struct engine *e;
-    struct app_state *app;
-    struct app_gen *gen; /* the settings the easy handle was set up with (a reference) */
-    struct job *job;
-    CURL *easy;
-    /* The header list lives here, not in curl_slist_append() nodes: curl only reads it, and a
-     * delivery then allocates nothing for its headers. The app's lines belong to gen. */
-    struct curl_slist headers[FIXED_HEADERS + APP_MAX_HEADERS];
-    char h_id[64];
-    char h_ts[48];
-    char h_sig[2 * CH_SIGNATURE_ENTRY_MAX + 32];
-    char h_event[48];
-    char response[RESPONSE_CAP + 1];
-    size_t response_len;
-    long retry_after_s;
-    bool refused;
-    char refused_addr[64];
-    int64_t start_ms; /* monotonic */
-    char errbuf[CURL_ERROR_SIZE];
-};
-
-/* Sequence numbers of messages held in memory, so a re-claim after an expired lease is noticed:
- * open addressing with linear probing, deletion by backward shift. */
-struct seq_set {
-    int64_t *slots; /* 0 is empty: seqs start at 1 */
-    size_t cap, count;
 };
 
 struct engine {
@@ -152,85 +95,6 @@ struct engine {
     bool have_version;
     int64_t apps_version; /* the store's change counter as last read */
 };
-
-/* ---- the in-memory seq set ---- */
-
-static size_t seq_hash(int64_t seq, size_t cap)
-{
-    uint64_t x = (uint64_t)seq * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(x >> 17) & (cap - 1);
-}
-
-static bool seq_set_grow(struct seq_set *s)
-{
-    size_t cap = s->cap ? s->cap * 2 : 1024;
-    int64_t *slots = calloc(cap, sizeof *slots);
-    if (slots == NULL)
-        return false;
-    for (size_t i = 0; i < s->cap; i++) {
-        if (s->slots[i] == 0)
-            continue;
-        size_t j = seq_hash(s->slots[i], cap);
-        while (slots[j] != 0)
-            j = (j + 1) & (cap - 1);
-        slots[j] = s->slots[i];
-    }
-    free(s->slots);
-    s->slots = slots;
-    s->cap = cap;
-    return true;
-}
-
-static bool seq_set_has(const struct seq_set *s, int64_t seq)
-{
-    if (s->cap == 0)
-        return false;
-    for (size_t j = seq_hash(seq, s->cap); s->slots[j] != 0; j = (j + 1) & (s->cap - 1)) {
-        if (s->slots[j] == seq)
-            return true;
-    }
-    return false;
-}
-
-static bool seq_set_add(struct seq_set *s, int64_t seq)
-{
-    if ((s->count + 1) * 2 > s->cap && !seq_set_grow(s))
-        return false;
-    size_t j = seq_hash(seq, s->cap);
-    while (s->slots[j] != 0) {
-        if (s->slots[j] == seq)
-            return true;
-        j = (j + 1) & (s->cap - 1);
-    }
-    s->slots[j] = seq;
-    s->count++;
-    return true;
-}
-
-static void seq_set_remove(struct seq_set *s, int64_t seq)
-{
-    if (s->cap == 0)
-        return;
-    size_t j = seq_hash(seq, s->cap);
-    while (s->slots[j] != seq) {
-        if (s->slots[j] == 0)
-            return;
-        j = (j + 1) & (s->cap - 1);
-    }
-    s->slots[j] = 0;
-    s->count--;
-    /* Shift back the entries of the same probe run so lookups still find them. */
-    for (size_t k = (j + 1) & (s->cap - 1); s->slots[k] != 0; k = (k + 1) & (s->cap - 1)) {
-        int64_t v = s->slots[k];
-        size_t home = seq_hash(v, s->cap);
-        bool movable = (j <= k) ? (home <= j || home > k) : (home <= j && home > k);
-        if (movable) {
-            s->slots[j] = v;
-            s->slots[k] = 0;
-            j = k;
-        }
-    }
-}
 
 /* ---- timers ---- */
 
@@ -272,131 +136,6 @@ static struct app_state *app_find(struct engine *e, const char *id)
     a->next = e->apps[b];
     e->apps[b] = a;
     return a;
-}
-
-/* The SSRF decision for one address and one generation of an app's settings. */
-static bool gen_allows(const struct engine *e, const struct app_gen *g, const struct sockaddr *addr,
-                       socklen_t len)
-{
-    if (g->cfg.allow_private_network || !guard_is_internal(addr, len))
-        return true;
-    for (int i = 0; i < e->cfg.nallowed; i++) {
-        if (guard_cidr_contains(&e->cfg.allowed[i], addr, len))
-            return true;
-    }
-    return false;
-}
-
-/* Judges a URL whose host is an address literal before any connection: the spellings the C
- * library reads as IPv4 (127.1, 0x7f000001, 2130706433, with or without a trailing dot) and
- * IPv6 literals. Writes the refused address to out ("" when allowed or not a literal). */
-static void judge_literal(const struct engine *e, const struct app_gen *g, const char *url,
-                          char *out, size_t cap)
-{
-    out[0] = '\0';
-    if (url[0] == '\0')
-        return;
-    CURLU *u = curl_url();
-    char *host = NULL;
-    if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        curl_url_cleanup(u);
-        return;
-    }
-    char h[256];
-    snprintf(h, sizeof h, "%s", host);
-    curl_free(host);
-    curl_url_cleanup(u);
-    size_t n = strlen(h);
-    if (n > 0 && h[n - 1] == '.')
-        h[--n] = '\0';
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    socklen_t len;
-    if (inet_aton(h, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        len = sizeof *v4;
-    } else if (n > 2 && h[0] == '[' && h[n - 1] == ']') {
-        h[n - 1] = '\0';
-        char *zone = strchr(h, '%');
-        if (zone)
-            *zone = '\0';
-        if (inet_pton(AF_INET6, h + 1, &v6->sin6_addr) != 1)
-            return;
-        v6->sin6_family = AF_INET6;
-        len = sizeof *v6;
-    } else {
-        return; /* a name: judged on the address it resolves to */
-    }
-    if (!gen_allows(e, g, (struct sockaddr *)&ss, len))
-        guard_format((struct sockaddr *)&ss, out, cap);
-}
-
-static void gen_unref(struct app_gen *g)
-{
-    if (g == NULL || --g->refs > 0)
-        return;
-    ch_secret_wipe(&g->keys[0]);
-    ch_secret_wipe(&g->keys[1]);
-    free(g->header_lines);
-    free(g);
-}
-
-/* A generation of settings from what the store answered; NULL when out of memory. A deleted
- * app or unreadable settings give a generation marked missing. */
-static struct app_gen *gen_new(const struct engine *e, const char *id, ch_code rc,
-                               const struct stored_app *sa)
-{
-    struct app_gen *g = calloc(1, sizeof *g);
-    if (g == NULL)
-        return NULL;
-    g->refs = 1;
-    if (rc == CH_ENOTFOUND) {
-        g->missing = true;
-        return g;
-    }
-    struct ch_error err = {0};
-    if (app_config_parse(&g->cfg, sa->config_json, strlen(sa->config_json), &err) != CH_OK) {
-        log_error("engine: stored settings of voice app '%s' are invalid: %s", id, err.message);
-        g->missing = true;
-        return g;
-    }
-    g->enabled = sa->enabled && g->cfg.enabled;
-    size_t total = 0;
-    for (int i = 0; i < g->cfg.nheaders; i++)
-        total += strlen(g->cfg.headers[i].name) + strlen(g->cfg.headers[i].value) + 3;
-    if (total > 0 && (g->header_lines = malloc(total)) == NULL) {
-        free(g);
-        return NULL;
-    }
-    for (int i = 0, o = 0; i < g->cfg.nheaders; i++) {
-        g->header_line[i] = g->header_lines + o;
-        o += sprintf(g->header_lines + o, "%s: %s", g->cfg.headers[i].name,
-                     g->cfg.headers[i].value) +
-             1;
-    }
-    if (ch_secret_parse(&g->keys[0], sa->secret, &err) == CH_OK)
-        g->nkeys = 1;
-    else
-        log_error("engine: signing secret of voice app '%s' is invalid", id);
-    /* The previous secret signs too until its grace period ends (checked at each attempt). */
-    if (g->nkeys == 1 && sa->prev_secret[0] &&
-        ch_secret_parse(&g->keys[1], sa->prev_secret, &err) == CH_OK) {
-        g->nkeys = 2;
-        g->prev_expires_at = sa->prev_expires_at;
-    }
-    judge_literal(e, g, g->cfg.begin_url, g->refused_begin, sizeof g->refused_begin);
-    judge_literal(e, g, g->cfg.end_url, g->refused_end, sizeof g->refused_end);
-    return g;
-}
-
-static void transfer_free(struct transfer *t)
-{
-    curl_easy_cleanup(t->easy);
-    gen_unref(t->gen);
-    free(t);
 }
 
 /* Frees the app's idle transfers (set up with settings that are no longer current). */
@@ -461,7 +200,7 @@ static void app_loaded(struct engine *e, struct storeq_req *r)
     }
     if (a->load_generation != atomic_load(&e->generation) + 1)
         return; /* changed again meanwhile: app_current() asks once more */
-    struct app_gen *g = gen_new(e, a->id, r->rc, &r->app);
+    struct app_gen *g = app_gen_new(a->id, r->rc, &r->app, e->cfg.allowed, e->cfg.nallowed);
     if (g == NULL) {
         log_error("engine: out of memory loading voice app '%s'", a->id);
         a->next_load_ms = clock_mono_ms() + RELOAD_RETRY_MS;
@@ -469,7 +208,7 @@ static void app_loaded(struct engine *e, struct storeq_req *r)
         return;
     }
     drop_idle(a);
-    gen_unref(a->cur);
+    app_gen_unref(a->cur);
     a->cur = g;
     a->generation = a->load_generation;
     a->tokens = 0;
@@ -532,201 +271,25 @@ static void release_seqs(struct engine *e, const int64_t *seqs, size_t n, int64_
 
 /* ---- transfers ---- */
 
-static size_t on_body(char *data, size_t size, size_t n, void *ctx)
-{
-    struct transfer *t = ctx;
-    size_t len = size * n;
-    size_t room = RESPONSE_CAP - t->response_len;
-    size_t keep = len < room ? len : room;
-    memcpy(t->response + t->response_len, data, keep);
-    t->response_len += keep;
-    t->response[t->response_len] = '\0';
-    return len; /* the rest is read and dropped, so the connection stays reusable */
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *ctx)
-{
-    struct transfer *t = ctx;
-    size_t len = size * n;
-    if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
-        char value[32];
-        size_t vlen = len - 12 < sizeof value - 1 ? len - 12 : sizeof value - 1;
-        memcpy(value, data + 12, vlen);
-        value[vlen] = '\0';
-        char *end;
-        long s = strtol(value, &end, 10);
-        if (end != value && s >= 0)
-            t->retry_after_s = s > MAX_RETRY_AFTER_S ? MAX_RETRY_AFTER_S : s;
-    }
-    return len;
-}
-
-static bool address_allowed(const struct transfer *t, const struct sockaddr *addr, socklen_t len)
-{
-    return gen_allows(t->e, t->gen, addr, len);
-}
-
-static void refuse(struct transfer *t, const struct sockaddr *addr)
-{
-    t->refused = true;
-    guard_format(addr, t->refused_addr, sizeof t->refused_addr);
-}
-
-/* Every new socket goes through here: an internal address is not even connected to. */
-static curl_socket_t on_open_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *addr)
-{
-    struct transfer *t = ctx;
-    (void)purpose;
-    if (!address_allowed(t, &addr->addr, (socklen_t)addr->addrlen)) {
-        refuse(t, &addr->addr);
-        return CURL_SOCKET_BAD;
-    }
-    return socket(addr->family, addr->socktype, addr->protocol);
-}
-
-/* Every request goes through here right before a byte of it is sent, on a new connection and
- * on one reused from the pool, which another app (with other SSRF settings) may have opened:
- * the guard judges the connected address against the app sending this request. */
-static int on_prereq(void *ctx, char *primary_ip, char *local_ip, int primary_port, int local_port)
-{
-    struct transfer *t = ctx;
-    (void)local_ip;
-    (void)primary_port;
-    (void)local_port;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t len = 0;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    if (primary_ip != NULL && inet_pton(AF_INET, primary_ip, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        len = sizeof *v4;
-    } else if (primary_ip != NULL && inet_pton(AF_INET6, primary_ip, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        len = sizeof *v6;
-    } else {
-        /* No address to judge: refuse rather than guess. */
-        t->refused = true;
-        snprintf(t->refused_addr, sizeof t->refused_addr, "an unknown address");
-        return CURL_PREREQFUNC_ABORT;
-    }
-    if (!address_allowed(t, (struct sockaddr *)&ss, len)) {
-        refuse(t, (struct sockaddr *)&ss);
-        return CURL_PREREQFUNC_ABORT;
-    }
-    return CURL_PREREQFUNC_OK;
-}
-
-/* A new transfer for an app: an easy handle with the app's current settings, which stay set
- * while the transfer is reused for the same generation of them. */
-static struct transfer *new_transfer(struct engine *e, struct app_state *a)
-{
-    struct transfer *t = calloc(1, sizeof *t);
-    if (t == NULL)
-        return NULL;
-    t->easy = curl_easy_init();
-    if (t->easy == NULL) {
-        free(t);
-        return NULL;
-    }
-    t->e = e;
-    t->app = a;
-    t->gen = a->cur;
-    t->gen->refs++;
-    const struct app_config *c = &t->gen->cfg;
-    CURL *h = t->easy;
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "callhook/" CALLHOOK_VERSION);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    /* Straight to the endpoint: proxy variables in the environment are not followed (the SSRF
-     * guard judges the endpoint's own address, which a proxy would hide). */
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->allow_insecure_http ? "http,https" : "https");
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (c->tls_ca_file[0])
-        curl_easy_setopt(h, CURLOPT_CAINFO, c->tls_ca_file);
-    if (c->tls_client_cert_file[0]) {
-        curl_easy_setopt(h, CURLOPT_SSLCERT, c->tls_client_cert_file);
-        curl_easy_setopt(h, CURLOPT_SSLKEY, c->tls_client_key_file);
-    }
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, t);
-    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq);
-    curl_easy_setopt(h, CURLOPT_PREREQDATA, t);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->errbuf);
-    curl_easy_setopt(h, CURLOPT_PRIVATE, t);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
-    return t;
-}
-
-static char content_type_line[] = "Content-Type: application/json";
-static char expect_line[] = "Expect: ";
-
-/* Links the header list of a delivery: fixed lines, then the app's own, from the transfer's
- * own generation of the settings (which it keeps alive until it ends). */
-static void set_headers(struct transfer *t)
-{
-    char *lines[FIXED_HEADERS + APP_MAX_HEADERS] = {content_type_line, t->h_id,    t->h_ts,
-                                                    t->h_sig,          t->h_event, expect_line};
-    size_t n = FIXED_HEADERS;
-    for (int i = 0; i < t->gen->cfg.nheaders; i++)
-        lines[n++] = t->gen->header_line[i];
-    for (size_t i = 0; i < n; i++) {
-        t->headers[i].data = lines[i];
-        t->headers[i].next = i + 1 < n ? &t->headers[i + 1] : NULL;
-    }
-}
-
 static bool start_transfer(struct engine *e, struct app_state *a, struct job *job)
 {
     const char *url = app_config_url(&a->cur->cfg, job->m.event);
     struct transfer *t = a->idle;
     if (t != NULL)
         a->idle = t->next;
-    else if ((t = new_transfer(e, a)) == NULL)
+    else if ((t = transfer_new(a, a->cur)) == NULL)
         return false;
     t->prev = t->next = NULL;
     t->job = job;
-    t->response_len = 0;
-    t->response[0] = '\0';
-    t->retry_after_s = 0;
-    t->refused = false;
-    t->errbuf[0] = '\0';
-    t->start_ms = clock_mono_ms();
-    int64_t ts = clock_wall_s();
-    /* The previous secret signs until its grace period ends, and never after: judged now, at
-     * each attempt, not when the settings were loaded. */
-    size_t nkeys = t->gen->nkeys;
-    if (nkeys == 2 && ts >= t->gen->prev_expires_at)
-        nkeys = 1;
-    char sig[2 * CH_SIGNATURE_ENTRY_MAX];
     struct ch_error err = {0};
-    if (url == NULL || ch_sign(t->gen->keys, nkeys, job->m.msg_id, ts, job->m.body, job->m.body_len,
-                               sig, sizeof sig, &err) != CH_OK) {
+    if (url == NULL || transfer_prepare(t, url, job->m.msg_id, job->m.event, job->m.body,
+                                        job->m.body_len, &err) != CH_OK) {
         log_error("engine: cannot prepare delivery of %s: %s", job->m.msg_id,
                   err.message[0] ? err.message : "no URL");
         transfer_free(t);
         return false;
     }
-    snprintf(t->h_id, sizeof t->h_id, "webhook-id: %s", job->m.msg_id);
-    snprintf(t->h_ts, sizeof t->h_ts, "webhook-timestamp: %lld", (long long)ts);
-    snprintf(t->h_sig, sizeof t->h_sig, "webhook-signature: %s", sig);
-    snprintf(t->h_event, sizeof t->h_event, "X-Call-Event: %s", job->m.event);
-    set_headers(t);
     CURL *h = t->easy;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, job->m.body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)job->m.body_len);
     if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
         transfer_free(t);
         return false;
@@ -766,41 +329,6 @@ static void end_transfer(struct engine *e, struct transfer *t)
     }
 }
 
-static enum failure_class classify(CURLcode rc, bool refused)
-{
-    if (refused)
-        return FAILURE_refused;
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return FAILURE_timeout;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return FAILURE_connect;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-        return FAILURE_tls;
-    default:
-        return FAILURE_other;
-    }
-}
-
-/* The delay before the attempt after `done` attempts, or -1 when the schedule is spent. The
- * jitter only lengthens (up to 10%), so a schedule is a floor a receiver can rely on. */
-static long retry_delay_s(const struct app_config *c, int done, long retry_after_s)
-{
-    if (done > c->nretry)
-        return -1;
-    long base = c->retry_s[done - 1];
-    long jitter = base >= 10 ? (long)(rand() % (int)(base / 10 + 1)) : 0;
-    long d = base + jitter;
-    return retry_after_s > d ? retry_after_s : d;
-}
-
 static void observe_latency(struct metrics *m, int64_t ms)
 {
     static const int64_t bounds[METRICS_NBUCKETS] = METRICS_LATENCY_BUCKETS_MS;
@@ -814,10 +342,8 @@ static void observe_latency(struct metrics *m, int64_t ms)
 
 static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
 {
-    struct transfer *t = NULL;
-    curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&t);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    struct transfer *t = transfer_of(h);
+    long status = transfer_http_status(t);
     struct app_state *a = t->app;
     struct job *job = t->job;
     /* The attempt is judged by the settings it started with. */
@@ -844,7 +370,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
         atomic_fetch_add(&e->cfg.metrics->delivered, 1);
         observe_latency(e->cfg.metrics, clock_wall_ms() - job->ingested_ms);
     } else {
-        enum failure_class fc = code == CURLE_OK ? FAILURE_http : classify(code, t->refused);
+        enum failure_class fc = code == CURLE_OK ? FAILURE_http : retry_classify(code, t->refused);
         atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
         p->r.error_class = failure_class_name(fc);
         if (code == CURLE_OK)
@@ -854,8 +380,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
                      "refused: %s is an internal address (set allowPrivateNetwork to allow it)",
                      t->refused_addr);
         else
-            snprintf(p->error, sizeof p->error, "%s",
-                     t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
+            snprintf(p->error, sizeof p->error, "%s", transfer_error_text(t, code));
         p->r.error = p->error;
         if (code == CURLE_OK && status == 410) {
             /* The receiver says this endpoint is gone: stop sending until an admin re-enables
@@ -866,7 +391,7 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
                 a->cur->enabled = false;
             log_warn("engine: voice app '%s' answered 410 Gone; disabled", a->id);
         }
-        long delay = t->refused ? -1 : retry_delay_s(cfg, done, t->retry_after_s);
+        long delay = t->refused ? -1 : retry_delay_s(cfg, done, t->retry_after_s, (unsigned)rand());
         if (delay < 0) {
             p->r.new_status = MSG_DEAD;
             p->begin_resolved = begin;
@@ -1117,8 +642,7 @@ static void start_app(struct engine *e, struct app_state *a)
             fail_without_attempt(e, job, FAILURE_other, "no URL is configured for this event");
             continue;
         }
-        const char *refused =
-            strcmp(job->m.event, "begin-call") == 0 ? g->refused_begin : g->refused_end;
+        const char *refused = app_gen_refused(g, job->m.event);
         if (refused[0]) {
             char why[160];
             snprintf(why, sizeof why,
@@ -1249,10 +773,7 @@ static void renew_leases(struct engine *e)
     struct storeq_req *r = storeq_req_new(STOREQ_RENEW, e->in_memory.count);
     if (r == NULL)
         return;
-    for (size_t i = 0; i < e->in_memory.cap; i++) {
-        if (e->in_memory.slots[i] != 0)
-            r->seqs[r->nseqs++] = e->in_memory.slots[i];
-    }
+    r->nseqs = seq_set_copy(&e->in_memory, r->seqs);
     r->now = clock_wall_s();
     r->at = r->now + e->cfg.lease_s;
     storeq_post(e->sq, r);
@@ -1533,7 +1054,7 @@ void engine_free(struct engine *e)
             while ((job = dequeue(e, a)) != NULL)
                 job_free(e, job);
             drop_idle(a);
-            gen_unref(a->cur);
+            app_gen_unref(a->cur);
             free(a);
             a = next;
         }
@@ -1548,16 +1069,6 @@ void engine_free(struct engine *e)
     if (e->multi)
         curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->inbox_lock);
-    free(e->in_memory.slots);
+    seq_set_release(&e->in_memory);
     free(e);
-}
-
-const char *failure_class_name(enum failure_class c)
-{
-    static const char *const names[] = {
-#define METRICS_FC_NAME(name) #name,
-        METRICS_FAILURE_CLASSES(METRICS_FC_NAME)
-#undef METRICS_FC_NAME
-    };
-    return (int)c >= 0 && c < FAILURE_COUNT_ ? names[c] : "other";
 }

@@ -14,6 +14,14 @@
 #define RETRY_MIN_MS 100  /* a failed write of results is tried again after this, */
 #define RETRY_MAX_MS 2000 /* doubling up to this */
 
+/* Where the one claim at a time stands. */
+enum claim_state {
+    CLAIM_NONE,    /* nothing asked: storeq_claim() may ask */
+    CLAIM_ASKED,   /* asked for, waiting for the store thread */
+    CLAIM_RUNNING, /* the store thread is claiming */
+    CLAIM_READY,   /* claimed (perhaps nothing): the engine takes it */
+};
+
 struct storeq {
     struct store *store;
     void (*wake)(void *ctx);
@@ -30,7 +38,7 @@ struct storeq {
     bool writing;          /* the other batch is handed over and not yet written */
     int64_t next_write_ms; /* monotonic: when a failed write is tried again */
     int retry_ms;
-    int claim; /* 0 none, 1 asked for, 2 running, 3 ready to take */
+    enum claim_state claim;
     size_t claim_max, claim_n, claim_cap;
     int64_t claim_now, claim_lease;
     struct due_message *claimed;
@@ -172,7 +180,7 @@ static void run_requests(struct storeq *q)
 
 static void run_claim(struct storeq *q)
 {
-    q->claim = 2;
+    q->claim = CLAIM_RUNNING;
     size_t max = q->claim_max, n = 0;
     int64_t now = q->claim_now, lease = q->claim_lease;
     pthread_mutex_unlock(&q->lock);
@@ -183,7 +191,7 @@ static void run_claim(struct storeq *q)
     }
     pthread_mutex_lock(&q->lock);
     q->claim_n = n;
-    q->claim = 3;
+    q->claim = CLAIM_READY;
     pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&q->lock);
     q->wake(q->wake_ctx);
@@ -225,14 +233,7 @@ static void wait_until(struct storeq *q, int64_t mono_ms)
     int64_t left = mono_ms - clock_mono_ms();
     if (left <= 0)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_timespec(mono_ms);
     pthread_cond_timedwait(&q->cond, &q->lock, &ts);
 }
 
@@ -253,9 +254,9 @@ static void *storeq_main(void *arg)
             run_write(q);
             worked = true;
         }
-        if (q->claim == 1) {
+        if (q->claim == CLAIM_ASKED) {
             if (q->stopping) {
-                q->claim = 3; /* nothing is claimed at stop */
+                q->claim = CLAIM_READY; /* nothing is claimed at stop */
                 q->claim_n = 0;
                 pthread_cond_broadcast(&q->cond);
             } else {
@@ -377,9 +378,9 @@ bool storeq_failing(struct storeq *q)
 bool storeq_claim(struct storeq *q, size_t max, int64_t now, int64_t lease_until)
 {
     pthread_mutex_lock(&q->lock);
-    bool asked = q->claim == 0;
+    bool asked = q->claim == CLAIM_NONE;
     if (asked) {
-        q->claim = 1;
+        q->claim = CLAIM_ASKED;
         q->claim_max = max < q->claim_cap ? max : q->claim_cap;
         q->claim_now = now;
         q->claim_lease = lease_until;
@@ -392,7 +393,7 @@ bool storeq_claim(struct storeq *q, size_t max, int64_t now, int64_t lease_until
 bool storeq_claimed(struct storeq *q, struct due_message **out, size_t *n, size_t *max)
 {
     pthread_mutex_lock(&q->lock);
-    bool ready = q->claim == 3;
+    bool ready = q->claim == CLAIM_READY;
     if (ready) {
         *out = q->claimed;
         *n = q->claim_n;
@@ -405,7 +406,7 @@ bool storeq_claimed(struct storeq *q, struct due_message **out, size_t *n, size_
 void storeq_claimed_done(struct storeq *q)
 {
     pthread_mutex_lock(&q->lock);
-    q->claim = 0;
+    q->claim = CLAIM_NONE;
     q->claim_n = 0;
     pthread_mutex_unlock(&q->lock);
 }
@@ -440,7 +441,7 @@ bool storeq_rescan(struct storeq *q)
 void storeq_idle(struct storeq *q)
 {
     pthread_mutex_lock(&q->lock);
-    while (q->claim == 1 || q->claim == 2 || q->req_head || q->req_running)
+    while (q->claim == CLAIM_ASKED || q->claim == CLAIM_RUNNING || q->req_head || q->req_running)
         pthread_cond_wait(&q->cond, &q->lock);
     pthread_mutex_unlock(&q->lock);
 }
@@ -456,7 +457,7 @@ void storeq_stop(struct storeq *q, int give_up_ms)
     pthread_mutex_unlock(&q->lock);
     pthread_join(q->thread, NULL);
     /* A claim nobody took: its messages are due again now rather than after their lease. */
-    if (q->claim == 3 && q->claim_n > 0) {
+    if (q->claim == CLAIM_READY && q->claim_n > 0) {
         int64_t *seqs = malloc(q->claim_n * sizeof *seqs);
         for (size_t i = 0; i < q->claim_n; i++) {
             if (seqs)

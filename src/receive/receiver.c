@@ -3,6 +3,7 @@
 
 #include "receive/front.h"
 #include "lib/crypto.h"
+#include "util/clock.h"
 #include "util/config.h"
 #include "util/log.h"
 
@@ -381,11 +382,10 @@ int receive_run(struct receive_config *c, struct ch_error *err)
     if (ch_inbox_open(c->store, &inbox, err) != CH_OK)
         goto out;
     long long requeued = 0, expired = 0;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    long long now_s = clock_wall_s();
     if (ch_inbox_keep_keys(inbox, 2 * c->tolerance_s, err) != CH_OK ||
-        ch_inbox_recover(inbox, (long long)now.tv_sec * 1000, &requeued, err) != CH_OK ||
-        ch_inbox_expire(inbox, (long long)now.tv_sec - c->retention_s, &expired, err) != CH_OK)
+        ch_inbox_recover(inbox, now_s * 1000, &requeued, err) != CH_OK ||
+        ch_inbox_expire(inbox, now_s - c->retention_s, &expired, err) != CH_OK)
         goto out;
     if (requeued > 0)
         log_info("%lld events interrupted by the last stop will run again", requeued);
@@ -413,9 +413,8 @@ int receive_run(struct receive_config *c, struct ch_error *err)
             log_info("got %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &now);
         struct ch_error e2 = {0};
-        if (ch_inbox_expire(inbox, (long long)now.tv_sec - c->retention_s, &expired, &e2) != CH_OK)
+        if (ch_inbox_expire(inbox, clock_wall_s() - c->retention_s, &expired, &e2) != CH_OK)
             log_warn("cannot expire old events: %s", e2.message);
     }
     status = 0;

@@ -51,13 +51,6 @@ struct worker_pool {
     bool stop;
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *mask_text(const char *s, char *out, size_t cap)
 {
     size_t n = strlen(s);
@@ -542,7 +535,7 @@ static void process(struct worker_pool *p, struct ch_inbox_entry *e, size_t n)
     struct result res[WORKER_BATCH];
     struct inbox_outcome out[WORKER_BATCH];
     run_batch(p, e, res, n);
-    long long now = now_ms();
+    long long now = clock_wall_ms(); /* due times are stored: the wall clock */
     for (size_t i = 0; i < n; i++)
         out[i] = outcome(p->cfg, &e[i], &res[i], now);
     struct ch_error err = {0};
@@ -556,11 +549,7 @@ static void process(struct worker_pool *p, struct ch_inbox_entry *e, size_t n)
 /* Sleeps ms milliseconds, or less if the pool is stopping. */
 static void pause_ms(struct worker_pool *p, long long ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
+    struct timespec until = clock_timespec(clock_mono_ms() + ms);
     pthread_mutex_lock(&p->lock);
     while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
         ;
@@ -582,7 +571,8 @@ static void *worker_main(void *arg)
         size_t n = 0;
         long long next_due = 0;
         struct ch_error err = {0};
-        ch_code rc = inbox_take_many(p->inbox, now_ms(), batch, p->batch, &n, &next_due, &err);
+        ch_code rc =
+            inbox_take_many(p->inbox, clock_wall_ms(), batch, p->batch, &n, &next_due, &err);
         if (rc == CH_OK) {
             process(p, batch, n);
             for (size_t i = 0; i < n; i++)
@@ -598,16 +588,10 @@ static void *worker_main(void *arg)
             log_error("cannot read the inbox: %s", err.message);
         /* Nothing due: sleep until woken by a new event, the next retry, or a second. */
         long long wait_ms = 1000;
-        if (next_due > 0 && next_due - now_ms() < wait_ms)
-            wait_ms = next_due - now_ms() > 0 ? next_due - now_ms() : 0;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        long long now = clock_wall_ms(); /* next_due is a stored due time */
+        if (next_due > 0 && next_due - now < wait_ms)
+            wait_ms = next_due - now > 0 ? next_due - now : 0;
+        struct timespec until = clock_timespec(clock_mono_ms() + wait_ms);
         pthread_mutex_lock(&p->lock);
         while (!p->stop && p->wakeups == seen) {
             if (pthread_cond_timedwait(&p->cond, &p->lock, &until) != 0)

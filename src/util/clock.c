@@ -1,8 +1,6 @@
 /* The two clocks (clock.h). */
 #include "util/clock.h"
 
-#include <time.h>
-
 static int64_t read_ms(clockid_t id)
 {
     struct timespec ts;
@@ -23,4 +21,10 @@ int64_t clock_wall_ms(void)
 int64_t clock_wall_s(void)
 {
     return (int64_t)time(NULL);
+}
+
+struct timespec clock_timespec(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    return ts;
 }

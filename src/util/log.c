@@ -1,13 +1,14 @@
 /* stderr logging with a level threshold; one write per line so threads do not interleave. */
 #include "util/log.h"
 
+#include "util/clock.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,12 +73,12 @@ void log_msg(enum log_level level, const char *fmt, ...)
         return;
     static const char *const tags[] = {"debug", "info", "warn", "error"};
     char line[1024];
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
+    int64_t now_ms = clock_wall_ms();
+    time_t now_s = (time_t)(now_ms / 1000);
     struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
+    gmtime_r(&now_s, &tm);
     size_t o = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    o += (size_t)snprintf(line + o, sizeof line - o, ".%03dZ %-5s ", (int)(tv.tv_usec / 1000),
+    o += (size_t)snprintf(line + o, sizeof line - o, ".%03dZ %-5s ", (int)(now_ms % 1000),
                           tags[level]);
     va_list ap;
     va_start(ap, fmt);

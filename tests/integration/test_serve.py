@@ -41,7 +41,7 @@ PAYLOADS = None
 
 MAX_BODY = 256 * 1024
 # Retry timing. Assumption: jitter only lengthens a delay (a schedule entry is a floor a
-# receiver can rely on, as src/deliver/engine.c says), and a retry comes no later than
+# receiver can rely on, as src/deliver/retry.h says), and a retry comes no later than
 # 1.5 x its entry + LATE_S. Retry-After is a floor too.
 JITTER_FLOOR = 1.0
 EARLY_SLACK_S = 0.25  # clock reading and thread wake-up in this process
