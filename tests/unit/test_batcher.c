@@ -131,6 +131,18 @@ static void wait_commits_entered(struct probe *p, int commits)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* A batcher whose first commit (of item 0 alone) is held at the gate: what is submitted next
+ * waits in the queue until the test opens the gate. */
+static struct batcher *start_held(struct probe *p, size_t max_batch, size_t max_queued,
+                                  struct item *items)
+{
+    set_gate(p, true);
+    struct batcher *b = start(p, max_batch, max_queued);
+    assert_int_equal(batcher_submit(b, &items[0]), BATCHER_QUEUED);
+    wait_commits_entered(p, 1); /* item 0 is taken: the queue is empty again */
+    return b;
+}
+
 static struct item *items_new(int n)
 {
     struct item *items = calloc((size_t)n, sizeof *items);
@@ -172,10 +184,7 @@ static void test_groups_what_waits(void **state)
     (void)state;
     struct probe *p = probe_new();
     struct item *items = items_new(21);
-    set_gate(p, true);
-    struct batcher *b = start(p, 8, 64);
-    assert_int_equal(batcher_submit(b, &items[0]), BATCHER_QUEUED);
-    wait_commits_entered(p, 1);
+    struct batcher *b = start_held(p, 8, 64, items);
     for (int i = 1; i < 21; i++)
         assert_int_equal(batcher_submit(b, &items[i]), BATCHER_QUEUED);
     set_gate(p, false);
@@ -199,10 +208,7 @@ static void test_failure_reaches_the_whole_batch(void **state)
     struct probe *p = probe_new();
     struct item *items = items_new(13);
     items[5].poison = true;
-    set_gate(p, true);
-    struct batcher *b = start(p, 8, 64);
-    assert_int_equal(batcher_submit(b, &items[0]), BATCHER_QUEUED);
-    wait_commits_entered(p, 1);
+    struct batcher *b = start_held(p, 8, 64, items);
     for (int i = 1; i < 13; i++) /* batches: {0}, {1..8} with the poisoned 5, {9..12} */
         assert_int_equal(batcher_submit(b, &items[i]), BATCHER_QUEUED);
     set_gate(p, false);
@@ -221,10 +227,7 @@ static void test_full_queue_is_refused(void **state)
     (void)state;
     struct probe *p = probe_new();
     struct item *items = items_new(7);
-    set_gate(p, true);
-    struct batcher *b = start(p, 2, 4);
-    assert_int_equal(batcher_submit(b, &items[0]), BATCHER_QUEUED);
-    wait_commits_entered(p, 1); /* item 0 is taken: the queue is empty again */
+    struct batcher *b = start_held(p, 2, 4, items);
     for (int i = 1; i <= 4; i++)
         assert_int_equal(batcher_submit(b, &items[i]), BATCHER_QUEUED);
     assert_int_equal(batcher_submit(b, &items[5]), BATCHER_FULL);
@@ -256,10 +259,7 @@ static void test_stop_answers_what_is_queued(void **state)
     (void)state;
     struct probe *p = probe_new();
     struct item *items = items_new(MAX_ITEMS);
-    set_gate(p, true);
-    struct batcher *b = start(p, 16, MAX_ITEMS - 2); /* so items[n] below stays in bounds */
-    assert_int_equal(batcher_submit(b, &items[0]), BATCHER_QUEUED);
-    wait_commits_entered(p, 1);
+    struct batcher *b = start_held(p, 16, MAX_ITEMS - 2, items); /* items[n] stays in bounds */
     int n = 1;
     for (; n < 100; n++)
         assert_int_equal(batcher_submit(b, &items[n]), BATCHER_QUEUED);
