@@ -9,8 +9,8 @@
 
 #include "api/cache.h"
 #include "deliver/app.h"
+#include "util/batcher.h"
 #include "util/log.h"
-#include "util/thread.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +19,11 @@
 #include <time.h>
 
 #define WRITER_BATCH 512
+/* The HTTP server's connection limit: each connection waits on one ingest at most, so the queue
+ * is never full in practice; if it were, the request is answered 503 like a store error. */
+#define WRITER_QUEUE 4096
 
 struct ingest_job {
-    struct ingest_job *next;
     struct api_request *req;
     char msg_id[CH_MSGID_SIZE];
     char app_id[APP_ID_MAX + 1];
@@ -35,11 +37,10 @@ struct ingest_job {
 
 struct ingest_writer {
     struct api_context *ctx;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct ingest_job *head, *tail;
-    bool stop;
+    struct batcher *batcher;
+    /* The batch being stored, one per job: filled by commit_batch, read by answer_batch on the
+     * batcher's thread. */
+    struct ingest_item items[WRITER_BATCH];
 };
 
 static void answer(struct ingest_job *j, struct ingest_item *it, ch_code batch_rc,
@@ -77,14 +78,14 @@ static void answer(struct ingest_job *j, struct ingest_item *it, ch_code batch_r
     }
 }
 
-static void write_batch(struct ingest_writer *w, struct ingest_job *jobs)
+/* The batcher's commit: the jobs of one batch in one store transaction (one fsync). */
+static ch_code commit_batch(void *arg, void *const *jobs, size_t n)
 {
-    struct ingest_item items[WRITER_BATCH];
-    struct ingest_job *list[WRITER_BATCH];
-    size_t n = 0;
+    struct ingest_writer *w = arg;
     int64_t now = (int64_t)time(NULL);
-    for (struct ingest_job *j = jobs; j; j = j->next) {
-        struct ingest_item *it = &items[n];
+    for (size_t i = 0; i < n; i++) {
+        const struct ingest_job *j = jobs[i];
+        struct ingest_item *it = &w->items[i];
         memset(it, 0, sizeof *it);
         it->msg_id = j->msg_id;
         it->app_id = j->app_id;
@@ -97,47 +98,25 @@ static void write_batch(struct ingest_writer *w, struct ingest_job *jobs)
         it->now = now;
         it->lease_until = now + w->ctx->lease_s;
         it->status = j->skip ? MSG_SKIPPED : (j->wait_begin ? MSG_PENDING : MSG_DELIVERING);
-        list[n++] = j;
     }
     struct ch_error err = {0};
-    ch_code rc = store_ingest(w->ctx->store, items, n, &err);
+    ch_code rc = store_ingest(w->ctx->store, w->items, n, &err);
     if (rc != CH_OK)
         log_error("ingest: cannot store a batch of %zu events: %s", n, err.message);
-    for (size_t i = 0; i < n; i++) {
-        answer(list[i], &items[i], rc, w->ctx);
-        api_resume(list[i]->req);
-        free(list[i]);
-    }
-    engine_kick(w->ctx->engine);
+    return rc;
 }
 
-static void *writer_main(void *arg)
+/* The batcher's done: answers every request of the batch, then wakes the engine once. */
+static void answer_batch(void *arg, void *const *jobs, size_t n, ch_code rc)
 {
     struct ingest_writer *w = arg;
-    thread_name("ch-ingest");
-    pthread_mutex_lock(&w->lock);
-    for (;;) {
-        while (w->head == NULL && !w->stop)
-            pthread_cond_wait(&w->cond, &w->lock);
-        if (w->head == NULL && w->stop)
-            break;
-        /* Take what is waiting, up to one batch: that is the group of this commit. */
-        struct ingest_job *batch = w->head, *last = w->head;
-        size_t n = 1;
-        while (last->next && n < WRITER_BATCH) {
-            last = last->next;
-            n++;
-        }
-        w->head = last->next;
-        if (w->head == NULL)
-            w->tail = NULL;
-        last->next = NULL;
-        pthread_mutex_unlock(&w->lock);
-        write_batch(w, batch);
-        pthread_mutex_lock(&w->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct ingest_job *j = jobs[i];
+        answer(j, &w->items[i], rc, w->ctx);
+        api_resume(j->req);
+        free(j);
     }
-    pthread_mutex_unlock(&w->lock);
-    return NULL;
+    engine_kick(w->ctx->engine);
 }
 
 ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out, struct ch_error *err)
@@ -146,11 +125,16 @@ ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out, s
     if (w == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     w->ctx = ctx;
-    pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
-    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+    struct batcher_config cfg = {.thread_name = "ch-ingest",
+                                 .max_batch = WRITER_BATCH,
+                                 .max_queued = WRITER_QUEUE,
+                                 .commit = commit_batch,
+                                 .done = answer_batch,
+                                 .ctx = w};
+    ch_code rc = batcher_new(&cfg, &w->batcher, err);
+    if (rc != CH_OK) {
         free(w);
-        return ch_error_set(err, CH_ENOMEM, "cannot start the ingest writer");
+        return rc;
     }
     *out = w;
     return CH_OK;
@@ -158,24 +142,15 @@ ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out, s
 
 void ingest_writer_stop(struct ingest_writer *w)
 {
-    if (w == NULL)
-        return;
-    pthread_mutex_lock(&w->lock);
-    bool running = !w->stop;
-    w->stop = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-    if (running)
-        pthread_join(w->thread, NULL);
+    if (w != NULL)
+        batcher_stop(w->batcher);
 }
 
 void ingest_writer_free(struct ingest_writer *w)
 {
     if (w == NULL)
         return;
-    ingest_writer_stop(w);
-    pthread_mutex_destroy(&w->lock);
-    pthread_cond_destroy(&w->cond);
+    batcher_free(w->batcher);
     free(w);
 }
 
@@ -295,21 +270,15 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
         api_respond_error(r, 500, "internal", "cannot derive the message id");
         return true;
     }
-    struct ingest_writer *w = ctx->writer;
-    pthread_mutex_lock(&w->lock);
-    if (w->stop) {
-        pthread_mutex_unlock(&w->lock);
-        free(j);
-        snprintf(r->retry_after, sizeof r->retry_after, "1");
+    enum batcher_submit_result queued = batcher_submit(ctx->writer->batcher, j);
+    if (queued == BATCHER_QUEUED)
+        return false;
+    free(j);
+    snprintf(r->retry_after, sizeof r->retry_after, "1");
+    if (queued == BATCHER_STOPPED)
         api_respond_error(r, 503, "unavailable", "callhook is shutting down; send it again");
-        return true;
-    }
-    if (w->tail)
-        w->tail->next = j;
     else
-        w->head = j;
-    w->tail = j;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-    return false;
+        api_respond_error(r, 503, "unavailable",
+                          "too many events are waiting to be stored; send it again");
+    return true;
 }

@@ -7,10 +7,10 @@
 #include "receive/front.h"
 
 #include "lib/crypto.h"
+#include "util/batcher.h"
 #include "util/buf.h"
 #include "util/listen.h"
 #include "util/log.h"
-#include "util/thread.h"
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -19,7 +19,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +30,9 @@
 #include <unistd.h>
 
 #define WRITER_BATCH 512
+/* The connection limit: each connection waits on one event at most, so the writer's queue is
+ * never full in practice; if it were, the request is answered 503 with Retry-After. */
+#define WRITER_QUEUE 4096
 #define PEM_MAX      (1024 * 1024)
 
 #define IDLE_TIMEOUT_S     60u   /* a keep-alive connection with no request */
@@ -55,7 +57,6 @@ struct request {
     int status;
     char response[600];
     /* what the writer stores */
-    struct request *next;
     char webhook_id[CH_MESSAGE_ID_MAX + 1];
     char event[16];
     char call_key[CH_RECORD_ID_MAX + 1];
@@ -70,12 +71,10 @@ struct front {
     struct worker_pool *workers;
     struct MHD_Daemon *daemon;
     char *cert_pem, *key_pem, *ca_pem;
-    pthread_t writer;
-    bool writer_started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct request *head, *tail;
-    bool stop;
+    struct batcher *writer;
+    /* The batch being stored, one per request: filled by commit_batch, read by answer_batch on
+     * the writer's thread. */
+    struct ch_inbox_event events[WRITER_BATCH];
     /* Requests suspended and not yet answered: MHD must not be stopped while there are any. */
     atomic_int suspended;
     /* Body bytes held by all requests at once, and the most they may hold. */
@@ -122,14 +121,14 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct request *r)
 
 /* ---- the writer: group commit into the inbox ---- */
 
-static void write_batch(struct front *f, struct request *list)
+/* The batcher's commit: the requests of one batch into the inbox in one transaction. */
+static ch_code commit_batch(void *arg, void *const *reqs, size_t n)
 {
-    struct ch_inbox_event events[WRITER_BATCH];
-    struct request *reqs[WRITER_BATCH];
-    size_t n = 0;
+    struct front *f = arg;
     long long now = (long long)time(NULL);
-    for (struct request *r = list; r; r = r->next) {
-        events[n] = (struct ch_inbox_event){
+    for (size_t i = 0; i < n; i++) {
+        const struct request *r = reqs[i];
+        f->events[i] = (struct ch_inbox_event){
             .webhook_id = r->webhook_id,
             .event = r->event,
             .call_key = r->has_call_key ? r->call_key : NULL,
@@ -139,18 +138,25 @@ static void write_batch(struct front *f, struct request *list)
             .body_len = r->body.len,
             .received_at = now,
         };
-        reqs[n++] = r;
     }
     struct ch_error err = {0};
-    ch_code rc = ch_inbox_add(f->inbox, events, n, &err);
+    ch_code rc = ch_inbox_add(f->inbox, f->events, n, &err);
     if (rc != CH_OK)
         log_error("cannot store %zu events: %s", n, err.message);
+    return rc;
+}
+
+/* The batcher's done: answers and resumes every request of the batch, then wakes the workers
+ * when there is something new for them. */
+static void answer_batch(void *arg, void *const *reqs, size_t n, ch_code rc)
+{
+    struct front *f = arg;
     bool any_new = false;
     for (size_t i = 0; i < n; i++) {
         struct request *r = reqs[i];
         if (rc != CH_OK)
             set_answer(r, 503, "the event could not be stored; send it again");
-        else if (events[i].duplicate)
+        else if (f->events[i].duplicate)
             set_answer(r, 200, "duplicate: already received");
         else {
             set_answer(r, 202, "accepted");
@@ -161,34 +167,6 @@ static void write_batch(struct front *f, struct request *list)
     }
     if (any_new)
         worker_pool_wake(f->workers);
-}
-
-static void *writer_main(void *arg)
-{
-    struct front *f = arg;
-    thread_name("ch-inbox");
-    pthread_mutex_lock(&f->lock);
-    for (;;) {
-        while (f->head == NULL && !f->stop)
-            pthread_cond_wait(&f->cond, &f->lock);
-        if (f->head == NULL)
-            break;
-        struct request *batch = f->head, *last = f->head;
-        size_t n = 1;
-        while (last->next && n < WRITER_BATCH) {
-            last = last->next;
-            n++;
-        }
-        f->head = last->next;
-        if (f->head == NULL)
-            f->tail = NULL;
-        last->next = NULL;
-        pthread_mutex_unlock(&f->lock);
-        write_batch(f, batch);
-        pthread_mutex_lock(&f->lock);
-    }
-    pthread_mutex_unlock(&f->lock);
-    return NULL;
 }
 
 /* ---- checks ---- */
@@ -305,20 +283,16 @@ static bool check_and_queue(struct front *f, struct request *r)
     r->has_call_type = rec.call_type_kind != CH_CALL_TYPE_ABSENT;
     r->call_type = rec.call_type;
 
-    pthread_mutex_lock(&f->lock);
-    if (f->stop) {
-        pthread_mutex_unlock(&f->lock);
+    enum batcher_submit_result queued = batcher_submit(f->writer, r);
+    if (queued == BATCHER_QUEUED)
+        return false;
+    if (queued == BATCHER_STOPPED) {
         set_answer(r, 503, "shutting down; send it again");
-        return true;
+    } else {
+        r->retry_after = true;
+        set_answer(r, 503, "busy: too many events are waiting to be stored; try again");
     }
-    if (f->tail)
-        f->tail->next = r;
-    else
-        f->head = r;
-    f->tail = r;
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-    return false;
+    return true;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -451,8 +425,6 @@ ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
     /* Room for several bodies of the largest size at once (max_body_bytes is at most 16 MiB). */
     f->body_budget_bytes =
         c->max_body_bytes > BODY_BUDGET_BYTES / 4 ? 4 * c->max_body_bytes : BODY_BUDGET_BYTES;
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
     bool tls = !c->insecure_http;
     if (tls) {
         rc = read_pem(c->tls_cert, &f->cert_pem, err);
@@ -465,11 +437,17 @@ ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
             return rc;
         }
     }
-    if (pthread_create(&f->writer, NULL, writer_main, f) != 0) {
+    struct batcher_config writer = {.thread_name = "ch-inbox",
+                                    .max_batch = WRITER_BATCH,
+                                    .max_queued = WRITER_QUEUE,
+                                    .commit = commit_batch,
+                                    .done = answer_batch,
+                                    .ctx = f};
+    rc = batcher_new(&writer, &f->writer, err);
+    if (rc != CH_OK) {
         front_stop(f);
-        return ch_error_set(err, CH_ENOMEM, "cannot start the inbox writer");
+        return rc;
     }
-    f->writer_started = true;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -512,12 +490,7 @@ void front_stop(struct front *f)
      * 503. Not MHD_quiesce_daemon(): with a thread pool on epoll, libmicrohttpd 0.9.75 can
      * abort in it ("Failed to remove listen FD from epoll set") when a worker takes the listen
      * socket out at the same moment. */
-    pthread_mutex_lock(&f->lock);
-    f->stop = true;
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-    if (f->writer_started)
-        pthread_join(f->writer, NULL);
+    batcher_stop(f->writer);
     if (f->daemon) {
         /* Every suspended request has been resumed by now; wait (bounded) until MHD has sent
          * their answers, since stopping it with a connection still suspended aborts. */
@@ -529,8 +502,7 @@ void front_stop(struct front *f)
         nanosleep(&ts, NULL); /* let the last answers leave */
         MHD_stop_daemon(f->daemon);
     }
-    pthread_mutex_destroy(&f->lock);
-    pthread_cond_destroy(&f->cond);
+    batcher_free(f->writer); /* after MHD: until then a request may still be refused by it */
     free(f->cert_pem);
     if (f->key_pem) {
         crypto_wipe(f->key_pem, strlen(f->key_pem));
