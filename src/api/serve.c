@@ -7,10 +7,8 @@
 #include "api/api.h"
 #include "api/cache.h"
 #include "lib/crypto.h"
-#include "util/base64.h"
 #include "util/clock.h"
 #include "util/config.h"
-#include "util/fs.h"
 #include "util/log.h"
 
 #include <curl/curl.h>
@@ -163,35 +161,7 @@ ch_code serve_config_set(struct serve_config *c, const char *name, const char *v
 static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,
                              struct ch_error *err)
 {
-    char text[256] = "";
-    *have = false;
-    const char *env = getenv("CALLHOOK_DATA_KEY");
-    if (c->data_key_file[0]) {
-        ch_code rc = fs_check_private(c->data_key_file, "data key file", err);
-        if (rc != CH_OK)
-            return rc;
-        FILE *f = fopen(c->data_key_file, "r");
-        if (f == NULL)
-            return ch_error_set(err, CH_EIO, "cannot open the data key '%s': %s", c->data_key_file,
-                                strerror(errno));
-        size_t n = fread(text, 1, sizeof text - 1, f);
-        fclose(f);
-        text[n] = '\0';
-    } else if (env && *env) {
-        snprintf(text, sizeof text, "%s", env);
-    } else {
-        return CH_OK;
-    }
-    char *t = config_trim(text);
-    size_t n = 0;
-    bool ok = b64_decode(t, strlen(t), key, 32, &n) && n == 32;
-    crypto_wipe(text, sizeof text);
-    if (!ok)
-        return ch_error_set(err, CH_EINVAL,
-                            "the data key must be base64 of 32 random bytes (openssl rand "
-                            "-base64 32)");
-    *have = true;
-    return CH_OK;
+    return store_data_key_load(c->data_key_file, "CALLHOOK_DATA_KEY", key, have, err);
 }
 
 /* Opens the store, wrapped in encryption when a data key is configured. A sealed database
@@ -318,6 +288,11 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     store_uri_for_log(c->db, db_shown, sizeof db_shown);
     if (!encrypted)
         log_warn("no data key: call records and signing secrets are stored in clear in %s "
+                 "(see docs/SECURITY.md)",
+                 db_shown);
+    else if (store_sealed_reads_old_forms(ctx.store))
+        log_warn("%s held data before its data key was set: plaintext and older sealed values "
+                 "are still read until 'callhook store seal --db URI' seals them in place "
                  "(see docs/SECURITY.md)",
                  db_shown);
     int64_t released = 0;

@@ -50,6 +50,8 @@ int cmd_purge(int argc, char **argv);
 void cmd_purge_help(void);
 int cmd_key(int argc, char **argv);
 void cmd_key_help(void);
+int cmd_store(int argc, char **argv);
+void cmd_store_help(void);
 int cmd_receive(int argc, char **argv);
 void cmd_receive_help(void);
 int cmd_inbox(int argc, char **argv);

@@ -11,6 +11,7 @@ static const struct cli_command commands[] = {
     {"serve", "run the sender: ingest, store, deliver with retries", cmd_serve, cmd_serve_help},
     {"key", "create, list or revoke API keys of serve", cmd_key, cmd_key_help},
     {"purge", "run serve's retention now", cmd_purge, cmd_purge_help},
+    {"store", "seal serve's database in place, or change its data key", cmd_store, cmd_store_help},
     {"receive", "run a verifying, deduplicating, durable receiver", cmd_receive, cmd_receive_help},
     {"inbox", "list, show, retry or purge the receiver's events", cmd_inbox, cmd_inbox_help},
     {"sign", "print the webhook-signature of a body", cmd_sign, cmd_sign_help},

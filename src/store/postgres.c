@@ -1166,6 +1166,110 @@ static ch_code meta_put(struct store *s, const char *name, const char *value, bo
                  2, values, "write a store setting", NULL, err);
 }
 
+/* ---- values as stored, for encryption's maintenance ---- */
+
+static ch_code body_page(struct store *s, int64_t after_seq, struct stored_body *out, size_t max,
+                         size_t *n, struct ch_error *err)
+{
+    char after[24], limit[24];
+    const char *values[] = {LL(after, after_seq), LL(limit, max)};
+    PGresult *r = NULL;
+    ch_code rc = query(self(s),
+                       "SELECT seq, id, body FROM messages WHERE seq > $1 AND length(body) > 0"
+                       " ORDER BY seq LIMIT $2",
+                       2, values, NULL, NULL, "read records", &r, err);
+    if (rc != CH_OK)
+        return rc;
+    for (int i = 0; i < PQntuples(r) && *n < max; i++) {
+        struct stored_body *b = &out[*n];
+        b->seq = col_ll(r, i, 0);
+        col_text(r, i, 1, b->msg_id, sizeof b->msg_id);
+        b->body = col_bytes(r, i, 2, &b->body_len);
+        if (b->body == NULL) {
+            rc = ch_error_set(err, CH_ENOMEM, "out of memory reading records");
+            break;
+        }
+        (*n)++;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static const char *const swap_sql[] = {
+    [SEALED_APP_SECRET] = "UPDATE voice_apps SET secret = $1 WHERE id = $2 AND secret = $3",
+    [SEALED_APP_PREV_SECRET] =
+        "UPDATE voice_apps SET prev_secret = $1 WHERE id = $2 AND prev_secret = $3",
+    [SEALED_APP_CONFIG] = "UPDATE voice_apps SET config = $1 WHERE id = $2 AND config = $3",
+    [SEALED_MESSAGE_BODY] = "UPDATE messages SET body = $1 WHERE seq = $2::bigint AND body = $3",
+};
+
+/* One swap on c: text values as text (they hold no NUL), a record's as binary bytea. */
+static ch_code replace_one(PGconn *c, const struct value_swap *v, size_t *replaced,
+                           struct ch_error *err)
+{
+    char seq[24];
+    bool body = v->column == SEALED_MESSAGE_BODY;
+    char *new_text = NULL, *old_text = NULL;
+    if (!body) {
+        new_text = strndup(v->new_value, v->new_len);
+        old_text = strndup(v->old_value, v->old_len);
+    }
+    if (!body && (new_text == NULL || old_text == NULL)) {
+        free(new_text);
+        free(old_text);
+        return ch_error_set(err, CH_ENOMEM, "out of memory replacing a sealed value");
+    }
+    const char *values[] = {body ? v->new_value : new_text, body ? LL(seq, v->seq) : v->app_id,
+                            body ? v->old_value : old_text};
+    int lengths[] = {(int)v->new_len, 0, (int)v->old_len};
+    int formats[] = {body, 0, body};
+    PGresult *r = run(c, swap_sql[v->column], 3, values, lengths, formats);
+    free(new_text);
+    free(old_text);
+    if (!ok(r))
+        return fail(c, r, "replace a sealed value", err);
+    *replaced += (size_t)strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return CH_OK;
+}
+
+static ch_code values_replace(struct store *s, const struct value_swap *v, size_t n,
+                              size_t *replaced, struct ch_error *err)
+{
+    struct pg_store *db = self(s);
+    PGconn *c = borrow(db, err);
+    if (c == NULL)
+        return CH_EUNAVAILABLE;
+    ch_code rc = CH_OK;
+    PGresult *r = PQexec(c, "BEGIN");
+    if (!ok(r))
+        rc = fail(c, r, "replace sealed values", err);
+    else
+        PQclear(r);
+    for (size_t i = 0; rc == CH_OK && i < n; i++)
+        rc = replace_one(c, &v[i], replaced, err);
+    if (rc == CH_OK) {
+        r = PQexec(c, "COMMIT");
+        if (!ok(r))
+            rc = fail(c, r, "replace sealed values", err);
+        else
+            PQclear(r);
+    } else {
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    give_back(db, c);
+    return rc;
+}
+
+/* Old row versions stay in the tables until VACUUM (FULL, to give the space back), and in
+ * the server's WAL and backups: the operator's (docs/SECURITY.md), as it locks the tables. */
+static ch_code scrub(struct store *s, struct ch_error *err)
+{
+    (void)s;
+    (void)err;
+    return CH_OK;
+}
+
 /* ---- opening ---- */
 
 static void pg_close(struct store *s)
@@ -1209,6 +1313,9 @@ static const struct store_ops pg_ops = {
     .rate_take = rate_take,
     .meta_get = meta_get,
     .meta_put = meta_put,
+    .body_page = body_page,
+    .values_replace = values_replace,
+    .scrub = scrub,
 };
 
 ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_error *err)

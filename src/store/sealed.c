@@ -8,7 +8,10 @@
 
 #include "lib/crypto.h"
 #include "util/base64.h"
+#include "util/config.h"
+#include "util/fs.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,6 +450,23 @@ static ch_code meta_put(struct store *s, const char *name, const char *value, bo
     return inner(s)->ops->meta_put(inner(s), name, value, replace, err);
 }
 
+static ch_code body_page(struct store *s, int64_t after_seq, struct stored_body *out, size_t max,
+                         size_t *n, struct ch_error *err)
+{
+    return inner(s)->ops->body_page(inner(s), after_seq, out, max, n, err);
+}
+
+static ch_code values_replace(struct store *s, const struct value_swap *v, size_t n,
+                              size_t *replaced, struct ch_error *err)
+{
+    return inner(s)->ops->values_replace(inner(s), v, n, replaced, err);
+}
+
+static ch_code scrub(struct store *s, struct ch_error *err)
+{
+    return inner(s)->ops->scrub(inner(s), err);
+}
+
 static const struct store_ops sealed_ops = {
     .name = "sealed",
     .close = sealed_close,
@@ -476,6 +496,9 @@ static const struct store_ops sealed_ops = {
     .rate_take = rate_take,
     .meta_get = meta_get,
     .meta_put = meta_put,
+    .body_page = body_page,
+    .values_replace = values_replace,
+    .scrub = scrub,
 };
 
 /* ---- the database's check value of its key ---- */
@@ -547,6 +570,23 @@ static ch_code decide_form(struct store *in, bool *strict, struct ch_error *err)
     return rc;
 }
 
+#define REKEY_NAME "rekey_to"
+
+/* A change of key that was started and not finished (callhook store rekey writes the new
+ * key's check value here first and empties it last): some values are under the new key. */
+static ch_code check_no_rekey(struct store *in, struct ch_error *err)
+{
+    char to[128];
+    ch_code rc = store_meta_get(in, REKEY_NAME, to, sizeof to, err);
+    if (rc == CH_ENOTFOUND || (rc == CH_OK && to[0] == '\0'))
+        return CH_OK;
+    if (rc == CH_OK)
+        rc = ch_error_set(err, CH_ESECRET,
+                          "a change of this database's data key was started and not finished: "
+                          "run 'callhook store rekey' again with the same new key");
+    return rc;
+}
+
 /* The first key a database is opened with becomes its key; any other is refused. */
 static ch_code check_key(struct store *in, const unsigned char key[CRYPTO_DATA_KEY_LEN],
                          struct ch_error *err)
@@ -570,7 +610,9 @@ ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct 
                           struct ch_error *err)
 {
     bool strict = false;
-    ch_code rc = check_key(in, key, err);
+    ch_code rc = check_no_rekey(in, err);
+    if (rc == CH_OK)
+        rc = check_key(in, key, err);
     if (rc == CH_OK)
         rc = decide_form(in, &strict, err);
     if (rc != CH_OK)
@@ -584,4 +626,419 @@ ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct 
     memcpy(st->key, key, sizeof st->key);
     *out = &st->base;
     return CH_OK;
+}
+
+bool store_sealed_reads_old_forms(struct store *s)
+{
+    return s != NULL && s->ops == &sealed_ops && !self(s)->strict;
+}
+
+/* ---- the data key, as serve and callhook store take it ---- */
+
+ch_code store_data_key_load(const char *file, const char *env_name,
+                            unsigned char key[CRYPTO_DATA_KEY_LEN], bool *have,
+                            struct ch_error *err)
+{
+    char text[256] = "";
+    *have = false;
+    const char *env = env_name ? getenv(env_name) : NULL;
+    if (file && file[0]) {
+        ch_code rc = fs_check_private(file, "data key file", err);
+        if (rc != CH_OK)
+            return rc;
+        FILE *f = fopen(file, "r");
+        if (f == NULL)
+            return ch_error_set(err, CH_EIO, "cannot open the data key '%s': %s", file,
+                                strerror(errno));
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = '\0';
+    } else if (env && *env) {
+        snprintf(text, sizeof text, "%s", env);
+    } else {
+        return CH_OK;
+    }
+    char *t = config_trim(text);
+    size_t n = 0;
+    bool ok = b64_decode(t, strlen(t), key, CRYPTO_DATA_KEY_LEN, &n) && n == CRYPTO_DATA_KEY_LEN;
+    crypto_wipe(text, sizeof text);
+    if (!ok)
+        return ch_error_set(err, CH_EINVAL,
+                            "the data key must be base64 of 32 random bytes (openssl rand "
+                            "-base64 32)");
+    *have = true;
+    return CH_OK;
+}
+
+/* ---- callhook store seal and rekey: every value re-sealed in the bound form ---- */
+
+/* Records per page, and apps per transaction: each transaction stays small. */
+#define RESEAL_RECORDS 500
+#define RESEAL_APPS    100
+
+struct reseal {
+    struct store *s;                        /* the raw store */
+    const unsigned char *old_key, *new_key; /* the same key for seal */
+    bool two_keys;                          /* rekey: old_key also opens the bound form */
+    bool strict; /* the database holds only bound values: anything else was put there */
+    struct store_reseal_counts *counts;
+    int64_t pass_changed; /* values changed meanwhile in this pass */
+};
+
+/* value (len bytes, as stored) re-sealed bound to where under the new key: *out is malloc'd,
+ * or NULL when the value is already so. Opens the bound form under either key and, unless the
+ * database is strict, the first form and plaintext. */
+static ch_code reseal_value(const struct reseal *r, const char *where, const unsigned char *in,
+                            size_t len, unsigned char **out, size_t *out_len, struct ch_error *err)
+{
+    *out = NULL;
+    size_t wlen = strlen(where), m = 0;
+    unsigned char *plain = malloc(len + 1);
+    if (plain == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory re-sealing '%s'", where);
+    const unsigned char *p = plain;
+    bool opened;
+    if (crypto_is_sealed_bound(in, len)) {
+        if (crypto_open_bound(r->new_key, where, wlen, in, len, plain, len, &m)) {
+            crypto_wipe(plain, len + 1);
+            free(plain);
+            return CH_OK; /* done already (by an earlier run, or written so) */
+        }
+        opened = r->two_keys && crypto_open_bound(r->old_key, where, wlen, in, len, plain, len, &m);
+    } else if (r->strict) {
+        free(plain);
+        return ch_error_set(err, CH_ESTORE,
+                            "'%s' is not sealed in the bound form, in a database that holds "
+                            "only bound values: it was written behind callhook's back (restore "
+                            "it from a backup, or delete it) before running this again",
+                            where);
+    } else if (crypto_is_sealed(in, len)) {
+        opened = crypto_open(r->old_key, in, len, plain, len, &m);
+    } else {
+        p = in; /* plaintext, written before the key was set */
+        m = len;
+        opened = true;
+    }
+    if (!opened) {
+        free(plain);
+        return ch_error_set(err, CH_ESTORE,
+                            "cannot decrypt '%s': it is under neither key given, or the "
+                            "database was changed",
+                            where);
+    }
+    size_t cap = m + CRYPTO_SEAL_OVERHEAD;
+    *out = malloc(cap);
+    bool sealed = *out && crypto_seal_bound(r->new_key, where, wlen, p, m, *out, cap, out_len);
+    crypto_wipe(plain, len + 1);
+    free(plain);
+    if (!sealed) {
+        free(*out);
+        *out = NULL;
+        return ch_error_set(err, CH_ECRYPTO, "cannot encrypt '%s'", where);
+    }
+    return CH_OK;
+}
+
+/* The same for a secret or a setting, stored as text ("enc:" + base64, or plaintext): *out
+ * is the malloc'd new text, or NULL when there is nothing to do (already so, or empty). */
+static ch_code reseal_text(const struct reseal *r, const char *where, const char *text, char **out,
+                           struct ch_error *err)
+{
+    *out = NULL;
+    size_t tlen = strlen(text);
+    if (tlen == 0)
+        return CH_OK; /* no previous secret */
+    const unsigned char *in = (const unsigned char *)text;
+    unsigned char *decoded = NULL;
+    size_t len = tlen;
+    if (strncmp(text, SECRET_PREFIX, strlen(SECRET_PREFIX)) == 0) {
+        const char *b64 = text + strlen(SECRET_PREFIX);
+        size_t cap = strlen(b64) / 4 * 3 + 3;
+        decoded = malloc(cap);
+        if (decoded == NULL || !b64_decode(b64, strlen(b64), decoded, cap, &len)) {
+            free(decoded);
+            return ch_error_set(err, CH_ESTORE, "'%s' is not valid base64 after 'enc:'", where);
+        }
+        in = decoded;
+    }
+    unsigned char *sealed = NULL;
+    size_t n = 0;
+    ch_code rc = reseal_value(r, where, in, len, &sealed, &n, err);
+    free(decoded);
+    if (rc != CH_OK || sealed == NULL)
+        return rc;
+    size_t cap = strlen(SECRET_PREFIX) + B64_ENCODED_LEN(n) + 1;
+    *out = malloc(cap);
+    if (*out == NULL) {
+        free(sealed);
+        return ch_error_set(err, CH_ENOMEM, "out of memory re-sealing '%s'", where);
+    }
+    memcpy(*out, SECRET_PREFIX, strlen(SECRET_PREFIX));
+    b64_encode(sealed, n, *out + strlen(SECRET_PREFIX), cap - strlen(SECRET_PREFIX));
+    free(sealed);
+    return CH_OK;
+}
+
+/* The apps as stored, copied (app_list's rows are only lent to its callback). */
+struct app_rows {
+    struct stored_app *v;
+    size_t n, cap;
+    bool failed;
+};
+
+static void keep_app(void *ctx, const struct stored_app *a)
+{
+    struct app_rows *rows = ctx;
+    if (rows->failed)
+        return;
+    if (rows->n == rows->cap) {
+        size_t cap = rows->cap ? rows->cap * 2 : 64;
+        struct stored_app *v = realloc(rows->v, cap * sizeof *v);
+        if (v == NULL) {
+            rows->failed = true;
+            return;
+        }
+        rows->v = v;
+        rows->cap = cap;
+    }
+    struct stored_app *copy = &rows->v[rows->n];
+    *copy = *a;
+    copy->config_json = strdup(a->config_json ? a->config_json : "");
+    if (copy->config_json == NULL)
+        rows->failed = true;
+    else
+        rows->n++;
+}
+
+static void app_rows_release(struct app_rows *rows)
+{
+    for (size_t i = 0; i < rows->n; i++) {
+        crypto_wipe(rows->v[i].secret, sizeof rows->v[i].secret);
+        crypto_wipe(rows->v[i].prev_secret, sizeof rows->v[i].prev_secret);
+        stored_app_release(&rows->v[i]);
+    }
+    free(rows->v);
+}
+
+/* Writes the swaps (their new values are malloc'd, and freed here) in one transaction and
+ * counts them. */
+static ch_code write_swaps(struct reseal *r, struct value_swap *v, size_t n, int64_t *counter,
+                           ch_code rc, struct ch_error *err)
+{
+    size_t replaced = 0;
+    if (rc == CH_OK)
+        rc = store_values_replace(r->s, v, n, &replaced, err);
+    if (rc == CH_OK) {
+        *counter += (int64_t)replaced;
+        r->pass_changed += (int64_t)(n - replaced);
+    }
+    for (size_t i = 0; i < n; i++)
+        free((void *)v[i].new_value);
+    return rc;
+}
+
+static const char *app_column_name(enum sealed_column col)
+{
+    return col == SEALED_APP_SECRET        ? "voice_apps.secret"
+           : col == SEALED_APP_PREV_SECRET ? "voice_apps.prev_secret"
+                                           : "voice_apps.config";
+}
+
+static const char *app_column_value(const struct stored_app *a, enum sealed_column col)
+{
+    return col == SEALED_APP_SECRET        ? a->secret
+           : col == SEALED_APP_PREV_SECRET ? a->prev_secret
+                                           : a->config_json;
+}
+
+/* One column of the apps [first, last) re-sealed, in one transaction. */
+static ch_code reseal_app_column(struct reseal *r, const struct app_rows *rows, size_t first,
+                                 size_t last, enum sealed_column col, int64_t *counter,
+                                 struct ch_error *err)
+{
+    struct value_swap swaps[RESEAL_APPS];
+    size_t n = 0;
+    ch_code rc = CH_OK;
+    for (size_t k = first; rc == CH_OK && k < last; k++) {
+        const struct stored_app *a = &rows->v[k];
+        const char *old = app_column_value(a, col);
+        char where[200], *text = NULL;
+        place(where, sizeof where, app_column_name(col), a->id);
+        rc = reseal_text(r, where, old, &text, err);
+        if (rc == CH_OK && text == NULL)
+            r->counts->unchanged += old[0] != '\0';
+        else if (rc == CH_OK)
+            swaps[n++] = (struct value_swap){.column = col,
+                                             .app_id = a->id,
+                                             .old_value = old,
+                                             .old_len = strlen(old),
+                                             .new_value = text,
+                                             .new_len = strlen(text)};
+    }
+    return write_swaps(r, swaps, n, counter, rc, err);
+}
+
+static ch_code reseal_apps(struct reseal *r, struct ch_error *err)
+{
+    struct app_rows rows = {0};
+    ch_code rc = store_app_list(r->s, keep_app, &rows, err);
+    if (rc == CH_OK && rows.failed)
+        rc = ch_error_set(err, CH_ENOMEM, "out of memory reading the voice apps");
+    for (size_t i = 0; rc == CH_OK && i < rows.n; i += RESEAL_APPS) {
+        size_t last = i + RESEAL_APPS < rows.n ? i + RESEAL_APPS : rows.n;
+        rc = reseal_app_column(r, &rows, i, last, SEALED_APP_SECRET, &r->counts->secrets, err);
+        if (rc == CH_OK)
+            rc = reseal_app_column(r, &rows, i, last, SEALED_APP_PREV_SECRET, &r->counts->secrets,
+                                   err);
+        if (rc == CH_OK)
+            rc = reseal_app_column(r, &rows, i, last, SEALED_APP_CONFIG, &r->counts->settings, err);
+    }
+    app_rows_release(&rows);
+    return rc;
+}
+
+/* The records, a page (one transaction) at a time, in seq order. */
+static ch_code reseal_records(struct reseal *r, struct ch_error *err)
+{
+    struct stored_body *page = calloc(RESEAL_RECORDS, sizeof *page);
+    struct value_swap *swaps = calloc(RESEAL_RECORDS, sizeof *swaps);
+    ch_code rc = page && swaps ? CH_OK : ch_error_set(err, CH_ENOMEM, "out of memory");
+    int64_t after = 0;
+    size_t got = RESEAL_RECORDS;
+    while (rc == CH_OK && got == RESEAL_RECORDS) {
+        rc = store_body_page(r->s, after, page, RESEAL_RECORDS, &got, err);
+        size_t n = 0;
+        for (size_t i = 0; rc == CH_OK && i < got; i++) {
+            char where[100];
+            unsigned char *sealed = NULL;
+            size_t len = 0;
+            place(where, sizeof where, "messages.body", page[i].msg_id);
+            rc = reseal_value(r, where, page[i].body, page[i].body_len, &sealed, &len, err);
+            if (rc == CH_OK && sealed == NULL)
+                r->counts->unchanged++;
+            else if (rc == CH_OK)
+                swaps[n++] = (struct value_swap){.column = SEALED_MESSAGE_BODY,
+                                                 .seq = page[i].seq,
+                                                 .old_value = page[i].body,
+                                                 .old_len = page[i].body_len,
+                                                 .new_value = sealed,
+                                                 .new_len = len};
+        }
+        rc = write_swaps(r, swaps, n, &r->counts->records, rc, err);
+        if (got > 0)
+            after = page[got - 1].seq;
+        for (size_t i = 0; i < got; i++) {
+            crypto_wipe(page[i].body, page[i].body_len);
+            free(page[i].body);
+        }
+    }
+    free(page);
+    free(swaps);
+    return rc;
+}
+
+/* Passes over every value until one finds nothing changed meanwhile (by a serve on
+ * PostgreSQL writing at the same time): a value changed between its read and its write is
+ * read again. */
+static ch_code reseal_all(struct reseal *r, struct ch_error *err)
+{
+    for (int pass = 0; pass < 5; pass++) {
+        int64_t unchanged = r->counts->unchanged;
+        r->pass_changed = 0;
+        ch_code rc = reseal_apps(r, err);
+        if (rc == CH_OK)
+            rc = reseal_records(r, err);
+        if (rc != CH_OK || r->pass_changed == 0)
+            return rc;
+        r->counts->unchanged = unchanged; /* counted again on the next pass */
+    }
+    return ch_error_set(err, CH_EUNAVAILABLE,
+                        "values kept changing while they were re-sealed: run this again");
+}
+
+/* The database's form becomes bound: from now on a plaintext or first-form value is refused. */
+static ch_code mark_bound(struct store *s, struct ch_error *err)
+{
+    return store_meta_put(s, FORM_NAME, FORM_BOUND, true, err);
+}
+
+static ch_code read_form(struct store *s, bool *strict, struct ch_error *err)
+{
+    char form[32];
+    ch_code rc = store_meta_get(s, FORM_NAME, form, sizeof form, err);
+    *strict = rc == CH_OK && strcmp(form, FORM_BOUND) == 0;
+    return rc == CH_ENOTFOUND ? CH_OK : rc;
+}
+
+ch_code store_sealed_seal(struct store *s, const unsigned char key[CRYPTO_DATA_KEY_LEN],
+                          struct store_reseal_counts *counts, struct ch_error *err)
+{
+    memset(counts, 0, sizeof *counts);
+    struct reseal r = {.s = s, .old_key = key, .new_key = key, .counts = counts};
+    ch_code rc = check_no_rekey(s, err);
+    if (rc == CH_OK)
+        rc = check_key(s, key, err);
+    if (rc == CH_OK)
+        rc = read_form(s, &r.strict, err);
+    if (rc == CH_OK)
+        rc = reseal_all(&r, err);
+    if (rc == CH_OK)
+        rc = mark_bound(s, err);
+    if (rc == CH_OK)
+        rc = store_scrub(s, err);
+    return rc;
+}
+
+ch_code store_sealed_rekey(struct store *s, const unsigned char old_key[CRYPTO_DATA_KEY_LEN],
+                           const unsigned char new_key[CRYPTO_DATA_KEY_LEN],
+                           struct store_reseal_counts *counts, struct ch_error *err)
+{
+    memset(counts, 0, sizeof *counts);
+    struct reseal r = {
+        .s = s, .old_key = old_key, .new_key = new_key, .two_keys = true, .counts = counts};
+    char old_check[128], new_check[128], have[128], to[128];
+    if (!key_check(old_key, old_check, sizeof old_check) ||
+        !key_check(new_key, new_check, sizeof new_check))
+        return ch_error_set(err, CH_ECRYPTO, "cannot compute the data keys' check values");
+    if (strcmp(old_check, new_check) == 0)
+        return ch_error_set(err, CH_EINVAL,
+                            "the new key is the key in use: make a new one with "
+                            "openssl rand -base64 32");
+    ch_code rc = store_meta_get(s, CHECK_NAME, have, sizeof have, err);
+    if (rc == CH_ENOTFOUND)
+        return ch_error_set(err, CH_EINVAL,
+                            "this database is not sealed: seal it first with 'callhook store "
+                            "seal' (it then has a data key to change)");
+    if (rc != CH_OK)
+        return rc;
+    /* The check value is the old key's, or already the new key's (a run that got to its end:
+     * running it again does nothing more). */
+    if (strcmp(have, old_check) != 0 && strcmp(have, new_check) != 0)
+        return ch_error_set(err, CH_ESECRET,
+                            "the data key does not match this database's: give the key it is "
+                            "sealed with (--data-key-file or CALLHOOK_DATA_KEY)");
+    rc = store_meta_get(s, REKEY_NAME, to, sizeof to, err);
+    if (rc == CH_OK && to[0] != '\0' && strcmp(to, new_check) != 0)
+        return ch_error_set(err, CH_ESECRET,
+                            "a change to another data key was started and not finished: run "
+                            "'callhook store rekey' with that key to finish it first");
+    if (rc != CH_OK && rc != CH_ENOTFOUND)
+        return rc;
+    /* From here until the end, serve refuses to start: some values are under each key. */
+    rc = store_meta_put(s, REKEY_NAME, new_check, true, err);
+    if (rc == CH_OK)
+        rc = read_form(s, &r.strict, err);
+    if (rc == CH_OK)
+        rc = reseal_all(&r, err);
+    /* The check value first, then the mark taken away: a run stopped between the two is
+     * finished by running it again. */
+    if (rc == CH_OK)
+        rc = store_meta_put(s, CHECK_NAME, new_check, true, err);
+    if (rc == CH_OK)
+        rc = mark_bound(s, err);
+    if (rc == CH_OK)
+        rc = store_meta_put(s, REKEY_NAME, "", true, err);
+    if (rc == CH_OK)
+        rc = store_scrub(s, err);
+    return rc;
 }

@@ -656,7 +656,7 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
         sqlite3_bind_int64(st, 3, lease_until);
-        int step;
+        int step = SQLITE_DONE;
         while ((step = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
             struct due_message *m = &out[*n];
             memset(m, 0, sizeof *m);
@@ -834,6 +834,106 @@ static ch_code meta_put(struct store *s, const char *name, const char *value, bo
     sqlite3_finalize(st);
     pthread_mutex_unlock(&db->wlock);
     return rc;
+}
+
+/* ---- values as stored, for encryption's maintenance ---- */
+
+static ch_code body_page(struct store *s, int64_t after_seq, struct stored_body *out, size_t max,
+                         size_t *n, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r,
+                         "SELECT m.seq, m.id, b.body FROM messages m"
+                         " JOIN message_bodies b ON b.seq = m.seq"
+                         " WHERE m.seq > ? AND length(b.body) > 0 ORDER BY m.seq LIMIT ?",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, after_seq);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
+        int step = SQLITE_DONE;
+        while (*n < max && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            struct stored_body *b = &out[*n];
+            b->seq = sqlite3_column_int64(st, 0);
+            text_col(st, 1, b->msg_id, sizeof b->msg_id);
+            size_t len = (size_t)sqlite3_column_bytes(st, 2);
+            b->body = malloc(len);
+            if (b->body == NULL) {
+                rc = ch_error_set(err, CH_ENOMEM, "out of memory reading records");
+                break;
+            }
+            memcpy(b->body, sqlite3_column_blob(st, 2), len);
+            b->body_len = len;
+            (*n)++;
+        }
+        if (rc == CH_OK && *n < max && step != SQLITE_DONE)
+            rc = db_error(err, db->r, "read records");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static const char *const swap_sql[] = {
+    [SEALED_APP_SECRET] = "UPDATE voice_apps SET secret = ?1 WHERE id = ?2 AND secret = ?3",
+    [SEALED_APP_PREV_SECRET] =
+        "UPDATE voice_apps SET prev_secret = ?1 WHERE id = ?2 AND prev_secret = ?3",
+    [SEALED_APP_CONFIG] = "UPDATE voice_apps SET config = ?1 WHERE id = ?2 AND config = ?3",
+    [SEALED_MESSAGE_BODY] = "UPDATE message_bodies SET body = ?1 WHERE seq = ?2 AND body = ?3",
+};
+
+static ch_code values_replace(struct store *s, const struct value_swap *v, size_t n,
+                              size_t *replaced, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    ch_code rc = exec(db->w, "BEGIN IMMEDIATE", err);
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        sqlite3_stmt *st = NULL;
+        rc = prepare(db->w, swap_sql[v[i].column], &st, err);
+        if (rc != CH_OK)
+            break;
+        if (v[i].column == SEALED_MESSAGE_BODY) {
+            sqlite3_bind_blob(st, 1, v[i].new_value, (int)v[i].new_len, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, v[i].seq);
+            sqlite3_bind_blob(st, 3, v[i].old_value, (int)v[i].old_len, SQLITE_STATIC);
+        } else {
+            sqlite3_bind_text(st, 1, v[i].new_value, (int)v[i].new_len, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, v[i].app_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, v[i].old_value, (int)v[i].old_len, SQLITE_STATIC);
+        }
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "replace a sealed value");
+        else
+            *replaced += (size_t)sqlite3_changes(db->w);
+        sqlite3_finalize(st);
+    }
+    if (rc == CH_OK)
+        rc = exec(db->w, "COMMIT", err);
+    else
+        exec(db->w, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
+/* The replaced values' cells were zeroed (secure_delete); their old pages are still in the
+ * WAL until it is checkpointed and emptied. */
+static ch_code scrub(struct store *s, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    int log_frames = 0, done_frames = 0;
+    int rc = sqlite3_wal_checkpoint_v2(db->w, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                       &done_frames);
+    ch_code out = CH_OK;
+    if (rc == SQLITE_BUSY)
+        out = ch_error_set(err, CH_EUNAVAILABLE,
+                           "cannot empty the WAL of '%s': another process is reading it", db->path);
+    else if (rc != SQLITE_OK)
+        out = db_error(err, db->w, "empty the WAL");
+    pthread_mutex_unlock(&db->wlock);
+    return out;
 }
 
 /* ---- voice app changes and the rate limit ---- */
@@ -1225,6 +1325,9 @@ static const struct store_ops sqlite_ops = {
     .rate_take = rate_take,
     .meta_get = meta_get,
     .meta_put = meta_put,
+    .body_page = body_page,
+    .values_replace = values_replace,
+    .scrub = scrub,
 };
 
 static ch_code open_conn(const char *path, sqlite3 **out, struct ch_error *err)

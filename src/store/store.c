@@ -266,6 +266,38 @@ ch_code store_meta_put(struct store *s, const char *name, const char *value, boo
     return s->ops->meta_put(s, name, value, replace, err);
 }
 
+ch_code store_body_page(struct store *s, int64_t after_seq, struct stored_body *out, size_t max,
+                        size_t *n, struct ch_error *err)
+{
+    *n = 0;
+    if (max == 0)
+        return CH_OK;
+    ch_code rc = s->ops->body_page(s, after_seq, out, max, n, err);
+    if (rc != CH_OK) {
+        for (size_t i = 0; i < *n && i < max; i++)
+            free(out[i].body);
+        *n = 0;
+    }
+    return rc;
+}
+
+ch_code store_values_replace(struct store *s, const struct value_swap *v, size_t n,
+                             size_t *replaced, struct ch_error *err)
+{
+    *replaced = 0;
+    if (n == 0)
+        return CH_OK;
+    ch_code rc = s->ops->values_replace(s, v, n, replaced, err);
+    if (rc != CH_OK)
+        *replaced = 0;
+    return rc;
+}
+
+ch_code store_scrub(struct store *s, struct ch_error *err)
+{
+    return s->ops->scrub(s, err);
+}
+
 ch_code store_record_attempts(struct store *s, const struct attempt_result *r, size_t n,
                               struct ch_error *err)
 {

@@ -132,6 +132,33 @@ struct store_stats {
     int64_t oldest_pending_at; /* 0 when nothing is pending */
 };
 
+/* A call record as it is at rest, for encryption's maintenance (store_ops.body_page). */
+struct stored_body {
+    int64_t seq;
+    char msg_id[40];
+    void *body; /* owned: malloc'd */
+    size_t body_len;
+};
+
+/* The columns whose values are sealed when a data key is set. */
+enum sealed_column {
+    SEALED_APP_SECRET,      /* voice_apps.secret */
+    SEALED_APP_PREV_SECRET, /* voice_apps.prev_secret */
+    SEALED_APP_CONFIG,      /* voice_apps.config */
+    SEALED_MESSAGE_BODY,    /* a message's record */
+};
+
+/* One stored value to replace (store_ops.values_replace): in column, at the app app_id or the
+ * message seq, only where the row still holds old_value. Values are borrowed; those of the
+ * app columns are text (no NUL). */
+struct value_swap {
+    enum sealed_column column;
+    const char *app_id;
+    int64_t seq;
+    const void *old_value, *new_value;
+    size_t old_len, new_len;
+};
+
 struct store;
 
 /*
@@ -268,6 +295,21 @@ struct store_ops {
                         struct ch_error *err);
     ch_code (*meta_put)(struct store *s, const char *name, const char *value, bool replace,
                         struct ch_error *err);
+
+    /* Encryption at rest's maintenance (callhook store seal and rekey), on values as stored.
+     * body_page fills out[0..*n) with up to max records of messages with seq > after_seq, in
+     * seq order, leaving out records emptied by retention; the caller frees each body.
+     * values_replace writes the n swaps in one transaction, each only where its row still
+     * holds old_value (a value changed or removed meanwhile stays as it is); *replaced is how
+     * many were written. */
+    ch_code (*body_page)(struct store *s, int64_t after_seq, struct stored_body *out, size_t max,
+                         size_t *n, struct ch_error *err);
+    ch_code (*values_replace)(struct store *s, const struct value_swap *v, size_t n,
+                              size_t *replaced, struct ch_error *err);
+    /* After values_replace: leaves no copy of the values it replaced in the database's files
+     * where the backend can. SQLite (secure_delete is on) empties its WAL; PostgreSQL keeps
+     * old row versions until its own VACUUM, which is the operator's (docs/SECURITY.md). */
+    ch_code (*scrub)(struct store *s, struct ch_error *err);
 };
 
 /* What app_delete does to the deleted app's messages ($1 / ?1: the app id), the same SQL on
@@ -354,6 +396,16 @@ ch_code store_meta_get(struct store *s, const char *name, char *value, size_t ca
 ch_code store_meta_put(struct store *s, const char *name, const char *value, bool replace,
                        struct ch_error *err);
 
+/** Records as stored, in seq order (see store_ops.body_page): the caller frees each body. On
+ * error *n is 0 and nothing is left to free. */
+ch_code store_body_page(struct store *s, int64_t after_seq, struct stored_body *out, size_t max,
+                        size_t *n, struct ch_error *err);
+/** Replaces stored values where they are unchanged (see store_ops.values_replace); *replaced
+ * is 0 on error. */
+ch_code store_values_replace(struct store *s, const struct value_swap *v, size_t n,
+                             size_t *replaced, struct ch_error *err);
+ch_code store_scrub(struct store *s, struct ch_error *err);
+
 /* Opens the store a URI names: "sqlite:PATH" (the file and its folder are created), or
  * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
@@ -374,10 +426,48 @@ ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_
  *
  * The database records that it is sealed, with a check value of its key: the first wrap of a
  * database without one writes it; a wrap with another key is refused (CH_ESECRET, "the data
- * key does not match this database's"). Records and secrets written before encryption was
- * turned on are still read. */
+ * key does not match this database's"), and so is a database whose change of key
+ * (store_sealed_rekey) was not finished. Records and secrets written before encryption was
+ * turned on are still read until 'callhook store seal' has run (store_sealed_reads_old_forms);
+ * a database sealed from its start, or sealed by that command, refuses them. */
 ch_code store_sealed_wrap(struct store *inner, const unsigned char key[32], struct store **out,
                           struct ch_error *err);
+
+/* The wrapper s (from store_sealed_wrap) still reads plaintext and first-form values: its
+ * database held data before it was sealed, and 'callhook store seal' has not run on it. */
+bool store_sealed_reads_old_forms(struct store *s);
+
+/* The data key from the file (when file is non-empty) or else from the environment variable
+ * env_name (when not NULL): base64 of 32 bytes. *have is false when neither is given. The file
+ * must be the owner's alone (CH_EINVAL otherwise). */
+ch_code store_data_key_load(const char *file, const char *env_name, unsigned char key[32],
+                            bool *have, struct ch_error *err);
+
+/* What store_sealed_seal and store_sealed_rekey did. */
+struct store_reseal_counts {
+    int64_t secrets;   /* signing secrets and previous secrets re-written */
+    int64_t settings;  /* Voice App settings re-written */
+    int64_t records;   /* call records re-written */
+    int64_t unchanged; /* values already sealed bound under the key (an earlier run) */
+};
+
+/* callhook store seal, on a raw store (not a wrapper; it stays the caller's): re-writes every
+ * signing secret, previous secret, Voice App setting and call record that is in plaintext or
+ * in the first sealed form in the bound form under key, a bounded transaction at a time, then
+ * records that the database holds only bound values (serve refuses anything else from then
+ * on). A value changed meanwhile (by a serve on PostgreSQL) is read again. Running it again
+ * finds nothing to do. CH_ESECRET when the database is sealed with another key; CH_ESTORE
+ * when a value does not open, or is not bound in a database already sealed so. */
+ch_code store_sealed_seal(struct store *s, const unsigned char key[32],
+                          struct store_reseal_counts *counts, struct ch_error *err);
+
+/* callhook store rekey, on a raw store: re-seals every value under new_key (bound form), then
+ * makes new_key's check value the database's. Until it ends, the database is marked as being
+ * re-keyed (store_sealed_wrap refuses it) and old_key still opens what is not re-sealed yet, so
+ * a run that was stopped is finished by running it again with the same keys. */
+ch_code store_sealed_rekey(struct store *s, const unsigned char old_key[32],
+                           const unsigned char new_key[32], struct store_reseal_counts *counts,
+                           struct ch_error *err);
 
 /* *sealed is whether the database was sealed with a data key (it holds a check value): such
  * a database is opened through store_sealed_wrap() only. */

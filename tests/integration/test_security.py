@@ -484,6 +484,26 @@ class SecurityCase(unittest.TestCase):
                               timeout=T(30) if timeout is None else timeout, env=env,
                               stdin=subprocess.DEVNULL)
 
+    def serve_fails(self, folder, env=None, extra=()):
+        """Runs serve on folder/callhook.db, expecting it to refuse to start: returns its
+        output. A serve that starts is stopped and fails the test."""
+        e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
+        e.update(NEUTRAL_ENV)
+        e.update(env or {})
+        cmd = [BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
+               "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                             stdin=subprocess.DEVNULL, text=True)
+        try:
+            out, _ = p.communicate(timeout=T(20))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            self.fail("serve started although it should have refused:\n" + out[-2000:])
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertEqual(sanitizer_lines(out), [], out)
+        return out
+
     def data_key_file(self):
         path = os.path.join(self.tmp, "data.key")
         key = os.urandom(32)
@@ -990,26 +1010,6 @@ class FilesAndKeys(SecurityCase):
     """Files that hold secrets or personal data are the owner's alone from the moment they
     exist, and key ids say nothing of the keys (issue 12, points 3 and 6)."""
 
-    def serve_fails(self, folder, env=None, extra=()):
-        """Runs serve on folder/callhook.db, expecting it to refuse to start: returns its
-        output. A serve that starts is stopped and fails the test."""
-        e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
-        e.update(NEUTRAL_ENV)
-        e.update(env or {})
-        cmd = [BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
-               "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
-                             stdin=subprocess.DEVNULL, text=True)
-        try:
-            out, _ = p.communicate(timeout=T(20))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-            self.fail("serve started although it should have refused:\n" + out[-2000:])
-        self.assertNotEqual(p.returncode, 0, out)
-        self.assertEqual(sanitizer_lines(out), [], out)
-        return out
-
     def folder(self, name):
         d = os.path.join(self.tmp, name)
         os.makedirs(d, mode=0o700)
@@ -1301,6 +1301,101 @@ class PersonalData(SecurityCase):
         self.assertTrue(ok[0].verified, ok[0].verification)
         self.assertEqual(ok[0].verification.matched, [0, 1],
                          "during the grace period both secrets sign")
+
+    def since_last_start(self, s):
+        """serve's log since its latest start."""
+        text = s.logs()
+        return text[text.rfind("start #%d:" % s.starts):]
+
+    def replayed_verified(self, s, rx, mid, body):
+        """A replay of mid reaches rx with the same record, signed with the app's secret."""
+        before = len([r for r in rx.requests_for(webhook_id=mid) if r.response == "200"])
+        r = s.api("POST", "/v1/messages/%s/replay" % mid)
+        self.assertIn(r.status, (200, 202), r)
+        ok = rx.wait_for(before + 1, webhook_id=mid, timeout=T(15), status_ok=True)
+        self.assertEqual(ok[-1].body, body)
+        self.assertTrue(ok[-1].verified, ok[-1].verification)
+
+    def store_cmd(self, *args):
+        p = self.run_cli("store", *args)
+        self.assertEqual(sanitizer_lines(p.stdout + p.stderr), [], p)
+        return p
+
+    def test_store_seal_then_rekey(self):
+        # Issue 12 point 8: a database written before its data key was set is read in its old
+        # forms (with a warning naming the command) until 'callhook store seal' seals every
+        # value in place; 'callhook store rekey' then moves it to a new key.
+        s = self.serve(env={"CALLHOOK_LOG": "debug"})
+        rx = self.receiver()
+        sent, secret = self.deliver_all(s, rx, "old")
+        token = "Bearer hdr-" + _secrets.token_hex(12)
+        self.local_app(s, rx, "hdr", headers={"Authorization": token})
+        self.assertEqual(s.stop(), 0)
+        key_path, key = self.data_key_file()
+        s.extra_args = ["--data-key-file", key_path]
+        s.start()
+        self.assertIn("'callhook store seal --db URI'", self.since_last_start(s))
+        self.assertEqual(self.secret_of(s, "old"), secret)
+        mid, body = next(iter(sent.items()))
+        self.replayed_verified(s, rx, mid, body)
+        # Not while serve has the database.
+        p = self.store_cmd("seal", "--db", s.db_url, "--data-key-file", key_path)
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("callhook serve is running on '%s': stop it first" % s.db_path, p.stderr)
+        self.assertEqual(s.stop(), 0)
+
+        p = self.store_cmd("seal", "--db", s.db_url, "--data-key-file", key_path)
+        self.assertEqual(p.returncode, 0, p)
+        # Both apps' secrets, both apps' settings, every record.
+        self.assertIn("sealed in place: 2 signing secrets, 2 Voice App settings, %d call "
+                      "records (0 values were already done)" % len(sent), p.stdout)
+        again = self.store_cmd("seal", "--db", s.db_url, "--data-key-file", key_path)
+        self.assertEqual(again.returncode, 0, again)
+        self.assertIn("sealed in place: 0 signing secrets, 0 Voice App settings, 0 call records "
+                      "(%d values were already done)" % (len(sent) + 4), again.stdout)
+        files = self.check_folder(s, [secret], key, "after store seal")
+        self.assertEqual(occurrences(files, {token.encode(), token[7:].encode()}), [],
+                         "a header value is in the database in clear after store seal")
+
+        s.start()
+        self.assertNotIn("callhook store seal", self.since_last_start(s))
+        self.assertEqual(self.secret_of(s, "old"), secret)
+        self.replayed_verified(s, rx, mid, body)
+        self.assertEqual(s.stop(), 0)
+
+        # A new key: the old one is refused afterwards, the new one reads everything and
+        # deliveries are signed with the same secret.
+        new_path = os.path.join(self.tmp, "new.key")
+        with open(new_path, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(new_path, 0o600)
+        p = self.store_cmd("rekey", "--db", s.db_url, "--new-key-file", new_path,
+                           "--data-key-file", key_path)
+        self.assertEqual(p.returncode, 0, p)
+        self.assertIn("re-sealed under the new data key: 2 signing secrets, 2 Voice App "
+                      "settings, %d call records" % len(sent), p.stdout)
+        out = self.serve_fails(os.path.dirname(s.db_path), extra=["--data-key-file", key_path])
+        self.assertIn("the data key does not match this database's", out)
+        s.extra_args = ["--data-key-file", new_path]
+        s.start()
+        self.assertEqual(self.secret_of(s, "old"), secret)
+        for m, b in sent.items():
+            self.replayed_verified(s, rx, m, b)
+        fresh = json.dumps({"ActiveCallId": "after-rekey-" + _secrets.token_hex(4)}).encode()
+        new_mid = self.ingest(s, "old", "begin-call", fresh)
+        self.wait_status(s, new_mid, "delivered", T(15))
+        self.assertTrue(rx.requests_for(webhook_id=new_mid)[-1].verified)
+        self.assertEqual(s.stop(), 0)
+
+        # A plaintext secret written behind serve's back is refused now, not read.
+        con = sqlite3.connect(s.db_path)
+        con.execute("UPDATE voice_apps SET secret = ? WHERE id = 'old'", (secret,))
+        con.commit()
+        con.close()
+        s.start()
+        r = s.api("GET", "/v1/voice-apps/old/secret")
+        self.assertNotEqual(r.status, 200, r)
+        self.assertNotIn(secret, r.body.decode("utf-8", "replace"))
 
     def test_database_folder_is_created_owner_only(self):
         # docs/SECURITY.md: the database "is created 0700 in its folder" (the folders callhook

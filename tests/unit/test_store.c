@@ -1065,6 +1065,285 @@ static void test_sealed_values_are_bound(void **state)
     store_close(s);
 }
 
+/* ---- callhook store seal and rekey ---- */
+
+/* Records of the seal and rekey tests: more than two of seal's pages (500). */
+#define OLD_RECORDS 1005
+static const char old_secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+static const char old_prev[] = "whsec_PrEvPrEvPrEvPrEvPrEvPrEvPrEvPrEv";
+static const char old_config[] = "{\"headers\":{\"Authorization\":\"Bearer tok-Hq83nXv27Lp\"}}";
+
+/* A test on a database written without a data key: a fresh database, nothing opened yet. */
+static int fresh_unopened(void **state)
+{
+    static int n;
+    if (pg_uri()) {
+        reset_postgres(pg_uri());
+        snprintf(uri, sizeof uri, "%s", pg_uri());
+    } else {
+        snprintf(uri, sizeof uri, "sqlite:%s/old%d/callhook.db", dir, ++n);
+    }
+    *state = NULL;
+    return 0;
+}
+
+static void old_body(int i, char *out, size_t cap)
+{
+    snprintf(out, cap, "{\"ActiveCallId\":\"call-%04d\",\"CallerId\":\"+15550100123\"}", i);
+}
+
+/* Fills the database as callhook did before a data key was set: two apps (one with a
+ * previous secret and a token in its settings) and OLD_RECORDS records in plaintext, the
+ * first of them sealed in the first, unbound form (an older callhook with the key). */
+static void fill_old(void)
+{
+    struct store *raw = NULL;
+    assert_int_equal(store_open(uri, &raw, NULL), CH_OK);
+    const char *ids[] = {"a", "b"};
+    for (int k = 0; k < 2; k++) {
+        struct stored_app a = {.enabled = true, .created_at = 1, .updated_at = 1};
+        snprintf(a.id, sizeof a.id, "%s", ids[k]);
+        snprintf(a.secret, sizeof a.secret, "%s", old_secret);
+        if (k == 1) {
+            snprintf(a.prev_secret, sizeof a.prev_secret, "%s", old_prev);
+            a.prev_expires_at = 1LL << 40;
+        }
+        a.config_json = strdup(old_config);
+        bool created;
+        assert_int_equal(store_app_put(raw, &a, &created, NULL), CH_OK);
+        stored_app_release(&a);
+    }
+    static char ids_buf[OLD_RECORDS][40], keys[OLD_RECORDS][40], bodies[OLD_RECORDS][100];
+    struct ingest_item items[100];
+    for (int i = 0; i < OLD_RECORDS;) {
+        size_t n = 0;
+        for (; n < 100 && i < OLD_RECORDS; n++, i++) {
+            snprintf(ids_buf[i], sizeof ids_buf[i], "msg_%04d", i);
+            snprintf(keys[i], sizeof keys[i], "call-%04d", i);
+            old_body(i, bodies[i], sizeof bodies[i]);
+            items[n] = (struct ingest_item){.msg_id = ids_buf[i],
+                                            .app_id = "a",
+                                            .event = "begin-call",
+                                            .dedupe_key = keys[i],
+                                            .body = bodies[i],
+                                            .body_len = strlen(bodies[i]),
+                                            .now = 1000,
+                                            .lease_until = 1000,
+                                            .status = MSG_DELIVERING};
+        }
+        assert_int_equal(store_ingest(raw, items, n, NULL), CH_OK);
+    }
+    store_close(raw);
+    unsigned char sealed[200];
+    size_t len = 0;
+    assert_true(crypto_seal(data_key, bodies[0], strlen(bodies[0]), sealed, sizeof sealed, &len));
+    char lit[500], sql[800];
+    sql_bytes(sealed, len, lit, sizeof lit);
+    if (pg_uri())
+        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = 'msg_0000'", lit);
+    else
+        snprintf(sql, sizeof sql,
+                 "UPDATE message_bodies SET body = %s"
+                 " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_0000')",
+                 lit);
+    raw_sql(sql);
+}
+
+/* Writes msg_<i>'s record sealed bound under key behind the store's back. */
+static void put_bound_record(int i, const unsigned char *key)
+{
+    char body[100], where[64], id[40];
+    old_body(i, body, sizeof body);
+    snprintf(id, sizeof id, "msg_%04d", i);
+    snprintf(where, sizeof where, "messages.body:%s", id);
+    unsigned char sealed[200];
+    size_t len = 0;
+    assert_true(crypto_seal_bound(key, where, strlen(where), body, strlen(body), sealed,
+                                  sizeof sealed, &len));
+    char lit[500], sql[800];
+    sql_bytes(sealed, len, lit, sizeof lit);
+    if (pg_uri())
+        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = '%s'", lit, id);
+    else
+        snprintf(sql, sizeof sql,
+                 "UPDATE message_bodies SET body = %s"
+                 " WHERE seq = (SELECT seq FROM messages WHERE id = '%s')",
+                 lit, id);
+    raw_sql(sql);
+}
+
+/* Opens the database through the wrapper with key: CH_OK or the wrap's error. */
+static ch_code open_sealed(const unsigned char *key, struct store **out, struct ch_error *err)
+{
+    struct store *raw = NULL;
+    assert_int_equal(store_open(uri, &raw, NULL), CH_OK);
+    ch_code rc = store_sealed_wrap(raw, key, out, err);
+    if (rc != CH_OK)
+        store_close(raw);
+    return rc;
+}
+
+/* Every app and every record reads back as it was written, through s. */
+static void check_all_read(struct store *s)
+{
+    struct stored_app got;
+    assert_int_equal(store_app_get(s, "a", &got, NULL), CH_OK);
+    assert_string_equal(got.secret, old_secret);
+    assert_string_equal(got.config_json, old_config);
+    stored_app_release(&got);
+    assert_int_equal(store_app_get(s, "b", &got, NULL), CH_OK);
+    assert_string_equal(got.secret, old_secret);
+    assert_string_equal(got.prev_secret, old_prev);
+    stored_app_release(&got);
+    static int64_t now = 10000;
+    now += 1000; /* past every lease taken before */
+    size_t total = 0, n;
+    struct due_message out[64];
+    do {
+        struct ch_error err = {0};
+        n = 0;
+        if (store_claim_due(s, now, now + 300, out, 64, &n, &err) != CH_OK)
+            fail_msg("claim: %s", err.message);
+        int64_t seqs[64];
+        for (size_t i = 0; i < n; i++) {
+            char want[100];
+            old_body(atoi(out[i].msg_id + 4), want, sizeof want);
+            assert_int_equal(out[i].body_len, strlen(want));
+            assert_memory_equal(out[i].body, want, strlen(want));
+            free(out[i].body);
+            seqs[i] = out[i].seq;
+        }
+        /* Given back, due after this pass (a lease runs on PostgreSQL's clock, not ours). */
+        assert_int_equal(store_release(s, seqs, n, now + 1, NULL), CH_OK);
+        total += n;
+    } while (n > 0);
+    assert_int_equal(total, OLD_RECORDS);
+}
+
+static ch_code seal(const unsigned char *key, struct store_reseal_counts *c, struct ch_error *err)
+{
+    struct store *raw = NULL;
+    assert_int_equal(store_open(uri, &raw, NULL), CH_OK);
+    ch_code rc = store_sealed_seal(raw, key, c, err);
+    store_close(raw);
+    return rc;
+}
+
+static ch_code rekey(const unsigned char *old_key, const unsigned char *new_key,
+                     struct store_reseal_counts *c, struct ch_error *err)
+{
+    struct store *raw = NULL;
+    assert_int_equal(store_open(uri, &raw, NULL), CH_OK);
+    ch_code rc = store_sealed_rekey(raw, old_key, new_key, c, err);
+    store_close(raw);
+    return rc;
+}
+
+/* A database written before its data key was set: read in its old forms (and said so) until
+ * 'store seal', which seals every value bound to its place; then the old forms are refused. */
+static void test_store_seal_in_place(void **state)
+{
+    (void)state;
+    fill_old();
+    char path[600], wal[620];
+    if (!pg_uri()) {
+        snprintf(path, sizeof path, "%s", uri + 7);
+        snprintf(wal, sizeof wal, "%s-wal", path);
+        assert_true(file_contains(path, "+15550100123") || file_contains(wal, "+15550100123"));
+    }
+    struct store *s = NULL;
+    assert_int_equal(open_sealed(data_key, &s, NULL), CH_OK);
+    assert_true(store_sealed_reads_old_forms(s));
+    check_all_read(s);
+    store_close(s);
+
+    struct store_reseal_counts c;
+    struct ch_error err = {0};
+    if (seal(data_key, &c, &err) != CH_OK)
+        fail_msg("seal: %s", err.message);
+    assert_int_equal(c.secrets, 3); /* a's secret, b's secret and previous secret */
+    assert_int_equal(c.settings, 2);
+    assert_int_equal(c.records, OLD_RECORDS);
+    assert_int_equal(c.unchanged, 0);
+    /* Again: nothing left to do. */
+    assert_int_equal(seal(data_key, &c, NULL), CH_OK);
+    assert_int_equal(c.secrets + c.settings + c.records, 0);
+    assert_int_equal(c.unchanged, 3 + 2 + OLD_RECORDS);
+    if (!pg_uri()) {
+        /* (The ActiveCallId stays in clear as the dedupe key, by design.) */
+        const char *plain[] = {"+15550100123", old_secret, old_prev, "tok-Hq83nXv27Lp"};
+        for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+            assert_false(file_contains(path, plain[i]));
+            assert_false(file_contains(wal, plain[i]));
+        }
+    }
+
+    assert_int_equal(open_sealed(data_key, &s, NULL), CH_OK);
+    assert_false(store_sealed_reads_old_forms(s));
+    check_all_read(s);
+    /* A plaintext value written behind its back is refused now, by serve and by seal. */
+    raw_sql("UPDATE voice_apps SET secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'"
+            " WHERE id = 'a'");
+    struct stored_app got;
+    assert_int_equal(store_app_get(s, "a", &got, NULL), CH_ESTORE);
+    store_close(s);
+    assert_int_equal(seal(data_key, &c, &err), CH_ESTORE);
+    assert_non_null(strstr(err.message, "'voice_apps.secret:a' is not sealed in the bound form"));
+    /* And another key is refused. */
+    static const unsigned char other_key[32] = {42};
+    assert_int_equal(seal(other_key, &c, &err), CH_ESECRET);
+}
+
+/* 'store rekey' re-seals everything under the new key and makes it the database's; stopped
+ * part way, it refuses serve meanwhile and is finished by running it again. */
+static void test_store_rekey(void **state)
+{
+    (void)state;
+    static const unsigned char new_key[32] = {200, 201, 202, 203, 204, 205};
+    static const unsigned char third_key[32] = {77};
+    fill_old();
+    struct store_reseal_counts c;
+    struct ch_error err = {0};
+    assert_int_equal(seal(data_key, &c, NULL), CH_OK);
+
+    /* Not sealed yet, or the wrong old key, or the same key: refused. */
+    assert_int_equal(rekey(third_key, new_key, &c, &err), CH_ESECRET);
+    assert_non_null(strstr(err.message, "does not match"));
+    assert_int_equal(rekey(data_key, data_key, &c, &err), CH_EINVAL);
+
+    /* A run that stops part way: msg_0003 is re-sealed already (by the run before), msg_1004
+     * opens under neither key, so the run stops at the last page. */
+    put_bound_record(3, new_key);
+    put_bound_record(1004, third_key);
+    assert_int_equal(rekey(data_key, new_key, &c, &err), CH_ESTORE);
+    assert_non_null(strstr(err.message, "messages.body:msg_1004"));
+    /* Meanwhile serve opens it with neither key. */
+    struct store *s = NULL;
+    assert_int_equal(open_sealed(data_key, &s, &err), CH_ESECRET);
+    assert_non_null(strstr(err.message, "run 'callhook store rekey' again"));
+    assert_int_equal(open_sealed(new_key, &s, &err), CH_ESECRET);
+    /* Nor is a rekey to a third key started. */
+    assert_int_equal(rekey(data_key, third_key, &c, &err), CH_ESECRET);
+
+    /* The value put right, the same run again finishes: what the first run did is done. */
+    put_bound_record(1004, data_key);
+    if (rekey(data_key, new_key, &c, &err) != CH_OK)
+        fail_msg("rekey: %s", err.message);
+    assert_int_equal(c.secrets + c.settings, 0);
+    assert_int_equal(c.records, 5); /* the last page: msg_1000 .. msg_1004 */
+    assert_int_equal(c.unchanged, 3 + 2 + OLD_RECORDS - 5);
+
+    assert_int_equal(open_sealed(data_key, &s, &err), CH_ESECRET);
+    assert_non_null(strstr(err.message, "the data key does not match this database's"));
+    assert_int_equal(open_sealed(new_key, &s, NULL), CH_OK);
+    assert_false(store_sealed_reads_old_forms(s));
+    check_all_read(s);
+    store_close(s);
+    /* Once more: nothing to do. */
+    assert_int_equal(rekey(data_key, new_key, &c, NULL), CH_OK);
+    assert_int_equal(c.secrets + c.settings + c.records, 0);
+}
+
 /* The front door holds the contract whatever a backend does: a backend that returns an error
  * with messages (and their bodies) handed over, or messages out of order. */
 static size_t fake_n;
@@ -1203,6 +1482,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claim_fails_part_way, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_sealed_claim_fails_part_way, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_sealed_values_are_bound, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_store_seal_in_place, fresh_unopened, close_store),
+        cmocka_unit_test_setup_teardown(test_store_rekey, fresh_unopened, close_store),
         cmocka_unit_test(test_door_holds_the_claim_contract),
         cmocka_unit_test(test_sealed_at_rest),
         cmocka_unit_test(test_bad_uri),
