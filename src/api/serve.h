@@ -3,6 +3,8 @@
 #ifndef CALLHOOK_SERVE_H
 #define CALLHOOK_SERVE_H
 
+#include "util/config.h"
+
 #include <callhook/error.h>
 
 #include <stddef.h>
@@ -23,6 +25,10 @@ struct serve_config {
     char allow_cidrs[16][64];      /* internal ranges every app may reach */
     int nallow_cidrs;
 };
+
+/* The settings of serve (and purge): the table that drives the defaults, the config file,
+ * the CALLHOOK_* variables, the flags and --help. */
+extern const struct config_table serve_config_table;
 
 /* Fills the defaults. */
 void serve_config_defaults(struct serve_config *c);

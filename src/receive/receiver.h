@@ -5,6 +5,8 @@
 #ifndef CALLHOOK_RECEIVE_RECEIVER_H
 #define CALLHOOK_RECEIVE_RECEIVER_H
 
+#include "util/config.h"
+
 #include <callhook/callhook.h>
 #include <callhook/inbox.h>
 
@@ -64,6 +66,11 @@ struct receive_config {
     long long retention_s;
     size_t max_body_bytes;
 };
+
+/* The settings of receive: the table that drives the defaults, the config file, the
+ * CALLHOOK_RECEIVE_* variables, the flags and --help. Keys given as flags replace those from the
+ * file and the environment. */
+extern const struct config_table receive_config_table;
 
 void receive_config_defaults(struct receive_config *c);
 
