@@ -97,16 +97,6 @@ ch_code serve_config_set(struct serve_config *c, const char *name, const char *v
     return config_set(&serve_config_table, c, name, value, err);
 }
 
-ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err)
-{
-    return config_load_file(&serve_config_table, c, path, err);
-}
-
-ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err)
-{
-    return config_load_env(&serve_config_table, c, err);
-}
-
 /* The data key from --data-key-file or CALLHOOK_DATA_KEY: base64 of exactly 32 bytes. */
 static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,
                              struct ch_error *err)

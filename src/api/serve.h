@@ -38,12 +38,6 @@ void serve_config_defaults(struct serve_config *c);
 ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
                          struct ch_error *err);
 
-/* Reads "name = value" lines (# comments) from a file. */
-ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err);
-
-/* Applies CALLHOOK_LISTEN, CALLHOOK_DB, CALLHOOK_MAX_BODY_BYTES, ... when set. */
-ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err);
-
 /* Prints every setting with its default, for --help. */
 void serve_config_print_help(void);
 

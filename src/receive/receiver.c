@@ -276,16 +276,6 @@ ch_code receive_config_set(struct receive_config *c, const char *name, const cha
     return config_set(&receive_config_table, c, name, value, err);
 }
 
-ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err)
-{
-    return config_load_file(&receive_config_table, c, path, err);
-}
-
-ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err)
-{
-    return config_load_env(&receive_config_table, c, err);
-}
-
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err)
 {
     if (c->nkeys == 0)

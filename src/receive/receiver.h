@@ -78,8 +78,6 @@ void receive_config_defaults(struct receive_config *c);
  * repeatable ones add. CH_EINVAL with a message naming the setting. */
 ch_code receive_config_set(struct receive_config *c, const char *name, const char *value,
                            struct ch_error *err);
-ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err);
-ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err);
 /* Checks the whole: keys present, TLS or --insecure-http, retention against tolerance, no
  * secret passed to handlers. */
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);
