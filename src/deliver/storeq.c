@@ -242,24 +242,29 @@ static void *storeq_main(void *arg)
     thread_name("ch-store");
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        if (q->writing && clock_mono_ms() >= q->next_write_ms) {
-            run_write(q);
-            continue;
-        }
+        /* One turn each, in a round: while results keep coming (a write as soon as the last
+         * one ends), lease renewals, app loads and claims still get theirs. */
+        bool worked = false;
         if (q->req_head) {
             run_requests(q);
-            continue;
+            worked = true;
+        }
+        if (q->writing && clock_mono_ms() >= q->next_write_ms) {
+            run_write(q);
+            worked = true;
         }
         if (q->claim == 1) {
             if (q->stopping) {
                 q->claim = 3; /* nothing is claimed at stop */
                 q->claim_n = 0;
                 pthread_cond_broadcast(&q->cond);
-                continue;
+            } else {
+                run_claim(q);
             }
-            run_claim(q);
-            continue;
+            worked = true;
         }
+        if (worked)
+            continue;
         if (q->stopping && !q->writing && q->batches[q->filling].n > 0) {
             /* The engine has stopped filling: its last batch is written here. */
             q->filling = 1 - q->filling;

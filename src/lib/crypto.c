@@ -126,26 +126,39 @@ void crypto_wipe(void *p, size_t len)
 }
 
 static const unsigned char seal_magic[4] = {'C', 'H', 'E', '1'};
+/* The second form: the associated data is the magic and the caller's context. */
+static const unsigned char seal_magic_ad[4] = {'C', 'H', 'E', '2'};
 
 bool crypto_is_sealed(const void *in, size_t len)
 {
-    return len >= CRYPTO_SEAL_OVERHEAD && memcmp(in, seal_magic, 4) == 0;
+    return len >= CRYPTO_SEAL_OVERHEAD &&
+           (memcmp(in, seal_magic, 4) == 0 || memcmp(in, seal_magic_ad, 4) == 0);
 }
 
-bool crypto_seal(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
-                 unsigned char *out, size_t cap, size_t *out_len)
+bool crypto_is_sealed_bound(const void *in, size_t len)
 {
-    if (len > INT_MAX - CRYPTO_SEAL_OVERHEAD || cap < len + CRYPTO_SEAL_OVERHEAD)
+    return len >= CRYPTO_SEAL_OVERHEAD && memcmp(in, seal_magic_ad, 4) == 0;
+}
+
+/* AES-256-GCM under key with a random nonce: magic (4 bytes) | nonce (12) | ciphertext | tag
+ * (16). The associated data is the magic, then ad (which may be empty), so neither the form nor
+ * the place a value was sealed for can change unnoticed. */
+static bool seal_form(const unsigned char key[CRYPTO_DATA_KEY_LEN], const unsigned char magic[4],
+                      const void *ad, size_t ad_len, const void *in, size_t len, unsigned char *out,
+                      size_t cap, size_t *out_len)
+{
+    if (len > INT_MAX - CRYPTO_SEAL_OVERHEAD || cap < len + CRYPTO_SEAL_OVERHEAD ||
+        ad_len > INT_MAX)
         return false;
     unsigned char *nonce = out + 4, *ct = out + 16, *tag = out + 16 + len;
-    memcpy(out, seal_magic, 4);
+    memcpy(out, magic, 4);
     if (RAND_bytes(nonce, 12) != 1)
         return false;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int n = 0, fin = 0;
     bool ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
-              /* The magic is authenticated too, so a format change cannot go unnoticed. */
-              EVP_EncryptUpdate(ctx, NULL, &n, seal_magic, 4) == 1 &&
+              EVP_EncryptUpdate(ctx, NULL, &n, magic, 4) == 1 &&
+              (ad_len == 0 || EVP_EncryptUpdate(ctx, NULL, &n, ad, (int)ad_len) == 1) &&
               EVP_EncryptUpdate(ctx, ct, &n, in, (int)len) == 1 &&
               EVP_EncryptFinal_ex(ctx, ct + n, &fin) == 1 &&
               EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
@@ -155,10 +168,13 @@ bool crypto_seal(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, s
     return ok;
 }
 
-bool crypto_open(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
-                 unsigned char *out, size_t cap, size_t *out_len)
+/* Opens what seal_form() sealed with the same magic and ad; false (out wiped) otherwise. */
+static bool open_form(const unsigned char key[CRYPTO_DATA_KEY_LEN], const unsigned char magic[4],
+                      const void *ad, size_t ad_len, const void *in, size_t len, unsigned char *out,
+                      size_t cap, size_t *out_len)
 {
-    if (!crypto_is_sealed(in, len) || len > INT_MAX || cap < len - CRYPTO_SEAL_OVERHEAD)
+    if (len < CRYPTO_SEAL_OVERHEAD || memcmp(in, magic, 4) != 0 || len > INT_MAX ||
+        ad_len > INT_MAX || cap < len - CRYPTO_SEAL_OVERHEAD)
         return false;
     const unsigned char *p = in;
     size_t ct_len = len - CRYPTO_SEAL_OVERHEAD;
@@ -167,7 +183,8 @@ bool crypto_open(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, s
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int n = 0, fin = 0;
     bool ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, p + 4) == 1 &&
-              EVP_DecryptUpdate(ctx, NULL, &n, seal_magic, 4) == 1 &&
+              EVP_DecryptUpdate(ctx, NULL, &n, magic, 4) == 1 &&
+              (ad_len == 0 || EVP_DecryptUpdate(ctx, NULL, &n, ad, (int)ad_len) == 1) &&
               EVP_DecryptUpdate(ctx, out, &n, p + 16, (int)ct_len) == 1 &&
               EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1 &&
               EVP_DecryptFinal_ex(ctx, out + n, &fin) == 1;
@@ -177,4 +194,28 @@ bool crypto_open(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, s
     else
         OPENSSL_cleanse(out, ct_len);
     return ok;
+}
+
+bool crypto_seal_bound(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *ad, size_t ad_len,
+                       const void *in, size_t len, unsigned char *out, size_t cap, size_t *out_len)
+{
+    return seal_form(key, seal_magic_ad, ad, ad_len, in, len, out, cap, out_len);
+}
+
+bool crypto_open_bound(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *ad, size_t ad_len,
+                       const void *in, size_t len, unsigned char *out, size_t cap, size_t *out_len)
+{
+    return open_form(key, seal_magic_ad, ad, ad_len, in, len, out, cap, out_len);
+}
+
+bool crypto_seal(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
+                 unsigned char *out, size_t cap, size_t *out_len)
+{
+    return seal_form(key, seal_magic, NULL, 0, in, len, out, cap, out_len);
+}
+
+bool crypto_open(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
+                 unsigned char *out, size_t cap, size_t *out_len)
+{
+    return open_form(key, seal_magic, NULL, 0, in, len, out, cap, out_len);
 }

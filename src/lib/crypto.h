@@ -45,8 +45,19 @@ bool crypto_seal(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, s
 bool crypto_open(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *in, size_t len,
                  unsigned char *out, size_t cap, size_t *out_len);
 
-/* True when data starts like something crypto_seal wrote. */
+/* True when data starts like something crypto_seal or crypto_seal_bound wrote. */
 bool crypto_is_sealed(const void *in, size_t len);
+
+/* The same bound to a context (where the value lives: its table, row and column), which is
+ * authenticated with it: "CHE2" + nonce + ciphertext + tag. A value moved to another place
+ * (another row's secret, another message's record) does not open there. */
+bool crypto_seal_bound(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *ad, size_t ad_len,
+                       const void *in, size_t len, unsigned char *out, size_t cap, size_t *out_len);
+/* Opens only what crypto_seal_bound wrote for the same context. */
+bool crypto_open_bound(const unsigned char key[CRYPTO_DATA_KEY_LEN], const void *ad, size_t ad_len,
+                       const void *in, size_t len, unsigned char *out, size_t cap, size_t *out_len);
+/* True when data starts like something crypto_seal_bound wrote. */
+bool crypto_is_sealed_bound(const void *in, size_t len);
 
 /* Fills buf with len bytes from OpenSSL's CSPRNG (seeded from the OS). */
 bool crypto_random(void *buf, size_t len);

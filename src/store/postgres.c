@@ -573,20 +573,43 @@ static const char ingest_sql[] =
     " SELECT EXISTS (SELECT 1 FROM app), (SELECT seq FROM ins), (SELECT status FROM ins),"
     "  (SELECT seq FROM messages WHERE id = $1), (SELECT status FROM messages WHERE id = $1)";
 
+struct ingest_order {
+    const char *msg_id;
+    size_t index;
+};
+
+static int by_msg_id(const void *a, const void *b)
+{
+    return strcmp(((const struct ingest_order *)a)->msg_id,
+                  ((const struct ingest_order *)b)->msg_id);
+}
+
 static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
 {
     struct pg_store *db = self(s);
+    /* Rows go in in message-id order: two nodes storing the same events at the same moment
+     * (an upstream retry sent to both) then wait on each other in one order, never in a
+     * cycle (which PostgreSQL ends as a deadlock, failing both batches). */
+    struct ingest_order *order = malloc((n ? n : 1) * sizeof *order);
+    if (order == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory storing %zu events", n);
+    for (size_t i = 0; i < n; i++)
+        order[i] = (struct ingest_order){items[i].msg_id, i};
+    qsort(order, n, sizeof *order, by_msg_id);
     PGconn *c = borrow(db, err);
-    if (c == NULL)
+    if (c == NULL) {
+        free(order);
         return CH_EUNAVAILABLE;
+    }
     ch_code rc = CH_OK;
     if (PQenterPipelineMode(c) != 1) {
         give_back(db, c);
+        free(order);
         return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
     }
     bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
     for (size_t i = 0; sent && i < n; i++) {
-        struct ingest_item *it = &items[i];
+        struct ingest_item *it = &items[order[i].index];
         /* The status asked for travels in: 4 skip, 0 per-call ordering, 1 plain. */
         int mode = it->status == MSG_SKIPPED ? 4 : (it->status == MSG_PENDING ? 0 : 1);
         char ct[24], md[24], now[24], next[24];
@@ -623,7 +646,7 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
             rc = fail(c, r, "ingest", err);
             r = NULL;
         } else if (k >= 1 && k <= n && rc == CH_OK) {
-            struct ingest_item *it = &items[k - 1];
+            struct ingest_item *it = &items[order[k - 1].index];
             bool app_exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
             if (!app_exists) {
                 it->unknown_app = true;
@@ -661,6 +684,7 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
             rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
     }
     give_back(db, c);
+    free(order);
     return rc;
 }
 

@@ -19,7 +19,16 @@ struct sealed_store {
     struct store base;
     struct store *inner;
     unsigned char key[CRYPTO_DATA_KEY_LEN];
+    /* Every value of this database was sealed bound to its place (it was empty when it was
+     * first sealed): a plaintext or unbound value is refused, not read. */
+    bool strict;
 };
+
+/* Where a value lives, authenticated with it: "table.column:row id". */
+static int place(char *buf, size_t cap, const char *column, const char *row)
+{
+    return snprintf(buf, cap, "%s:%s", column, row);
+}
 
 static struct sealed_store *self(struct store *s)
 {
@@ -33,7 +42,8 @@ static struct store *inner(struct store *s)
 
 /* ---- secrets: "enc:" + base64 of the sealed text ---- */
 
-static bool seal_secret(const unsigned char *key, const char *plain, char *out, size_t cap)
+static bool seal_secret(const unsigned char *key, const char *where, const char *plain, char *out,
+                        size_t cap)
 {
     size_t len = strlen(plain);
     if (len == 0) {
@@ -42,7 +52,8 @@ static bool seal_secret(const unsigned char *key, const char *plain, char *out, 
     }
     unsigned char sealed[128 + CRYPTO_SEAL_OVERHEAD];
     size_t n = 0;
-    if (len > 128 || !crypto_seal(key, plain, len, sealed, sizeof sealed, &n) ||
+    if (len > 128 ||
+        !crypto_seal_bound(key, where, strlen(where), plain, len, sealed, sizeof sealed, &n) ||
         B64_ENCODED_LEN(n) + strlen(SECRET_PREFIX) + 1 > cap)
         return false;
     memcpy(out, SECRET_PREFIX, strlen(SECRET_PREFIX));
@@ -50,15 +61,25 @@ static bool seal_secret(const unsigned char *key, const char *plain, char *out, 
     return true;
 }
 
-static bool open_secret(const unsigned char *key, char *text, size_t cap)
+/* Opens a sealed value in place: bound to where, or (not strict) in the first form, unbound.
+ * false when it does not open, or is unbound or plain in a strict database. */
+static bool open_value(const struct sealed_store *st, const char *where, const unsigned char *in,
+                       size_t len, unsigned char *out, size_t cap, size_t *out_len)
+{
+    if (crypto_is_sealed_bound(in, len))
+        return crypto_open_bound(st->key, where, strlen(where), in, len, out, cap, out_len);
+    return !st->strict && crypto_open(st->key, in, len, out, cap, out_len);
+}
+
+static bool open_secret(const struct sealed_store *st, const char *where, char *text, size_t cap)
 {
     if (strncmp(text, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
-        return true; /* written before encryption was turned on */
+        return text[0] == '\0' || !st->strict; /* plain: written before encryption was on */
     unsigned char sealed[256], plain[256];
     size_t n = 0, m = 0;
     const char *b64 = text + strlen(SECRET_PREFIX);
     if (!b64_decode(b64, strlen(b64), sealed, sizeof sealed, &n) ||
-        !crypto_open(key, sealed, n, plain, sizeof plain - 1, &m) || m >= cap)
+        !open_value(st, where, sealed, n, plain, sizeof plain - 1, &m) || m >= cap)
         return false;
     memcpy(text, plain, m);
     text[m] = '\0';
@@ -70,7 +91,7 @@ static bool open_secret(const unsigned char *key, char *text, size_t cap)
  * headers carry receivers' tokens ---- */
 
 /* A malloc'd sealed copy of plain, or NULL (out of memory, or too large to be a setting). */
-static char *seal_config(const unsigned char *key, const char *plain)
+static char *seal_config(const unsigned char *key, const char *where, const char *plain)
 {
     size_t len = strlen(plain);
     if (len > (1u << 24))
@@ -79,7 +100,8 @@ static char *seal_config(const unsigned char *key, const char *plain)
     size_t cap = strlen(SECRET_PREFIX) + B64_ENCODED_LEN(sealed_cap) + 1;
     unsigned char *sealed = malloc(sealed_cap);
     char *out = malloc(cap);
-    if (sealed == NULL || out == NULL || !crypto_seal(key, plain, len, sealed, sealed_cap, &n)) {
+    if (sealed == NULL || out == NULL ||
+        !crypto_seal_bound(key, where, strlen(where), plain, len, sealed, sealed_cap, &n)) {
         free(sealed);
         free(out);
         return NULL;
@@ -92,16 +114,16 @@ static char *seal_config(const unsigned char *key, const char *plain)
 
 /* Replaces *text (malloc'd) with its opened form; true when it was written before encryption
  * was turned on (left as it is). */
-static bool open_config(const unsigned char *key, char **text)
+static bool open_config(const struct sealed_store *st, const char *where, char **text)
 {
     if (strncmp(*text, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
-        return true;
+        return !st->strict;
     const char *b64 = *text + strlen(SECRET_PREFIX);
     size_t b64_len = strlen(b64), cap = b64_len / 4 * 3 + 3, n = 0, m = 0;
     unsigned char *sealed = malloc(cap);
     char *plain = malloc(cap + 1);
     bool ok = sealed && plain && b64_decode(b64, b64_len, sealed, cap, &n) &&
-              crypto_open(key, sealed, n, (unsigned char *)plain, cap, &m);
+              open_value(st, where, sealed, n, (unsigned char *)plain, cap, &m);
     free(sealed);
     if (!ok) {
         free(plain);
@@ -115,12 +137,17 @@ static bool open_config(const unsigned char *key, char **text)
 
 static ch_code open_app(struct sealed_store *st, struct stored_app *a, struct ch_error *err)
 {
-    if (!open_secret(st->key, a->secret, sizeof a->secret) ||
-        !open_secret(st->key, a->prev_secret, sizeof a->prev_secret))
+    char w1[200], w2[200], w3[200];
+    place(w1, sizeof w1, "voice_apps.secret", a->id);
+    place(w2, sizeof w2, "voice_apps.prev_secret", a->id);
+    place(w3, sizeof w3, "voice_apps.config", a->id);
+    if (!open_secret(st, w1, a->secret, sizeof a->secret) ||
+        !open_secret(st, w2, a->prev_secret, sizeof a->prev_secret))
         return ch_error_set(err, CH_ESTORE,
-                            "cannot decrypt the signing secret of voice app '%s': wrong data key?",
+                            "cannot decrypt the signing secret of voice app '%s': wrong data key, "
+                            "or the database was changed",
                             a->id);
-    if (!open_config(st->key, &a->config_json))
+    if (!open_config(st, w3, &a->config_json))
         return ch_error_set(err, CH_ESTORE,
                             "cannot decrypt the settings of voice app '%s': wrong data key, or "
                             "the database was changed",
@@ -135,10 +162,14 @@ static ch_code app_put(struct store *s, const struct stored_app *a, bool *create
 {
     struct sealed_store *st = self(s);
     struct stored_app copy = *a;
-    if (!seal_secret(st->key, a->secret, copy.secret, sizeof copy.secret) ||
-        !seal_secret(st->key, a->prev_secret, copy.prev_secret, sizeof copy.prev_secret))
+    char w1[200], w2[200], w3[200];
+    place(w1, sizeof w1, "voice_apps.secret", a->id);
+    place(w2, sizeof w2, "voice_apps.prev_secret", a->id);
+    place(w3, sizeof w3, "voice_apps.config", a->id);
+    if (!seal_secret(st->key, w1, a->secret, copy.secret, sizeof copy.secret) ||
+        !seal_secret(st->key, w2, a->prev_secret, copy.prev_secret, sizeof copy.prev_secret))
         return ch_error_set(err, CH_ECRYPTO, "cannot encrypt a signing secret");
-    copy.config_json = seal_config(st->key, a->config_json ? a->config_json : "{}");
+    copy.config_json = seal_config(st->key, w3, a->config_json ? a->config_json : "{}");
     if (copy.config_json == NULL)
         return ch_error_set(err, CH_ECRYPTO, "cannot encrypt the settings of voice app '%s'",
                             a->id);
@@ -193,9 +224,11 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
         rc = ch_error_set(err, CH_ENOMEM, "out of memory encrypting a batch");
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
         size_t cap = items[i].body_len + CRYPTO_SEAL_OVERHEAD, len = 0;
+        char where[100];
+        place(where, sizeof where, "messages.body", items[i].msg_id);
         sealed[i] = malloc(cap);
-        if (sealed[i] == NULL ||
-            !crypto_seal(st->key, items[i].body, items[i].body_len, sealed[i], cap, &len)) {
+        if (sealed[i] == NULL || !crypto_seal_bound(st->key, where, strlen(where), items[i].body,
+                                                    items[i].body_len, sealed[i], cap, &len)) {
             rc = ch_error_set(err, CH_EUNAVAILABLE, "cannot encrypt a call record");
             break;
         }
@@ -232,12 +265,17 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         *n = 0;
     }
     for (size_t i = 0; rc == CH_OK && i < *n; i++) {
-        if (!crypto_is_sealed(out[i].body, out[i].body_len))
-            continue; /* stored before encryption was turned on */
+        /* Plain: stored before encryption was turned on (refused when strict), or emptied by
+         * retention. */
+        bool plain_ok = out[i].body_len == 0 || !st->strict;
+        if (!crypto_is_sealed(out[i].body, out[i].body_len) && plain_ok)
+            continue;
         size_t len = 0;
-        unsigned char *plain = malloc(out[i].body_len);
+        char where[100];
+        place(where, sizeof where, "messages.body", out[i].msg_id);
+        unsigned char *plain = out[i].body_len ? malloc(out[i].body_len) : NULL;
         if (plain == NULL ||
-            !crypto_open(st->key, out[i].body, out[i].body_len, plain, out[i].body_len, &len)) {
+            !open_value(st, where, out[i].body, out[i].body_len, plain, out[i].body_len, &len)) {
             free(plain);
             /* Leave it claimed: the lease brings it back, and the log says why. */
             rc = ch_error_set(err, CH_ESTORE,
@@ -473,6 +511,42 @@ ch_code store_is_sealed(struct store *s, bool *sealed, struct ch_error *err)
     return rc;
 }
 
+#define FORM_NAME  "sealed_form"
+#define FORM_BOUND "bound"
+
+static void count_apps(void *ctx, const struct stored_app *a)
+{
+    (void)a;
+    (*(int64_t *)ctx)++;
+}
+
+/* A database empty when first sealed holds only bound values from then on: it is strict. */
+static ch_code decide_form(struct store *in, bool *strict, struct ch_error *err)
+{
+    char form[32];
+    ch_code rc = store_meta_get(in, FORM_NAME, form, sizeof form, err);
+    if (rc == CH_OK) {
+        *strict = strcmp(form, FORM_BOUND) == 0;
+        return CH_OK;
+    }
+    if (rc != CH_ENOTFOUND)
+        return rc;
+    struct store_stats st;
+    int64_t apps = 0;
+    rc = store_stats(in, &st, err);
+    if (rc == CH_OK)
+        rc = store_app_list(in, count_apps, &apps, err);
+    *strict = false;
+    if (rc != CH_OK || apps + st.pending + st.delivering + st.delivered + st.dead + st.skipped != 0)
+        return rc;
+    rc = store_meta_put(in, FORM_NAME, FORM_BOUND, false, err);
+    if (rc == CH_OK)
+        rc = store_meta_get(in, FORM_NAME, form, sizeof form, err);
+    if (rc == CH_OK)
+        *strict = strcmp(form, FORM_BOUND) == 0;
+    return rc;
+}
+
 /* The first key a database is opened with becomes its key; any other is refused. */
 static ch_code check_key(struct store *in, const unsigned char key[CRYPTO_DATA_KEY_LEN],
                          struct ch_error *err)
@@ -495,7 +569,10 @@ static ch_code check_key(struct store *in, const unsigned char key[CRYPTO_DATA_K
 ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct store **out,
                           struct ch_error *err)
 {
+    bool strict = false;
     ch_code rc = check_key(in, key, err);
+    if (rc == CH_OK)
+        rc = decide_form(in, &strict, err);
     if (rc != CH_OK)
         return rc;
     struct sealed_store *st = calloc(1, sizeof *st);
@@ -503,6 +580,7 @@ ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct 
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     st->base.ops = &sealed_ops;
     st->inner = in;
+    st->strict = strict;
     memcpy(st->key, key, sizeof st->key);
     *out = &st->base;
     return CH_OK;

@@ -1001,6 +1001,70 @@ static void test_sealed_claim_fails_part_way(void **state)
     store_close(s1);
 }
 
+/* A sealed value is bound to its place: a secret moved to another app's row, or a record to
+ * another message, does not open there; and in a database sealed from its start, a plaintext
+ * value written behind the wrapper's back is refused, not read. */
+static void test_sealed_values_are_bound(void **state)
+{
+    (void)state;
+    struct store *raw = NULL, *s = NULL;
+    assert_int_equal(store_open(uri, &raw, NULL), CH_OK);
+    assert_int_equal(store_sealed_wrap(raw, data_key, &s, NULL), CH_OK);
+    put_app(s, "a", true);
+    struct stored_app b = {.enabled = true, .created_at = 1, .updated_at = 1};
+    snprintf(b.id, sizeof b.id, "b");
+    snprintf(b.secret, sizeof b.secret, "whsec_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    b.config_json = strdup("{}");
+    bool created;
+    assert_int_equal(store_app_put(s, &b, &created, NULL), CH_OK);
+    stored_app_release(&b);
+    put_app(s, "c", true);
+    ingest_expired(s, "msg_1", "a", "begin-call", "c1", 1000);
+    ingest_expired(s, "msg_2", "a", "begin-call", "c2", 1000);
+
+    /* b's sealed secret copied into a's row. */
+    raw_sql("UPDATE voice_apps SET secret = (SELECT secret FROM voice_apps WHERE id = 'b')"
+            " WHERE id = 'a'");
+    struct stored_app got;
+    struct ch_error err = {0};
+    assert_int_equal(store_app_get(s, "a", &got, &err), CH_ESTORE);
+    assert_non_null(strstr(err.message, "voice app 'a'"));
+    assert_int_equal(store_app_get(s, "b", &got, NULL), CH_OK);
+    stored_app_release(&got);
+    /* b's settings copied into c's row. */
+    raw_sql("UPDATE voice_apps SET config = (SELECT config FROM voice_apps WHERE id = 'b')"
+            " WHERE id = 'c'");
+    assert_int_equal(store_app_get(s, "c", &got, NULL), CH_ESTORE);
+    /* A plaintext secret written behind the wrapper's back: a downgrade, refused. */
+    raw_sql("UPDATE voice_apps SET secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',"
+            " config = (SELECT config FROM voice_apps WHERE id = 'b') WHERE id = 'c'");
+    assert_int_equal(store_app_get(s, "c", &got, NULL), CH_ESTORE);
+
+    /* msg_1's record copied onto msg_2: the claim refuses msg_2. */
+    if (pg_uri())
+        raw_sql("UPDATE messages SET body = (SELECT body FROM messages WHERE id = 'msg_1')"
+                " WHERE id = 'msg_2'");
+    else
+        raw_sql("UPDATE message_bodies SET body = (SELECT body FROM message_bodies WHERE seq ="
+                " (SELECT seq FROM messages WHERE id = 'msg_1'))"
+                " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')");
+    struct due_message out[4];
+    size_t n = 99;
+    assert_int_equal(store_claim_due(s, 2000, 2000, out, 4, &n, &err), CH_ESTORE);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(err.message, "msg_2"));
+    /* And a plaintext record in its place is refused too. */
+    if (pg_uri())
+        raw_sql("UPDATE messages SET body = '\\x7b7d'::bytea WHERE id = 'msg_2'");
+    else
+        raw_sql("UPDATE message_bodies SET body = X'7b7d'"
+                " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')");
+    n = 99;
+    assert_int_equal(store_claim_due(s, 2000, 2000, out, 4, &n, &err), CH_ESTORE);
+    assert_int_equal(n, 0);
+    store_close(s);
+}
+
 /* The front door holds the contract whatever a backend does: a backend that returns an error
  * with messages (and their bodies) handed over, or messages out of order. */
 static size_t fake_n;
@@ -1138,6 +1202,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rate_take, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_claim_fails_part_way, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_sealed_claim_fails_part_way, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_sealed_values_are_bound, fresh, close_store),
         cmocka_unit_test(test_door_holds_the_claim_contract),
         cmocka_unit_test(test_sealed_at_rest),
         cmocka_unit_test(test_bad_uri),
