@@ -14,7 +14,6 @@
 
 #include <curl/curl.h>
 
-#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -72,30 +71,9 @@ static const struct config_setting serve_settings[] = {
      .set = add_allow_cidr},
 };
 
-const struct config_table serve_config_table = {"serve", serve_settings,
+const struct config_table serve_config_table = {"serve", sizeof(struct serve_config),
+                                                serve_settings,
                                                 sizeof serve_settings / sizeof serve_settings[0]};
-
-void serve_config_defaults(struct serve_config *c)
-{
-    memset(c, 0, sizeof *c);
-    ch_code rc = config_defaults(&serve_config_table, c, NULL);
-    assert(rc == CH_OK); /* test_config checks every default */
-    (void)rc;
-}
-
-void serve_config_print_help(void)
-{
-    config_print_help(&serve_config_table, stdout);
-    printf("  CALLHOOK_ADMIN_KEY: on first start (no keys yet), the admin API key; without it\n"
-           "  a key is generated and written to admin.key beside the database.\n"
-           "  CALLHOOK_LOG: debug, info (default), warn or error.\n");
-}
-
-ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
-                         struct ch_error *err)
-{
-    return config_set(&serve_config_table, c, name, value, err);
-}
 
 /* The data key from --data-key-file or CALLHOOK_DATA_KEY: base64 of exactly 32 bytes. */
 static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,

@@ -26,20 +26,9 @@ struct serve_config {
     int nallow_cidrs;
 };
 
-/* The settings of serve (and purge): the table that drives the defaults, the config file,
- * the CALLHOOK_* variables, the flags and --help. */
+/* The settings of serve (and purge): the table that drives the defaults (config_init), the
+ * config file, the CALLHOOK_* variables, the flags and --help. */
 extern const struct config_table serve_config_table;
-
-/* Fills the defaults. */
-void serve_config_defaults(struct serve_config *c);
-
-/* Applies one setting by its name (as in --help, the config file and CALLHOOK_* variables).
- * CH_EINVAL with a message naming the setting when the name or value is wrong. */
-ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
-                         struct ch_error *err);
-
-/* Prints every setting with its default, for --help. */
-void serve_config_print_help(void);
 
 /* Runs the daemon until SIGTERM or SIGINT. Returns 0 after a clean stop, 1 on a failure to
  * start (err says why). */

@@ -41,7 +41,7 @@ void cmd_receive_help(void)
          "line, where every user of the machine can read it; a key given as is works too.\n"
          "\n"
          "Settings come from --config FILE (name = value), then the environment, then flags.\n");
-    receive_config_print_help();
+    config_print_help(&receive_config_table, stdout);
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
          "      --secret env:WEBHOOK_SECRET --exec ./on-call-event.sh");
@@ -66,7 +66,7 @@ void cmd_inbox_help(void)
 int cmd_receive(int argc, char **argv)
 {
     static struct receive_config cfg; /* large: off the stack */
-    receive_config_defaults(&cfg);
+    config_init(&receive_config_table, &cfg);
     struct ch_error err = {0};
     bool helped;
     int rc = cli_settings_parse("receive", &receive_config_table, &cfg, argc, argv,

@@ -16,7 +16,10 @@ void cmd_serve_help(void)
          "them durably, and delivers them signed to each Voice App's URLs with retries.\n"
          "SIGTERM or SIGINT stops it cleanly. Settings come from the defaults, then the config\n"
          "file (name = value lines), then CALLHOOK_* variables, then the flags.\n");
-    serve_config_print_help();
+    config_print_help(&serve_config_table, stdout);
+    puts("  CALLHOOK_ADMIN_KEY: on first start (no keys yet), the admin API key; without it\n"
+         "  a key is generated and written to admin.key beside the database.\n"
+         "  CALLHOOK_LOG: debug, info (default), warn or error.");
 }
 
 void cmd_key_help(void)
@@ -56,7 +59,7 @@ int cmd_purge(int argc, char **argv)
 static int run_serve_or_purge(int argc, char **argv, bool purge)
 {
     struct serve_config cfg;
-    serve_config_defaults(&cfg);
+    config_init(&serve_config_table, &cfg);
     struct ch_error err = {0};
     bool helped;
     /* Errors of purge's settings say "callhook serve" too: they are serve's settings. */

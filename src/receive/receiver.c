@@ -6,7 +6,6 @@
 #include "util/config.h"
 #include "util/log.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -255,26 +254,8 @@ static const struct config_setting receive_settings[] = {
 };
 
 const struct config_table receive_config_table = {
-    "receive", receive_settings, sizeof receive_settings / sizeof receive_settings[0]};
-
-void receive_config_defaults(struct receive_config *c)
-{
-    memset(c, 0, sizeof *c);
-    ch_code rc = config_defaults(&receive_config_table, c, NULL);
-    assert(rc == CH_OK); /* test_config checks every default */
-    (void)rc;
-}
-
-void receive_config_print_help(void)
-{
-    config_print_help(&receive_config_table, stdout);
-}
-
-ch_code receive_config_set(struct receive_config *c, const char *name, const char *value,
-                           struct ch_error *err)
-{
-    return config_set(&receive_config_table, c, name, value, err);
-}
+    "receive", sizeof(struct receive_config), receive_settings,
+    sizeof receive_settings / sizeof receive_settings[0]};
 
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err)
 {

@@ -56,6 +56,7 @@ struct config_setting {
 /* A command's table. */
 struct config_table {
     const char *command; /* "serve": errors say "see callhook serve --help" */
+    size_t size;         /* of the command's config struct */
     const struct config_setting *settings;
     size_t n;
 };
@@ -64,8 +65,11 @@ struct config_table {
 const struct config_setting *config_find(const struct config_table *t, const char *name);
 
 /* Applies every setting's default to cfg (which the caller zeroed). An error is a bug in the
- * table: a default its own type or bounds refuse. */
+ * table: a default its own type or bounds refuse (test_config runs this on every table). */
 ch_code config_defaults(const struct config_table *t, void *cfg, struct ch_error *err);
+
+/* Zeroes cfg (t->size bytes) and fills in the defaults. */
+void config_init(const struct config_table *t, void *cfg);
 
 /* Applies one value to one setting: bounds and lengths checked; lists add. CH_EINVAL with
  * "NAME: ..." when the value is wrong. */

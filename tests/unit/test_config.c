@@ -56,7 +56,7 @@ static void test_defaults(void **state)
 {
     (void)state;
     struct serve_config s;
-    serve_config_defaults(&s);
+    config_init(&serve_config_table, &s);
     assert_string_equal(s.listen, "127.0.0.1:8080");
     assert_string_equal(s.db, "sqlite:var/callhook.db");
     assert_int_equal(s.max_body_bytes, 256 * 1024);
@@ -72,7 +72,7 @@ static void test_defaults(void **state)
     assert_int_equal(s.nallow_cidrs, 0);
 
     static struct receive_config r;
-    receive_config_defaults(&r);
+    config_init(&receive_config_table, &r);
     assert_string_equal(r.listen, "127.0.0.1:8443");
     assert_string_equal(r.store, "var/inbox.db");
     assert_int_equal(r.workers, 4);
@@ -112,10 +112,11 @@ static void test_bounds(void **state)
          "16 ranges)"},
     };
     struct serve_config s;
-    serve_config_defaults(&s);
+    config_init(&serve_config_table, &s);
     for (size_t i = 0; i < sizeof serve_cases / sizeof serve_cases[0]; i++) {
         struct ch_error err = {0};
-        ch_code rc = serve_config_set(&s, serve_cases[i].name, serve_cases[i].value, &err);
+        ch_code rc =
+            config_set(&serve_config_table, &s, serve_cases[i].name, serve_cases[i].value, &err);
         if (serve_cases[i].message == NULL) {
             assert_int_equal(rc, CH_OK);
         } else {
@@ -131,25 +132,28 @@ static void test_bounds(void **state)
     memset(lng, 'a', sizeof lng - 1);
     lng[sizeof lng - 1] = '\0';
     struct ch_error err = {0};
-    assert_int_equal(serve_config_set(&s, "listen", lng, &err), CH_EINVAL);
+    assert_int_equal(config_set(&serve_config_table, &s, "listen", lng, &err), CH_EINVAL);
     assert_string_equal(err.message, "listen: too long");
     assert_string_equal(s.listen, "127.0.0.1:8080");
     lng[sizeof s.listen - 1] = '\0'; /* the longest that fits */
-    assert_int_equal(serve_config_set(&s, "listen", lng, &err), CH_OK);
+    assert_int_equal(config_set(&serve_config_table, &s, "listen", lng, &err), CH_OK);
     assert_string_equal(s.listen, lng);
 
     static struct receive_config r;
-    receive_config_defaults(&r);
-    assert_int_equal(receive_config_set(&r, "workers", "0", &err), CH_EINVAL);
+    config_init(&receive_config_table, &r);
+    assert_int_equal(config_set(&receive_config_table, &r, "workers", "0", &err), CH_EINVAL);
     assert_string_equal(err.message, "workers: 1 to 256, not '0'");
-    assert_int_equal(receive_config_set(&r, "tolerance-s", "31536001", &err), CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &r, "tolerance-s", "31536001", &err),
+                     CH_EINVAL);
     assert_string_equal(err.message, "tolerance-s: 1 to 31536000, not '31536001'");
-    assert_int_equal(receive_config_set(&r, "retention-s", "315360000", &err), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &r, "retention-s", "315360000", &err),
+                     CH_OK);
     assert_int_equal(r.retention_s, 315360000LL);
-    assert_int_equal(receive_config_set(&r, "tls-cert", "", &err), CH_OK);
-    assert_int_equal(receive_config_set(&r, "exec", "", &err), CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &r, "tls-cert", "", &err), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &r, "exec", "", &err), CH_EINVAL);
     assert_string_equal(err.message, "exec: empty or too long");
-    assert_int_equal(receive_config_set(&r, "handler-env", "CALLHOOK_X", &err), CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &r, "handler-env", "CALLHOOK_X", &err),
+                     CH_EINVAL);
     assert_non_null(strstr(err.message, "handler-env: CALLHOOK_X is a setting of callhook"));
 }
 
@@ -157,13 +161,13 @@ static void test_unknown_setting(void **state)
 {
     (void)state;
     struct serve_config s;
-    serve_config_defaults(&s);
+    config_init(&serve_config_table, &s);
     struct ch_error err = {0};
-    assert_int_equal(serve_config_set(&s, "colour", "blue", &err), CH_EINVAL);
+    assert_int_equal(config_set(&serve_config_table, &s, "colour", "blue", &err), CH_EINVAL);
     assert_string_equal(err.message, "unknown setting 'colour' (see callhook serve --help)");
     static struct receive_config r;
-    receive_config_defaults(&r);
-    assert_int_equal(receive_config_set(&r, "config", "x", &err), CH_EINVAL);
+    config_init(&receive_config_table, &r);
+    assert_int_equal(config_set(&receive_config_table, &r, "config", "x", &err), CH_EINVAL);
     assert_string_equal(err.message, "unknown setting 'config' (see callhook receive --help)");
     assert_null(config_find(&serve_config_table, "lease"));
 }
@@ -172,13 +176,14 @@ static void test_bools(void **state)
 {
     (void)state;
     static struct receive_config r;
-    receive_config_defaults(&r);
+    config_init(&receive_config_table, &r);
     static const struct {
         const char *value;
         bool want;
     } cases[] = {{"true", true}, {"1", true}, {"false", false}, {"yes", false}, {"0", false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(receive_config_set(&r, "insecure-http", cases[i].value, NULL), CH_OK);
+        assert_int_equal(
+            config_set(&receive_config_table, &r, "insecure-http", cases[i].value, NULL), CH_OK);
         assert_int_equal(r.insecure_http, cases[i].want);
     }
 }
@@ -195,7 +200,7 @@ static void test_env_and_flag_precedence(void **state)
     fclose(f);
 
     struct serve_config s;
-    serve_config_defaults(&s);
+    config_init(&serve_config_table, &s);
     struct ch_error err = {0};
     assert_int_equal(config_load_file(&serve_config_table, &s, path, &err), CH_OK);
     assert_int_equal(s.lease_s, 30);
@@ -254,9 +259,9 @@ static void test_flag_keys_replace(void **state)
 {
     (void)state;
     static struct receive_config r;
-    receive_config_defaults(&r);
+    config_init(&receive_config_table, &r);
     struct ch_error err = {0};
-    assert_int_equal(receive_config_set(&r, "secret", SECRET_A, &err), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &r, "secret", SECRET_A, &err), CH_OK);
     setenv("CALLHOOK_RECEIVE_SECRET", SECRET_B, 1);
     assert_int_equal(config_load_env(&receive_config_table, &r, &err), CH_OK);
     unsetenv("CALLHOOK_RECEIVE_SECRET");
@@ -273,7 +278,8 @@ static void test_flag_keys_replace(void **state)
                      CH_OK);
     assert_int_equal(r.nkeys, 2);
     /* Routes are a list without that rule: flags add to the file's. */
-    assert_int_equal(receive_config_set(&r, "route", "begin-call=jsonl:a.jsonl", &err), CH_OK);
+    assert_int_equal(
+        config_set(&receive_config_table, &r, "route", "begin-call=jsonl:a.jsonl", &err), CH_OK);
     assert_int_equal(
         config_set_flag(&receive_config_table, &flags, &r, "route", "end-call=jsonl:b", &err),
         CH_OK);
