@@ -22,140 +22,57 @@
 #include <time.h>
 #include <unistd.h>
 
-void serve_config_defaults(struct serve_config *c)
+/* --allow-cidr: each value adds a range, at most 16. */
+static ch_code add_allow_cidr(void *cfg, const char *name, const char *value, struct ch_error *err)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->listen, sizeof c->listen, "127.0.0.1:8080");
-    snprintf(c->db, sizeof c->db, "sqlite:var/callhook.db");
-    c->max_body_bytes = 256 * 1024;
-    c->lease_s = 300;
-    c->scan_interval_ms = 1000;
-    c->max_in_flight = 1024;
-    c->max_queued_mb = 16;
-    c->shutdown_grace_ms = 10000;
-    c->payload_retention_s = 7 * 86400;
-    c->attempt_retention_s = 30 * 86400;
-    c->purge_interval_s = 3600;
-}
-
-/* The settings: name, environment variable, default, what it does. One table for --help, the
- * config file, the environment and the flags. */
-static const struct config_setting settings[] = {
-    {"listen", "CALLHOOK_LISTEN", "127.0.0.1:8080", "address and port of the HTTP API"},
-    {"db", "CALLHOOK_DB", "sqlite:var/callhook.db", "the database (created on first start)"},
-    {"max-body-bytes", "CALLHOOK_MAX_BODY_BYTES", "262144", "largest call record accepted"},
-    {"lease-s", "CALLHOOK_LEASE_S", "300", "how long a claimed delivery is held"},
-    {"scan-interval-ms", "CALLHOOK_SCAN_INTERVAL_MS", "1000",
-     "how often the store is read for due retries"},
-    {"max-in-flight", "CALLHOOK_MAX_IN_FLIGHT", "1024", "attempts under way over all apps"},
-    {"max-queued-mb", "CALLHOOK_MAX_QUEUED_MB", "16",
-     "records held in memory waiting for delivery (the rest wait in the store)"},
-    {"shutdown-grace-ms", "CALLHOOK_SHUTDOWN_GRACE_MS", "10000",
-     "how long in-flight attempts may finish at stop"},
-    {"data-key-file", "CALLHOOK_DATA_KEY_FILE", "",
-     "file with an AES-256 key (base64 of 32 bytes): records and secrets encrypted at rest "
-     "(or the key itself in CALLHOOK_DATA_KEY)"},
-    {"payload-retention-s", "CALLHOOK_PAYLOAD_RETENTION_S", "604800",
-     "records of delivered messages are removed after this"},
-    {"attempt-retention-s", "CALLHOOK_ATTEMPT_RETENTION_S", "2592000",
-     "the attempt log is removed after this"},
-    {"purge-interval-s", "CALLHOOK_PURGE_INTERVAL_S", "3600", "how often retention runs"},
-    {"allow-cidr", "CALLHOOK_ALLOW_CIDR", "",
-     "an internal address range every app may reach, e.g. 10.20.0.0/16 (repeatable)"},
-};
-#define NSETTINGS (sizeof settings / sizeof settings[0])
-
-void serve_config_print_help(void)
-{
-    printf("settings (flag / config file key / environment variable, default):\n");
-    for (size_t i = 0; i < NSETTINGS; i++)
-        printf("  --%-18s %-28s %s\n  %-20s %s\n", settings[i].name, settings[i].env,
-               settings[i].def, "", settings[i].help);
-    printf("  CALLHOOK_ADMIN_KEY: on first start (no keys yet), the admin API key; without it\n"
-           "  a key is generated and written to admin.key beside the database.\n"
-           "  CALLHOOK_LOG: debug, info (default), warn or error.\n");
-}
-
-static bool parse_long(const char *value, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(value, &end, 10);
-    if (errno || end == value || *end != '\0' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
-                         struct ch_error *err)
-{
-    long v;
-    if (strcmp(name, "listen") == 0) {
-        if (strlen(value) >= sizeof c->listen)
-            return ch_error_set(err, CH_EINVAL, "listen: too long");
-        snprintf(c->listen, sizeof c->listen, "%s", value);
-    } else if (strcmp(name, "db") == 0) {
-        if (strlen(value) >= sizeof c->db)
-            return ch_error_set(err, CH_EINVAL, "db: too long");
-        snprintf(c->db, sizeof c->db, "%s", value);
-    } else if (strcmp(name, "max-body-bytes") == 0) {
-        if (!parse_long(value, 1024, 16 * 1024 * 1024, &v))
-            return ch_error_set(err, CH_EINVAL, "max-body-bytes: 1024 to 16777216, not '%s'",
-                                value);
-        c->max_body_bytes = (size_t)v;
-    } else if (strcmp(name, "lease-s") == 0) {
-        if (!parse_long(value, 5, 86400, &v))
-            return ch_error_set(err, CH_EINVAL, "lease-s: 5 to 86400, not '%s'", value);
-        c->lease_s = (int)v;
-    } else if (strcmp(name, "scan-interval-ms") == 0) {
-        if (!parse_long(value, 10, 60000, &v))
-            return ch_error_set(err, CH_EINVAL, "scan-interval-ms: 10 to 60000, not '%s'", value);
-        c->scan_interval_ms = (int)v;
-    } else if (strcmp(name, "max-in-flight") == 0) {
-        if (!parse_long(value, 1, 100000, &v))
-            return ch_error_set(err, CH_EINVAL, "max-in-flight: 1 to 100000, not '%s'", value);
-        c->max_in_flight = (int)v;
-    } else if (strcmp(name, "max-queued-mb") == 0) {
-        if (!parse_long(value, 1, 65536, &v))
-            return ch_error_set(err, CH_EINVAL, "max-queued-mb: 1 to 65536, not '%s'", value);
-        c->max_queued_mb = (int)v;
-    } else if (strcmp(name, "shutdown-grace-ms") == 0) {
-        if (!parse_long(value, 0, 600000, &v))
-            return ch_error_set(err, CH_EINVAL, "shutdown-grace-ms: 0 to 600000, not '%s'", value);
-        c->shutdown_grace_ms = (int)v;
-    } else if (strcmp(name, "data-key-file") == 0) {
-        if (strlen(value) >= sizeof c->data_key_file)
-            return ch_error_set(err, CH_EINVAL, "data-key-file: too long");
-        snprintf(c->data_key_file, sizeof c->data_key_file, "%s", value);
-    } else if (strcmp(name, "payload-retention-s") == 0) {
-        if (!parse_long(value, 60, 86400L * 3650, &v))
-            return ch_error_set(err, CH_EINVAL, "payload-retention-s: 60 to 315360000, not '%s'",
-                                value);
-        c->payload_retention_s = v;
-    } else if (strcmp(name, "attempt-retention-s") == 0) {
-        if (!parse_long(value, 60, 86400L * 3650, &v))
-            return ch_error_set(err, CH_EINVAL, "attempt-retention-s: 60 to 315360000, not '%s'",
-                                value);
-        c->attempt_retention_s = v;
-    } else if (strcmp(name, "purge-interval-s") == 0) {
-        if (!parse_long(value, 1, 86400, &v))
-            return ch_error_set(err, CH_EINVAL, "purge-interval-s: 1 to 86400, not '%s'", value);
-        c->purge_interval_s = (int)v;
-    } else if (strcmp(name, "allow-cidr") == 0) {
-        struct guard_cidr cidr;
-        if (c->nallow_cidrs == 16 || strlen(value) >= sizeof c->allow_cidrs[0] ||
-            !guard_cidr_parse(value, &cidr))
-            return ch_error_set(err, CH_EINVAL,
-                                "allow-cidr: '%s' is not ADDRESS/PREFIX (at most 16 ranges)",
-                                value);
-        snprintf(c->allow_cidrs[c->nallow_cidrs++], sizeof c->allow_cidrs[0], "%s", value);
-    } else {
-        return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook serve --help)",
-                            name);
-    }
+    struct serve_config *c = cfg;
+    struct guard_cidr cidr;
+    if (c->nallow_cidrs == 16 || strlen(value) >= sizeof c->allow_cidrs[0] ||
+        !guard_cidr_parse(value, &cidr))
+        return ch_error_set(err, CH_EINVAL, "%s: '%s' is not ADDRESS/PREFIX (at most 16 ranges)",
+                            name, value);
+    snprintf(c->allow_cidrs[c->nallow_cidrs++], sizeof c->allow_cidrs[0], "%s", value);
     return CH_OK;
 }
+
+#define SERVE(field) CONFIG_FIELD(struct serve_config, field)
+
+/* The settings: name (flag and file key), environment variable, field, bounds, default, what
+ * it does. One table for the defaults, the config file, the environment, the flags and --help. */
+static const struct config_setting serve_settings[] = {
+    {"listen", "CALLHOOK_LISTEN", SERVE(listen), .def = "127.0.0.1:8080",
+     .help = "address and port of the HTTP API"},
+    {"db", "CALLHOOK_DB", SERVE(db), .def = "sqlite:var/callhook.db",
+     .help = "the database (created on first start)"},
+    {"max-body-bytes", "CALLHOOK_MAX_BODY_BYTES", SERVE(max_body_bytes), 1024, 16 * 1024 * 1024,
+     "262144", "largest call record accepted"},
+    {"lease-s", "CALLHOOK_LEASE_S", SERVE(lease_s), 5, 86400, "300",
+     "how long a claimed delivery is held"},
+    {"scan-interval-ms", "CALLHOOK_SCAN_INTERVAL_MS", SERVE(scan_interval_ms), 10, 60000, "1000",
+     "how often the store is read for due retries"},
+    {"max-in-flight", "CALLHOOK_MAX_IN_FLIGHT", SERVE(max_in_flight), 1, 100000, "1024",
+     "attempts under way over all apps"},
+    {"max-queued-mb", "CALLHOOK_MAX_QUEUED_MB", SERVE(max_queued_mb), 1, 65536, "16",
+     "records held in memory waiting for delivery (the rest wait in the store)"},
+    {"shutdown-grace-ms", "CALLHOOK_SHUTDOWN_GRACE_MS", SERVE(shutdown_grace_ms), 0, 600000,
+     "10000", "how long in-flight attempts may finish at stop"},
+    {"data-key-file", "CALLHOOK_DATA_KEY_FILE", SERVE(data_key_file), .def = "",
+     .help = "file with an AES-256 key (base64 of 32 bytes): records and secrets encrypted at "
+             "rest (or the key itself in CALLHOOK_DATA_KEY)"},
+    {"payload-retention-s", "CALLHOOK_PAYLOAD_RETENTION_S", SERVE(payload_retention_s), 60,
+     86400LL * 3650, "604800", "records of delivered messages are removed after this"},
+    {"attempt-retention-s", "CALLHOOK_ATTEMPT_RETENTION_S", SERVE(attempt_retention_s), 60,
+     86400LL * 3650, "2592000", "the attempt log is removed after this"},
+    {"purge-interval-s", "CALLHOOK_PURGE_INTERVAL_S", SERVE(purge_interval_s), 1, 86400, "3600",
+     "how often retention runs"},
+    {"allow-cidr", "CALLHOOK_ALLOW_CIDR", CONFIG_CUSTOM, .def = "",
+     .help = "an internal address range every app may reach, e.g. 10.20.0.0/16 (repeatable)",
+     .set = add_allow_cidr},
+};
+
+const struct config_table serve_config_table = {"serve", sizeof(struct serve_config),
+                                                serve_settings,
+                                                sizeof serve_settings / sizeof serve_settings[0]};
 
 /* The data key from --data-key-file or CALLHOOK_DATA_KEY: base64 of exactly 32 bytes. */
 static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,
@@ -223,21 +140,6 @@ ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
                (long long)attempts);
     store_close(s);
     return rc;
-}
-
-static ch_code set_cb(void *ctx, const char *name, const char *value, struct ch_error *err)
-{
-    return serve_config_set(ctx, name, value, err);
-}
-
-ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err)
-{
-    return config_load_file(path, set_cb, c, err);
-}
-
-ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err)
-{
-    return config_load_env(settings, NSETTINGS, set_cb, c, err);
 }
 
 /* "admin.key" in the database's folder. */

@@ -3,6 +3,8 @@
 #ifndef CALLHOOK_SERVE_H
 #define CALLHOOK_SERVE_H
 
+#include "util/config.h"
+
 #include <callhook/error.h>
 
 #include <stddef.h>
@@ -24,22 +26,9 @@ struct serve_config {
     int nallow_cidrs;
 };
 
-/* Fills the defaults. */
-void serve_config_defaults(struct serve_config *c);
-
-/* Applies one setting by its name (as in --help, the config file and CALLHOOK_* variables).
- * CH_EINVAL with a message naming the setting when the name or value is wrong. */
-ch_code serve_config_set(struct serve_config *c, const char *name, const char *value,
-                         struct ch_error *err);
-
-/* Reads "name = value" lines (# comments) from a file. */
-ch_code serve_config_load_file(struct serve_config *c, const char *path, struct ch_error *err);
-
-/* Applies CALLHOOK_LISTEN, CALLHOOK_DB, CALLHOOK_MAX_BODY_BYTES, ... when set. */
-ch_code serve_config_load_env(struct serve_config *c, struct ch_error *err);
-
-/* Prints every setting with its default, for --help. */
-void serve_config_print_help(void);
+/* The settings of serve (and purge): the table that drives the defaults (config_init), the
+ * config file, the CALLHOOK_* variables, the flags and --help. */
+extern const struct config_table serve_config_table;
 
 /* Runs the daemon until SIGTERM or SIGINT. Returns 0 after a clean stop, 1 on a failure to
  * start (err says why). */

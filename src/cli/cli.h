@@ -33,6 +33,13 @@ bool cli_parse_ll(const char *option, const char *text, long long *out);
 /* Prints "callhook <cmd>: <message>" to stderr and returns CLI_USAGE, for option errors. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Reads the settings of a command driven by a table (serve, purge, receive) into cfg, which
+ * holds the defaults: --config FILE, then the environment, then the flags. --help calls help
+ * and sets *helped. CLI_OK to go on; CLI_USAGE after an error, printed as "callhook CMD: ...". */
+struct config_table;
+int cli_settings_parse(const char *cmd, const struct config_table *t, void *cfg, int argc,
+                       char **argv, void (*help)(void), bool *helped);
+
 /* The commands, one group per file. */
 int cmd_sign(int argc, char **argv);
 void cmd_sign_help(void);

@@ -42,7 +42,7 @@ void cmd_receive_help(void)
          "line, where every user of the machine can read it; a key given as is works too.\n"
          "\n"
          "Settings come from --config FILE (name = value), then the environment, then flags.\n");
-    receive_config_print_help();
+    config_print_help(&receive_config_table, stdout);
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
          "      --secret env:WEBHOOK_SECRET --exec ./on-call-event.sh");
@@ -66,80 +66,19 @@ void cmd_inbox_help(void)
 
 int cmd_receive(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"listen", required_argument, NULL, 0},
-        {"secret", required_argument, NULL, 0},
-        {"public-key", required_argument, NULL, 0},
-        {"tls-cert", required_argument, NULL, 0},
-        {"tls-key", required_argument, NULL, 0},
-        {"tls-client-ca", required_argument, NULL, 0},
-        {"insecure-http", no_argument, NULL, 'i'},
-        {"require-header", required_argument, NULL, 0},
-        {"store", required_argument, NULL, 0},
-        {"exec", required_argument, NULL, 0},
-        {"jsonl", required_argument, NULL, 0},
-        {"route", required_argument, NULL, 0},
-        {"handler-env", required_argument, NULL, 0},
-        {"workers", required_argument, NULL, 0},
-        {"exec-timeout-s", required_argument, NULL, 0},
-        {"max-attempts", required_argument, NULL, 0},
-        {"retry-base-ms", required_argument, NULL, 0},
-        {"tolerance-s", required_argument, NULL, 0},
-        {"retention-s", required_argument, NULL, 0},
-        {"max-body-bytes", required_argument, NULL, 0},
-        {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     static struct receive_config cfg; /* large: off the stack */
-    receive_config_defaults(&cfg);
+    config_init(&receive_config_table, &cfg);
     struct ch_error err = {0};
-    int c, idx;
-    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
-        if (c == 'h') {
-            cmd_receive_help();
-            return CLI_OK;
-        }
-        if (c == '?')
-            return CLI_USAGE;
-        if (c == 'c' && receive_config_load_file(&cfg, optarg, &err) != CH_OK) {
-            fprintf(stderr, "callhook receive: %s\n", err.message);
-            return CLI_USAGE;
-        }
-    }
-    if (optind < argc)
-        return cli_usage_error("receive", "unexpected argument '%s'", argv[optind]);
-    if (receive_config_load_env(&cfg, &err) != CH_OK) {
-        fprintf(stderr, "callhook receive: %s\n", err.message);
-        return CLI_USAGE;
-    }
-    optind = 1;
-    bool flag_keys = false;
-    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
-        ch_code rc = CH_OK;
-        /* Keys given as flags replace those from the environment and the file. */
-        bool is_key = c == 0 && (strcmp(options[idx].name, "secret") == 0 ||
-                                 strcmp(options[idx].name, "public-key") == 0);
-        if (is_key && !flag_keys) {
-            for (size_t k = 0; k < cfg.nkeys; k++)
-                ch_secret_wipe(&cfg.keys[k]);
-            cfg.nkeys = 0;
-            flag_keys = true;
-        }
-        if (c == 0)
-            rc = receive_config_set(&cfg, options[idx].name, optarg, &err);
-        else if (c == 'i')
-            rc = receive_config_set(&cfg, "insecure-http", "true", &err);
-        if (rc != CH_OK) {
-            fprintf(stderr, "callhook receive: --%s\n", err.message);
-            return CLI_USAGE;
-        }
-    }
+    bool helped;
+    int rc = cli_settings_parse("receive", &receive_config_table, &cfg, argc, argv,
+                                cmd_receive_help, &helped);
+    if (rc != CLI_OK || helped)
+        return rc;
     if (receive_config_check(&cfg, &err) != CH_OK) {
         fprintf(stderr, "callhook receive: %s\n", err.message);
         return CLI_USAGE;
     }
-    int rc = receive_run(&cfg, &err);
+    rc = receive_run(&cfg, &err);
     if (rc != 0)
         fprintf(stderr, "callhook receive: %s\n", err.message);
     return rc == 0 ? CLI_OK : CLI_FAIL;

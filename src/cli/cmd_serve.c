@@ -16,7 +16,10 @@ void cmd_serve_help(void)
          "them durably, and delivers them signed to each Voice App's URLs with retries.\n"
          "SIGTERM or SIGINT stops it cleanly. Settings come from the defaults, then the config\n"
          "file (name = value lines), then CALLHOOK_* variables, then the flags.\n");
-    serve_config_print_help();
+    config_print_help(&serve_config_table, stdout);
+    puts("  CALLHOOK_ADMIN_KEY: on first start (no keys yet), the admin API key; without it\n"
+         "  a key is generated and written to admin.key beside the database.\n"
+         "  CALLHOOK_LOG: debug, info (default), warn or error.");
 }
 
 void cmd_key_help(void)
@@ -55,57 +58,15 @@ int cmd_purge(int argc, char **argv)
 
 static int run_serve_or_purge(int argc, char **argv, bool purge)
 {
-    static const struct option options[] = {
-        {"listen", required_argument, NULL, 0},
-        {"db", required_argument, NULL, 0},
-        {"max-body-bytes", required_argument, NULL, 0},
-        {"lease-s", required_argument, NULL, 0},
-        {"scan-interval-ms", required_argument, NULL, 0},
-        {"max-in-flight", required_argument, NULL, 0},
-        {"max-queued-mb", required_argument, NULL, 0},
-        {"shutdown-grace-ms", required_argument, NULL, 0},
-        {"data-key-file", required_argument, NULL, 0},
-        {"payload-retention-s", required_argument, NULL, 0},
-        {"attempt-retention-s", required_argument, NULL, 0},
-        {"purge-interval-s", required_argument, NULL, 0},
-        {"allow-cidr", required_argument, NULL, 0},
-        {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct serve_config cfg;
-    serve_config_defaults(&cfg);
+    config_init(&serve_config_table, &cfg);
     struct ch_error err = {0};
-    /* First pass: the config file only, so flags given in any order still win over it. */
-    int c, idx;
-    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
-        if (c == 'h') {
-            if (purge)
-                cmd_purge_help();
-            else
-                cmd_serve_help();
-            return CLI_OK;
-        }
-        if (c == '?')
-            return CLI_USAGE;
-        if (c == 'c' && serve_config_load_file(&cfg, optarg, &err) != CH_OK) {
-            fprintf(stderr, "callhook serve: %s\n", err.message);
-            return CLI_USAGE;
-        }
-    }
-    if (optind < argc)
-        return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-    if (serve_config_load_env(&cfg, &err) != CH_OK) {
-        fprintf(stderr, "callhook serve: %s\n", err.message);
-        return CLI_USAGE;
-    }
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
-        if (c == 0 && serve_config_set(&cfg, options[idx].name, optarg, &err) != CH_OK) {
-            fprintf(stderr, "callhook serve: --%s\n", err.message);
-            return CLI_USAGE;
-        }
-    }
+    bool helped;
+    /* Errors of purge's settings say "callhook serve" too: they are serve's settings. */
+    int rc = cli_settings_parse("serve", &serve_config_table, &cfg, argc, argv,
+                                purge ? cmd_purge_help : cmd_serve_help, &helped);
+    if (rc != CLI_OK || helped)
+        return rc;
     if (purge) {
         if (serve_purge(&cfg, &err) != CH_OK) {
             fprintf(stderr, "callhook purge: %s\n", err.message);
@@ -113,7 +74,7 @@ static int run_serve_or_purge(int argc, char **argv, bool purge)
         }
         return CLI_OK;
     }
-    int rc = serve_run(&cfg, &err);
+    rc = serve_run(&cfg, &err);
     if (rc != 0)
         fprintf(stderr, "callhook serve: %s\n", err.message);
     return rc == 0 ? CLI_OK : CLI_FAIL;

@@ -17,72 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-void receive_config_defaults(struct receive_config *c)
-{
-    memset(c, 0, sizeof *c);
-    snprintf(c->listen, sizeof c->listen, "127.0.0.1:8443");
-    snprintf(c->store, sizeof c->store, "var/inbox.db");
-    c->workers = 4;
-    c->exec_timeout_s = 30;
-    c->max_attempts = 5;
-    c->retry_base_ms = 1000;
-    c->tolerance_s = CH_DEFAULT_TOLERANCE_S;
-    c->retention_s = 3 * 86400;
-    c->max_body_bytes = 256 * 1024;
-}
-
-/* name, environment variable, default, help; repeatable settings add a value each time. */
-static const struct config_setting settings[] = {
-    {"listen", "CALLHOOK_RECEIVE_LISTEN", "127.0.0.1:8443", "address and port to listen on"},
-    {"secret", "CALLHOOK_RECEIVE_SECRET", "",
-     "whsec_ secret, as @FILE (owner-only) or env:NAME (repeat for rotation)"},
-    {"public-key", "CALLHOOK_RECEIVE_PUBLIC_KEY", "",
-     "whpk_ key, to verify v1a signatures (also @FILE or env:NAME)"},
-    {"tls-cert", "CALLHOOK_RECEIVE_TLS_CERT", "", "PEM certificate (chain) for HTTPS"},
-    {"tls-key", "CALLHOOK_RECEIVE_TLS_KEY", "", "PEM private key for HTTPS"},
-    {"tls-client-ca", "CALLHOOK_RECEIVE_TLS_CLIENT_CA", "",
-     "PEM CA: only clients with a certificate it signed get an answer (mTLS)"},
-    {"insecure-http", "CALLHOOK_RECEIVE_INSECURE_HTTP", "false",
-     "plain HTTP, for local use or behind a TLS-terminating proxy"},
-    {"require-header", "CALLHOOK_RECEIVE_REQUIRE_HEADER", "",
-     "NAME=VALUE that every request must carry (shared secret)"},
-    {"store", "CALLHOOK_RECEIVE_STORE", "var/inbox.db", "the inbox database"},
-    {"exec", "CALLHOOK_RECEIVE_EXEC", "", "default handler: a command given the body on stdin"},
-    {"jsonl", "CALLHOOK_RECEIVE_JSONL", "", "default handler: append a JSON line to a file"},
-    {"route", "", "", "SELECTOR=HANDLER, e.g. end-call/MissedCall=exec:./missed.sh"},
-    {"handler-env", "", "",
-     "NAME of a variable of receive's environment that handlers get too (repeatable)"},
-    {"workers", "CALLHOOK_RECEIVE_WORKERS", "4", "handlers run at once"},
-    {"exec-timeout-s", "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S", "30", "a command's time limit"},
-    {"max-attempts", "CALLHOOK_RECEIVE_MAX_ATTEMPTS", "5", "tries before an event is parked"},
-    {"retry-base-ms", "CALLHOOK_RECEIVE_RETRY_BASE_MS", "1000",
-     "first retry delay; doubles each try, at most 5 min"},
-    {"tolerance-s", "CALLHOOK_RECEIVE_TOLERANCE_S", "300", "timestamp window, both directions"},
-    {"retention-s", "CALLHOOK_RECEIVE_RETENTION_S", "259200",
-     "how long processed events (and their dedupe keys) are kept"},
-    {"max-body-bytes", "CALLHOOK_RECEIVE_MAX_BODY_BYTES", "262144", "largest body accepted"},
-};
-#define NSETTINGS (sizeof settings / sizeof settings[0])
-
-void receive_config_print_help(void)
-{
-    printf("settings (flag / environment variable, default):\n");
-    for (size_t i = 0; i < NSETTINGS; i++)
-        printf("  --%-15s %-32s %s\n  %-17s %s\n", settings[i].name,
-               settings[i].env[0] ? settings[i].env : "-", settings[i].def, "", settings[i].help);
-}
-
-static bool parse_long(const char *value, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(value, &end, 10);
-    if (errno || end == value || *end != '\0' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* One default handler: a later source (flag over environment over file) replaces it. */
 static ch_code set_handler(struct handler *h, enum handler_kind kind, const char *name,
                            const char *value, struct ch_error *err)
@@ -92,6 +26,16 @@ static ch_code set_handler(struct handler *h, enum handler_kind kind, const char
     h->kind = kind;
     snprintf(h->target, sizeof h->target, "%s", value);
     return CH_OK;
+}
+
+static ch_code set_exec(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    return set_handler(&((struct receive_config *)cfg)->fallback, HANDLER_EXEC, name, value, err);
+}
+
+static ch_code set_jsonl(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    return set_handler(&((struct receive_config *)cfg)->fallback, HANDLER_JSONL, name, value, err);
 }
 
 /* Largest key file read: a key is well under 200 characters. */
@@ -154,9 +98,9 @@ static bool env_name_ok(const char *s)
 
 /* A key as given (whsec_..., whpk_...), or read from @FILE or env:NAME, so that it need not be
  * on the command line (where /proc/PID/cmdline shows it to every user). */
-static ch_code add_key(struct receive_config *c, const char *name, const char *value,
-                       struct ch_error *err)
+static ch_code add_key(void *cfg, const char *name, const char *value, struct ch_error *err)
 {
+    struct receive_config *c = cfg;
     if (c->nkeys == RECEIVE_MAX_KEYS)
         return ch_error_set(err, CH_EINVAL, "%s: at most %d keys", name, RECEIVE_MAX_KEYS);
     char text[KEY_FILE_MAX];
@@ -191,13 +135,24 @@ static ch_code add_key(struct receive_config *c, const char *name, const char *v
     return rc;
 }
 
+/* Keys given as flags replace those from the environment and the file. */
+static void drop_keys(void *cfg)
+{
+    struct receive_config *c = cfg;
+    for (size_t k = 0; k < c->nkeys; k++)
+        ch_secret_wipe(&c->keys[k]);
+    c->nkeys = 0;
+}
+
 /* The variables the receiver sets for a handler itself. */
 static const char *const handler_vars[] = {"CALL_EVENT",          "CALL_ACTIVE_CALL_ID",
                                            "CALL_CORRELATION_ID", "CALL_TYPE",
                                            "CALL_TYPE_NAME",      "WEBHOOK_ID"};
 
-static ch_code add_handler_env(struct receive_config *c, const char *value, struct ch_error *err)
+static ch_code add_handler_env(void *cfg, const char *name, const char *value, struct ch_error *err)
 {
+    (void)name;
+    struct receive_config *c = cfg;
     if (!env_name_ok(value) || strlen(value) >= RECEIVE_ENV_NAME_MAX)
         return ch_error_set(err, CH_EINVAL,
                             "handler-env: '%s' is not a variable name (letters, digits, _)", value);
@@ -217,106 +172,91 @@ static ch_code add_handler_env(struct receive_config *c, const char *value, stru
     return CH_OK;
 }
 
-ch_code receive_config_set(struct receive_config *c, const char *name, const char *value,
-                           struct ch_error *err)
+static ch_code add_route(void *cfg, const char *name, const char *value, struct ch_error *err)
 {
-    long v;
-#define LONG_SETTING(key, field, type, min, max)                                               \
-    if (strcmp(name, key) == 0) {                                                              \
-        if (!parse_long(value, min, max, &v))                                                  \
-            return ch_error_set(err, CH_EINVAL, "%s: %ld to %ld, not '%s'", name, (long)(min), \
-                                (long)(max), value);                                           \
-        c->field = (type)v;                                                                    \
-        return CH_OK;                                                                          \
-    }
-    LONG_SETTING("workers", workers, int, 1, 256)
-    LONG_SETTING("exec-timeout-s", exec_timeout_s, int, 1, 3600)
-    LONG_SETTING("max-attempts", max_attempts, int, 1, 100)
-    LONG_SETTING("retry-base-ms", retry_base_ms, int, 1, 3600000)
-    LONG_SETTING("tolerance-s", tolerance_s, long long, 1, 86400 * 365)
-    LONG_SETTING("retention-s", retention_s, long long, 60, 86400L * 3650)
-#undef LONG_SETTING
-    if (strcmp(name, "max-body-bytes") == 0) {
-        if (!parse_long(value, 1024, 16 * 1024 * 1024, &v))
-            return ch_error_set(err, CH_EINVAL, "%s: 1024 to 16777216, not '%s'", name, value);
-        c->max_body_bytes = (size_t)v;
-        return CH_OK;
-    }
-    char *dst = NULL;
-    size_t cap = 0;
-    if (strcmp(name, "listen") == 0) {
-        dst = c->listen;
-        cap = sizeof c->listen;
-    } else if (strcmp(name, "store") == 0) {
-        dst = c->store;
-        cap = sizeof c->store;
-    } else if (strcmp(name, "tls-cert") == 0) {
-        dst = c->tls_cert;
-        cap = sizeof c->tls_cert;
-    } else if (strcmp(name, "tls-key") == 0) {
-        dst = c->tls_key;
-        cap = sizeof c->tls_key;
-    } else if (strcmp(name, "tls-client-ca") == 0) {
-        dst = c->tls_client_ca;
-        cap = sizeof c->tls_client_ca;
-    }
-    if (dst) {
-        if (strlen(value) >= cap)
-            return ch_error_set(err, CH_EINVAL, "%s: too long", name);
-        snprintf(dst, cap, "%s", value);
-        return CH_OK;
-    }
-    if (strcmp(name, "secret") == 0 || strcmp(name, "public-key") == 0)
-        return add_key(c, name, value, err);
-    if (strcmp(name, "handler-env") == 0)
-        return add_handler_env(c, value, err);
-    if (strcmp(name, "insecure-http") == 0) {
-        c->insecure_http = strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
-        return CH_OK;
-    }
-    if (strcmp(name, "exec") == 0)
-        return set_handler(&c->fallback, HANDLER_EXEC, name, value, err);
-    if (strcmp(name, "jsonl") == 0)
-        return set_handler(&c->fallback, HANDLER_JSONL, name, value, err);
-    if (strcmp(name, "route") == 0) {
-        if (c->nroutes == RECEIVE_MAX_ROUTES)
-            return ch_error_set(err, CH_EINVAL, "route: at most %d", RECEIVE_MAX_ROUTES);
-        ch_code rc = route_parse(&c->routes[c->nroutes], value, err);
-        if (rc == CH_OK)
-            c->nroutes++;
-        return rc;
-    }
-    if (strcmp(name, "require-header") == 0) {
-        const char *eq = strchr(value, '=');
-        if (eq == NULL || eq == value || c->nheaders == RECEIVE_MAX_HEADERS)
-            return ch_error_set(err, CH_EINVAL, "require-header: NAME=VALUE (at most %d)",
-                                RECEIVE_MAX_HEADERS);
-        struct required_header *h = &c->headers[c->nheaders];
-        if ((size_t)(eq - value) >= sizeof h->name || strlen(eq + 1) >= sizeof h->value ||
-            eq[1] == '\0')
-            return ch_error_set(err, CH_EINVAL, "require-header: name or value empty or too long");
-        snprintf(h->name, sizeof h->name, "%.*s", (int)(eq - value), value);
-        snprintf(h->value, sizeof h->value, "%s", eq + 1);
-        c->nheaders++;
-        return CH_OK;
-    }
-    return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook receive --help)", name);
+    struct receive_config *c = cfg;
+    if (c->nroutes == RECEIVE_MAX_ROUTES)
+        return ch_error_set(err, CH_EINVAL, "%s: at most %d", name, RECEIVE_MAX_ROUTES);
+    ch_code rc = route_parse(&c->routes[c->nroutes], value, err);
+    if (rc == CH_OK)
+        c->nroutes++;
+    return rc;
 }
 
-static ch_code set_cb(void *ctx, const char *name, const char *value, struct ch_error *err)
+static ch_code add_required_header(void *cfg, const char *name, const char *value,
+                                   struct ch_error *err)
 {
-    return receive_config_set(ctx, name, value, err);
+    struct receive_config *c = cfg;
+    const char *eq = strchr(value, '=');
+    if (eq == NULL || eq == value || c->nheaders == RECEIVE_MAX_HEADERS)
+        return ch_error_set(err, CH_EINVAL, "%s: NAME=VALUE (at most %d)", name,
+                            RECEIVE_MAX_HEADERS);
+    struct required_header *h = &c->headers[c->nheaders];
+    if ((size_t)(eq - value) >= sizeof h->name || strlen(eq + 1) >= sizeof h->value ||
+        eq[1] == '\0')
+        return ch_error_set(err, CH_EINVAL, "%s: name or value empty or too long", name);
+    snprintf(h->name, sizeof h->name, "%.*s", (int)(eq - value), value);
+    snprintf(h->value, sizeof h->value, "%s", eq + 1);
+    c->nheaders++;
+    return CH_OK;
 }
 
-ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err)
-{
-    return config_load_file(path, set_cb, c, err);
-}
+#define RECEIVE(field) CONFIG_FIELD(struct receive_config, field)
+#define STRINGIFY(x)   #x
+#define TEXT_OF(x)     STRINGIFY(x)
 
-ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err)
-{
-    return config_load_env(settings, NSETTINGS, set_cb, c, err);
-}
+/* The settings: name (flag and file key), environment variable, field or setter, bounds,
+ * default, what it does. One table for the defaults, the config file, the environment, the
+ * flags and --help; repeatable settings add a value each time. */
+static const struct config_setting receive_settings[] = {
+    {"listen", "CALLHOOK_RECEIVE_LISTEN", RECEIVE(listen), .def = "127.0.0.1:8443",
+     .help = "address and port to listen on"},
+    {"secret", "CALLHOOK_RECEIVE_SECRET", CONFIG_CUSTOM, .def = "",
+     .help = "whsec_ secret, as @FILE (owner-only) or env:NAME (repeat for rotation)",
+     .set = add_key, .flag_reset = drop_keys},
+    {"public-key", "CALLHOOK_RECEIVE_PUBLIC_KEY", CONFIG_CUSTOM, .def = "",
+     .help = "whpk_ key, to verify v1a signatures (also @FILE or env:NAME)", .set = add_key,
+     .flag_reset = drop_keys},
+    {"tls-cert", "CALLHOOK_RECEIVE_TLS_CERT", RECEIVE(tls_cert), .def = "",
+     .help = "PEM certificate (chain) for HTTPS"},
+    {"tls-key", "CALLHOOK_RECEIVE_TLS_KEY", RECEIVE(tls_key), .def = "",
+     .help = "PEM private key for HTTPS"},
+    {"tls-client-ca", "CALLHOOK_RECEIVE_TLS_CLIENT_CA", RECEIVE(tls_client_ca), .def = "",
+     .help = "PEM CA: only clients with a certificate it signed get an answer (mTLS)"},
+    {"insecure-http", "CALLHOOK_RECEIVE_INSECURE_HTTP", RECEIVE(insecure_http), .def = "false",
+     .help = "plain HTTP, for local use or behind a TLS-terminating proxy"},
+    {"require-header", "CALLHOOK_RECEIVE_REQUIRE_HEADER", CONFIG_CUSTOM, .def = "",
+     .help = "NAME=VALUE that every request must carry (shared secret)",
+     .set = add_required_header},
+    {"store", "CALLHOOK_RECEIVE_STORE", RECEIVE(store), .def = "var/inbox.db",
+     .help = "the inbox database"},
+    {"exec", "CALLHOOK_RECEIVE_EXEC", CONFIG_CUSTOM, .def = "",
+     .help = "default handler: a command given the body on stdin", .set = set_exec},
+    {"jsonl", "CALLHOOK_RECEIVE_JSONL", CONFIG_CUSTOM, .def = "",
+     .help = "default handler: append a JSON line to a file", .set = set_jsonl},
+    {"route", "", CONFIG_CUSTOM, .def = "",
+     .help = "SELECTOR=HANDLER, e.g. end-call/MissedCall=exec:./missed.sh", .set = add_route},
+    {"handler-env", "", CONFIG_CUSTOM, .def = "",
+     .help = "NAME of a variable of receive's environment that handlers get too (repeatable)",
+     .set = add_handler_env},
+    {"workers", "CALLHOOK_RECEIVE_WORKERS", RECEIVE(workers), 1, 256, "4", "handlers run at once"},
+    {"exec-timeout-s", "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S", RECEIVE(exec_timeout_s), 1, 3600, "30",
+     "a command's time limit"},
+    {"max-attempts", "CALLHOOK_RECEIVE_MAX_ATTEMPTS", RECEIVE(max_attempts), 1, 100, "5",
+     "tries before an event is parked"},
+    {"retry-base-ms", "CALLHOOK_RECEIVE_RETRY_BASE_MS", RECEIVE(retry_base_ms), 1, 3600000, "1000",
+     "first retry delay; doubles each try, at most 5 min"},
+    {"tolerance-s", "CALLHOOK_RECEIVE_TOLERANCE_S", RECEIVE(tolerance_s), 1, 86400 * 365,
+     TEXT_OF(CH_DEFAULT_TOLERANCE_S), "timestamp window, both directions"},
+    {"retention-s", "CALLHOOK_RECEIVE_RETENTION_S", RECEIVE(retention_s), 60, 86400LL * 3650,
+     "259200", "how long processed events (and their dedupe keys) are kept"},
+    {"max-body-bytes", "CALLHOOK_RECEIVE_MAX_BODY_BYTES", RECEIVE(max_body_bytes), 1024,
+     16 * 1024 * 1024, "262144", "largest body accepted"},
+};
+
+const struct config_table receive_config_table = {
+    "receive", sizeof(struct receive_config), receive_settings,
+    sizeof receive_settings / sizeof receive_settings[0]};
 
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err)
 {

@@ -5,6 +5,8 @@
 #ifndef CALLHOOK_RECEIVE_RECEIVER_H
 #define CALLHOOK_RECEIVE_RECEIVER_H
 
+#include "util/config.h"
+
 #include <callhook/callhook.h>
 #include <callhook/inbox.h>
 
@@ -65,14 +67,11 @@ struct receive_config {
     size_t max_body_bytes;
 };
 
-void receive_config_defaults(struct receive_config *c);
+/* The settings of receive: the table that drives the defaults (config_init), the config
+ * file, the CALLHOOK_RECEIVE_* variables, the flags and --help. Repeatable settings add; keys
+ * given as flags replace those from the file and the environment. */
+extern const struct config_table receive_config_table;
 
-/* Applies one setting by name (the flag's name without dashes: "secret", "route", ...);
- * repeatable ones add. CH_EINVAL with a message naming the setting. */
-ch_code receive_config_set(struct receive_config *c, const char *name, const char *value,
-                           struct ch_error *err);
-ch_code receive_config_load_file(struct receive_config *c, const char *path, struct ch_error *err);
-ch_code receive_config_load_env(struct receive_config *c, struct ch_error *err);
 /* Checks the whole: keys present, TLS or --insecure-http, retention against tolerance, no
  * secret passed to handlers. */
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);

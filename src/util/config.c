@@ -1,9 +1,10 @@
-/* Configuration files: one setting per line. */
+/* Settings from a command's table: defaults, config file, environment, flags and --help, one
+ * parser for every source and every command. */
 #include "util/config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 
 char *config_trim(char *s)
@@ -16,7 +17,112 @@ char *config_trim(char *s)
     return s;
 }
 
-ch_code config_load_file(const char *path, config_set_cb set, void *ctx, struct ch_error *err)
+const struct config_setting *config_find(const struct config_table *t, const char *name)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->settings[i].name, name) == 0)
+            return &t->settings[i];
+    }
+    return NULL;
+}
+
+/* A whole decimal number within [min, max]. */
+static bool parse_ll(const char *value, long long min, long long max, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value || *end != '\0' || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+ch_code config_apply(const struct config_setting *s, void *cfg, const char *value,
+                     struct ch_error *err)
+{
+    char *field = (char *)cfg + s->offset;
+    long long v = 0;
+    switch (s->type) {
+    case CONFIG_INT:
+    case CONFIG_LLONG:
+    case CONFIG_SIZE:
+        if (!parse_ll(value, s->min, s->max, &v))
+            return ch_error_set(err, CH_EINVAL, "%s: %lld to %lld, not '%s'", s->name, s->min,
+                                s->max, value);
+        if (s->type == CONFIG_INT) {
+            int i = (int)v;
+            memcpy(field, &i, sizeof i);
+        } else if (s->type == CONFIG_LLONG) {
+            memcpy(field, &v, sizeof v);
+        } else {
+            size_t z = (size_t)v;
+            memcpy(field, &z, sizeof z);
+        }
+        return CH_OK;
+    case CONFIG_STRING:
+        if (strlen(value) >= s->size)
+            return ch_error_set(err, CH_EINVAL, "%s: too long", s->name);
+        memcpy(field, value, strlen(value) + 1);
+        return CH_OK;
+    case CONFIG_BOOL: {
+        bool b = strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
+        memcpy(field, &b, sizeof b);
+        return CH_OK;
+    }
+    case CONFIG_CUSTOM:
+        return s->set(cfg, s->name, value, err);
+    }
+    return ch_error_set(err, CH_EINVAL, "%s: no such type of setting", s->name);
+}
+
+ch_code config_defaults(const struct config_table *t, void *cfg, struct ch_error *err)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct config_setting *s = &t->settings[i];
+        ch_code rc = s->def[0] ? config_apply(s, cfg, s->def, err) : CH_OK;
+        if (rc != CH_OK)
+            return rc;
+    }
+    return CH_OK;
+}
+
+void config_init(const struct config_table *t, void *cfg)
+{
+    memset(cfg, 0, t->size);
+    ch_code rc = config_defaults(t, cfg, NULL);
+    assert(rc == CH_OK); /* an impossible state: test_config applies every table's defaults */
+    (void)rc;
+}
+
+ch_code config_set(const struct config_table *t, void *cfg, const char *name, const char *value,
+                   struct ch_error *err)
+{
+    const struct config_setting *s = config_find(t, name);
+    if (s == NULL)
+        return ch_error_set(err, CH_EINVAL, "unknown setting '%s' (see callhook %s --help)", name,
+                            t->command);
+    return config_apply(s, cfg, value, err);
+}
+
+ch_code config_set_flag(const struct config_table *t, struct config_flags *f, void *cfg,
+                        const char *name, const char *value, struct ch_error *err)
+{
+    const struct config_setting *s = config_find(t, name);
+    if (s != NULL && s->flag_reset != NULL) {
+        bool done = false;
+        for (size_t i = 0; i < f->nreset; i++)
+            done = done || f->reset_done[i] == s->flag_reset;
+        if (!done && f->nreset < CONFIG_MAX_SETTINGS) {
+            s->flag_reset(cfg);
+            f->reset_done[f->nreset++] = s->flag_reset;
+        }
+    }
+    return config_set(t, cfg, name, value, err);
+}
+
+ch_code config_load_file(const struct config_table *t, void *cfg, const char *path,
+                         struct ch_error *err)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL)
@@ -36,21 +142,46 @@ ch_code config_load_file(const char *path, config_set_cb set, void *ctx, struct 
         }
         *eq = '\0';
         struct ch_error inner = {0};
-        if (set(ctx, config_trim(s), config_trim(eq + 1), &inner) != CH_OK)
+        if (config_set(t, cfg, config_trim(s), config_trim(eq + 1), &inner) != CH_OK)
             rc = ch_error_set(err, CH_EINVAL, "%s:%d: %s", path, lineno, inner.message);
     }
     fclose(f);
     return rc;
 }
 
-ch_code config_load_env(const struct config_setting *settings, size_t n, config_set_cb set,
-                        void *ctx, struct ch_error *err)
+ch_code config_load_env(const struct config_table *t, void *cfg, struct ch_error *err)
 {
-    for (size_t i = 0; i < n; i++) {
-        const char *v = settings[i].env[0] ? getenv(settings[i].env) : NULL;
+    for (size_t i = 0; i < t->n; i++) {
+        const struct config_setting *s = &t->settings[i];
+        const char *v = s->env[0] ? getenv(s->env) : NULL;
         struct ch_error inner = {0};
-        if (v && *v && set(ctx, settings[i].name, v, &inner) != CH_OK)
-            return ch_error_set(err, CH_EINVAL, "%s: %s", settings[i].env, inner.message);
+        if (v && *v && config_apply(s, cfg, v, &inner) != CH_OK)
+            return ch_error_set(err, CH_EINVAL, "%s: %s", s->env, inner.message);
     }
     return CH_OK;
+}
+
+void config_print_help(const struct config_table *t, FILE *out)
+{
+    int name_w = 0, env_w = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        int n = (int)strlen(t->settings[i].name) + 2, e = (int)strlen(t->settings[i].env);
+        name_w = n > name_w ? n : name_w;
+        env_w = e > env_w ? e : env_w;
+    }
+    fprintf(out, "settings (flag and config file key / environment variable, default):\n");
+    for (size_t i = 0; i < t->n; i++) {
+        const struct config_setting *s = &t->settings[i];
+        char flag[64], def[160];
+        snprintf(flag, sizeof flag, "--%s", s->name);
+        if (s->type == CONFIG_INT || s->type == CONFIG_LLONG || s->type == CONFIG_SIZE)
+            snprintf(def, sizeof def, "%s (%lld to %lld)", s->def, s->min, s->max);
+        else
+            snprintf(def, sizeof def, "%s", s->def);
+        if (def[0])
+            fprintf(out, "  %-*s %-*s %s\n", name_w, flag, env_w, s->env[0] ? s->env : "-", def);
+        else
+            fprintf(out, "  %-*s %s\n", name_w, flag, s->env[0] ? s->env : "-");
+        fprintf(out, "  %-*s %s\n", name_w, "", s->help);
+    }
 }

@@ -49,7 +49,7 @@ static void setup(void)
     FUZZ_CHECK(ch_secret_parse(&fx.key, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", NULL) == CH_OK);
     fx.verifier = (struct ch_verifier){
         .keys = &fx.key, .nkeys = 1, .tolerance_s = TOLERANCE_S, .clock = fixed_clock};
-    receive_config_defaults(&fx.cfg);
+    config_init(&receive_config_table, &fx.cfg);
     static const char *const routes[] = {"end-call/MissedCall,VoiceMail=exec:./missed.sh",
                                          "begin-call=jsonl:/tmp/begin.jsonl",
                                          "*/3=exec:./answered.sh"};

@@ -15,13 +15,17 @@ static void test_parse_and_pick(void **state)
 {
     (void)state;
     static struct receive_config c;
-    receive_config_defaults(&c);
-    assert_int_equal(receive_config_set(&c, "exec", "./default.sh", NULL), CH_OK);
-    assert_int_equal(
-        receive_config_set(&c, "route", "end-call/MissedCall,5=exec:./missed.sh", NULL), CH_OK);
-    assert_int_equal(receive_config_set(&c, "route", "*/OutboundCall=jsonl:out.jsonl", NULL),
+    config_init(&receive_config_table, &c);
+    assert_int_equal(config_set(&receive_config_table, &c, "exec", "./default.sh", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "route",
+                                "end-call/MissedCall,5=exec:./missed.sh", NULL),
                      CH_OK);
-    assert_int_equal(receive_config_set(&c, "route", "begin-call=jsonl:begin.jsonl", NULL), CH_OK);
+    assert_int_equal(
+        config_set(&receive_config_table, &c, "route", "*/OutboundCall=jsonl:out.jsonl", NULL),
+        CH_OK);
+    assert_int_equal(
+        config_set(&receive_config_table, &c, "route", "begin-call=jsonl:begin.jsonl", NULL),
+        CH_OK);
 
     const struct handler *h = route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 2);
     assert_string_equal(h->target, "./missed.sh");
@@ -57,25 +61,28 @@ static void test_refusals(void **state)
         assert_non_null(strstr(err.message, "route"));
     }
     static struct receive_config c;
-    receive_config_defaults(&c);
+    config_init(&receive_config_table, &c);
     struct ch_error err = {0};
     /* One default handler: a later setting (a flag after the environment) replaces it. */
-    assert_int_equal(receive_config_set(&c, "exec", "./a", NULL), CH_OK);
-    assert_int_equal(receive_config_set(&c, "jsonl", "b", &err), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "exec", "./a", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "jsonl", "b", &err), CH_OK);
     assert_int_equal(c.fallback.kind, HANDLER_JSONL);
     assert_string_equal(c.fallback.target, "b");
-    assert_int_equal(receive_config_set(&c, "secret", "whsec_nope!", &err), CH_EINVAL);
-    assert_int_equal(receive_config_set(&c, "workers", "0", &err), CH_EINVAL);
-    assert_int_equal(receive_config_set(&c, "require-header", "X-Key", &err), CH_EINVAL);
-    assert_int_equal(receive_config_set(&c, "colour", "blue", &err), CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &c, "secret", "whsec_nope!", &err),
+                     CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &c, "workers", "0", &err), CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &c, "require-header", "X-Key", &err),
+                     CH_EINVAL);
+    assert_int_equal(config_set(&receive_config_table, &c, "colour", "blue", &err), CH_EINVAL);
     /* No key, and no TLS without --insecure-http: refused before starting. */
     assert_int_equal(receive_config_check(&c, &err), CH_EINVAL);
     assert_non_null(strstr(err.message, "--secret"));
-    assert_int_equal(
-        receive_config_set(&c, "secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "secret",
+                                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", NULL),
+                     CH_OK);
     assert_int_equal(receive_config_check(&c, &err), CH_EINVAL);
     assert_non_null(strstr(err.message, "--insecure-http"));
-    assert_int_equal(receive_config_set(&c, "insecure-http", "true", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "insecure-http", "true", NULL), CH_OK);
     assert_int_equal(receive_config_check(&c, &err), CH_OK);
 }
 
@@ -124,11 +131,12 @@ static void test_event_and_required_header(void **state)
     }
 
     static struct receive_config c;
-    receive_config_defaults(&c);
+    config_init(&receive_config_table, &c);
     char which[128] = "";
     struct one_header none = {NULL, NULL};
     assert_true(route_headers_ok(&c, one_lookup, &none, which, sizeof which));
-    assert_int_equal(receive_config_set(&c, "require-header", "X-Token=s3cr3t", NULL), CH_OK);
+    assert_int_equal(
+        config_set(&receive_config_table, &c, "require-header", "X-Token=s3cr3t", NULL), CH_OK);
     static const struct {
         struct one_header h;
         bool ok;
