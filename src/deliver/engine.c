@@ -483,16 +483,22 @@ static void release_jobs(struct engine *e, struct job *list, int64_t next_attemp
     release_seqs(e, seqs, n, next_attempt_at);
 }
 
-/* Gives every queued message of an app back to the store (disabled now). */
-static void release_app(struct engine *e, struct app_state *a, int64_t next_attempt_at)
+/* Gives every queued message of an app back to the store (disabled now, or at stop). They are
+ * due from the oldest one's creation, not from now: a claim takes due messages in due-time
+ * order, and "now" would put them behind the app's later messages still in the store (an app
+ * seen as disabled a moment after it was enabled again sent its backlog out of order). */
+static void release_app(struct engine *e, struct app_state *a)
 {
     struct job *list = NULL, **tail = &list, *job;
+    int64_t due = 0;
     while ((job = dequeue(e, a)) != NULL) {
+        if (due == 0 || job->m.created_at < due)
+            due = job->m.created_at;
         *tail = job;
         tail = &job->next;
         job->next = NULL;
     }
-    release_jobs(e, list, next_attempt_at);
+    release_jobs(e, list, due);
 }
 
 /* A message that cannot be sent (its app or URL is gone, or its URL names an address the
@@ -626,7 +632,7 @@ static void start_app(struct engine *e, struct app_state *a)
         return;
     }
     if (!g->enabled) {
-        release_app(e, a, clock_wall_s());
+        release_app(e, a);
         return;
     }
     long limit = g->cfg.rate_limit_per_s;
@@ -863,7 +869,7 @@ static void give_back_everything(struct engine *e)
     drain_inbox(e);
     for (size_t b = 0; b < APP_BUCKETS; b++) {
         for (struct app_state *a = e->apps[b]; a; a = a->next)
-            release_app(e, a, now);
+            release_app(e, a);
     }
 }
 
