@@ -353,7 +353,12 @@ class Identity(ServeCase):
         self.rx.fail_first(2, 500, path=app.begin)
         body = record()
         mid = self.ingest_ok(app, "begin-call", body)
-        recs = self.rx.wait_for(3, path=app.begin, timeout=T(15))
+        self.rx.wait_for(3, path=app.begin, timeout=T(15))
+        # The receiver records a request before it answers: wait for the third answer too.
+        wait_until(lambda: all(r.response is not None
+                               for r in self.rx.requests_for(path=app.begin)[:3]),
+                   T(5), 0.05, what="the third answer recorded")
+        recs = self.rx.requests_for(path=app.begin)[:3]
         for rec in recs:
             self.assertEqual(rec.webhook_id, mid)
             self.assertEqual(rec.body, body)
