@@ -995,7 +995,7 @@ class Handlers(ReceiveCase):
         def settled():
             last["rows"] = rx.inbox_rows()
             return sum(1 for row in last["rows"].values() if row[1] in ("done", "failed")) >= 500
-        wait_until(settled, T(120), 0.2, what=lambda: "500 events processed (%d so far)" % sum(
+        wait_until(settled, T(200), 0.2, what=lambda: "500 events processed (%d so far)" % sum(
             1 for row in last.get("rows", {}).values() if row[1] in ("done", "failed")))
         bad = {w: row for w, row in last["rows"].items() if row[1] != "done"}
         self.assertEqual(bad, {}, "every handler exits 0 well inside its time limit")

@@ -747,7 +747,7 @@ class Mtls(SecurityCase):
         body = {"BeginCallEventProcessingUrl":
                 "https://%s:%d/%s/begin-call" % (HOST, port, app_id),
                 "allowPrivateNetwork": True, "retryScheduleSeconds": [1],
-                "timeoutMs": 5000, "connectTimeoutMs": 3000}
+                "timeoutMs": 10000, "connectTimeoutMs": 8000}
         if tls is not None:
             body["tls"] = tls
         body.update(settings)
