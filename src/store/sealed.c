@@ -755,9 +755,14 @@ static ch_code reseal_text(const struct reseal *r, const char *where, const char
         const char *b64 = text + strlen(SECRET_PREFIX);
         size_t cap = strlen(b64) / 4 * 3 + 3;
         decoded = malloc(cap);
-        if (decoded == NULL || !b64_decode(b64, strlen(b64), decoded, cap, &len)) {
+        /* Sealed by callhook: never taken for plaintext, whatever it holds. */
+        if (decoded == NULL || !b64_decode(b64, strlen(b64), decoded, cap, &len) ||
+            !crypto_is_sealed(decoded, len)) {
             free(decoded);
-            return ch_error_set(err, CH_ESTORE, "'%s' is not valid base64 after 'enc:'", where);
+            return ch_error_set(err, CH_ESTORE,
+                                "'%s' starts with 'enc:' but is not a sealed value: the "
+                                "database was changed",
+                                where);
         }
         in = decoded;
     }
