@@ -423,6 +423,14 @@ static bool queue_full(const struct engine *e)
     return e->queued >= e->cfg.max_queued || e->queued_bytes >= e->cfg.max_queued_bytes;
 }
 
+/* Whether job may join the queue without going over the memory bound (a job alone in an empty
+ * queue always may, or nothing could ever be sent). */
+static bool fits(const struct engine *e, const struct job *job)
+{
+    return e->queued == 0 || (e->queued < e->cfg.max_queued &&
+                              e->queued_bytes + job_bytes(job) <= e->cfg.max_queued_bytes);
+}
+
 static void count_queued(struct engine *e, const struct job *job, int sign)
 {
     e->queued += sign;
@@ -699,7 +707,7 @@ static void drain_inbox(struct engine *e)
     while (list) {
         struct job *next = list->next;
         list->next = NULL;
-        if (queue_full(e)) {
+        if (!fits(e, list)) {
             *tail = list;
             tail = &list->next;
             int64_t soon = clock_mono_ms() + e->cfg.scan_interval_ms / 10;
@@ -745,6 +753,8 @@ static void take_claimed(struct engine *e)
     size_t n, max;
     if (!e->claiming || !storeq_claimed(e->sq, &batch, &n, &max))
         return;
+    struct job *back = NULL, **tail = &back;
+    int64_t due = 0;
     for (size_t i = 0; i < n; i++) {
         if (seq_set_has(&e->in_memory, batch[i].seq)) {
             free(batch[i].body); /* already here: its lease ran out while it waited */
@@ -757,8 +767,19 @@ static void take_claimed(struct engine *e)
         }
         job->m = batch[i];
         job->ingested_ms = batch[i].created_at * 1000;
-        enqueue(e, job);
+        job->next = NULL;
+        if (fits(e, job)) {
+            enqueue(e, job);
+            continue;
+        }
+        /* Fresh events filled the queue while the claim ran: the rest go back, due from
+         * their creation so they keep their place. */
+        *tail = job;
+        tail = &job->next;
+        if (due == 0 || job->m.created_at < due)
+            due = job->m.created_at;
     }
+    release_jobs(e, back, due);
     storeq_claimed_done(e->sq);
     e->claiming = false;
     /* A full batch means more is due: read again at once. */
