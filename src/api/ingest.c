@@ -97,7 +97,7 @@ static ch_code commit_batch(void *arg, void *const *jobs, size_t n)
         it->body_len = j->req->body.len;
         it->now = now;
         it->lease_until = now + w->ctx->lease_s;
-        it->status = j->skip ? MSG_SKIPPED : (j->wait_begin ? MSG_PENDING : MSG_DELIVERING);
+        it->want = j->skip ? INGEST_SKIP : (j->wait_begin ? INGEST_WAIT_BEGIN : INGEST_DELIVER);
     }
     struct ch_error err = {0};
     ch_code rc = store_ingest(w->ctx->store, w->items, n, &err);

@@ -553,10 +553,16 @@ static void end_failed_pipeline(PGconn *c)
 /* One statement per item: the app must exist, a duplicate id inserts nothing, and an end-call
  * waits while its call's begin-call is open. The outer SELECT sees the table as it was before
  * this statement, so a row found there is a duplicate. */
+/* $7 is the item's enum ingest_want (0 deliver, 1 wait on the begin-call, 2 skip); the status
+ * stored is an enum msg_status (1 delivering, 0 pending, 4 skipped), as in every column. */
+_Static_assert(INGEST_DELIVER == 0 && INGEST_WAIT_BEGIN == 1 && INGEST_SKIP == 2,
+               "ingest_sql spells enum ingest_want as numbers");
+_Static_assert(MSG_PENDING == 0 && MSG_DELIVERING == 1 && MSG_SKIPPED == 4,
+               "the SQL spells enum msg_status as numbers");
 static const char ingest_sql[] =
     "WITH app AS (SELECT 1 FROM voice_apps WHERE id = $2),"
-    " st AS (SELECT CASE WHEN $7::int = 4 THEN 4"
-    "   WHEN $7::int = 0 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
+    " st AS (SELECT CASE WHEN $7::int = 2 THEN 4"
+    "   WHEN $7::int = 1 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
     "     WHERE b.app_id = $2 AND b.dedupe_key = $4 AND b.event = 'begin-call'"
     "     AND b.status IN (0, 1)) THEN 0"
     "   ELSE 1 END AS status),"
@@ -567,7 +573,7 @@ static const char ingest_sql[] =
      * clock (see claim_due). */
     "  SELECT $1, $2, $3, $4, $5::bigint, $6, st.status, $8::bigint,"
     "   CASE WHEN st.status = 1 THEN " DB_NOW_S " + ($9::bigint - $8::bigint) ELSE $8::bigint END,"
-    "   CASE WHEN $7::int = 0 THEN 1 ELSE 0 END"
+    "   CASE WHEN $7::int = 1 THEN 1 ELSE 0 END"
     "  FROM st WHERE EXISTS (SELECT 1 FROM app)"
     "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
     " SELECT EXISTS (SELECT 1 FROM app), (SELECT seq FROM ins), (SELECT status FROM ins),"
@@ -610,8 +616,7 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
     bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
     for (size_t i = 0; sent && i < n; i++) {
         struct ingest_item *it = &items[order[i].index];
-        /* The status asked for travels in: 4 skip, 0 per-call ordering, 1 plain. */
-        int mode = it->status == MSG_SKIPPED ? 4 : (it->status == MSG_PENDING ? 0 : 1);
+        int mode = (int)it->want;
         char ct[24], md[24], now[24], next[24];
         snprintf(ct, sizeof ct, "%lld", it->call_type);
         const char *values[] = {it->msg_id,

@@ -383,14 +383,6 @@ static ch_code key_revoke(struct store *s, const char *key_id, struct ch_error *
 
 /* ---- voice apps ---- */
 
-void stored_app_release(struct stored_app *a)
-{
-    if (a != NULL) {
-        free(a->config_json);
-        a->config_json = NULL;
-    }
-}
-
 static ch_code app_put(struct store *s, const struct stored_app *a, bool *created,
                        struct ch_error *err)
 {
@@ -623,8 +615,8 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
     ch_code rc = begin(db, true, err);
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
         /* skip and ordering travel in the item's status field on the way in. */
-        bool skip = items[i].status == MSG_SKIPPED;
-        bool wait_begin = items[i].status == MSG_PENDING;
+        bool skip = items[i].want == INGEST_SKIP;
+        bool wait_begin = items[i].want == INGEST_WAIT_BEGIN;
         rc = ingest_one(db, &items[i], skip, wait_begin, err);
     }
     rc = finish(db, rc, err);

@@ -434,3 +434,11 @@ void store_uri_for_log(const char *uri, char *out, size_t cap)
         p = k;
     }
 }
+
+void stored_app_release(struct stored_app *a)
+{
+    if (a != NULL) {
+        free(a->config_json);
+        a->config_json = NULL;
+    }
+}

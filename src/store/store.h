@@ -42,6 +42,13 @@ struct stored_app {
 };
 void stored_app_release(struct stored_app *a);
 
+/* What ingest asks the store to do with an event. */
+enum ingest_want {
+    INGEST_DELIVER = 0,    /* stored as claimed by this node: the engine delivers it now */
+    INGEST_WAIT_BEGIN = 1, /* per-call ordering: pending while its begin-call is undelivered */
+    INGEST_SKIP = 2,       /* the app has no URL for this event: recorded, nothing sent */
+};
+
 /* One event to ingest, and what became of it. */
 struct ingest_item {
     /* in (borrowed) */
@@ -55,6 +62,7 @@ struct ingest_item {
     size_t body_len;
     int64_t now;
     int64_t lease_until; /* a fresh event is claimed by the node that ingests it */
+    enum ingest_want want;
     /* out */
     ch_code result;         /* CH_OK, or the error for this item alone */
     bool duplicate;         /* already stored: nothing was written */

@@ -171,7 +171,9 @@ static struct ingest_item ingest_leased(struct store *s, const char *msg_id, con
                              .body_len = sizeof body - 1,
                              .now = now,
                              .lease_until = now + lease_s,
-                             .status = status_in};
+                             .want = status_in == MSG_SKIPPED   ? INGEST_SKIP
+                                     : status_in == MSG_PENDING ? INGEST_WAIT_BEGIN
+                                                                : INGEST_DELIVER};
     assert_int_equal(store_ingest(s, &it, 1, NULL), CH_OK);
     return it;
 }
@@ -314,7 +316,7 @@ static void test_ingest_and_duplicates(void **state)
          .body_len = 2,
          .now = 5,
          .lease_until = 305,
-         .status = MSG_DELIVERING},
+         .want = INGEST_DELIVER},
         {.msg_id = "msg_d",
          .app_id = "app",
          .event = "begin-call",
@@ -323,7 +325,7 @@ static void test_ingest_and_duplicates(void **state)
          .body_len = 2,
          .now = 5,
          .lease_until = 305,
-         .status = MSG_DELIVERING},
+         .want = INGEST_DELIVER},
         {.msg_id = "msg_e",
          .app_id = "gone",
          .event = "begin-call",
@@ -332,7 +334,7 @@ static void test_ingest_and_duplicates(void **state)
          .body_len = 2,
          .now = 5,
          .lease_until = 305,
-         .status = MSG_DELIVERING},
+         .want = INGEST_DELIVER},
     };
     assert_int_equal(store_ingest(s, items, 3, NULL), CH_OK);
     assert_false(items[0].duplicate);
@@ -739,7 +741,7 @@ static void test_sealed_at_rest(void **state)
                              .body_len = sizeof body - 1,
                              .now = 1000,
                              .lease_until = 1000,
-                             .status = MSG_DELIVERING};
+                             .want = INGEST_DELIVER};
     assert_int_equal(store_ingest(s, &it, 1, NULL), CH_OK);
     assert_ptr_equal(it.body, body); /* the caller's bytes, untouched */
 
@@ -1129,7 +1131,7 @@ static void fill_old(void)
                                             .body_len = strlen(bodies[i]),
                                             .now = 1000,
                                             .lease_until = 1000,
-                                            .status = MSG_DELIVERING};
+                                            .want = INGEST_DELIVER};
         }
         assert_int_equal(store_ingest(raw, items, n, NULL), CH_OK);
     }
