@@ -1,7 +1,9 @@
 /*
- * The store: the one interface between callhook serve and its database. A backend (SQLite now,
- * PostgreSQL later) implements struct store_ops; nothing above this header sees SQL, locking or
- * a driver's types. Every function is safe to call from any thread.
+ * The store: the one interface between callhook serve and its database. A backend (SQLite, or
+ * PostgreSQL for several nodes; the encrypting decorator wraps either) implements struct
+ * store_ops; callers use the store_*() door in store.c, which holds the contract written here.
+ * Nothing above this header sees SQL, locking or a driver's types. Every function is safe to
+ * call from any thread.
  */
 #ifndef CALLHOOK_STORE_H
 #define CALLHOOK_STORE_H
