@@ -494,6 +494,19 @@ static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stor
     return rc;
 }
 
+/* Commits what a multi-statement transaction did (rc == CH_OK) or rolls it back; the result. */
+static ch_code end_transaction(PGconn *c, ch_code rc, const char *what, struct ch_error *err)
+{
+    if (rc != CH_OK) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        return rc;
+    }
+    PGresult *r = PQexec(c, "COMMIT");
+    if (!ok(r))
+        return fail(c, r, what, err);
+    PQclear(r);
+    return CH_OK;
+}
 static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
 {
     struct pg_store *db = self(s);
@@ -524,15 +537,7 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
         else
             PQclear(r);
     }
-    if (rc == CH_OK) {
-        r = PQexec(c, "COMMIT");
-        if (!ok(r))
-            rc = fail(c, r, "delete voice app", err);
-        else
-            PQclear(r);
-    } else {
-        PQclear(PQexec(c, "ROLLBACK"));
-    }
+    rc = end_transaction(c, rc, "delete voice app", err);
     give_back(db, c);
     return rc;
 }
@@ -1253,15 +1258,7 @@ static ch_code values_replace(struct store *s, const struct value_swap *v, size_
         PQclear(r);
     for (size_t i = 0; rc == CH_OK && i < n; i++)
         rc = replace_one(c, &v[i], replaced, err);
-    if (rc == CH_OK) {
-        r = PQexec(c, "COMMIT");
-        if (!ok(r))
-            rc = fail(c, r, "replace sealed values", err);
-        else
-            PQclear(r);
-    } else {
-        PQclear(PQexec(c, "ROLLBACK"));
-    }
+    rc = end_transaction(c, rc, "replace sealed values", err);
     give_back(db, c);
     return rc;
 }
