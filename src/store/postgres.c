@@ -229,6 +229,14 @@ static ch_code query(struct pg_store *db, const char *sql, int n, const char *co
     if (c == NULL)
         return CH_EUNAVAILABLE;
     PGresult *r = run(c, sql, n, values, lengths, formats);
+    /* A pooled connection the server dropped while it sat idle (a restart) is seen only when
+     * it is used: a read is run once more on a fresh connection rather than failing a request
+     * that nothing was wrong with. Writes are not, as they may have been applied. */
+    if (!ok(r) && PQstatus(c) == CONNECTION_BAD && strncmp(sql, "SELECT", 6) == 0) {
+        PQclear(r);
+        PQreset(c);
+        r = PQstatus(c) == CONNECTION_OK ? run(c, sql, n, values, lengths, formats) : NULL;
+    }
     ch_code rc = CH_OK;
     if (!ok(r))
         rc = fail(c, r, what, err);
