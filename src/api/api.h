@@ -1,6 +1,7 @@
 /*
- * The HTTP API's internals: the request as handlers see it (no libmicrohttpd types), the
- * service context they share, and the modules' entry points. Only server.c sees microhttpd.h.
+ * The HTTP API's internals: the service context its handlers share, the request as they see
+ * it, and the modules' entry points. The API is a handler of the HTTP front (src/http/); no
+ * file here sees libmicrohttpd.
  */
 #ifndef CALLHOOK_API_H
 #define CALLHOOK_API_H
@@ -9,11 +10,10 @@
 
 #include "deliver/engine.h"
 #include "deliver/metrics.h"
+#include "http/http.h"
 #include "store/store.h"
 #include "util/buf.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,59 +31,19 @@ struct api_context {
     size_t max_body_bytes;
     int lease_s;
     int64_t started_at;
-    atomic_int suspended; /* requests suspended and not yet answered */
-    /* Request bodies held in memory, over every connection, and the most they may hold: a
-     * request whose body would go over is answered 503 and its bytes are not kept. */
-    atomic_size_t body_bytes;
-    size_t body_budget_bytes;
 };
 
-enum api_state { REQ_READING = 0, REQ_WAITING, REQ_DONE };
-
+/* An API request: the front's request and what the API learns of it. The front keeps it (as
+ * the request's handler state) until the answer has been sent. */
 struct api_request {
+    struct http_request *http;
     struct api_context *ctx;
-    void *conn; /* the server's connection, opaque to handlers */
-    char method[16];
-    char path[512];
-    struct buf body; /* owned; capped at the context's max_body_bytes */
-    bool too_big;
-    bool over_budget;      /* the context's body budget was spent: the body is dropped */
-    size_t budgeted_bytes; /* what this request counts in the context's body_bytes */
-    int64_t arrived_ms;
     enum key_role role;
-    enum api_state state;
-    bool was_suspended;
-    /* The response, filled by a handler (or the ingest writer): */
-    int status;
-    char *response; /* owned, malloc'd */
-    size_t response_len;
-    const char *content_type;
-    char retry_after[16];
 };
 
-/* Headers and query arguments of the request; NULL when absent. */
-const char *api_header(struct api_request *r, const char *name);
-const char *api_query(struct api_request *r, const char *name);
-
-/* Sets a response: the body is copied. */
-void api_respond(struct api_request *r, int status, const char *content_type, const char *body,
-                 size_t len);
-/* Sets a JSON response, taking ownership of a malloc'd body (NULL: out of memory, a 500). */
-void api_respond_json(struct api_request *r, int status, char *body);
-/* Sets the error body of docs/API.md: {"error": {"code": ..., "message": ...}}. */
-void api_respond_error(struct api_request *r, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Lets a suspended request's response go out (called by the ingest writer's thread). */
-void api_resume(struct api_request *r);
-
-/* Routes a complete request to its handler. Returns true when the response is set, false when
- * the request waits for the ingest writer (the server suspends it until api_resume). */
-bool api_dispatch(struct api_request *r);
-
-/* What the headers alone decide, before the body is read: the API key (401), its role (403),
- * an unknown endpoint (404). True when that answered the request. */
-bool api_precheck(struct api_request *r);
+/* The API as a handler of the HTTP front: routes each request; what the headers decide (the
+ * API key, its role, an unknown endpoint) is answered before a byte of the body is read. */
+void api_handler(struct api_context *ctx, struct http_handler *out);
 
 /* Authentication: sets r->role from the Bearer key; false (and a 401 response) when missing
  * or unknown. */
@@ -112,15 +72,8 @@ void ingest_writer_free(struct ingest_writer *w); /* stops it first if needed */
 /* True (and a 403 response) when the request's key may not ingest. */
 bool ingest_refused(struct api_request *r);
 
-/* Handles POST /v1/voice-apps/{id}/begin-call|end-call. Returns as api_dispatch does. */
+/* Handles POST /v1/voice-apps/{id}/begin-call|end-call. Returns true when the answer is set,
+ * false when the request waits for the ingest writer (which answers it with http_resume). */
 bool ingest_handle(struct api_request *r, const char *app_id, const char *event);
-
-/* The HTTP server. */
-struct api_server;
-ch_code api_server_start(struct api_context *ctx, const char *listen, struct api_server **out,
-                         struct ch_error *err);
-/* Stops accepting new connections; the open ones are still served. */
-/* Closes everything; returns once the server's threads are gone. */
-void api_server_stop(struct api_server *s, struct api_context *ctx);
 
 #endif

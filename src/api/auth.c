@@ -106,10 +106,10 @@ ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_err
 
 bool api_authenticate(struct api_request *r)
 {
-    const char *auth = api_header(r, "Authorization");
+    const char *auth = http_header(r->http, "Authorization");
     if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0') {
-        api_respond_error(r, 401, "unauthorized",
-                          "send an API key as 'Authorization: Bearer <key>'");
+        http_respond_error(r->http, 401, "unauthorized",
+                           "send an API key as 'Authorization: Bearer <key>'");
         return false;
     }
     unsigned char hash[32];
@@ -133,11 +133,11 @@ bool api_authenticate(struct api_request *r)
         api_cache_put(r->ctx->keys, hex, &cached, sizeof cached);
     }
     if (rc == CH_ENOTFOUND) {
-        api_respond_error(r, 401, "unauthorized", "unknown or revoked API key");
+        http_respond_error(r->http, 401, "unauthorized", "unknown or revoked API key");
         return false;
     }
     if (rc != CH_OK) {
-        api_respond_error(r, 503, "unavailable", "cannot check the API key now; try again");
+        http_respond_error(r->http, 503, "unavailable", "cannot check the API key now; try again");
         return false;
     }
     r->role = role;

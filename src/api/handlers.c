@@ -23,34 +23,34 @@
 
 static bool method_is(const struct api_request *r, const char *m)
 {
-    return strcmp(r->method, m) == 0;
+    return strcmp(r->http->method, m) == 0;
 }
 
 static bool need_role(struct api_request *r, bool read_ok)
 {
     if (r->role == ROLE_ADMIN || (read_ok && r->role == ROLE_READ))
         return true;
-    api_respond_error(r, 403, "forbidden", "this key's role (%s) cannot do this",
-                      key_role_name(r->role));
+    http_respond_error(r->http, 403, "forbidden", "this key's role (%s) cannot do this",
+                       key_role_name(r->role));
     return false;
 }
 
 static void store_failed(struct api_request *r, const struct ch_error *err)
 {
     if (err->code == CH_ENOTFOUND) {
-        api_respond_error(r, 404, "not_found", "%s", err->message);
+        http_respond_error(r->http, 404, "not_found", "%s", err->message);
         return;
     }
-    log_warn("api: store error on %s %s: %s", r->method, r->path, err->message);
-    snprintf(r->retry_after, sizeof r->retry_after, "1");
-    api_respond_error(r, 503, "unavailable", "the store is unavailable; try again");
+    log_warn("api: store error on %s %s: %s", r->http->method, r->http->path, err->message);
+    snprintf(r->http->retry_after, sizeof r->http->retry_after, "1");
+    http_respond_error(r->http, 503, "unavailable", "the store is unavailable; try again");
 }
 
 static void respond_json_value(struct api_request *r, int status, json_t *v)
 {
     char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
-    api_respond_json(r, status, text);
+    http_respond_json(r->http, status, text);
 }
 
 /* ---- voice apps ---- */
@@ -83,15 +83,16 @@ static void app_put(struct api_request *r, const char *id)
 {
     struct api_context *ctx = r->ctx;
     if (!app_id_valid(id)) {
-        api_respond_error(r, 400, "invalid_id",
-                          "a voice app id has 1 to 128 characters of A-Z a-z 0-9 . _ -");
+        http_respond_error(r->http, 400, "invalid_id",
+                           "a voice app id has 1 to 128 characters of A-Z a-z 0-9 . _ -");
         return;
     }
     struct app_config cfg;
     struct ch_error err = {0};
-    if (app_config_parse(&cfg, r->body.data ? r->body.data : "", r->body.len, &err) != CH_OK ||
+    if (app_config_parse(&cfg, r->http->body.data ? r->http->body.data : "", r->http->body.len,
+                         &err) != CH_OK ||
         app_config_check_files(&cfg, &err) != CH_OK) {
-        api_respond_error(r, 400, "invalid_settings", "%s", err.message);
+        http_respond_error(r->http, 400, "invalid_settings", "%s", err.message);
         return;
     }
     struct stored_app a;
@@ -109,7 +110,7 @@ static void app_put(struct api_request *r, const char *id)
         if (ch_secret_generate(&s, CH_KEY_HMAC, 32, &err) != CH_OK ||
             ch_secret_format(&s, a.secret, sizeof a.secret, &err) != CH_OK) {
             ch_secret_wipe(&s);
-            api_respond_error(r, 500, "internal", "cannot make a signing secret");
+            http_respond_error(r->http, 500, "internal", "cannot make a signing secret");
             return;
         }
         ch_secret_wipe(&s);
@@ -122,7 +123,7 @@ static void app_put(struct api_request *r, const char *id)
         a.disabled_reason[0] = '\0';
     bool created = false;
     if (a.config_json == NULL)
-        api_respond_error(r, 500, "internal", "out of memory");
+        http_respond_error(r->http, 500, "internal", "out of memory");
     else if ((rc = store_app_put(ctx->store, &a, &created, &err)) != CH_OK)
         store_failed(r, &err);
     else {
@@ -178,7 +179,7 @@ static void app_delete(struct api_request *r, const char *id)
     }
     engine_app_changed(r->ctx->engine);
     api_cache_clear(r->ctx->apps);
-    api_respond(r, 204, NULL, "", 0);
+    http_respond(r->http, 204, NULL, "", 0);
 }
 
 static json_t *secret_json(const struct stored_app *a)
@@ -200,15 +201,15 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
     }
     if (rotate) {
         long grace = ROTATE_GRACE_DEFAULT_S;
-        if (r->body.len > 0) {
-            json_t *b = json_loadb(r->body.data, r->body.len, 0, NULL);
+        if (r->http->body.len > 0) {
+            json_t *b = json_loadb(r->http->body.data, r->http->body.len, 0, NULL);
             json_t *g = json_object_get(b, "graceSeconds");
             if (!json_is_object(b) || (g && (!json_is_integer(g) || json_integer_value(g) < 0 ||
                                              json_integer_value(g) > 30 * 86400))) {
                 json_decref(b);
                 stored_app_release(&a);
-                api_respond_error(r, 400, "invalid_settings",
-                                  "graceSeconds: must be a whole number from 0 to 2592000");
+                http_respond_error(r->http, 400, "invalid_settings",
+                                   "graceSeconds: must be a whole number from 0 to 2592000");
                 return;
             }
             if (g)
@@ -222,7 +223,7 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
             ch_secret_format(&s, a.secret, sizeof a.secret, &err) != CH_OK) {
             ch_secret_wipe(&s);
             stored_app_release(&a);
-            api_respond_error(r, 500, "internal", "cannot make a signing secret");
+            http_respond_error(r->http, 500, "internal", "cannot make a signing secret");
             return;
         }
         ch_secret_wipe(&s);
@@ -243,11 +244,11 @@ static void app_secret(struct api_request *r, const char *id, bool rotate)
 
 static void app_recover(struct api_request *r, const char *id)
 {
-    const char *since_text = api_query(r, "since");
+    const char *since_text = http_query(r->http, "since");
     char *end = NULL;
     long long since = since_text ? strtoll(since_text, &end, 10) : 0;
     if (since_text && (*since_text == '\0' || *end != '\0' || since < 0)) {
-        api_respond_error(r, 400, "invalid_query", "since: must be unix seconds");
+        http_respond_error(r->http, 400, "invalid_query", "since: must be unix seconds");
         return;
     }
     struct stored_app a;
@@ -306,19 +307,19 @@ static void add_message(void *ctx, const struct message_view *m)
 static void messages_list(struct api_request *r)
 {
     struct message_filter f = {.status = -1, .attempted = -1, .limit = LIST_LIMIT_DEFAULT};
-    f.app_id = api_query(r, "voiceAppId");
-    f.event = api_query(r, "event");
-    f.dedupe_key = api_query(r, "activeCallId");
-    const char *status = api_query(r, "status");
-    const char *since = api_query(r, "since");
-    const char *limit = api_query(r, "limit");
-    const char *cursor = api_query(r, "cursor");
+    f.app_id = http_query(r->http, "voiceAppId");
+    f.event = http_query(r->http, "event");
+    f.dedupe_key = http_query(r->http, "activeCallId");
+    const char *status = http_query(r->http, "status");
+    const char *since = http_query(r->http, "since");
+    const char *limit = http_query(r->http, "limit");
+    const char *cursor = http_query(r->http, "cursor");
     if (status) {
         enum msg_status st;
         if (!msg_status_parse(status, &st)) {
-            api_respond_error(r, 400, "invalid_query",
-                              "status: one of pending, failed, delivering, delivered, dead, "
-                              "skipped");
+            http_respond_error(r->http, 400, "invalid_query",
+                               "status: one of pending, failed, delivering, delivered, dead, "
+                               "skipped");
             return;
         }
         f.status = (int)st;
@@ -330,16 +331,17 @@ static void messages_list(struct api_request *r)
     }
     char *end;
     if (since && ((f.since = strtoll(since, &end, 10)) < 0 || *end != '\0')) {
-        api_respond_error(r, 400, "invalid_query", "since: must be unix seconds");
+        http_respond_error(r->http, 400, "invalid_query", "since: must be unix seconds");
         return;
     }
     if (limit && ((f.limit = (int)strtol(limit, &end, 10)) < 1 || f.limit > LIST_LIMIT_MAX ||
                   *end != '\0')) {
-        api_respond_error(r, 400, "invalid_query", "limit: 1 to %d", LIST_LIMIT_MAX);
+        http_respond_error(r->http, 400, "invalid_query", "limit: 1 to %d", LIST_LIMIT_MAX);
         return;
     }
     if (cursor && ((f.before_seq = strtoll(cursor, &end, 10)) <= 0 || *end != '\0')) {
-        api_respond_error(r, 400, "invalid_query", "cursor: use nextCursor of the last page");
+        http_respond_error(r->http, 400, "invalid_query",
+                           "cursor: use nextCursor of the last page");
         return;
     }
     struct list_ctx l = {.data = json_array()};
@@ -401,26 +403,27 @@ static void message_replay(struct api_request *r, const char *id)
         return;
     }
     if (m.app_deleted) {
-        api_respond_error(r, 409, "app_deleted",
-                          "message '%s' belongs to voice app '%s', which was deleted: it is not "
-                          "delivered again (an app created since with that id starts empty)",
-                          id, m.app_id);
+        http_respond_error(r->http, 409, "app_deleted",
+                           "message '%s' belongs to voice app '%s', which was deleted: it is not "
+                           "delivered again (an app created since with that id starts empty)",
+                           id, m.app_id);
         return;
     }
     if (m.status == MSG_SKIPPED) {
-        api_respond_error(r, 409, "conflict",
-                          "message '%s' was skipped: its voice app has no URL for %s", id, m.event);
+        http_respond_error(r->http, 409, "conflict",
+                           "message '%s' was skipped: its voice app has no URL for %s", id,
+                           m.event);
         return;
     }
     if (m.body_len == 0) {
-        api_respond_error(r, 409, "conflict",
-                          "message '%s' has no record any more: retention removed it", id);
+        http_respond_error(r->http, 409, "conflict",
+                           "message '%s' has no record any more: retention removed it", id);
         return;
     }
     if (m.status == MSG_DELIVERING) {
-        api_respond_error(r, 409, "conflict",
-                          "message '%s' is being delivered now; replay it once the attempt ends",
-                          id);
+        http_respond_error(r->http, 409, "conflict",
+                           "message '%s' is being delivered now; replay it once the attempt ends",
+                           id);
         return;
     }
     if (store_message_requeue(r->ctx->store, id, clock_wall_s(), &err) != CH_OK) {
@@ -438,11 +441,11 @@ static void healthz(struct api_request *r)
     struct store_stats st;
     struct ch_error err = {0};
     if (store_stats(r->ctx->store, &st, &err) != CH_OK) {
-        api_respond_error(r, 503, "unavailable", "the store does not answer");
+        http_respond_error(r->http, 503, "unavailable", "the store does not answer");
         return;
     }
     const char *ok = "{\"status\":\"ok\"}";
-    api_respond(r, 200, "application/json", ok, strlen(ok));
+    http_respond(r->http, 200, "application/json", ok, strlen(ok));
 }
 
 static void metrics_text(struct api_request *r)
@@ -529,7 +532,7 @@ static void metrics_text(struct api_request *r)
     EMIT("callhook_delivery_latency_seconds_count %lld\n",
          (long long)atomic_load(&m->latency_count));
 #undef EMIT
-    api_respond(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
+    http_respond(r->http, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
     buf_release(&b);
 }
 
@@ -550,8 +553,8 @@ static int split_path(char *path, char *seg[6])
  * run = true: the whole request, its body read. */
 static bool route(struct api_request *r, bool run)
 {
-    char path[sizeof r->path];
-    snprintf(path, sizeof path, "%s", r->path);
+    char path[sizeof r->http->path];
+    snprintf(path, sizeof path, "%s", r->http->path);
     char *seg[6] = {0};
     int n = split_path(path, seg);
 
@@ -565,17 +568,17 @@ static bool route(struct api_request *r, bool run)
     if (n == 1 && strcmp(seg[0], "metrics") == 0 && method_is(r, "GET")) {
         if (need_role(r, true) && run)
             metrics_text(r);
-        return run || r->status != 0;
+        return run || r->http->status != 0;
     }
     if (n < 2 || strcmp(seg[0], "v1") != 0) {
-        api_respond_error(r, 404, "not_found", "no such endpoint: %s", r->path);
+        http_respond_error(r->http, 404, "not_found", "no such endpoint: %s", r->http->path);
         return true;
     }
     if (strcmp(seg[1], "voice-apps") == 0) {
         if (n == 2 && method_is(r, "GET")) {
             if (need_role(r, true) && run)
                 app_list(r);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
         if (n == 4 && method_is(r, "POST") &&
             (strcmp(seg[3], "begin-call") == 0 || strcmp(seg[3], "end-call") == 0))
@@ -590,54 +593,67 @@ static bool route(struct api_request *r, bool run)
             } else if (method_is(r, "DELETE") && need_role(r, false)) {
                 if (run)
                     app_delete(r, seg[2]);
-            } else if (r->status == 0) {
-                api_respond_error(r, 405, "method_not_allowed", "use GET, PUT or DELETE");
+            } else if (r->http->status == 0) {
+                http_respond_error(r->http, 405, "method_not_allowed", "use GET, PUT or DELETE");
             }
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "secret") == 0 && method_is(r, "GET")) {
             if (need_role(r, false) && run)
                 app_secret(r, seg[2], false);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
         if (n == 5 && strcmp(seg[3], "secret") == 0 && strcmp(seg[4], "rotate") == 0 &&
             method_is(r, "POST")) {
             if (need_role(r, false) && run)
                 app_secret(r, seg[2], true);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "recover") == 0 && method_is(r, "POST")) {
             if (need_role(r, false) && run)
                 app_recover(r, seg[2]);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
     } else if (strcmp(seg[1], "messages") == 0) {
         if (n == 2 && method_is(r, "GET")) {
             if (need_role(r, true) && run)
                 messages_list(r);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
         if (n == 3 && method_is(r, "GET")) {
             if (need_role(r, true) && run)
                 message_get(r, seg[2]);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "replay") == 0 && method_is(r, "POST")) {
             if (need_role(r, false) && run)
                 message_replay(r, seg[2]);
-            return run || r->status != 0;
+            return run || r->http->status != 0;
         }
     }
-    api_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
+    http_respond_error(r->http, 404, "not_found", "no such endpoint: %s %s", r->http->method,
+                       r->http->path);
     return true;
 }
 
-bool api_precheck(struct api_request *r)
+static bool on_headers(void *ctx, struct http_request *h)
 {
+    struct api_request *r = h->state;
+    r->http = h;
+    r->ctx = ctx;
     return route(r, false);
 }
 
-bool api_dispatch(struct api_request *r)
+static bool on_request(void *ctx, struct http_request *h)
 {
-    return route(r, true);
+    (void)ctx;
+    return route(h->state, true);
+}
+
+void api_handler(struct api_context *ctx, struct http_handler *out)
+{
+    *out = (struct http_handler){.on_headers = on_headers,
+                                 .on_request = on_request,
+                                 .ctx = ctx,
+                                 .state_bytes = sizeof(struct api_request)};
 }

@@ -49,20 +49,20 @@ static void answer(struct ingest_job *j, struct ingest_item *it, ch_code batch_r
     struct api_request *r = j->req;
     char body[160];
     if (batch_rc != CH_OK) {
-        snprintf(r->retry_after, sizeof r->retry_after, "1");
-        api_respond_error(r, 503, "unavailable",
-                          "the event could not be stored; nothing was accepted, send it again");
+        snprintf(r->http->retry_after, sizeof r->http->retry_after, "1");
+        http_respond_error(r->http, 503, "unavailable",
+                           "the event could not be stored; nothing was accepted, send it again");
     } else if (it->unknown_app) {
-        api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", j->app_id);
+        http_respond_error(r->http, 404, "unknown_voice_app", "no voice app '%s'", j->app_id);
     } else if (it->duplicate) {
         atomic_fetch_add(&ctx->metrics->duplicates, 1);
         int n = snprintf(body, sizeof body, "{\"messageId\":\"%s\",\"duplicate\":true}", j->msg_id);
-        api_respond(r, 200, "application/json", body, (size_t)n);
+        http_respond(r->http, 200, "application/json", body, (size_t)n);
     } else {
         atomic_fetch_add(&ctx->metrics->ingested, 1);
         int n =
             snprintf(body, sizeof body, "{\"messageId\":\"%s\",\"duplicate\":false}", j->msg_id);
-        api_respond(r, 202, "application/json", body, (size_t)n);
+        http_respond(r->http, 202, "application/json", body, (size_t)n);
         if (it->status == MSG_DELIVERING) {
             /* The engine takes the body the request read: no copy. */
             struct due_message m = {.seq = it->seq, .attempts = 0, .created_at = it->now};
@@ -70,10 +70,10 @@ static void answer(struct ingest_job *j, struct ingest_item *it, ch_code batch_r
             snprintf(m.app_id, sizeof m.app_id, "%s", j->app_id);
             snprintf(m.event, sizeof m.event, "%s", j->event);
             snprintf(m.dedupe_key, sizeof m.dedupe_key, "%s", j->dedupe_key);
-            m.body = r->body.data;
-            m.body_len = r->body.len;
-            buf_init(&r->body, 0);
-            engine_submit(ctx->engine, &m, r->arrived_ms);
+            m.body = r->http->body.data;
+            m.body_len = r->http->body.len;
+            buf_init(&r->http->body, 0);
+            engine_submit(ctx->engine, &m, r->http->arrived_ms);
         }
     }
 }
@@ -93,8 +93,8 @@ static ch_code commit_batch(void *arg, void *const *jobs, size_t n)
         it->dedupe_key = j->dedupe_key;
         it->has_call_type = j->has_call_type;
         it->call_type = j->call_type;
-        it->body = j->req->body.data ? j->req->body.data : "";
-        it->body_len = j->req->body.len;
+        it->body = j->req->http->body.data ? j->req->http->body.data : "";
+        it->body_len = j->req->http->body.len;
         it->now = now;
         it->lease_until = now + w->ctx->lease_s;
         it->want = j->skip ? INGEST_SKIP : (j->wait_begin ? INGEST_WAIT_BEGIN : INGEST_DELIVER);
@@ -113,7 +113,7 @@ static void answer_batch(void *arg, void *const *jobs, size_t n, ch_code rc)
     for (size_t i = 0; i < n; i++) {
         struct ingest_job *j = jobs[i];
         answer(j, &w->items[i], rc, w->ctx);
-        api_resume(j->req);
+        http_resume(j->req->http);
         free(j);
     }
     engine_kick(w->ctx->engine);
@@ -170,19 +170,19 @@ static bool ingest_settings(struct api_request *r, const char *app_id, struct in
     struct ch_error err = {0};
     ch_code rc = store_app_get(ctx->store, app_id, &app, &err);
     if (rc == CH_ENOTFOUND) {
-        api_respond_error(r, 404, "unknown_voice_app", "no voice app '%s'", app_id);
+        http_respond_error(r->http, 404, "unknown_voice_app", "no voice app '%s'", app_id);
         return false;
     }
     if (rc != CH_OK) {
-        snprintf(r->retry_after, sizeof r->retry_after, "1");
-        api_respond_error(r, 503, "unavailable", "the store is unavailable; send it again");
+        snprintf(r->http->retry_after, sizeof r->http->retry_after, "1");
+        http_respond_error(r->http, 503, "unavailable", "the store is unavailable; send it again");
         return false;
     }
     static _Thread_local struct app_config cfg; /* large: not on the stack of a server thread */
     rc = app_config_parse(&cfg, app.config_json, strlen(app.config_json), &err);
     stored_app_release(&app);
     if (rc != CH_OK) {
-        api_respond_error(r, 500, "internal", "the voice app's stored settings are invalid");
+        http_respond_error(r->http, 500, "internal", "the voice app's stored settings are invalid");
         return false;
     }
     *set = (struct ingest_settings){.has_begin_url = cfg.begin_url[0] != '\0',
@@ -207,8 +207,8 @@ bool ingest_refused(struct api_request *r)
 {
     if (r->role == ROLE_INGEST || r->role == ROLE_ADMIN)
         return false;
-    api_respond_error(r, 403, "forbidden", "this key's role (%s) cannot ingest events",
-                      key_role_name(r->role));
+    http_respond_error(r->http, 403, "forbidden", "this key's role (%s) cannot ingest events",
+                       key_role_name(r->role));
     return true;
 }
 
@@ -217,35 +217,35 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
     struct api_context *ctx = r->ctx;
     if (ingest_refused(r))
         return true;
-    if (!is_json_content_type(api_header(r, "Content-Type"))) {
-        api_respond_error(r, 415, "unsupported_media_type",
-                          "send the call record with Content-Type: application/json");
+    if (!is_json_content_type(http_header(r->http, "Content-Type"))) {
+        http_respond_error(r->http, 415, "unsupported_media_type",
+                           "send the call record with Content-Type: application/json");
         return true;
     }
     struct ch_record rec;
     struct ch_error err = {0};
-    ch_code rc = ch_record_parse(&rec, r->body.data ? r->body.data : "", r->body.len,
-                                 ctx->max_body_bytes, &err);
+    ch_code rc = ch_record_parse(&rec, r->http->body.data ? r->http->body.data : "",
+                                 r->http->body.len, ctx->max_body_bytes, &err);
     if (rc == CH_ETOOBIG) {
-        api_respond_error(r, 413, "too_large", "%s", err.message);
+        http_respond_error(r->http, 413, "too_large", "%s", err.message);
         return true;
     }
     if (rc == CH_ENOTOBJECT) {
-        api_respond_error(r, 400, "not_an_object", "%s", err.message);
+        http_respond_error(r->http, 400, "not_an_object", "%s", err.message);
         return true;
     }
     if (rc != CH_OK) {
-        api_respond_error(r, 400, "invalid_json", "%s", err.message);
+        http_respond_error(r->http, 400, "invalid_json", "%s", err.message);
         return true;
     }
     const char *key = ch_record_dedupe_key(&rec);
     if (key == NULL) {
-        key = api_header(r, "Idempotency-Key");
+        key = http_header(r->http, "Idempotency-Key");
         if (key == NULL || *key == '\0' || strlen(key) > CH_RECORD_ID_MAX) {
-            api_respond_error(r, 400, "no_dedupe_key",
-                              "the record has no ActiveCallId or CorrelationId; send an "
-                              "Idempotency-Key header (1 to %d bytes)",
-                              CH_RECORD_ID_MAX);
+            http_respond_error(r->http, 400, "no_dedupe_key",
+                               "the record has no ActiveCallId or CorrelationId; send an "
+                               "Idempotency-Key header (1 to %d bytes)",
+                               CH_RECORD_ID_MAX);
             return true;
         }
     }
@@ -254,7 +254,7 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
         return true;
     struct ingest_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
-        api_respond_error(r, 503, "unavailable", "out of memory; send it again");
+        http_respond_error(r->http, 503, "unavailable", "out of memory; send it again");
         return true;
     }
     j->req = r;
@@ -267,18 +267,18 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
     j->wait_begin = set.ordering_per_call;
     if (ch_msgid(app_id, event, key, j->msg_id, &err) != CH_OK) {
         free(j);
-        api_respond_error(r, 500, "internal", "cannot derive the message id");
+        http_respond_error(r->http, 500, "internal", "cannot derive the message id");
         return true;
     }
     enum batcher_submit_result queued = batcher_submit(ctx->writer->batcher, j);
     if (queued == BATCHER_QUEUED)
         return false;
     free(j);
-    snprintf(r->retry_after, sizeof r->retry_after, "1");
+    snprintf(r->http->retry_after, sizeof r->http->retry_after, "1");
     if (queued == BATCHER_STOPPED)
-        api_respond_error(r, 503, "unavailable", "callhook is shutting down; send it again");
+        http_respond_error(r->http, 503, "unavailable", "callhook is shutting down; send it again");
     else
-        api_respond_error(r, 503, "unavailable",
-                          "too many events are waiting to be stored; send it again");
+        http_respond_error(r->http, 503, "unavailable",
+                           "too many events are waiting to be stored; send it again");
     return true;
 }

@@ -173,12 +173,8 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     struct api_context ctx = {.metrics = &metrics,
                               .max_body_bytes = c->max_body_bytes,
                               .lease_s = c->lease_s,
-                              /* Bodies held at once: 64 MiB, or four of the largest allowed. */
-                              .body_budget_bytes = c->max_body_bytes * 4 > (64u << 20)
-                                                       ? c->max_body_bytes * 4
-                                                       : (size_t)64 << 20,
                               .started_at = clock_wall_s()};
-    struct api_server *server = NULL;
+    struct http_server *server = NULL;
     int status = 1;
     char key_file[4200];
     key_file_path(c->db, key_file, sizeof key_file);
@@ -226,7 +222,17 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     }
     if (ingest_writer_new(&ctx, &ctx.writer, err) != CH_OK)
         goto out;
-    if (api_server_start(&ctx, c->listen, &server, err) != CH_OK)
+    struct http_config hc = {.listen = c->listen,
+                             .max_body_bytes = c->max_body_bytes,
+                             /* Bodies held at once: 64 MiB, or four of the largest allowed. */
+                             .body_budget_bytes = c->max_body_bytes * 4 > (64u << 20)
+                                                      ? c->max_body_bytes * 4
+                                                      : (size_t)64 << 20,
+                             .connection_memory = 16 * 1024,
+                             .errors = HTTP_ERROR_CODED};
+    struct http_handler handler;
+    api_handler(&ctx, &handler);
+    if (http_server_start(&hc, &handler, &server, err) != CH_OK)
         goto out;
     log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
              db_shown);
@@ -252,15 +258,9 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
 
 out:
     /* Stop in reverse: answer every queued ingest (anything later is answered 503), close
-     * HTTP, then let the engine finish or give back its work. Not MHD_quiesce_daemon(): with a
-     * thread pool on epoll, libmicrohttpd 0.9.75 can abort in it ("Failed to remove listen FD
-     * from epoll set") when a worker takes the listen socket out at the same moment. */
+     * HTTP once those answers are sent, then let the engine finish or give back its work. */
     ingest_writer_stop(ctx.writer);
-    if (server) {
-        struct timespec ts = {0, 200 * 1000000L};
-        nanosleep(&ts, NULL); /* let the last answers leave */
-        api_server_stop(server, &ctx);
-    }
+    http_server_stop(server);
     ingest_writer_free(ctx.writer);
     ctx.writer = NULL;
     engine_free(ctx.engine);

@@ -1,4 +1,4 @@
-/* The receiver's HTTP(S) front: the only receive file that sees libmicrohttpd and GnuTLS. */
+/* The receiver's front: its handler of the HTTP front (src/http/) and its inbox writer. */
 #ifndef CALLHOOK_RECEIVE_FRONT_H
 #define CALLHOOK_RECEIVE_FRONT_H
 
