@@ -1,7 +1,7 @@
 /* `callhook serve` and `callhook key`: start the sender daemon; manage its API keys. */
 #include "cli/cli.h"
 
-#include "api/serve.h"
+#include "serve/serve.h"
 
 #include <getopt.h>
 #include <stdio.h>

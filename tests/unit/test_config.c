@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/serve.h"
+#include "serve/serve.h"
 #include "receive/receiver.h"
 #include "util/config.h"
 

@@ -1,8 +1,9 @@
 /*
- * callhook serve: settings, start-up in dependency order (store, keys, engine, writer, HTTP),
+ * callhook serve put together: the one place that composes the sender (store, keys, engine,
+ * ingest writer, the API on the HTTP front). Its settings, start-up in that dependency order,
  * and a shutdown that answers every request it took and gives back every claim it holds.
  */
-#include "api/serve.h"
+#include "serve/serve.h"
 
 #include "api/api.h"
 #include "api/cache.h"
