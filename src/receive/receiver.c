@@ -6,6 +6,7 @@
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -308,12 +309,10 @@ static void fill_std_fds(void)
 int receive_run(struct receive_config *c, struct ch_error *err)
 {
     fill_std_fds();
+    /* Stop signals are taken by sigtimedwait in this thread only; every thread started below
+     * inherits the blocked mask. */
     sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    thread_block_stop_signals(&stop_signals);
 
     struct ch_inbox *inbox = NULL;
     struct worker_pool *workers = NULL;

@@ -11,6 +11,7 @@
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #include <curl/curl.h>
 
@@ -156,14 +157,10 @@ static void key_file_path(const char *db, char *out, size_t cap)
 
 int serve_run(const struct serve_config *c, struct ch_error *err)
 {
-    /* Signals are taken by sigwait in this thread only; every thread started below inherits
-     * the blocked mask. */
+    /* Stop signals are taken by sigtimedwait in this thread only; every thread started below
+     * inherits the blocked mask. */
     sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    thread_block_stop_signals(&stop_signals);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         ch_error_set(err, CH_ENOMEM, "cannot initialise libcurl");
         return 1;
