@@ -25,7 +25,6 @@ enum failure_class {
 struct metrics {
     atomic_int_fast64_t ingested;
     atomic_int_fast64_t duplicates;
-    atomic_int_fast64_t rejected;
     atomic_int_fast64_t delivered;
     atomic_int_fast64_t dead;
     atomic_int_fast64_t failed[FAILURE_COUNT_];

@@ -72,10 +72,10 @@ struct receive_config {
  * given as flags replace those from the file and the environment. */
 extern const struct config_table receive_config_table;
 
-/* Checks the whole: keys present, TLS or --insecure-http, retention against tolerance, no
- * secret passed to handlers. */
+/* Checks the whole: keys present, TLS or --insecure-http (a client CA only with TLS),
+ * retention against tolerance, no secret passed to handlers. --help is config_print_help()
+ * on the table. */
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);
-void receive_config_print_help(void);
 
 /* Parses "SELECTOR=HANDLER": SELECTOR is begin-call, end-call or *, optionally followed by
  * "/TYPES" (CallType numbers or names, comma-separated); HANDLER is exec:CMD or jsonl:FILE. */
