@@ -1,5 +1,8 @@
 /* What the command-line front end's command files share: the command table entry, input
- * reading with a cap, and the exit codes. Commands use libcallhook's public API only. */
+ * reading with a cap, and the exit codes. Commands use libcallhook's public API, except where
+ * they start or open what lives inside callhook: serve/serve.h, receive/ (receiver.h,
+ * escape.h), store/store.h (callhook store) and util/ (config.h for settings, clock.h,
+ * buf.h). */
 #ifndef CALLHOOK_CLI_H
 #define CALLHOOK_CLI_H
 

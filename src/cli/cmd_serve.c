@@ -39,9 +39,10 @@ void cmd_purge_help(void)
          "                      [--attempt-retention-s N] [--data-key-file F] [--config FILE]\n"
          "\n"
          "Runs retention now, as callhook serve does every purge-interval-s: removes the call\n"
-         "records of messages delivered more than payload-retention-s ago (default 7 days) and\n"
-         "attempts older than attempt-retention-s (default 30 days). Dead and undelivered\n"
-         "messages keep their record until delivered or recovered. Takes serve's settings.");
+         "records of messages delivered (or skipped: no URL for their event) more than\n"
+         "payload-retention-s ago (default 7 days) and attempts older than\n"
+         "attempt-retention-s (default 30 days). Dead and undelivered messages keep their\n"
+         "record until delivered or recovered. Takes serve's settings.");
 }
 
 static int run_serve_or_purge(int argc, char **argv, bool purge);

@@ -1,5 +1,6 @@
-/* Where the engine may connect: the address check applied to every socket libcurl opens, after
- * DNS, so a name cannot smuggle in an internal address. */
+/* Where the engine may connect: which addresses are internal, and the operator's CIDR ranges.
+ * It only classifies; ssrf.c decides with it, on every socket libcurl opens (after DNS, so a
+ * name cannot smuggle in an internal address) through transfer.c's callbacks. */
 #ifndef CALLHOOK_DELIVER_GUARD_H
 #define CALLHOOK_DELIVER_GUARD_H
 

@@ -6,8 +6,8 @@
 
 struct front;
 
-/* Listens as c says (TLS unless insecure_http) and feeds the inbox; wakes the workers after
- * each commit. */
+/* Listens as c says (TLS unless insecure_http) and feeds the inbox; wakes the workers after a
+ * commit that added a new event (duplicates alone give them nothing to do). */
 ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
                     struct worker_pool *workers, struct front **out, struct ch_error *err);
 

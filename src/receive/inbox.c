@@ -229,8 +229,9 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
         rc = exec(ib->work, "PRAGMA synchronous=NORMAL;", err);
     }
     if (rc == CH_OK) {
-        /* Checkpoints leave the adding connection's commits (which answer senders) alone: the
-         * work connection runs them, outside the write lock; see checkpoint_if_due(). */
+        /* Checkpoints run after a commit, not inside it (checkpoint_if_due()): the work
+         * connection's past CHECKPOINT_FRAMES; the adding connection, whose commits answer
+         * senders, only past CHECKPOINT_FRAMES_ADDER, when nobody else is doing it. */
         sqlite3_wal_autocheckpoint(ib->db, 0);
         sqlite3_wal_autocheckpoint(ib->work, 0);
         sqlite3_wal_hook(ib->db, count_frames, ib);

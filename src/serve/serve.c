@@ -62,7 +62,8 @@ static const struct config_setting serve_settings[] = {
      .help = "file with an AES-256 key (base64 of 32 bytes): records and secrets encrypted at "
              "rest (or the key itself in CALLHOOK_DATA_KEY)"},
     {"payload-retention-s", "CALLHOOK_PAYLOAD_RETENTION_S", SERVE(payload_retention_s), 60,
-     86400LL * 3650, "604800", "records of delivered messages are removed after this"},
+     86400LL * 3650, "604800",
+     "records of delivered (and skipped) messages are removed after this"},
     {"attempt-retention-s", "CALLHOOK_ATTEMPT_RETENTION_S", SERVE(attempt_retention_s), 60,
      86400LL * 3650, "2592000", "the attempt log is removed after this"},
     {"purge-interval-s", "CALLHOOK_PURGE_INTERVAL_S", SERVE(purge_interval_s), 1, 86400, "3600",

@@ -614,7 +614,7 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
     /* What ingest acknowledges is on disk when COMMIT returns. */
     ch_code rc = begin(db, true, err);
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
-        /* skip and ordering travel in the item's status field on the way in. */
+        /* What the caller asked for (want) decides skip and ordering; status is only an out. */
         bool skip = items[i].want == INGEST_SKIP;
         bool wait_begin = items[i].want == INGEST_WAIT_BEGIN;
         rc = ingest_one(db, &items[i], skip, wait_begin, err);

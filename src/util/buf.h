@@ -23,10 +23,11 @@ void buf_release(struct buf *b);
 void buf_reset(struct buf *b);
 
 /* Appends len bytes. Returns false, leaving the buffer as it was, when the cap would be passed
- * (buf_too_big() then says so) or memory runs out. */
+ * (buf_too_big() with the same len then says so) or memory runs out. */
 bool buf_add(struct buf *b, const void *data, size_t len);
 
-/* True when the last buf_add failed because of the cap rather than memory. */
+/* True when adding `adding` more bytes would pass the cap. It remembers nothing: asked with
+ * the length a buf_add just failed on, it tells the cap from a lack of memory. */
 bool buf_too_big(const struct buf *b, size_t adding);
 
 #endif

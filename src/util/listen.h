@@ -1,5 +1,5 @@
-/* The HOST:PORT of a --listen setting, as a socket address. Shared by the API and the
- * receiver's front. */
+/* The HOST:PORT of a --listen setting, as a socket address. Read by the HTTP front
+ * (src/http/), which listens for serve and receive alike. */
 #ifndef CALLHOOK_UTIL_LISTEN_H
 #define CALLHOOK_UTIL_LISTEN_H
 

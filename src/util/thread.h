@@ -1,4 +1,5 @@
-/* Names for callhook's own threads, so `top -H`, `ps -L` and perf say which is which. */
+/* What callhook's daemons do alike with their threads: name them, so `top -H`, `ps -L` and perf
+ * say which is which, and keep stop signals for the main thread to take. */
 #ifndef CALLHOOK_UTIL_THREAD_H
 #define CALLHOOK_UTIL_THREAD_H
 
