@@ -1,6 +1,7 @@
 /*
- * callhook receive: the receiving side. Settings, routing of events to handlers, the worker
- * pool that runs them, and the HTTPS front. The CLI's only door into the receiver.
+ * callhook receive: the receiving side put together. Settings, routing of events to handlers,
+ * the worker pool that runs them, and its front (a handler of src/http/). The CLI runs the
+ * receiver through here; it shows inbox entries with receive/escape.h.
  */
 #ifndef CALLHOOK_RECEIVE_RECEIVER_H
 #define CALLHOOK_RECEIVE_RECEIVER_H
