@@ -4,6 +4,7 @@
 #define CALLHOOK_CALLHOOK_H
 
 #include <callhook/error.h>
+#include <callhook/export.h>
 #include <callhook/msgid.h>
 #include <callhook/record.h>
 #include <callhook/signature.h>
@@ -13,7 +14,7 @@ extern "C" {
 #endif
 
 /** The library's version, e.g. "0.1.0". */
-const char *ch_version(void);
+CH_API const char *ch_version(void);
 
 #ifdef __cplusplus
 }

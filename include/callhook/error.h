@@ -5,6 +5,8 @@
 #ifndef CALLHOOK_ERROR_H
 #define CALLHOOK_ERROR_H
 
+#include <callhook/export.h>
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -50,16 +52,16 @@ struct ch_error {
 };
 
 /** The code's name without the prefix, e.g. "ETOOOLD"; "UNKNOWN" for a value not in the map. */
-const char *ch_code_name(ch_code code);
+CH_API const char *ch_code_name(ch_code code);
 
 /** A short lowercase description of the code, e.g. "timestamp too old". Never NULL. */
-const char *ch_strerror(ch_code code);
+CH_API const char *ch_strerror(ch_code code);
 
 /**
  * Fills err (when not NULL) with code and a printf-style message, and returns code, so a
  * function can fail with `return ch_error_set(err, CH_EINVAL, "bad '%s'", name);`.
  */
-ch_code ch_error_set(struct ch_error *err, ch_code code, const char *fmt, ...)
+CH_API ch_code ch_error_set(struct ch_error *err, ch_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #ifdef __cplusplus

@@ -7,6 +7,7 @@
 #define CALLHOOK_INBOX_H
 
 #include <callhook/error.h>
+#include <callhook/export.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -24,7 +25,7 @@ enum ch_inbox_status {
 };
 
 /** The name of a status: "pending", "running", "done", "failed", "purged". */
-const char *ch_inbox_status_name(enum ch_inbox_status s);
+CH_API const char *ch_inbox_status_name(enum ch_inbox_status s);
 
 struct ch_inbox;
 
@@ -60,56 +61,56 @@ struct ch_inbox_entry {
     void *body;
     size_t body_len;
 };
-void ch_inbox_entry_release(struct ch_inbox_entry *e);
+CH_API void ch_inbox_entry_release(struct ch_inbox_entry *e);
 
 /**
  * Opens (creating it and its folder) the inbox at path. Thread-safe handle; close with
  * ch_inbox_close(). CH_EIO or CH_ESTORE with the reason on failure.
  */
-ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err);
-void ch_inbox_close(struct ch_inbox *ib);
+CH_API ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err);
+CH_API void ch_inbox_close(struct ch_inbox *ib);
 
 /**
  * Adds events in one transaction (one fsync): when it returns CH_OK every new event is on disk
  * and each event says whether it was a duplicate. Duplicates are recognised for as long as the
  * inbox keeps them (see ch_inbox_expire). CH_EUNAVAILABLE when nothing could be written.
  */
-ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
-                     struct ch_error *err);
+CH_API ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
+                            struct ch_error *err);
 
 /** Whether an event with this webhook-id, or this event and call_key, is in the inbox. */
-ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *event,
-                      const char *call_key, bool *seen, struct ch_error *err);
+CH_API ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *event,
+                             const char *call_key, bool *seen, struct ch_error *err);
 
 /**
  * Takes the oldest pending event due at now_ms for processing (status running; attempts counts
  * this one). CH_ENOTFOUND when none is due; *next_due_ms is then the earliest next_at of a
  * pending event (0: none). The caller frees out with ch_inbox_entry_release().
  */
-ch_code ch_inbox_take(struct ch_inbox *ib, long long now_ms, struct ch_inbox_entry *out,
-                      long long *next_due_ms, struct ch_error *err);
+CH_API ch_code ch_inbox_take(struct ch_inbox *ib, long long now_ms, struct ch_inbox_entry *out,
+                             long long *next_due_ms, struct ch_error *err);
 
 /** Records the outcome of processing: done, a retry at next_at_ms (pending), or failed. */
-ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
-                        long long next_at_ms, const char *error, long long now,
-                        struct ch_error *err);
+CH_API ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
+                               long long next_at_ms, const char *error, long long now,
+                               struct ch_error *err);
 
 /** For one process that owns the inbox: events left running by a crash are pending again. */
-ch_code ch_inbox_recover(struct ch_inbox *ib, long long now_ms, long long *requeued,
-                         struct ch_error *err);
+CH_API ch_code ch_inbox_recover(struct ch_inbox *ib, long long now_ms, long long *requeued,
+                                struct ch_error *err);
 
 /** Calls cb for events (status < 0: all), newest first, at most limit. */
-ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,
-                      void (*cb)(void *ctx, const struct ch_inbox_entry *e), void *ctx,
-                      struct ch_error *err);
+CH_API ch_code ch_inbox_list(struct ch_inbox *ib, int status, int limit,
+                             void (*cb)(void *ctx, const struct ch_inbox_entry *e), void *ctx,
+                             struct ch_error *err);
 
 /** One event by its webhook-id, body included. CH_ENOTFOUND when absent. */
-ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbox_entry *out,
-                     struct ch_error *err);
+CH_API ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbox_entry *out,
+                            struct ch_error *err);
 
 /** Makes a failed event (or every failed one, webhook_id NULL) pending again with fresh tries. */
-ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long now_ms,
-                       long long *requeued, struct ch_error *err);
+CH_API ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long now_ms,
+                              long long *requeued, struct ch_error *err);
 
 /**
  * Dedupe keys are kept at least `seconds` after their event arrived, whatever
@@ -117,7 +118,7 @@ ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long no
  * is accepted, so a receiver sets twice its timestamp tolerance. The inbox keeps the longest
  * window ever set (default 600 s: twice the default tolerance).
  */
-ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct ch_error *err);
+CH_API ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct ch_error *err);
 
 /**
  * The retention window: processed events received before `before` (unix seconds) lose their
@@ -125,8 +126,8 @@ ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct ch_err
  * dedupe keys; younger ones stay, status CH_INBOX_PURGED, so that a replay is still a
  * duplicate. Pending, running and failed events are never touched. *removed counts both.
  */
-ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
-                        struct ch_error *err);
+CH_API ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
+                               struct ch_error *err);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,7 @@
 #define CALLHOOK_MSGID_H
 
 #include <callhook/error.h>
+#include <callhook/export.h>
 
 #include <stddef.h>
 
@@ -20,8 +21,8 @@ extern "C" {
  * The three strings are length-prefixed before hashing, so no two triples collide by
  * concatenation. Returns CH_OK, CH_EINVAL (a NULL argument) or CH_ECRYPTO.
  */
-ch_code ch_msgid(const char *voice_app_id, const char *event, const char *dedupe_key,
-                 char out[CH_MSGID_SIZE], struct ch_error *err);
+CH_API ch_code ch_msgid(const char *voice_app_id, const char *event, const char *dedupe_key,
+                        char out[CH_MSGID_SIZE], struct ch_error *err);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 #define CALLHOOK_RECORD_H
 
 #include <callhook/error.h>
+#include <callhook/export.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -74,27 +75,28 @@ struct ch_record {
  * CH_ENOMEM. rec->body borrows body: keep it alive while rec is used.
  * Thread-safe.
  */
-ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len, size_t max_body_bytes,
-                        struct ch_error *err);
+CH_API ch_code ch_record_parse(struct ch_record *rec, const void *body, size_t len,
+                               size_t max_body_bytes, struct ch_error *err);
 
 /**
  * The key a duplicate of this event is recognised by: the ActiveCallId, else the
  * CorrelationId, else NULL. Borrowed from rec.
  */
-const char *ch_record_dedupe_key(const struct ch_record *rec);
+CH_API const char *ch_record_dedupe_key(const struct ch_record *rec);
 
 /**
  * Writes the CallType's name into buf (cap bytes, CH_CALL_TYPE_NAME_MAX is always enough):
  * "MissedCall" for a known value, "unknown (42)" for another integer, "absent" when there is
  * none. Returns buf.
  */
-const char *ch_call_type_name(enum ch_call_type_kind kind, long long value, char *buf, size_t cap);
+CH_API const char *ch_call_type_name(enum ch_call_type_kind kind, long long value, char *buf,
+                                     size_t cap);
 
 /**
  * Reads a CallType given as a number ("2", "42") or a documented name ("MissedCall", any letter
  * case). Returns CH_OK and sets *value, or CH_EINVAL naming the text.
  */
-ch_code ch_call_type_parse(const char *text, long long *value, struct ch_error *err);
+CH_API ch_code ch_call_type_parse(const char *text, long long *value, struct ch_error *err);
 
 #ifdef __cplusplus
 }

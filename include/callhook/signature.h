@@ -7,6 +7,7 @@
 #define CALLHOOK_SIGNATURE_H
 
 #include <callhook/error.h>
+#include <callhook/export.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,27 +52,29 @@ struct ch_secret {
  * the 32-byte public key. An HMAC secret must decode to CH_SECRET_MIN_BYTES..CH_SECRET_MAX_BYTES.
  * Returns CH_OK or CH_ESECRET with a message saying what is wrong (never the secret itself).
  */
-ch_code ch_secret_parse(struct ch_secret *out, const char *text, struct ch_error *err);
+CH_API ch_code ch_secret_parse(struct ch_secret *out, const char *text, struct ch_error *err);
 
 /**
  * Makes a new random key from the OS-seeded OpenSSL generator: an HMAC secret of nbytes
  * (CH_SECRET_MIN_BYTES..CH_SECRET_MAX_BYTES) for CH_KEY_HMAC, or an Ed25519 key pair for
  * CH_KEY_ED25519_SECRET (nbytes ignored). Returns CH_OK, CH_EINVAL or CH_ECRYPTO.
  */
-ch_code ch_secret_generate(struct ch_secret *out, enum ch_key_kind kind, size_t nbytes,
-                           struct ch_error *err);
+CH_API ch_code ch_secret_generate(struct ch_secret *out, enum ch_key_kind kind, size_t nbytes,
+                                  struct ch_error *err);
 
 /**
  * Writes the key as text ("whsec_…", "whsk_…" with seed and public key, "whpk_…") into buf.
  * Returns CH_OK, or CH_EINVAL when cap is below CH_SECRET_TEXT_MAX.
  */
-ch_code ch_secret_format(const struct ch_secret *s, char *buf, size_t cap, struct ch_error *err);
+CH_API ch_code ch_secret_format(const struct ch_secret *s, char *buf, size_t cap,
+                                struct ch_error *err);
 
 /** The public key of an Ed25519 secret key (or a copy of a public key) into *out. */
-ch_code ch_secret_public(const struct ch_secret *s, struct ch_secret *out, struct ch_error *err);
+CH_API ch_code ch_secret_public(const struct ch_secret *s, struct ch_secret *out,
+                                struct ch_error *err);
 
 /** Overwrites the key material. */
-void ch_secret_wipe(struct ch_secret *s);
+CH_API void ch_secret_wipe(struct ch_secret *s);
 
 /**
  * Signs body (len raw bytes) for webhook-id msg_id and webhook-timestamp timestamp with each of
@@ -81,8 +84,9 @@ void ch_secret_wipe(struct ch_secret *s);
  * Returns CH_OK; CH_EINVAL for a bad id (empty, over CH_MESSAGE_ID_MAX), a negative timestamp, a
  * public key, or cap below nkeys * CH_SIGNATURE_ENTRY_MAX; CH_ENOMEM; CH_ECRYPTO.
  */
-ch_code ch_sign(const struct ch_secret *keys, size_t nkeys, const char *msg_id, long long timestamp,
-                const void *body, size_t len, char *out, size_t cap, struct ch_error *err);
+CH_API ch_code ch_sign(const struct ch_secret *keys, size_t nkeys, const char *msg_id,
+                       long long timestamp, const void *body, size_t len, char *out, size_t cap,
+                       struct ch_error *err);
 
 /** A clock for verification: the current unix time in seconds. */
 typedef long long (*ch_clock_cb)(void *ctx);
@@ -104,8 +108,8 @@ struct ch_verifier {
  * versions are skipped; comparisons take constant time (CH_ENOMATCH otherwise).
  * Thread-safe as long as v is not changed meanwhile.
  */
-ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *timestamp,
-                  const char *signature, const void *body, size_t len, struct ch_error *err);
+CH_API ch_code ch_verify(const struct ch_verifier *v, const char *msg_id, const char *timestamp,
+                         const char *signature, const void *body, size_t len, struct ch_error *err);
 
 /** Looks up a request header by name, any letter case; NULL when absent. */
 typedef const char *(*ch_header_cb)(void *ctx, const char *name);
@@ -115,8 +119,8 @@ typedef const char *(*ch_header_cb)(void *ctx, const char *name);
  * webhook-signature (or their svix-id, svix-timestamp, svix-signature spellings) through
  * get_header, then does what ch_verify() does. This is what `callhook receive` calls.
  */
-ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
-                          const void *body, size_t len, struct ch_error *err);
+CH_API ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
+                                 const void *body, size_t len, struct ch_error *err);
 
 /**
  * The part of ch_verify_request() that needs no body, with the same codes and messages: the
@@ -125,8 +129,8 @@ ch_code ch_verify_request(const struct ch_verifier *v, ch_header_cb get_header, 
  * the body is worth reading: the signature covers the body, so ch_verify_request() must still
  * follow. For a server that refuses requests before reading their bodies.
  */
-ch_code ch_verify_request_headers(const struct ch_verifier *v, ch_header_cb get_header, void *ctx,
-                                  struct ch_error *err);
+CH_API ch_code ch_verify_request_headers(const struct ch_verifier *v, ch_header_cb get_header,
+                                         void *ctx, struct ch_error *err);
 
 /** One entry of a webhook-signature header: "version,base64". Both point into the header. */
 struct ch_signature_entry {
@@ -141,7 +145,7 @@ struct ch_signature_entry {
  * header and is advanced; returns false when no entry is left. Entries without a comma are
  * skipped. Never reads past the terminating NUL.
  */
-bool ch_signature_next(const char **cursor, struct ch_signature_entry *entry);
+CH_API bool ch_signature_next(const char **cursor, struct ch_signature_entry *entry);
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,7 @@
 
 #include "lib/crypto.h"
 #include "util/clock.h"
-#include "util/listen.h"
+#include "http/listen.h"
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>

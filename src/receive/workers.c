@@ -10,7 +10,7 @@
 #include "receive/receiver.h"
 
 #include "receive/escape.h"
-#include "receive/inbox.h"
+#include "lib/inbox.h"
 
 #include "util/clock.h"
 #include "util/log.h"

@@ -1,6 +1,6 @@
 /*
  * SQLite helpers shared by serve's store (src/store/sqlite.c) and the receiver's inbox
- * (src/receive/inbox.c): errors as ch_codes, one-off statements, and statements kept prepared.
+ * (src/lib/inbox.c): errors as ch_codes, one-off statements, and statements kept prepared.
  */
 #ifndef CALLHOOK_UTIL_SQLITE_DB_H
 #define CALLHOOK_UTIL_SQLITE_DB_H

@@ -13,7 +13,7 @@
 
 #include <callhook/inbox.h>
 
-#include "receive/inbox.h"
+#include "lib/inbox.h"
 
 static char dir[256];
 

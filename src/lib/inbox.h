@@ -3,8 +3,8 @@
  * taking several events at once and recording several outcomes in one transaction, so that a
  * batch costs one commit instead of one per event.
  */
-#ifndef CALLHOOK_RECEIVE_INBOX_H
-#define CALLHOOK_RECEIVE_INBOX_H
+#ifndef CALLHOOK_LIB_INBOX_H
+#define CALLHOOK_LIB_INBOX_H
 
 #include <callhook/inbox.h>
 

@@ -1,5 +1,5 @@
 /* --listen values. */
-#include "util/listen.h"
+#include "http/listen.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

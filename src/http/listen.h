@@ -1,7 +1,7 @@
 /* The HOST:PORT of a --listen setting, as a socket address. Read by the HTTP front
  * (src/http/), which listens for serve and receive alike. */
-#ifndef CALLHOOK_UTIL_LISTEN_H
-#define CALLHOOK_UTIL_LISTEN_H
+#ifndef CALLHOOK_HTTP_LISTEN_H
+#define CALLHOOK_HTTP_LISTEN_H
 
 #include <callhook/error.h>
 

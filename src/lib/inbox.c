@@ -7,7 +7,7 @@
 
 #include <sqlite3.h>
 
-#include "receive/inbox.h"
+#include "lib/inbox.h"
 #include "util/fs.h"
 #include "util/sqlite_db.h"
 
