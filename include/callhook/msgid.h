@@ -11,7 +11,7 @@
 extern "C" {
 #endif
 
-/* "msg_" and 27 base62 characters, NUL included. */
+/* LEN: "msg_" and 27 base62 characters; SIZE: with the terminating NUL. */
 #define CH_MSGID_LEN  31
 #define CH_MSGID_SIZE (CH_MSGID_LEN + 1)
 
