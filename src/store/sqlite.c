@@ -73,6 +73,19 @@ static const char *const migrations[] = {
     /* 4: a message of a deleted Voice App is marked so: it is never delivered, replayed or
      * recovered, even when an app of the same id is created later. */
     "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
+    /* 5: a disabled app's waiting messages are parked, out of the index claims read: with a
+     * million of them pending, each claim walked them all (and held the write lock meanwhile).
+     * A trigger keeps the flag with the app's state, so no write path can forget it; ingest
+     * and requeues set it from the app as they write. */
+    "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE messages SET parked = 1 WHERE status IN (0, 1)"
+    "  AND app_id IN (SELECT id FROM voice_apps WHERE enabled = 0);"
+    "DROP INDEX messages_due;"
+    "CREATE INDEX messages_due ON messages(next_attempt_at) WHERE status IN (0, 1) AND parked = 0;"
+    "CREATE TRIGGER voice_apps_parked AFTER UPDATE OF enabled ON voice_apps"
+    "  WHEN old.enabled <> new.enabled BEGIN"
+    "  UPDATE messages SET parked = 1 - new.enabled WHERE app_id = new.id AND status IN (0, 1);"
+    "  END;",
     /* 5: the store's own settings (a data key's check value). */
     "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
@@ -116,13 +129,13 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_ROLLBACK] = "ROLLBACK",
     [W_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [W_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
-    [W_INGEST_APP] = "SELECT 1 FROM voice_apps WHERE id = ?",
+    [W_INGEST_APP] = "SELECT enabled FROM voice_apps WHERE id = ?",
     [W_INGEST_FIND] = "SELECT seq, status FROM messages WHERE id = ?",
     [W_INGEST_BEGIN_OPEN] = "SELECT 1 FROM messages WHERE app_id = ? AND dedupe_key = ?"
                             " AND event = 'begin-call' AND status IN (0, 1) LIMIT 1",
     [W_INGEST_INSERT] = "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status,"
-                        " created_at, next_attempt_at, wait_begin)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " created_at, next_attempt_at, wait_begin, parked)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [W_INGEST_BODY] = "INSERT INTO message_bodies(seq, body) VALUES (?, ?)",
     /* One statement claims the batch: the subquery picks (in due order, leaving end-calls
      * whose begin-call is still open), the UPDATE leases them and returns them with their
@@ -130,7 +143,8 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_CLAIM] =
         "UPDATE messages SET status = 1, next_attempt_at = ?3 WHERE seq IN ("
         " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= ?1 AND m.app_deleted = 0"
+        " WHERE m.status IN (0, 1) AND m.parked = 0 AND m.next_attempt_at <= ?1"
+        " AND m.app_deleted = 0"
         " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
         "   SELECT 1 FROM messages p WHERE p.app_id = m.app_id"
         "   AND p.dedupe_key = m.dedupe_key AND p.event = 'begin-call'"
@@ -542,6 +556,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
 
     sqlite3_bind_text(app, 1, it->app_id, -1, SQLITE_STATIC);
     int step = sqlite3_step(app);
+    bool enabled = step == SQLITE_ROW && sqlite3_column_int(app, 0) != 0;
     sqldb_done(app);
     if (step == SQLITE_DONE) {
         it->unknown_app = true;
@@ -565,9 +580,10 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     if (step != SQLITE_DONE)
         return db_error(err, db->w, "ingest: find message");
 
-    /* An end-call waits while its call's begin-call is still to be delivered. */
-    enum msg_status status = skip ? MSG_SKIPPED : MSG_DELIVERING;
-    if (!skip && wait_begin && strcmp(it->event, "end-call") == 0) {
+    /* An end-call waits while its call's begin-call is still to be delivered; an event of a
+     * disabled app waits, parked, until the app is enabled. */
+    enum msg_status status = skip ? MSG_SKIPPED : enabled ? MSG_DELIVERING : MSG_PENDING;
+    if (status == MSG_DELIVERING && wait_begin && strcmp(it->event, "end-call") == 0) {
         sqlite3_bind_text(begin_open, 1, it->app_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(begin_open, 2, it->dedupe_key, -1, SQLITE_STATIC);
         step = sqlite3_step(begin_open);
@@ -590,6 +606,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     sqlite3_bind_int64(ins, 7, it->now);
     sqlite3_bind_int64(ins, 8, status == MSG_DELIVERING ? it->lease_until : it->now);
     sqlite3_bind_int(ins, 9, wait_begin);
+    sqlite3_bind_int(ins, 10, !enabled);
     step = sqlite3_step(ins);
     sqldb_done(ins);
     if (step != SQLITE_DONE)
@@ -1158,6 +1175,11 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
     return rc;
 }
 
+/* A message made to wait again is parked when its app is disabled (voice_apps_parked keeps
+ * the flag from then on). */
+#define PARKED_IF_DISABLED \
+    "parked = COALESCE((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = messages.app_id), 0)"
+
 static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err)
 {
@@ -1166,8 +1188,8 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     sqlite3_stmt *st = NULL;
     /* A message being delivered right now is left alone; its attempt decides. */
     ch_code rc = prepare(db->w,
-                         "UPDATE messages SET status = 0, next_attempt_at = ? WHERE id = ?"
-                         " AND status <> 1 AND app_deleted = 0",
+                         "UPDATE messages SET status = 0, next_attempt_at = ?, " PARKED_IF_DISABLED
+                         " WHERE id = ? AND status <> 1 AND app_deleted = 0",
                          &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(st, 1, now);
@@ -1190,7 +1212,7 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     pthread_mutex_lock(&db->wlock);
     sqlite3_stmt *st = NULL;
     ch_code rc = prepare(db->w,
-                         "UPDATE messages SET status = 0, next_attempt_at = ?"
+                         "UPDATE messages SET status = 0, next_attempt_at = ?, " PARKED_IF_DISABLED
                          " WHERE app_id = ? AND created_at >= ?"
                          " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
                          &st, err);

@@ -532,6 +532,49 @@ static void test_disabled_apps_wait(void **state)
     free_claimed(out, n);
 }
 
+/* A disabled app's events wait, parked, whatever put them there (ingest, a disable with a retry
+ * pending, a replay or a recovery while disabled), and all come back, in order, once it is
+ * enabled. Ingest into a disabled app does not claim the event for this node. */
+static void test_disabled_apps_park(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "off", false);
+    const char *ids[] = {"msg_p1", "msg_p2", "msg_p3"};
+    for (int i = 0; i < 3; i++) {
+        struct ingest_item it =
+            ingest(s, ids[i], "off", "begin-call", ids[i], MSG_DELIVERING, 1000);
+        assert_int_equal(it.result, CH_OK);
+        assert_false(it.duplicate);
+        assert_int_equal(it.status, MSG_PENDING);
+    }
+    struct due_message out[8];
+    assert_int_equal(claim(s, 5000, out, 8), 0);
+
+    put_app(s, "on", true);
+    struct ingest_item r = ingest(s, "msg_r", "on", "begin-call", "r", MSG_DELIVERING, 1000);
+    assert_int_equal(r.status, MSG_DELIVERING);
+    struct attempt_result fail = result(r.seq, MSG_PENDING, 1001);
+    assert_int_equal(store_record_attempts(s, &fail, 1, NULL), CH_OK);
+    put_app(s, "on", false); /* a retry is pending: it parks too */
+    assert_int_equal(claim(s, 5000, out, 8), 0);
+    assert_int_equal(store_message_requeue(s, "msg_r", 5000, NULL), CH_OK);
+    int64_t n = 0;
+    assert_int_equal(store_app_recover(s, "on", 0, 5000, &n, NULL), CH_OK);
+    assert_int_equal(claim(s, 6000, out, 8), 0);
+
+    put_app(s, "off", true);
+    size_t got = claim(s, 6000, out, 8);
+    assert_int_equal(got, 3);
+    for (size_t i = 0; i < got; i++)
+        assert_string_equal(out[i].msg_id, ids[i]);
+    free_claimed(out, got);
+    put_app(s, "on", true);
+    got = claim(s, 6000, out, 8);
+    assert_int_equal(got, 1);
+    assert_string_equal(out[0].msg_id, "msg_r");
+    free_claimed(out, got);
+}
+
 /* Deleting an app ends its messages at once; an app made again with its id starts empty, and
  * an attempt that was in flight through the delete does not bring its message back. */
 static void test_delete_app_ends_its_messages(void **state)
@@ -1427,9 +1470,12 @@ static void test_sqlite_upgrade_keeps_records(void **state)
         "CREATE INDEX attempts_message ON attempts(message_seq);"
         "INSERT INTO voice_apps(id, config, secret, created_at, updated_at)"
         " VALUES ('app', '{}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 1, 1);"
+        "INSERT INTO voice_apps(id, config, secret, enabled, created_at, updated_at)"
+        " VALUES ('off', '{}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 0, 1, 1);"
         "INSERT INTO messages(id, app_id, event, dedupe_key, body, status, created_at,"
         " next_attempt_at) VALUES ('msg_old1', 'app', 'begin-call', 'c1', '{\"n\":1}', 0, 5, 5),"
-        " ('msg_old2', 'app', 'end-call', 'c1', '{\"n\":22}', 2, 5, 0);";
+        " ('msg_old2', 'app', 'end-call', 'c1', '{\"n\":22}', 2, 5, 0),"
+        " ('msg_off', 'off', 'begin-call', 'c9', '{\"n\":3}', 0, 6, 6);";
     char *msg = NULL;
     assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, &msg), SQLITE_OK);
     sqlite3_close(db);
@@ -1451,6 +1497,12 @@ static void test_sqlite_upgrade_keeps_records(void **state)
     put_app(s, "app", true);
     assert_true(apps_version(s) > version);
     assert_int_equal(take(s, "app", 5, 9), 5);
+    /* The disabled app's message was parked by the upgrade, and comes back when it is enabled. */
+    assert_int_equal(claim(s, 10, m, 4), 0);
+    put_app(s, "off", true);
+    assert_int_equal(claim(s, 10, m, 4), 1);
+    assert_string_equal(m[0].msg_id, "msg_off");
+    free_claimed(m, 1);
     /* New events go in beside the old ones, and a reopen does not migrate again. */
     ingest(s, "msg_new", "app", "begin-call", "c2", MSG_DELIVERING, 20);
     store_close(s);
@@ -1474,6 +1526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_disabled_apps_park, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_delete_app_ends_its_messages, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
