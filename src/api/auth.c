@@ -3,6 +3,7 @@
 
 #include "api/cache.h"
 #include "lib/crypto.h"
+#include "util/base64.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -37,8 +38,7 @@ ch_code api_key_add_existing(struct store *s, const char *key, enum key_role rol
     if (!crypto_random(raw, sizeof raw))
         return ch_error_set(err, CH_ECRYPTO, "cannot make a key id: the random source failed");
     char id[20] = "key_";
-    for (size_t i = 0; i < sizeof raw; i++)
-        snprintf(id + 4 + 2 * i, 3, "%02x", raw[i]);
+    hex_encode(raw, sizeof raw, id + 4);
     return store_key_add(s, id, hash, role, clock_wall_s(), err);
 }
 
@@ -48,8 +48,7 @@ ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struc
     if (!crypto_random(raw, sizeof raw))
         return ch_error_set(err, CH_ECRYPTO, "cannot make a key: the random source failed");
     memcpy(new_key, "chk_", 4);
-    for (size_t i = 0; i < sizeof raw; i++)
-        snprintf(new_key + 4 + 2 * i, 3, "%02x", raw[i]);
+    hex_encode(raw, sizeof raw, new_key + 4);
     crypto_wipe(raw, sizeof raw);
     return api_key_add_existing(s, new_key, role, err);
 }
@@ -78,8 +77,7 @@ ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_err
     if (!crypto_random(raw, sizeof raw))
         return ch_error_set(err, CH_ECRYPTO, "cannot make a key: the random source failed");
     memcpy(key, "chk_", 4);
-    for (size_t i = 0; i < sizeof raw; i++)
-        snprintf(key + 4 + 2 * i, 3, "%02x", raw[i]);
+    hex_encode(raw, sizeof raw, key + 4);
     crypto_wipe(raw, sizeof raw);
     /* Created here with its final mode, never through a link and never over a file that is
      * already there (whose mode and readers nobody checked). */
@@ -115,8 +113,7 @@ bool api_authenticate(struct api_request *r)
     unsigned char hash[32];
     hash_key(auth + 7, hash);
     char hex[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+    hex_encode(hash, sizeof hash, hex);
     struct ch_error err = {0};
     enum key_role role = ROLE_NONE;
     /* Known keys are remembered for a few seconds (a revocation takes that long to apply);

@@ -81,3 +81,14 @@ bool b64_decode(const char *in, size_t len, unsigned char *out, size_t cap, size
     *out_len = o;
     return true;
 }
+
+void hex_encode(const void *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *b = in;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * len] = '\0';
+}

@@ -89,6 +89,18 @@ static void test_all_bytes_round_trip(void **state)
     }
 }
 
+static void test_hex(void **state)
+{
+    (void)state;
+    const unsigned char in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
+    char out[2 * sizeof in + 1];
+    memset(out, 'x', sizeof out);
+    hex_encode(in, sizeof in, out);
+    assert_string_equal(out, "000fa5ff10");
+    hex_encode(in, 0, out);
+    assert_string_equal(out, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -97,6 +109,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_all_bytes_round_trip),
+        cmocka_unit_test(test_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
