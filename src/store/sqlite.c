@@ -135,7 +135,7 @@ static const char *const stmt_sql[STMT_COUNT_] = {
                             " AND event = 'begin-call' AND status IN (0, 1) LIMIT 1",
     [W_INGEST_INSERT] = "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status,"
                         " created_at, next_attempt_at, wait_begin, parked)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
     [W_INGEST_BODY] = "INSERT INTO message_bodies(seq, body) VALUES (?, ?)",
     /* One statement claims the batch: the subquery picks (in due order, leaving end-calls
      * whose begin-call is still open), the UPDATE leases them and returns them with their
@@ -566,20 +566,6 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     if (step != SQLITE_ROW)
         return db_error(err, db->w, "ingest: find voice app");
 
-    sqlite3_bind_text(find, 1, it->msg_id, -1, SQLITE_STATIC);
-    step = sqlite3_step(find);
-    if (step == SQLITE_ROW) {
-        it->duplicate = true;
-        it->seq = sqlite3_column_int64(find, 0);
-        it->status = (enum msg_status)sqlite3_column_int(find, 1);
-        it->result = CH_OK;
-        sqldb_done(find);
-        return CH_OK;
-    }
-    sqldb_done(find);
-    if (step != SQLITE_DONE)
-        return db_error(err, db->w, "ingest: find message");
-
     /* An end-call waits while its call's begin-call is still to be delivered; an event of a
      * disabled app waits, parked, until the app is enabled. */
     enum msg_status status = skip ? MSG_SKIPPED : enabled ? MSG_DELIVERING : MSG_PENDING;
@@ -611,6 +597,20 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     sqldb_done(ins);
     if (step != SQLITE_DONE)
         return db_error(err, db->w, "ingest: insert message");
+    if (sqlite3_changes(db->w) == 0) {
+        /* Already stored (its id is taken): a duplicate, answered with what it is now. The
+         * insert tried first: one walk of the id index for a new event, the usual case. */
+        sqlite3_bind_text(find, 1, it->msg_id, -1, SQLITE_STATIC);
+        step = sqlite3_step(find);
+        if (step == SQLITE_ROW) {
+            it->duplicate = true;
+            it->seq = sqlite3_column_int64(find, 0);
+            it->status = (enum msg_status)sqlite3_column_int(find, 1);
+            it->result = CH_OK;
+        }
+        sqldb_done(find);
+        return step == SQLITE_ROW ? CH_OK : db_error(err, db->w, "ingest: find message");
+    }
     it->seq = sqlite3_last_insert_rowid(db->w);
 
     sqlite3_bind_int64(body, 1, it->seq);
