@@ -75,7 +75,7 @@ static void launch(struct load *l, struct slot *s, uint64_t seq, int64_t sent_us
 {
     char call_id[BENCH_CALL_ID_MAX];
     bench_call_id(call_id, sizeof call_id, l->run, l->seq_base + seq);
-    s->len = bench_payload(s->body, sizeof s->body, call_id, seq, sent_us);
+    s->len = bench_payload(s->body, sizeof s->body, call_id, l->seq_base + seq, sent_us);
     s->seq = seq;
     s->tries = tries;
     s->busy = true;
@@ -148,8 +148,10 @@ static void usage(void)
           "                     [--run ID] [--seq-base N] [--max-seconds S] [--progress]\n"
           "       ch-bench-load --free-port\n"
           "Ingests N records (default 10000) at URL (.../v1/voice-apps/ID/end-call), C at a\n"
-          "time (64); with --rate, at R per second (open loop). The key may also come from\n"
-          "BENCH_KEY. Prints: acked= duplicates= errors= failed= seconds= rate= start_us= ...\n",
+          "time (64); with --rate, at R per second (open loop). Records are numbered from\n"
+          "--seq-base (0), in BenchSeq and the call id, so batches can share one sink count.\n"
+          "The key may also come from BENCH_KEY. Prints: acked= duplicates= errors= failed=\n"
+          "seconds= rate= start_us= ...\n",
           stderr);
 }
 

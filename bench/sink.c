@@ -2,7 +2,9 @@
  * ch-bench-sink: a bare libmicrohttpd receiver that answers 200 to every POST and counts. With
  * a secret it verifies each delivery's Standard Webhooks signature (401 when it fails); it
  * counts each BenchSeq once (duplicates apart) and keeps the latency from the record's
- * BenchSentUs to arrival. The bench reads and resets it over /_bench/ on the same port.
+ * BenchSentUs to arrival. The bench reads and resets it over /_bench/ on the same port. With
+ * --answer-202 it answers like callhook's ingest (202 and a messageId), so ch-bench-load can
+ * measure the bare libmicrohttpd limit the way it measures callhook serve.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -29,6 +31,7 @@
 
 struct sink {
     struct MHD_Response *ok, *unauthorized, *too_big;
+    unsigned ok_status;          /* 200, or 202 with --answer-202 */
     pthread_mutex_t config_lock; /* guards key and verify, which /_bench/secret changes */
     struct ch_secret key;
     bool verify;
@@ -196,13 +199,13 @@ static enum MHD_Result deliver(struct sink *s, struct MHD_Connection *c, struct 
     int64_t seq = bench_field(r->body, r->len, "BenchSeq");
     if (seq < 0 || (size_t)seq >= s->max_seq) {
         atomic_fetch_add(&s->no_seq, 1);
-        return MHD_queue_response(c, MHD_HTTP_OK, s->ok);
+        return MHD_queue_response(c, s->ok_status, s->ok);
     }
     uint64_t bit = 1ULL << (seq & 63);
     uint64_t before = atomic_fetch_or(&s->seen[seq >> 6], bit);
     if (before & bit) {
         atomic_fetch_add(&s->duplicates, 1);
-        return MHD_queue_response(c, MHD_HTTP_OK, s->ok);
+        return MHD_queue_response(c, s->ok_status, s->ok);
     }
     atomic_fetch_add(&s->unique, 1);
     int64_t sent = bench_field(r->body, r->len, "BenchSentUs");
@@ -212,7 +215,7 @@ static enum MHD_Result deliver(struct sink *s, struct MHD_Connection *c, struct 
         if (i < s->max_samples)
             s->samples[i] = lat < 0 ? 0 : (lat > UINT32_MAX ? UINT32_MAX : (uint32_t)lat);
     }
-    return MHD_queue_response(c, MHD_HTTP_OK, s->ok);
+    return MHD_queue_response(c, s->ok_status, s->ok);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -261,8 +264,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void usage(void)
 {
     fputs("usage: ch-bench-sink [--port N] [--threads N] [--secret whsec_...] [--max-seconds N]\n"
-          "                     [--max-seq N] [--max-samples N]\n"
-          "Answers 200 to every POST on 127.0.0.1; prints 'port=N' once listening.\n"
+          "                     [--max-seq N] [--max-samples N] [--answer-202]\n"
+          "Answers 200 to every POST on 127.0.0.1; prints 'port=N' once listening. With\n"
+          "--answer-202, 202 and {\"messageId\": ..., \"duplicate\": false} as callhook's ingest.\n"
           "GET /_bench/stats, POST /_bench/reset, POST /_bench/secret (body: whsec_..., empty\n"
           "to stop verifying). Exits on SIGTERM/SIGINT or after --max-seconds (3600).\n",
           stderr);
@@ -271,12 +275,18 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"port", required_argument, NULL, 'p'},    {"threads", required_argument, NULL, 't'},
-        {"secret", required_argument, NULL, 's'},  {"max-seconds", required_argument, NULL, 'm'},
-        {"max-seq", required_argument, NULL, 'q'}, {"max-samples", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"port", required_argument, NULL, 'p'},
+        {"threads", required_argument, NULL, 't'},
+        {"secret", required_argument, NULL, 's'},
+        {"max-seconds", required_argument, NULL, 'm'},
+        {"max-seq", required_argument, NULL, 'q'},
+        {"max-samples", required_argument, NULL, 'n'},
+        {"answer-202", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     static struct sink s;
+    bool answer_202 = false;
     unsigned port = 0, threads = 2;
     long max_seconds = 3600;
     s.max_seq = 16u * 1024 * 1024;
@@ -309,6 +319,9 @@ int main(int argc, char **argv)
         case 'n':
             s.max_samples = (size_t)strtoull(optarg, NULL, 10);
             break;
+        case 'a':
+            answer_202 = true;
+            break;
         case 'h':
             usage();
             return 0;
@@ -321,7 +334,11 @@ int main(int argc, char **argv)
         threads = 1;
     s.seen = calloc((s.max_seq + 63) / 64, sizeof *s.seen);
     s.samples = calloc(s.max_samples ? s.max_samples : 1, sizeof *s.samples);
-    s.ok = fixed_response("");
+    /* The same shape and length as callhook's answer (a 31-character message id). */
+    s.ok = fixed_response(answer_202 ? "{\"messageId\":\"msg_0123456789abcdefghijklmnopq\","
+                                       "\"duplicate\":false}"
+                                     : "");
+    s.ok_status = answer_202 ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK;
     s.unauthorized = fixed_response("{\"error\":\"bad signature\"}");
     s.too_big = fixed_response("{\"error\":\"too large\"}");
     if (s.seen == NULL || s.samples == NULL || !s.ok || !s.unauthorized || !s.too_big) {
