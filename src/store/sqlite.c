@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,13 +177,19 @@ static const char *const stmt_sql[STMT_COUNT_] = {
 /* Checkpoints copy the WAL back into the database file: a thread of their own does it, with a
  * connection of its own, once the WAL holds CHECKPOINT_FRAMES, so that the copy and the
  * database file's fsync are not paid by the commit that crossed the line (an ingest waiting
- * for its 202). Passive: writers go on meanwhile. Should the thread fall behind, the writer
- * checkpoints itself past CHECKPOINT_FRAMES_WRITER, which bounds the WAL. Each page is copied
- * once per checkpoint however many commits rewrote it, so a longer WAL copies fewer pages per
- * event: 8,000 frames (32 MiB) wrote 12 KB per ingested event against 14 KB with SQLite's
+ * for its 202). Passive: writers go on meanwhile, and copy the last few frames themselves
+ * (CHECKPOINT_TAIL_FRAMES) so the WAL can start again; should the thread fall behind, the
+ * writer checkpoints itself past CHECKPOINT_FRAMES_WRITER. The WAL stays near 10,000 frames. Each
+ * page is copied once per checkpoint however many commits rewrote it, so a longer WAL copies fewer
+ * pages per event: 8,000 frames (32 MiB) wrote 12 KB per ingested event against 14 KB with SQLite's
  * default of 1,000. */
 #define CHECKPOINT_FRAMES        8000
 #define CHECKPOINT_FRAMES_WRITER (4 * CHECKPOINT_FRAMES)
+
+/* Frames the writer may copy itself after the thread's pass: a passive checkpoint beside a
+ * writer never catches up, and the WAL starts again from its beginning only once every frame
+ * is copied back; the writer finishing the last few between its commits is what lets it. */
+#define CHECKPOINT_TAIL_FRAMES 2000
 
 struct checkpointer {
     pthread_t thread;
@@ -190,6 +197,7 @@ struct checkpointer {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     sqlite3 *db;
+    atomic_int copied; /* frames the thread's last pass copied back, 0 once the writer did */
 };
 
 struct sqlite_store {
@@ -1329,7 +1337,9 @@ static void *checkpoint_main(void *arg)
             break;
         cp->due = false;
         pthread_mutex_unlock(&cp->lock);
-        int rc = sqlite3_wal_checkpoint_v2(cp->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int copied = 0;
+        int rc = sqlite3_wal_checkpoint_v2(cp->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied);
+        atomic_store(&cp->copied, copied > 0 ? copied : 0);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
             log_warn("sqlite: checkpoint: %s (the writer will checkpoint itself)",
                      sqlite3_errmsg(cp->db));
@@ -1365,10 +1375,15 @@ static void checkpoint_soon(struct sqlite_store *db)
 static int on_wal_commit(void *arg, sqlite3 *w, const char *name, int frames)
 {
     struct sqlite_store *db = arg;
-    if (frames >= CHECKPOINT_FRAMES_WRITER)
+    if (frames < CHECKPOINT_FRAMES)
+        return SQLITE_OK;
+    if (frames >= CHECKPOINT_FRAMES_WRITER ||
+        frames - atomic_load(&db->cp.copied) <= CHECKPOINT_TAIL_FRAMES) {
         sqlite3_wal_checkpoint_v2(w, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    else if (frames >= CHECKPOINT_FRAMES)
+        atomic_store(&db->cp.copied, 0);
+    } else {
         checkpoint_soon(db);
+    }
     return SQLITE_OK;
 }
 
