@@ -97,11 +97,18 @@ static const char *const migrations[] = {
 /* The database's clock in unix seconds: leases are taken and checked on it. */
 #define DB_NOW_S "floor(extract(epoch FROM statement_timestamp()))::bigint"
 
+/* A pooled connection and what this process set up on its session. */
+struct pooled {
+    PGconn *pg;
+    bool busy;
+    bool ready;        /* the session settings (session_setup) are made */
+    unsigned prepared; /* bit i: the statement of enum prepared_id i is prepared on it */
+};
+
 struct pg_store {
     struct store base;
     char conninfo[1024];
-    PGconn *conns[POOL_SIZE];
-    bool busy[POOL_SIZE];
+    struct pooled pool[POOL_SIZE];
     pthread_mutex_t lock;
     pthread_cond_t cond;
 };
@@ -111,7 +118,63 @@ static struct pg_store *self(struct store *s)
     return (struct pg_store *)s;
 }
 
+/* The statements run for every event or every batch, prepared once per connection (the first
+ * time it runs each) so the server parses and plans them once, not on every call. */
+enum prepared_id {
+    P_CLAIM,
+    P_RELEASE,
+    P_RENEW,
+    P_APPS_VERSION,
+    P_RATE_TAKE,
+    P_KEY_LOOKUP,
+    P_APP_GET,
+    P_COUNT
+};
+_Static_assert(P_COUNT <= 32, "struct pooled keeps the prepared statements in 32 bits");
+
+struct prepared {
+    enum prepared_id id;
+    const char *name; /* the statement's name on the server */
+    const char *sql;
+};
+
 /* ---- the pool ---- */
+
+static bool ok(PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+static struct pooled *slot_of(struct pg_store *db, PGconn *c)
+{
+    for (int i = 0; i < POOL_SIZE; i++) {
+        if (db->pool[i].pg == c)
+            return &db->pool[i];
+    }
+    return NULL; /* not reached: every connection used here comes from the pool */
+}
+
+/* Reconnects a connection the server dropped: a new session, with nothing prepared on it. */
+static void reset(struct pg_store *db, PGconn *c)
+{
+    struct pooled *p = slot_of(db, c);
+    p->ready = false;
+    p->prepared = 0;
+    PQreset(c);
+}
+
+/* Settings of every session. Generic plans: the statements above are built for their
+ * indexes whatever the parameters; a custom plan, made again on every call, costs more than
+ * running them, and estimates taken before a backlog built up turned the claim into a scan
+ * of the whole table. */
+static bool session_setup(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SET plan_cache_mode = force_generic_plan");
+    bool done = ok(r);
+    PQclear(r);
+    return done;
+}
 
 /* Borrows a connection, (re)connecting as needed. NULL (and CH_EUNAVAILABLE) when the
  * database cannot be reached. */
@@ -120,29 +183,34 @@ static PGconn *borrow(struct pg_store *db, struct ch_error *err)
     pthread_mutex_lock(&db->lock);
     int i;
     for (;;) {
-        for (i = 0; i < POOL_SIZE && db->busy[i]; i++)
+        for (i = 0; i < POOL_SIZE && db->pool[i].busy; i++)
             ;
         if (i < POOL_SIZE)
             break;
         pthread_cond_wait(&db->cond, &db->lock);
     }
-    db->busy[i] = true;
+    struct pooled *p = &db->pool[i];
+    p->busy = true;
     pthread_mutex_unlock(&db->lock);
-    PGconn *c = db->conns[i];
+    PGconn *c = p->pg;
     if (c == NULL) {
         /* A bounded connect, unless the connection string says otherwise (it comes later and
          * overrides): while the database is away, ingest answers 503 instead of hanging. */
         const char *const keys[] = {"connect_timeout", "dbname", NULL};
         const char *const values[] = {"5", db->conninfo, NULL};
-        c = db->conns[i] = PQconnectdbParams(keys, values, 1);
+        c = p->pg = PQconnectdbParams(keys, values, 1);
+        p->ready = false;
+        p->prepared = 0;
     } else if (PQstatus(c) != CONNECTION_OK) {
-        PQreset(c);
+        reset(db, c);
     }
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+    if (c != NULL && PQstatus(c) == CONNECTION_OK && !p->ready)
+        p->ready = session_setup(c);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK || !p->ready) {
         ch_error_set(err, CH_EUNAVAILABLE, "cannot reach PostgreSQL: %s",
                      c ? PQerrorMessage(c) : "out of memory");
         pthread_mutex_lock(&db->lock);
-        db->busy[i] = false;
+        p->busy = false;
         pthread_cond_signal(&db->cond);
         pthread_mutex_unlock(&db->lock);
         return NULL;
@@ -153,12 +221,7 @@ static PGconn *borrow(struct pg_store *db, struct ch_error *err)
 static void give_back(struct pg_store *db, PGconn *c)
 {
     pthread_mutex_lock(&db->lock);
-    for (int i = 0; i < POOL_SIZE; i++) {
-        if (db->conns[i] == c) {
-            db->busy[i] = false;
-            break;
-        }
-    }
+    slot_of(db, c)->busy = false;
     pthread_cond_signal(&db->cond);
     pthread_mutex_unlock(&db->lock);
 }
@@ -185,10 +248,37 @@ static PGresult *run(PGconn *c, const char *sql, int n, const char *const *value
     return PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
 }
 
-static bool ok(PGresult *r)
+static bool sqlstate_is(PGresult *r, const char *state)
 {
-    ExecStatusType s = PQresultStatus(r);
-    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return s && strcmp(s, state) == 0;
+}
+
+/* Runs a prepared statement on c, preparing it first when this session has not. Results in
+ * text (result_format 0) or binary (1). */
+static PGresult *run_prepared(struct pg_store *db, PGconn *c, const struct prepared *p, int n,
+                              const char *const *values, const int *lengths, const int *formats,
+                              int result_format)
+{
+    struct pooled *slot = slot_of(db, c);
+    unsigned bit = 1u << p->id;
+    for (int tries = 0;; tries++) {
+        if (!(slot->prepared & bit)) {
+            PGresult *r = PQprepare(c, p->name, p->sql, 0, NULL);
+            /* 42P05: the session has it already (see 26000 below). */
+            if (!ok(r) && !sqlstate_is(r, "42P05"))
+                return r;
+            PQclear(r);
+            slot->prepared |= bit;
+        }
+        PGresult *r = PQexecPrepared(c, p->name, n, values, lengths, formats, result_format);
+        /* 26000: the session lost it (a DISCARD ALL, from a pooler in front of the server):
+         * prepared again, once. */
+        if (tries > 0 || !sqlstate_is(r, "26000"))
+            return r;
+        PQclear(r);
+        slot->prepared &= ~bit;
+    }
 }
 
 static void col_text(PGresult *r, int row, int col, char *dst, size_t cap)
@@ -218,24 +308,30 @@ static void *col_bytes(PGresult *r, int row, int col, size_t *len)
     return out;
 }
 
-/* Runs one statement on a borrowed connection (given back before this returns) and checks it:
- * *out is the result, for the caller to read and PQclear, when the code is CH_OK. */
-static ch_code query(struct pg_store *db, const char *sql, int n, const char *const *values,
-                     const int *lengths, const int *formats, const char *what, PGresult **out,
-                     struct ch_error *err)
+/* Runs one statement, prepared (p) or not (sql), on a borrowed connection (given back before
+ * this returns) and checks it: *out is the result, for the caller to read and PQclear, when
+ * the code is CH_OK. */
+static ch_code query_any(struct pg_store *db, const struct prepared *p, const char *sql, int n,
+                         const char *const *values, const int *lengths, const int *formats,
+                         const char *what, PGresult **out, struct ch_error *err)
 {
     *out = NULL;
     PGconn *c = borrow(db, err);
     if (c == NULL)
         return CH_EUNAVAILABLE;
-    PGresult *r = run(c, sql, n, values, lengths, formats);
+    const char *text = p ? p->sql : sql;
+    PGresult *r = p ? run_prepared(db, c, p, n, values, lengths, formats, 0)
+                    : run(c, sql, n, values, lengths, formats);
     /* A pooled connection the server dropped while it sat idle (a restart) is seen only when
      * it is used: a read is run once more on a fresh connection rather than failing a request
      * that nothing was wrong with. Writes are not, as they may have been applied. */
-    if (!ok(r) && PQstatus(c) == CONNECTION_BAD && strncmp(sql, "SELECT", 6) == 0) {
+    if (!ok(r) && PQstatus(c) == CONNECTION_BAD && strncmp(text, "SELECT", 6) == 0) {
         PQclear(r);
-        PQreset(c);
-        r = PQstatus(c) == CONNECTION_OK ? run(c, sql, n, values, lengths, formats) : NULL;
+        reset(db, c);
+        r = NULL;
+        if (PQstatus(c) == CONNECTION_OK && (slot_of(db, c)->ready = session_setup(c)))
+            r = p ? run_prepared(db, c, p, n, values, lengths, formats, 0)
+                  : run(c, sql, n, values, lengths, formats);
     }
     ch_code rc = CH_OK;
     if (!ok(r))
@@ -244,6 +340,20 @@ static ch_code query(struct pg_store *db, const char *sql, int n, const char *co
         *out = r;
     give_back(db, c);
     return rc;
+}
+
+static ch_code query(struct pg_store *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, const char *what, PGresult **out,
+                     struct ch_error *err)
+{
+    return query_any(db, NULL, sql, n, values, lengths, formats, what, out, err);
+}
+
+static ch_code query_prepared(struct pg_store *db, const struct prepared *p, int n,
+                              const char *const *values, const int *lengths, const int *formats,
+                              const char *what, PGresult **out, struct ch_error *err)
+{
+    return query_any(db, p, NULL, n, values, lengths, formats, what, out, err);
 }
 
 /* One statement without rows; *changes (when asked) is how many rows it changed. */
@@ -361,8 +471,10 @@ static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum ke
     int lengths[] = {32};
     int formats[] = {1};
     PGresult *r = NULL;
-    ch_code rc = query(db, "SELECT role FROM api_keys WHERE hash = $1 AND revoked = 0", 1, values,
-                       lengths, formats, "look up key", &r, err);
+    static const struct prepared lookup = {P_KEY_LOOKUP, "ch_key_lookup",
+                                           "SELECT role FROM api_keys WHERE hash = $1"
+                                           " AND revoked = 0"};
+    ch_code rc = query_prepared(db, &lookup, 1, values, lengths, formats, "look up key", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no such key");
@@ -470,8 +582,9 @@ static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
     struct pg_store *db = self(s);
     const char *values[] = {id};
     PGresult *r = NULL;
-    ch_code rc = query(db, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1", 1, values, NULL,
-                       NULL, "read voice app", &r, err);
+    static const struct prepared get = {P_APP_GET, "ch_app_get",
+                                        "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1"};
+    ch_code rc = query_prepared(db, &get, 1, values, NULL, NULL, "read voice app", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
@@ -552,10 +665,10 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
 
 /* After a failed pipeline: a connection stuck in pipeline mode is reset; otherwise the failed
  * transaction is rolled back so the connection can be used again. */
-static void end_failed_pipeline(PGconn *c)
+static void end_failed_pipeline(struct pg_store *db, PGconn *c)
 {
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && PQexitPipelineMode(c) != 1) {
-        PQreset(c);
+        reset(db, c);
         return;
     }
     PQclear(PQexec(c, "ROLLBACK"));
@@ -697,7 +810,7 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
     if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
         rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
     if (rc != CH_OK) {
-        end_failed_pipeline(c);
+        end_failed_pipeline(db, c);
         if (rc == CH_ESTORE)
             rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
     }
@@ -722,23 +835,26 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         return CH_EUNAVAILABLE;
     /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
      * gives the rows in whatever order the update met them: the outer SELECT puts them in the
-     * order they were stored, so each app's queue stays first in, first out. */
-    PGresult *r =
-        run(c,
-            "WITH claimed AS ("
-            " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
-            " + ($2::bigint - $1::bigint)"
-            " WHERE seq IN ("
-            " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-            " WHERE ((m.status = 0 AND m.next_attempt_at <= $1)"
-            "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
-            " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
-            "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
-            "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
-            " ORDER BY m.next_attempt_at, m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)"
-            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
-            " SELECT * FROM claimed ORDER BY seq",
-            3, values, NULL, NULL);
+     * order they were stored, so each app's queue stays first in, first out. The first
+     * next_attempt_at bound is the one the due index (messages_due) can range over, in order,
+     * up to the limit: the rest of the condition filters what it meets. */
+    static const struct prepared claim = {
+        P_CLAIM, "ch_claim",
+        "WITH claimed AS ("
+        " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
+        " + ($2::bigint - $1::bigint)"
+        " WHERE seq IN ("
+        " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
+        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
+        " AND ((m.status = 0 AND m.next_attempt_at <= $1::bigint)"
+        "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
+        " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
+        "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
+        "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
+        " ORDER BY m.next_attempt_at, m.seq LIMIT $3::bigint FOR UPDATE OF m SKIP LOCKED)"
+        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
+        " SELECT * FROM claimed ORDER BY seq"};
+    PGresult *r = run_prepared(db, c, &claim, 3, values, NULL, NULL, 0);
     ch_code rc = CH_OK;
     if (!ok(r))
         rc = fail(c, r, "claim", err);
@@ -789,7 +905,7 @@ static char *int_array(const int64_t *v, size_t n)
 }
 
 /* Sets next_attempt_at of claimed messages (release: and makes them pending again). */
-static ch_code update_claimed(struct store *s, const char *sql, const char *what,
+static ch_code update_claimed(struct store *s, const struct prepared *p, const char *what,
                               const int64_t *seqs, size_t n, int64_t at, struct ch_error *err)
 {
     char *arr = int_array(seqs, n);
@@ -797,7 +913,9 @@ static ch_code update_claimed(struct store *s, const char *sql, const char *what
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     char ab[24];
     const char *values[] = {LL(ab, at), arr};
-    ch_code rc = exec1(self(s), sql, 2, values, what, NULL, err);
+    PGresult *r = NULL;
+    ch_code rc = query_prepared(self(s), p, 2, values, NULL, NULL, what, &r, err);
+    PQclear(r);
     free(arr);
     return rc;
 }
@@ -805,20 +923,22 @@ static ch_code update_claimed(struct store *s, const char *sql, const char *what
 static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
                        struct ch_error *err)
 {
-    return update_claimed(s,
-                          "UPDATE messages SET status = 0, next_attempt_at = $1"
-                          " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                          "release", seqs, n, next_attempt_at, err);
+    static const struct prepared release_sql = {
+        P_RELEASE, "ch_release",
+        "UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
+        " WHERE seq = ANY($2::bigint[]) AND status = 1"};
+    return update_claimed(s, &release_sql, "release", seqs, n, next_attempt_at, err);
 }
 
 /* The lease is renewed for its length from the database's now (see claim_due). */
 static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
                      int64_t lease_until, struct ch_error *err)
 {
-    return update_claimed(s,
-                          "UPDATE messages SET next_attempt_at = " DB_NOW_S " + $1::bigint"
-                          " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                          "renew leases", seqs, n, lease_until - now, err);
+    static const struct prepared renew_sql = {P_RENEW, "ch_renew",
+                                              "UPDATE messages SET next_attempt_at = " DB_NOW_S
+                                              " + $1::bigint"
+                                              " WHERE seq = ANY($2::bigint[]) AND status = 1"};
+    return update_claimed(s, &renew_sql, "renew leases", seqs, n, lease_until - now, err);
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,
@@ -904,7 +1024,7 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
     if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
         rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
     if (rc != CH_OK)
-        end_failed_pipeline(c);
+        end_failed_pipeline(db, c);
     give_back(db, c);
     return rc;
 }
@@ -1122,8 +1242,10 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     PGresult *r = NULL;
-    ch_code rc = query(self(s), "SELECT version FROM apps_version WHERE id = 1", 0, NULL, NULL,
-                       NULL, "read the voice apps' version", &r, err);
+    static const struct prepared read_version = {P_APPS_VERSION, "ch_apps_version",
+                                                 "SELECT version FROM apps_version WHERE id = 1"};
+    ch_code rc = query_prepared(self(s), &read_version, 0, NULL, NULL, NULL,
+                                "read the voice apps' version", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) == 1)
             *version = col_ll(r, 0, 0);
@@ -1141,8 +1263,9 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
     char lb[24], wb[24];
     const char *values[] = {app_id, LL(lb, limit_per_s), LL(wb, want)};
     PGresult *r = NULL;
-    ch_code rc = query(self(s), "SELECT callhook_rate_take($1, $2::bigint, $3::bigint)", 3, values,
-                       NULL, NULL, "rate limit", &r, err);
+    static const struct prepared take = {P_RATE_TAKE, "ch_rate_take",
+                                         "SELECT callhook_rate_take($1, $2::bigint, $3::bigint)"};
+    ch_code rc = query_prepared(self(s), &take, 3, values, NULL, NULL, "rate limit", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
             rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", app_id);
@@ -1288,7 +1411,7 @@ static void pg_close(struct store *s)
     if (db == NULL)
         return;
     for (int i = 0; i < POOL_SIZE; i++)
-        PQfinish(db->conns[i]);
+        PQfinish(db->pool[i].pg);
     pthread_mutex_destroy(&db->lock);
     pthread_cond_destroy(&db->cond);
     free(db);
