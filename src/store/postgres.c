@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,7 @@ enum prepared_id {
     P_RATE_TAKE,
     P_KEY_LOOKUP,
     P_APP_GET,
+    P_INGEST,
     P_COUNT
 };
 _Static_assert(P_COUNT <= 32, "struct pooled keeps the prepared statements in 32 bits");
@@ -674,148 +676,273 @@ static void end_failed_pipeline(struct pg_store *db, PGconn *c)
     PQclear(PQexec(c, "ROLLBACK"));
 }
 
-/* ---- ingest: one pipelined transaction, one round trip for the batch ---- */
+/* ---- array parameters ---- */
 
-/* One statement per item: the app must exist, a duplicate id inserts nothing, and an end-call
- * waits while its call's begin-call is open. The outer SELECT sees the table as it was before
- * this statement, so a row found there is a duplicate. */
+/* Element types of the arrays sent (pg_type.h's OIDs, fixed since PostgreSQL 7). */
+#define OID_BYTEA       17
+#define OID_INT8        20
+#define OID_INT4        23
+#define OID_TEXT        25
+#define ARRAY_MAX_BYTES (512u << 20) /* under the server's 1 GB for one value */
+
+/* One array parameter in PostgreSQL's binary form (what array_recv reads): a header, then
+ * each element as a 4-byte big-endian length (-1: NULL) and its bytes. The capacity is worked
+ * out before anything is written, so nothing grows. */
+struct bin_array {
+    unsigned char *data;
+    size_t len, cap;
+};
+
+static void put_u32(struct bin_array *a, uint32_t v)
+{
+    unsigned char *p = a->data + a->len;
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+    a->len += 4;
+}
+
+/* An array of n elements whose values take payload bytes together. False when out of memory
+ * or too large. */
+static bool array_init(struct bin_array *a, uint32_t elem_oid, size_t n, size_t payload)
+{
+    a->data = NULL;
+    a->len = 0;
+    if (n > ARRAY_MAX_BYTES / 4 || payload > ARRAY_MAX_BYTES - 4 * n)
+        return false;
+    a->cap = 20 + 4 * n + payload;
+    a->data = malloc(a->cap);
+    if (a->data == NULL)
+        return false;
+    put_u32(a, 1); /* dimensions */
+    put_u32(a, 0); /* has NULLs: set by array_put */
+    put_u32(a, elem_oid);
+    put_u32(a, (uint32_t)n);
+    put_u32(a, 1); /* lower bound */
+    return true;
+}
+
+/* Appends an element: len bytes at v, or NULL when v is. */
+static void array_put(struct bin_array *a, const void *v, size_t len)
+{
+    if (v == NULL) {
+        a->data[7] = 1;
+        put_u32(a, UINT32_MAX);
+        return;
+    }
+    put_u32(a, (uint32_t)len);
+    memcpy(a->data + a->len, v, len);
+    a->len += len;
+}
+
+static void array_put_int(struct bin_array *a, int64_t v, size_t bytes)
+{
+    unsigned char b[8];
+    for (size_t i = 0; i < bytes; i++)
+        b[i] = (unsigned char)((uint64_t)v >> (8 * (bytes - 1 - i)));
+    array_put(a, b, bytes);
+}
+
+static void array_release(struct bin_array *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(a[i].data);
+}
+
+/* ---- ingest: one statement for the batch ---- */
+
+/* The batch comes as arrays, one row per item in message-id order ($10 is the item's place in
+ * the caller's batch). Each row: the app must exist, an id already stored (or met earlier in
+ * the batch) inserts nothing, and an end-call asking for ordering waits while its call's
+ * begin-call is open: stored and not delivered, or new in this batch before it (every
+ * statement sees the table as it was before the statement, so those are looked for in the
+ * batch itself). Rows go in in message-id order: two nodes storing the same events at the same
+ * moment (an upstream retry sent to both) then wait on each other in one order, never in a
+ * cycle (which PostgreSQL ends as a deadlock, failing both batches). */
 /* $7 is the item's enum ingest_want (0 deliver, 1 wait on the begin-call, 2 skip); the status
  * stored is an enum msg_status (1 delivering, 0 pending, 4 skipped), as in every column. */
 _Static_assert(INGEST_DELIVER == 0 && INGEST_WAIT_BEGIN == 1 && INGEST_SKIP == 2,
                "ingest_sql spells enum ingest_want as numbers");
 _Static_assert(MSG_PENDING == 0 && MSG_DELIVERING == 1 && MSG_SKIPPED == 4,
                "the SQL spells enum msg_status as numbers");
-static const char ingest_sql[] =
-    "WITH app AS (SELECT 1 FROM voice_apps WHERE id = $2),"
-    " st AS (SELECT CASE WHEN $7::int = 2 THEN 4"
-    "   WHEN $7::int = 1 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
-    "     WHERE b.app_id = $2 AND b.dedupe_key = $4 AND b.event = 'begin-call'"
-    "     AND b.status IN (0, 1)) THEN 0"
-    "   ELSE 1 END AS status),"
+static const struct prepared ingest_sql = {
+    P_INGEST, "ch_ingest",
+    "WITH batch AS ("
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
+    "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
+    "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)),"
+    " seen AS ("
+    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app,"
+    "  m.seq AS old_seq, m.status AS old_status,"
+    "  row_number() OVER (PARTITION BY b.id ORDER BY b.ord) = 1 AS first"
+    " FROM batch b LEFT JOIN messages m ON m.id = b.id),"
+    " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
-    "  INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
-    "   next_attempt_at, wait_begin)"
+    " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
+    "  next_attempt_at, wait_begin)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
-    "  SELECT $1, $2, $3, $4, $5::bigint, $6, st.status, $8::bigint,"
-    "   CASE WHEN st.status = 1 THEN " DB_NOW_S " + ($9::bigint - $8::bigint) ELSE $8::bigint END,"
-    "   CASE WHEN $7::int = 1 THEN 1 ELSE 0 END"
-    "  FROM st WHERE EXISTS (SELECT 1 FROM app)"
-    "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
-    " SELECT EXISTS (SELECT 1 FROM app), (SELECT seq FROM ins), (SELECT status FROM ins),"
-    "  (SELECT seq FROM messages WHERE id = $1), (SELECT status FROM messages WHERE id = $1)";
+    " SELECT id, app_id, event, dedupe_key, call_type, body, st, at,"
+    "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
+    "  CASE WHEN want = 1 THEN 1 ELSE 0 END"
+    " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4"
+    "   WHEN f.want = 1 AND f.event = 'end-call' AND ("
+    "    EXISTS (SELECT 1 FROM messages o WHERE o.app_id = f.app_id"
+    "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.status IN (0, 1))"
+    "    OR EXISTS (SELECT 1 FROM fresh o WHERE o.app_id = f.app_id"
+    "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.want <> 2"
+    "     AND o.pos < f.pos)) THEN 0"
+    "   ELSE 1 END AS st FROM fresh f) f"
+    " ORDER BY ord"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status)"
+    " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
+    " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
 
 struct ingest_order {
     const char *msg_id;
     size_t index;
 };
 
+/* By message id, then by place in the batch: the first of two items with one id is stored. */
 static int by_msg_id(const void *a, const void *b)
 {
-    return strcmp(((const struct ingest_order *)a)->msg_id,
-                  ((const struct ingest_order *)b)->msg_id);
+    const struct ingest_order *x = a, *y = b;
+    int c = strcmp(x->msg_id, y->msg_id);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+enum {
+    ING_ID,
+    ING_APP,
+    ING_EVENT,
+    ING_KEY,
+    ING_TYPE,
+    ING_BODY,
+    ING_WANT,
+    ING_AT,
+    ING_LEASE,
+    ING_POS,
+    ING_COLUMNS
+};
+
+/* The batch as ING_COLUMNS arrays, in the order of order[]. False when out of memory or too
+ * large (what was made is released). */
+static bool ingest_arrays(const struct ingest_item *items, const struct ingest_order *order,
+                          size_t n, struct bin_array *a)
+{
+    size_t text[4] = {0}, body = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct ingest_item *it = &items[i];
+        text[0] += strlen(it->msg_id);
+        text[1] += strlen(it->app_id);
+        text[2] += strlen(it->event);
+        text[3] += strlen(it->dedupe_key);
+        if (it->body_len > ARRAY_MAX_BYTES || body > ARRAY_MAX_BYTES)
+            return false;
+        body += it->body_len;
+    }
+    static const uint32_t oids[ING_COLUMNS] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,
+                                               OID_BYTEA, OID_INT4, OID_INT8, OID_INT8, OID_INT4};
+    size_t payload[ING_COLUMNS] = {text[0], text[1], text[2], text[3], 8 * n,
+                                   body,    4 * n,   8 * n,   8 * n,   4 * n};
+    for (int k = 0; k < ING_COLUMNS; k++) {
+        if (!array_init(&a[k], oids[k], n, payload[k])) {
+            array_release(a, (size_t)k + 1);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct ingest_item *it = &items[order[i].index];
+        array_put(&a[ING_ID], it->msg_id, strlen(it->msg_id));
+        array_put(&a[ING_APP], it->app_id, strlen(it->app_id));
+        array_put(&a[ING_EVENT], it->event, strlen(it->event));
+        array_put(&a[ING_KEY], it->dedupe_key, strlen(it->dedupe_key));
+        if (it->has_call_type)
+            array_put_int(&a[ING_TYPE], it->call_type, 8);
+        else
+            array_put(&a[ING_TYPE], NULL, 0);
+        array_put(&a[ING_BODY], it->body_len ? it->body : "", it->body_len);
+        array_put_int(&a[ING_WANT], (int64_t)it->want, 4);
+        array_put_int(&a[ING_AT], it->now, 8);
+        array_put_int(&a[ING_LEASE], it->lease_until, 8);
+        array_put_int(&a[ING_POS], (int64_t)order[i].index, 4);
+    }
+    return true;
+}
+
+/* Reads what became of each item from the statement's rows (one per item, in order[]). */
+static void ingest_results(PGresult *r, struct ingest_item *items, const struct ingest_order *order,
+                           size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        struct ingest_item *it = &items[order[k].index];
+        int row = (int)k;
+        if (strcmp(PQgetvalue(r, row, 0), "t") != 0) {
+            it->unknown_app = true;
+            it->result = CH_ENOTFOUND;
+        } else if (!PQgetisnull(r, row, 1) && strcmp(PQgetvalue(r, row, 5), "t") == 0) {
+            it->seq = col_ll(r, row, 1);
+            it->status = (enum msg_status)col_ll(r, row, 2);
+            it->result = CH_OK;
+        } else if (!PQgetisnull(r, row, 1)) {
+            /* The same id earlier in this batch, stored by it. */
+            it->duplicate = true;
+            it->seq = col_ll(r, row, 1);
+            it->status = (enum msg_status)col_ll(r, row, 2);
+            it->result = CH_OK;
+        } else {
+            /* Already there, or inserted by another node this very moment: either way the
+             * same message id is stored once. */
+            it->duplicate = true;
+            it->seq = col_ll(r, row, 3);
+            it->status = (enum msg_status)col_ll(r, row, 4);
+            it->result = CH_OK;
+        }
+    }
 }
 
 static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
 {
-    struct pg_store *db = self(s);
-    /* Rows go in in message-id order: two nodes storing the same events at the same moment
-     * (an upstream retry sent to both) then wait on each other in one order, never in a
-     * cycle (which PostgreSQL ends as a deadlock, failing both batches). */
-    struct ingest_order *order = malloc((n ? n : 1) * sizeof *order);
+    if (n == 0)
+        return CH_OK;
+    if (n > INT32_MAX)
+        return ch_error_set(err, CH_EINVAL, "a batch of %zu events is too large", n);
+    struct ingest_order *order = malloc(n * sizeof *order);
     if (order == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory storing %zu events", n);
     for (size_t i = 0; i < n; i++)
         order[i] = (struct ingest_order){items[i].msg_id, i};
     qsort(order, n, sizeof *order, by_msg_id);
-    PGconn *c = borrow(db, err);
-    if (c == NULL) {
+    struct bin_array a[ING_COLUMNS];
+    if (!ingest_arrays(items, order, n, a)) {
         free(order);
-        return CH_EUNAVAILABLE;
+        return ch_error_set(err, CH_ENOMEM,
+                            "cannot pass %zu events to PostgreSQL: out of memory,"
+                            " or over 512 MiB",
+                            n);
     }
-    ch_code rc = CH_OK;
-    if (PQenterPipelineMode(c) != 1) {
-        give_back(db, c);
-        free(order);
-        return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
+    const char *values[ING_COLUMNS];
+    int lengths[ING_COLUMNS], formats[ING_COLUMNS];
+    for (int k = 0; k < ING_COLUMNS; k++) {
+        values[k] = (const char *)a[k].data;
+        lengths[k] = (int)a[k].len;
+        formats[k] = 1;
     }
-    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    for (size_t i = 0; sent && i < n; i++) {
-        struct ingest_item *it = &items[order[i].index];
-        int mode = (int)it->want;
-        char ct[24], md[24], now[24], next[24];
-        snprintf(ct, sizeof ct, "%lld", it->call_type);
-        const char *values[] = {it->msg_id,
-                                it->app_id,
-                                it->event,
-                                it->dedupe_key,
-                                it->has_call_type ? ct : NULL,
-                                it->body,
-                                LL(md, mode),
-                                LL(now, it->now),
-                                LL(next, it->lease_until)};
-        int lengths[] = {0, 0, 0, 0, 0, (int)it->body_len, 0, 0, 0};
-        int formats[] = {0, 0, 0, 0, 0, 1, 0, 0, 0};
-        sent = PQsendQueryParams(c, ingest_sql, 9, NULL, values, lengths, formats, 0) == 1;
-    }
-    sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
-           PQpipelineSync(c) == 1;
-    if (!sent)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot send: %s", PQerrorMessage(c));
-
-    /* Results come in order: BEGIN, one per item, COMMIT, then the sync. Each is followed by a
-     * NULL that ends it. */
-    size_t expected = n + 2;
-    for (size_t k = 0; sent && k < expected; k++) {
-        PGresult *r = PQgetResult(c);
-        if (r == NULL) {
-            rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: connection lost: %s",
-                              PQerrorMessage(c));
-            break;
-        }
-        if (!ok(r) && rc == CH_OK) {
-            rc = fail(c, r, "ingest", err);
-            r = NULL;
-        } else if (k >= 1 && k <= n && rc == CH_OK) {
-            struct ingest_item *it = &items[order[k - 1].index];
-            bool app_exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-            if (!app_exists) {
-                it->unknown_app = true;
-                it->result = CH_ENOTFOUND;
-            } else if (!PQgetisnull(r, 0, 1)) {
-                it->seq = col_ll(r, 0, 1);
-                it->status = (enum msg_status)col_ll(r, 0, 2);
-                it->result = CH_OK;
-            } else {
-                /* Already there, or inserted by another node this very moment: either way
-                 * the same message id is stored once. */
-                it->duplicate = true;
-                it->seq = col_ll(r, 0, 3);
-                it->status = (enum msg_status)col_ll(r, 0, 4);
-                it->result = CH_OK;
-            }
-        }
-        PQclear(r);
-        PGresult *end = PQgetResult(c); /* the NULL after each query's result */
-        PQclear(end);
-    }
-    /* The sync's result, then back to normal mode. */
-    PGresult *r;
-    while ((r = PQgetResult(c)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        PQclear(r);
-        if (st == PGRES_PIPELINE_SYNC)
-            break;
-    }
-    if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
-    if (rc != CH_OK) {
-        end_failed_pipeline(db, c);
-        if (rc == CH_ESTORE)
-            rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
-    }
-    give_back(db, c);
+    /* One statement is one transaction: the batch is stored whole or not at all. */
+    PGresult *r = NULL;
+    ch_code rc = query_prepared(self(s), &ingest_sql, ING_COLUMNS, values, lengths, formats,
+                                "ingest", &r, err);
+    array_release(a, ING_COLUMNS);
+    if (rc == CH_OK && PQntuples(r) != (int)n)
+        rc = ch_error_set(err, CH_ESTORE, "postgres: ingest: %d results for %zu events",
+                          PQntuples(r), n);
+    if (rc == CH_OK)
+        ingest_results(r, items, order, n);
+    PQclear(r);
     free(order);
+    if (rc == CH_ESTORE)
+        rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
     return rc;
 }
 
