@@ -134,6 +134,7 @@ enum prepared_id {
     P_KEY_LOOKUP,
     P_APP_GET,
     P_INGEST,
+    P_RECORD,
     P_COUNT
 };
 _Static_assert(P_COUNT <= 32, "struct pooled keeps the prepared statements in 32 bits");
@@ -690,17 +691,6 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
     return rc;
 }
 
-/* After a failed pipeline: a connection stuck in pipeline mode is reset; otherwise the failed
- * transaction is rolled back so the connection can be used again. */
-static void end_failed_pipeline(struct pg_store *db, PGconn *c)
-{
-    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && PQexitPipelineMode(c) != 1) {
-        reset(db, c);
-        return;
-    }
-    PQclear(PQexec(c, "ROLLBACK"));
-}
-
 /* ---- array parameters ---- */
 
 /* Element types of the arrays sent (pg_type.h's OIDs, fixed since PostgreSQL 7). */
@@ -1098,91 +1088,203 @@ static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now
     return update_claimed(s, &renew_sql, "renew leases", seqs, n, lease_until - now, err);
 }
 
+/* A batch of results as one statement: the attempts inserted in the batch's order, each
+ * message updated from its result. A message appears once per statement (record_attempts
+ * cuts the batch where one comes back). */
+static const struct prepared record_sql = {
+    P_RECORD, "ch_record",
+    "WITH r AS ("
+    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],"
+    "  $6::text[], $7::bytea[], $8::int[], $9::bigint[], $10::bigint[]) WITH ORDINALITY"
+    "  AS r(seq, at_ms, duration_ms, http_status, error_class, error, response, status, next_at,"
+    "  delivered_at, ord)),"
+    " ins AS ("
+    " INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status, error_class, error,"
+    "  response)"
+    " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response FROM r"
+    " ORDER BY ord)"
+    /* An attempt in flight when its app was deleted does not bring it back. */
+    " UPDATE messages m SET status = CASE WHEN m.app_deleted = 1 AND r.status = 0 THEN 3"
+    "  ELSE r.status END, attempts = m.attempts + 1, next_attempt_at = r.next_at,"
+    "  delivered_at = r.delivered_at, last_error = r.error"
+    " FROM r WHERE m.seq = r.seq"};
+
+enum {
+    REC_SEQ,
+    REC_AT,
+    REC_DURATION,
+    REC_HTTP,
+    REC_CLASS,
+    REC_ERROR,
+    REC_RESPONSE,
+    REC_STATUS,
+    REC_NEXT,
+    REC_DELIVERED,
+    REC_COLUMNS
+};
+
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+/* The results res[0..n) as REC_COLUMNS arrays. False when out of memory or too large (what
+ * was made is released). */
+static bool record_arrays(const struct attempt_result *res, size_t n, struct bin_array *a)
+{
+    size_t class_len = 0, error_len = 0, response_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        class_len += strlen(or_empty(res[i].error_class));
+        error_len += strlen(or_empty(res[i].error));
+        if (res[i].response_len > ARRAY_MAX_BYTES || response_len > ARRAY_MAX_BYTES)
+            return false;
+        response_len += res[i].response ? res[i].response_len : 0;
+    }
+    static const uint32_t oids[REC_COLUMNS] = {OID_INT8, OID_INT8,  OID_INT8, OID_INT4, OID_TEXT,
+                                               OID_TEXT, OID_BYTEA, OID_INT4, OID_INT8, OID_INT8};
+    size_t payload[REC_COLUMNS] = {8 * n,     8 * n,        8 * n, 4 * n, class_len,
+                                   error_len, response_len, 4 * n, 8 * n, 8 * n};
+    for (int k = 0; k < REC_COLUMNS; k++) {
+        if (!array_init(&a[k], oids[k], n, payload[k])) {
+            array_release(a, (size_t)k + 1);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct attempt_result *r = &res[i];
+        array_put_int(&a[REC_SEQ], r->seq, 8);
+        array_put_int(&a[REC_AT], r->at_ms, 8);
+        array_put_int(&a[REC_DURATION], r->duration_ms, 8);
+        array_put_int(&a[REC_HTTP], r->http_status, 4);
+        array_put(&a[REC_CLASS], or_empty(r->error_class), strlen(or_empty(r->error_class)));
+        array_put(&a[REC_ERROR], or_empty(r->error), strlen(or_empty(r->error)));
+        array_put(&a[REC_RESPONSE], r->response && r->response_len ? r->response : NULL,
+                  r->response_len);
+        array_put_int(&a[REC_STATUS], r->new_status, 4);
+        array_put_int(&a[REC_NEXT], r->next_attempt_at, 8);
+        array_put_int(&a[REC_DELIVERED], r->new_status == MSG_DELIVERED ? r->at_ms / 1000 : 0, 8);
+    }
+    return true;
+}
+
+/* Writes res[0..n) with one statement on c (in the caller's transaction, if any). */
+static ch_code record_run(struct pg_store *db, PGconn *c, const struct attempt_result *res,
+                          size_t n, struct ch_error *err)
+{
+    struct bin_array a[REC_COLUMNS];
+    if (!record_arrays(res, n, a))
+        return ch_error_set(err, CH_ENOMEM,
+                            "cannot pass %zu results to PostgreSQL: out of memory, or over "
+                            "512 MiB",
+                            n);
+    const char *values[REC_COLUMNS];
+    int lengths[REC_COLUMNS], formats[REC_COLUMNS];
+    for (int k = 0; k < REC_COLUMNS; k++) {
+        values[k] = (const char *)a[k].data;
+        lengths[k] = (int)a[k].len;
+        formats[k] = 1;
+    }
+    PGresult *r = run_prepared(db, c, &record_sql, REC_COLUMNS, values, lengths, formats, 0);
+    array_release(a, REC_COLUMNS);
+    if (!ok(r))
+        return fail(c, r, "record attempts", err);
+    PQclear(r);
+    return CH_OK;
+}
+
+struct seq_at {
+    int64_t seq;
+    size_t index;
+};
+
+static int by_seq_then_index(const void *a, const void *b)
+{
+    const struct seq_at *x = a, *y = b;
+    if (x->seq != y->seq)
+        return (x->seq > y->seq) - (x->seq < y->seq);
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* prev[i]: the index of the result before i of the same message, or SIZE_MAX. False when out
+ * of memory. *repeats is whether any message has two results. */
+static bool previous_of_same(const struct attempt_result *res, size_t n, size_t *prev,
+                             bool *repeats)
+{
+    struct seq_at *v = malloc(n * sizeof *v);
+    if (v == NULL)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        v[i] = (struct seq_at){res[i].seq, i};
+    qsort(v, n, sizeof *v, by_seq_then_index);
+    *repeats = false;
+    for (size_t k = 0; k < n; k++) {
+        bool same = k > 0 && v[k - 1].seq == v[k].seq;
+        prev[v[k].index] = same ? v[k - 1].index : SIZE_MAX;
+        *repeats |= same;
+    }
+    free(v);
+    return true;
+}
+
+static ch_code run_simple(PGconn *c, const char *sql, const char *what, struct ch_error *err)
+{
+    PGresult *r = PQexec(c, sql);
+    if (!ok(r))
+        return fail(c, r, what, err);
+    PQclear(r);
+    return CH_OK;
+}
+
 static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,
                                struct ch_error *err)
 {
+    if (n == 0)
+        return CH_OK;
+    if (n > INT32_MAX)
+        return ch_error_set(err, CH_EINVAL, "a batch of %zu results is too large", n);
     struct pg_store *db = self(s);
+    size_t *prev = malloc(n * sizeof *prev);
+    bool repeats = false;
+    if (prev == NULL || !previous_of_same(res, n, prev, &repeats)) {
+        free(prev);
+        return ch_error_set(err, CH_ENOMEM, "out of memory recording %zu attempts", n);
+    }
+    bool disables = false;
+    for (size_t i = 0; i < n; i++)
+        disables |= res[i].disable_app && res[i].app_id;
     PGconn *c = borrow(db, err);
-    if (c == NULL)
+    if (c == NULL) {
+        free(prev);
         return CH_EUNAVAILABLE;
-    ch_code rc = CH_OK;
-    if (PQenterPipelineMode(c) != 1) {
-        give_back(db, c);
-        return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
     }
-    size_t queries = 0;
-    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    queries++;
-    for (size_t i = 0; sent && i < n; i++) {
-        const struct attempt_result *a = &res[i];
-        char sq[24], at[24], du[24], hs[24], st[24], na[24], da[24];
-        const char *ins[] = {LL(sq, a->seq),
-                             LL(at, a->at_ms),
-                             LL(du, a->duration_ms),
-                             LL(hs, a->http_status),
-                             a->error_class ? a->error_class : "",
-                             a->error ? a->error : "",
-                             a->response && a->response_len ? a->response : NULL};
-        int lengths[] = {0, 0, 0, 0, 0, 0, (int)a->response_len};
-        int formats[] = {0, 0, 0, 0, 0, 0, 1};
-        sent = PQsendQueryParams(c,
-                                 "INSERT INTO attempts(message_seq, at_ms, duration_ms,"
-                                 " http_status, error_class, error, response)"
-                                 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                                 7, NULL, ins, lengths, formats, 0) == 1;
-        queries++;
-        const char *upd[] = {LL(st, a->new_status), LL(na, a->next_attempt_at),
-                             LL(da, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0),
-                             a->error ? a->error : "", sq};
-        sent = sent && PQsendQueryParams(c,
-                                         /* An attempt in flight when its app was
-                                          * deleted does not bring it back. */
-                                         "UPDATE messages SET status = CASE WHEN"
-                                         " app_deleted = 1 AND $1::int = 0 THEN 3 ELSE"
-                                         " $1::int END, attempts = attempts + 1,"
-                                         " next_attempt_at = $2, delivered_at = $3,"
-                                         " last_error = $4 WHERE seq = $5",
-                                         5, NULL, upd, NULL, NULL, 0) == 1;
-        queries++;
-        if (sent && a->disable_app && a->app_id) {
-            const char *dis[] = {a->error ? a->error : "disabled", a->app_id};
-            sent = PQsendQueryParams(c,
-                                     "UPDATE voice_apps SET enabled = 0, disabled_reason = $1"
-                                     " WHERE id = $2",
-                                     2, NULL, dis, NULL, NULL, 0) == 1;
-            queries++;
-        }
+    /* Usually one statement, its own transaction. A message with two results (a retry
+     * written with the attempt before it) cuts the batch in parts, written in order so the
+     * later result is the one kept; parts and apps disabled by a 410 share one transaction. */
+    bool block = repeats || disables;
+    ch_code rc = block ? run_simple(c, "BEGIN", "record attempts", err) : CH_OK;
+    for (size_t from = 0; rc == CH_OK && from < n;) {
+        size_t to = from + 1;
+        while (to < n && (prev[to] == SIZE_MAX || prev[to] < from))
+            to++;
+        rc = record_run(db, c, res + from, to - from, err);
+        from = to;
     }
-    sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
-           PQpipelineSync(c) == 1;
-    queries++;
-    if (!sent)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot send: %s", PQerrorMessage(c));
-    for (size_t k = 0; sent && k < queries; k++) {
-        PGresult *r = PQgetResult(c);
-        if (r == NULL) {
-            rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: connection lost");
-            break;
-        }
-        if (!ok(r) && rc == CH_OK) {
-            rc = fail(c, r, "record attempts", err);
-            r = NULL;
-        }
-        PQclear(r);
-        PQclear(PQgetResult(c));
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        if (!res[i].disable_app || res[i].app_id == NULL)
+            continue;
+        const char *dis[] = {res[i].error ? res[i].error : "disabled", res[i].app_id};
+        PGresult *r =
+            run(c, "UPDATE voice_apps SET enabled = 0, disabled_reason = $1 WHERE id = $2", 2, dis,
+                NULL, NULL);
+        if (!ok(r))
+            rc = fail(c, r, "disable voice app", err);
+        else
+            PQclear(r);
     }
-    PGresult *r;
-    while ((r = PQgetResult(c)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        PQclear(r);
-        if (st == PGRES_PIPELINE_SYNC)
-            break;
-    }
-    if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
-    if (rc != CH_OK)
-        end_failed_pipeline(db, c);
+    if (block)
+        rc = end_transaction(c, rc, "record attempts", err);
     give_back(db, c);
+    free(prev);
     return rc;
 }
 

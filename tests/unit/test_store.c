@@ -575,6 +575,36 @@ static void test_attempts_dead_and_recover(void **state)
     assert_int_equal(store_message_requeue(s, "msg_none", 6000, NULL), CH_ENOTFOUND);
 }
 
+/* A batch of results where one message comes back: each result is an attempt, and the later
+ * result is the message's state. */
+static void test_attempts_batch_with_a_repeat(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item a = ingest(s, "msg_a", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct ingest_item b = ingest(s, "msg_b", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
+    struct ingest_item c = ingest(s, "msg_c", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    struct attempt_result r[4] = {result(a.seq, MSG_PENDING, 1001), result(b.seq, MSG_DELIVERED, 0),
+                                  result(a.seq, MSG_DELIVERED, 0),
+                                  result(c.seq, MSG_PENDING, 1002)};
+    assert_int_equal(store_record_attempts(s, r, 4, NULL), CH_OK);
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_int_equal(m.attempts, 2);
+    int n = 0;
+    assert_int_equal(store_message_attempts(s, m.seq, count_attempt, &n, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_message_get(s, "msg_b", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_int_equal(m.attempts, 1);
+    assert_int_equal(store_message_get(s, "msg_c", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_PENDING);
+    assert_int_equal(m.attempts, 1);
+    assert_int_equal(m.next_attempt_at, 1002);
+    assert_string_equal(m.last_error, "HTTP 500");
+}
+
 static void test_disabled_apps_wait(void **state)
 {
     struct store *s = *state;
@@ -1541,6 +1571,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_batch_results_and_order, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_attempts_batch_with_a_repeat, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_delete_app_ends_its_messages, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
