@@ -93,9 +93,13 @@ static const char *const migrations[] = {
     /* 4: the store's own settings (a data key's check value). */
     "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
     /* 5: the due index in the claim's order, so a claim reads its LIMIT of rows from it and
-     * stops, instead of every due row and a sort (see claim_due). */
+     * stops, instead of every due row and a sort (see claim_due); the open begin-calls, which
+     * ingest and the claim look up for every end-call that waits on one (messages_call holds
+     * every message ever stored, and without statistics the planner read it whole). */
     "DROP INDEX messages_due;"
-    "CREATE INDEX messages_due ON messages(next_attempt_at, seq) WHERE status IN (0, 1);",
+    "CREATE INDEX messages_due ON messages(next_attempt_at, seq) WHERE status IN (0, 1);"
+    "CREATE INDEX messages_begin_open ON messages(app_id, dedupe_key)"
+    " WHERE event = 'begin-call' AND status IN (0, 1);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
