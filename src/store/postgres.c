@@ -1055,7 +1055,10 @@ static char *int_array(const int64_t *v, size_t n)
     return s;
 }
 
-/* Sets next_attempt_at of claimed messages (release: and makes them pending again). */
+/* Sets next_attempt_at of claimed messages (release: and makes them pending again). The
+ * messages are found by their seq: "status + 0" is no index condition, so the planner cannot
+ * pick messages_due (every due message) instead, which it did while the table had no
+ * statistics, reading that whole index for every call. */
 static ch_code update_claimed(struct store *s, const struct prepared *p, const char *what,
                               const int64_t *seqs, size_t n, int64_t at, struct ch_error *err)
 {
@@ -1077,7 +1080,7 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
     static const struct prepared release_sql = {
         P_RELEASE, "ch_release",
         "UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
-        " WHERE seq = ANY($2::bigint[]) AND status = 1"};
+        " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
     return update_claimed(s, &release_sql, "release", seqs, n, next_attempt_at, err);
 }
 
@@ -1088,7 +1091,7 @@ static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now
     static const struct prepared renew_sql = {P_RENEW, "ch_renew",
                                               "UPDATE messages SET next_attempt_at = " DB_NOW_S
                                               " + $1::bigint"
-                                              " WHERE seq = ANY($2::bigint[]) AND status = 1"};
+                                              " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
     return update_claimed(s, &renew_sql, "renew leases", seqs, n, lease_until - now, err);
 }
 
