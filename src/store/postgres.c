@@ -128,7 +128,7 @@ static struct pg_store *self(struct store *s)
 }
 
 /* The statements run for every event or every batch, prepared once per connection (the first
- * time it runs each) so the server parses and plans them once, not on every call. */
+ * time it runs each) so the server parses and analyses them once, not on every call. */
 enum prepared_id {
     P_CLAIM,
     P_RELEASE,
@@ -267,8 +267,6 @@ static bool sqlstate_is(PGresult *r, const char *state)
     return s && strcmp(s, state) == 0;
 }
 
-/* Runs a prepared statement on c, preparing it first when this session has not. Results in
- * text (result_format 0) or binary (1). */
 /* Prepares p on c unless this session has it: NULL when it has, else the failed result. */
 static PGresult *ensure_prepared(struct pg_store *db, PGconn *c, const struct prepared *p)
 {
@@ -285,18 +283,17 @@ static PGresult *ensure_prepared(struct pg_store *db, PGconn *c, const struct pr
     return NULL;
 }
 
-/* Runs p with its parameters (sql NULL), or the simple query sql that EXECUTEs it, preparing
- * it first when this session has not. Results in text (result_format 0) or binary (1). */
-static PGresult *run_prepared_as(struct pg_store *db, PGconn *c, const struct prepared *p,
-                                 const char *sql, int n, const char *const *values,
-                                 const int *lengths, const int *formats, int result_format)
+/* Runs p on c, preparing it first when this session has not. Results in text (result_format
+ * 0) or binary (1). */
+static PGresult *run_prepared(struct pg_store *db, PGconn *c, const struct prepared *p, int n,
+                              const char *const *values, const int *lengths, const int *formats,
+                              int result_format)
 {
     for (int tries = 0;; tries++) {
         PGresult *r = ensure_prepared(db, c, p);
         if (r)
             return r;
-        r = sql ? PQexec(c, sql)
-                : PQexecPrepared(c, p->name, n, values, lengths, formats, result_format);
+        r = PQexecPrepared(c, p->name, n, values, lengths, formats, result_format);
         /* 26000: the session lost it (a DISCARD ALL, from a pooler in front of the server):
          * prepared again, once. */
         if (tries > 0 || !sqlstate_is(r, "26000"))
@@ -304,13 +301,6 @@ static PGresult *run_prepared_as(struct pg_store *db, PGconn *c, const struct pr
         PQclear(r);
         slot_of(db, c)->prepared &= ~(1u << p->id);
     }
-}
-
-static PGresult *run_prepared(struct pg_store *db, PGconn *c, const struct prepared *p, int n,
-                              const char *const *values, const int *lengths, const int *formats,
-                              int result_format)
-{
-    return run_prepared_as(db, c, p, NULL, n, values, lengths, formats, result_format);
 }
 
 static void col_text(PGresult *r, int row, int col, char *dst, size_t cap)
@@ -387,7 +377,9 @@ static ch_code query_any(struct pg_store *db, const struct prepared *p, const ch
         PQclear(r);
         reset(db, c);
         r = NULL;
-        if (PQstatus(c) == CONNECTION_OK && (slot_of(db, c)->ready = session_setup(c)))
+        struct pooled *slot = slot_of(db, c);
+        slot->ready = PQstatus(c) == CONNECTION_OK && session_setup(c);
+        if (slot->ready)
             r = p ? run_prepared(db, c, p, n, values, lengths, formats, 0)
                   : run(c, sql, n, values, lengths, formats);
     }
@@ -823,13 +815,13 @@ _Static_assert(MSG_PENDING == 0 && MSG_DELIVERING == 1 && MSG_SKIPPED == 4,
 static const struct prepared ingest_sql = {
     P_INGEST, "ch_ingest",
     "WITH batch AS ("
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
+    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
     "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
     "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)),"
     " seen AS ("
-    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app,"
-    "  m.seq AS old_seq, m.status AS old_status,"
-    "  row_number() OVER (PARTITION BY b.id ORDER BY b.ord) = 1 AS first"
+    " SELECT b.*, m.seq AS old_seq, m.status AS old_status,"
+    "  row_number() OVER (PARTITION BY b.id, b.app ORDER BY b.ord) = 1 AS first"
     " FROM batch b LEFT JOIN messages m ON m.id = b.id),"
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("

@@ -481,6 +481,7 @@ static void test_batch_results_and_order(void **state)
         {"msg_a4", "app", "end-call", "c4", INGEST_WAIT_BEGIN}, /* waits on msg_old */
         {"msg_old", "app", "begin-call", "c4", INGEST_DELIVER}, /* stored before */
         {"msg_a5", "app", "end-call", "c5", INGEST_DELIVER},    /* no ordering asked */
+        {"msg_b1", "app", "end-call", "c5", INGEST_DELIVER},    /* item 7's id, an app */
     };
     enum { N = sizeof in / sizeof in[0] };
     struct ingest_item items[N];
@@ -498,7 +499,7 @@ static void test_batch_results_and_order(void **state)
     static const enum msg_status want_status[N] = {
         MSG_DELIVERING, MSG_DELIVERING, MSG_DELIVERING, MSG_PENDING,
         MSG_SKIPPED,    MSG_DELIVERING, MSG_PENDING,    0,
-        MSG_PENDING,    MSG_DELIVERING, MSG_DELIVERING};
+        MSG_PENDING,    MSG_DELIVERING, MSG_DELIVERING, MSG_DELIVERING};
     for (size_t i = 0; i < N; i++) {
         assert_int_equal(items[i].result, i == 7 ? CH_ENOTFOUND : CH_OK);
         assert_int_equal(items[i].unknown_app, i == 7);
@@ -521,7 +522,9 @@ static void test_batch_results_and_order(void **state)
     assert_string_equal(m.dedupe_key, "c2");
     assert_false(m.has_call_type);
     assert_int_equal(m.body_len, 2);
-    assert_int_equal(store_message_get(s, "msg_b1", &m, NULL), CH_ENOTFOUND);
+    assert_int_equal(store_message_get(s, "msg_b1", &m, NULL), CH_OK);
+    assert_int_equal(m.seq, items[11].seq);
+    assert_string_equal(m.app_id, "app");
 }
 
 static void count_attempt(void *ctx, const struct attempt_view *a)
