@@ -815,14 +815,15 @@ _Static_assert(MSG_PENDING == 0 && MSG_DELIVERING == 1 && MSG_SKIPPED == 4,
 static const struct prepared ingest_sql = {
     P_INGEST, "ch_ingest",
     "WITH batch AS ("
-    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app"
+    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app,"
+    "  (SELECT m.seq FROM messages m WHERE m.id = b.id) AS old_seq"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
     "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
     "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)),"
     " seen AS ("
-    " SELECT b.*, m.seq AS old_seq, m.status AS old_status,"
+    " SELECT b.*, (SELECT m.status FROM messages m WHERE m.seq = b.old_seq) AS old_status,"
     "  row_number() OVER (PARTITION BY b.id, b.app ORDER BY b.ord) = 1 AS first"
-    " FROM batch b LEFT JOIN messages m ON m.id = b.id),"
+    " FROM batch b),"
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
     " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
@@ -975,10 +976,26 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
         lengths[k] = (int)a[k].len;
         formats[k] = 1;
     }
-    /* One statement is one transaction: the batch is stored whole or not at all. */
+    /* One transaction: the batch is stored whole or not at all. The statement's plan is made
+     * once per connection (a generic plan): every row is found through an index whatever the
+     * table's size, and planning it for each batch cost as much as running it. */
+    struct pg_store *db = self(s);
     PGresult *r = NULL;
-    ch_code rc = query_prepared(self(s), &ingest_sql, ING_COLUMNS, values, lengths, formats,
-                                "ingest", &r, err);
+    PGconn *c = borrow(db, err);
+    ch_code rc =
+        c ? run_simple(c, "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan", "ingest", err)
+          : CH_EUNAVAILABLE;
+    if (rc == CH_OK) {
+        r = run_prepared(db, c, &ingest_sql, ING_COLUMNS, values, lengths, formats, 0);
+        if (!ok(r)) {
+            rc = fail(c, r, "ingest", err);
+            r = NULL;
+        }
+    }
+    if (c) {
+        rc = end_transaction(c, rc, "ingest", err);
+        give_back(db, c);
+    }
     array_release(a, ING_COLUMNS);
     if (rc == CH_OK && PQntuples(r) != (int)n)
         rc = ch_error_set(err, CH_ESTORE, "postgres: ingest: %d results for %zu events",
