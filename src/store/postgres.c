@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,17 +92,32 @@ static const char *const migrations[] = {
     "ALTER TABLE messages ADD COLUMN app_deleted INTEGER NOT NULL DEFAULT 0;",
     /* 4: the store's own settings (a data key's check value). */
     "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 5: the due index in the claim's order, so a claim reads its LIMIT of rows from it and
+     * stops, instead of every due row and a sort (see claim_due); the open begin-calls, which
+     * ingest and the claim look up for every end-call that waits on one (messages_call holds
+     * every message ever stored, and without statistics the planner read it whole). */
+    "DROP INDEX messages_due;"
+    "CREATE INDEX messages_due ON messages(next_attempt_at, seq) WHERE status IN (0, 1);"
+    "CREATE INDEX messages_begin_open ON messages(app_id, dedupe_key)"
+    " WHERE event = 'begin-call' AND status IN (0, 1);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
 /* The database's clock in unix seconds: leases are taken and checked on it. */
 #define DB_NOW_S "floor(extract(epoch FROM statement_timestamp()))::bigint"
 
+/* A pooled connection and what this process set up on its session. */
+struct pooled {
+    PGconn *pg;
+    bool busy;
+    bool ready;        /* the session settings (session_setup) are made */
+    unsigned prepared; /* bit i: the statement of enum prepared_id i is prepared on it */
+};
+
 struct pg_store {
     struct store base;
     char conninfo[1024];
-    PGconn *conns[POOL_SIZE];
-    bool busy[POOL_SIZE];
+    struct pooled pool[POOL_SIZE];
     pthread_mutex_t lock;
     pthread_cond_t cond;
 };
@@ -111,7 +127,67 @@ static struct pg_store *self(struct store *s)
     return (struct pg_store *)s;
 }
 
+/* The statements run for every event or every batch, prepared once per connection (the first
+ * time it runs each) so the server parses and analyses them once, not on every call. */
+enum prepared_id {
+    P_CLAIM,
+    P_RELEASE,
+    P_RENEW,
+    P_APPS_VERSION,
+    P_RATE_TAKE,
+    P_KEY_LOOKUP,
+    P_APP_GET,
+    P_INGEST,
+    P_RECORD,
+    P_COUNT
+};
+_Static_assert(P_COUNT <= 32, "struct pooled keeps the prepared statements in 32 bits");
+
+struct prepared {
+    enum prepared_id id;
+    const char *name; /* the statement's name on the server */
+    const char *sql;
+};
+
 /* ---- the pool ---- */
+
+static bool ok(PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+static struct pooled *slot_of(struct pg_store *db, PGconn *c)
+{
+    for (int i = 0; i < POOL_SIZE; i++) {
+        if (db->pool[i].pg == c)
+            return &db->pool[i];
+    }
+    return NULL; /* not reached: every connection used here comes from the pool */
+}
+
+/* Reconnects a connection the server dropped: a new session, with nothing prepared on it. */
+static void reset(struct pg_store *db, PGconn *c)
+{
+    struct pooled *p = slot_of(db, c);
+    p->ready = false;
+    p->prepared = 0;
+    PQreset(c);
+}
+
+/* Settings of every session. Custom plans, as for a statement sent with its text: a plan
+ * cached on a new database (an empty messages table) scans the table in full, and is kept
+ * while the table grows, until the next ANALYZE. A prepared statement still saves its
+ * parsing and analysis, and is planned once per batch, not per event. No JIT: compiling
+ * takes hundreds of milliseconds, and a misestimate (or the claim's enable_sort, which adds
+ * its cost to the plan) is enough to start it for a statement that runs in one. */
+static bool session_setup(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SET plan_cache_mode = force_custom_plan; SET jit = off");
+    bool done = ok(r);
+    PQclear(r);
+    return done;
+}
 
 /* Borrows a connection, (re)connecting as needed. NULL (and CH_EUNAVAILABLE) when the
  * database cannot be reached. */
@@ -120,29 +196,34 @@ static PGconn *borrow(struct pg_store *db, struct ch_error *err)
     pthread_mutex_lock(&db->lock);
     int i;
     for (;;) {
-        for (i = 0; i < POOL_SIZE && db->busy[i]; i++)
+        for (i = 0; i < POOL_SIZE && db->pool[i].busy; i++)
             ;
         if (i < POOL_SIZE)
             break;
         pthread_cond_wait(&db->cond, &db->lock);
     }
-    db->busy[i] = true;
+    struct pooled *p = &db->pool[i];
+    p->busy = true;
     pthread_mutex_unlock(&db->lock);
-    PGconn *c = db->conns[i];
+    PGconn *c = p->pg;
     if (c == NULL) {
         /* A bounded connect, unless the connection string says otherwise (it comes later and
          * overrides): while the database is away, ingest answers 503 instead of hanging. */
         const char *const keys[] = {"connect_timeout", "dbname", NULL};
         const char *const values[] = {"5", db->conninfo, NULL};
-        c = db->conns[i] = PQconnectdbParams(keys, values, 1);
+        c = p->pg = PQconnectdbParams(keys, values, 1);
+        p->ready = false;
+        p->prepared = 0;
     } else if (PQstatus(c) != CONNECTION_OK) {
-        PQreset(c);
+        reset(db, c);
     }
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+    if (c != NULL && PQstatus(c) == CONNECTION_OK && !p->ready)
+        p->ready = session_setup(c);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK || !p->ready) {
         ch_error_set(err, CH_EUNAVAILABLE, "cannot reach PostgreSQL: %s",
                      c ? PQerrorMessage(c) : "out of memory");
         pthread_mutex_lock(&db->lock);
-        db->busy[i] = false;
+        p->busy = false;
         pthread_cond_signal(&db->cond);
         pthread_mutex_unlock(&db->lock);
         return NULL;
@@ -153,12 +234,7 @@ static PGconn *borrow(struct pg_store *db, struct ch_error *err)
 static void give_back(struct pg_store *db, PGconn *c)
 {
     pthread_mutex_lock(&db->lock);
-    for (int i = 0; i < POOL_SIZE; i++) {
-        if (db->conns[i] == c) {
-            db->busy[i] = false;
-            break;
-        }
-    }
+    slot_of(db, c)->busy = false;
     pthread_cond_signal(&db->cond);
     pthread_mutex_unlock(&db->lock);
 }
@@ -185,10 +261,46 @@ static PGresult *run(PGconn *c, const char *sql, int n, const char *const *value
     return PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
 }
 
-static bool ok(PGresult *r)
+static bool sqlstate_is(PGresult *r, const char *state)
 {
-    ExecStatusType s = PQresultStatus(r);
-    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return s && strcmp(s, state) == 0;
+}
+
+/* Prepares p on c unless this session has it: NULL when it has, else the failed result. */
+static PGresult *ensure_prepared(struct pg_store *db, PGconn *c, const struct prepared *p)
+{
+    struct pooled *slot = slot_of(db, c);
+    unsigned bit = 1u << p->id;
+    if (slot->prepared & bit)
+        return NULL;
+    PGresult *r = PQprepare(c, p->name, p->sql, 0, NULL);
+    /* 42P05: the session has it already (see 26000 in run_prepared). */
+    if (!ok(r) && !sqlstate_is(r, "42P05"))
+        return r;
+    PQclear(r);
+    slot->prepared |= bit;
+    return NULL;
+}
+
+/* Runs p on c, preparing it first when this session has not. Results in text (result_format
+ * 0) or binary (1). */
+static PGresult *run_prepared(struct pg_store *db, PGconn *c, const struct prepared *p, int n,
+                              const char *const *values, const int *lengths, const int *formats,
+                              int result_format)
+{
+    for (int tries = 0;; tries++) {
+        PGresult *r = ensure_prepared(db, c, p);
+        if (r)
+            return r;
+        r = PQexecPrepared(c, p->name, n, values, lengths, formats, result_format);
+        /* 26000: the session lost it (a DISCARD ALL, from a pooler in front of the server):
+         * prepared again, once. */
+        if (tries > 0 || !sqlstate_is(r, "26000"))
+            return r;
+        PQclear(r);
+        slot_of(db, c)->prepared &= ~(1u << p->id);
+    }
 }
 
 static void col_text(PGresult *r, int row, int col, char *dst, size_t cap)
@@ -218,24 +330,58 @@ static void *col_bytes(PGresult *r, int row, int col, size_t *len)
     return out;
 }
 
-/* Runs one statement on a borrowed connection (given back before this returns) and checks it:
- * *out is the result, for the caller to read and PQclear, when the code is CH_OK. */
-static ch_code query(struct pg_store *db, const char *sql, int n, const char *const *values,
-                     const int *lengths, const int *formats, const char *what, PGresult **out,
-                     struct ch_error *err)
+/* An integer column (int2, int4 or int8) of a binary result; 0 when NULL. */
+static int64_t bin_int(PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
+    int len = PQgetlength(r, row, col);
+    uint64_t v = len > 0 && (p[0] & 0x80) ? UINT64_MAX : 0; /* the sign, for short types */
+    for (int i = 0; i < len && i < 8; i++)
+        v = v << 8 | p[i];
+    return (int64_t)v;
+}
+
+/* A bytea column of a binary result, copied into malloc'd memory (NUL-terminated). */
+static void *bin_bytes(PGresult *r, int row, int col, size_t *len)
+{
+    size_t n = (size_t)PQgetlength(r, row, col);
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, PQgetvalue(r, row, col), n);
+        out[n] = '\0';
+        *len = n;
+    }
+    return out;
+}
+
+/* Runs one statement, prepared (p) or not (sql), on a borrowed connection (given back before
+ * this returns) and checks it: *out is the result, for the caller to read and PQclear, when
+ * the code is CH_OK. */
+static ch_code query_any(struct pg_store *db, const struct prepared *p, const char *sql, int n,
+                         const char *const *values, const int *lengths, const int *formats,
+                         const char *what, PGresult **out, struct ch_error *err)
 {
     *out = NULL;
     PGconn *c = borrow(db, err);
     if (c == NULL)
         return CH_EUNAVAILABLE;
-    PGresult *r = run(c, sql, n, values, lengths, formats);
+    const char *text = p ? p->sql : sql;
+    PGresult *r = p ? run_prepared(db, c, p, n, values, lengths, formats, 0)
+                    : run(c, sql, n, values, lengths, formats);
     /* A pooled connection the server dropped while it sat idle (a restart) is seen only when
      * it is used: a read is run once more on a fresh connection rather than failing a request
      * that nothing was wrong with. Writes are not, as they may have been applied. */
-    if (!ok(r) && PQstatus(c) == CONNECTION_BAD && strncmp(sql, "SELECT", 6) == 0) {
+    if (!ok(r) && PQstatus(c) == CONNECTION_BAD && strncmp(text, "SELECT", 6) == 0) {
         PQclear(r);
-        PQreset(c);
-        r = PQstatus(c) == CONNECTION_OK ? run(c, sql, n, values, lengths, formats) : NULL;
+        reset(db, c);
+        r = NULL;
+        struct pooled *slot = slot_of(db, c);
+        slot->ready = PQstatus(c) == CONNECTION_OK && session_setup(c);
+        if (slot->ready)
+            r = p ? run_prepared(db, c, p, n, values, lengths, formats, 0)
+                  : run(c, sql, n, values, lengths, formats);
     }
     ch_code rc = CH_OK;
     if (!ok(r))
@@ -244,6 +390,20 @@ static ch_code query(struct pg_store *db, const char *sql, int n, const char *co
         *out = r;
     give_back(db, c);
     return rc;
+}
+
+static ch_code query(struct pg_store *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, const char *what, PGresult **out,
+                     struct ch_error *err)
+{
+    return query_any(db, NULL, sql, n, values, lengths, formats, what, out, err);
+}
+
+static ch_code query_prepared(struct pg_store *db, const struct prepared *p, int n,
+                              const char *const *values, const int *lengths, const int *formats,
+                              const char *what, PGresult **out, struct ch_error *err)
+{
+    return query_any(db, p, NULL, n, values, lengths, formats, what, out, err);
 }
 
 /* One statement without rows; *changes (when asked) is how many rows it changed. */
@@ -361,8 +521,10 @@ static ch_code key_lookup(struct store *s, const unsigned char hash[32], enum ke
     int lengths[] = {32};
     int formats[] = {1};
     PGresult *r = NULL;
-    ch_code rc = query(db, "SELECT role FROM api_keys WHERE hash = $1 AND revoked = 0", 1, values,
-                       lengths, formats, "look up key", &r, err);
+    static const struct prepared lookup = {P_KEY_LOOKUP, "ch_key_lookup",
+                                           "SELECT role FROM api_keys WHERE hash = $1"
+                                           " AND revoked = 0"};
+    ch_code rc = query_prepared(db, &lookup, 1, values, lengths, formats, "look up key", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no such key");
@@ -470,8 +632,9 @@ static ch_code app_get(struct store *s, const char *id, struct stored_app *out,
     struct pg_store *db = self(s);
     const char *values[] = {id};
     PGresult *r = NULL;
-    ch_code rc = query(db, "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1", 1, values, NULL,
-                       NULL, "read voice app", &r, err);
+    static const struct prepared get = {P_APP_GET, "ch_app_get",
+                                        "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = $1"};
+    ch_code rc = query_prepared(db, &get, 1, values, NULL, NULL, "read voice app", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", id);
@@ -500,6 +663,15 @@ static ch_code app_list(struct store *s, void (*cb)(void *ctx, const struct stor
         PQclear(r);
     }
     return rc;
+}
+
+static ch_code run_simple(PGconn *c, const char *sql, const char *what, struct ch_error *err)
+{
+    PGresult *r = PQexec(c, sql);
+    if (!ok(r))
+        return fail(c, r, what, err);
+    PQclear(r);
+    return CH_OK;
 }
 
 /* Commits what a multi-statement transaction did (rc == CH_OK) or rolls it back; the result. */
@@ -550,159 +722,290 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
     return rc;
 }
 
-/* After a failed pipeline: a connection stuck in pipeline mode is reset; otherwise the failed
- * transaction is rolled back so the connection can be used again. */
-static void end_failed_pipeline(PGconn *c)
+/* ---- array parameters ---- */
+
+/* Element types of the arrays sent (pg_type.h's OIDs, fixed since PostgreSQL 7). */
+#define OID_BYTEA       17
+#define OID_INT8        20
+#define OID_INT4        23
+#define OID_TEXT        25
+#define ARRAY_MAX_BYTES (512u << 20) /* under the server's 1 GB for one value */
+
+/* One array parameter in PostgreSQL's binary form (what array_recv reads): a header, then
+ * each element as a 4-byte big-endian length (-1: NULL) and its bytes. The capacity is worked
+ * out before anything is written, so nothing grows. */
+struct bin_array {
+    unsigned char *data;
+    size_t len, cap;
+};
+
+static void put_u32(struct bin_array *a, uint32_t v)
 {
-    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && PQexitPipelineMode(c) != 1) {
-        PQreset(c);
-        return;
-    }
-    PQclear(PQexec(c, "ROLLBACK"));
+    unsigned char *p = a->data + a->len;
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+    a->len += 4;
 }
 
-/* ---- ingest: one pipelined transaction, one round trip for the batch ---- */
+/* An array of n elements whose values take payload bytes together. False when out of memory
+ * or too large. */
+static bool array_init(struct bin_array *a, uint32_t elem_oid, size_t n, size_t payload)
+{
+    a->data = NULL;
+    a->len = 0;
+    if (n > ARRAY_MAX_BYTES / 4 || payload > ARRAY_MAX_BYTES - 4 * n)
+        return false;
+    a->cap = 20 + 4 * n + payload;
+    a->data = malloc(a->cap);
+    if (a->data == NULL)
+        return false;
+    put_u32(a, 1); /* dimensions */
+    put_u32(a, 0); /* has NULLs: set by array_put */
+    put_u32(a, elem_oid);
+    put_u32(a, (uint32_t)n);
+    put_u32(a, 1); /* lower bound */
+    return true;
+}
 
-/* One statement per item: the app must exist, a duplicate id inserts nothing, and an end-call
- * waits while its call's begin-call is open. The outer SELECT sees the table as it was before
- * this statement, so a row found there is a duplicate. */
+/* Appends an element: len bytes at v, or NULL when v is. */
+static void array_put(struct bin_array *a, const void *v, size_t len)
+{
+    if (v == NULL) {
+        a->data[7] = 1;
+        put_u32(a, UINT32_MAX);
+        return;
+    }
+    put_u32(a, (uint32_t)len);
+    memcpy(a->data + a->len, v, len);
+    a->len += len;
+}
+
+static void array_put_int(struct bin_array *a, int64_t v, size_t bytes)
+{
+    unsigned char b[8];
+    for (size_t i = 0; i < bytes; i++)
+        b[i] = (unsigned char)((uint64_t)v >> (8 * (bytes - 1 - i)));
+    array_put(a, b, bytes);
+}
+
+static void array_release(struct bin_array *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(a[i].data);
+}
+
+/* ---- ingest: one statement for the batch ---- */
+
+/* The batch comes as arrays, one row per item in message-id order ($10 is the item's place in
+ * the caller's batch). Each row: the app must exist, an id already stored (or met earlier in
+ * the batch) inserts nothing, and an end-call asking for ordering waits while its call's
+ * begin-call is open: stored and not delivered, or new in this batch before it (every
+ * statement sees the table as it was before the statement, so those are looked for in the
+ * batch itself). Rows go in in message-id order: two nodes storing the same events at the same
+ * moment (an upstream retry sent to both) then wait on each other in one order, never in a
+ * cycle (which PostgreSQL ends as a deadlock, failing both batches). */
 /* $7 is the item's enum ingest_want (0 deliver, 1 wait on the begin-call, 2 skip); the status
  * stored is an enum msg_status (1 delivering, 0 pending, 4 skipped), as in every column. */
 _Static_assert(INGEST_DELIVER == 0 && INGEST_WAIT_BEGIN == 1 && INGEST_SKIP == 2,
                "ingest_sql spells enum ingest_want as numbers");
 _Static_assert(MSG_PENDING == 0 && MSG_DELIVERING == 1 && MSG_SKIPPED == 4,
                "the SQL spells enum msg_status as numbers");
-static const char ingest_sql[] =
-    "WITH app AS (SELECT 1 FROM voice_apps WHERE id = $2),"
-    " st AS (SELECT CASE WHEN $7::int = 2 THEN 4"
-    "   WHEN $7::int = 1 AND $3 = 'end-call' AND EXISTS (SELECT 1 FROM messages b"
-    "     WHERE b.app_id = $2 AND b.dedupe_key = $4 AND b.event = 'begin-call'"
-    "     AND b.status IN (0, 1)) THEN 0"
-    "   ELSE 1 END AS status),"
+static const struct prepared ingest_sql = {
+    P_INGEST, "ch_ingest",
+    "WITH batch AS ("
+    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app,"
+    "  (SELECT m.seq FROM messages m WHERE m.id = b.id) AS old_seq"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
+    "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
+    "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)),"
+    " seen AS ("
+    " SELECT b.*, (SELECT m.status FROM messages m WHERE m.seq = b.old_seq) AS old_status,"
+    "  row_number() OVER (PARTITION BY b.id, b.app ORDER BY b.ord) = 1 AS first"
+    " FROM batch b),"
+    " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
-    "  INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
-    "   next_attempt_at, wait_begin)"
+    " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
+    "  next_attempt_at, wait_begin)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
-    "  SELECT $1, $2, $3, $4, $5::bigint, $6, st.status, $8::bigint,"
-    "   CASE WHEN st.status = 1 THEN " DB_NOW_S " + ($9::bigint - $8::bigint) ELSE $8::bigint END,"
-    "   CASE WHEN $7::int = 1 THEN 1 ELSE 0 END"
-    "  FROM st WHERE EXISTS (SELECT 1 FROM app)"
-    "  ON CONFLICT (id) DO NOTHING RETURNING seq, status)"
-    " SELECT EXISTS (SELECT 1 FROM app), (SELECT seq FROM ins), (SELECT status FROM ins),"
-    "  (SELECT seq FROM messages WHERE id = $1), (SELECT status FROM messages WHERE id = $1)";
+    " SELECT id, app_id, event, dedupe_key, call_type, body, st, at,"
+    "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
+    "  CASE WHEN want = 1 THEN 1 ELSE 0 END"
+    " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4"
+    "   WHEN f.want = 1 AND f.event = 'end-call' AND ("
+    "    EXISTS (SELECT 1 FROM messages o WHERE o.app_id = f.app_id"
+    "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.status IN (0, 1))"
+    "    OR EXISTS (SELECT 1 FROM fresh o WHERE o.app_id = f.app_id"
+    "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.want <> 2"
+    "     AND o.pos < f.pos)) THEN 0"
+    "   ELSE 1 END AS st FROM fresh f) f"
+    " ORDER BY ord"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status)"
+    " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
+    " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
 
 struct ingest_order {
     const char *msg_id;
     size_t index;
 };
 
+/* By message id, then by place in the batch: the first of two items with one id is stored. */
 static int by_msg_id(const void *a, const void *b)
 {
-    return strcmp(((const struct ingest_order *)a)->msg_id,
-                  ((const struct ingest_order *)b)->msg_id);
+    const struct ingest_order *x = a, *y = b;
+    int c = strcmp(x->msg_id, y->msg_id);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+enum {
+    ING_ID,
+    ING_APP,
+    ING_EVENT,
+    ING_KEY,
+    ING_TYPE,
+    ING_BODY,
+    ING_WANT,
+    ING_AT,
+    ING_LEASE,
+    ING_POS,
+    ING_COLUMNS
+};
+
+/* The batch as ING_COLUMNS arrays, in the order of order[]. False when out of memory or too
+ * large (what was made is released). */
+static bool ingest_arrays(const struct ingest_item *items, const struct ingest_order *order,
+                          size_t n, struct bin_array *a)
+{
+    size_t text[4] = {0}, body = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct ingest_item *it = &items[i];
+        text[0] += strlen(it->msg_id);
+        text[1] += strlen(it->app_id);
+        text[2] += strlen(it->event);
+        text[3] += strlen(it->dedupe_key);
+        if (it->body_len > ARRAY_MAX_BYTES || body > ARRAY_MAX_BYTES)
+            return false;
+        body += it->body_len;
+    }
+    static const uint32_t oids[ING_COLUMNS] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,
+                                               OID_BYTEA, OID_INT4, OID_INT8, OID_INT8, OID_INT4};
+    size_t payload[ING_COLUMNS] = {text[0], text[1], text[2], text[3], 8 * n,
+                                   body,    4 * n,   8 * n,   8 * n,   4 * n};
+    for (int k = 0; k < ING_COLUMNS; k++) {
+        if (!array_init(&a[k], oids[k], n, payload[k])) {
+            array_release(a, (size_t)k + 1);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct ingest_item *it = &items[order[i].index];
+        array_put(&a[ING_ID], it->msg_id, strlen(it->msg_id));
+        array_put(&a[ING_APP], it->app_id, strlen(it->app_id));
+        array_put(&a[ING_EVENT], it->event, strlen(it->event));
+        array_put(&a[ING_KEY], it->dedupe_key, strlen(it->dedupe_key));
+        if (it->has_call_type)
+            array_put_int(&a[ING_TYPE], it->call_type, 8);
+        else
+            array_put(&a[ING_TYPE], NULL, 0);
+        array_put(&a[ING_BODY], it->body_len ? it->body : "", it->body_len);
+        array_put_int(&a[ING_WANT], (int64_t)it->want, 4);
+        array_put_int(&a[ING_AT], it->now, 8);
+        array_put_int(&a[ING_LEASE], it->lease_until, 8);
+        array_put_int(&a[ING_POS], (int64_t)order[i].index, 4);
+    }
+    return true;
+}
+
+/* Reads what became of each item from the statement's rows (one per item, in order[]). */
+static void ingest_results(PGresult *r, struct ingest_item *items, const struct ingest_order *order,
+                           size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        struct ingest_item *it = &items[order[k].index];
+        int row = (int)k;
+        if (strcmp(PQgetvalue(r, row, 0), "t") != 0) {
+            it->unknown_app = true;
+            it->result = CH_ENOTFOUND;
+        } else if (!PQgetisnull(r, row, 1) && strcmp(PQgetvalue(r, row, 5), "t") == 0) {
+            it->seq = col_ll(r, row, 1);
+            it->status = (enum msg_status)col_ll(r, row, 2);
+            it->result = CH_OK;
+        } else if (!PQgetisnull(r, row, 1)) {
+            /* The same id earlier in this batch, stored by it. */
+            it->duplicate = true;
+            it->seq = col_ll(r, row, 1);
+            it->status = (enum msg_status)col_ll(r, row, 2);
+            it->result = CH_OK;
+        } else {
+            /* Already there, or inserted by another node this very moment: either way the
+             * same message id is stored once. */
+            it->duplicate = true;
+            it->seq = col_ll(r, row, 3);
+            it->status = (enum msg_status)col_ll(r, row, 4);
+            it->result = CH_OK;
+        }
+    }
 }
 
 static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, struct ch_error *err)
 {
-    struct pg_store *db = self(s);
-    /* Rows go in in message-id order: two nodes storing the same events at the same moment
-     * (an upstream retry sent to both) then wait on each other in one order, never in a
-     * cycle (which PostgreSQL ends as a deadlock, failing both batches). */
-    struct ingest_order *order = malloc((n ? n : 1) * sizeof *order);
+    if (n == 0)
+        return CH_OK;
+    if (n > INT32_MAX)
+        return ch_error_set(err, CH_EINVAL, "a batch of %zu events is too large", n);
+    struct ingest_order *order = malloc(n * sizeof *order);
     if (order == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory storing %zu events", n);
     for (size_t i = 0; i < n; i++)
         order[i] = (struct ingest_order){items[i].msg_id, i};
     qsort(order, n, sizeof *order, by_msg_id);
+    struct bin_array a[ING_COLUMNS];
+    if (!ingest_arrays(items, order, n, a)) {
+        free(order);
+        return ch_error_set(err, CH_ENOMEM,
+                            "cannot pass %zu events to PostgreSQL: out of memory,"
+                            " or over 512 MiB",
+                            n);
+    }
+    const char *values[ING_COLUMNS];
+    int lengths[ING_COLUMNS], formats[ING_COLUMNS];
+    for (int k = 0; k < ING_COLUMNS; k++) {
+        values[k] = (const char *)a[k].data;
+        lengths[k] = (int)a[k].len;
+        formats[k] = 1;
+    }
+    /* One transaction: the batch is stored whole or not at all. The statement's plan is made
+     * once per connection (a generic plan): every row is found through an index whatever the
+     * table's size, and planning it for each batch cost as much as running it. */
+    struct pg_store *db = self(s);
+    PGresult *r = NULL;
     PGconn *c = borrow(db, err);
-    if (c == NULL) {
-        free(order);
-        return CH_EUNAVAILABLE;
-    }
-    ch_code rc = CH_OK;
-    if (PQenterPipelineMode(c) != 1) {
-        give_back(db, c);
-        free(order);
-        return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
-    }
-    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    for (size_t i = 0; sent && i < n; i++) {
-        struct ingest_item *it = &items[order[i].index];
-        int mode = (int)it->want;
-        char ct[24], md[24], now[24], next[24];
-        snprintf(ct, sizeof ct, "%lld", it->call_type);
-        const char *values[] = {it->msg_id,
-                                it->app_id,
-                                it->event,
-                                it->dedupe_key,
-                                it->has_call_type ? ct : NULL,
-                                it->body,
-                                LL(md, mode),
-                                LL(now, it->now),
-                                LL(next, it->lease_until)};
-        int lengths[] = {0, 0, 0, 0, 0, (int)it->body_len, 0, 0, 0};
-        int formats[] = {0, 0, 0, 0, 0, 1, 0, 0, 0};
-        sent = PQsendQueryParams(c, ingest_sql, 9, NULL, values, lengths, formats, 0) == 1;
-    }
-    sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
-           PQpipelineSync(c) == 1;
-    if (!sent)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot send: %s", PQerrorMessage(c));
-
-    /* Results come in order: BEGIN, one per item, COMMIT, then the sync. Each is followed by a
-     * NULL that ends it. */
-    size_t expected = n + 2;
-    for (size_t k = 0; sent && k < expected; k++) {
-        PGresult *r = PQgetResult(c);
-        if (r == NULL) {
-            rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: connection lost: %s",
-                              PQerrorMessage(c));
-            break;
-        }
-        if (!ok(r) && rc == CH_OK) {
+    ch_code rc =
+        c ? run_simple(c, "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan", "ingest", err)
+          : CH_EUNAVAILABLE;
+    if (rc == CH_OK) {
+        r = run_prepared(db, c, &ingest_sql, ING_COLUMNS, values, lengths, formats, 0);
+        if (!ok(r)) {
             rc = fail(c, r, "ingest", err);
             r = NULL;
-        } else if (k >= 1 && k <= n && rc == CH_OK) {
-            struct ingest_item *it = &items[order[k - 1].index];
-            bool app_exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-            if (!app_exists) {
-                it->unknown_app = true;
-                it->result = CH_ENOTFOUND;
-            } else if (!PQgetisnull(r, 0, 1)) {
-                it->seq = col_ll(r, 0, 1);
-                it->status = (enum msg_status)col_ll(r, 0, 2);
-                it->result = CH_OK;
-            } else {
-                /* Already there, or inserted by another node this very moment: either way
-                 * the same message id is stored once. */
-                it->duplicate = true;
-                it->seq = col_ll(r, 0, 3);
-                it->status = (enum msg_status)col_ll(r, 0, 4);
-                it->result = CH_OK;
-            }
         }
-        PQclear(r);
-        PGresult *end = PQgetResult(c); /* the NULL after each query's result */
-        PQclear(end);
     }
-    /* The sync's result, then back to normal mode. */
-    PGresult *r;
-    while ((r = PQgetResult(c)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        PQclear(r);
-        if (st == PGRES_PIPELINE_SYNC)
-            break;
+    if (c) {
+        rc = end_transaction(c, rc, "ingest", err);
+        give_back(db, c);
     }
-    if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
-    if (rc != CH_OK) {
-        end_failed_pipeline(c);
-        if (rc == CH_ESTORE)
-            rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
-    }
-    give_back(db, c);
+    array_release(a, ING_COLUMNS);
+    if (rc == CH_OK && PQntuples(r) != (int)n)
+        rc = ch_error_set(err, CH_ESTORE, "postgres: ingest: %d results for %zu events",
+                          PQntuples(r), n);
+    if (rc == CH_OK)
+        ingest_results(r, items, order, n);
+    PQclear(r);
     free(order);
+    if (rc == CH_ESTORE)
+        rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
     return rc;
 }
 
@@ -713,8 +1016,6 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
 {
     struct pg_store *db = self(s);
     *n = 0;
-    char nb[24], lb[24], mb[24];
-    const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
     PGconn *c = borrow(db, err);
     /* Due times are the callers' (pending rows); leases are the database's (claimed rows),
      * taken for the caller's length, so no node's clock step makes a live lease look over. */
@@ -722,46 +1023,61 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         return CH_EUNAVAILABLE;
     /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
      * gives the rows in whatever order the update met them: the outer SELECT puts them in the
-     * order they were stored, so each app's queue stays first in, first out. */
-    PGresult *r =
-        run(c,
-            "WITH claimed AS ("
-            " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
-            " + ($2::bigint - $1::bigint)"
-            " WHERE seq IN ("
-            " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-            " WHERE ((m.status = 0 AND m.next_attempt_at <= $1)"
-            "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
-            " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
-            "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
-            "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
-            " ORDER BY m.next_attempt_at, m.seq LIMIT $3 FOR UPDATE OF m SKIP LOCKED)"
-            " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
-            " SELECT * FROM claimed ORDER BY seq",
-            3, values, NULL, NULL);
-    ch_code rc = CH_OK;
-    if (!ok(r))
-        rc = fail(c, r, "claim", err);
-    else {
-        for (int i = 0; i < PQntuples(r) && *n < max; i++) {
-            struct due_message *m = &out[*n];
-            memset(m, 0, sizeof *m);
-            m->seq = col_ll(r, i, 0);
-            col_text(r, i, 1, m->msg_id, sizeof m->msg_id);
-            col_text(r, i, 2, m->app_id, sizeof m->app_id);
-            col_text(r, i, 3, m->event, sizeof m->event);
-            col_text(r, i, 4, m->dedupe_key, sizeof m->dedupe_key);
-            m->attempts = (int)col_ll(r, i, 5);
-            m->created_at = col_ll(r, i, 6);
-            m->body = col_bytes(r, i, 7, &m->body_len);
-            if (m->body == NULL) {
-                rc = ch_error_set(err, CH_ENOMEM, "out of memory claiming messages");
-                break;
-            }
-            (*n)++;
+     * order they were stored, so each app's queue stays first in, first out. The first
+     * next_attempt_at bound is the one messages_due ranges over. */
+    static const struct prepared claim = {
+        P_CLAIM, "ch_claim",
+        "WITH claimed AS ("
+        " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
+        " + ($2::bigint - $1::bigint)"
+        " WHERE seq IN ("
+        " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
+        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
+        " AND ((m.status = 0 AND m.next_attempt_at <= $1::bigint)"
+        "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
+        " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
+        "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
+        "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
+        " ORDER BY m.next_attempt_at, m.seq LIMIT $3::bigint FOR UPDATE OF m SKIP LOCKED)"
+        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
+        " SELECT * FROM claimed ORDER BY seq"};
+    /* The claim walks messages_due in its order and stops at the limit. Its estimates (a
+     * voice_apps table never analysed, a table that grew since its last ANALYZE) often make
+     * the planner prefer reading every due row and sorting them, which with a backlog of
+     * 30,000 took 110 ms a claim: with sorting off for its transaction, the index's order is
+     * the one plan left. The rows come in binary: a record as it is, not hex to unescape. */
+    char nb[24], lb[24], mb[24];
+    const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
+    ch_code rc = run_simple(c, "BEGIN; SET LOCAL enable_sort = off", "claim", err);
+    PGresult *r = NULL;
+    if (rc == CH_OK) {
+        r = run_prepared(db, c, &claim, 3, values, NULL, NULL, 1);
+        if (!ok(r)) {
+            rc = fail(c, r, "claim", err);
+            r = NULL;
         }
-        PQclear(r);
     }
+    rc = end_transaction(c, rc, "claim", err);
+    if (rc == CH_OK && PQnfields(r) != 8)
+        rc = ch_error_set(err, CH_ESTORE, "postgres: claim: %d columns", PQnfields(r));
+    for (int i = 0; rc == CH_OK && i < PQntuples(r) && *n < max; i++) {
+        struct due_message *m = &out[*n];
+        memset(m, 0, sizeof *m);
+        m->seq = bin_int(r, i, 0);
+        col_text(r, i, 1, m->msg_id, sizeof m->msg_id);
+        col_text(r, i, 2, m->app_id, sizeof m->app_id);
+        col_text(r, i, 3, m->event, sizeof m->event);
+        col_text(r, i, 4, m->dedupe_key, sizeof m->dedupe_key);
+        m->attempts = (int)bin_int(r, i, 5);
+        m->created_at = bin_int(r, i, 6);
+        m->body = bin_bytes(r, i, 7, &m->body_len);
+        if (m->body == NULL) {
+            rc = ch_error_set(err, CH_ENOMEM, "out of memory claiming messages");
+            break;
+        }
+        (*n)++;
+    }
+    PQclear(r);
     give_back(db, c);
     if (rc != CH_OK) {
         /* The contract: nothing returned on error. What was claimed comes back with its lease. */
@@ -788,8 +1104,11 @@ static char *int_array(const int64_t *v, size_t n)
     return s;
 }
 
-/* Sets next_attempt_at of claimed messages (release: and makes them pending again). */
-static ch_code update_claimed(struct store *s, const char *sql, const char *what,
+/* Sets next_attempt_at of claimed messages (release: and makes them pending again). The
+ * messages are found by their seq: "status + 0" is no index condition, so the planner cannot
+ * pick messages_due (every due message) instead, which it did while the table had no
+ * statistics, reading that whole index for every call. */
+static ch_code update_claimed(struct store *s, const struct prepared *p, const char *what,
                               const int64_t *seqs, size_t n, int64_t at, struct ch_error *err)
 {
     char *arr = int_array(seqs, n);
@@ -797,7 +1116,9 @@ static ch_code update_claimed(struct store *s, const char *sql, const char *what
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     char ab[24];
     const char *values[] = {LL(ab, at), arr};
-    ch_code rc = exec1(self(s), sql, 2, values, what, NULL, err);
+    PGresult *r = NULL;
+    ch_code rc = query_prepared(self(s), p, 2, values, NULL, NULL, what, &r, err);
+    PQclear(r);
     free(arr);
     return rc;
 }
@@ -805,107 +1126,212 @@ static ch_code update_claimed(struct store *s, const char *sql, const char *what
 static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t next_attempt_at,
                        struct ch_error *err)
 {
-    return update_claimed(s,
-                          "UPDATE messages SET status = 0, next_attempt_at = $1"
-                          " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                          "release", seqs, n, next_attempt_at, err);
+    static const struct prepared release_sql = {
+        P_RELEASE, "ch_release",
+        "UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
+        " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
+    return update_claimed(s, &release_sql, "release", seqs, n, next_attempt_at, err);
 }
 
 /* The lease is renewed for its length from the database's now (see claim_due). */
 static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
                      int64_t lease_until, struct ch_error *err)
 {
-    return update_claimed(s,
-                          "UPDATE messages SET next_attempt_at = " DB_NOW_S " + $1::bigint"
-                          " WHERE seq = ANY($2::bigint[]) AND status = 1",
-                          "renew leases", seqs, n, lease_until - now, err);
+    static const struct prepared renew_sql = {P_RENEW, "ch_renew",
+                                              "UPDATE messages SET next_attempt_at = " DB_NOW_S
+                                              " + $1::bigint"
+                                              " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
+    return update_claimed(s, &renew_sql, "renew leases", seqs, n, lease_until - now, err);
+}
+
+/* A batch of results as one statement: the attempts inserted in the batch's order, each
+ * message updated from its result. A message appears once per statement (record_attempts
+ * cuts the batch where one comes back). */
+static const struct prepared record_sql = {
+    P_RECORD, "ch_record",
+    "WITH r AS ("
+    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],"
+    "  $6::text[], $7::bytea[], $8::int[], $9::bigint[], $10::bigint[]) WITH ORDINALITY"
+    "  AS r(seq, at_ms, duration_ms, http_status, error_class, error, response, status, next_at,"
+    "  delivered_at, ord)),"
+    " ins AS ("
+    " INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status, error_class, error,"
+    "  response)"
+    " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response FROM r"
+    " ORDER BY ord)"
+    /* An attempt in flight when its app was deleted does not bring it back. */
+    " UPDATE messages m SET status = CASE WHEN m.app_deleted = 1 AND r.status = 0 THEN 3"
+    "  ELSE r.status END, attempts = m.attempts + 1, next_attempt_at = r.next_at,"
+    "  delivered_at = r.delivered_at, last_error = r.error"
+    " FROM r WHERE m.seq = r.seq"};
+
+enum {
+    REC_SEQ,
+    REC_AT,
+    REC_DURATION,
+    REC_HTTP,
+    REC_CLASS,
+    REC_ERROR,
+    REC_RESPONSE,
+    REC_STATUS,
+    REC_NEXT,
+    REC_DELIVERED,
+    REC_COLUMNS
+};
+
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+/* The results res[0..n) as REC_COLUMNS arrays. False when out of memory or too large (what
+ * was made is released). */
+static bool record_arrays(const struct attempt_result *res, size_t n, struct bin_array *a)
+{
+    size_t class_len = 0, error_len = 0, response_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        class_len += strlen(or_empty(res[i].error_class));
+        error_len += strlen(or_empty(res[i].error));
+        if (res[i].response_len > ARRAY_MAX_BYTES || response_len > ARRAY_MAX_BYTES)
+            return false;
+        response_len += res[i].response ? res[i].response_len : 0;
+    }
+    static const uint32_t oids[REC_COLUMNS] = {OID_INT8, OID_INT8,  OID_INT8, OID_INT4, OID_TEXT,
+                                               OID_TEXT, OID_BYTEA, OID_INT4, OID_INT8, OID_INT8};
+    size_t payload[REC_COLUMNS] = {8 * n,     8 * n,        8 * n, 4 * n, class_len,
+                                   error_len, response_len, 4 * n, 8 * n, 8 * n};
+    for (int k = 0; k < REC_COLUMNS; k++) {
+        if (!array_init(&a[k], oids[k], n, payload[k])) {
+            array_release(a, (size_t)k + 1);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct attempt_result *r = &res[i];
+        array_put_int(&a[REC_SEQ], r->seq, 8);
+        array_put_int(&a[REC_AT], r->at_ms, 8);
+        array_put_int(&a[REC_DURATION], r->duration_ms, 8);
+        array_put_int(&a[REC_HTTP], r->http_status, 4);
+        array_put(&a[REC_CLASS], or_empty(r->error_class), strlen(or_empty(r->error_class)));
+        array_put(&a[REC_ERROR], or_empty(r->error), strlen(or_empty(r->error)));
+        array_put(&a[REC_RESPONSE], r->response && r->response_len ? r->response : NULL,
+                  r->response_len);
+        array_put_int(&a[REC_STATUS], r->new_status, 4);
+        array_put_int(&a[REC_NEXT], r->next_attempt_at, 8);
+        array_put_int(&a[REC_DELIVERED], r->new_status == MSG_DELIVERED ? r->at_ms / 1000 : 0, 8);
+    }
+    return true;
+}
+
+/* Writes res[0..n) with one statement on c (in the caller's transaction, if any). */
+static ch_code record_run(struct pg_store *db, PGconn *c, const struct attempt_result *res,
+                          size_t n, struct ch_error *err)
+{
+    struct bin_array a[REC_COLUMNS];
+    if (!record_arrays(res, n, a))
+        return ch_error_set(err, CH_ENOMEM,
+                            "cannot pass %zu results to PostgreSQL: out of memory, or over "
+                            "512 MiB",
+                            n);
+    const char *values[REC_COLUMNS];
+    int lengths[REC_COLUMNS], formats[REC_COLUMNS];
+    for (int k = 0; k < REC_COLUMNS; k++) {
+        values[k] = (const char *)a[k].data;
+        lengths[k] = (int)a[k].len;
+        formats[k] = 1;
+    }
+    PGresult *r = run_prepared(db, c, &record_sql, REC_COLUMNS, values, lengths, formats, 0);
+    array_release(a, REC_COLUMNS);
+    if (!ok(r))
+        return fail(c, r, "record attempts", err);
+    PQclear(r);
+    return CH_OK;
+}
+
+struct seq_at {
+    int64_t seq;
+    size_t index;
+};
+
+static int by_seq_then_index(const void *a, const void *b)
+{
+    const struct seq_at *x = a, *y = b;
+    if (x->seq != y->seq)
+        return (x->seq > y->seq) - (x->seq < y->seq);
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* prev[i]: the index of the result before i of the same message, or SIZE_MAX. False when out
+ * of memory. *repeats is whether any message has two results. */
+static bool previous_of_same(const struct attempt_result *res, size_t n, size_t *prev,
+                             bool *repeats)
+{
+    struct seq_at *v = malloc(n * sizeof *v);
+    if (v == NULL)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        v[i] = (struct seq_at){res[i].seq, i};
+    qsort(v, n, sizeof *v, by_seq_then_index);
+    *repeats = false;
+    for (size_t k = 0; k < n; k++) {
+        bool same = k > 0 && v[k - 1].seq == v[k].seq;
+        prev[v[k].index] = same ? v[k - 1].index : SIZE_MAX;
+        *repeats |= same;
+    }
+    free(v);
+    return true;
 }
 
 static ch_code record_attempts(struct store *s, const struct attempt_result *res, size_t n,
                                struct ch_error *err)
 {
+    if (n == 0)
+        return CH_OK;
+    if (n > INT32_MAX)
+        return ch_error_set(err, CH_EINVAL, "a batch of %zu results is too large", n);
     struct pg_store *db = self(s);
+    size_t *prev = malloc(n * sizeof *prev);
+    bool repeats = false;
+    if (prev == NULL || !previous_of_same(res, n, prev, &repeats)) {
+        free(prev);
+        return ch_error_set(err, CH_ENOMEM, "out of memory recording %zu attempts", n);
+    }
+    bool disables = false;
+    for (size_t i = 0; i < n; i++)
+        disables |= res[i].disable_app && res[i].app_id;
     PGconn *c = borrow(db, err);
-    if (c == NULL)
+    if (c == NULL) {
+        free(prev);
         return CH_EUNAVAILABLE;
-    ch_code rc = CH_OK;
-    if (PQenterPipelineMode(c) != 1) {
-        give_back(db, c);
-        return ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot enter pipeline mode");
     }
-    size_t queries = 0;
-    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) == 1;
-    queries++;
-    for (size_t i = 0; sent && i < n; i++) {
-        const struct attempt_result *a = &res[i];
-        char sq[24], at[24], du[24], hs[24], st[24], na[24], da[24];
-        const char *ins[] = {LL(sq, a->seq),
-                             LL(at, a->at_ms),
-                             LL(du, a->duration_ms),
-                             LL(hs, a->http_status),
-                             a->error_class ? a->error_class : "",
-                             a->error ? a->error : "",
-                             a->response && a->response_len ? a->response : NULL};
-        int lengths[] = {0, 0, 0, 0, 0, 0, (int)a->response_len};
-        int formats[] = {0, 0, 0, 0, 0, 0, 1};
-        sent = PQsendQueryParams(c,
-                                 "INSERT INTO attempts(message_seq, at_ms, duration_ms,"
-                                 " http_status, error_class, error, response)"
-                                 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                                 7, NULL, ins, lengths, formats, 0) == 1;
-        queries++;
-        const char *upd[] = {LL(st, a->new_status), LL(na, a->next_attempt_at),
-                             LL(da, a->new_status == MSG_DELIVERED ? a->at_ms / 1000 : 0),
-                             a->error ? a->error : "", sq};
-        sent = sent && PQsendQueryParams(c,
-                                         /* An attempt in flight when its app was
-                                          * deleted does not bring it back. */
-                                         "UPDATE messages SET status = CASE WHEN"
-                                         " app_deleted = 1 AND $1::int = 0 THEN 3 ELSE"
-                                         " $1::int END, attempts = attempts + 1,"
-                                         " next_attempt_at = $2, delivered_at = $3,"
-                                         " last_error = $4 WHERE seq = $5",
-                                         5, NULL, upd, NULL, NULL, 0) == 1;
-        queries++;
-        if (sent && a->disable_app && a->app_id) {
-            const char *dis[] = {a->error ? a->error : "disabled", a->app_id};
-            sent = PQsendQueryParams(c,
-                                     "UPDATE voice_apps SET enabled = 0, disabled_reason = $1"
-                                     " WHERE id = $2",
-                                     2, NULL, dis, NULL, NULL, 0) == 1;
-            queries++;
-        }
+    /* Usually one statement, its own transaction. A message with two results (a retry
+     * written with the attempt before it) cuts the batch in parts, written in order so the
+     * later result is the one kept; parts and apps disabled by a 410 share one transaction. */
+    bool block = repeats || disables;
+    ch_code rc = block ? run_simple(c, "BEGIN", "record attempts", err) : CH_OK;
+    for (size_t from = 0; rc == CH_OK && from < n;) {
+        size_t to = from + 1;
+        while (to < n && (prev[to] == SIZE_MAX || prev[to] < from))
+            to++;
+        rc = record_run(db, c, res + from, to - from, err);
+        from = to;
     }
-    sent = sent && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
-           PQpipelineSync(c) == 1;
-    queries++;
-    if (!sent)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: cannot send: %s", PQerrorMessage(c));
-    for (size_t k = 0; sent && k < queries; k++) {
-        PGresult *r = PQgetResult(c);
-        if (r == NULL) {
-            rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: connection lost");
-            break;
-        }
-        if (!ok(r) && rc == CH_OK) {
-            rc = fail(c, r, "record attempts", err);
-            r = NULL;
-        }
-        PQclear(r);
-        PQclear(PQgetResult(c));
+    for (size_t i = 0; rc == CH_OK && i < n; i++) {
+        if (!res[i].disable_app || res[i].app_id == NULL)
+            continue;
+        const char *dis[] = {res[i].error ? res[i].error : "disabled", res[i].app_id};
+        PGresult *r =
+            run(c, "UPDATE voice_apps SET enabled = 0, disabled_reason = $1 WHERE id = $2", 2, dis,
+                NULL, NULL);
+        if (!ok(r))
+            rc = fail(c, r, "disable voice app", err);
+        else
+            PQclear(r);
     }
-    PGresult *r;
-    while ((r = PQgetResult(c)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        PQclear(r);
-        if (st == PGRES_PIPELINE_SYNC)
-            break;
-    }
-    if (PQexitPipelineMode(c) != 1 && rc == CH_OK)
-        rc = ch_error_set(err, CH_EUNAVAILABLE, "postgres: pipeline did not end cleanly");
-    if (rc != CH_OK)
-        end_failed_pipeline(c);
+    if (block)
+        rc = end_transaction(c, rc, "record attempts", err);
     give_back(db, c);
+    free(prev);
     return rc;
 }
 
@@ -1122,8 +1548,10 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     PGresult *r = NULL;
-    ch_code rc = query(self(s), "SELECT version FROM apps_version WHERE id = 1", 0, NULL, NULL,
-                       NULL, "read the voice apps' version", &r, err);
+    static const struct prepared read_version = {P_APPS_VERSION, "ch_apps_version",
+                                                 "SELECT version FROM apps_version WHERE id = 1"};
+    ch_code rc = query_prepared(self(s), &read_version, 0, NULL, NULL, NULL,
+                                "read the voice apps' version", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) == 1)
             *version = col_ll(r, 0, 0);
@@ -1141,8 +1569,9 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
     char lb[24], wb[24];
     const char *values[] = {app_id, LL(lb, limit_per_s), LL(wb, want)};
     PGresult *r = NULL;
-    ch_code rc = query(self(s), "SELECT callhook_rate_take($1, $2::bigint, $3::bigint)", 3, values,
-                       NULL, NULL, "rate limit", &r, err);
+    static const struct prepared take = {P_RATE_TAKE, "ch_rate_take",
+                                         "SELECT callhook_rate_take($1, $2::bigint, $3::bigint)"};
+    ch_code rc = query_prepared(self(s), &take, 3, values, NULL, NULL, "rate limit", &r, err);
     if (rc == CH_OK) {
         if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
             rc = ch_error_set(err, CH_ENOTFOUND, "no voice app '%s'", app_id);
@@ -1288,7 +1717,7 @@ static void pg_close(struct store *s)
     if (db == NULL)
         return;
     for (int i = 0; i < POOL_SIZE; i++)
-        PQfinish(db->conns[i]);
+        PQfinish(db->pool[i].pg);
     pthread_mutex_destroy(&db->lock);
     pthread_cond_destroy(&db->cond);
     free(db);

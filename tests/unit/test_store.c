@@ -457,6 +457,76 @@ static void test_end_waits_for_begin(void **state)
     assert_int_equal(e3.status, MSG_DELIVERING);
 }
 
+/* In one batch, an end-call waits on a begin-call that came before it in the batch, whatever
+ * their message ids (PostgreSQL stores a batch in message-id order); results land on their own
+ * items. */
+static void test_batch_results_and_order(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item old = ingest(s, "msg_old", "app", "begin-call", "c4", MSG_DELIVERING, 1);
+    static const char body[] = "{}";
+    struct {
+        const char *id, *app, *event, *key;
+        enum ingest_want want;
+    } in[] = {
+        {"msg_a1", "app", "end-call", "c1", INGEST_WAIT_BEGIN}, /* its begin-call comes later */
+        {"msg_z1", "app", "begin-call", "c1", INGEST_DELIVER},
+        {"msg_z2", "app", "begin-call", "c2", INGEST_DELIVER},
+        {"msg_a2", "app", "end-call", "c2", INGEST_WAIT_BEGIN}, /* waits on msg_z2 */
+        {"msg_z3", "app", "begin-call", "c3", INGEST_SKIP},
+        {"msg_a3", "app", "end-call", "c3", INGEST_WAIT_BEGIN}, /* its begin-call is skipped */
+        {"msg_a2", "app", "end-call", "c2", INGEST_WAIT_BEGIN}, /* a duplicate of item 3 */
+        {"msg_b1", "gone", "end-call", "c5", INGEST_DELIVER},   /* no such app */
+        {"msg_a4", "app", "end-call", "c4", INGEST_WAIT_BEGIN}, /* waits on msg_old */
+        {"msg_old", "app", "begin-call", "c4", INGEST_DELIVER}, /* stored before */
+        {"msg_a5", "app", "end-call", "c5", INGEST_DELIVER},    /* no ordering asked */
+        {"msg_b1", "app", "end-call", "c5", INGEST_DELIVER},    /* item 7's id, an app */
+    };
+    enum { N = sizeof in / sizeof in[0] };
+    struct ingest_item items[N];
+    for (size_t i = 0; i < N; i++)
+        items[i] = (struct ingest_item){.msg_id = in[i].id,
+                                        .app_id = in[i].app,
+                                        .event = in[i].event,
+                                        .dedupe_key = in[i].key,
+                                        .body = body,
+                                        .body_len = 2,
+                                        .now = 10,
+                                        .lease_until = 310,
+                                        .want = in[i].want};
+    assert_int_equal(store_ingest(s, items, N, NULL), CH_OK);
+    static const enum msg_status want_status[N] = {
+        MSG_DELIVERING, MSG_DELIVERING, MSG_DELIVERING, MSG_PENDING,
+        MSG_SKIPPED,    MSG_DELIVERING, MSG_PENDING,    0,
+        MSG_PENDING,    MSG_DELIVERING, MSG_DELIVERING, MSG_DELIVERING};
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(items[i].result, i == 7 ? CH_ENOTFOUND : CH_OK);
+        assert_int_equal(items[i].unknown_app, i == 7);
+        assert_int_equal(items[i].duplicate, i == 6 || i == 9);
+        if (i != 7)
+            assert_int_equal(items[i].status, want_status[i]);
+    }
+    assert_int_equal(items[6].seq, items[3].seq);
+    assert_int_equal(items[9].seq, old.seq);
+    for (size_t i = 0; i < N; i++) {
+        for (size_t j = i + 1; j < N; j++) {
+            if (i != 7 && j != 7 && !(i == 3 && j == 6))
+                assert_true(items[i].seq != items[j].seq);
+        }
+    }
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_a2", &m, NULL), CH_OK);
+    assert_int_equal(m.seq, items[3].seq);
+    assert_int_equal(m.status, MSG_PENDING);
+    assert_string_equal(m.dedupe_key, "c2");
+    assert_false(m.has_call_type);
+    assert_int_equal(m.body_len, 2);
+    assert_int_equal(store_message_get(s, "msg_b1", &m, NULL), CH_OK);
+    assert_int_equal(m.seq, items[11].seq);
+    assert_string_equal(m.app_id, "app");
+}
+
 static void count_attempt(void *ctx, const struct attempt_view *a)
 {
     int *n = ctx;
@@ -506,6 +576,36 @@ static void test_attempts_dead_and_recover(void **state)
     assert_int_equal(got, 1);
     free_claimed(out, got);
     assert_int_equal(store_message_requeue(s, "msg_none", 6000, NULL), CH_ENOTFOUND);
+}
+
+/* A batch of results where one message comes back: each result is an attempt, and the later
+ * result is the message's state. */
+static void test_attempts_batch_with_a_repeat(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item a = ingest(s, "msg_a", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct ingest_item b = ingest(s, "msg_b", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
+    struct ingest_item c = ingest(s, "msg_c", "app", "begin-call", "c3", MSG_DELIVERING, 1000);
+    struct attempt_result r[4] = {result(a.seq, MSG_PENDING, 1001), result(b.seq, MSG_DELIVERED, 0),
+                                  result(a.seq, MSG_DELIVERED, 0),
+                                  result(c.seq, MSG_PENDING, 1002)};
+    assert_int_equal(store_record_attempts(s, r, 4, NULL), CH_OK);
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_a", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_int_equal(m.attempts, 2);
+    int n = 0;
+    assert_int_equal(store_message_attempts(s, m.seq, count_attempt, &n, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(store_message_get(s, "msg_b", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_DELIVERED);
+    assert_int_equal(m.attempts, 1);
+    assert_int_equal(store_message_get(s, "msg_c", &m, NULL), CH_OK);
+    assert_int_equal(m.status, MSG_PENDING);
+    assert_int_equal(m.attempts, 1);
+    assert_int_equal(m.next_attempt_at, 1002);
+    assert_string_equal(m.last_error, "HTTP 500");
 }
 
 static void test_disabled_apps_wait(void **state)
@@ -1524,7 +1624,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leases, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_leases_on_database_clock, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_end_waits_for_begin, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_batch_results_and_order, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_attempts_batch_with_a_repeat, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_park, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_delete_app_ends_its_messages, fresh, close_store),
