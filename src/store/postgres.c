@@ -100,6 +100,24 @@ static const char *const migrations[] = {
     "CREATE INDEX messages_due ON messages(next_attempt_at, seq) WHERE status IN (0, 1);"
     "CREATE INDEX messages_begin_open ON messages(app_id, dedupe_key)"
     " WHERE event = 'begin-call' AND status IN (0, 1);",
+    /* 6: a disabled app's waiting messages are parked, out of the index claims read (each claim
+     * walked them all, and locked them, while the app stayed disabled). A trigger keeps the
+     * flag with the app's state; ingest, replays and recoveries set it as they write. A
+     * message another node stores while the app is being disabled may stay unparked: the claim
+     * still skips it (its join reads the app), it is only read again. */
+    "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE messages SET parked = 1 WHERE status IN (0, 1)"
+    " AND app_id IN (SELECT id FROM voice_apps WHERE enabled = 0);"
+    "DROP INDEX messages_due;"
+    "CREATE INDEX messages_due ON messages(next_attempt_at, seq)"
+    " WHERE status IN (0, 1) AND parked = 0;"
+    "CREATE FUNCTION callhook_app_parked() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN"
+    "  UPDATE messages SET parked = 1 - NEW.enabled WHERE app_id = NEW.id AND status IN (0, 1);"
+    "  RETURN NULL;"
+    " END $$;"
+    "CREATE TRIGGER voice_apps_parked AFTER UPDATE OF enabled ON voice_apps FOR EACH ROW"
+    " WHEN (OLD.enabled <> NEW.enabled) EXECUTE FUNCTION callhook_app_parked();",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -816,6 +834,7 @@ static const struct prepared ingest_sql = {
     P_INGEST, "ch_ingest",
     "WITH batch AS ("
     " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app,"
+    "  (SELECT a.enabled FROM voice_apps a WHERE a.id = b.app_id) AS enabled,"
     "  (SELECT m.seq FROM messages m WHERE m.id = b.id) AS old_seq"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
     "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
@@ -827,13 +846,14 @@ static const struct prepared ingest_sql = {
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
     " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
-    "  next_attempt_at, wait_begin)"
+    "  next_attempt_at, wait_begin, parked)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
     " SELECT id, app_id, event, dedupe_key, call_type, body, st, at,"
     "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
-    "  CASE WHEN want = 1 THEN 1 ELSE 0 END"
-    " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4"
+    "  CASE WHEN want = 1 THEN 1 ELSE 0 END, 1 - enabled"
+    /* An event of a disabled app waits (0), parked, until the app is enabled. */
+    " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4 WHEN f.enabled = 0 THEN 0"
     "   WHEN f.want = 1 AND f.event = 'end-call' AND ("
     "    EXISTS (SELECT 1 FROM messages o WHERE o.app_id = f.app_id"
     "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.status IN (0, 1))"
@@ -1032,7 +1052,8 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         " + ($2::bigint - $1::bigint)"
         " WHERE seq IN ("
         " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-        " WHERE m.status IN (0, 1) AND m.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
+        " WHERE m.status IN (0, 1) AND m.parked = 0"
+        " AND m.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
         " AND ((m.status = 0 AND m.next_attempt_at <= $1::bigint)"
         "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
         " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
@@ -1477,10 +1498,11 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     char nb[24];
     long long n = 0;
     const char *values[] = {LL(nb, now), msg_id};
-    ch_code rc = exec1(self(s),
-                       "UPDATE messages SET status = 0, next_attempt_at = $1 WHERE id = $2"
-                       " AND status <> 1 AND app_deleted = 0",
-                       2, values, "replay", &n, err);
+    ch_code rc =
+        exec1(self(s),
+              "UPDATE messages SET status = 0, next_attempt_at = $1, " PARKED_IF_DISABLED_SQL
+              " WHERE id = $2 AND status <> 1 AND app_deleted = 0",
+              2, values, "replay", &n, err);
     if (rc == CH_OK && n == 0)
         rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
     return rc;
@@ -1492,11 +1514,12 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     char nb[24], sb[24];
     long long n = 0;
     const char *values[] = {LL(nb, now), app_id, LL(sb, since)};
-    ch_code rc = exec1(self(s),
-                       "UPDATE messages SET status = 0, next_attempt_at = $1"
-                       " WHERE app_id = $2 AND created_at >= $3"
-                       " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
-                       3, values, "recover", &n, err);
+    ch_code rc =
+        exec1(self(s),
+              "UPDATE messages SET status = 0, next_attempt_at = $1, " PARKED_IF_DISABLED_SQL
+              " WHERE app_id = $2 AND created_at >= $3"
+              " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
+              3, values, "recover", &n, err);
     if (rc == CH_OK)
         *requeued = n;
     return rc;

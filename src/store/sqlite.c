@@ -1205,11 +1205,6 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
     return rc;
 }
 
-/* A message made to wait again is parked when its app is disabled (voice_apps_parked keeps
- * the flag from then on). */
-#define PARKED_IF_DISABLED \
-    "parked = COALESCE((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = messages.app_id), 0)"
-
 static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err)
 {
@@ -1217,10 +1212,11 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     pthread_mutex_lock(&db->wlock);
     sqlite3_stmt *st = NULL;
     /* A message being delivered right now is left alone; its attempt decides. */
-    ch_code rc = prepare(db->w,
-                         "UPDATE messages SET status = 0, next_attempt_at = ?, " PARKED_IF_DISABLED
-                         " WHERE id = ? AND status <> 1 AND app_deleted = 0",
-                         &st, err);
+    ch_code rc =
+        prepare(db->w,
+                "UPDATE messages SET status = 0, next_attempt_at = ?, " PARKED_IF_DISABLED_SQL
+                " WHERE id = ? AND status <> 1 AND app_deleted = 0",
+                &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_text(st, 2, msg_id, -1, SQLITE_STATIC);
@@ -1241,11 +1237,12 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     struct sqlite_store *db = self(s);
     pthread_mutex_lock(&db->wlock);
     sqlite3_stmt *st = NULL;
-    ch_code rc = prepare(db->w,
-                         "UPDATE messages SET status = 0, next_attempt_at = ?, " PARKED_IF_DISABLED
-                         " WHERE app_id = ? AND created_at >= ?"
-                         " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
-                         &st, err);
+    ch_code rc =
+        prepare(db->w,
+                "UPDATE messages SET status = 0, next_attempt_at = ?, " PARKED_IF_DISABLED_SQL
+                " WHERE app_id = ? AND created_at >= ?"
+                " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
+                &st, err);
     if (rc == CH_OK) {
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_text(st, 2, app_id, -1, SQLITE_STATIC);

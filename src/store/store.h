@@ -324,6 +324,12 @@ struct store_ops {
 
 /* What app_delete does to the deleted app's messages ($1 / ?1: the app id), the same SQL on
  * every backend: ends what was still to be delivered, marks them all. */
+/* SET clause of a message made to wait again (a replay, a recovery): parked when its app is
+ * disabled (both backends' voice_apps_parked trigger keeps the flag with the app from then on;
+ * claims read only unparked messages). */
+#define PARKED_IF_DISABLED_SQL \
+    "parked = COALESCE((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = messages.app_id), 0)"
+
 #define DELETED_APP_MESSAGES_SQL                                                      \
     "UPDATE messages SET app_deleted = 1,"                                            \
     " status = CASE WHEN status IN (0, 1) THEN 3 ELSE status END,"                    \
