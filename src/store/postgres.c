@@ -7,9 +7,12 @@
  */
 #include "store/store.h"
 
+#include "util/clock.h"
+
 #include <libpq-fe.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,9 +105,10 @@ static const char *const migrations[] = {
     " WHERE event = 'begin-call' AND status IN (0, 1);",
     /* 6: a disabled app's waiting messages are parked, out of the index claims read (each claim
      * walked them all, and locked them, while the app stayed disabled). A trigger keeps the
-     * flag with the app's state; ingest, replays and recoveries set it as they write. A
-     * message another node stores while the app is being disabled may stay unparked: the claim
-     * still skips it (its join reads the app), it is only read again. */
+     * flag with the app's state; ingest, replays and recoveries set it as they write. The
+     * trigger cannot see what another node stores while it runs: a message stored unparked
+     * as its app is disabled is only skipped by the claim's join, and one stored parked as its
+     * app is enabled is unparked by the next claim's sweep (UNPARK_EVERY_MS, messages_parked). */
     "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
     "UPDATE messages SET parked = 1 WHERE status IN (0, 1)"
     " AND app_id IN (SELECT id FROM voice_apps WHERE enabled = 0);"
@@ -117,7 +121,8 @@ static const char *const migrations[] = {
     "  RETURN NULL;"
     " END $$;"
     "CREATE TRIGGER voice_apps_parked AFTER UPDATE OF enabled ON voice_apps FOR EACH ROW"
-    " WHEN (OLD.enabled <> NEW.enabled) EXECUTE FUNCTION callhook_app_parked();",
+    " WHEN (OLD.enabled <> NEW.enabled) EXECUTE FUNCTION callhook_app_parked();"
+    "CREATE INDEX messages_parked ON messages(app_id) WHERE parked = 1 AND status IN (0, 1);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -132,8 +137,12 @@ struct pooled {
     unsigned prepared; /* bit i: the statement of enum prepared_id i is prepared on it */
 };
 
+/* How often a claim first unparks the messages of enabled apps that a race left parked. */
+#define UNPARK_EVERY_MS 1000
+
 struct pg_store {
     struct store base;
+    _Atomic int64_t unparked_at_ms; /* the last sweep, monotonic */
     char conninfo[1024];
     struct pooled pool[POOL_SIZE];
     pthread_mutex_t lock;
@@ -157,6 +166,7 @@ enum prepared_id {
     P_APP_GET,
     P_INGEST,
     P_RECORD,
+    P_UNPARK,
     P_COUNT
 };
 _Static_assert(P_COUNT <= 32, "struct pooled keeps the prepared statements in 32 bits");
@@ -1067,10 +1077,25 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
      * the planner prefer reading every due row and sorting them, which with a backlog of
      * 30,000 took 110 ms a claim: with sorting off for its transaction, the index's order is
      * the one plan left. The rows come in binary: a record as it is, not hex to unescape. */
+    static const struct prepared unpark = {
+        P_UNPARK, "ch_unpark",
+        "UPDATE messages SET parked = 0 WHERE parked = 1 AND status IN (0, 1)"
+        " AND app_id IN (SELECT id FROM voice_apps WHERE enabled = 1)"};
     char nb[24], lb[24], mb[24];
     const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
     ch_code rc = run_simple(c, "BEGIN; SET LOCAL enable_sort = off", "claim", err);
     PGresult *r = NULL;
+    int64_t mono = clock_mono_ms();
+    int64_t last = atomic_load(&db->unparked_at_ms);
+    if (rc == CH_OK && mono - last >= UNPARK_EVERY_MS &&
+        atomic_compare_exchange_strong(&db->unparked_at_ms, &last, mono)) {
+        r = run_prepared(db, c, &unpark, 0, NULL, NULL, NULL, 0);
+        if (!ok(r))
+            rc = fail(c, r, "claim: unpark", err);
+        else
+            PQclear(r);
+        r = NULL;
+    }
     if (rc == CH_OK) {
         r = run_prepared(db, c, &claim, 3, values, NULL, NULL, 1);
         if (!ok(r)) {

@@ -675,6 +675,28 @@ static void test_disabled_apps_park(void **state)
     free_claimed(out, got);
 }
 
+/* PostgreSQL: an event another node stores parked while its app is being enabled (the
+ * trigger's update cannot see a row not yet committed) is unparked by the next claim's sweep,
+ * not left waiting until the app is disabled and enabled again. The race's outcome is made
+ * here by enabling the app with the trigger off. */
+static void test_parked_by_a_race_comes_back(void **state)
+{
+    struct store *s = *state;
+    if (!pg_uri())
+        return; /* one writer: SQLite has no such race */
+    put_app(s, "app", false);
+    struct ingest_item it = ingest(s, "msg_raced", "app", "begin-call", "k", MSG_DELIVERING, 1000);
+    assert_int_equal(it.status, MSG_PENDING);
+    raw_sql("ALTER TABLE voice_apps DISABLE TRIGGER voice_apps_parked;"
+            "UPDATE voice_apps SET enabled = 1 WHERE id = 'app';"
+            "ALTER TABLE voice_apps ENABLE TRIGGER voice_apps_parked;");
+    struct due_message out[2];
+    size_t n = claim(s, 5000, out, 2);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_raced");
+    free_claimed(out, n);
+}
+
 /* Deleting an app ends its messages at once; an app made again with its id starts empty, and
  * an attempt that was in flight through the delete does not bring its message back. */
 static void test_delete_app_ends_its_messages(void **state)
@@ -1629,6 +1651,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attempts_batch_with_a_repeat, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_park, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_parked_by_a_race_comes_back, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_delete_app_ends_its_messages, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_list_filters_and_cursor, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
