@@ -843,12 +843,12 @@ _Static_assert(MSG_PENDING == 0 && MSG_DELIVERING == 1 && MSG_SKIPPED == 4,
 static const struct prepared ingest_sql = {
     P_INGEST, "ch_ingest",
     "WITH batch AS ("
-    " SELECT b.*, EXISTS (SELECT 1 FROM voice_apps a WHERE a.id = b.app_id) AS app,"
-    "  (SELECT a.enabled FROM voice_apps a WHERE a.id = b.app_id) AS enabled,"
+    " SELECT b.*, a.id IS NOT NULL AS app, a.enabled,"
     "  (SELECT m.seq FROM messages m WHERE m.id = b.id) AS old_seq"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
     "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
-    "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)),"
+    "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)"
+    " LEFT JOIN voice_apps a ON a.id = b.app_id),"
     " seen AS ("
     " SELECT b.*, (SELECT m.status FROM messages m WHERE m.seq = b.old_seq) AS old_status,"
     "  row_number() OVER (PARTITION BY b.id, b.app ORDER BY b.ord) = 1 AS first"
