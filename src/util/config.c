@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 char *config_trim(char *s)
 {
@@ -38,6 +39,21 @@ static bool parse_ll(const char *value, long long min, long long max, long long 
     return true;
 }
 
+/* The spellings of a boolean that config files and variables commonly use; anything else is
+ * refused rather than read as false. */
+static bool parse_bool(const char *value, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(value, yes[i]) == 0)
+            return *out = true, true;
+        if (strcasecmp(value, no[i]) == 0)
+            return *out = false, true;
+    }
+    return false;
+}
+
 ch_code config_apply(const struct config_setting *s, void *cfg, const char *value,
                      struct ch_error *err)
 {
@@ -66,7 +82,11 @@ ch_code config_apply(const struct config_setting *s, void *cfg, const char *valu
         memcpy(field, value, strlen(value) + 1);
         return CH_OK;
     case CONFIG_BOOL: {
-        bool b = strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
+        bool b;
+        if (!parse_bool(value, &b))
+            return ch_error_set(err, CH_EINVAL,
+                                "%s: true, false, yes, no, on, off, 1 or 0, not '%s'", s->name,
+                                value);
         memcpy(field, &b, sizeof b);
         return CH_OK;
     }
@@ -161,27 +181,43 @@ ch_code config_load_env(const struct config_table *t, void *cfg, struct ch_error
     return CH_OK;
 }
 
+/* What a setting's line in a config file looks like: "lease-s = N". */
+static void file_form(const struct config_setting *s, char *out, size_t cap)
+{
+    const char *value = s->type == CONFIG_BOOL     ? "yes|no"
+                        : s->type == CONFIG_STRING ? "TEXT"
+                        : s->type == CONFIG_CUSTOM ? "VALUE"
+                                                   : "N";
+    snprintf(out, cap, "%s = %s", s->name, value);
+}
+
 void config_print_help(const struct config_table *t, FILE *out)
 {
-    int name_w = 0, env_w = 0;
+    int name_w = 0, file_w = 0, env_w = 0;
     for (size_t i = 0; i < t->n; i++) {
+        char file[96];
+        file_form(&t->settings[i], file, sizeof file);
         int n = (int)strlen(t->settings[i].name) + 2, e = (int)strlen(t->settings[i].env);
+        int k = (int)strlen(file);
         name_w = n > name_w ? n : name_w;
+        file_w = k > file_w ? k : file_w;
         env_w = e > env_w ? e : env_w;
     }
-    fprintf(out, "settings (flag and config file key / environment variable, default):\n");
+    fprintf(out, "settings (flag, config file line, environment variable, default):\n");
     for (size_t i = 0; i < t->n; i++) {
         const struct config_setting *s = &t->settings[i];
-        char flag[64], def[160];
+        char flag[64], file[96], def[160];
         snprintf(flag, sizeof flag, "--%s", s->name);
+        file_form(s, file, sizeof file);
         if (s->type == CONFIG_INT || s->type == CONFIG_LLONG || s->type == CONFIG_SIZE)
             snprintf(def, sizeof def, "%s (%lld to %lld)", s->def, s->min, s->max);
         else
             snprintf(def, sizeof def, "%s", s->def);
+        const char *env = s->env[0] ? s->env : "-";
         if (def[0])
-            fprintf(out, "  %-*s %-*s %s\n", name_w, flag, env_w, s->env[0] ? s->env : "-", def);
+            fprintf(out, "  %-*s %-*s %-*s %s\n", name_w, flag, file_w, file, env_w, env, def);
         else
-            fprintf(out, "  %-*s %s\n", name_w, flag, s->env[0] ? s->env : "-");
+            fprintf(out, "  %-*s %-*s %s\n", name_w, flag, file_w, file, env);
         fprintf(out, "  %-*s %s\n", name_w, "", s->help);
     }
 }

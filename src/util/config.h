@@ -18,7 +18,7 @@ enum config_type {
     CONFIG_LLONG,  /* long long, within [min, max] */
     CONFIG_SIZE,   /* size_t, within [min, max] */
     CONFIG_STRING, /* char[size]: a value of size bytes or more is refused */
-    CONFIG_BOOL,   /* bool: "true" or "1" is true, anything else false; a flag takes no value */
+    CONFIG_BOOL,   /* bool: true/yes/on/1 or false/no/off/0, else an error; a flag takes no value */
     CONFIG_CUSTOM, /* the setting's own setter: lists (each value adds) and special values */
 };
 

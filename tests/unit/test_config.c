@@ -180,11 +180,23 @@ static void test_bools(void **state)
     static const struct {
         const char *value;
         bool want;
-    } cases[] = {{"true", true}, {"1", true}, {"false", false}, {"yes", false}, {"0", false}};
+    } cases[] = {{"true", true},   {"1", true},  {"yes", true}, {"on", true},   {"YES", true},
+                 {"false", false}, {"0", false}, {"no", false}, {"off", false}, {"Off", false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        r.insecure_http = !cases[i].want;
         assert_int_equal(
             config_set(&receive_config_table, &r, "insecure-http", cases[i].value, NULL), CH_OK);
         assert_int_equal(r.insecure_http, cases[i].want);
+    }
+    /* Anything else is refused and changes nothing (it was read as false). */
+    static const char *const bad[] = {"", "y", "2", "enabled", "truee"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct ch_error err = {0};
+        r.insecure_http = true;
+        assert_int_equal(config_set(&receive_config_table, &r, "insecure-http", bad[i], &err),
+                         CH_EINVAL);
+        assert_true(r.insecure_http);
+        assert_non_null(strstr(err.message, "insecure-http: true, false, yes, no, on, off"));
     }
 }
 
@@ -316,6 +328,10 @@ static void test_help(void **state)
                 fail_msg("--help has no %s", flag);
             const char *eol = strchr(at, '\n');
             assert_non_null(eol);
+            char key[80];
+            snprintf(key, sizeof key, " %s = ", s->name);
+            const char *file = strstr(at, key);
+            assert_true(file != NULL && file < eol);
             const char *env = strstr(at, s->env[0] ? s->env : " -");
             assert_true(env != NULL && env < eol);
             const char *def = strstr(at, s->def);
@@ -323,10 +339,12 @@ static void test_help(void **state)
             assert_non_null(strstr(eol, s->help));
         }
         if (t == 0) {
-            assert_non_null(strstr(text, "  --lease-s             CALLHOOK_LEASE_S"));
+            assert_non_null(
+                strstr(text, "  --lease-s             lease-s = N             CALLHOOK_LEASE_S"));
             assert_non_null(strstr(text, "300 (5 to 86400)\n"));
         } else {
-            assert_non_null(strstr(text, "  --route          -\n"));
+            assert_non_null(strstr(text, "  --route          route = VALUE          -\n"));
+            assert_non_null(strstr(text, " insecure-http = yes|no "));
         }
         free(text);
     }
