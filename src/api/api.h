@@ -58,9 +58,12 @@ bool api_authenticate(struct api_request *r);
 ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struct ch_error *err);
 ch_code api_key_add_existing(struct store *s, const char *key, enum key_role role,
                              struct ch_error *err);
-/* On a store with no keys: CALLHOOK_ADMIN_KEY, or a new admin key written next to the database
- * (key_file), readable only by the owner. */
-ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_error *err);
+/* On a store with no keys: CALLHOOK_ADMIN_KEY, or a new admin key written to key_file (its
+ * folders made; readable only by the owner) or, when key_file is NULL, printed once to a
+ * terminal (refused when stderr is not one). made: whether this call made a key (this node
+ * is the one that knows where it is). */
+ch_code api_bootstrap_admin(struct store *s, const char *key_file, bool *made,
+                            struct ch_error *err);
 
 /* The ingest writer: group commit of ingest requests. */
 ch_code ingest_writer_new(struct api_context *ctx, struct ingest_writer **out,

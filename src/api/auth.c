@@ -5,6 +5,7 @@
 #include "lib/crypto.h"
 #include "util/base64.h"
 #include "util/clock.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -53,8 +54,36 @@ ch_code api_key_create(struct store *s, enum key_role role, char *new_key, struc
     return api_key_add_existing(s, new_key, role, err);
 }
 
-ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_error *err)
+/* Writes the new key to key_file (parent folders made, 0600, never over an existing file). */
+static ch_code write_key_file(const char *key_file, const char *key, struct ch_error *err)
 {
+    ch_code rc = fs_make_parent_dirs(key_file, err);
+    if (rc != CH_OK)
+        return rc;
+    /* Created here with its final mode, never through a link and never over a file that is
+     * already there (whose mode and readers nobody checked). */
+    int fd = open(key_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return ch_error_set(err, CH_EINVAL,
+                            "'%s' exists but the database has no API keys: remove the file (or "
+                            "set CALLHOOK_ADMIN_KEY) and start again",
+                            key_file);
+    if (fd < 0)
+        return ch_error_set(err, CH_EIO,
+                            "cannot write the admin key to '%s': %s (choose the file with "
+                            "--admin-key-file, or set CALLHOOK_ADMIN_KEY)",
+                            key_file, strerror(errno));
+    size_t len = strlen(key);
+    bool ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    if (!ok)
+        return ch_error_set(err, CH_EIO, "cannot write the admin key to '%s'", key_file);
+    return CH_OK;
+}
+
+ch_code api_bootstrap_admin(struct store *s, const char *key_file, bool *made, struct ch_error *err)
+{
+    *made = false;
     int64_t n = 0;
     ch_code rc = store_key_count(s, &n, err);
     if (rc != CH_OK || n > 0)
@@ -71,34 +100,35 @@ ch_code api_bootstrap_admin(struct store *s, const char *key_file, struct ch_err
             log_info("no API keys yet: added CALLHOOK_ADMIN_KEY as the admin key");
         return rc;
     }
+    /* Shown only on a terminal: a key printed into a service's log would be readable by
+     * everyone who reads the log, for as long as it is kept. */
+    if (key_file == NULL && !isatty(STDERR_FILENO))
+        return ch_error_set(err, CH_EINVAL,
+                            "the database has no API keys yet: set CALLHOOK_ADMIN_KEY, or "
+                            "--admin-key-file PATH to have one made and written there (a made "
+                            "key is printed only when serve runs on a terminal)");
     char key[API_KEY_TEXT_MAX];
-    /* Write the file first: a key stored but never shown would lock everyone out. */
     unsigned char raw[32];
     if (!crypto_random(raw, sizeof raw))
         return ch_error_set(err, CH_ECRYPTO, "cannot make a key: the random source failed");
     memcpy(key, "chk_", 4);
     hex_encode(raw, sizeof raw, key + 4);
     crypto_wipe(raw, sizeof raw);
-    /* Created here with its final mode, never through a link and never over a file that is
-     * already there (whose mode and readers nobody checked). */
-    int fd = open(key_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST)
-        return ch_error_set(err, CH_EINVAL,
-                            "'%s' exists but the database has no API keys: remove the file (or "
-                            "set CALLHOOK_ADMIN_KEY) and start again",
-                            key_file);
-    if (fd < 0)
-        return ch_error_set(err, CH_EIO, "cannot write the admin key to '%s': %s", key_file,
-                            strerror(errno));
-    size_t len = strlen(key);
-    bool ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    close(fd);
-    if (!ok)
-        return ch_error_set(err, CH_EIO, "cannot write the admin key to '%s'", key_file);
+    /* Written (or shown) first: a key stored but never shown would lock everyone out. */
+    if (key_file != NULL && (rc = write_key_file(key_file, key, err)) != CH_OK) {
+        crypto_wipe(key, sizeof key);
+        return rc;
+    }
+    if (key_file == NULL)
+        fprintf(stderr,
+                "\nno API keys yet: the admin key, shown this once (keep it; 'callhook key "
+                "create' makes more):\n\n    %s\n\n",
+                key);
     rc = api_key_add_existing(s, key, ROLE_ADMIN, err);
     crypto_wipe(key, sizeof key);
-    if (rc == CH_OK)
+    if (rc == CH_OK && key_file != NULL)
         log_info("no API keys yet: made an admin key and wrote it to '%s' (owner-only)", key_file);
+    *made = rc == CH_OK;
     return rc;
 }
 

@@ -306,7 +306,8 @@ static const char *status_hint(long status)
 {
     switch (status) {
     case 401:
-        return "check CALLHOOK_KEY (or --key): serve does not know this key";
+        return "check CALLHOOK_KEY (or --key): this serve does not know the key; or check "
+               "--url (CALLHOOK_URL): is it the serve you meant?";
     case 403:
         return "this needs a key with another role: 'callhook key create --role admin'";
     case 503:
@@ -336,8 +337,9 @@ int cli_api(struct cli_client *c, const char *cmd, const char *method, const cha
     if (resp->status < 200 || resp->status > 299) {
         char msg[512];
         const char *hint = status_hint(resp->status);
-        fprintf(stderr, "callhook %s: %s%s%s\n", cmd, cli_response_error(resp, msg, sizeof msg),
-                hint ? "\n  hint: " : "", hint ? hint : "");
+        fprintf(stderr, "callhook %s: %s from %s%s%s\n", cmd,
+                cli_response_error(resp, msg, sizeof msg), c->base_url, hint ? "\n  hint: " : "",
+                hint ? hint : "");
         goto done;
     }
     if (json != NULL && resp->body.len > 0) {

@@ -18,7 +18,8 @@ void cmd_serve_help(void)
          "file (name = value lines), then CALLHOOK_* variables, then the flags.\n");
     config_print_help(&serve_config_table, stdout);
     puts("  CALLHOOK_ADMIN_KEY: on first start (no keys yet), the admin API key; without it\n"
-         "  a key is generated and written to admin.key beside the database.\n"
+         "  a key is made and written to --admin-key-file (default admin.key beside a SQLite\n"
+         "  database), or printed once when serve runs on a terminal.\n"
          "  CALLHOOK_LOG: debug, info (default), warn or error.");
 }
 

@@ -68,6 +68,10 @@ static const struct config_setting serve_settings[] = {
      86400LL * 3650, "2592000", "the attempt log is removed after this"},
     {"purge-interval-s", "CALLHOOK_PURGE_INTERVAL_S", SERVE(purge_interval_s), 1, 86400, "3600",
      "how often retention runs"},
+    {"admin-key-file", "CALLHOOK_ADMIN_KEY_FILE", SERVE(admin_key_file), .def = "",
+     .help = "where a first admin key is written when the database has no keys (its folders are "
+             "made); default admin.key beside a SQLite database; '-', and the default on "
+             "PostgreSQL: printed once, on a terminal only"},
     {"allow-cidr", "CALLHOOK_ALLOW_CIDR", CONFIG_CUSTOM, .def = "",
      .help = "an internal address range every app may reach, e.g. 10.20.0.0/16 (repeatable)",
      .set = add_allow_cidr},
@@ -145,15 +149,45 @@ ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
     return rc;
 }
 
-/* "admin.key" in the database's folder. */
-static void key_file_path(const char *db, char *out, size_t cap)
+/* Where a first admin key goes: --admin-key-file; else "admin.key" in a SQLite database's
+ * folder; else (PostgreSQL, or "-") nowhere: NULL, printed to the terminal. */
+static const char *key_file_path(const struct serve_config *c, char *out, size_t cap)
 {
-    const char *path = strncmp(db, "sqlite:", 7) == 0 ? db + 7 : "var/callhook.db";
+    if (strcmp(c->admin_key_file, "-") == 0)
+        return NULL;
+    if (c->admin_key_file[0]) {
+        snprintf(out, cap, "%s", c->admin_key_file);
+        return out;
+    }
+    if (strncmp(c->db, "sqlite:", 7) != 0)
+        return NULL;
+    const char *path = c->db + 7;
     const char *slash = strrchr(path, '/');
     if (slash == NULL)
         snprintf(out, cap, "admin.key");
     else
         snprintf(out, cap, "%.*s/admin.key", (int)(slash - path), path);
+    return out;
+}
+
+/* The flag a client on this machine needs to reach serve: "" when it listens where the CLI
+ * looks by default; a wildcard listen address is reached through loopback. */
+static void url_flag(const char *listen, char *out, size_t cap)
+{
+    const char *port = strrchr(listen, ':');
+    const char *host = "127.0.0.1";
+    int host_len = 9;
+    if (port != NULL && strncmp(listen, "0.0.0.0:", 8) != 0 && strncmp(listen, "[::]:", 5) != 0 &&
+        strncmp(listen, ":", 1) != 0) {
+        host = listen;
+        host_len = (int)(port - listen);
+    }
+    char url[300];
+    snprintf(url, sizeof url, "http://%.*s%s", host_len, host, port ? port : ":8080");
+    if (strcmp(url, "http://127.0.0.1:8080") == 0) /* the CLI's default (CLI_DEFAULT_URL) */
+        out[0] = '\0';
+    else
+        snprintf(out, cap, " --url %s", url);
 }
 
 int serve_run(const struct serve_config *c, struct ch_error *err)
@@ -175,8 +209,9 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                               .started_at = clock_wall_s()};
     struct http_server *server = NULL;
     int status = 1;
-    char key_file[4200];
-    key_file_path(c->db, key_file, sizeof key_file);
+    char key_file_buf[4200];
+    const char *key_file = key_file_path(c, key_file_buf, sizeof key_file_buf);
+    bool made_key = false;
 
     bool encrypted = false;
     if (open_store(c, &ctx.store, &encrypted, err) != CH_OK)
@@ -197,7 +232,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         goto out;
     if (released > 0)
         log_info("%lld messages claimed by an earlier run are due again", (long long)released);
-    if (api_bootstrap_admin(ctx.store, key_file, err) != CH_OK)
+    if (api_bootstrap_admin(ctx.store, key_file, &made_key, err) != CH_OK)
         goto out;
     struct guard_cidr allowed[16];
     for (int i = 0; i < c->nallow_cidrs; i++)
@@ -235,11 +270,15 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         goto out;
     log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
              db_shown);
-    if (access(key_file, R_OK) == 0)
+    char url[320];
+    url_flag(c->listen, url, sizeof url);
+    if (made_key && key_file != NULL)
         log_info("the first admin key is in %s: export CALLHOOK_KEY=$(cat %s); then try "
-                 "'callhook app list' or curl -H \"Authorization: Bearer $CALLHOOK_KEY\" "
+                 "'callhook app list%s' or curl -H \"Authorization: Bearer $CALLHOOK_KEY\" "
                  "http://%s/v1/voice-apps",
-                 key_file, key_file, c->listen);
+                 key_file, key_file, url, c->listen);
+    else if (made_key)
+        log_info("export CALLHOOK_KEY=<the key above>; then try 'callhook app list%s'", url);
 
     /* Wait for a stop signal, running retention every purge-interval-s meanwhile. */
     run_purge(ctx.store, c);

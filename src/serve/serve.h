@@ -19,6 +19,7 @@ struct serve_config {
     int max_queued_mb;             /* records held in memory for delivery; default 16 */
     int shutdown_grace_ms;         /* default 10000 */
     char data_key_file[4096];      /* AES-256 key (base64 of 32 bytes); or CALLHOOK_DATA_KEY */
+    char admin_key_file[4096];     /* a first admin key's file; "-" printed; "" see serve.c */
     long long payload_retention_s; /* delivered records kept; default 7 days */
     long long attempt_retention_s; /* attempt log kept; default 30 days */
     int purge_interval_s;          /* how often retention runs; default 3600 */

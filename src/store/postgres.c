@@ -8,6 +8,7 @@
 #include "store/store.h"
 
 #include "util/clock.h"
+#include "util/log.h"
 
 #include <libpq-fe.h>
 
@@ -209,8 +210,25 @@ static void reset(struct pg_store *db, PGconn *c)
  * parsing and analysis, and is planned once per batch, not per event. No JIT: compiling
  * takes hundreds of milliseconds, and a misestimate (or the claim's enable_sort, which adds
  * its cost to the plan) is enough to start it for a statement that runs in one. */
+/* The server's notices go to the log, not to stderr as libpq would print them: a NOTICE
+ * ("relation ... already exists, skipping" at every start) is for debugging; anything
+ * stronger (a WARNING) is the operator's business. */
+static void log_notice(void *arg, const char *message)
+{
+    (void)arg;
+    size_t n = strlen(message);
+    while (n > 0 && message[n - 1] == '\n')
+        n--;
+    if (strncmp(message, "NOTICE:", 7) == 0 || strncmp(message, "DEBUG", 5) == 0 ||
+        strncmp(message, "INFO:", 5) == 0 || strncmp(message, "LOG:", 4) == 0)
+        log_debug("PostgreSQL: %.*s", (int)n, message);
+    else
+        log_warn("PostgreSQL: %.*s", (int)n, message);
+}
+
 static bool session_setup(PGconn *c)
 {
+    PQsetNoticeProcessor(c, log_notice, NULL);
     PGresult *r = PQexec(c, "SET plan_cache_mode = force_custom_plan; SET jit = off");
     bool done = ok(r);
     PQclear(r);

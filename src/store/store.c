@@ -402,10 +402,15 @@ void store_uri_for_log(const char *uri, char *out, size_t cap)
     /* postgres://user:password@host...: the part between the user's ':' and the '@'. */
     const char *scheme = strstr(p, "://");
     if (scheme != NULL && strncmp(p, "sqlite:", 7) != 0) {
+        /* The userinfo ends at the last '@' before the query: a password may hold '@' or
+         * '/' typed unencoded, and the host after it is shown whole. */
         const char *auth = scheme + 3;
-        const char *at = strpbrk(auth, "@/?");
-        const char *colon = memchr(auth, ':', at ? (size_t)(at - auth) : 0);
-        if (at != NULL && *at == '@' && colon != NULL) {
+        const char *query = strchr(auth, '?');
+        const char *at = NULL;
+        for (const char *q = auth; *q && (query == NULL || q < query); q++)
+            at = *q == '@' ? q : at;
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (at != NULL && colon != NULL) {
             put(out, cap, &o, p, (size_t)(colon + 1 - p));
             put(out, cap, &o, "***", 3);
             p = at;

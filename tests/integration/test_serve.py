@@ -1190,6 +1190,67 @@ class Safety(ServeCase):
             len(acked), sum(counts.values()), extra, kills), file=sys.stderr)
 
 
+class FirstStart(unittest.TestCase):
+    """The first admin key's place follows the store, and only the node that made a key says
+    where it is (issue 15, points 1 and 6). Runs on SQLite and, in serve_postgres, on
+    PostgreSQL; serve's working folder has no var/ in either."""
+
+    def serve(self, extra_args=(), key_env=""):
+        s = Serve(BIN, extra_args=list(extra_args), env={"CALLHOOK_ADMIN_KEY": key_env})
+        self.addCleanup(s.close)
+        return s
+
+    def test_admin_key_file_is_made_with_its_folders_and_named_once(self):
+        probe = Serve(BIN)
+        self.addCleanup(probe.close)
+        key_file = os.path.join(probe.workdir, "keys", "nested", "admin.key")
+        s = self.serve(["--admin-key-file", key_file])
+        s.start()
+        self.assertEqual(os.stat(key_file).st_mode & 0o777, 0o600)
+        with open(key_file) as f:
+            key = f.read().strip()
+        self.assertEqual(s.request("GET", "/v1/voice-apps", key=key).status, 200)
+        log = s.logs()
+        self.assertIn("the first admin key is in %s" % key_file, log)
+        # Not the CLI's default port: the hint says which serve to ask.
+        self.assertIn("'callhook app list --url http://127.0.0.1:%d'" % s.port, log)
+        self.assertFalse(os.path.exists(os.path.join(s.workdir, "var")), "no var/ made")
+        # A second start on the same store makes no key and says nothing of one.
+        s.stop()
+        s.start()
+        self.assertEqual(s.logs().count("the first admin key is in"), 1, s.logs())
+        # The schema check at each start prints no server notice ("already exists, skipping").
+        self.assertNotIn("NOTICE", s.logs())
+
+    def test_no_terminal_and_no_file_is_a_clear_error(self):
+        # '-' asks for the key on the terminal; with none, serve refuses and says how to start
+        # (on PostgreSQL the same holds without the flag).
+        args = ["--admin-key-file", "-"] if not harness.PG_BASE_URI else []
+        s = self.serve(args)
+        with self.assertRaises(harness.ServeError) as cm:
+            s.start()
+        text = str(cm.exception)
+        self.assertIn("CALLHOOK_ADMIN_KEY", text)
+        self.assertIn("--admin-key-file", text)
+        self.assertFalse(os.path.exists(os.path.join(s.workdir, "var")), text)
+
+    def test_the_key_from_the_environment_makes_no_file(self):
+        key = "adm" + _secrets.token_hex(20)
+        s = self.serve(key_env=key)
+        s.start()
+        self.assertEqual(s.request("GET", "/v1/voice-apps", key=key).status, 200)
+        self.assertNotIn("the first admin key is in", s.logs())
+        self.assertFalse(os.path.exists(os.path.join(s.workdir, "admin.key")))
+
+    def test_client_errors_name_the_serve_they_asked(self):
+        s = self.serve(key_env="adm" + _secrets.token_hex(20))
+        s.start()
+        out = s.run_cli("app", "list", "--url", s.base_url, env={"CALLHOOK_KEY": "x" * 40})
+        self.assertEqual(out.returncode, 1, out)
+        self.assertIn("from %s" % s.base_url, out.stderr)
+        self.assertIn("--url", out.stderr)
+
+
 # ---------------------------------------------------------------------------------------------
 # Runner
 
@@ -1224,7 +1285,8 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
 
-    return harness.run_suite((Delivery, Identity, Ordering, Retries, Endpoint, Api, Safety),
+    return harness.run_suite((Delivery, Identity, Ordering, Retries, Endpoint, Api, Safety,
+                              FirstStart),
                              filters, Result)
 
 

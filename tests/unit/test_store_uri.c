@@ -20,6 +20,12 @@ static void test_passwords_are_replaced(void **state)
         {"postgres://callhook:s3cret@127.0.0.1:5432/db",
          "postgres://callhook:***@127.0.0.1:5432/db"},
         {"postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"},
+        /* Typed unencoded, '@' and '/' in a password: the host is still shown whole. */
+        {"postgresql://u:p@ss@db.example:5432/db", "postgresql://u:***@db.example:5432/db"},
+        {"postgresql://u:a/b@db.example/db", "postgresql://u:***@db.example/db"},
+        {"postgresql://db.example:5432/db", "postgresql://db.example:5432/db"},
+        {"postgresql://u@db.example/db?application_name=a@b",
+         "postgresql://u@db.example/db?application_name=a@b"},
         {"postgresql://u@h/db?password=s3cret&sslmode=require",
          "postgresql://u@h/db?password=***&sslmode=require"},
         {"postgres:host=127.0.0.1 password=s3cret dbname=db",
