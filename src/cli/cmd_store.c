@@ -53,7 +53,7 @@ static void print_counts(const char *what, const struct store_reseal_counts *c)
 static ch_code open_alone(const char *db, struct store **out, struct ch_error *err)
 {
     struct store *s = NULL;
-    ch_code rc = store_open(db, &s, err);
+    ch_code rc = store_open_existing(db, &s, err);
     int64_t released = 0;
     if (rc == CH_OK)
         rc = store_startup(s, (int64_t)time(NULL), &released, err);

@@ -90,8 +90,9 @@ static ch_code load_data_key(const struct serve_config *c, unsigned char key[32]
 
 /* Opens the store, wrapped in encryption when a data key is configured. A sealed database
  * is refused without its key (and, by the wrapper, with another key). */
-static ch_code open_store(const struct serve_config *c, struct store **out, bool *encrypted,
-                          struct ch_error *err)
+/* create: serve makes a SQLite database that is not there; purge does not. */
+static ch_code open_store(const struct serve_config *c, bool create, struct store **out,
+                          bool *encrypted, struct ch_error *err)
 {
     unsigned char key[32];
     bool have = false, is_sealed = false;
@@ -99,7 +100,7 @@ static ch_code open_store(const struct serve_config *c, struct store **out, bool
     if (rc != CH_OK)
         return rc;
     struct store *s = NULL;
-    rc = store_open(c->db, &s, err);
+    rc = create ? store_open(c->db, &s, err) : store_open_existing(c->db, &s, err);
     if (rc == CH_OK && have) {
         struct store *wrapped = NULL;
         rc = store_sealed_wrap(s, key, &wrapped, err);
@@ -136,7 +137,7 @@ ch_code serve_purge(const struct serve_config *c, struct ch_error *err)
 {
     struct store *s = NULL;
     bool encrypted;
-    ch_code rc = open_store(c, &s, &encrypted, err);
+    ch_code rc = open_store(c, false, &s, &encrypted, err);
     if (rc != CH_OK)
         return rc;
     int64_t now = clock_wall_s(), payloads = 0, attempts = 0;
@@ -214,7 +215,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
     bool made_key = false;
 
     bool encrypted = false;
-    if (open_store(c, &ctx.store, &encrypted, err) != CH_OK)
+    if (open_store(c, true, &ctx.store, &encrypted, err) != CH_OK)
         goto out;
     char db_shown[sizeof c->db];
     store_uri_for_log(c->db, db_shown, sizeof db_shown);
@@ -321,7 +322,7 @@ ch_code serve_key_create(const char *db, const char *role, char *key_out, size_t
     if (cap < API_KEY_TEXT_MAX)
         return ch_error_set(err, CH_EINVAL, "key buffer too small");
     struct store *s = NULL;
-    ch_code rc = store_open(db, &s, err);
+    ch_code rc = store_open_existing(db, &s, err);
     if (rc == CH_OK)
         rc = api_key_create(s, r, key_out, err);
     if (s)
@@ -345,7 +346,7 @@ static void print_key(void *ctx, const char *key_id, enum key_role role, int64_t
 ch_code serve_key_list(const char *db, struct ch_error *err)
 {
     struct store *s = NULL;
-    ch_code rc = store_open(db, &s, err);
+    ch_code rc = store_open_existing(db, &s, err);
     if (rc == CH_OK) {
         printf("%-17s %-7s %-21s %s\n", "KEY ID", "ROLE", "CREATED", "STATE");
         rc = store_key_list(s, print_key, NULL, err);
@@ -358,7 +359,7 @@ ch_code serve_key_list(const char *db, struct ch_error *err)
 ch_code serve_key_revoke(const char *db, const char *key_id, struct ch_error *err)
 {
     struct store *s = NULL;
-    ch_code rc = store_open(db, &s, err);
+    ch_code rc = store_open_existing(db, &s, err);
     if (rc == CH_OK)
         rc = store_key_revoke(s, key_id, err);
     if (s)

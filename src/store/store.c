@@ -6,8 +6,10 @@
 #include "store/store.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err)
 {
@@ -23,6 +25,17 @@ ch_code store_open(const char *uri, struct store **out, struct ch_error *err)
     store_uri_for_log(uri ? uri : "", shown, sizeof shown);
     return ch_error_set(err, CH_EINVAL,
                         "unknown database '%s': use sqlite:PATH or postgres://USER@HOST/DB", shown);
+}
+
+ch_code store_open_existing(const char *uri, struct store **out, struct ch_error *err)
+{
+    struct stat st;
+    if (uri != NULL && strncmp(uri, "sqlite:", 7) == 0 && stat(uri + 7, &st) != 0)
+        return ch_error_set(err, CH_ENOTFOUND,
+                            "no database at '%s' (%s): callhook serve makes it on its first "
+                            "start; give the one it uses with --db sqlite:PATH or CALLHOOK_DB",
+                            uri + 7, strerror(errno));
+    return store_open(uri, out, err);
 }
 
 const char *msg_status_name(enum msg_status s, int attempts)

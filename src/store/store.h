@@ -426,6 +426,11 @@ ch_code store_scrub(struct store *s, struct ch_error *err);
  * "postgres://..." / "postgresql://..." / "postgres:CONNINFO" (the schema is created). */
 ch_code store_open(const char *uri, struct store **out, struct ch_error *err);
 
+/* store_open for commands that only read or maintain a database: a SQLite file that is not
+ * there is CH_ENOTFOUND saying where it looked, never created (a mistyped path would make an
+ * empty database and answer as if it were the real one). */
+ch_code store_open_existing(const char *uri, struct store **out, struct ch_error *err);
+
 /* uri as it may be shown in a log: a PostgreSQL password (in "user:password@", a
  * "password=" key or a "?password=" parameter) is replaced with "***". Always terminates out. */
 void store_uri_for_log(const char *uri, char *out, size_t cap);

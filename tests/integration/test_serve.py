@@ -24,6 +24,7 @@ import random
 import re
 import secrets as _secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -1241,6 +1242,18 @@ class FirstStart(unittest.TestCase):
         self.assertEqual(s.request("GET", "/v1/voice-apps", key=key).status, 200)
         self.assertNotIn("the first admin key is in", s.logs())
         self.assertFalse(os.path.exists(os.path.join(s.workdir, "admin.key")))
+
+    def test_commands_that_read_a_database_never_make_one(self):
+        # Point 5: 'key list' outside the project made var/callhook.db and listed nothing.
+        s = self.serve()
+        for args in (["key", "list"], ["key", "revoke", "key_0123456789ab"], ["purge"],
+                     ["key", "list", "--db", "sqlite:" + os.path.join(s.workdir, "x.db")]):
+            out = subprocess.run([BIN] + args, capture_output=True, text=True, cwd=s.workdir,
+                                 env={"PATH": os.environ.get("PATH", "")}, timeout=30,
+                                 stdin=subprocess.DEVNULL)
+            self.assertEqual(out.returncode, 1, (args, out))
+            self.assertIn("no database at '", out.stderr, args)
+            self.assertEqual(os.listdir(s.workdir), [], args)
 
     def test_client_errors_name_the_serve_they_asked(self):
         s = self.serve(key_env="adm" + _secrets.token_hex(20))
