@@ -53,8 +53,8 @@ static ch_code check_url(const char *field, const char *url, bool allow_http, st
     else if (strncasecmp(url, "http://", 7) == 0) {
         if (!allow_http)
             return ch_error_set(err, CH_EINVAL,
-                                "%s: only https:// URLs are allowed (set allowInsecureHttp to "
-                                "send plain http)",
+                                "%s: only https:// URLs are allowed (allow plain http with "
+                                "allowInsecureHttp, or --allow-http in callhook app put)",
                                 field);
         rest = url + 7;
     } else

@@ -377,7 +377,8 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
             snprintf(p->error, sizeof p->error, "HTTP %ld", status);
         else if (t->refused)
             snprintf(p->error, sizeof p->error,
-                     "refused: %s is an internal address (set allowPrivateNetwork to allow it)",
+                     "refused: %s is an internal address (allow it with allowPrivateNetwork, or "
+                     "--allow-private in callhook app put)",
                      t->refused_addr);
         else
             snprintf(p->error, sizeof p->error, "%s", transfer_error_text(t, code));
@@ -660,7 +661,8 @@ static void start_app(struct engine *e, struct app_state *a)
         if (refused[0]) {
             char why[160];
             snprintf(why, sizeof why,
-                     "refused: %s is an internal address (set allowPrivateNetwork to allow it)",
+                     "refused: %s is an internal address (allow it with allowPrivateNetwork, or "
+                     "--allow-private in callhook app put)",
                      refused);
             fail_without_attempt(e, job, FAILURE_refused, why);
             continue;

@@ -551,6 +551,9 @@ class Ssrf(SecurityCase):
         mid = self.ingest(s, "noprivate", "begin-call", call_record())
         self.assert_refused(s, rx, mid, addr_hint="127.0.0.1")
         self.assertEqual(self.failed_attempts_metric(s, "refused"), before + 1)
+        # The hint names the key and the flag the operator has (issue 15, point 8).
+        a = self.attempts(self.message(s, mid))
+        self.assertIn("allowPrivateNetwork, or --allow-private", a[0].get("error") or "", a)
 
     def test_loopback_delivered_with_allow_private_network(self):
         s = self.serve()

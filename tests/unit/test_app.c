@@ -64,6 +64,9 @@ static void test_refusals_name_the_field(void **state)
         {"{", "invalid JSON"},
         {"{\"BeginCallEventProcessingUrl\":\"http://x.example.com\"}",
          "BeginCallEventProcessingUrl"},
+        /* The way out named as the API key and as the CLI flag (issue 15, point 8). */
+        {"{\"BeginCallEventProcessingUrl\":\"http://x.example.com\"}",
+         "allowInsecureHttp, or --allow-http"},
         {"{\"EndCallEventProcessingUrl\":\"ftp://x.example.com\"}", "EndCallEventProcessingUrl"},
         {"{\"EndCallEventProcessingUrl\":\"https://u:p@x.example.com/\"}",
          "EndCallEventProcessingUrl"},
