@@ -7,6 +7,7 @@
 
 #include "lib/crypto.h"
 #include "util/clock.h"
+#include "util/log.h"
 #include "http/listen.h"
 
 #include <gnutls/gnutls.h>
@@ -14,6 +15,7 @@
 #include <microhttpd.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -22,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define IDLE_TIMEOUT_S     60u   /* a keep-alive connection with no request */
 #define BODY_TIMEOUT_S     10u   /* an upload that stops arriving */
@@ -342,6 +345,18 @@ static void server_free(struct http_server *s)
     free(s);
 }
 
+/* libmicrohttpd's own messages, into the log with a prefix, rather than bare on stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && line[n - 1] == '\n')
+        line[--n] = '\0';
+    log_warn("http: %s", line);
+}
+
 ch_code http_server_start(const struct http_config *c, const struct http_handler *h,
                           struct http_server **out, struct ch_error *err)
 {
@@ -353,6 +368,12 @@ ch_code http_server_start(const struct http_config *c, const struct http_handler
     struct http_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");
+    /* Bound here, so that a refusal says why (libmicrohttpd logs "Failed to bind to port 0"). */
+    int fd = -1;
+    if ((rc = listen_open(c->listen, &fd, err)) != CH_OK) {
+        free(s);
+        return rc;
+    }
     s->handler = *h;
     s->max_body_bytes = c->max_body_bytes;
     s->body_budget_bytes = c->body_budget_bytes;
@@ -365,6 +386,7 @@ ch_code http_server_start(const struct http_config *c, const struct http_handler
         if (rc == CH_OK && c->tls_client_ca && c->tls_client_ca[0])
             rc = read_pem(c->tls_client_ca, &s->ca_pem, err);
         if (rc != CH_OK) {
+            close(fd);
             server_free(s);
             return rc;
         }
@@ -387,16 +409,18 @@ ch_code http_server_start(const struct http_config *c, const struct http_handler
     };
     struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
     s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_THREAD_POOL_SIZE, THREADS,
-        MHD_OPTION_CONNECTION_LIMIT, CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        PER_IP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->connection_memory, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        1024u, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_THREAD_POOL_SIZE, THREADS, MHD_OPTION_CONNECTION_LIMIT, CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, PER_IP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+        IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->connection_memory,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_ARRAY, tls ? tls_opts : no_opts,
+        MHD_OPTION_END);
     if (s->daemon == NULL) {
+        close(fd);
         server_free(s);
-        return ch_error_set(err, CH_EIO, "cannot listen on '%s' (address in use%s)", c->listen,
-                            tls ? ", or the TLS certificate and key do not load" : "");
+        return ch_error_set(err, CH_EIO, "cannot start the HTTP server on '%s'%s", c->listen,
+                            tls ? " (do the TLS certificate and key load?)" : "");
     }
     *out = s;
     return CH_OK;

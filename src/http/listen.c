@@ -2,10 +2,12 @@
 #include "http/listen.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 ch_code listen_parse(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
                      struct ch_error *err)
@@ -40,5 +42,36 @@ ch_code listen_parse(const char *listen, struct sockaddr_storage *ss, socklen_t 
         return ch_error_set(err, CH_EINVAL, "--listen '%s': the host must be an IP address",
                             listen);
     }
+    return CH_OK;
+}
+
+ch_code listen_open(const char *address, int *fd_out, struct ch_error *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    ch_code rc = listen_parse(address, &ss, &len, err);
+    if (rc != CH_OK)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return ch_error_set(err, CH_EIO, "cannot listen on '%s': %s", address, strerror(errno));
+    /* A restart binds again at once, past the old connections' TIME_WAIT; another process
+     * still listening there is refused all the same. An IPv6 address is IPv6 only. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        const char *why = e == EADDRINUSE      ? "the port is in use: another process listens "
+                                                 "there (stop it, or choose another --listen)"
+                          : e == EACCES        ? "permission denied: ports below 1024 need "
+                                                 "privileges; choose a port of 1024 or more"
+                          : e == EADDRNOTAVAIL ? "no interface of this machine has that address"
+                                               : strerror(e);
+        return ch_error_set(err, CH_EIO, "cannot listen on '%s': %s", address, why);
+    }
+    *fd_out = fd;
     return CH_OK;
 }

@@ -11,4 +11,8 @@
 ch_code listen_parse(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
                      struct ch_error *err);
 
+/* A socket bound to listen's address and listening (close-on-exec): the caller owns fd_out.
+ * CH_EIO saying why not: the port in use, a privileged port, an address not of this machine. */
+ch_code listen_open(const char *listen, int *fd_out, struct ch_error *err);
+
 #endif

@@ -361,6 +361,41 @@ static void a_bad_listen_address_is_an_error(void **state)
     assert_true(err.message[0] != '\0');
 }
 
+/* A port another server holds: the error says the port is in use, and nothing of
+ * libmicrohttpd's own ("Failed to bind to port 0") reaches stderr (issue 15, point 15). */
+static void a_busy_port_says_so(void **state)
+{
+    struct probe p = {0};
+    struct http_server *first = start(&p, HTTP_ERROR_CODED, 1 << 20);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", http_server_port(first));
+    struct http_config c = {.listen = listen, .max_body_bytes = 10, .body_budget_bytes = 10};
+    struct http_handler h = {.on_headers = on_headers, .on_request = on_request, .ctx = &p};
+    struct http_server *s = NULL;
+    struct ch_error err = {0};
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    char path[] = "/tmp/callhook-test-http-XXXXXX";
+    int out = mkstemp(path);
+    assert_true(saved >= 0 && out >= 0);
+    dup2(out, STDERR_FILENO);
+    ch_code rc = http_server_start(&c, &h, &s, &err);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char said[512] = {0};
+    ssize_t n = pread(out, said, sizeof said - 1, 0);
+    close(out);
+    unlink(path);
+    assert_int_equal(rc, CH_EIO);
+    assert_null(s);
+    assert_non_null(strstr(err.message, "the port is in use"));
+    assert_non_null(strstr(err.message, listen));
+    assert_int_equal(n, 0);
+    http_server_stop(first);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +408,7 @@ int main(void)
         cmocka_unit_test(a_request_left_unanswered_is_a_500),
         cmocka_unit_test(json_quote_escapes_and_stays_within_its_buffer),
         cmocka_unit_test(a_bad_listen_address_is_an_error),
+        cmocka_unit_test(a_busy_port_says_so),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
