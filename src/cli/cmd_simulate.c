@@ -118,6 +118,7 @@ struct sim {
     size_t nheap, heap_cap;
     long long remaining; /* events still to send, duplicates included */
     bool stop;
+    long stopped_by; /* an answer every later event would get too (401, 403, 404); 0: none */
     struct sim_stats st;
 };
 
@@ -425,6 +426,12 @@ static void event_done(struct sim *s, const struct sim_event *e, long status, bo
         st->by_status[status > 0 && status < MAX_STATUS ? status : 0]++;
         if (st->first_error[0] == '\0')
             snprintf(st->first_error, sizeof st->first_error, "%s", error);
+        /* No such app, an unknown key, a key of the wrong role: every other event would get
+         * the same answer, so the run stops at the first rather than sending them all. */
+        if ((status == 401 || status == 403 || status == 404) && !s->stop) {
+            s->stop = true;
+            s->stopped_by = status;
+        }
     }
     if (!e->dup) {
         bool dup = e->kind == SIM_BEGIN ? call->dup_begin : call->dup_end;
@@ -524,7 +531,7 @@ static bool summary(const struct sim *s, double elapsed_s, bool json)
         }
         json_t *o = json_pack(
             "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s?, s:f, s:f, "
-            "s:s, s:b}",
+            "s:s, s:b, s:I}",
             "app", s->app, "seed", (json_int_t)s->seed, "calls", (json_int_t)s->ncalls,
             "callsStarted", (json_int_t)st->calls_started, "callsEnded",
             (json_int_t)st->calls_ended, "eventsSent", (json_int_t)st->sent,
@@ -532,7 +539,7 @@ static bool summary(const struct sim *s, double elapsed_s, bool json)
             (json_int_t)st->accepted, "duplicates", (json_int_t)st->duplicates, "errors", by,
             "firstError", st->first_error[0] ? st->first_error : NULL, "elapsedSeconds", elapsed_s,
             "eventsPerSecond", rate, "result", st->errors || dup_mismatch ? "failed" : "ok",
-            "interrupted", (int)(interrupted != 0));
+            "interrupted", (int)(interrupted != 0), "stoppedByStatus", (json_int_t)s->stopped_by);
         char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
         if (text)
             printf("%s\n", text);
@@ -540,8 +547,13 @@ static bool summary(const struct sim *s, double elapsed_s, bool json)
         json_decref(o);
     } else {
         printf("%s %lld of %u calls on voice app '%s' (seed %lld): %lld ended\n",
-               interrupted ? "interrupted after starting" : "started", st->calls_started, s->ncalls,
-               s->app, (long long)s->seed, st->calls_ended);
+               interrupted     ? "interrupted after starting"
+               : s->stopped_by ? "stopped after starting"
+                               : "started",
+               st->calls_started, s->ncalls, s->app, (long long)s->seed, st->calls_ended);
+        if (s->stopped_by)
+            printf("  stopped at the first HTTP %ld: every other event would get it too\n",
+                   s->stopped_by);
         printf("  events sent       %lld (%lld of them upstream duplicates)\n", st->sent,
                st->dups_sent);
         printf("  accepted (202)    %lld\n", st->accepted);

@@ -269,7 +269,11 @@ check_json "simulated begin-call types" 'set(m["callType"] for m in j["data"]) <
 sim_delivered() { [ "$(grep -c '^/sim/' "$tmp/deliveries")" -eq 40 ]; }
 wait_until "receiver got each simulated event once" 15 -- sim_delivered
 check "simulate table summary" 0 "duplicates (200)" -- ch simulate --app sim --calls 3 --rate 100 --min-duration-ms 0 --max-duration-ms 10
-check "simulate unknown app fails" 1 "HTTP 404 x6" -- ch simulate --app nope --calls 3 --rate 100 --duplicates 0 --min-duration-ms 0 --max-duration-ms 10
+check "simulate unknown app fails" 1 "stopped at the first HTTP 404" -- ch simulate --app nope --calls 3 --rate 100 --duplicates 0 --min-duration-ms 0 --max-duration-ms 10
+# It stops at the first 404 rather than sending every call (issue 15, point 15): of 200 calls
+# at 100/s, only those already in flight when the first answer came were sent.
+ch simulate --app nope --calls 200 --rate 100 --duplicates 0 --min-duration-ms 0 --max-duration-ms 10 --json >"$tmp/nope.json" 2>/dev/null
+if python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["stoppedByStatus"] == 404 and j["eventsSent"] < 20 and j["result"] == "failed" else 1)' "$tmp/nope.json"; then pass; else fail "simulate unknown app sent on: $(cat "$tmp/nope.json")"; fi
 check "simulate serve down" 1 "no answer x2" -- ch simulate --app sim --calls 1 --duplicates 0 --min-duration-ms 0 --max-duration-ms 0 --url "http://127.0.0.1:$DEAD_PORT"
 
 if grep -E "ERROR: AddressSanitizer|runtime error:|LeakSanitizer" "$tmp/serve.log" >/dev/null; then
