@@ -1222,6 +1222,8 @@ class FirstStart(unittest.TestCase):
         self.assertEqual(s.logs().count("the first admin key is in"), 1, s.logs())
         # The schema check at each start prints no server notice ("already exists, skipping").
         self.assertNotIn("NOTICE", s.logs())
+        # libmicrohttpd says nothing at a clean start (its messages come as "http: ...").
+        self.assertNotIn(" http: ", s.logs())
 
     def test_no_terminal_and_no_file_is_a_clear_error(self):
         # '-' asks for the key on the terminal; with none, serve refuses and says how to start
