@@ -33,6 +33,14 @@ bool cli_read_input(const char *path, size_t max, char **data, size_t *len);
  * the option and returns false when it is not one. */
 bool cli_parse_ll(const char *option, const char *text, long long *out);
 
+/* getopt_long for a command: the same results, but an unknown option or a missing value is
+ * reported as "callhook CMD: unknown option '--x'" with a pointer to 'callhook CMD --help'
+ * (getopt's own message names only argv[0], which is the subcommand: "put: ..."); it then
+ * returns '?'. cmd is the command as typed ("app put"). */
+struct option;
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts, int *longindex);
+
 /* Prints "callhook <cmd>: <message>" to stderr and returns CLI_USAGE, for option errors. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -416,7 +416,7 @@ const char *cli_format_time(long long unix_s, char *buf, size_t cap)
     struct tm tm;
     time_t t = (time_t)unix_s;
     if (unix_s <= 0 || gmtime_r(&t, &tm) == NULL ||
-        strftime(buf, cap, "%Y-%m-%d %H:%M:%SZ", &tm) == 0)
+        strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(buf, cap, "-");
     return buf;
 }

@@ -38,7 +38,7 @@ int cmd_inspect(int argc, char **argv)
     };
     long long max = 256 * 1024;
     int c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("inspect", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 'm':
             if (!cli_parse_ll("--max-bytes", optarg, &max) || max <= 0)
@@ -89,7 +89,7 @@ int cmd_msgid(int argc, char **argv)
     };
     const char *app = NULL, *event = NULL, *key = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("msgid", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 'a':
             app = optarg;

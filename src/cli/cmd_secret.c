@@ -42,7 +42,7 @@ static int secret_new(int argc, char **argv)
     long long nbytes = 32;
     bool ed25519 = false;
     int c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("secret new", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 'b':
             if (!cli_parse_ll("--bytes", optarg, &nbytes))

@@ -105,7 +105,7 @@ int cmd_key(int argc, char **argv)
     optind = 1;
     argc--;
     argv++;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("key", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 'r':
             role = optarg;

@@ -97,7 +97,7 @@ int cmd_sign(int argc, char **argv)
     const char *id = NULL;
     long long ts = (long long)time(NULL);
     int rc = CLI_USAGE, c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("sign", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 's':
             if (!add_key("sign", optarg, keys, &nkeys))
@@ -167,7 +167,7 @@ int cmd_verify(int argc, char **argv)
     long long now = 0, tolerance = CH_DEFAULT_TOLERANCE_S;
     bool fixed_now = false;
     int rc = CLI_USAGE, c;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("verify", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 's':
             if (!add_key("verify", optarg, keys, &nkeys))

@@ -646,7 +646,7 @@ static int parse_args(int argc, char **argv, struct sim_args *a)
     long long seed;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    while ((c = cli_getopt("simulate", argc, argv, "h", options, NULL)) != -1) {
         int shared = cli_client_option(&a->conn, c, optarg);
         if (shared < 0)
             return CLI_USAGE;

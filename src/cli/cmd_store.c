@@ -141,7 +141,7 @@ int cmd_store(int argc, char **argv)
     optind = 1;
     argc--;
     argv++;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("store", argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 'd':
             db = optarg;

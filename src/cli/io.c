@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,4 +77,25 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\n(see 'callhook %s --help')\n", cmd);
     return CLI_USAGE;
+}
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts, int *longindex)
+{
+    opterr = 0;
+    /* A leading ':' makes getopt tell a missing value (':') from an unknown option ('?'). */
+    char opts[64];
+    snprintf(opts, sizeof opts, ":%s", shortopts);
+    int c = getopt_long(argc, argv, opts, longopts, longindex);
+    if (c != '?' && c != ':')
+        return c;
+    const char *seen = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    char shortopt[3] = {'-', (char)optopt, '\0'};
+    /* For a short option in a group (-xy), argv[optind - 1] is the group: name the letter. */
+    const char *name = optopt && (seen[0] != '-' || seen[1] != '-') ? shortopt : seen;
+    if (c == ':')
+        cli_usage_error(cmd, "option '%s' needs a value", name);
+    else
+        cli_usage_error(cmd, "unknown option '%s'", name);
+    return '?';
 }

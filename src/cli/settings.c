@@ -27,7 +27,7 @@ int cli_settings_parse(const char *cmd, const struct config_table *t, void *cfg,
     /* First pass: the config file only, so flags given in any order still win over it. */
     int c, idx;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", options, &idx)) != -1) {
+    while ((c = cli_getopt(cmd, argc, argv, "", options, &idx)) != -1) {
         if (c == 'h') {
             help();
             *helped = true;
