@@ -239,23 +239,35 @@ static void app_patch(struct api_request *r, const char *id)
     }
     json_t *doc = app_json(&a, true);
     doc = doc ? merge_patch(doc, patch) : NULL;
-    /* As in a PUT that leaves connectTimeoutMs out, a new timeoutMs brings the connect limit
-     * down with it when it is less. */
-    json_t *t = json_object_get(patch, "timeoutMs"), *c = json_object_get(doc, "connectTimeoutMs");
-    if (json_is_integer(t) && json_object_get(patch, "connectTimeoutMs") == NULL &&
-        json_is_integer(c) && json_integer_value(c) > json_integer_value(t))
-        json_object_set_new(doc, "connectTimeoutMs", json_integer(json_integer_value(t)));
-    json_decref(patch);
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
     struct app_config cfg;
-    if (text == NULL)
-        http_respond_error(r->http, 500, "internal", "out of memory");
-    else if (app_config_parse(&cfg, text, strlen(text), &err) != CH_OK ||
-             app_config_check_files(&cfg, &err) != CH_OK)
-        http_respond_error(r->http, 400, "invalid_settings", "%s", err.message);
+    ch_code rc = text ? app_config_parse(&cfg, text, strlen(text), &err) : CH_ENOMEM;
+    /* As in a PUT that leaves connectTimeoutMs out, a new timeoutMs brings the connect limit
+     * down with it when it is less (the first error is the one told when that does not help). */
+    json_t *t = json_object_get(patch, "timeoutMs"), *c = json_object_get(doc, "connectTimeoutMs");
+    if (rc == CH_EINVAL && json_is_integer(t) &&
+        json_object_get(patch, "connectTimeoutMs") == NULL && json_is_integer(c) &&
+        json_integer_value(c) > json_integer_value(t)) {
+        json_object_set_new(doc, "connectTimeoutMs", json_integer(json_integer_value(t)));
+        char *lowered = json_dumps(doc, JSON_COMPACT);
+        if (lowered && app_config_parse(&cfg, lowered, strlen(lowered), NULL) == CH_OK) {
+            free(text);
+            text = lowered;
+            rc = CH_OK;
+        } else {
+            free(lowered);
+        }
+    }
+    json_decref(patch);
+    json_decref(doc);
+    if (rc == CH_OK)
+        rc = app_config_check_files(&cfg, &err);
     free(text);
-    if (r->http->status != 0) {
+    if (rc == CH_ENOMEM)
+        http_respond_error(r->http, 500, "internal", "out of memory");
+    else if (rc != CH_OK)
+        http_respond_error(r->http, 400, "invalid_settings", "%s", err.message);
+    if (rc != CH_OK) {
         stored_app_release(&a);
         return;
     }

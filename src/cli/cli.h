@@ -33,6 +33,10 @@ bool cli_read_input(const char *path, size_t max, char **data, size_t *len);
  * the option and returns false when it is not one. */
 bool cli_parse_ll(const char *option, const char *text, long long *out);
 
+/* An event's name as every command takes it: "begin-call" or "begin", "end-call" or "end";
+ * returns the full name (static), or NULL for anything else. */
+const char *cli_event_name(const char *text);
+
 /* Prints "callhook <cmd>: <message>" to stderr and returns CLI_USAGE, for option errors. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
