@@ -14,6 +14,7 @@
 #include "store/store.h"
 #include "util/buf.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@ struct api_context {
     size_t max_body_bytes;
     int lease_s;
     int64_t started_at;
+    atomic_bool testing; /* a test send (POST .../test) is under way: one at a time */
 };
 
 /* An API request: the front's request and what the API learns of it. The front keeps it (as

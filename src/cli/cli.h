@@ -41,6 +41,10 @@ struct option;
 int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
                const struct option *longopts, int *longindex);
 
+/* An event's name as every command takes it: "begin-call" or "begin", "end-call" or "end";
+ * returns the full name (static), or NULL for anything else. */
+const char *cli_event_name(const char *text);
+
 /* Prints "callhook <cmd>: <message>" to stderr and returns CLI_USAGE, for option errors. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

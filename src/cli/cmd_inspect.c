@@ -23,6 +23,7 @@ void cmd_inspect_help(void)
 void cmd_msgid_help(void)
 {
     puts("usage: callhook msgid --app VOICE_APP_ID --event begin-call|end-call --key KEY\n"
+         "       (--event also takes the short forms begin and end)\n"
          "\n"
          "Prints the webhook-id callhook gives the event: msg_ + 27 characters derived from\n"
          "the Voice App, the event and the dedupe key (the record's ActiveCallId, else its\n"
@@ -109,8 +110,12 @@ int cmd_msgid(int argc, char **argv)
     }
     if (app == NULL || event == NULL || key == NULL)
         return cli_usage_error("msgid", "--app, --event and --key are all required");
-    if (strcmp(event, "begin-call") != 0 && strcmp(event, "end-call") != 0)
-        return cli_usage_error("msgid", "--event is begin-call or end-call, not '%s'", event);
+    const char *given = event;
+    if ((event = cli_event_name(given)) == NULL)
+        return cli_usage_error("msgid",
+                               "--event is begin-call (or begin) or end-call (or end), "
+                               "not '%s'",
+                               given);
     char id[CH_MSGID_SIZE];
     struct ch_error err;
     if (ch_msgid(app, event, key, id, &err) != CH_OK) {

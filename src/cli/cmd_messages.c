@@ -23,6 +23,7 @@ enum {
     OPT_LIMIT,
     OPT_CURSOR,
     OPT_ALL,
+    OPT_NEW_ID,
 };
 
 void cmd_send_help(void)
@@ -82,11 +83,17 @@ void cmd_message_help(void)
 
 void cmd_replay_help(void)
 {
-    puts("usage: callhook replay ID\n"
+    puts("usage: callhook replay ID [--new-id]\n"
          "\n"
-         "Delivers a stored event again, now, whatever its state (delivered, dead, ...): new\n"
-         "attempts with the same webhook-id, so a receiver that dedupes sees it as the same\n"
-         "event. Needs an admin key.\n"
+         "Delivers a stored event again, now, whatever its state (delivered, dead, ...). A\n"
+         "plain replay makes new attempts with the same webhook-id: a receiver that dedupes\n"
+         "(callhook receive does) answers 200 duplicate and runs nothing again. Needs an admin\n"
+         "key.\n"
+         "\n"
+         "  --new-id   send the same record as a new message, with a new webhook-id (printed),\n"
+         "             for a receiver that acknowledged the event, then lost it, and dedupes by\n"
+         "             webhook-id. callhook receive also dedupes by event and call id: while its\n"
+         "             inbox holds the call, it still answers 200 duplicate (docs/OPERATIONS.md)\n"
          "\n" CLI_CLIENT_OPTIONS_HELP);
 }
 
@@ -110,6 +117,7 @@ struct msg_args {
     long long since; /* -1: not given */
     long long limit; /* 0: not given */
     bool all;
+    bool new_id;
 };
 
 static const struct option msg_options[] = {
@@ -123,12 +131,12 @@ static const struct option msg_options[] = {
     {"limit", required_argument, NULL, OPT_LIMIT},
     {"cursor", required_argument, NULL, OPT_CURSOR},
     {"all", no_argument, NULL, OPT_ALL},
+    {"new-id", no_argument, NULL, OPT_NEW_ID},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
-/* "begin" or "begin-call" → "begin-call"; NULL for anything else. */
-static const char *event_name(const char *text)
+const char *cli_event_name(const char *text)
 {
     if (strcmp(text, "begin") == 0 || strcmp(text, "begin-call") == 0)
         return "begin-call";
@@ -181,8 +189,9 @@ static int parse_args(const char *cmd, void (*help)(void), int argc, char **argv
             a->idempotency_key = optarg;
             break;
         case OPT_EVENT:
-            if ((a->event = event_name(optarg)) == NULL)
-                return cli_usage_error(cmd, "--event is begin or end, not '%s'", optarg);
+            if ((a->event = cli_event_name(optarg)) == NULL)
+                return cli_usage_error(
+                    cmd, "--event is begin or end (or begin-call, end-call), not '%s'", optarg);
             break;
         case OPT_STATUS:
             a->status = optarg;
@@ -205,6 +214,9 @@ static int parse_args(const char *cmd, void (*help)(void), int argc, char **argv
             break;
         case OPT_ALL:
             a->all = true;
+            break;
+        case OPT_NEW_ID:
+            a->new_id = true;
             break;
         default:
             return CLI_USAGE;
@@ -237,7 +249,7 @@ int cmd_send(int argc, char **argv)
         return rc;
     if (optind >= argc)
         return cli_usage_error("send", "which event: begin or end?");
-    const char *event = event_name(argv[optind]);
+    const char *event = cli_event_name(argv[optind]);
     if (event == NULL)
         return cli_usage_error("send", "the event is begin or end, not '%s'", argv[optind]);
     if (a.app == NULL)
@@ -549,26 +561,35 @@ int cmd_message(int argc, char **argv)
 
 int cmd_replay(int argc, char **argv)
 {
+    static const int allowed[] = {OPT_NEW_ID};
     struct msg_args a;
-    int rc = parse_args("replay", cmd_replay_help, argc, argv, NULL, 0, &a);
+    int rc = parse_args("replay", cmd_replay_help, argc, argv, allowed, 1, &a);
     if (rc >= 0)
         return rc;
     if (argc - optind != 1)
         return cli_usage_error("replay", "give one message ID (e.g. from 'callhook messages')");
     const char *id = argv[optind];
     char path[1024];
-    if (!id_path("replay", path, sizeof path, "/v1/messages", id, "/replay"))
+    if (!id_path("replay", path, sizeof path, "/v1/messages", id,
+                 a.new_id ? "/replay?newId=true" : "/replay"))
         return CLI_USAGE;
     struct cli_client *c = NULL;
     if ((rc = cli_client_open("replay", &a.conn, &c)) != CLI_OK)
         return rc;
     struct cli_response r;
     cli_response_init(&r);
-    rc = cli_api(c, "replay", "POST", path, NULL, 0, NULL, &r, NULL);
+    json_t *answer = NULL;
+    rc = cli_api(c, "replay", "POST", path, NULL, 0, NULL, &r, &answer);
+    const char *copy = json_string_value(json_object_get(answer, "messageId"));
     if (rc == CLI_OK && a.conn.json)
         printf("%s\n", r.body.data);
+    else if (rc == CLI_OK && a.new_id)
+        printf("%s is sent again as %s, a new webhook-id, due now (see 'callhook message %s')\n",
+               id, copy ? copy : "?", copy ? copy : "ID");
     else if (rc == CLI_OK)
-        printf("%s is due again now (see 'callhook message %s')\n", id, id);
+        printf("%s is due again now, with the same webhook-id (see 'callhook message %s')\n", id,
+               id);
+    json_decref(answer);
     cli_response_release(&r);
     cli_client_free(c);
     return rc;

@@ -111,7 +111,7 @@ static bool reserved_header(const char *name)
         "content-type",      "content-length", "host",
         "user-agent",        "webhook-id",     "webhook-timestamp",
         "webhook-signature", "x-call-event",   "transfer-encoding",
-        "connection",        "expect"};
+        "connection",        "expect",         "x-callhook-test"};
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
         if (strcasecmp(name, reserved[i]) == 0)
             return true;

@@ -1050,6 +1050,12 @@ void engine_app_changed(struct engine *e)
     engine_wake(e);
 }
 
+const struct guard_cidr *engine_allowed(const struct engine *e, int *nallowed)
+{
+    *nallowed = e->cfg.nallowed;
+    return e->cfg.allowed;
+}
+
 void engine_wake(struct engine *e)
 {
     atomic_store(&e->wake_scan, true);

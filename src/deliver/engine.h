@@ -46,6 +46,10 @@ void engine_kick(struct engine *e);
  * Also makes the engine read the store for due work now. Thread-safe. */
 void engine_app_changed(struct engine *e);
 
+/* The internal ranges the operator allows for every app (the engine's configuration), for a
+ * test send judged as the engine judges deliveries. Borrowed; valid while e is. */
+const struct guard_cidr *engine_allowed(const struct engine *e, int *nallowed);
+
 /* Makes the engine read the store for due work now (after replay or recover). Thread-safe. */
 void engine_wake(struct engine *e);
 

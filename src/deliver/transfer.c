@@ -123,11 +123,13 @@ static char expect_line[] = "Expect: ";
  * own generation of the settings (which it keeps alive until it ends). */
 static void set_headers(struct transfer *t)
 {
-    char *lines[TRANSFER_FIXED_HEADERS + APP_MAX_HEADERS] = {
+    char *lines[TRANSFER_FIXED_HEADERS + APP_MAX_HEADERS + 1] = {
         content_type_line, t->h_id, t->h_ts, t->h_sig, t->h_event, expect_line};
     size_t n = TRANSFER_FIXED_HEADERS;
     for (int i = 0; i < t->gen->cfg.nheaders; i++)
         lines[n++] = t->gen->header_line[i];
+    if (t->marker_line)
+        lines[n++] = t->marker_line;
     for (size_t i = 0; i < n; i++) {
         t->headers[i].data = lines[i];
         t->headers[i].next = i + 1 < n ? &t->headers[i + 1] : NULL;

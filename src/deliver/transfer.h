@@ -29,7 +29,8 @@ struct transfer {
     CURL *easy;      /* owned */
     /* The header list lives here, not in curl_slist_append() nodes: curl only reads it, and a
      * delivery then allocates nothing for its headers. The app's lines belong to gen. */
-    struct curl_slist headers[TRANSFER_FIXED_HEADERS + APP_MAX_HEADERS];
+    struct curl_slist headers[TRANSFER_FIXED_HEADERS + APP_MAX_HEADERS + 1];
+    char *marker_line; /* static: a test send's marker header (probe.c); NULL for deliveries */
     char h_id[64];
     char h_ts[48];
     char h_sig[2 * CH_SIGNATURE_ENTRY_MAX + 32];
@@ -43,8 +44,8 @@ struct transfer {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-/* A transfer for app with the settings g (takes a reference to g); NULL when out of memory.
- * Caller frees with transfer_free(). */
+/* A transfer for app (NULL for a test send) with the settings g (takes a reference to g); NULL when
+ * out of memory. Caller frees with transfer_free(). */
 struct transfer *transfer_new(struct app_state *app, struct app_gen *g);
 
 /* Frees the easy handle and drops the reference to the settings. */

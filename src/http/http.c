@@ -82,6 +82,45 @@ const char *http_query(struct http_request *r, const char *name)
     return MHD_lookup_connection_value(req_of(r)->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+#define QUERY_KNOWN_MAX 16
+
+struct query_check {
+    const char *const *known;
+    unsigned seen; /* bit i: known[i] was given */
+    char *bad;
+    size_t cap;
+    bool failed, repeated;
+};
+
+static enum MHD_Result check_arg(void *ctx, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct query_check *q = ctx;
+    (void)kind;
+    (void)value;
+    int i = 0;
+    while (q->known && q->known[i] && i < QUERY_KNOWN_MAX && strcmp(q->known[i], key) != 0)
+        i++;
+    bool known = q->known && i < QUERY_KNOWN_MAX && q->known[i];
+    if (known && !(q->seen & (1u << i))) {
+        q->seen |= 1u << i;
+        return MHD_YES;
+    }
+    q->failed = true;
+    q->repeated = known;
+    snprintf(q->bad, q->cap, "%s", key);
+    return MHD_NO; /* the first one is enough */
+}
+
+bool http_query_check(struct http_request *r, const char *const *known, char *bad, size_t cap,
+                      bool *repeated)
+{
+    struct query_check q = {.known = known, .bad = bad, .cap = cap};
+    MHD_get_connection_values(req_of(r)->conn, MHD_GET_ARGUMENT_KIND, check_arg, &q);
+    *repeated = q.repeated;
+    return !q.failed;
+}
+
 void http_respond(struct http_request *r, int status, const char *content_type, const char *body,
                   size_t len)
 {

@@ -80,6 +80,12 @@ void http_server_stop(struct http_server *s);
 const char *http_header(struct http_request *r, const char *name);
 const char *http_query(struct http_request *r, const char *name);
 
+/* Checks the names of the query's arguments against known (NULL-terminated; NULL: none is
+ * known). false when one is not known or is given twice: its name is in bad (cap bytes, cut
+ * short to fit) and *repeated says which. */
+bool http_query_check(struct http_request *r, const char *const *known, char *bad, size_t cap,
+                      bool *repeated);
+
 /* Sets the answer: the body is copied. */
 void http_respond(struct http_request *r, int status, const char *content_type, const char *body,
                   size_t len);

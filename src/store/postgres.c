@@ -1551,6 +1551,33 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     return rc;
 }
 
+static ch_code message_copy(struct store *s, const char *msg_id, const char *new_msg_id,
+                            const void *body, size_t body_len, int64_t now, struct ch_error *err)
+{
+    char nb[24];
+    if (body_len > INT32_MAX)
+        return ch_error_set(err, CH_EINVAL, "a record of %zu bytes is too big", body_len);
+    const char *values[] = {new_msg_id, LL(nb, now), msg_id, body};
+    int lengths[] = {0, 0, 0, (int)body_len};
+    int formats[] = {0, 0, 0, 1};
+    PGresult *r = NULL;
+    ch_code rc =
+        query(self(s),
+              "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body,"
+              " status, created_at, next_attempt_at, parked)"
+              " SELECT $1, app_id, event, dedupe_key, call_type, coalesce($4::bytea, body),"
+              " 0, $2, $2, " PARKED_IF_DISABLED_EXPR " FROM messages"
+              " WHERE id = $3 AND status <> 4 AND app_deleted = 0 AND length(body) > 0",
+              4, values, lengths, formats, "copy message", &r, err);
+    if (rc == CH_OK) {
+        if (strtoll(PQcmdTuples(r), NULL, 10) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' with a record to send again",
+                              msg_id);
+        PQclear(r);
+    }
+    return rc;
+}
+
 static ch_code app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
                            int64_t *requeued, struct ch_error *err)
 {
@@ -1592,14 +1619,20 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     struct pg_store *db = self(s);
     memset(out, 0, sizeof *out);
     PGresult *r = NULL;
-    ch_code rc = query(db, "SELECT status, count(*) FROM messages GROUP BY status", 0, NULL, NULL,
-                       NULL, "stats", &r, err);
+    ch_code rc = query(db,
+                       "SELECT status, (attempts > 0)::int, parked, count(*) FROM messages"
+                       " GROUP BY 1, 2, 3",
+                       0, NULL, NULL, NULL, "stats", &r, err);
     if (rc == CH_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
-            store_stats_add(out, (int)col_ll(r, i, 0), col_ll(r, i, 1));
+            store_stats_add(out, (int)col_ll(r, i, 0), col_ll(r, i, 1) != 0, col_ll(r, i, 2) != 0,
+                            col_ll(r, i, 3));
         }
         PQclear(r);
-        rc = query(db, "SELECT coalesce(min(created_at), 0) FROM messages WHERE status IN (0, 1)",
+        /* A disabled app's backlog is parked: it does not age the queue of the apps that send. */
+        rc = query(db,
+                   "SELECT coalesce(min(created_at), 0) FROM messages"
+                   " WHERE status IN (0, 1) AND parked = 0",
                    0, NULL, NULL, NULL, "stats", &r, err);
     }
     if (rc == CH_OK) {
@@ -1811,6 +1844,7 @@ static const struct store_ops pg_ops = {
     .message_attempts = message_attempts,
     .message_list = message_list,
     .message_requeue = message_requeue,
+    .message_copy = message_copy,
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,

@@ -409,6 +409,67 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     return inner(s)->ops->message_requeue(inner(s), msg_id, now, err);
 }
 
+/* A record is sealed bound to its message's id: a copy under a new id is opened from the
+ * original's place and sealed again to its own, so it opens there and nowhere else. */
+static ch_code message_copy(struct store *s, const char *msg_id, const char *new_msg_id,
+                            const void *body, size_t body_len, int64_t now, struct ch_error *err)
+{
+    struct sealed_store *st = self(s);
+    struct stored_body rec = {0};
+    unsigned char *plain = NULL, *sealed = NULL;
+    size_t plain_cap = 0;
+    ch_code rc = CH_OK;
+    if (body == NULL) {
+        struct message_view m;
+        size_t n = 0;
+        rc = st->inner->ops->message_get(st->inner, msg_id, &m, err);
+        if (rc == CH_OK)
+            rc = st->inner->ops->body_page(st->inner, m.seq - 1, &rec, 1, &n, err);
+        if (rc == CH_OK && (n == 0 || rec.seq != m.seq)) {
+            /* Emptied by retention: the inner store says so. */
+            if (n == 1)
+                free(rec.body);
+            return st->inner->ops->message_copy(st->inner, msg_id, new_msg_id, NULL, 0, now, err);
+        }
+        if (rc != CH_OK)
+            return rc;
+        char where[100];
+        place(where, sizeof where, "messages.body", msg_id);
+        size_t len = 0;
+        bool plain_ok = !st->strict && !crypto_is_sealed(rec.body, rec.body_len);
+        plain_cap = rec.body_len ? rec.body_len : 1;
+        plain = malloc(plain_cap);
+        if (plain != NULL && plain_ok) {
+            memcpy(plain, rec.body, rec.body_len);
+            len = rec.body_len;
+        } else if (plain == NULL ||
+                   !open_value(st, where, rec.body, rec.body_len, plain, rec.body_len, &len)) {
+            rc = ch_error_set(err, CH_ESTORE,
+                              "cannot decrypt message '%s': wrong data key, or the database "
+                              "was changed",
+                              msg_id);
+        }
+        free(rec.body);
+        body = plain;
+        body_len = len;
+    }
+    size_t cap = body_len + CRYPTO_SEAL_OVERHEAD, sealed_len = 0;
+    char where[100];
+    place(where, sizeof where, "messages.body", new_msg_id);
+    if (rc == CH_OK &&
+        ((sealed = malloc(cap)) == NULL || !crypto_seal_bound(st->key, where, strlen(where), body,
+                                                              body_len, sealed, cap, &sealed_len)))
+        rc = ch_error_set(err, CH_EUNAVAILABLE, "cannot encrypt a call record");
+    if (rc == CH_OK)
+        rc = st->inner->ops->message_copy(st->inner, msg_id, new_msg_id, sealed, sealed_len, now,
+                                          err);
+    if (plain)
+        crypto_wipe(plain, plain_cap);
+    free(plain);
+    free(sealed);
+    return rc;
+}
+
 static ch_code app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
                            int64_t *requeued, struct ch_error *err)
 {
@@ -489,6 +550,7 @@ static const struct store_ops sealed_ops = {
     .message_attempts = message_attempts,
     .message_list = message_list,
     .message_requeue = message_requeue,
+    .message_copy = message_copy,
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,

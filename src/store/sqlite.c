@@ -1231,6 +1231,54 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     return rc;
 }
 
+static ch_code message_copy(struct store *s, const char *msg_id, const char *new_msg_id,
+                            const void *body, size_t body_len, int64_t now, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->wlock);
+    sqlite3_stmt *ins = NULL, *rec = NULL;
+    ch_code rc = begin(db, true, err);
+    if (rc == CH_OK)
+        rc = prepare(
+            db->w,
+            "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status,"
+            " created_at, next_attempt_at, parked)"
+            " SELECT ?1, app_id, event, dedupe_key, call_type, 0, ?2, ?2, " PARKED_IF_DISABLED_EXPR
+            " FROM messages"
+            " JOIN message_bodies b ON b.seq = messages.seq"
+            " WHERE messages.id = ?3 AND status <> 4 AND app_deleted = 0"
+            " AND length(b.body) > 0",
+            &ins, err);
+    if (rc == CH_OK)
+        rc = prepare(db->w,
+                     "INSERT INTO message_bodies(seq, body) SELECT ?1, coalesce(?2, b.body)"
+                     " FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ?3",
+                     &rec, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(ins, 1, new_msg_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 2, now);
+        sqlite3_bind_text(ins, 3, msg_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            rc = db_error(err, db->w, "copy message");
+        else if (sqlite3_changes(db->w) == 0)
+            rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' with a record to send again",
+                              msg_id);
+    }
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(rec, 1, sqlite3_last_insert_rowid(db->w));
+        if (body)
+            sqlite3_bind_blob64(rec, 2, body, body_len, SQLITE_STATIC);
+        sqlite3_bind_text(rec, 3, msg_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(rec) != SQLITE_DONE || sqlite3_changes(db->w) != 1)
+            rc = db_error(err, db->w, "copy record");
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(rec);
+    rc = finish(db, rc, err);
+    pthread_mutex_unlock(&db->wlock);
+    return rc;
+}
+
 static ch_code app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
                            int64_t *requeued, struct ch_error *err)
 {
@@ -1303,15 +1351,21 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&db->rlock);
     sqlite3_stmt *st = NULL;
-    ch_code rc = prepare(db->r, "SELECT status, count(*) FROM messages GROUP BY status", &st, err);
+    ch_code rc = prepare(db->r,
+                         "SELECT status, attempts > 0, parked, count(*) FROM messages"
+                         " GROUP BY 1, 2, 3",
+                         &st, err);
     while (rc == CH_OK && sqlite3_step(st) == SQLITE_ROW) {
-        store_stats_add(out, sqlite3_column_int(st, 0), sqlite3_column_int64(st, 1));
+        store_stats_add(out, sqlite3_column_int(st, 0), sqlite3_column_int(st, 1) != 0,
+                        sqlite3_column_int(st, 2) != 0, sqlite3_column_int64(st, 3));
     }
     sqlite3_finalize(st);
     st = NULL;
+    /* A disabled app's backlog is parked: it does not age the queue of the apps that send. */
     if (rc == CH_OK)
-        rc =
-            prepare(db->r, "SELECT min(created_at) FROM messages WHERE status IN (0, 1)", &st, err);
+        rc = prepare(db->r,
+                     "SELECT min(created_at) FROM messages WHERE status IN (0, 1) AND parked = 0",
+                     &st, err);
     if (rc == CH_OK && sqlite3_step(st) == SQLITE_ROW)
         out->oldest_pending_at = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -1441,6 +1495,7 @@ static const struct store_ops sqlite_ops = {
     .message_attempts = message_attempts,
     .message_list = message_list,
     .message_requeue = message_requeue,
+    .message_copy = message_copy,
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,

@@ -98,11 +98,16 @@ bool key_role_parse(const char *name, enum key_role *out)
     return false;
 }
 
-void store_stats_add(struct store_stats *st, int status, int64_t n)
+void store_stats_add(struct store_stats *st, int status, bool attempted, bool parked, int64_t n)
 {
+    if (parked && (status == MSG_PENDING || status == MSG_DELIVERING))
+        st->parked += n;
     switch (status) {
     case MSG_PENDING:
-        st->pending += n;
+        if (attempted)
+            st->failed += n;
+        else
+            st->pending += n;
         break;
     case MSG_DELIVERING:
         st->delivering += n;
@@ -344,6 +349,15 @@ ch_code store_message_requeue(struct store *s, const char *msg_id, int64_t now,
                               struct ch_error *err)
 {
     return s->ops->message_requeue(s, msg_id, now, err);
+}
+
+ch_code store_message_copy(struct store *s, const char *msg_id, const char *new_msg_id,
+                           const void *body, size_t body_len, int64_t now, struct ch_error *err)
+{
+    if (new_msg_id == NULL || strcmp(msg_id, new_msg_id) == 0)
+        return ch_error_set(err, CH_EINVAL, "a copy of message '%s' needs an id of its own",
+                            msg_id);
+    return s->ops->message_copy(s, msg_id, new_msg_id, body, body_len, now, err);
 }
 
 ch_code store_app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,

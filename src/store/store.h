@@ -137,9 +137,13 @@ struct message_filter {
     int limit;
 };
 
+/* Counts by status as the API names them: pending (never tried) and failed (tried, to be
+ * retried) are one stored status, told apart by attempts. */
 struct store_stats {
-    int64_t pending, delivering, delivered, dead, skipped;
-    int64_t oldest_pending_at; /* 0 when nothing is pending */
+    int64_t pending, failed, delivering, delivered, dead, skipped;
+    int64_t parked;            /* of pending, failed and delivering: those of disabled apps */
+    int64_t oldest_pending_at; /* created_at of the oldest message still to be delivered whose
+                                  app is enabled (not parked); 0 when there is none */
 };
 
 /* A call record as it is at rest, for encryption's maintenance (store_ops.body_page). */
@@ -271,6 +275,15 @@ struct store_ops {
      * is being delivered, or its app was deleted. */
     ch_code (*message_requeue)(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err);
+    /* A replay under a new webhook-id: a new message new_msg_id of msg_id's app, event,
+     * dedupe key and call type, with its record, created and due at now (parked when its app
+     * is disabled), no attempts. msg_id is left as it is; an upstream repeat of the event is
+     * still a duplicate of msg_id (message ids derive from the dedupe key). body (body_len
+     * bytes) is the record as the copy stores it; NULL: msg_id's record as it is stored.
+     * CH_ENOTFOUND when there is no such message, or it was skipped, or retention emptied its
+     * record, or its app was deleted. */
+    ch_code (*message_copy)(struct store *s, const char *msg_id, const char *new_msg_id,
+                            const void *body, size_t body_len, int64_t now, struct ch_error *err);
     /* Makes every dead or failed message of an app created since `since` due now (not those
      * of an earlier app of the same id, which was deleted). */
     ch_code (*app_recover)(struct store *s, const char *app_id, int64_t since, int64_t now,
@@ -327,8 +340,9 @@ struct store_ops {
 /* SET clause of a message made to wait again (a replay, a recovery): parked when its app is
  * disabled (both backends' voice_apps_parked trigger keeps the flag with the app from then on;
  * claims read only unparked messages). */
-#define PARKED_IF_DISABLED_SQL \
-    "parked = COALESCE((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = messages.app_id), 0)"
+#define PARKED_IF_DISABLED_EXPR \
+    "COALESCE((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = messages.app_id), 0)"
+#define PARKED_IF_DISABLED_SQL "parked = " PARKED_IF_DISABLED_EXPR
 
 #define DELETED_APP_MESSAGES_SQL                                                      \
     "UPDATE messages SET app_deleted = 1,"                                            \
@@ -336,8 +350,9 @@ struct store_ops {
     " last_error = CASE WHEN status IN (0, 1) THEN 'app deleted' ELSE last_error END" \
     " WHERE app_id = $1 AND app_deleted = 0"
 
-/* Adds a count of messages in status to the matching field of st (backends' GROUP BY). */
-void store_stats_add(struct store_stats *st, int status, int64_t n);
+/* Adds a count of messages in status (attempted: tried at least once; parked: its app is
+ * disabled) to the matching fields of st (backends' GROUP BY). */
+void store_stats_add(struct store_stats *st, int status, bool attempted, bool parked, int64_t n);
 
 /* A store handle: the backend's ops and its private state. */
 struct store {
@@ -390,6 +405,9 @@ ch_code store_message_list(struct store *s, const struct message_filter *f,
                            struct ch_error *err);
 ch_code store_message_requeue(struct store *s, const char *msg_id, int64_t now,
                               struct ch_error *err);
+/** See store_ops.message_copy; new_msg_id must differ from msg_id (CH_EINVAL). */
+ch_code store_message_copy(struct store *s, const char *msg_id, const char *new_msg_id,
+                           const void *body, size_t body_len, int64_t now, struct ch_error *err);
 ch_code store_app_recover(struct store *s, const char *app_id, int64_t since, int64_t now,
                           int64_t *requeued, struct ch_error *err);
 ch_code store_purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,

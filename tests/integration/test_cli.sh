@@ -79,7 +79,9 @@ printf '[1]' >"$tmp/array.json"
 check "inspect array" 1 "not an object" -- "$CALLHOOK" inspect "$tmp/array.json"
 check "inspect too big" 1 "limit" -- "$CALLHOOK" inspect --max-bytes 100 "$PAYLOADS/begin-call.json"
 check "msgid" 0 "msg_FfNCag812YSOMIBS9XgbzMQCLGW" -- "$CALLHOOK" msgid --app app-1 --event begin-call --key 291e0700-7a4c-4e3b-b1f2-9d6a3c5e8f10
-check "msgid bad event" 2 "begin-call or end-call" -- "$CALLHOOK" msgid --app a --event start --key k
+check "msgid bad event" 2 "begin-call (or begin) or end-call (or end)" -- "$CALLHOOK" msgid --app a --event start --key k
+# One spelling of events everywhere: the short forms name the same event.
+check "msgid short event" 0 "msg_FfNCag812YSOMIBS9XgbzMQCLGW" -- "$CALLHOOK" msgid --app app-1 --event begin --key 291e0700-7a4c-4e3b-b1f2-9d6a3c5e8f10
 
 # Help: the overview lists every command, and each command explains itself.
 check "help" 0 "commands:" -- "$CALLHOOK" --help

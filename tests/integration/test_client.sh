@@ -99,7 +99,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         with lock, open(log, "a") as f:
-            f.write("%s %s %s\n" % (self.path, self.headers.get("X-Call-Event"), status))
+            f.write("%s %s %s %s %s\n" % (self.path, self.headers.get("X-Call-Event"), status,
+                                           self.headers.get("webhook-id"),
+                                           self.headers.get("X-Callhook-Test")))
     def log_message(self, *args):
         pass
 server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -194,6 +196,26 @@ check_json "app disabled kept its settings" 'j["enabled"] is False and j["BeginC
 check "app list shows disabled" 0 "k0       no" -- ch app list
 check "app enable" 0 "voice app 'k0' enabled" -- ch app enable k0
 check_json "app enabled" 'j["enabled"] is True' -- ch app get k0 --json
+# ---- app set (a merge patch), app test ----
+check "app set" 0 "updated voice app 'rx'" -- ch app set rx --header 'X-New: 1' --timeout-ms 2000 --rate-limit 50
+check_json "app set changed only what it named" 'j["headers"] == {"X-New": "1"} and j["timeoutMs"] == 2000 and j["connectTimeoutMs"] == 2000 and j["rateLimitPerSecond"] == 50 and j["BeginCallEventProcessingUrl"].endswith("/begin") and j["EndCallEventProcessingUrl"].endswith("/end") and j["allowPrivateNetwork"]' -- ch app get rx --json
+check "app set refused" 1 "timeoutMs: must be" -- ch app set rx --timeout-ms 5
+check "app set bad tls file" 1 "tls.caFile: must be an absolute file path" -- ch app set rx --ca-file relative.pem
+check_json "app set refused changed nothing" 'j["timeoutMs"] == 2000 and j["tls"]["caFile"] is None' -- ch app get rx --json
+check "app set unset" 0 "updated voice app 'rx'" -- ch app set rx --remove-header X-New --unset rate-limit --unset timeout-ms --unset connect-timeout-ms
+check_json "app set unset went back to defaults" 'j["headers"] == {} and j["rateLimitPerSecond"] == 0 and j["timeoutMs"] == 15000 and j["connectTimeoutMs"] == 5000' -- ch app get rx --json
+check "app set nothing" 2 "set needs something to change" -- ch app set rx
+check "app set unknown unset" 2 "--unset takes a settings flag's name" -- ch app set rx --unset bogus
+check "app put --unset" 2 "--unset and --remove-header go with 'app set' only" -- ch app put rx --begin-url "$RX/begin" --unset retry
+check "app set unknown app" 1 "HTTP 404" -- ch app set nope --end-url "$RX/x"
+check "app test" 0 "HTTP 200 in" -- ch app test rx
+if grep -q "^/begin begin-call 200 msg_[0-9A-Za-z]* 1$" "$tmp/deliveries"; then pass; else fail "app test: no marked begin-call at the receiver: $(cat "$tmp/deliveries")"; fi
+check "app test end" 0 "(end-call) to $RX/end" -- ch app test rx --event end
+check_json "app test --json" 'j["httpStatus"] == 200 and j["stored"] is False and j["response"] == "ok" and j["event"] == "end-call"' -- ch app test rx --event end-call --json
+check "app test failing receiver" 1 "no thanks" -- ch app test failing
+check "app test no URL" 1 "has no URL for end-call" -- ch app test failing --event end
+check "app test bad event" 2 "--event is begin or end" -- ch app test rx --event middle
+check "app test --event elsewhere" 2 "--event goes with 'app test' only" -- ch app get rx --event end
 check "app rm" 0 "deleted voice app 'k0'" -- ch app rm k0
 check "app rm again" 1 "HTTP 404" -- ch app rm k0
 
@@ -214,6 +236,7 @@ delivered_rx() {
     ch messages --app rx --status delivered --json | python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["data"]) == 3 else 1)'
 }
 wait_until "3 deliveries for rx" 15 -- delivered_rx
+check_json "app test stored no message" 'len(j["data"]) == 3' -- ch messages --app rx --json
 check "messages table" 0 "LAST ERROR" -- ch messages
 check "messages shows delivered" 0 "rx   begin-call  delivered" -- ch messages --app rx --event begin
 check_json "messages --event end" 'len(j["data"]) == 1 and j["data"][0]["event"] == "end-call"' -- ch messages --app rx --event end --json
@@ -237,6 +260,13 @@ check "replay" 0 "$msg is due again now" -- ch replay "$msg"
 replayed() { ch message "$msg" --json | python3 -c 'import json,sys; j=json.load(sys.stdin); sys.exit(0 if len(j["attempts"]) == 2 and j["status"] == "delivered" else 1)'; }
 wait_until "replay delivered again" 10 -- replayed
 check "replay unknown" 1 "HTTP 404" -- ch replay msg_nope
+check "replay --new-id" 0 "a new webhook-id, due now" -- ch replay "$msg" --new-id
+copy=$(ch messages --app rx --event begin --call "$call_id" --json | python3 -c 'import json,sys; print([m["id"] for m in json.load(sys.stdin)["data"] if m["id"] != sys.argv[1]][0])' "$msg")
+copy_delivered() { grep -q "^/begin begin-call 200 $copy None$" "$tmp/deliveries"; }
+wait_until "replay --new-id delivered under the new id" 10 -- copy_delivered
+check_json "the original kept its attempts" 'len(j["attempts"]) == 2' -- ch message "$msg" --json
+check "replay --new-id of another command" 2 "--new-id does not go with 'recover'" -- ch recover --app rx --new-id
+check "messages bad status" 1 "status: one of pending" -- ch messages --status retrying
 check "send to failing" 0 "accepted" -- ch send begin --app failing "$PAYLOADS/begin-call.json"
 dead() { ch messages --app failing --status dead --json | python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["data"]) == 1 else 1)'; }
 wait_until "failing message dead" 15 -- dead

@@ -815,6 +815,10 @@ class Api(ServeCase):
              read_key),
             ("read key rotates the secret", "POST", "/v1/voice-apps/%s/secret/rotate" % app.id,
              None, read_key),
+            ("read key patches an app", "PATCH", "/v1/voice-apps/" + app.id, {}, read_key),
+            ("read key test-sends", "POST", "/v1/voice-apps/%s/test" % app.id, None, read_key),
+            ("ingest key test-sends", "POST", "/v1/voice-apps/%s/test" % app.id, None,
+             ingest_key),
         ]
         for name, method, path, obj, key in forbidden:
             with self.subTest(case=name):
@@ -976,6 +980,207 @@ class Api(ServeCase):
         self.assertEqual([m["id"] for m in r.json["data"]], [mids[2]])
         r = self.serve.api("GET", "/v1/messages?limit=501")
         self.assertEqual(r.status, 400, "limit <= 500: %r" % r)
+
+    def test_query_arguments_and_filter_values_are_checked(self):
+        app = self.make_app()
+        mids = {ev: self.ingest_ok(app, ev, record()) for ev in ("begin-call", "end-call")}
+        s = self.serve
+        # The short forms of the CLI are the same filter as the full names.
+        for short, full in (("begin", "begin-call"), ("end", "end-call")):
+            r = s.api("GET", "/v1/messages?voiceAppId=%s&event=%s" % (app.id, short))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual([m["id"] for m in r.json["data"]], [mids[full]], r)
+            self.assertEqual({m["event"] for m in r.json["data"]}, {full})
+        bad = [
+            ("/v1/messages?app=%s" % app.id, "app"),  # an unknown argument is not ignored
+            ("/v1/messages?event=middle", "event"),
+            ("/v1/messages?status=retrying", "status"),
+            ("/v1/messages?voiceAppId=bad%20id", "voiceAppId"),
+            ("/v1/messages?activeCallId=", "activeCallId"),
+            ("/v1/messages?since=", "since"),
+            ("/v1/messages?since=yesterday", "since"),
+            ("/v1/messages?cursor=x", "cursor"),
+            ("/v1/messages?status=dead&status=pending", "status"),
+            ("/v1/voice-apps?limit=1", "limit"),
+            ("/v1/voice-apps/%s?x=1" % app.id, "x"),
+            ("/v1/messages/%s?verbose=1" % mids["begin-call"], "verbose"),
+        ]
+        for path, name in bad:
+            with self.subTest(path=path):
+                r = s.api("GET", path)
+                self.assertEqual((r.status, r.error_code), (400, "invalid_query"), r)
+                self.assertTrue(r.error_message.startswith(name + ":"), r)
+        for method, path, name in (
+                ("POST", "/v1/voice-apps/%s/recover?since=0&app=x" % app.id, "app"),
+                ("POST", "/v1/voice-apps/%s/recover?since=" % app.id, "since"),
+                ("POST", "/v1/messages/%s/replay?newId=maybe" % mids["end-call"], "newId"),
+                ("POST", "/v1/messages/%s/replay?new_id=true" % mids["end-call"], "new_id"),
+                ("POST", "/v1/voice-apps/%s/test?event=middle" % app.id, "event"),
+                ("DELETE", "/v1/voice-apps/%s?force=1" % app.id, "force")):
+            with self.subTest(path=path):
+                r = s.api(method, path)
+                self.assertEqual((r.status, r.error_code), (400, "invalid_query"), r)
+                self.assertTrue(r.error_message.startswith(name + ":"), r)
+        # Ingest too: refused before the body is read, nothing stored.
+        r = s.request("POST", "/v1/voice-apps/%s/begin-call?tenant=1" % app.id, record(),
+                      content_type="application/json")
+        self.assertEqual((r.status, r.error_code), (400, "invalid_query"), r)
+        r = s.api("GET", "/v1/messages?voiceAppId=%s" % app.id)
+        self.assertEqual(len(r.json["data"]), 2, "the refused event was not stored")
+        self.assertEqual(s.api("GET", "/v1/voice-apps/" + app.id).status, 200, "not deleted")
+        # Monitoring endpoints ignore a query.
+        self.assertEqual(s.request("GET", "/metrics?x=1").status, 200)
+        self.assertEqual(s.request("GET", "/healthz?x=1", key=None).status, 200)
+
+    def test_patch_changes_only_what_it_names(self):
+        app = self.make_app(headers={"X-A": "1", "X-B": "2"}, maxInFlight=7)
+        path = "/v1/voice-apps/" + app.id
+        before = self.get_app(app.id)
+        r = self.serve.api("PATCH", path, {"headers": {"X-A": None, "X-C": "3"},
+                                           "EndCallEventProcessingUrl": None,
+                                           "timeoutMs": 800})
+        self.assertEqual(r.status, 200, r)
+        after = self.get_app(app.id)
+        self.assertEqual(after["headers"], {"X-B": "2", "X-C": "3"})
+        self.assertIsNone(after["EndCallEventProcessingUrl"])
+        self.assertEqual(after["timeoutMs"], 800)
+        self.assertEqual(after["connectTimeoutMs"], 800, "brought down with timeoutMs, as PUT")
+        for k in ("BeginCallEventProcessingUrl", "maxInFlight", "retryScheduleSeconds",
+                  "allowPrivateNetwork", "createdAt"):
+            self.assertEqual(after[k], before[k], k)
+        self.assertEqual(self.get_secret(app.id)["secret"], app.secret, "same signing secret")
+        # A patch that does not check changes nothing, and names the key.
+        for patch, name in (({"timeoutMs": 5}, "timeoutMs"), ({"bogus": 1}, "bogus"),
+                            ({"headers": {"X-D": 4}}, "headers"),
+                            ({"tls": {"caFile": "relative.pem"}}, "tls.caFile"),
+                            ({"tls": {"clientCertFile": "/nonexistent/c.pem"}}, "tls"),
+                            ({"maxInFlight": 3, "ordering": "sometimes"}, "ordering")):
+            with self.subTest(patch=patch):
+                r = self.serve.api("PATCH", path, patch)
+                self.assertEqual((r.status, r.error_code), (400, "invalid_settings"), r)
+                self.assertIn(name, r.error_message, r)
+                self.assertEqual(self.get_app(app.id), after, "nothing changed")
+        r = self.serve.api("PATCH", path, [1])
+        self.assertEqual(r.status, 400, r)
+        r = self.serve.api("PATCH", "/v1/voice-apps/nosuch", {"timeoutMs": 900})
+        self.assertEqual((r.status, r.error_code), (404, "not_found"), r)
+        # enabled and the disabled reason follow, as with PUT.
+        r = self.serve.api("PATCH", path, {"enabled": False})
+        self.assertIs(r.json["enabled"], False, r)
+        r = self.serve.api("PATCH", path, {"enabled": None})
+        self.assertIs(r.json["enabled"], True, "null puts the default back: %r" % r)
+        # The change is what deliveries use.
+        mid = self.ingest_ok(app, "begin-call", record())
+        rec = self.rx.wait_for(1, webhook_id=mid, timeout=T(10), status_ok=True)[0]
+        self.assertEqual(rec.headers.get("x-c"), "3")
+        self.assertNotIn("x-a", rec.headers)
+
+    def test_replay_with_a_new_id(self):
+        app = self.make_app()
+        body = record()
+        mid = self.ingest_ok(app, "end-call", body)
+        self.rx.wait_for(1, webhook_id=mid, timeout=T(10), status_ok=True)
+        self.wait_status(mid, "delivered")
+        r = self.serve.api("POST", "/v1/messages/%s/replay?newId=true" % mid)
+        self.assertEqual(r.status, 202, r)
+        new = r.json.get("messageId")
+        self.assertRegex(new or "", r"^msg_[0-9A-Za-z]{27}$", r)
+        self.assertNotEqual(new, mid)
+        self.assertEqual(r.json.get("replayOf"), mid, r)
+        rec = self.rx.wait_for(1, webhook_id=new, timeout=T(10), status_ok=True)[0]
+        self.assert_delivery(rec, app, "end-call", body, new)  # same record, signed, new id
+        m = self.wait_status(new, "delivered")
+        self.assertEqual((m["voiceAppId"], m["event"], m["dedupeKey"]),
+                         (app.id, "end-call", dedupe_key(json.loads(body))))
+        self.assertEqual(len(self.attempts_of(self.get_message(mid))), 1, "original untouched")
+        # The body form, and a plain replay keeps the webhook-id.
+        r = self.serve.api("POST", "/v1/messages/%s/replay" % mid, {"newId": True})
+        self.assertEqual(r.status, 202, r)
+        self.assertNotIn(r.json["messageId"], (mid, new), r)
+        r = self.serve.api("POST", "/v1/messages/%s/replay" % mid, {"newId": False})
+        self.assertEqual(r.json, {"messageId": mid}, r)
+        self.rx.wait_for(2, webhook_id=mid, timeout=T(10), status_ok=True)
+        r = self.serve.api("POST", "/v1/messages/%s/replay" % mid, {"newid": True})
+        self.assertEqual(r.status, 400, r)
+        # An upstream repeat is still a duplicate of the original.
+        self.ingest_ok(app, "end-call", body, expect=200)
+        skipped_app = self.make_app(end=False)
+        sk = self.ingest_ok(skipped_app, "end-call", record())
+        self.wait_status(sk, "skipped")
+        r = self.serve.api("POST", "/v1/messages/%s/replay?newId=true" % sk)
+        self.assertEqual(r.status, 409, r)
+
+    def test_test_send(self):
+        app = self.make_app(headers={"X-Tenant": "t1"})
+        self.rx.set_default(Response(201, b"thanks", headers={"X-Receiver": "yes"}),
+                            path=app.end)
+        r = self.serve.api("POST", "/v1/voice-apps/%s/test?event=end" % app.id)
+        self.assertEqual(r.status, 200, r)
+        t = r.json
+        self.assertEqual((t["httpStatus"], t["event"], t["stored"], t["test"], t["errorClass"]),
+                         (201, "end-call", False, True, None), t)
+        self.assertEqual(t["response"], "thanks")
+        self.assertIn("X-Receiver: yes", t["headers"])
+        self.assertEqual(t["url"], self.rx.url(app.end))
+        rec = self.rx.wait_for(1, path=app.end, timeout=T(5))[0]
+        self.assertEqual(rec.webhook_id, t["webhookId"])
+        self.assertEqual(rec.headers.get("x-callhook-test"), "1")
+        self.assertEqual(rec.headers.get("x-tenant"), "t1", "the app's headers too")
+        self.assertEqual(rec.headers.get("x-call-event"), "end-call")
+        self.assertTrue(rec.verified, "signed as a delivery: %r" % rec.verification)
+        sample = json.loads(rec.body)
+        self.assertIs(sample.get("CallhookTest"), True, sample)
+        self.assertTrue(sample["ActiveCallId"].startswith("callhook-test-"), sample)
+        # Not stored: no message, nothing retried.
+        r = self.serve.api("GET", "/v1/messages?voiceAppId=" + app.id)
+        self.assertEqual(r.json["data"], [], "a test send is not a message")
+        # Default event, a receiver's refusal, an address the app may not reach, no URL.
+        self.rx.set_default(Response.error(503, b"down"), path=app.begin)
+        t = self.serve.api("POST", "/v1/voice-apps/%s/test" % app.id).json
+        self.assertEqual((t["event"], t["httpStatus"], t["errorClass"], t["response"]),
+                         ("begin-call", 503, "http", "down"), t)
+        r = self.serve.api("PATCH", "/v1/voice-apps/" + app.id,
+                           {"allowPrivateNetwork": False, "EndCallEventProcessingUrl": None})
+        self.assertEqual(r.status, 200, r)
+        n = len(self.rx.requests)
+        t = self.serve.api("POST", "/v1/voice-apps/%s/test" % app.id).json
+        self.assertEqual((t["httpStatus"], t["errorClass"]), (0, "refused"), t)
+        self.assertEqual(len(self.rx.requests), n, "the guard let nothing through")
+        r = self.serve.api("POST", "/v1/voice-apps/%s/test?event=end-call" % app.id)
+        self.assertEqual((r.status, r.error_code), (409, "conflict"), r)
+        r = self.serve.api("POST", "/v1/voice-apps/nosuch/test")
+        self.assertEqual(r.status, 404, r)
+        time.sleep(0.5)
+        r = self.serve.api("GET", "/v1/messages?voiceAppId=" + app.id)
+        self.assertEqual(r.json["data"], [], "still no message")
+
+    def test_metrics_count_failed_and_leave_disabled_apps_out_of_the_age(self):
+        failing = self.make_app(retryScheduleSeconds=[3600])
+        self.rx.set_default(500, path=failing.begin)
+        mid = self.ingest_ok(failing, "begin-call", record())
+        self.wait_status(mid, "failed")
+        off = self.make_app(enabled=False)
+        self.ingest_ok(off, "begin-call", record())
+        time.sleep(2.2)
+
+        def metric(text, name):
+            m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+            self.assertIsNotNone(m, "%s missing:\n%s" % (name, text))
+            return float(m.group(1))
+
+        text = self.serve.request("GET", "/metrics").body.decode()
+        self.assertEqual(metric(text, 'callhook_messages{status="failed"}'), 1, text)
+        self.assertEqual(metric(text, 'callhook_messages{status="pending"}'), 1, text)
+        self.assertEqual(metric(text, "callhook_parked_messages"), 1, text)
+        self.assertEqual(metric(text, "callhook_queue_depth"), 2, text)
+        # The failed message is the oldest one that counts; the disabled app's does not.
+        age = metric(text, "callhook_oldest_pending_age_seconds")
+        self.assertGreaterEqual(age, 2, text)
+        self.serve.api("DELETE", "/v1/voice-apps/" + failing.id)
+        text = self.serve.request("GET", "/metrics").body.decode()
+        self.assertEqual(metric(text, "callhook_oldest_pending_age_seconds"), 0,
+                         "only a disabled app's backlog is left: %s" % text)
+        self.assertEqual(metric(text, "callhook_parked_messages"), 1, text)
 
     def test_healthz_and_metrics(self):
         r = self.serve.request("GET", "/healthz", key=None)

@@ -578,6 +578,112 @@ static void test_attempts_dead_and_recover(void **state)
     assert_int_equal(store_message_requeue(s, "msg_none", 6000, NULL), CH_ENOTFOUND);
 }
 
+/* replay --new-id: a copy of a message under a new id, with the same record (through the
+ * encrypting wrapper too: the record is sealed again to the copy's place, so it opens there),
+ * due now; the original is untouched and an upstream repeat is still its duplicate. */
+static void test_copy_under_a_new_id(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item a = ingest(s, "msg_a", "app", "end-call", "c", MSG_DELIVERING, 1000);
+    struct attempt_result r = result(a.seq, MSG_DELIVERED, 0);
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+
+    assert_int_equal(store_message_copy(s, "msg_a", "msg_b", NULL, 0, 7000, NULL), CH_OK);
+    struct message_view m, orig;
+    assert_int_equal(store_message_get(s, "msg_b", &m, NULL), CH_OK);
+    assert_int_equal(store_message_get(s, "msg_a", &orig, NULL), CH_OK);
+    assert_string_equal(m.app_id, "app");
+    assert_string_equal(m.event, "end-call");
+    assert_string_equal(m.dedupe_key, "c");
+    assert_true(m.has_call_type);
+    assert_int_equal(m.call_type, 4);
+    assert_int_equal(m.status, MSG_PENDING);
+    assert_int_equal(m.attempts, 0);
+    assert_int_equal(m.created_at, 7000);
+    assert_int_equal(m.body_len, orig.body_len);
+    assert_int_equal(orig.status, MSG_DELIVERED);
+    assert_int_equal(orig.attempts, 1);
+
+    struct due_message out[2];
+    size_t n = claim(s, 7000, out, 2);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_b");
+    static const char body[] = "{\"ActiveCallId\":\"k\"}";
+    assert_int_equal(out[0].body_len, sizeof body - 1);
+    assert_memory_equal(out[0].body, body, sizeof body - 1);
+    free_claimed(out, n);
+
+    /* A given record is what the copy stores; a copy of a copy works the same. */
+    assert_int_equal(store_message_copy(s, "msg_b", "msg_c", "{\"x\":1}", 7, 7001, NULL), CH_OK);
+    n = claim(s, 7001, out, 2);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_c");
+    assert_int_equal(out[0].body_len, 7);
+    assert_memory_equal(out[0].body, "{\"x\":1}", 7);
+    free_claimed(out, n);
+
+    struct ingest_item again = ingest(s, "msg_a", "app", "end-call", "c", MSG_DELIVERING, 8000);
+    assert_true(again.duplicate);
+    assert_int_equal(again.seq, a.seq);
+
+    assert_int_equal(store_message_copy(s, "msg_a", "msg_a", NULL, 0, 7000, NULL), CH_EINVAL);
+    assert_int_equal(store_message_copy(s, "msg_none", "msg_d", NULL, 0, 7000, NULL), CH_ENOTFOUND);
+    assert_int_not_equal(store_message_copy(s, "msg_a", "msg_b", NULL, 0, 7000, NULL), CH_OK);
+    struct ingest_item sk = ingest(s, "msg_s", "app", "begin-call", "s", MSG_SKIPPED, 1000);
+    assert_int_equal(sk.status, MSG_SKIPPED);
+    assert_int_equal(store_message_copy(s, "msg_s", "msg_d", NULL, 0, 7000, NULL), CH_ENOTFOUND);
+
+    /* A copy for a disabled app waits, parked, like any of its messages. */
+    put_app(s, "app", false);
+    assert_int_equal(store_message_copy(s, "msg_a", "msg_e", NULL, 0, 7100, NULL), CH_OK);
+    assert_int_equal(claim(s, 7100, out, 2), 0);
+    put_app(s, "app", true);
+    n = claim(s, 7100, out, 2); /* (msg_b and msg_c are leased until 7300) */
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].msg_id, "msg_e");
+    free_claimed(out, n);
+
+    /* Retention emptied the record: nothing to send again. Deleted app: never again. */
+    int64_t payloads = 0, attempts = 0;
+    assert_int_equal(store_purge(s, 100000, 0, &payloads, &attempts, NULL), CH_OK);
+    assert_int_equal(store_message_copy(s, "msg_a", "msg_f", NULL, 0, 9000, NULL), CH_ENOTFOUND);
+    put_app(s, "other", true);
+    ingest(s, "msg_o", "other", "begin-call", "o", MSG_DELIVERING, 1000);
+    assert_int_equal(store_app_delete(s, "other", NULL), CH_OK);
+    assert_int_equal(store_message_copy(s, "msg_o", "msg_g", NULL, 0, 9000, NULL), CH_ENOTFOUND);
+}
+
+/* Stats count by the API's statuses (failed apart from pending) and leave a disabled app's
+ * backlog out of the oldest pending age. */
+static void test_stats_by_api_status(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "on", true);
+    put_app(s, "off", false);
+    ingest(s, "msg_old", "off", "begin-call", "o", MSG_DELIVERING, 100); /* parked */
+    struct ingest_item f = ingest(s, "msg_f", "on", "begin-call", "f", MSG_DELIVERING, 1000);
+    struct attempt_result r = result(f.seq, MSG_PENDING, 1001);
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    struct ingest_item d = ingest(s, "msg_d", "on", "begin-call", "d", MSG_DELIVERING, 2000);
+    r = result(d.seq, MSG_DELIVERED, 0);
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    ingest(s, "msg_l", "on", "end-call", "l", MSG_DELIVERING, 3000); /* claimed */
+
+    struct store_stats st;
+    assert_int_equal(store_stats(s, &st, NULL), CH_OK);
+    assert_int_equal(st.pending, 1); /* msg_old */
+    assert_int_equal(st.failed, 1);  /* msg_f */
+    assert_int_equal(st.delivering, 1);
+    assert_int_equal(st.delivered, 1);
+    assert_int_equal(st.parked, 1);
+    assert_int_equal(st.oldest_pending_at, 1000);
+    put_app(s, "on", false);
+    assert_int_equal(store_stats(s, &st, NULL), CH_OK);
+    assert_int_equal(st.parked, 3);
+    assert_int_equal(st.oldest_pending_at, 0);
+}
+
 /* A batch of results where one message comes back: each result is an attempt, and the later
  * result is the message's state. */
 static void test_attempts_batch_with_a_repeat(void **state)
@@ -1690,6 +1796,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_results_and_order, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_dead_and_recover, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_attempts_batch_with_a_repeat, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_copy_under_a_new_id, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_stats_by_api_status, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_park, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_parked_by_a_race_comes_back, fresh, close_store),
