@@ -60,8 +60,15 @@ static void answer(struct ingest_job *j, struct ingest_item *it, ch_code batch_r
         http_respond(r->http, 200, "application/json", body, (size_t)n);
     } else {
         atomic_fetch_add(&ctx->metrics->ingested, 1);
-        int n =
-            snprintf(body, sizeof body, "{\"messageId\":\"%s\",\"duplicate\":false}", j->msg_id);
+        /* What it was stored as, so that a client can say it: a skipped event is recorded
+         * but never sent (the app has no URL for it); a pending one waits for its begin-call
+         * or for its app to be enabled. */
+        const char *status = it->status == MSG_SKIPPED      ? "skipped"
+                             : it->status == MSG_DELIVERING ? "delivering"
+                                                            : "pending";
+        int n = snprintf(body, sizeof body,
+                         "{\"messageId\":\"%s\",\"duplicate\":false,\"status\":\"%s\"}", j->msg_id,
+                         status);
         http_respond(r->http, 202, "application/json", body, (size_t)n);
         if (it->status == MSG_DELIVERING) {
             /* The engine takes the body the request read: no copy. */

@@ -728,7 +728,9 @@ int cmd_app(int argc, char **argv)
     argc--;
     argv++;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    char typed[32];
+    snprintf(typed, sizeof typed, "app %s", sub);
+    while ((c = cli_getopt(typed, argc, argv, "h", options, NULL)) != -1) {
         int shared = cli_client_option(&o, c, optarg);
         if (shared < 0)
             goto done;

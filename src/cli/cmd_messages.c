@@ -157,7 +157,7 @@ static int parse_args(const char *cmd, void (*help)(void), int argc, char **argv
     a->since = -1;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", msg_options, NULL)) != -1) {
+    while ((c = cli_getopt(cmd, argc, argv, "h", msg_options, NULL)) != -1) {
         int shared = cli_client_option(&a->conn, c, optarg);
         if (shared < 0)
             return CLI_USAGE;
@@ -290,9 +290,23 @@ int cmd_send(int argc, char **argv)
         if (json_is_true(json_object_get(answer, "duplicate")))
             printf("%s duplicate: serve already has this %s, so it is not delivered again\n",
                    id ? id : "?", event);
-        else
-            printf("%s accepted: stored, to be delivered (see 'callhook message %s')\n",
-                   id ? id : "?", id ? id : "ID");
+        else {
+            /* What serve says it stored, not what we hope: a skipped event is never sent. */
+            const char *status = json_string_value(json_object_get(answer, "status"));
+            const char *app = a.app ? a.app : "ID";
+            if (status && strcmp(status, "skipped") == 0)
+                printf("%s recorded as skipped: voice app '%s' has no URL for %s, so nothing "
+                       "is sent (give it one: callhook app set %s --%s-url URL)\n",
+                       id ? id : "?", app, event, app,
+                       strcmp(event, "begin-call") == 0 ? "begin" : "end");
+            else if (status && strcmp(status, "pending") == 0)
+                printf("%s accepted: stored, waiting for its begin-call or for the voice app to "
+                       "be enabled (see 'callhook message %s')\n",
+                       id ? id : "?", id ? id : "ID");
+            else
+                printf("%s accepted: stored, being delivered (see 'callhook message %s')\n",
+                       id ? id : "?", id ? id : "ID");
+        }
     }
     json_decref(answer);
     cli_response_release(&r);

@@ -221,7 +221,7 @@ check "app rm again" 1 "HTTP 404" -- ch app rm k0
 
 # ---- send ----
 call_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ActiveCallId"])' "$PAYLOADS/begin-call.json")
-check "send begin" 0 "accepted" -- ch send begin --app rx "$PAYLOADS/begin-call.json"
+check "send begin" 0 "accepted: stored, being delivered" -- ch send begin --app rx "$PAYLOADS/begin-call.json"
 check "send begin again" 0 "duplicate" -- ch send begin --app rx "$PAYLOADS/begin-call.json"
 check "send end from stdin" 0 "accepted" -- sh -c "'$CALLHOOK' send end --app rx - < '$PAYLOADS/end-call-answered.json'"
 check_json "send --json" 'j["duplicate"] is True and j["messageId"].startswith("msg_")' -- ch send end --app rx --json "$PAYLOADS/end-call-answered.json"
@@ -230,6 +230,16 @@ check "send --idempotency-key" 0 "accepted" -- sh -c "echo '{\"a\": 1}' | '$CALL
 check "send not JSON" 1 "HTTP 400 invalid_json" -- sh -c "echo 'nope' | '$CALLHOOK' send begin --app rx"
 check "send unknown app" 1 "HTTP 404 unknown_voice_app" -- ch send begin --app nope "$PAYLOADS/begin-call.json"
 check "send missing file" 1 "cannot open" -- ch send begin --app rx "$tmp/nope.json"
+# send says what serve stored (issue 15, point 4): skipped when the app has no URL for the
+# event, waiting when the app is disabled; never "to be delivered" for either.
+ch app put beginonly --begin-url "$RX/begin" --allow-http --allow-private >/dev/null
+check "send skipped says so" 0 "recorded as skipped: voice app 'beginonly' has no URL for end-call" -- ch send end --app beginonly "$PAYLOADS/end-call-answered.json"
+check_json "send --json says skipped" 'j["status"] == "skipped" and j["duplicate"] is False' -- ch send end --app beginonly --json "$PAYLOADS/end-call-missed.json"
+ch app put parkedapp --begin-url "$RX/begin" --allow-http --allow-private --disabled >/dev/null
+check "send to a disabled app says it waits" 0 "waiting for its begin-call or for the voice app to be enabled" -- ch send begin --app parkedapp "$PAYLOADS/begin-call.json"
+check "unknown option names the command" 2 "callhook app put: unknown option '--nope'" -- ch app put x --nope
+check "unknown option points to help" 2 "(see 'callhook messages --help')" -- ch messages --bogus
+check "missing value names the option" 2 "callhook send: option '--app' needs a value" -- ch send begin --app
 
 # ---- messages, message ----
 delivered_rx() {
@@ -238,6 +248,7 @@ delivered_rx() {
 wait_until "3 deliveries for rx" 15 -- delivered_rx
 check_json "app test stored no message" 'len(j["data"]) == 3' -- ch messages --app rx --json
 check "messages table" 0 "LAST ERROR" -- ch messages
+if ch messages --app rx | grep -Eq '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z'; then pass; else fail "messages table times are not ISO 8601: $(ch messages --app rx)"; fi
 check "messages shows delivered" 0 "rx   begin-call  delivered" -- ch messages --app rx --event begin
 check_json "messages --event end" 'len(j["data"]) == 1 and j["data"][0]["event"] == "end-call"' -- ch messages --app rx --event end --json
 check_json "messages --call" "len(j['data']) == 2 and all(m['dedupeKey'] == '$call_id' for m in j['data'])" -- ch messages --app rx --call "$call_id" --json
