@@ -1,9 +1,10 @@
 /*
  * libcallhook in your own C service: verify a delivery, read the call record, and drop
- * duplicates against an inbox on disk, before answering. Built with the project (so it stays
- * true) as `example_verify_and_dedupe`:
+ * duplicates against an inbox on disk, before answering. `make build` builds it as
+ * build/release/verify_and_dedupe; docs/SIGNATURES.md gives the command that builds it by hand
+ * (and `make test` runs that command, so it stays true):
  *
- *   example_verify_and_dedupe INBOX_PATH SECRET WEBHOOK_ID TIMESTAMP SIGNATURE EVENT < body.json
+ *   verify_and_dedupe INBOX_PATH SECRET WEBHOOK_ID TIMESTAMP SIGNATURE EVENT < body.json
  *
  * prints the HTTP status a receiver would answer and why.
  */

@@ -24,6 +24,9 @@ enum ch_inbox_status {
     CH_INBOX_PURGED = 4,  /* processed, record removed: only its dedupe keys are left */
 };
 
+/** How many statuses there are (the last one plus one). */
+#define CH_INBOX_STATUSES 5
+
 /** The name of a status: "pending", "running", "done", "failed", "purged". */
 CH_API const char *ch_inbox_status_name(enum ch_inbox_status s);
 
@@ -128,6 +131,23 @@ CH_API ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct
  */
 CH_API ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *removed,
                                struct ch_error *err);
+
+/** What an inbox holds, as ch_inbox_stats() counts it. Times are unix seconds, 0 for none. */
+struct ch_inbox_stats {
+    long long count[CH_INBOX_STATUSES]; /* events by status (enum ch_inbox_status) */
+    long long oldest_unprocessed;       /* received_at of the oldest pending or running event */
+    long long oldest_failed;            /* received_at of the oldest failed event */
+    long long newest;                   /* received_at of the event that arrived last */
+};
+
+/**
+ * Counts the events by status and finds the oldest unprocessed and failed ones, in one read
+ * transaction: of one kind of event ("begin-call" or "end-call"), or of all when event is NULL.
+ * Over all events the counts read an index only; the oldest times cost as many rows as there
+ * are unprocessed (and failed) events. Thread-safe.
+ */
+CH_API ch_code ch_inbox_stats(struct ch_inbox *ib, const char *event, struct ch_inbox_stats *out,
+                              struct ch_error *err);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,8 @@
 #include "receive/receiver.h"
 #include "util/clock.h"
 
+#include <jansson.h>
+
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +45,16 @@ void cmd_receive_help(void)
          "env:NAME (a variable of receive's environment), keeping the key off the command\n"
          "line, where every user of the machine can read it; a key given as is works too.\n"
          "\n"
-         "Settings come from --config FILE (name = value), then the environment, then flags.\n");
+         "Refusals are logged with their reason and the client's address, at most one line\n"
+         "per reason per --refusal-log-s (the others are counted); duplicates too.\n"
+         "GET /metrics answers Prometheus text (counts by outcome and reason, inbox depth and\n"
+         "the oldest unprocessed event's age) to loopback clients (--metrics any|off).\n"
+         "\n"
+         "Settings come from --config FILE (name = value), then the environment, then flags.\n"
+         "SIGHUP reads the config file and key files again (rotate a secret without a\n"
+         "restart); a reload that fails, or that changes listen, store, tls-*, insecure-http,\n"
+         "max-body-bytes or workers, is refused and the settings in force stay\n"
+         "(docs/RECEIVER.md).\n");
     config_print_help(&receive_config_table, stdout);
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
@@ -54,16 +65,41 @@ void cmd_inbox_help(void)
 {
     puts("usage: callhook inbox list [--status pending|running|done|failed|purged] [--limit N]\n"
          "       callhook inbox show WEBHOOK_ID\n"
+         "       callhook inbox stats [--json]\n"
          "       callhook inbox retry WEBHOOK_ID | --all-failed\n"
          "       callhook inbox purge [--older-than-s N]\n"
          "\n"
          "Looks into the inbox of callhook receive (--store PATH, default CALLHOOK_RECEIVE_STORE\n"
          "or var/inbox.db): what arrived, what failed and why; 'retry' runs failed events again\n"
-         "with fresh tries (a running receiver picks them up); 'purge' removes the records of\n"
+         "with fresh tries (a running receiver picks them up); 'stats' counts the events by\n"
+         "status and by kind and shows the oldest not yet processed (times in UTC, ISO 8601;\n"
+         "--json gives unix seconds); 'purge' removes the records of\n"
          "processed events older than N seconds, default all of them. Their dedupe keys stay\n"
          "as long as a replay of their request could still be accepted (twice the receiver's\n"
          "--tolerance-s): listed as 'purged', a replay is still a duplicate. Failed and pending\n"
          "events are never purged.");
+}
+
+/* The command line, read again by a reload. */
+struct command_line {
+    int argc;
+    char **argv;
+};
+
+/* SIGHUP: the settings read as at start (the config file and key files again; the environment
+ * and the flags are what they were). A value refused by the reading is printed by it as
+ * "callhook receive: ..." on stderr, where the log goes. */
+static ch_code reload_settings(void *ctx, struct receive_config *next, struct ch_error *err)
+{
+    const struct command_line *cl = ctx;
+    config_init(&receive_config_table, next);
+    bool helped = false;
+    if (cli_settings_parse("receive", &receive_config_table, next, cl->argc, cl->argv,
+                           cmd_receive_help, &helped) != CLI_OK)
+        return ch_error_set(err, CH_EINVAL,
+                            "the settings read again were refused (see the line "
+                            "above)");
+    return receive_config_check(next, err);
 }
 
 int cmd_receive(int argc, char **argv)
@@ -80,7 +116,8 @@ int cmd_receive(int argc, char **argv)
         fprintf(stderr, "callhook receive: %s\n", err.message);
         return CLI_USAGE;
     }
-    rc = receive_run(&cfg, &err);
+    struct command_line cl = {argc, argv};
+    rc = receive_run(&cfg, reload_settings, &cl, &err);
     if (rc != 0)
         fprintf(stderr, "callhook receive: %s\n", err.message);
     return rc == 0 ? CLI_OK : CLI_FAIL;
@@ -101,14 +138,25 @@ static void show_fields(const struct ch_inbox_entry *e, struct shown *out)
     text_escape(e->last_error, strlen(e->last_error), out->last_error, sizeof out->last_error);
 }
 
+/* A time for a person: ISO 8601 in UTC ("2025-01-31T12:00:00Z"), "-" for none (0). */
+static const char *iso_time(long long unix_s, char *out, size_t cap)
+{
+    if (unix_s <= 0) {
+        snprintf(out, cap, "-");
+        return out;
+    }
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, cap, "%lld", unix_s);
+    return out;
+}
+
 static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
 {
     (void)ctx;
     char when[32];
-    time_t t = (time_t)e->received_at;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
+    iso_time(e->received_at, when, sizeof when);
     static struct shown f; /* large; one caller at a time */
     show_fields(e, &f);
     printf("%-32s %-10s %-8s %-8d %-21s %s\n", f.webhook_id, e->event,
@@ -146,11 +194,15 @@ static int inbox_show(struct ch_inbox *ib, const char *id)
             : (e.call_type >= 0 && e.call_type <= 8 ? CH_CALL_TYPE_KNOWN : CH_CALL_TYPE_UNKNOWN);
     static struct shown f;
     show_fields(&e, &f);
+    char received[32], processed[32];
     printf("webhook-id    %s\nevent         %s\ncall          %s\nCallType      %s\n"
-           "status        %s\nattempts      %d\nreceived at   %lld\nlast error    %s\n",
+           "status        %s\nattempts      %d\nreceived at   %s\nprocessed at  %s\n"
+           "last error    %s\n",
            f.webhook_id, e.event, f.call_key[0] ? f.call_key : "(none)",
            ch_call_type_name(kind, e.call_type, type, sizeof type), ch_inbox_status_name(e.status),
-           e.attempts, e.received_at, f.last_error[0] ? f.last_error : "-");
+           e.attempts, iso_time(e.received_at, received, sizeof received),
+           iso_time(e.processed_at, processed, sizeof processed),
+           f.last_error[0] ? f.last_error : "-");
     if (e.status == CH_INBOX_PURGED) {
         puts("body          (purged: only the dedupe keys are kept)");
     } else {
@@ -158,6 +210,97 @@ static int inbox_show(struct ch_inbox *ib, const char *id)
         print_body(&e);
     }
     ch_inbox_entry_release(&e);
+    return CLI_OK;
+}
+
+/* The kinds of event `inbox stats` counts apart. */
+static const char *const event_kinds[] = {"begin-call", "end-call"};
+#define EVENT_KINDS 2
+
+static json_t *stats_json(const struct ch_inbox_stats *st)
+{
+    json_t *counts = json_object();
+    for (int i = 0; i < CH_INBOX_STATUSES; i++)
+        json_object_set_new(counts, ch_inbox_status_name((enum ch_inbox_status)i),
+                            json_integer(st->count[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "counts", counts);
+    json_object_set_new(o, "unprocessed",
+                        json_integer(st->count[CH_INBOX_PENDING] + st->count[CH_INBOX_RUNNING]));
+    json_object_set_new(o, "oldestUnprocessedAt",
+                        st->oldest_unprocessed ? json_integer(st->oldest_unprocessed)
+                                               : json_null());
+    json_object_set_new(o, "oldestFailedAt",
+                        st->oldest_failed ? json_integer(st->oldest_failed) : json_null());
+    json_object_set_new(o, "newestAt", st->newest ? json_integer(st->newest) : json_null());
+    return o;
+}
+
+/* "2025-01-31T12:00:00Z (3 min ago)", or "-". */
+static const char *when_and_age(long long at, long long now, char *out, size_t cap)
+{
+    char iso[32];
+    iso_time(at, iso, sizeof iso);
+    long long age = now - at;
+    if (at <= 0)
+        snprintf(out, cap, "-");
+    else if (age < 120)
+        snprintf(out, cap, "%s (%lld s ago)", iso, age < 0 ? 0 : age);
+    else if (age < 2 * 3600)
+        snprintf(out, cap, "%s (%lld min ago)", iso, age / 60);
+    else
+        snprintf(out, cap, "%s (%lld h ago)", iso, age / 3600);
+    return out;
+}
+
+/* `inbox stats`: counts by status, over all and by kind of event, and the oldest times. */
+static int inbox_stats(struct ch_inbox *ib, const char *store, bool as_json, struct ch_error *err)
+{
+    struct ch_inbox_stats all, kind[EVENT_KINDS];
+    if (ch_inbox_stats(ib, NULL, &all, err) != CH_OK)
+        return CLI_FAIL;
+    for (int k = 0; k < EVENT_KINDS; k++) {
+        if (ch_inbox_stats(ib, event_kinds[k], &kind[k], err) != CH_OK)
+            return CLI_FAIL;
+    }
+    if (as_json) {
+        json_t *o = stats_json(&all);
+        json_object_set_new(o, "store", json_string(store));
+        json_t *by = json_object();
+        for (int k = 0; k < EVENT_KINDS; k++)
+            json_object_set_new(by, event_kinds[k], stats_json(&kind[k]));
+        json_object_set_new(o, "byEvent", by);
+        char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        if (text == NULL) {
+            ch_error_set(err, CH_ENOMEM, "out of memory");
+            return CLI_FAIL;
+        }
+        puts(text);
+        free(text);
+        return CLI_OK;
+    }
+    long long now = clock_wall_s();
+    printf("inbox %s\n\n%-12s", store, "EVENT");
+    for (int i = 0; i < CH_INBOX_STATUSES; i++)
+        printf(" %9s", ch_inbox_status_name((enum ch_inbox_status)i));
+    printf("   %s\n", "OLDEST UNPROCESSED");
+    for (int k = 0; k <= EVENT_KINDS; k++) {
+        const struct ch_inbox_stats *st = k < EVENT_KINDS ? &kind[k] : &all;
+        char iso[32];
+        printf("%-12s", k < EVENT_KINDS ? event_kinds[k] : "all");
+        for (int i = 0; i < CH_INBOX_STATUSES; i++)
+            printf(" %9lld", st->count[i]);
+        printf("   %s\n", iso_time(st->oldest_unprocessed, iso, sizeof iso));
+    }
+    char when[80];
+    printf("\nunprocessed          %lld (pending or running)\n",
+           all.count[CH_INBOX_PENDING] + all.count[CH_INBOX_RUNNING]);
+    printf("oldest unprocessed   %s\n",
+           when_and_age(all.oldest_unprocessed, now, when, sizeof when));
+    printf("oldest failed        %s%s\n", when_and_age(all.oldest_failed, now, when, sizeof when),
+           all.count[CH_INBOX_FAILED] ? "   ('callhook inbox list --status failed')" : "");
+    printf("last received        %s\n", when_and_age(all.newest, now, when, sizeof when));
     return CLI_OK;
 }
 
@@ -169,11 +312,12 @@ int cmd_inbox(int argc, char **argv)
         {"limit", required_argument, NULL, 'l'},
         {"all-failed", no_argument, NULL, 'a'},
         {"older-than-s", required_argument, NULL, 'o'},
+        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2)
-        return cli_usage_error("inbox", "which one: list, show, retry or purge?");
+        return cli_usage_error("inbox", "which one: list, show, stats, retry or purge?");
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
         cmd_inbox_help();
@@ -184,7 +328,7 @@ int cmd_inbox(int argc, char **argv)
         store = "var/inbox.db";
     int status = -1;
     long long limit = 50, older = 0;
-    bool all_failed = false;
+    bool all_failed = false, as_json = false;
     int c;
     optind = 1;
     argc--;
@@ -211,6 +355,9 @@ int cmd_inbox(int argc, char **argv)
         case 'a':
             all_failed = true;
             break;
+        case 'j':
+            as_json = true;
+            break;
         case 'o':
             if (!cli_parse_ll("--older-than-s", optarg, &older) || older < 0)
                 return CLI_USAGE;
@@ -223,6 +370,8 @@ int cmd_inbox(int argc, char **argv)
         }
     }
     const char *arg = optind < argc ? argv[optind] : NULL;
+    if (as_json && strcmp(sub, "stats") != 0)
+        return cli_usage_error("inbox", "--json goes with 'inbox stats' only");
     if (access(store, F_OK) != 0) {
         fprintf(stderr, "callhook inbox: no inbox at '%s' (give --store PATH)\n", store);
         return CLI_FAIL;
@@ -241,6 +390,8 @@ int cmd_inbox(int argc, char **argv)
                "RECEIVED", "LAST ERROR");
         if (ch_inbox_list(ib, status, (int)limit, print_entry_row, NULL, &err) != CH_OK)
             rc = CLI_FAIL;
+    } else if (strcmp(sub, "stats") == 0) {
+        rc = inbox_stats(ib, store, as_json, &err);
     } else if (strcmp(sub, "show") == 0) {
         rc = arg ? inbox_show(ib, arg) : cli_usage_error("inbox", "show needs a WEBHOOK_ID");
     } else if (strcmp(sub, "retry") == 0) {

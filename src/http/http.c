@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -232,10 +234,41 @@ static bool client_certificate_ok(struct MHD_Connection *conn)
            status == 0;
 }
 
+/* Sends an answer the front decided on its own, telling the handler first. */
+static enum MHD_Result refused(struct http_server *s, struct MHD_Connection *c,
+                               struct http_request *r)
+{
+    if (s->handler.on_refused)
+        s->handler.on_refused(s->handler.ctx, r);
+    return send_answer(c, r);
+}
+
 static bool expects_body(const char *method)
 {
     return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
            strcmp(method, "DELETE") != 0 && strcmp(method, "OPTIONS") != 0;
+}
+
+/* The client's address as text, and whether it is a loopback one (127.0.0.0/8, ::1, or
+ * ::ffff:127.x.y.z). */
+static void note_remote(struct MHD_Connection *c, struct http_request *r)
+{
+    snprintf(r->remote, sizeof r->remote, "?");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci == NULL || ci->client_addr == NULL)
+        return;
+    if (ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)ci->client_addr;
+        inet_ntop(AF_INET, &a->sin_addr, r->remote, sizeof r->remote);
+        r->remote_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    } else if (ci->client_addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)ci->client_addr;
+        inet_ntop(AF_INET6, &a->sin6_addr, r->remote, sizeof r->remote);
+        r->remote_loopback =
+            IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+            (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
+    }
 }
 
 static struct req *req_new(struct http_server *s, struct MHD_Connection *c, const char *url,
@@ -248,6 +281,7 @@ static struct req *req_new(struct http_server *s, struct MHD_Connection *c, cons
     q->conn = c;
     struct http_request *r = &q->pub;
     r->arrived_ms = clock_wall_ms();
+    note_remote(c, r);
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url);
     buf_init(&r->body, s->max_body_bytes);
@@ -281,7 +315,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (cl && strtoull(cl, NULL, 10) > s->max_body_bytes) {
             http_respond_error(&q->pub, 413, "too_large", "the body is over the limit of %zu bytes",
                                s->max_body_bytes);
-            return send_answer(c, &q->pub);
+            return refused(s, c, &q->pub);
         }
         /* A body that is expected must keep arriving: a stalled upload loses its slot after
          * BODY_TIMEOUT_S, not the idle timeout of a keep-alive connection. */
@@ -312,13 +346,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (q->too_big) {
         http_respond_error(r, 413, "too_large", "the body is over the limit of %zu bytes",
                            s->max_body_bytes);
-        return send_answer(c, r);
+        return refused(s, c, r);
     }
     if (q->over_budget) {
         snprintf(r->retry_after, sizeof r->retry_after, "1");
         http_respond_error(r, 503, "busy",
                            "too many request bodies are being received at once; try again");
-        return send_answer(c, r);
+        return refused(s, c, r);
     }
     /* Suspend before the handler runs: another thread may answer before it returns. */
     q->state = REQ_WAITING;

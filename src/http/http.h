@@ -33,7 +33,9 @@ struct http_request {
     char path[512];
     struct buf body;    /* capped at the server's max_body_bytes */
     int64_t arrived_ms; /* wall clock */
-    void *state;        /* the handler's state_bytes, zeroed, freed with the request */
+    char remote[64];    /* the client's address as text ("127.0.0.1", "::1"); "?" if unknown */
+    bool remote_loopback;
+    void *state; /* the handler's state_bytes, zeroed, freed with the request */
     /* The answer, set with http_respond*(): */
     int status; /* 0 until set */
     char *response;
@@ -49,6 +51,9 @@ struct http_handler {
     /* The body is complete (and within the cap and the budget). Returns true when the answer
      * is set, false when another thread will answer later with http_resume(). */
     bool (*on_request)(void *ctx, struct http_request *r);
+    /* Optional: the front answered on its own (413 over the body cap, 503 over the body
+     * budget), with r->status set; for the handler's counts and log. */
+    void (*on_refused)(void *ctx, struct http_request *r);
     void *ctx;
     size_t state_bytes; /* per-request state the handler wants (r->state) */
 };

@@ -678,3 +678,75 @@ ch_code ch_inbox_get(struct ch_inbox *ib, const char *webhook_id, struct ch_inbo
     pthread_mutex_unlock(&ib->work_lock);
     return rc;
 }
+
+/* One number from sql (NULL counts as 0), ?1 bound to event when there is one. Work lock held. */
+static ch_code stats_number(struct ch_inbox *ib, const char *sql, const char *event, long long *out,
+                            struct ch_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(ib->work, sql, &st, err);
+    if (rc == CH_OK) {
+        if (event)
+            sqlite3_bind_text(st, 1, event, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW)
+            *out = sqlite3_column_int64(st, 0);
+        else if (step == SQLITE_DONE)
+            *out = 0;
+        else
+            rc = db_error(err, ib->work, "count events");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+ch_code ch_inbox_stats(struct ch_inbox *ib, const char *event, struct ch_inbox_stats *out,
+                       struct ch_error *err)
+{
+    struct ch_inbox_stats s = {0};
+    /* Without a kind, the counts come from the (status, seq) index alone. The done events are
+     * the bulk of an inbox: the oldest times look only at unprocessed and failed ones. */
+    const char *counts = event ? "SELECT status, count(*) FROM events WHERE event = ?1"
+                                 " GROUP BY status"
+                               : "SELECT status, count(*) FROM events GROUP BY status";
+    const char *oldest_unprocessed =
+        event ? "SELECT min(received_at) FROM events WHERE status IN (0, 1) AND event = ?1"
+              : "SELECT min(received_at) FROM events WHERE status IN (0, 1)";
+    const char *oldest_failed =
+        event ? "SELECT min(received_at) FROM events WHERE status = 3 AND event = ?1"
+              : "SELECT min(received_at) FROM events WHERE status = 3";
+    const char *newest =
+        event ? "SELECT received_at FROM events WHERE event = ?1 ORDER BY seq DESC LIMIT 1"
+              : "SELECT received_at FROM events ORDER BY seq DESC LIMIT 1";
+    pthread_mutex_lock(&ib->work_lock);
+    ch_code rc = exec(ib->work, "BEGIN", err); /* one snapshot for every number */
+    bool begun = rc == CH_OK;
+    sqlite3_stmt *st = NULL;
+    if (rc == CH_OK)
+        rc = prepare(ib->work, counts, &st, err);
+    if (rc == CH_OK) {
+        if (event)
+            sqlite3_bind_text(st, 1, event, -1, SQLITE_STATIC);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            int status = sqlite3_column_int(st, 0);
+            if (status >= 0 && status < CH_INBOX_STATUSES)
+                s.count[status] = sqlite3_column_int64(st, 1);
+        }
+        if (step != SQLITE_DONE)
+            rc = db_error(err, ib->work, "count events");
+    }
+    sqlite3_finalize(st);
+    if (rc == CH_OK)
+        rc = stats_number(ib, oldest_unprocessed, event, &s.oldest_unprocessed, err);
+    if (rc == CH_OK)
+        rc = stats_number(ib, oldest_failed, event, &s.oldest_failed, err);
+    if (rc == CH_OK)
+        rc = stats_number(ib, newest, event, &s.newest, err);
+    if (begun)
+        exec(ib->work, rc == CH_OK ? "COMMIT" : "ROLLBACK", NULL);
+    pthread_mutex_unlock(&ib->work_lock);
+    if (rc == CH_OK)
+        *out = s;
+    return rc;
+}

@@ -6,7 +6,10 @@
  */
 #include "receive/front.h"
 
+#include "receive/live.h"
+#include "receive/stats.h"
 #include "http/http.h"
+#include "util/clock.h"
 #include "util/batcher.h"
 #include "util/log.h"
 
@@ -34,7 +37,8 @@ struct inbound {
 };
 
 struct front {
-    const struct receive_config *cfg;
+    struct live *live;
+    struct receive_stats *stats;
     struct ch_inbox *inbox;
     struct worker_pool *workers;
     struct http_server *http;
@@ -54,6 +58,39 @@ static void answer(struct http_request *r, int status, const char *fmt, ...)
     va_start(ap, fmt);
     http_respond_errorv(r, status, NULL, fmt, ap);
     va_end(ap);
+}
+
+/* Refuses a request: answers why's status with the message, counts it and logs it
+ * (rate-limited) with the client's address and logged, or the message when logged is NULL. */
+static void refuse(struct front *f, struct http_request *r, enum refusal why, const char *logged,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void refuse(struct front *f, struct http_request *r, enum refusal why, const char *logged,
+                   const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    http_respond_error(r, refusal_status(why), NULL, "%s", message);
+    stats_refused(f->stats, why, r->remote, logged ? logged : message);
+}
+
+/* The reason of a verification failure: the headers, the timestamp, or the signature. */
+static enum refusal verify_refusal(ch_code code)
+{
+    switch (code) {
+    case CH_ENOHEADER:
+    case CH_EINVAL:
+        return REFUSED_SIGNATURE_HEADERS;
+    case CH_ETIMESTAMP:
+    case CH_ETOOOLD:
+    case CH_ETOONEW:
+        return REFUSED_TIMESTAMP;
+    default:
+        return REFUSED_SIGNATURE;
+    }
 }
 
 /* ---- the writer: group commit into the inbox ---- */
@@ -90,13 +127,16 @@ static void answer_batch(void *arg, void *const *items, size_t n, ch_code rc)
     struct front *f = arg;
     bool any_new = false;
     for (size_t i = 0; i < n; i++) {
-        struct http_request *r = ((struct inbound *)items[i])->http;
-        if (rc != CH_OK)
-            answer(r, 503, "the event could not be stored; send it again");
-        else if (f->events[i].duplicate)
+        const struct inbound *in = items[i];
+        struct http_request *r = in->http;
+        if (rc != CH_OK) {
+            refuse(f, r, REFUSED_STORE, NULL, "the event could not be stored; send it again");
+        } else if (f->events[i].duplicate) {
             answer(r, 200, "duplicate: already received");
-        else {
+            stats_duplicate(f->stats, in->webhook_id, in->event, r->remote);
+        } else {
             answer(r, 202, "accepted");
+            stats_accepted(f->stats);
             any_new = true;
         }
         http_resume(r);
@@ -117,74 +157,96 @@ static bool is_health_check(const struct http_request *r)
     return strcmp(r->method, "GET") == 0 && strcmp(r->path, "/healthz") == 0;
 }
 
+static bool is_metrics(const struct http_request *r)
+{
+    return strcmp(r->method, "GET") == 0 && strcmp(r->path, "/metrics") == 0;
+}
+
 /* The checks that need only the headers, in the documented order, made before a byte of the
  * body is read: so a client that cannot sign (or lacks the required header) cannot make the
  * receiver hold its body. Returns true when the request is refused (the answer is set). */
 static bool refuse_from_headers(void *arg, struct http_request *r)
 {
     struct front *f = arg;
-    const struct receive_config *c = f->cfg;
     struct inbound *in = r->state;
     in->http = r;
     if (is_health_check(r))
         return false; /* answered once the (empty) request is complete */
-    if (strcmp(r->method, "POST") != 0) {
-        answer(r, 405, "only POST is accepted");
-        return true;
-    }
-    if (route_event_of(get_header, r, r->path) == NULL) {
-        answer(r, 404,
-               "no X-Call-Event header and the path does not end in begin-call or end-call");
-        return true;
-    }
+    const struct receive_config *c = live_get(f->live);
+    bool refused = true;
     char which[128];
-    if (!route_headers_ok(c, get_header, r, which, sizeof which)) {
-        answer(r, 401, "header %s is missing or wrong", which);
-        return true;
-    }
+    struct ch_error err = {0};
     /* The signature covers the body: here only its headers and the timestamp window. */
     struct ch_verifier v = {.keys = c->keys, .nkeys = c->nkeys, .tolerance_s = c->tolerance_s};
-    struct ch_error err = {0};
-    if (ch_verify_request_headers(&v, get_header, r, &err) != CH_OK) {
-        answer(r, 401, "%s", err.message);
-        return true;
+    if (is_metrics(r) && strcmp(c->metrics, "off") != 0) {
+        if (!r->remote_loopback && strcmp(c->metrics, "any") != 0)
+            refuse(f, r, REFUSED_METRICS, NULL,
+                   "/metrics is answered to loopback clients only (--metrics any opens it)");
+        else
+            refused = false; /* answered once the (empty) request is complete */
+    } else if (strcmp(r->method, "POST") != 0) {
+        refuse(f, r, REFUSED_METHOD, NULL, "only POST is accepted");
+    } else if (route_event_of(get_header, r, r->path) == NULL) {
+        refuse(f, r, REFUSED_NO_EVENT, NULL,
+               "no X-Call-Event header and the path does not end in begin-call or end-call");
+    } else if (!route_headers_ok(c, get_header, r, which, sizeof which)) {
+        refuse(f, r, REFUSED_REQUIRED_HEADER, NULL, "header %s is missing or wrong", which);
+    } else if (ch_verify_request_headers(&v, get_header, r, &err) != CH_OK) {
+        refuse(f, r, verify_refusal(err.code), NULL, "%s", err.message);
+    } else {
+        refused = false;
     }
-    return false;
+    live_put(f->live, c);
+    return refused;
 }
 
-/* The checks of a complete request whose headers passed, in order. Returns true when the
- * answer is set now, false when the request went to the writer. */
-static bool check_and_queue(void *arg, struct http_request *r)
+/* GET /metrics: the counters and the inbox's state, as Prometheus reads them. */
+static void answer_metrics(struct front *f, struct http_request *r)
 {
-    struct front *f = arg;
-    const struct receive_config *c = f->cfg;
-    struct inbound *in = r->state;
-    if (is_health_check(r)) {
-        answer(r, 200, "ok");
-        return true;
+    struct ch_inbox_stats inbox;
+    struct ch_error err = {0};
+    bool read = ch_inbox_stats(f->inbox, NULL, &inbox, &err) == CH_OK;
+    if (!read)
+        log_warn("cannot read the inbox for /metrics: %s", err.message);
+    char *text = stats_render(f->stats, read ? &inbox : NULL, clock_wall_s());
+    if (text == NULL) {
+        answer(r, 500, "out of memory");
+        return;
     }
+    http_respond(r, 200, "text/plain; version=0.0.4", text, strlen(text));
+    free(text);
+}
+
+/* The checks of a complete request whose headers passed, in order, against the settings c.
+ * Returns true when the request is refused (the answer is set), false when it is ready for the
+ * writer (its state filled in). */
+static bool check(struct front *f, const struct receive_config *c, struct http_request *r)
+{
+    struct inbound *in = r->state;
     const char *event = route_event_of(get_header, r, r->path);
     if (event == NULL) { /* refuse_from_headers() answered it; here for safety */
-        answer(r, 404, "no event kind");
+        refuse(f, r, REFUSED_NO_EVENT, NULL, "no event kind");
         return true;
     }
     struct ch_verifier v = {.keys = c->keys, .nkeys = c->nkeys, .tolerance_s = c->tolerance_s};
     struct ch_error err = {0};
     const char *body = r->body.data ? r->body.data : "";
     if (ch_verify_request(&v, get_header, r, body, r->body.len, &err) != CH_OK) {
-        answer(r, 401, "%s", err.message);
+        refuse(f, r, verify_refusal(err.code), NULL, "%s", err.message);
         return true;
     }
     struct ch_record rec;
     if (ch_record_parse(&rec, body, r->body.len, c->max_body_bytes, &err) != CH_OK) {
-        answer(r, err.code == CH_ETOOBIG ? 413 : 400, "%s", err.message);
+        /* The log gets the kind of fault only: a parser's message may quote the body. */
+        refuse(f, r, err.code == CH_ETOOBIG ? REFUSED_TOO_LARGE : REFUSED_BAD_BODY,
+               ch_strerror(err.code), "%s", err.message);
         return true;
     }
     const char *id =
         http_header(r, "webhook-id") ? http_header(r, "webhook-id") : http_header(r, "svix-id");
     for (const char *p = id; *p; p++) {
         if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-            answer(r, 400, "webhook-id contains control characters");
+            refuse(f, r, REFUSED_BAD_BODY, NULL, "webhook-id contains control characters");
             return true;
         }
     }
@@ -196,28 +258,58 @@ static bool check_and_queue(void *arg, struct http_request *r)
         snprintf(in->call_key, sizeof in->call_key, "%s", key);
     in->has_call_type = rec.call_type_kind != CH_CALL_TYPE_ABSENT;
     in->call_type = rec.call_type;
+    return false;
+}
 
-    enum batcher_submit_result queued = batcher_submit(f->writer, in);
+static bool check_and_queue(void *arg, struct http_request *r)
+{
+    struct front *f = arg;
+    if (is_health_check(r)) {
+        answer(r, 200, "ok");
+        return true;
+    }
+    if (is_metrics(r)) { /* refuse_from_headers() let it through */
+        answer_metrics(f, r);
+        return true;
+    }
+    const struct receive_config *c = live_get(f->live);
+    bool answered = check(f, c, r);
+    live_put(f->live, c);
+    if (answered)
+        return true;
+    enum batcher_submit_result queued = batcher_submit(f->writer, r->state);
     if (queued == BATCHER_QUEUED)
         return false;
     if (queued == BATCHER_STOPPED) {
-        answer(r, 503, "shutting down; send it again");
+        refuse(f, r, REFUSED_STOPPING, NULL, "shutting down; send it again");
     } else {
         snprintf(r->retry_after, sizeof r->retry_after, "1");
-        answer(r, 503, "busy: too many events are waiting to be stored; try again");
+        refuse(f, r, REFUSED_BUSY, NULL,
+               "busy: too many events are waiting to be stored; try again");
     }
     return true;
 }
 
+/* The front answered on its own (413 over the cap, 503 over the body budget). */
+static void refused_by_http(void *arg, struct http_request *r)
+{
+    struct front *f = arg;
+    stats_refused(f->stats, r->status == 413 ? REFUSED_TOO_LARGE : REFUSED_BUSY, r->remote,
+                  r->status == 413 ? "the body is over --max-body-bytes"
+                                   : "too many request bodies are being received at once");
+}
+
 /* ---- start and stop ---- */
 
-ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
-                    struct worker_pool *workers, struct front **out, struct ch_error *err)
+ch_code front_start(const struct receive_config *c, struct live *live, struct receive_stats *stats,
+                    struct ch_inbox *inbox, struct worker_pool *workers, struct front **out,
+                    struct ch_error *err)
 {
     struct front *f = calloc(1, sizeof *f);
     if (f == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");
-    f->cfg = c;
+    f->live = live;
+    f->stats = stats;
     f->inbox = inbox;
     f->workers = workers;
     struct batcher_config writer = {.thread_name = "ch-inbox",
@@ -245,6 +337,7 @@ ch_code front_start(const struct receive_config *c, struct ch_inbox *inbox,
     };
     struct http_handler handler = {.on_headers = refuse_from_headers,
                                    .on_request = check_and_queue,
+                                   .on_refused = refused_by_http,
                                    .ctx = f,
                                    .state_bytes = sizeof(struct inbound)};
     rc = http_server_start(&hc, &handler, &f->http, err);

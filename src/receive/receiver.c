@@ -2,6 +2,8 @@
 #include "receive/receiver.h"
 
 #include "receive/front.h"
+#include "receive/live.h"
+#include "receive/stats.h"
 #include "lib/crypto.h"
 #include "util/clock.h"
 #include "util/config.h"
@@ -254,6 +256,10 @@ static const struct config_setting receive_settings[] = {
      "259200", "how long processed events (and their dedupe keys) are kept"},
     {"max-body-bytes", "CALLHOOK_RECEIVE_MAX_BODY_BYTES", RECEIVE(max_body_bytes), 1024,
      16 * 1024 * 1024, "262144", "largest body accepted"},
+    {"metrics", "CALLHOOK_RECEIVE_METRICS", RECEIVE(metrics), .def = "loopback",
+     .help = "who may GET /metrics: loopback (clients on this machine), any, or off"},
+    {"refusal-log-s", "CALLHOOK_RECEIVE_REFUSAL_LOG_S", RECEIVE(refusal_log_interval_s), 0, 86400,
+     "60", "one log line per refusal reason per this, with a count of the others (0: every one)"},
 };
 
 const struct config_table receive_config_table = {
@@ -272,6 +278,10 @@ ch_code receive_config_check(const struct receive_config *c, struct ch_error *er
                             "TLS-terminating proxy, say --insecure-http");
     if (c->insecure_http && c->tls_client_ca[0])
         return ch_error_set(err, CH_EINVAL, "--tls-client-ca needs HTTPS, not --insecure-http");
+    if (strcmp(c->metrics, "loopback") != 0 && strcmp(c->metrics, "any") != 0 &&
+        strcmp(c->metrics, "off") != 0)
+        return ch_error_set(err, CH_EINVAL, "--metrics is loopback, any or off, not '%s'",
+                            c->metrics);
     /* A captured request is accepted again until its timestamp leaves the window, up to twice
      * the tolerance after it first arrived: its dedupe key must live that long. */
     if (c->retention_s < 2 * c->tolerance_s)
@@ -307,31 +317,175 @@ static void fill_std_fds(void)
     }
 }
 
-int receive_run(struct receive_config *c, struct ch_error *err)
+/* Appends name to the list in out ("a, b"). */
+static void add_name(char *out, size_t cap, const char *name)
+{
+    size_t len = strlen(out);
+    snprintf(out + len, cap - len, "%s%s", len ? ", " : "", name);
+}
+
+#define DIFFERS(field) (memcmp(&a->field, &b->field, sizeof a->field) != 0)
+
+void receive_config_restart_only(const struct receive_config *a, const struct receive_config *b,
+                                 char *changed, size_t cap)
+{
+    changed[0] = '\0';
+    /* The listening socket, its TLS files (read once, into memory), the inbox's file, the
+     * body cap the HTTP front was set up with and the worker threads are set up once. */
+    if (strcmp(a->listen, b->listen) != 0)
+        add_name(changed, cap, "listen");
+    if (strcmp(a->store, b->store) != 0)
+        add_name(changed, cap, "store");
+    if (strcmp(a->tls_cert, b->tls_cert) != 0)
+        add_name(changed, cap, "tls-cert");
+    if (strcmp(a->tls_key, b->tls_key) != 0)
+        add_name(changed, cap, "tls-key");
+    if (strcmp(a->tls_client_ca, b->tls_client_ca) != 0)
+        add_name(changed, cap, "tls-client-ca");
+    if (a->insecure_http != b->insecure_http)
+        add_name(changed, cap, "insecure-http");
+    if (a->max_body_bytes != b->max_body_bytes)
+        add_name(changed, cap, "max-body-bytes");
+    if (a->workers != b->workers)
+        add_name(changed, cap, "workers");
+}
+
+/* Whether two key lists hold the same keys in the same order. */
+static bool same_keys(const struct receive_config *a, const struct receive_config *b)
+{
+    if (a->nkeys != b->nkeys)
+        return false;
+    for (size_t i = 0; i < a->nkeys; i++) {
+        if (a->keys[i].kind != b->keys[i].kind || a->keys[i].key_len != b->keys[i].key_len ||
+            !crypto_equal(a->keys[i].key, b->keys[i].key, a->keys[i].key_len) ||
+            !crypto_equal(a->keys[i].public_key, b->keys[i].public_key,
+                          sizeof a->keys[i].public_key))
+            return false;
+    }
+    return true;
+}
+
+void receive_config_changes(const struct receive_config *a, const struct receive_config *b,
+                            char *changed, size_t cap)
+{
+    receive_config_restart_only(a, b, changed, cap);
+    if (!same_keys(a, b))
+        add_name(changed, cap, "secret/public-key");
+    if (a->nheaders != b->nheaders || DIFFERS(headers))
+        add_name(changed, cap, "require-header");
+    if (DIFFERS(fallback))
+        add_name(changed, cap, "exec/jsonl");
+    if (a->nroutes != b->nroutes || DIFFERS(routes))
+        add_name(changed, cap, "route");
+    if (a->nhandler_env != b->nhandler_env || DIFFERS(handler_env))
+        add_name(changed, cap, "handler-env");
+    if (a->exec_timeout_s != b->exec_timeout_s)
+        add_name(changed, cap, "exec-timeout-s");
+    if (a->max_attempts != b->max_attempts)
+        add_name(changed, cap, "max-attempts");
+    if (a->retry_base_ms != b->retry_base_ms)
+        add_name(changed, cap, "retry-base-ms");
+    if (a->tolerance_s != b->tolerance_s)
+        add_name(changed, cap, "tolerance-s");
+    if (a->retention_s != b->retention_s)
+        add_name(changed, cap, "retention-s");
+    if (strcmp(a->metrics, b->metrics) != 0)
+        add_name(changed, cap, "metrics");
+    if (a->refusal_log_interval_s != b->refusal_log_interval_s)
+        add_name(changed, cap, "refusal-log-s");
+}
+
+/* What a running receiver holds. */
+struct running {
+    struct live *live;
+    struct receive_stats *stats;
+    struct ch_inbox *inbox;
+    receive_reload_cb reload;
+    void *reload_ctx;
+};
+
+static void wipe_keys(struct receive_config *c)
+{
+    for (size_t i = 0; i < c->nkeys; i++)
+        ch_secret_wipe(&c->keys[i]);
+    c->nkeys = 0;
+}
+
+/* SIGHUP: the settings read again and put in force, or, when they are refused, the reason
+ * logged and the settings in force kept. */
+static void reload(struct running *run)
+{
+    log_info("got SIGHUP: reloading the settings");
+    struct receive_config *next = calloc(1, sizeof *next);
+    const struct receive_config *now = live_get(run->live);
+    struct ch_error err = {0};
+    char changed[512] = "";
+    ch_code rc = next ? run->reload(run->reload_ctx, next, &err)
+                      : ch_error_set(&err, CH_ENOMEM, "out of memory");
+    if (rc == CH_OK) {
+        receive_config_restart_only(now, next, changed, sizeof changed);
+        if (changed[0])
+            rc = ch_error_set(&err, CH_EINVAL,
+                              "%s cannot change without a restart (read once, at start)", changed);
+    }
+    /* A longer tolerance needs its dedupe keys kept longer before it takes effect. */
+    if (rc == CH_OK && next->tolerance_s > now->tolerance_s)
+        rc = ch_inbox_keep_keys(run->inbox, 2 * next->tolerance_s, &err);
+    if (rc == CH_OK) {
+        receive_config_changes(now, next, changed, sizeof changed);
+        rc = live_replace(run->live, next, &err);
+    }
+    if (rc == CH_OK) {
+        stats_set_log_interval(run->stats, next->refusal_log_interval_s);
+        log_info("reloaded: %s; %zu key%s", changed[0] ? changed : "nothing changed", next->nkeys,
+                 next->nkeys == 1 ? "" : "s");
+    } else {
+        log_warn("reload refused, the settings in force stay: %s", err.message);
+    }
+    stats_reload(run->stats, rc == CH_OK);
+    live_put(run->live, now);
+    if (next) {
+        wipe_keys(next);
+        free(next);
+    }
+}
+
+int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *reload_ctx,
+                struct ch_error *err)
 {
     fill_std_fds();
-    /* Stop signals are taken by sigtimedwait in this thread only; every thread started below
-     * inherits the blocked mask. */
-    sigset_t stop_signals;
-    thread_block_stop_signals(&stop_signals);
+    /* Stop signals and SIGHUP are taken by sigtimedwait in this thread only; every thread
+     * started below inherits the blocked mask. */
+    sigset_t signals;
+    thread_block_stop_signals(&signals);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
-    struct ch_inbox *inbox = NULL;
+    struct running run = {.reload = reload_cb, .reload_ctx = reload_ctx};
     struct worker_pool *workers = NULL;
     struct front *front = NULL;
     int status = 1;
-    if (ch_inbox_open(c->store, &inbox, err) != CH_OK)
+    run.stats = stats_new();
+    if (run.stats == NULL) {
+        ch_error_set(err, CH_ENOMEM, "out of memory");
+        goto out;
+    }
+    stats_set_log_interval(run.stats, c->refusal_log_interval_s);
+    if (live_new(c, &run.live, err) != CH_OK)
+        goto out;
+    if (ch_inbox_open(c->store, &run.inbox, err) != CH_OK)
         goto out;
     long long requeued = 0, expired = 0;
     long long now_s = clock_wall_s();
-    if (ch_inbox_keep_keys(inbox, 2 * c->tolerance_s, err) != CH_OK ||
-        ch_inbox_recover(inbox, now_s * 1000, &requeued, err) != CH_OK ||
-        ch_inbox_expire(inbox, now_s - c->retention_s, &expired, err) != CH_OK)
+    if (ch_inbox_keep_keys(run.inbox, 2 * c->tolerance_s, err) != CH_OK ||
+        ch_inbox_recover(run.inbox, now_s * 1000, &requeued, err) != CH_OK ||
+        ch_inbox_expire(run.inbox, now_s - c->retention_s, &expired, err) != CH_OK)
         goto out;
     if (requeued > 0)
         log_info("%lld events interrupted by the last stop will run again", requeued);
-    if (worker_pool_start(c, inbox, &workers, err) != CH_OK)
+    if (worker_pool_start(run.live, run.stats, run.inbox, c->workers, &workers, err) != CH_OK)
         goto out;
-    if (front_start(c, inbox, workers, &front, err) != CH_OK)
+    if (front_start(c, run.live, run.stats, run.inbox, workers, &front, err) != CH_OK)
         goto out;
     if (c->fallback.kind == HANDLER_NONE)
         log_warn("no default handler (--exec or --jsonl): events without a route are only "
@@ -340,30 +494,44 @@ int receive_run(struct receive_config *c, struct ch_error *err)
         log_warn("plain HTTP on %s (--insecure-http): use this only locally or behind a proxy "
                  "that terminates TLS",
                  c->listen);
-    log_info("callhook receive %s: listening on %s://%s, inbox %s, %d workers%s%s",
+    log_info("callhook receive %s: listening on %s://%s, inbox %s, %d workers%s%s; /metrics %s",
              CALLHOOK_VERSION, c->insecure_http ? "http" : "https", c->listen, c->store, c->workers,
              c->tls_client_ca[0] ? ", client certificates required" : "",
-             c->nheaders ? ", shared-secret header required" : "");
+             c->nheaders ? ", shared-secret header required" : "",
+             strcmp(c->metrics, "off") == 0   ? "off"
+             : strcmp(c->metrics, "any") == 0 ? "open to any client"
+                                              : "for loopback clients");
 
-    /* Wait for a stop signal, expiring old events once an hour meanwhile. */
+    /* Wait for a signal; meanwhile, every second, sum up the refusals held back from the log,
+     * and once an hour expire old events. */
+    long long next_expiry = clock_mono_ms() + 3600 * 1000LL;
     for (;;) {
-        struct timespec hour = {3600, 0};
-        int sig = sigtimedwait(&stop_signals, NULL, &hour);
+        struct timespec second = {1, 0};
+        int sig = sigtimedwait(&signals, NULL, &second);
         if (sig == SIGTERM || sig == SIGINT) {
             log_info("got %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
+        if (sig == SIGHUP)
+            reload(&run);
+        stats_flush(run.stats);
+        if (clock_mono_ms() < next_expiry)
+            continue;
+        next_expiry = clock_mono_ms() + 3600 * 1000LL;
+        const struct receive_config *now = live_get(run.live);
         struct ch_error e2 = {0};
-        if (ch_inbox_expire(inbox, clock_wall_s() - c->retention_s, &expired, &e2) != CH_OK)
+        if (ch_inbox_expire(run.inbox, clock_wall_s() - now->retention_s, &expired, &e2) != CH_OK)
             log_warn("cannot expire old events: %s", e2.message);
+        live_put(run.live, now);
     }
     status = 0;
 out:
     front_stop(front);
     worker_pool_stop(workers);
-    ch_inbox_close(inbox);
-    for (size_t i = 0; i < c->nkeys; i++)
-        ch_secret_wipe(&c->keys[i]);
+    ch_inbox_close(run.inbox);
+    live_free(run.live);
+    stats_free(run.stats);
+    wipe_keys(c);
     if (status == 0)
         log_info("stopped cleanly");
     return status;

@@ -66,7 +66,14 @@ struct receive_config {
     long long tolerance_s;
     long long retention_s;
     size_t max_body_bytes;
+    char metrics[16];                 /* who may GET /metrics: loopback, any or off */
+    long long refusal_log_interval_s; /* one log line per refusal reason per this, at most */
 };
+
+/* A reload: fills next (zeroed by the caller) with the settings read again as at start (the
+ * config file, the environment, the flags) and checks them as at start. CH_EINVAL (err says
+ * why, or the reader printed it) leaves the settings in force. */
+typedef ch_code (*receive_reload_cb)(void *ctx, struct receive_config *next, struct ch_error *err);
 
 /* The settings of receive: the table that drives the defaults (config_init), the config
  * file, the CALLHOOK_RECEIVE_* variables, the flags and --help. Repeatable settings add; keys
@@ -96,13 +103,30 @@ const char *route_event_of(ch_header_cb get_header, void *ctx, const char *path)
 bool route_headers_ok(const struct receive_config *c, ch_header_cb get_header, void *ctx,
                       char *which, size_t cap);
 
-/* Runs until SIGTERM/SIGINT. 0 after a clean stop, 1 when it cannot start (err says why). */
-int receive_run(struct receive_config *c, struct ch_error *err);
+/* Which settings a reload may not change (they are read once, at start): "" when none does,
+ * else their names ("listen, workers") in changed. */
+void receive_config_restart_only(const struct receive_config *now,
+                                 const struct receive_config *next, char *changed, size_t cap);
 
-/* The worker pool (workers.c). */
+/* Which settings differ ("secret, route"), for the log of a reload; "" when none. */
+void receive_config_changes(const struct receive_config *now, const struct receive_config *next,
+                            char *changed, size_t cap);
+
+/* Runs until SIGTERM/SIGINT; SIGHUP calls reload and puts the settings it reads in force (or
+ * logs why not and keeps those in force). 0 after a clean stop, 1 when it cannot start (err
+ * says why). c's keys are wiped. */
+int receive_run(struct receive_config *c, receive_reload_cb reload, void *reload_ctx,
+                struct ch_error *err);
+
+struct live;          /* receive/live.h: the settings in force */
+struct receive_stats; /* receive/stats.h: counters and the refusals' log */
+
+/* The worker pool (workers.c): nthreads threads (only one takes events while no handler runs
+ * a command: JSON-lines files are written a batch at a time), reading the settings in force
+ * for each batch. */
 struct worker_pool;
-ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox,
-                          struct worker_pool **out, struct ch_error *err);
+ch_code worker_pool_start(struct live *live, struct receive_stats *stats, struct ch_inbox *inbox,
+                          int nthreads, struct worker_pool **out, struct ch_error *err);
 void worker_pool_wake(struct worker_pool *p); /* new events are in the inbox */
 void worker_pool_stop(struct worker_pool *p); /* finishes the events being run, then joins */
 

@@ -10,6 +10,8 @@
 #include "receive/receiver.h"
 
 #include "receive/escape.h"
+#include "receive/live.h"
+#include "receive/stats.h"
 #include "lib/inbox.h"
 
 #include "util/clock.h"
@@ -23,6 +25,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,11 +43,12 @@
 extern char **environ;
 
 struct worker_pool {
-    const struct receive_config *cfg;
+    struct live *live;
+    struct receive_stats *stats;
     struct ch_inbox *inbox;
     pthread_t *threads;
     int nthreads;
-    size_t batch; /* events taken at once */
+    atomic_int started; /* gives each thread its number */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     unsigned long wakeups;
@@ -463,9 +467,9 @@ struct result {
 
 /* Runs the handlers of a batch: the JSON-lines events of one file together (one sync), the
  * others one by one. */
-static void run_batch(struct worker_pool *p, struct ch_inbox_entry *e, struct result *res, size_t n)
+static void run_batch(const struct receive_config *c, struct ch_inbox_entry *e, struct result *res,
+                      size_t n)
 {
-    const struct receive_config *c = p->cfg;
     for (size_t i = 0; i < n; i++) {
         res[i].h = route_pick(c, e[i].event, stored_kind(&e[i]), e[i].call_type);
         res[i].ran = false;
@@ -500,17 +504,20 @@ static void run_batch(struct worker_pool *p, struct ch_inbox_entry *e, struct re
     }
 }
 
-/* The outcome to record for one event, logged as it is decided. */
-static struct inbox_outcome outcome(const struct receive_config *c, const struct ch_inbox_entry *e,
-                                    const struct result *r, long long now)
+/* The outcome to record for one event, logged and counted as it is decided. */
+static struct inbox_outcome outcome(const struct receive_config *c, struct receive_stats *stats,
+                                    const struct ch_inbox_entry *e, const struct result *r,
+                                    long long now)
 {
     char masked[64], name[CH_CALL_TYPE_NAME_MAX];
     mask_text(e->call_key, masked, sizeof masked);
     ch_call_type_name(stored_kind(e), e->call_type, name, sizeof name);
     struct inbox_outcome o = {.seq = e->seq, .status = CH_INBOX_DONE};
     if (r->ok) {
+        stats_outcome(stats, OUTCOME_DONE);
         log_info("processed %s %s call %s (%s)", e->event, e->webhook_id, masked, name);
     } else if (e->attempts >= c->max_attempts) {
+        stats_outcome(stats, OUTCOME_FAILED);
         o.status = CH_INBOX_FAILED;
         o.error = r->error;
         log_warn("parked %s %s after %d tries; 'callhook inbox retry %s' runs it again", e->event,
@@ -521,6 +528,7 @@ static struct inbox_outcome outcome(const struct receive_config *c, const struct
             delay *= 2;
         if (delay > MAX_BACKOFF_MS)
             delay = MAX_BACKOFF_MS;
+        stats_outcome(stats, OUTCOME_RETRY);
         o.status = CH_INBOX_PENDING;
         o.next_at = now + delay;
         o.error = r->error;
@@ -530,14 +538,17 @@ static struct inbox_outcome outcome(const struct receive_config *c, const struct
     return o;
 }
 
-static void process(struct worker_pool *p, struct ch_inbox_entry *e, size_t n)
+/* Runs a batch with the settings c (held: a reload meanwhile does not change them under the
+ * handlers) and records the outcomes. */
+static void process(struct worker_pool *p, const struct receive_config *c, struct ch_inbox_entry *e,
+                    size_t n)
 {
     struct result res[WORKER_BATCH];
     struct inbox_outcome out[WORKER_BATCH];
-    run_batch(p, e, res, n);
+    run_batch(c, e, res, n);
     long long now = clock_wall_ms(); /* due times are stored: the wall clock */
     for (size_t i = 0; i < n; i++)
-        out[i] = outcome(p->cfg, &e[i], &res[i], now);
+        out[i] = outcome(c, p->stats, &e[i], &res[i], now);
     struct ch_error err = {0};
     if (inbox_finish_many(p->inbox, out, n, now / 1000, &err) != CH_OK) {
         for (size_t i = 0; i < n; i++)
@@ -556,10 +567,19 @@ static void pause_ms(struct worker_pool *p, long long ms)
     pthread_mutex_unlock(&p->lock);
 }
 
+static bool runs_commands(const struct receive_config *c)
+{
+    bool any = c->fallback.kind == HANDLER_EXEC;
+    for (int i = 0; i < c->nroutes; i++)
+        any |= c->routes[i].handler.kind == HANDLER_EXEC;
+    return any;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker_pool *p = arg;
     struct ch_inbox_entry batch[WORKER_BATCH];
+    int me = atomic_fetch_add(&p->started, 1);
     thread_name("ch-worker");
     for (;;) {
         pthread_mutex_lock(&p->lock);
@@ -568,19 +588,29 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (stop)
             break;
+        /* Commands run side by side, one event each. JSON-lines files are written one batch
+         * at a time anyway (jsonl_lock), so without commands the first thread does it all:
+         * more would only add transactions that the front's commits wait behind. The
+         * settings in force decide, so a reload that adds or removes a command is followed. */
+        const struct receive_config *c = live_get(p->live);
+        bool commands = runs_commands(c);
+        size_t max = commands ? 1 : WORKER_BATCH;
         size_t n = 0;
         long long next_due = 0;
         struct ch_error err = {0};
-        ch_code rc =
-            inbox_take_many(p->inbox, clock_wall_ms(), batch, p->batch, &n, &next_due, &err);
+        ch_code rc = commands || me == 0 ? inbox_take_many(p->inbox, clock_wall_ms(), batch, max,
+                                                           &n, &next_due, &err)
+                                         : CH_ENOTFOUND;
+        if (rc == CH_OK)
+            process(p, c, batch, n);
+        live_put(p->live, c);
         if (rc == CH_OK) {
-            process(p, batch, n);
             for (size_t i = 0; i < n; i++)
                 ch_inbox_entry_release(&batch[i]);
             /* A short batch: let the next one gather for a moment, so that a steady stream is
              * processed in full batches (one sync, two transactions) rather than a few events
              * at a time. */
-            if (p->batch > 1 && n < p->batch)
+            if (max > 1 && n < max)
                 pause_ms(p, COALESCE_MS);
             continue;
         }
@@ -602,28 +632,15 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static bool runs_commands(const struct receive_config *c)
-{
-    bool any = c->fallback.kind == HANDLER_EXEC;
-    for (int i = 0; i < c->nroutes; i++)
-        any |= c->routes[i].handler.kind == HANDLER_EXEC;
-    return any;
-}
-
-ch_code worker_pool_start(const struct receive_config *c, struct ch_inbox *inbox,
-                          struct worker_pool **out, struct ch_error *err)
+ch_code worker_pool_start(struct live *live, struct receive_stats *stats, struct ch_inbox *inbox,
+                          int nthreads, struct worker_pool **out, struct ch_error *err)
 {
     struct worker_pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");
-    p->cfg = c;
+    p->live = live;
+    p->stats = stats;
     p->inbox = inbox;
-    /* Commands run side by side, one event each. JSON-lines files are written one batch at a
-     * time anyway (jsonl_lock), so without commands one thread does it all: more would only
-     * add transactions that the front's commits wait behind. */
-    bool commands = runs_commands(c);
-    p->batch = commands ? 1 : WORKER_BATCH;
-    int nthreads = commands ? c->workers : 1;
     pthread_mutex_init(&p->lock, NULL);
     /* Timed waits on the monotonic clock: a clock step back must not stretch a sleep. */
     pthread_condattr_t ca;

@@ -64,6 +64,9 @@ PII_PATTERNS = (re.compile(r"\+1555\d{7}"),
                 re.compile(r"Jane Example|Sam Agent|please call me back"))
 
 
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
 def T(seconds):
     """A deadline, stretched by CALLHOOK_TEST_TIME_SCALE."""
     return scaled(seconds)
@@ -401,11 +404,14 @@ class Receive:
             raise AssertionError("callhook inbox list failed (%d): %s" % (p.returncode, p.stderr))
         rows = {}
         for line in p.stdout.splitlines()[1:]:
-            parts = line.split(None, 6)
-            if len(parts) >= 6 and parts[1] in ("begin-call", "end-call") and \
+            # ID EVENT STATUS ATTEMPTS RECEIVED (ISO 8601, one word) LAST-ERROR...
+            parts = line.split(None, 5)
+            if len(parts) >= 5 and parts[1] in ("begin-call", "end-call") and \
                     parts[2] in ("pending", "running", "done", "failed", "purged"):
+                if not ISO_UTC.fullmatch(parts[4]):
+                    raise AssertionError("RECEIVED is not ISO 8601 UTC: %r" % line)
                 rows[parts[0]] = (parts[1], parts[2], int(parts[3]),
-                                  parts[6] if len(parts) > 6 else "")
+                                  parts[5] if len(parts) > 5 else "")
         return rows
 
 
@@ -1844,6 +1850,318 @@ class SlowClients(ReceiveCase):
         self.assertLess(during - before, 32 * self.SOCKETS, grew)
 
 
+def metric(text, name, **labels):
+    """The value of one sample of a Prometheus text exposition; None when absent."""
+    want = name + ("{%s}" % ",".join('%s="%s"' % kv for kv in labels.items()) if labels else "")
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == want:
+            return float(value)
+    return None
+
+
+class Visibility(ReceiveCase):
+    """What the receiver says about its traffic: refusals and duplicates in the log (rate-
+    limited), /metrics, `callhook inbox stats`."""
+
+    def log_lines(self, rx, pattern):
+        return [l for l in rx.logs().splitlines() if re.search(pattern, l)]
+
+    def test_refusals_are_logged_rate_limited(self):
+        """Dozens of 401s from a misconfigured sender: one line per reason per interval, with
+        the remote address and the reason, then one line counting the others."""
+        rx = self.receiver("--refusal-log-s", "2")
+        t0 = time.monotonic()
+        for _ in range(12):
+            r, _ = rx.post(record(), secret=new_secret())
+            self.assert_401(r, r"signature", "signed with another secret")
+        for _ in range(3):
+            r, _ = rx.post(record(), omit=("webhook-signature",))
+            self.assert_401(r, r"webhook-signature", "no signature header")
+        r, _ = rx.post(record(), ts=int(time.time()) - 3600)
+        self.assert_401(r, r"past", "an hour old")
+        r = rx.request("GET", "/hooks/end-call")
+        self.assertEqual(r.status, 405)
+        r = rx.request("POST", "/hooks/nothing", b"{}")
+        self.assertEqual(r.status, 404)
+        r, _ = rx.post(b"[1]")
+        self.assertEqual(r.status, 400, r)
+        sent = time.monotonic() - t0
+        first = {
+            r"refused 401 signature from 127\.0\.0\.1: no signature in webhook-signature matches":
+                1,
+            r"refused 401 signature_headers from 127\.0\.0\.1: missing webhook-signature": 1,
+            r"refused 401 timestamp from 127\.0\.0\.1: webhook-timestamp is \d+ s in the past": 1,
+            r"refused 405 method from 127\.0\.0\.1": 1,
+            r"refused 404 no_event from 127\.0\.0\.1": 1,
+            r"refused 400 bad_body from 127\.0\.0\.1: not a json object": 1,
+        }
+        for pattern, count in first.items():
+            self.assertEqual(len(self.log_lines(rx, r"warn .*" + pattern)), count,
+                             "one line for %r:\n%s" % (pattern, rx.tail(40)))
+        if sent < 1.5:  # all within one interval: the rest held back
+            self.assertEqual(len(self.log_lines(rx, r"refused 401 signature from")), 1,
+                             "no second line inside the interval")
+        # Once the interval has passed, the ones held back are counted in one line.
+        wait_until(lambda: self.log_lines(rx, r"refused 401 signature: \d+ more like it"),
+                   T(6), what="the line counting the held-back refusals")
+        held = sum(int(re.search(r"signature: (\d+) more", l).group(1))
+                   for l in self.log_lines(rx, r"refused 401 signature: \d+ more like it"))
+        shown = len(self.log_lines(rx, r"refused 401 signature from"))
+        self.assertEqual(held + shown, 12, "every refusal logged or counted:\n" + rx.tail(40))
+        self.assertTrue(self.log_lines(rx, r"signature: \d+ more like it since "
+                                           r"\d\d:\d\d:\d\dZ not logged, the last from 127\.0"
+                                           r"\.0\.1"), rx.tail(20))
+        wait_until(lambda: self.log_lines(rx, r"signature_headers: 2 more like it"), T(6),
+                   what="the count of the held-back missing headers")
+        self.assertEqual(self.log_lines(rx, r"refused 405 method: \d+ more"), [],
+                         "nothing held back, nothing to count")
+
+    def test_refusals_every_one_when_interval_is_zero(self):
+        rx = self.receiver("--refusal-log-s", "0")
+        for _ in range(5):
+            r, _ = rx.post(record(), secret=new_secret())
+            self.assertEqual(r.status, 401)
+        wait_until(lambda: len(self.log_lines(rx, r"refused 401 signature from")) == 5, T(3),
+                   what=lambda: "5 lines:\n" + rx.tail(20))
+
+    def test_oversize_refused_by_the_front_is_logged(self):
+        rx = self.receiver("--max-body-bytes", "1024")
+        r, _ = rx.post(record(Pad="x" * 4000))
+        self.assertEqual(r.status, 413, r)
+        wait_until(lambda: self.log_lines(rx, r"refused 413 too_large from 127\.0\.0\.1"), T(3),
+                   what=lambda: "the 413 logged:\n" + rx.tail(20))
+
+    def test_duplicate_is_logged(self):
+        """A replay keeps its webhook-id: 200, handler not run, and the log says so (info)."""
+        rx = self.receiver()
+        body = record()
+        r, wid = rx.post(body)
+        self.assert_status(r, 202, "first")
+        self.wait_done([wid])
+        r, _ = rx.post(body, msg_id=wid)
+        self.assert_status(r, 200, "the replay, same webhook-id")
+        line = wait_until(lambda: self.log_lines(rx, r"info .*duplicate end-call %s from "
+                                                     r"127\.0\.0\.1" % re.escape(wid)), T(3),
+                          what=lambda: "the duplicate logged:\n" + rx.tail(20))
+        self.assertRegex(line[0], r"not processed again.*replay --new-id")
+        time.sleep(T(0.3))
+        self.assertEqual(len(self.runs()), 1, "the handler ran once")
+
+    def get_metrics(self, rx):
+        r = rx.request("GET", "/metrics")
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r.headers)
+        return r.body.decode()
+
+    def test_metrics(self):
+        self.set_mode("block")
+        rx = self.receiver("--max-attempts", "1")
+        m = self.get_metrics(rx)
+        self.assertEqual(metric(m, "callhook_receive_accepted_total"), 0)
+        self.assertEqual(metric(m, "callhook_receive_inbox_depth"), 0)
+        r, blocked = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        wait_until(lambda: self.runs(), T(10), what="the handler started")
+        r, _ = rx.post(record(), msg_id=blocked)
+        self.assert_status(r, 200, "duplicate")
+        for _ in range(3):
+            r, _ = rx.post(record(), secret=new_secret())
+            self.assertEqual(r.status, 401)
+        r, _ = rx.post(record(), ts=int(time.time()) + 3600)
+        self.assertEqual(r.status, 401)
+        time.sleep(T(1.2))  # the oldest unprocessed event ages
+        m = self.get_metrics(rx)
+        self.assertEqual(metric(m, "callhook_receive_accepted_total"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_duplicates_total"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_refused_total", reason="signature",
+                                status="401"), 3, m)
+        self.assertEqual(metric(m, "callhook_receive_refused_total", reason="timestamp",
+                                status="401"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_refused_total", reason="method",
+                                status="405"), 0, m)
+        self.assertEqual(metric(m, "callhook_receive_inbox_events", status="running"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_inbox_depth"), 1, m)
+        self.assertGreaterEqual(metric(m, "callhook_receive_oldest_unprocessed_age_seconds"), 1,
+                                m)
+        self.assertEqual(metric(m, "callhook_receive_inbox_up"), 1, m)
+        # The handler finishes; another event fails (--max-attempts 1): parked.
+        open(os.path.join(self.dir, "release"), "w").close()
+        self.wait_done([blocked])
+        self.set_mode("fail")
+        r, failing = rx.post(record())
+        self.wait_inbox(rx, failing, "failed")
+        m = self.get_metrics(rx)
+        self.assertEqual(metric(m, "callhook_receive_handler_runs_total", outcome="done"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_handler_runs_total", outcome="failed"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_inbox_events", status="done"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_inbox_events", status="failed"), 1, m)
+        self.assertEqual(metric(m, "callhook_receive_inbox_depth"), 0, m)
+        self.assertEqual(metric(m, "callhook_receive_oldest_unprocessed_age_seconds"), 0, m)
+
+    def test_metrics_access(self):
+        """Loopback clients by default (the test can only be one); --metrics off answers as
+        for any GET but /healthz (405); --metrics any is accepted."""
+        rx = self.receiver(handler=False)
+        self.assertEqual(rx.request("GET", "/metrics").status, 200)
+        self.assertEqual(rx.stop(), 0)
+        rx2 = self.receiver("--metrics", "off", handler=False)
+        self.assertEqual(rx2.request("GET", "/metrics").status, 405)
+        self.assertEqual(rx2.stop(), 0)
+        rx3 = self.receiver("--metrics", "any", handler=False)
+        self.assertEqual(rx3.request("GET", "/metrics").status, 200)
+        p = subprocess.run([BIN, "receive", "--insecure-http", "--secret", self.secret,
+                            "--metrics", "everyone", "--store", os.path.join(self.dir, "x.db")],
+                           capture_output=True, text=True, timeout=T(10))
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr, r"--metrics is loopback, any or off")
+
+    def test_inbox_stats(self):
+        self.set_mode("fail")
+        rx = self.receiver("--max-attempts", "1")
+        r, failed = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, failed, "failed")
+        open(os.path.join(self.dir, "heal"), "w").close()
+        r, done1 = rx.post(record(), event="begin-call")
+        r, done2 = rx.post(record())
+        self.wait_done([done1, done2])
+        self.wait_inbox(rx, done2, "done")
+        p = rx.inbox("stats")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = {l.split()[0]: l.split()[1:] for l in p.stdout.splitlines()
+                if l.split() and l.split()[0] in ("begin-call", "end-call", "all")}
+        # pending running done failed purged, then the oldest unprocessed
+        self.assertEqual(rows["all"][:5], ["0", "0", "2", "1", "0"], p.stdout)
+        self.assertEqual(rows["begin-call"][:5], ["0", "0", "1", "0", "0"], p.stdout)
+        self.assertEqual(rows["end-call"][:5], ["0", "0", "1", "1", "0"], p.stdout)
+        self.assertRegex(p.stdout, r"oldest failed\s+%s" % ISO_UTC.pattern)
+        self.assertRegex(p.stdout, r"last received\s+%s" % ISO_UTC.pattern)
+        self.assertNotRegex(p.stdout, r"\b1[5-9]\d{8}\b", "no epoch seconds in the text")
+        j = rx.inbox("stats", "--json")
+        self.assertEqual(j.returncode, 0, j.stderr)
+        data = json.loads(j.stdout)
+        self.assertEqual(data["counts"], {"pending": 0, "running": 0, "done": 2, "failed": 1,
+                                          "purged": 0})
+        self.assertEqual(data["byEvent"]["begin-call"]["counts"]["done"], 1)
+        self.assertEqual(data["byEvent"]["end-call"]["counts"]["failed"], 1)
+        self.assertIsNone(data["oldestUnprocessedAt"])
+        self.assertIsInstance(data["oldestFailedAt"], int)
+        self.assertLessEqual(abs(data["newestAt"] - time.time()), 60, "epoch seconds in --json")
+        show = rx.inbox("show", failed)
+        self.assertRegex(show.stdout, r"received at\s+%s" % ISO_UTC.pattern)
+        bad = rx.inbox("list", "--json")
+        self.assertEqual(bad.returncode, 2, "--json with list: a usage error")
+
+
+class Reload(ReceiveCase):
+    """SIGHUP reads the config file and the key files again (docs/RECEIVER.md, rotating a
+    secret); a reload that fails keeps the settings in force."""
+
+    def write_conf(self, *lines):
+        path = os.path.join(self.dir, "receive.conf")
+        with open(path, "w") as f:
+            f.write("".join(l + "\n" for l in lines))
+        return path
+
+    def hup_and_wait(self, rx, pattern):
+        before = len(re.findall(pattern, rx.logs()))
+        rx.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(re.findall(pattern, rx.logs())) > before, T(5),
+                   what=lambda: "%r after SIGHUP:\n%s" % (pattern, rx.tail(20)))
+        self.assertTrue(rx.alive, "SIGHUP does not stop the receiver")
+
+    def test_rotation_by_reload(self):
+        old, new = self.secret, new_secret()
+        key_file = os.path.join(self.dir, "new.secret")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, (new + "\n").encode())
+        os.close(fd)
+        conf = self.write_conf("secret = " + old)
+        rx = self.receiver("--config", conf, secrets=[])
+        rx.secrets = [old]
+        r, a = rx.post(record())
+        self.assert_status(r, 202, "the old secret")
+        r, _ = rx.post(record(), secret=new)
+        self.assert_401(r, r"signature", "the new secret, before the reload")
+        # 1. Add the new secret, reload.
+        self.write_conf("secret = " + old, "secret = @" + key_file)
+        self.hup_and_wait(rx, r"reloaded: secret/public-key; 2 keys")
+        r, b = rx.post(record(), secret=new)
+        self.assert_status(r, 202, "the new secret after the reload")
+        r, c = rx.post(record(), secret=old)
+        self.assert_status(r, 202, "the old secret still")
+        # 2. The sender has rotated: remove the old one, reload.
+        self.write_conf("secret = @" + key_file)
+        self.hup_and_wait(rx, r"reloaded: secret/public-key; 1 key\b")
+        r, _ = rx.post(record(), secret=old)
+        self.assert_401(r, r"signature", "the old secret, removed")
+        r, d = rx.post(record(), secret=new)
+        self.assert_status(r, 202, "the new secret")
+        self.wait_done([a, b, c, d])
+        m = rx.request("GET", "/metrics").body.decode()
+        self.assertEqual(metric(m, "callhook_receive_reloads_total", result="ok"), 2, m)
+        self.assertEqual(rx.stop(), 0, "SIGTERM after reloads: a clean stop")
+        self.assertRegex(rx.logs(), r"got SIGHUP: reloading")
+
+    def test_reload_changes_handlers_and_header(self):
+        conf = self.write_conf("exec = " + self.handler_cmd("before"))
+        rx = self.receiver("--config", conf, handler=False)
+        r, a = rx.post(record())
+        self.wait_done([a])
+        self.write_conf("exec = " + self.handler_cmd("after"), "require-header = X-Token=t1")
+        self.hup_and_wait(rx, r"reloaded: require-header, exec/jsonl;")
+        r, _ = rx.post(record())
+        self.assert_401(r, r"X-Token", "the header the reload requires")
+        r, b = rx.post(record(), headers={"X-Token": "t1"})
+        self.assert_status(r, 202, "with the header")
+        self.wait_done([a, b])
+        self.assertEqual([d["tag"] for d in self.done()], ["before", "after"])
+
+    def test_failed_reload_keeps_the_settings(self):
+        conf = self.write_conf("secret = " + self.secret, "retry-base-ms = 100")
+        rx = self.receiver("--config", conf, secrets=[])
+        rx.secrets = [self.secret]
+        cases = (
+            (("secret = " + self.secret, "retry-base-ms = soon"), r"retry-base-ms"),
+            (("secret = @" + os.path.join(self.dir, "missing.secret"),), r"cannot open"),
+            (("secret = " + self.secret, "tolerance-s = 600", "retention-s = 900"),
+             r"--retention-s 900 is shorter than twice --tolerance-s 600"),
+            (("secret = " + self.secret, "workers = 9", "max-body-bytes = 2048"),
+             r"max-body-bytes, workers cannot change without a restart"),
+        )
+        for lines, reason in cases:
+            with self.subTest(reason=reason):
+                self.write_conf(*lines)
+                self.hup_and_wait(rx, r"reload refused, the settings in force stay")
+                self.assertRegex(rx.tail(4), reason, "the log says why")
+                r, wid = rx.post(record())
+                self.assert_status(r, 202, "the settings in force still work")
+        m = rx.request("GET", "/metrics").body.decode()
+        self.assertEqual(metric(m, "callhook_receive_reloads_total", result="refused"),
+                         len(cases), m)
+        self.assertEqual(rx.stop(), 0)
+
+    def test_listen_needs_a_restart(self):
+        """The listen address of the config file (not a flag, which would win over it)."""
+        rx = self.receiver(secrets=[], start=False)
+        rx.port = free_port()
+        conf = self.write_conf("secret = " + self.secret, "listen = %s:%d" % (HOST, rx.port))
+        flags = Receive.command(rx)
+        at = flags.index("--listen")
+        rx.command = lambda: flags[:at] + flags[at + 2:] + ["--config", conf]
+        rx.secrets = [self.secret]
+        rx.start()
+        self.write_conf("secret = " + self.secret, "listen = %s:%d" % (HOST, free_port()))
+        self.hup_and_wait(rx, r"reload refused, the settings in force stay")
+        self.assertRegex(rx.tail(2), r"listen cannot change without a restart")
+        r, _ = rx.post(record())
+        self.assert_status(r, 202, "still listening where it started")
+        self.assertEqual(rx.stop(), 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Runner
 
@@ -1870,7 +2188,7 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
     return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
-                              ControlCharacters, Http, SlowClients),
+                              ControlCharacters, Http, SlowClients, Visibility, Reload),
                              filters, Result)
 
 

@@ -284,6 +284,53 @@ static void test_list_and_reopen(void **state)
     assert_string_equal(ch_inbox_status_name(CH_INBOX_FAILED), "failed");
 }
 
+/* ch_inbox_stats: counts by status, over all and by kind; the oldest unprocessed and failed. */
+static void test_stats(void **state)
+{
+    struct ch_inbox *ib = *state;
+    struct ch_inbox_stats st;
+    assert_int_equal(ch_inbox_stats(ib, NULL, &st, NULL), CH_OK);
+    for (int i = 0; i < CH_INBOX_STATUSES; i++)
+        assert_int_equal(st.count[i], 0);
+    assert_int_equal(st.oldest_unprocessed, 0);
+    assert_int_equal(st.newest, 0);
+
+    add(ib, "msg_1", "begin-call", "c1", 100);
+    add(ib, "msg_2", "end-call", "c1", 200);
+    add(ib, "msg_3", "end-call", "c2", 300);
+    add(ib, "msg_4", "begin-call", "c3", 400);
+    struct ch_inbox_entry e;
+    long long next = 0;
+    /* msg_1 running, then failed; msg_2 running */
+    assert_int_equal(ch_inbox_take(ib, 1000000, &e, &next, NULL), CH_OK);
+    assert_string_equal(e.webhook_id, "msg_1");
+    assert_int_equal(ch_inbox_finish(ib, e.seq, CH_INBOX_FAILED, 0, "no", 500, NULL), CH_OK);
+    ch_inbox_entry_release(&e);
+    assert_int_equal(ch_inbox_take(ib, 1000000, &e, &next, NULL), CH_OK);
+    assert_string_equal(e.webhook_id, "msg_2");
+    ch_inbox_entry_release(&e);
+
+    assert_int_equal(ch_inbox_stats(ib, NULL, &st, NULL), CH_OK);
+    assert_int_equal(st.count[CH_INBOX_PENDING], 2);
+    assert_int_equal(st.count[CH_INBOX_RUNNING], 1);
+    assert_int_equal(st.count[CH_INBOX_FAILED], 1);
+    assert_int_equal(st.count[CH_INBOX_DONE], 0);
+    assert_int_equal(st.oldest_unprocessed, 200); /* msg_2, running */
+    assert_int_equal(st.oldest_failed, 100);
+    assert_int_equal(st.newest, 400);
+
+    assert_int_equal(ch_inbox_stats(ib, "begin-call", &st, NULL), CH_OK);
+    assert_int_equal(st.count[CH_INBOX_PENDING], 1);
+    assert_int_equal(st.count[CH_INBOX_RUNNING], 0);
+    assert_int_equal(st.count[CH_INBOX_FAILED], 1);
+    assert_int_equal(st.oldest_unprocessed, 400);
+    assert_int_equal(st.newest, 400);
+    assert_int_equal(ch_inbox_stats(ib, "end-call", &st, NULL), CH_OK);
+    assert_int_equal(st.count[CH_INBOX_PENDING] + st.count[CH_INBOX_RUNNING], 2);
+    assert_int_equal(st.oldest_failed, 0);
+    assert_int_equal(st.newest, 300);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/callhook-test-inbox-XXXXXX");
@@ -296,6 +343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recover_and_expire, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_expire_keeps_young_keys, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_list_and_reopen, fresh, close_inbox),
+        cmocka_unit_test_setup_teardown(test_stats, fresh, close_inbox),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
