@@ -333,7 +333,9 @@ int cmd_inbox(int argc, char **argv)
     optind = 1;
     argc--;
     argv++;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    char typed[32];
+    snprintf(typed, sizeof typed, "inbox %.20s", sub);
+    while ((c = cli_getopt(typed, argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case 's':
             store = optarg;
