@@ -68,6 +68,15 @@ struct receive_config {
     size_t max_body_bytes;
     char metrics[16];                 /* who may GET /metrics: loopback, any or off */
     long long refusal_log_interval_s; /* one log line per refusal reason per this, at most */
+    /* The sinks of issue 16 (src/receive/sink_*.c read these; the table in receiver.c sets
+     * them). pipe: */
+    int pipe_window; /* events in flight on one pipe handler (default 256) */
+    /* forward: */
+    struct ch_secret forward_key; /* re-signs each forwarded request when has_forward_key */
+    bool has_forward_key;
+    char forward_ca[4096];     /* a private CA for the internal service's certificate; "" */
+    int forward_timeout_ms;    /* one forwarded request's whole time limit (default 10000) */
+    int forward_max_in_flight; /* requests at once per forward sink (default 32) */
 };
 
 /* A reload: fills next (zeroed by the caller) with the settings read again as at start (the
