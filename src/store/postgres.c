@@ -123,6 +123,14 @@ static const char *const migrations[] = {
     "CREATE TRIGGER voice_apps_parked AFTER UPDATE OF enabled ON voice_apps FOR EACH ROW"
     " WHEN (OLD.enabled <> NEW.enabled) EXECUTE FUNCTION callhook_app_parked();"
     "CREATE INDEX messages_parked ON messages(app_id) WHERE parked = 1 AND status IN (0, 1);",
+    /* 7: records in a table of their own, written once: a claim or a result then writes a
+     * narrow messages row (its updates change indexed columns, so each is a new row version
+     * with new index entries) instead of copying the ~1.5 KB record. DROP COLUMN rewrites
+     * nothing: an old row gives its record's space back when it is next updated (or by the
+     * operator's VACUUM FULL). */
+    "CREATE TABLE message_bodies (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);"
+    "INSERT INTO message_bodies(seq, body) SELECT seq, body FROM messages ORDER BY seq;"
+    "ALTER TABLE messages DROP COLUMN body;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 #define MIGRATION_LOCK "7413690021"
@@ -855,11 +863,11 @@ static const struct prepared ingest_sql = {
     " FROM batch b),"
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
-    " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
+    " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status, created_at,"
     "  next_attempt_at, wait_begin, parked)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
-    " SELECT id, app_id, event, dedupe_key, call_type, body, st, at,"
+    " SELECT id, app_id, event, dedupe_key, call_type, st, at,"
     "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
     "  CASE WHEN want = 1 THEN 1 ELSE 0 END, 1 - enabled"
     /* An event of a disabled app waits (0), parked, until the app is enabled. */
@@ -872,7 +880,10 @@ static const struct prepared ingest_sql = {
     "     AND o.pos < f.pos)) THEN 0"
     "   ELSE 1 END AS st FROM fresh f) f"
     " ORDER BY ord"
-    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status),"
+    " bodies AS ("
+    " INSERT INTO message_bodies(seq, body)"
+    " SELECT i.seq, f.body FROM ins i JOIN fresh f ON f.id = i.id ORDER BY i.seq)"
     " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
     " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
 
@@ -1070,8 +1081,9 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
         "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
         " ORDER BY m.next_attempt_at, m.seq LIMIT $3::bigint FOR UPDATE OF m SKIP LOCKED)"
-        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
-        " SELECT * FROM claimed ORDER BY seq"};
+        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at)"
+        " SELECT c.*, coalesce(b.body, ''::bytea) FROM claimed c"
+        " LEFT JOIN message_bodies b ON b.seq = c.seq ORDER BY c.seq"};
     /* The claim walks messages_due in its order and stops at the limit. Its estimates (a
      * voice_apps table never analysed, a table that grew since its last ANALYZE) often make
      * the planner prefer reading every due row and sorting them, which with a backlog of
@@ -1385,7 +1397,8 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
 
 #define MESSAGE_COLUMNS                                                            \
     "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error, length(body), app_deleted"
+    " next_attempt_at, delivered_at, last_error,"                                  \
+    " (SELECT length(b.body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted"
 
 static void message_row(PGresult *r, int i, struct message_view *m)
 {
@@ -1558,8 +1571,10 @@ static ch_code purge(struct store *s, int64_t payload_before, int64_t attempts_b
     const char *v1[] = {LL(pb, payload_before)};
     const char *v2[] = {LL(ab, attempts_before_ms)};
     ch_code rc = exec1(self(s),
-                       "UPDATE messages SET body = ''::bytea WHERE length(body) > 0 AND ("
-                       " (status = 2 AND delivered_at < $1) OR (status = 4 AND created_at < $1))",
+                       "UPDATE message_bodies b SET body = ''::bytea FROM messages m"
+                       " WHERE m.seq = b.seq AND length(b.body) > 0 AND ("
+                       " (m.status = 2 AND m.delivered_at < $1)"
+                       " OR (m.status = 4 AND m.created_at < $1))",
                        1, v1, "purge records", &n1, err);
     if (rc == CH_OK)
         rc = exec1(self(s), "DELETE FROM attempts WHERE at_ms < $1", 1, v2, "purge attempts", &n2,
@@ -1670,8 +1685,9 @@ static ch_code body_page(struct store *s, int64_t after_seq, struct stored_body 
     const char *values[] = {LL(after, after_seq), LL(limit, max)};
     PGresult *r = NULL;
     ch_code rc = query(self(s),
-                       "SELECT seq, id, body FROM messages WHERE seq > $1 AND length(body) > 0"
-                       " ORDER BY seq LIMIT $2",
+                       "SELECT b.seq, m.id, b.body FROM message_bodies b"
+                       " JOIN messages m ON m.seq = b.seq WHERE b.seq > $1 AND length(b.body) > 0"
+                       " ORDER BY b.seq LIMIT $2",
                        2, values, NULL, NULL, "read records", &r, err);
     if (rc != CH_OK)
         return rc;
@@ -1695,7 +1711,8 @@ static const char *const swap_sql[] = {
     [SEALED_APP_PREV_SECRET] =
         "UPDATE voice_apps SET prev_secret = $1 WHERE id = $2 AND prev_secret = $3",
     [SEALED_APP_CONFIG] = "UPDATE voice_apps SET config = $1 WHERE id = $2 AND config = $3",
-    [SEALED_MESSAGE_BODY] = "UPDATE messages SET body = $1 WHERE seq = $2::bigint AND body = $3",
+    [SEALED_MESSAGE_BODY] =
+        "UPDATE message_bodies SET body = $1 WHERE seq = $2::bigint AND body = $3",
 };
 
 /* One swap on c: text values as text (they hold no NUL), a record's as binary bytea. */
