@@ -27,6 +27,9 @@
  * an advisory lock so nodes starting together do not race. */
 #define CH_XSTR(x) #x
 #define CH_STR(x)  CH_XSTR(x) /* a macro's value as a string literal, for the SQL below */
+/* The share of a messages page filled by inserts: the rest is room for the in-place (HOT)
+ * updates of claims and results. */
+#define MESSAGES_FILLFACTOR 50
 
 static const char *const migrations[] = {
     /* 1 */
@@ -131,8 +134,57 @@ static const char *const migrations[] = {
     "CREATE TABLE message_bodies (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);"
     "INSERT INTO message_bodies(seq, body) SELECT seq, body FROM messages ORDER BY seq;"
     "ALTER TABLE messages DROP COLUMN body;",
+    /* 8: the waiting messages (pending or claimed) in a narrow table of their own, which
+     * carries what claims look up: the due index, the open begin-calls, the parked. A claim or
+     * a result then changes no indexed column of messages, so PostgreSQL updates that row in
+     * place (a HOT update: no new index entries; fillfactor leaves the page room for it), and
+     * only the queue's small rows take new entries in its indexes. A row is in message_queue
+     * exactly while its message's status is 0 or 1; every writer of status keeps it so. */
+    "CREATE TABLE message_queue ("
+    "  seq BIGINT PRIMARY KEY, app_id TEXT NOT NULL, status INTEGER NOT NULL,"
+    "  next_attempt_at BIGINT NOT NULL, parked INTEGER NOT NULL DEFAULT 0,"
+    "  begin_key TEXT, wait_key TEXT);"
+    "INSERT INTO message_queue SELECT seq, app_id, status, next_attempt_at, parked,"
+    " CASE WHEN event = 'begin-call' THEN dedupe_key END,"
+    " CASE WHEN event = 'end-call' AND wait_begin = 1 THEN dedupe_key END"
+    " FROM messages WHERE status IN (0, 1) AND app_deleted = 0 ORDER BY seq;"
+    "CREATE INDEX message_queue_due ON message_queue(next_attempt_at, seq) WHERE parked = 0;"
+    "CREATE INDEX message_queue_begin ON message_queue(app_id, begin_key)"
+    " WHERE begin_key IS NOT NULL;"
+    "CREATE INDEX message_queue_parked ON message_queue(app_id) WHERE parked = 1;"
+    "DROP INDEX messages_due; DROP INDEX messages_begin_open; DROP INDEX messages_parked;"
+    "ALTER TABLE messages DROP COLUMN parked;"
+    "ALTER TABLE messages SET (fillfactor = " CH_STR(
+        MESSAGES_FILLFACTOR) ");"
+                             "CREATE OR REPLACE FUNCTION callhook_app_parked() RETURNS trigger "
+                             "LANGUAGE plpgsql AS $$"
+                             " BEGIN"
+                             "  IF NEW.enabled = 1 THEN"
+                             "   UPDATE message_queue SET parked = 0 WHERE app_id = NEW.id AND "
+                             "parked = 1;"
+                             "  ELSE"
+                             "   UPDATE message_queue SET parked = 1 WHERE parked = 0"
+                             "    AND seq IN (SELECT seq FROM messages WHERE app_id = NEW.id AND "
+                             "status IN (0, 1));"
+                             "  END IF;"
+                             "  RETURN NULL;"
+                             " END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* Puts the messages of src (rows with seq, app_id, status, next_attempt_at, event, dedupe_key,
+ * wait_begin: their values after a write) that wait (status 0 or 1) into message_queue, or
+ * updates their queue rows; a new row is parked when its app is disabled. */
+#define QUEUE_UPSERT_SQL(src)                                                            \
+    "INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key," \
+    " wait_key) SELECT u.seq, u.app_id, u.status, u.next_attempt_at,"                    \
+    " coalesce((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = u.app_id), 0),"      \
+    " CASE WHEN u.event = 'begin-call' THEN u.dedupe_key END,"                           \
+    " CASE WHEN u.event = 'end-call' AND u.wait_begin = 1 THEN u.dedupe_key END"         \
+    " FROM " src " u WHERE u.status IN (0, 1)"                                           \
+    " ON CONFLICT (seq) DO UPDATE SET status = excluded.status,"                         \
+    " next_attempt_at = excluded.next_attempt_at"
+#define QUEUE_COLUMNS  "seq, app_id, status, next_attempt_at, event, dedupe_key, wait_begin"
 #define MIGRATION_LOCK "7413690021"
 /* The database's clock in unix seconds: leases are taken and checked on it. */
 #define DB_NOW_S "floor(extract(epoch FROM statement_timestamp()))::bigint"
@@ -747,7 +799,15 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
         }
     }
     if (rc == CH_OK) {
-        r = run(c, DELETED_APP_MESSAGES_SQL, 1, values, NULL, NULL);
+        /* The queue rows first, as claims take them (see record_sql). */
+        r = run(c,
+                "DELETE FROM message_queue WHERE seq IN (SELECT seq FROM messages"
+                " WHERE app_id = $1 AND status IN (0, 1))",
+                1, values, NULL, NULL);
+        if (ok(r)) {
+            PQclear(r);
+            r = run(c, DELETED_APP_MESSAGES_SQL, 1, values, NULL, NULL);
+        }
         if (!ok(r))
             rc = fail(c, r, "end the deleted voice app's messages", err);
         else
@@ -864,26 +924,34 @@ static const struct prepared ingest_sql = {
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
     " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status, created_at,"
-    "  next_attempt_at, wait_begin, parked)"
+    "  next_attempt_at, wait_begin)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
     " SELECT id, app_id, event, dedupe_key, call_type, st, at,"
     "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
-    "  CASE WHEN want = 1 THEN 1 ELSE 0 END, 1 - enabled"
+    "  CASE WHEN want = 1 THEN 1 ELSE 0 END"
     /* An event of a disabled app waits (0), parked, until the app is enabled. */
     " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4 WHEN f.enabled = 0 THEN 0"
     "   WHEN f.want = 1 AND f.event = 'end-call' AND ("
-    "    EXISTS (SELECT 1 FROM messages o WHERE o.app_id = f.app_id"
-    "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.status IN (0, 1))"
+    "    EXISTS (SELECT 1 FROM message_queue o WHERE o.app_id = f.app_id"
+    "     AND o.begin_key = f.dedupe_key)"
     "    OR EXISTS (SELECT 1 FROM fresh o WHERE o.app_id = f.app_id"
     "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.want <> 2"
     "     AND o.pos < f.pos)) THEN 0"
     "   ELSE 1 END AS st FROM fresh f) f"
     " ORDER BY ord"
-    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status),"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status, next_attempt_at),"
     " bodies AS ("
     " INSERT INTO message_bodies(seq, body)"
-    " SELECT i.seq, f.body FROM ins i JOIN fresh f ON f.id = i.id ORDER BY i.seq)"
+    " SELECT i.seq, f.body FROM ins i JOIN fresh f ON f.id = i.id ORDER BY i.seq),"
+    /* An event of a disabled app waits (0), parked, until the app is enabled. */
+    " queued AS ("
+    " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
+    "  wait_key)"
+    " SELECT i.seq, f.app_id, i.status, i.next_attempt_at, 1 - f.enabled,"
+    "  CASE WHEN f.event = 'begin-call' THEN f.dedupe_key END,"
+    "  CASE WHEN f.event = 'end-call' AND f.want = 1 THEN f.dedupe_key END"
+    " FROM ins i JOIN fresh f ON f.id = i.id WHERE i.status IN (0, 1) ORDER BY i.seq)"
     " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
     " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
 
@@ -1068,20 +1136,21 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
      * next_attempt_at bound is the one messages_due ranges over. */
     static const struct prepared claim = {
         P_CLAIM, "ch_claim",
-        "WITH claimed AS ("
-        " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
-        " + ($2::bigint - $1::bigint)"
-        " WHERE seq IN ("
-        " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-        " WHERE m.status IN (0, 1) AND m.parked = 0"
-        " AND m.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
-        " AND ((m.status = 0 AND m.next_attempt_at <= $1::bigint)"
-        "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
-        " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
-        "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
-        "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
-        " ORDER BY m.next_attempt_at, m.seq LIMIT $3::bigint FOR UPDATE OF m SKIP LOCKED)"
-        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at)"
+        "WITH due AS ("
+        " SELECT q.seq FROM message_queue q JOIN voice_apps a ON a.id = q.app_id AND a.enabled = 1"
+        " WHERE q.parked = 0 AND q.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
+        " AND ((q.status = 0 AND q.next_attempt_at <= $1::bigint)"
+        "  OR (q.status = 1 AND q.next_attempt_at <= " DB_NOW_S "))"
+        " AND NOT (q.wait_key IS NOT NULL AND EXISTS ("
+        "   SELECT 1 FROM message_queue b WHERE b.app_id = q.app_id AND b.begin_key = q.wait_key))"
+        " ORDER BY q.next_attempt_at, q.seq LIMIT $3::bigint FOR UPDATE OF q SKIP LOCKED),"
+        " leased AS ("
+        " UPDATE message_queue q SET status = 1, next_attempt_at = " DB_NOW_S
+        " + ($2::bigint - $1::bigint) WHERE q.seq = ANY(ARRAY(SELECT seq FROM due))),"
+        " claimed AS ("
+        " UPDATE messages m SET status = 1, next_attempt_at = " DB_NOW_S
+        " + ($2::bigint - $1::bigint) WHERE m.seq = ANY(ARRAY(SELECT seq FROM due))"
+        " RETURNING m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at)"
         " SELECT c.*, coalesce(b.body, ''::bytea) FROM claimed c"
         " LEFT JOIN message_bodies b ON b.seq = c.seq ORDER BY c.seq"};
     /* The claim walks messages_due in its order and stops at the limit. Its estimates (a
@@ -1091,7 +1160,7 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
      * the one plan left. The rows come in binary: a record as it is, not hex to unescape. */
     static const struct prepared unpark = {
         P_UNPARK, "ch_unpark",
-        "UPDATE messages SET parked = 0 WHERE parked = 1 AND status IN (0, 1)"
+        "UPDATE message_queue SET parked = 0 WHERE parked = 1"
         " AND app_id IN (SELECT id FROM voice_apps WHERE enabled = 1)"};
     char nb[24], lb[24], mb[24];
     const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
@@ -1186,8 +1255,10 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
 {
     static const struct prepared release_sql = {
         P_RELEASE, "ch_release",
-        "UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
-        " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
+        "WITH q AS (UPDATE message_queue SET status = 0, next_attempt_at = $1::bigint"
+        " WHERE seq = ANY($2::bigint[]) AND status = 1 RETURNING seq)"
+        " UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
+        " WHERE seq = ANY(ARRAY(SELECT seq FROM q))"};
     return update_claimed(s, &release_sql, "release", seqs, n, next_attempt_at, err);
 }
 
@@ -1195,10 +1266,14 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
 static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
                      int64_t lease_until, struct ch_error *err)
 {
-    static const struct prepared renew_sql = {P_RENEW, "ch_renew",
-                                              "UPDATE messages SET next_attempt_at = " DB_NOW_S
-                                              " + $1::bigint"
-                                              " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
+    static const struct prepared renew_sql = {
+        P_RENEW, "ch_renew",
+        "WITH q AS (UPDATE message_queue SET next_attempt_at"
+        " = " DB_NOW_S " + $1::bigint"
+        " WHERE seq = ANY($2::bigint[]) AND status = 1"
+        " RETURNING seq)"
+        " UPDATE messages SET next_attempt_at = " DB_NOW_S
+        " + $1::bigint WHERE seq = ANY(ARRAY(SELECT seq FROM q))"};
     return update_claimed(s, &renew_sql, "renew leases", seqs, n, lease_until - now, err);
 }
 
@@ -1216,12 +1291,33 @@ static const struct prepared record_sql = {
     " INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status, error_class, error,"
     "  response)"
     " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response FROM r"
-    " ORDER BY ord)"
-    /* An attempt in flight when its app was deleted does not bring it back. */
+    " ORDER BY ord),"
+    /* Done: out of the queue. A retry: its queue row updated, or made again when a late
+     * result (its lease ran out and another node delivered it) brings a message back; not
+     * for a deleted app's (see below). */
+    " gone AS (DELETE FROM message_queue"
+    "  WHERE seq = ANY(ARRAY(SELECT seq FROM r WHERE status NOT IN (0, 1))) RETURNING seq),"
+    " kept AS ("
+    " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
+    "  wait_key)"
+    " SELECT m.seq, m.app_id, r.status, r.next_at,"
+    "  coalesce((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = m.app_id), 0),"
+    "  CASE WHEN m.event = 'begin-call' THEN m.dedupe_key END,"
+    "  CASE WHEN m.event = 'end-call' AND m.wait_begin = 1 THEN m.dedupe_key END"
+    " FROM r JOIN messages m ON m.seq = r.seq"
+    " WHERE r.status IN (0, 1) AND m.seq = ANY($1::bigint[]) AND m.app_deleted = 0"
+    " ON CONFLICT (seq) DO UPDATE SET status = excluded.status,"
+    "  next_attempt_at = excluded.next_attempt_at RETURNING seq)"
+    /* The queue rows first, then the messages, as a claim takes them (its FOR UPDATE on the
+     * queue, then its update of messages): the condition on gone and kept is a one-time
+     * filter, run before any messages row is touched, so a claim and a result meeting on a
+     * message whose lease ran out wait on each other in one order, never in a cycle. An
+     * attempt in flight when its app was deleted does not bring it back. */
     " UPDATE messages m SET status = CASE WHEN m.app_deleted = 1 AND r.status = 0 THEN 3"
     "  ELSE r.status END, attempts = m.attempts + 1, next_attempt_at = r.next_at,"
     "  delivered_at = r.delivered_at, last_error = r.error"
-    " FROM r WHERE m.seq = r.seq"};
+    " FROM r WHERE m.seq = ANY($1::bigint[]) AND m.seq = r.seq"
+    " AND (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept) >= 0"};
 
 enum {
     REC_SEQ,
@@ -1538,8 +1634,9 @@ static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
     const char *values[] = {LL(nb, now), msg_id};
     ch_code rc =
         exec1(self(s),
-              "UPDATE messages SET status = 0, next_attempt_at = $1, " PARKED_IF_DISABLED_SQL
-              " WHERE id = $2 AND status <> 1 AND app_deleted = 0",
+              "WITH m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
+              " WHERE id = $2 AND status <> 1 AND app_deleted = 0 RETURNING " QUEUE_COLUMNS ")"
+              " " QUEUE_UPSERT_SQL("m"),
               2, values, "replay", &n, err);
     if (rc == CH_OK && n == 0)
         rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
@@ -1552,12 +1649,13 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     char nb[24], sb[24];
     long long n = 0;
     const char *values[] = {LL(nb, now), app_id, LL(sb, since)};
-    ch_code rc =
-        exec1(self(s),
-              "UPDATE messages SET status = 0, next_attempt_at = $1, " PARKED_IF_DISABLED_SQL
-              " WHERE app_id = $2 AND created_at >= $3"
-              " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
-              3, values, "recover", &n, err);
+    ch_code rc = exec1(self(s),
+                       "WITH m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
+                       " WHERE app_id = $2 AND created_at >= $3"
+                       " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0"
+                       " RETURNING " QUEUE_COLUMNS ")"
+                       " " QUEUE_UPSERT_SQL("m"),
+                       3, values, "recover", &n, err);
     if (rc == CH_OK)
         *requeued = n;
     return rc;
@@ -1596,7 +1694,9 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
             store_stats_add(out, (int)col_ll(r, i, 0), col_ll(r, i, 1));
         }
         PQclear(r);
-        rc = query(db, "SELECT coalesce(min(created_at), 0) FROM messages WHERE status IN (0, 1)",
+        rc = query(db,
+                   "SELECT coalesce(min(m.created_at), 0) FROM message_queue q"
+                   " JOIN messages m ON m.seq = q.seq",
                    0, NULL, NULL, NULL, "stats", &r, err);
     }
     if (rc == CH_OK) {

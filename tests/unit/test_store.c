@@ -1664,10 +1664,12 @@ static void test_sqlite_upgrade_keeps_records(void **state)
     store_close(s);
 }
 
-/* A PostgreSQL database of schema version 6 (records inside the messages table) opened by this
- * version: the records move to message_bodies byte for byte, and the messages are still
- * claimed, read and delivered with them. Version 6 is made by undoing migration 7 on a fresh
- * database (the record column back, filled from message_bodies, which is then dropped). */
+/* A PostgreSQL database of schema version 6 (records inside the messages table, no queue
+ * table) opened by this version: the records move to message_bodies byte for byte, the
+ * waiting messages to message_queue (parked or not), and the messages are still claimed, read
+ * and delivered with their records. Version 6 is made by undoing migrations 8 and 7 on a fresh
+ * database (parked, its indexes and trigger back as they were, the record column back, filled
+ * from message_bodies). */
 static void test_postgres_upgrade_keeps_records(void **state)
 {
     (void)state;
@@ -1702,7 +1704,22 @@ static void test_postgres_upgrade_keeps_records(void **state)
     struct attempt_result r = result(items[2].seq, MSG_DELIVERED, 0);
     assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
     store_close(s);
-    raw_postgres(pg_uri(), "ALTER TABLE messages ADD COLUMN body BYTEA;"
+    raw_postgres(pg_uri(), "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+                           "UPDATE messages m SET parked = q.parked FROM message_queue q"
+                           " WHERE q.seq = m.seq;"
+                           "ALTER TABLE messages RESET (fillfactor);"
+                           "DROP TABLE message_queue;"
+                           "CREATE INDEX messages_due ON messages(next_attempt_at, seq)"
+                           " WHERE status IN (0, 1) AND parked = 0;"
+                           "CREATE INDEX messages_begin_open ON messages(app_id, dedupe_key)"
+                           " WHERE event = 'begin-call' AND status IN (0, 1);"
+                           "CREATE INDEX messages_parked ON messages(app_id)"
+                           " WHERE parked = 1 AND status IN (0, 1);"
+                           "CREATE OR REPLACE FUNCTION callhook_app_parked() RETURNS trigger"
+                           " LANGUAGE plpgsql AS $$ BEGIN UPDATE messages"
+                           " SET parked = 1 - NEW.enabled WHERE app_id = NEW.id"
+                           " AND status IN (0, 1); RETURN NULL; END $$;"
+                           "ALTER TABLE messages ADD COLUMN body BYTEA;"
                            "UPDATE messages m SET body = b.body FROM message_bodies b"
                            " WHERE b.seq = m.seq;"
                            "ALTER TABLE messages ALTER COLUMN body SET NOT NULL;"
