@@ -944,7 +944,7 @@ static const struct prepared ingest_sql = {
     " bodies AS ("
     " INSERT INTO message_bodies(seq, body)"
     " SELECT i.seq, f.body FROM ins i JOIN fresh f ON f.id = i.id ORDER BY i.seq),"
-    /* An event of a disabled app waits (0), parked, until the app is enabled. */
+    /* Waiting (0 or 1): queued, parked while the app is disabled. */
     " queued AS ("
     " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
     "  wait_key)"
@@ -1133,7 +1133,9 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
      * gives the rows in whatever order the update met them: the outer SELECT puts them in the
      * order they were stored, so each app's queue stays first in, first out. The first
-     * next_attempt_at bound is the one messages_due ranges over. */
+     * next_attempt_at bound is the one message_queue_due ranges over. The queue rows are
+     * locked (and skipped) first, then the messages rows updated: every writer of both takes
+     * them in that order (see record_sql). */
     static const struct prepared claim = {
         P_CLAIM, "ch_claim",
         "WITH due AS ("
@@ -1153,7 +1155,7 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
         " RETURNING m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at)"
         " SELECT c.*, coalesce(b.body, ''::bytea) FROM claimed c"
         " LEFT JOIN message_bodies b ON b.seq = c.seq ORDER BY c.seq"};
-    /* The claim walks messages_due in its order and stops at the limit. Its estimates (a
+    /* The claim walks message_queue_due in its order and stops at the limit. Its estimates (a
      * voice_apps table never analysed, a table that grew since its last ANALYZE) often make
      * the planner prefer reading every due row and sorting them, which with a backlog of
      * 30,000 took 110 ms a claim: with sorting off for its transaction, the index's order is
@@ -1231,10 +1233,9 @@ static char *int_array(const int64_t *v, size_t n)
     return s;
 }
 
-/* Sets next_attempt_at of claimed messages (release: and makes them pending again). The
- * messages are found by their seq: "status + 0" is no index condition, so the planner cannot
- * pick messages_due (every due message) instead, which it did while the table had no
- * statistics, reading that whole index for every call. */
+/* Sets next_attempt_at of claimed messages (release: and makes them pending again): their
+ * queue rows first, then the messages rows, found by seq through ANY(ARRAY(...)), an index
+ * condition worked out before the scan starts. */
 static ch_code update_claimed(struct store *s, const struct prepared *p, const char *what,
                               const int64_t *seqs, size_t n, int64_t at, struct ch_error *err)
 {
