@@ -1627,18 +1627,22 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
     return rc;
 }
 
+/* A replay or a recovery of a message that still waits (a retry) takes its queue row first
+ * (lk, a one-time filter of the update), as a claim does: see record_sql. */
 static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err)
 {
     char nb[24];
     long long n = 0;
     const char *values[] = {LL(nb, now), msg_id};
-    ch_code rc =
-        exec1(self(s),
-              "WITH m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
-              " WHERE id = $2 AND status <> 1 AND app_deleted = 0 RETURNING " QUEUE_COLUMNS ")"
-              " " QUEUE_UPSERT_SQL("m"),
-              2, values, "replay", &n, err);
+    ch_code rc = exec1(self(s),
+                       "WITH lk AS (SELECT seq FROM message_queue"
+                       " WHERE seq = (SELECT seq FROM messages WHERE id = $2) FOR UPDATE),"
+                       " m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
+                       " WHERE id = $2 AND status <> 1 AND app_deleted = 0"
+                       " AND (SELECT count(*) FROM lk) >= 0 RETURNING " QUEUE_COLUMNS ")"
+                       " " QUEUE_UPSERT_SQL("m"),
+                       2, values, "replay", &n, err);
     if (rc == CH_OK && n == 0)
         rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
     return rc;
@@ -1651,10 +1655,13 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     long long n = 0;
     const char *values[] = {LL(nb, now), app_id, LL(sb, since)};
     ch_code rc = exec1(self(s),
-                       "WITH m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
+                       "WITH lk AS (SELECT seq FROM message_queue WHERE seq IN ("
+                       " SELECT seq FROM messages WHERE app_id = $2 AND created_at >= $3"
+                       " AND status = 0 AND attempts > 0 AND app_deleted = 0) FOR UPDATE),"
+                       " m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
                        " WHERE app_id = $2 AND created_at >= $3"
                        " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0"
-                       " RETURNING " QUEUE_COLUMNS ")"
+                       " AND (SELECT count(*) FROM lk) >= 0 RETURNING " QUEUE_COLUMNS ")"
                        " " QUEUE_UPSERT_SQL("m"),
                        3, values, "recover", &n, err);
     if (rc == CH_OK)
