@@ -28,6 +28,9 @@
  * an advisory lock so nodes starting together do not race. */
 #define CH_XSTR(x) #x
 #define CH_STR(x)  CH_XSTR(x) /* a macro's value as a string literal, for the SQL below */
+/* The share of a messages page filled by inserts: the rest is room for the in-place (HOT)
+ * updates of claims and results. */
+#define MESSAGES_FILLFACTOR 50
 
 static const char *const migrations[] = {
     /* 1 */
@@ -124,8 +127,65 @@ static const char *const migrations[] = {
     "CREATE TRIGGER voice_apps_parked AFTER UPDATE OF enabled ON voice_apps FOR EACH ROW"
     " WHEN (OLD.enabled <> NEW.enabled) EXECUTE FUNCTION callhook_app_parked();"
     "CREATE INDEX messages_parked ON messages(app_id) WHERE parked = 1 AND status IN (0, 1);",
+    /* 7: records in a table of their own, written once: a claim or a result then writes a
+     * narrow messages row (its updates change indexed columns, so each is a new row version
+     * with new index entries) instead of copying the ~1.5 KB record. DROP COLUMN rewrites
+     * nothing: an old row gives its record's space back when it is next updated (or by the
+     * operator's VACUUM FULL). */
+    "CREATE TABLE message_bodies (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);"
+    "INSERT INTO message_bodies(seq, body) SELECT seq, body FROM messages ORDER BY seq;"
+    "ALTER TABLE messages DROP COLUMN body;",
+    /* 8: the waiting messages (pending or claimed) in a narrow table of their own, which
+     * carries what claims look up: the due index, the open begin-calls, the parked. A claim or
+     * a result then changes no indexed column of messages, so PostgreSQL updates that row in
+     * place (a HOT update: no new index entries; fillfactor leaves the page room for it), and
+     * only the queue's small rows take new entries in its indexes. A row is in message_queue
+     * exactly while its message's status is 0 or 1; every writer of status keeps it so. */
+    "CREATE TABLE message_queue ("
+    "  seq BIGINT PRIMARY KEY, app_id TEXT NOT NULL, status INTEGER NOT NULL,"
+    "  next_attempt_at BIGINT NOT NULL, parked INTEGER NOT NULL DEFAULT 0,"
+    "  begin_key TEXT, wait_key TEXT);"
+    "INSERT INTO message_queue SELECT seq, app_id, status, next_attempt_at, parked,"
+    " CASE WHEN event = 'begin-call' THEN dedupe_key END,"
+    " CASE WHEN event = 'end-call' AND wait_begin = 1 THEN dedupe_key END"
+    " FROM messages WHERE status IN (0, 1) AND app_deleted = 0 ORDER BY seq;"
+    "CREATE INDEX message_queue_due ON message_queue(next_attempt_at, seq) WHERE parked = 0;"
+    "CREATE INDEX message_queue_begin ON message_queue(app_id, begin_key)"
+    " WHERE begin_key IS NOT NULL;"
+    "CREATE INDEX message_queue_parked ON message_queue(app_id) WHERE parked = 1;"
+    "DROP INDEX messages_due; DROP INDEX messages_begin_open; DROP INDEX messages_parked;"
+    "ALTER TABLE messages DROP COLUMN parked;"
+    "ALTER TABLE messages SET (fillfactor = " CH_STR(
+        MESSAGES_FILLFACTOR) ");"
+                             "CREATE OR REPLACE FUNCTION callhook_app_parked() RETURNS trigger "
+                             "LANGUAGE plpgsql AS $$"
+                             " BEGIN"
+                             "  IF NEW.enabled = 1 THEN"
+                             "   UPDATE message_queue SET parked = 0 WHERE app_id = NEW.id AND "
+                             "parked = 1;"
+                             "  ELSE"
+                             "   UPDATE message_queue SET parked = 1 WHERE parked = 0"
+                             "    AND seq IN (SELECT seq FROM messages WHERE app_id = NEW.id AND "
+                             "status IN (0, 1));"
+                             "  END IF;"
+                             "  RETURN NULL;"
+                             " END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* Puts the messages of src (rows with seq, app_id, status, next_attempt_at, event, dedupe_key,
+ * wait_begin: their values after a write) that wait (status 0 or 1) into message_queue, or
+ * updates their queue rows; a new row is parked when its app is disabled. */
+#define QUEUE_UPSERT_SQL(src)                                                            \
+    "INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key," \
+    " wait_key) SELECT u.seq, u.app_id, u.status, u.next_attempt_at,"                    \
+    " coalesce((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = u.app_id), 0),"      \
+    " CASE WHEN u.event = 'begin-call' THEN u.dedupe_key END,"                           \
+    " CASE WHEN u.event = 'end-call' AND u.wait_begin = 1 THEN u.dedupe_key END"         \
+    " FROM " src " u WHERE u.status IN (0, 1)"                                           \
+    " ON CONFLICT (seq) DO UPDATE SET status = excluded.status,"                         \
+    " next_attempt_at = excluded.next_attempt_at"
+#define QUEUE_COLUMNS  "seq, app_id, status, next_attempt_at, event, dedupe_key, wait_begin"
 #define MIGRATION_LOCK "7413690021"
 /* The database's clock in unix seconds: leases are taken and checked on it. */
 #define DB_NOW_S "floor(extract(epoch FROM statement_timestamp()))::bigint"
@@ -757,7 +817,15 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
         }
     }
     if (rc == CH_OK) {
-        r = run(c, DELETED_APP_MESSAGES_SQL, 1, values, NULL, NULL);
+        /* The queue rows first, as claims take them (see record_sql). */
+        r = run(c,
+                "DELETE FROM message_queue WHERE seq IN (SELECT seq FROM messages"
+                " WHERE app_id = $1 AND status IN (0, 1))",
+                1, values, NULL, NULL);
+        if (ok(r)) {
+            PQclear(r);
+            r = run(c, DELETED_APP_MESSAGES_SQL, 1, values, NULL, NULL);
+        }
         if (!ok(r))
             rc = fail(c, r, "end the deleted voice app's messages", err);
         else
@@ -873,24 +941,35 @@ static const struct prepared ingest_sql = {
     " FROM batch b),"
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
-    " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body, status, created_at,"
-    "  next_attempt_at, wait_begin, parked)"
+    " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status, created_at,"
+    "  next_attempt_at, wait_begin)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
-    " SELECT id, app_id, event, dedupe_key, call_type, body, st, at,"
+    " SELECT id, app_id, event, dedupe_key, call_type, st, at,"
     "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
-    "  CASE WHEN want = 1 THEN 1 ELSE 0 END, 1 - enabled"
+    "  CASE WHEN want = 1 THEN 1 ELSE 0 END"
     /* An event of a disabled app waits (0), parked, until the app is enabled. */
     " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4 WHEN f.enabled = 0 THEN 0"
     "   WHEN f.want = 1 AND f.event = 'end-call' AND ("
-    "    EXISTS (SELECT 1 FROM messages o WHERE o.app_id = f.app_id"
-    "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.status IN (0, 1))"
+    "    EXISTS (SELECT 1 FROM message_queue o WHERE o.app_id = f.app_id"
+    "     AND o.begin_key = f.dedupe_key)"
     "    OR EXISTS (SELECT 1 FROM fresh o WHERE o.app_id = f.app_id"
     "     AND o.dedupe_key = f.dedupe_key AND o.event = 'begin-call' AND o.want <> 2"
     "     AND o.pos < f.pos)) THEN 0"
     "   ELSE 1 END AS st FROM fresh f) f"
     " ORDER BY ord"
-    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status, next_attempt_at),"
+    " bodies AS ("
+    " INSERT INTO message_bodies(seq, body)"
+    " SELECT i.seq, f.body FROM ins i JOIN fresh f ON f.id = i.id ORDER BY i.seq),"
+    /* Waiting (0 or 1): queued, parked while the app is disabled. */
+    " queued AS ("
+    " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
+    "  wait_key)"
+    " SELECT i.seq, f.app_id, i.status, i.next_attempt_at, 1 - f.enabled,"
+    "  CASE WHEN f.event = 'begin-call' THEN f.dedupe_key END,"
+    "  CASE WHEN f.event = 'end-call' AND f.want = 1 THEN f.dedupe_key END"
+    " FROM ins i JOIN fresh f ON f.id = i.id WHERE i.status IN (0, 1) ORDER BY i.seq)"
     " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
     " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
 
@@ -1072,32 +1151,36 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     /* SKIP LOCKED: nodes claiming at once take different rows instead of waiting. RETURNING
      * gives the rows in whatever order the update met them: the outer SELECT puts them in the
      * order they were stored, so each app's queue stays first in, first out. The first
-     * next_attempt_at bound is the one messages_due ranges over. */
+     * next_attempt_at bound is the one message_queue_due ranges over. The queue rows are
+     * locked (and skipped) first, then the messages rows updated: every writer of both takes
+     * them in that order (see record_sql). */
     static const struct prepared claim = {
         P_CLAIM, "ch_claim",
-        "WITH claimed AS ("
-        " UPDATE messages SET status = 1, next_attempt_at = " DB_NOW_S
-        " + ($2::bigint - $1::bigint)"
-        " WHERE seq IN ("
-        " SELECT m.seq FROM messages m JOIN voice_apps a ON a.id = m.app_id AND a.enabled = 1"
-        " WHERE m.status IN (0, 1) AND m.parked = 0"
-        " AND m.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
-        " AND ((m.status = 0 AND m.next_attempt_at <= $1::bigint)"
-        "  OR (m.status = 1 AND m.next_attempt_at <= " DB_NOW_S ")) AND m.app_deleted = 0"
-        " AND NOT (m.event = 'end-call' AND m.wait_begin = 1 AND EXISTS ("
-        "   SELECT 1 FROM messages b WHERE b.app_id = m.app_id AND b.dedupe_key = m.dedupe_key"
-        "   AND b.event = 'begin-call' AND b.status IN (0, 1)))"
-        " ORDER BY m.next_attempt_at, m.seq LIMIT $3::bigint FOR UPDATE OF m SKIP LOCKED)"
-        " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at, body)"
-        " SELECT * FROM claimed ORDER BY seq"};
-    /* The claim walks messages_due in its order and stops at the limit. Its estimates (a
+        "WITH due AS ("
+        " SELECT q.seq FROM message_queue q JOIN voice_apps a ON a.id = q.app_id AND a.enabled = 1"
+        " WHERE q.parked = 0 AND q.next_attempt_at <= greatest($1::bigint, " DB_NOW_S ")"
+        " AND ((q.status = 0 AND q.next_attempt_at <= $1::bigint)"
+        "  OR (q.status = 1 AND q.next_attempt_at <= " DB_NOW_S "))"
+        " AND NOT (q.wait_key IS NOT NULL AND EXISTS ("
+        "   SELECT 1 FROM message_queue b WHERE b.app_id = q.app_id AND b.begin_key = q.wait_key))"
+        " ORDER BY q.next_attempt_at, q.seq LIMIT $3::bigint FOR UPDATE OF q SKIP LOCKED),"
+        " leased AS ("
+        " UPDATE message_queue q SET status = 1, next_attempt_at = " DB_NOW_S
+        " + ($2::bigint - $1::bigint) WHERE q.seq = ANY(ARRAY(SELECT seq FROM due))),"
+        " claimed AS ("
+        " UPDATE messages m SET status = 1, next_attempt_at = " DB_NOW_S
+        " + ($2::bigint - $1::bigint) WHERE m.seq = ANY(ARRAY(SELECT seq FROM due))"
+        " RETURNING m.seq, m.id, m.app_id, m.event, m.dedupe_key, m.attempts, m.created_at)"
+        " SELECT c.*, coalesce(b.body, ''::bytea) FROM claimed c"
+        " LEFT JOIN message_bodies b ON b.seq = c.seq ORDER BY c.seq"};
+    /* The claim walks message_queue_due in its order and stops at the limit. Its estimates (a
      * voice_apps table never analysed, a table that grew since its last ANALYZE) often make
      * the planner prefer reading every due row and sorting them, which with a backlog of
      * 30,000 took 110 ms a claim: with sorting off for its transaction, the index's order is
      * the one plan left. The rows come in binary: a record as it is, not hex to unescape. */
     static const struct prepared unpark = {
         P_UNPARK, "ch_unpark",
-        "UPDATE messages SET parked = 0 WHERE parked = 1 AND status IN (0, 1)"
+        "UPDATE message_queue SET parked = 0 WHERE parked = 1"
         " AND app_id IN (SELECT id FROM voice_apps WHERE enabled = 1)"};
     char nb[24], lb[24], mb[24];
     const char *values[] = {LL(nb, now), LL(lb, lease_until), LL(mb, max)};
@@ -1168,10 +1251,9 @@ static char *int_array(const int64_t *v, size_t n)
     return s;
 }
 
-/* Sets next_attempt_at of claimed messages (release: and makes them pending again). The
- * messages are found by their seq: "status + 0" is no index condition, so the planner cannot
- * pick messages_due (every due message) instead, which it did while the table had no
- * statistics, reading that whole index for every call. */
+/* Sets next_attempt_at of claimed messages (release: and makes them pending again): their
+ * queue rows first, then the messages rows, found by seq through ANY(ARRAY(...)), an index
+ * condition worked out before the scan starts. */
 static ch_code update_claimed(struct store *s, const struct prepared *p, const char *what,
                               const int64_t *seqs, size_t n, int64_t at, struct ch_error *err)
 {
@@ -1192,8 +1274,10 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
 {
     static const struct prepared release_sql = {
         P_RELEASE, "ch_release",
-        "UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
-        " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
+        "WITH q AS (UPDATE message_queue SET status = 0, next_attempt_at = $1::bigint"
+        " WHERE seq = ANY($2::bigint[]) AND status = 1 RETURNING seq)"
+        " UPDATE messages SET status = 0, next_attempt_at = $1::bigint"
+        " WHERE seq = ANY(ARRAY(SELECT seq FROM q))"};
     return update_claimed(s, &release_sql, "release", seqs, n, next_attempt_at, err);
 }
 
@@ -1201,10 +1285,14 @@ static ch_code release(struct store *s, const int64_t *seqs, size_t n, int64_t n
 static ch_code renew(struct store *s, const int64_t *seqs, size_t n, int64_t now,
                      int64_t lease_until, struct ch_error *err)
 {
-    static const struct prepared renew_sql = {P_RENEW, "ch_renew",
-                                              "UPDATE messages SET next_attempt_at = " DB_NOW_S
-                                              " + $1::bigint"
-                                              " WHERE seq = ANY($2::bigint[]) AND status + 0 = 1"};
+    static const struct prepared renew_sql = {
+        P_RENEW, "ch_renew",
+        "WITH q AS (UPDATE message_queue SET next_attempt_at"
+        " = " DB_NOW_S " + $1::bigint"
+        " WHERE seq = ANY($2::bigint[]) AND status = 1"
+        " RETURNING seq)"
+        " UPDATE messages SET next_attempt_at = " DB_NOW_S
+        " + $1::bigint WHERE seq = ANY(ARRAY(SELECT seq FROM q))"};
     return update_claimed(s, &renew_sql, "renew leases", seqs, n, lease_until - now, err);
 }
 
@@ -1222,12 +1310,33 @@ static const struct prepared record_sql = {
     " INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status, error_class, error,"
     "  response)"
     " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response FROM r"
-    " ORDER BY ord)"
-    /* An attempt in flight when its app was deleted does not bring it back. */
+    " ORDER BY ord),"
+    /* Done: out of the queue. A retry: its queue row updated, or made again when a late
+     * result (its lease ran out and another node delivered it) brings a message back; not
+     * for a deleted app's (see below). */
+    " gone AS (DELETE FROM message_queue"
+    "  WHERE seq = ANY(ARRAY(SELECT seq FROM r WHERE status NOT IN (0, 1))) RETURNING seq),"
+    " kept AS ("
+    " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
+    "  wait_key)"
+    " SELECT m.seq, m.app_id, r.status, r.next_at,"
+    "  coalesce((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = m.app_id), 0),"
+    "  CASE WHEN m.event = 'begin-call' THEN m.dedupe_key END,"
+    "  CASE WHEN m.event = 'end-call' AND m.wait_begin = 1 THEN m.dedupe_key END"
+    " FROM r JOIN messages m ON m.seq = r.seq"
+    " WHERE r.status IN (0, 1) AND m.seq = ANY($1::bigint[]) AND m.app_deleted = 0"
+    " ON CONFLICT (seq) DO UPDATE SET status = excluded.status,"
+    "  next_attempt_at = excluded.next_attempt_at RETURNING seq)"
+    /* The queue rows first, then the messages, as a claim takes them (its FOR UPDATE on the
+     * queue, then its update of messages): the condition on gone and kept is a one-time
+     * filter, run before any messages row is touched, so a claim and a result meeting on a
+     * message whose lease ran out wait on each other in one order, never in a cycle. An
+     * attempt in flight when its app was deleted does not bring it back. */
     " UPDATE messages m SET status = CASE WHEN m.app_deleted = 1 AND r.status = 0 THEN 3"
     "  ELSE r.status END, attempts = m.attempts + 1, next_attempt_at = r.next_at,"
     "  delivered_at = r.delivered_at, last_error = r.error"
-    " FROM r WHERE m.seq = r.seq"};
+    " FROM r WHERE m.seq = ANY($1::bigint[]) AND m.seq = r.seq"
+    " AND (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept) >= 0"};
 
 enum {
     REC_SEQ,
@@ -1403,7 +1512,8 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
 
 #define MESSAGE_COLUMNS                                                            \
     "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error, length(body), app_deleted"
+    " next_attempt_at, delivered_at, last_error,"                                  \
+    " (SELECT length(b.body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted"
 
 static void message_row(PGresult *r, int i, struct message_view *m)
 {
@@ -1535,17 +1645,22 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
     return rc;
 }
 
+/* A replay or a recovery of a message that still waits (a retry) takes its queue row first
+ * (lk, a one-time filter of the update), as a claim does: see record_sql. */
 static ch_code message_requeue(struct store *s, const char *msg_id, int64_t now,
                                struct ch_error *err)
 {
     char nb[24];
     long long n = 0;
     const char *values[] = {LL(nb, now), msg_id};
-    ch_code rc =
-        exec1(self(s),
-              "UPDATE messages SET status = 0, next_attempt_at = $1, " PARKED_IF_DISABLED_SQL
-              " WHERE id = $2 AND status <> 1 AND app_deleted = 0",
-              2, values, "replay", &n, err);
+    ch_code rc = exec1(self(s),
+                       "WITH lk AS (SELECT seq FROM message_queue"
+                       " WHERE seq = (SELECT seq FROM messages WHERE id = $2) FOR UPDATE),"
+                       " m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
+                       " WHERE id = $2 AND status <> 1 AND app_deleted = 0"
+                       " AND (SELECT count(*) FROM lk) >= 0 RETURNING " QUEUE_COLUMNS ")"
+                       " " QUEUE_UPSERT_SQL("m"),
+                       2, values, "replay", &n, err);
     if (rc == CH_OK && n == 0)
         rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' that can be replayed now", msg_id);
     return rc;
@@ -1560,15 +1675,23 @@ static ch_code message_copy(struct store *s, const char *msg_id, const char *new
     const char *values[] = {new_msg_id, LL(nb, now), msg_id, body};
     int lengths[] = {0, 0, 0, (int)body_len};
     int formats[] = {0, 0, 0, 1};
+    /* The copy is a new message, its record in message_bodies and its row in the queue (parked
+     * when its app is disabled), in one statement. */
     PGresult *r = NULL;
-    ch_code rc =
-        query(self(s),
-              "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, body,"
-              " status, created_at, next_attempt_at, parked)"
-              " SELECT $1, app_id, event, dedupe_key, call_type, coalesce($4::bytea, body),"
-              " 0, $2, $2, " PARKED_IF_DISABLED_EXPR " FROM messages"
-              " WHERE id = $3 AND status <> 4 AND app_deleted = 0 AND length(body) > 0",
-              4, values, lengths, formats, "copy message", &r, err);
+    ch_code rc = query(self(s),
+                       "WITH src AS (SELECT m.app_id, m.event, m.dedupe_key, m.call_type,"
+                       " coalesce($4::bytea, b.body) AS body FROM messages m"
+                       " JOIN message_bodies b ON b.seq = m.seq"
+                       " WHERE m.id = $3 AND m.status <> 4 AND m.app_deleted = 0"
+                       " AND length(b.body) > 0),"
+                       " ins AS (INSERT INTO messages(id, app_id, event, dedupe_key, call_type,"
+                       " status, created_at, next_attempt_at)"
+                       " SELECT $1, app_id, event, dedupe_key, call_type, 0, $2, $2 FROM src"
+                       " RETURNING " QUEUE_COLUMNS "),"
+                       " bod AS (INSERT INTO message_bodies(seq, body)"
+                       " SELECT ins.seq, src.body FROM ins, src)"
+                       " " QUEUE_UPSERT_SQL("ins"),
+                       4, values, lengths, formats, "copy message", &r, err);
     if (rc == CH_OK) {
         if (strtoll(PQcmdTuples(r), NULL, 10) == 0)
             rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s' with a record to send again",
@@ -1584,12 +1707,16 @@ static ch_code app_recover(struct store *s, const char *app_id, int64_t since, i
     char nb[24], sb[24];
     long long n = 0;
     const char *values[] = {LL(nb, now), app_id, LL(sb, since)};
-    ch_code rc =
-        exec1(self(s),
-              "UPDATE messages SET status = 0, next_attempt_at = $1, " PARKED_IF_DISABLED_SQL
-              " WHERE app_id = $2 AND created_at >= $3"
-              " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0",
-              3, values, "recover", &n, err);
+    ch_code rc = exec1(self(s),
+                       "WITH lk AS (SELECT seq FROM message_queue WHERE seq IN ("
+                       " SELECT seq FROM messages WHERE app_id = $2 AND created_at >= $3"
+                       " AND status = 0 AND attempts > 0 AND app_deleted = 0) FOR UPDATE),"
+                       " m AS (UPDATE messages SET status = 0, next_attempt_at = $1"
+                       " WHERE app_id = $2 AND created_at >= $3"
+                       " AND (status = 3 OR (status = 0 AND attempts > 0)) AND app_deleted = 0"
+                       " AND (SELECT count(*) FROM lk) >= 0 RETURNING " QUEUE_COLUMNS ")"
+                       " " QUEUE_UPSERT_SQL("m"),
+                       3, values, "recover", &n, err);
     if (rc == CH_OK)
         *requeued = n;
     return rc;
@@ -1603,8 +1730,10 @@ static ch_code purge(struct store *s, int64_t payload_before, int64_t attempts_b
     const char *v1[] = {LL(pb, payload_before)};
     const char *v2[] = {LL(ab, attempts_before_ms)};
     ch_code rc = exec1(self(s),
-                       "UPDATE messages SET body = ''::bytea WHERE length(body) > 0 AND ("
-                       " (status = 2 AND delivered_at < $1) OR (status = 4 AND created_at < $1))",
+                       "UPDATE message_bodies b SET body = ''::bytea FROM messages m"
+                       " WHERE m.seq = b.seq AND length(b.body) > 0 AND ("
+                       " (m.status = 2 AND m.delivered_at < $1)"
+                       " OR (m.status = 4 AND m.created_at < $1))",
                        1, v1, "purge records", &n1, err);
     if (rc == CH_OK)
         rc = exec1(self(s), "DELETE FROM attempts WHERE at_ms < $1", 1, v2, "purge attempts", &n2,
@@ -1620,7 +1749,8 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     memset(out, 0, sizeof *out);
     PGresult *r = NULL;
     ch_code rc = query(db,
-                       "SELECT status, (attempts > 0)::int, parked, count(*) FROM messages"
+                       "SELECT m.status, (m.attempts > 0)::int, coalesce(q.parked, 0), count(*)"
+                       " FROM messages m LEFT JOIN message_queue q ON q.seq = m.seq"
                        " GROUP BY 1, 2, 3",
                        0, NULL, NULL, NULL, "stats", &r, err);
     if (rc == CH_OK) {
@@ -1631,8 +1761,8 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
         PQclear(r);
         /* A disabled app's backlog is parked: it does not age the queue of the apps that send. */
         rc = query(db,
-                   "SELECT coalesce(min(created_at), 0) FROM messages"
-                   " WHERE status IN (0, 1) AND parked = 0",
+                   "SELECT coalesce(min(m.created_at), 0) FROM message_queue q"
+                   " JOIN messages m ON m.seq = q.seq WHERE q.parked = 0",
                    0, NULL, NULL, NULL, "stats", &r, err);
     }
     if (rc == CH_OK) {
@@ -1721,8 +1851,9 @@ static ch_code body_page(struct store *s, int64_t after_seq, struct stored_body 
     const char *values[] = {LL(after, after_seq), LL(limit, max)};
     PGresult *r = NULL;
     ch_code rc = query(self(s),
-                       "SELECT seq, id, body FROM messages WHERE seq > $1 AND length(body) > 0"
-                       " ORDER BY seq LIMIT $2",
+                       "SELECT b.seq, m.id, b.body FROM message_bodies b"
+                       " JOIN messages m ON m.seq = b.seq WHERE b.seq > $1 AND length(b.body) > 0"
+                       " ORDER BY b.seq LIMIT $2",
                        2, values, NULL, NULL, "read records", &r, err);
     if (rc != CH_OK)
         return rc;
@@ -1746,7 +1877,8 @@ static const char *const swap_sql[] = {
     [SEALED_APP_PREV_SECRET] =
         "UPDATE voice_apps SET prev_secret = $1 WHERE id = $2 AND prev_secret = $3",
     [SEALED_APP_CONFIG] = "UPDATE voice_apps SET config = $1 WHERE id = $2 AND config = $3",
-    [SEALED_MESSAGE_BODY] = "UPDATE messages SET body = $1 WHERE seq = $2::bigint AND body = $3",
+    [SEALED_MESSAGE_BODY] =
+        "UPDATE message_bodies SET body = $1 WHERE seq = $2::bigint AND body = $3",
 };
 
 /* One swap on c: text values as text (they hold no NUL), a record's as binary bytea. */

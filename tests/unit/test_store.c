@@ -1298,13 +1298,10 @@ static void test_sealed_claim_fails_part_way(void **state)
     assert_true(crypto_seal(other_key, "{}", 2, sealed, sizeof sealed, &len));
     char lit[200], sql[400];
     sql_bytes(sealed, len, lit, sizeof lit);
-    if (pg_uri())
-        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = 'msg_2'", lit);
-    else
-        snprintf(sql, sizeof sql,
-                 "UPDATE message_bodies SET body = %s"
-                 " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')",
-                 lit);
+    snprintf(sql, sizeof sql,
+             "UPDATE message_bodies SET body = %s"
+             " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')",
+             lit);
     raw_sql(sql);
     struct due_message out[4];
     size_t n = 99;
@@ -1355,24 +1352,22 @@ static void test_sealed_values_are_bound(void **state)
     assert_int_equal(store_app_get(s, "c", &got, NULL), CH_ESTORE);
 
     /* msg_1's record copied onto msg_2: the claim refuses msg_2. */
-    if (pg_uri())
-        raw_sql("UPDATE messages SET body = (SELECT body FROM messages WHERE id = 'msg_1')"
-                " WHERE id = 'msg_2'");
-    else
-        raw_sql("UPDATE message_bodies SET body = (SELECT body FROM message_bodies WHERE seq ="
-                " (SELECT seq FROM messages WHERE id = 'msg_1'))"
-                " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')");
+    raw_sql("UPDATE message_bodies SET body = (SELECT body FROM message_bodies WHERE seq ="
+            " (SELECT seq FROM messages WHERE id = 'msg_1'))"
+            " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')");
     struct due_message out[4];
     size_t n = 99;
     assert_int_equal(store_claim_due(s, 2000, 2000, out, 4, &n, &err), CH_ESTORE);
     assert_int_equal(n, 0);
     assert_non_null(strstr(err.message, "msg_2"));
     /* And a plaintext record in its place is refused too. */
-    if (pg_uri())
-        raw_sql("UPDATE messages SET body = '\\x7b7d'::bytea WHERE id = 'msg_2'");
-    else
-        raw_sql("UPDATE message_bodies SET body = X'7b7d'"
-                " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')");
+    char lit2[40], sql2[200];
+    sql_bytes((const unsigned char *)"{}", 2, lit2, sizeof lit2);
+    snprintf(sql2, sizeof sql2,
+             "UPDATE message_bodies SET body = %s"
+             " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_2')",
+             lit2);
+    raw_sql(sql2);
     n = 99;
     assert_int_equal(store_claim_due(s, 2000, 2000, out, 4, &n, &err), CH_ESTORE);
     assert_int_equal(n, 0);
@@ -1453,13 +1448,10 @@ static void fill_old(void)
     assert_true(crypto_seal(data_key, bodies[0], strlen(bodies[0]), sealed, sizeof sealed, &len));
     char lit[500], sql[800];
     sql_bytes(sealed, len, lit, sizeof lit);
-    if (pg_uri())
-        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = 'msg_0000'", lit);
-    else
-        snprintf(sql, sizeof sql,
-                 "UPDATE message_bodies SET body = %s"
-                 " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_0000')",
-                 lit);
+    snprintf(sql, sizeof sql,
+             "UPDATE message_bodies SET body = %s"
+             " WHERE seq = (SELECT seq FROM messages WHERE id = 'msg_0000')",
+             lit);
     raw_sql(sql);
 }
 
@@ -1476,13 +1468,10 @@ static void put_bound_record(int i, const unsigned char *key)
                                   sizeof sealed, &len));
     char lit[500], sql[800];
     sql_bytes(sealed, len, lit, sizeof lit);
-    if (pg_uri())
-        snprintf(sql, sizeof sql, "UPDATE messages SET body = %s WHERE id = '%s'", lit, id);
-    else
-        snprintf(sql, sizeof sql,
-                 "UPDATE message_bodies SET body = %s"
-                 " WHERE seq = (SELECT seq FROM messages WHERE id = '%s')",
-                 lit, id);
+    snprintf(sql, sizeof sql,
+             "UPDATE message_bodies SET body = %s"
+             " WHERE seq = (SELECT seq FROM messages WHERE id = '%s')",
+             lit, id);
     raw_sql(sql);
 }
 
@@ -1781,6 +1770,116 @@ static void test_sqlite_upgrade_keeps_records(void **state)
     store_close(s);
 }
 
+/* A PostgreSQL database of schema version 6 (records inside the messages table, no queue
+ * table) opened by this version: the records move to message_bodies byte for byte, the
+ * waiting messages to message_queue (parked or not), and the messages are still claimed, read
+ * and delivered with their records. Version 6 is made by undoing migrations 8 and 7 on a fresh
+ * database (parked, its indexes and trigger back as they were, the record column back, filled
+ * from message_bodies). */
+static void test_postgres_upgrade_keeps_records(void **state)
+{
+    (void)state;
+    reset_postgres(pg_uri());
+    snprintf(uri, sizeof uri, "%s", pg_uri());
+    struct store *s = NULL;
+    assert_int_equal(store_open(uri, &s, NULL), CH_OK);
+    put_app(s, "app", true);
+    put_app(s, "off", false);
+    /* Every byte value, a NUL first, and one record of 2,000 bytes (past the inline size). */
+    enum { N = 4 };
+    static unsigned char bodies[N][2000];
+    static const size_t lens[N] = {256, 2000, 7, 1};
+    for (size_t k = 0; k < N; k++)
+        for (size_t i = 0; i < lens[k]; i++)
+            bodies[k][i] = (unsigned char)(i * (k + 1) + k);
+    static const char *const ids[N] = {"msg_a", "msg_b", "msg_d", "msg_off"};
+    static const char *const apps[N] = {"app", "app", "app", "off"};
+    struct ingest_item items[N];
+    for (size_t k = 0; k < N; k++)
+        items[k] = (struct ingest_item){.msg_id = ids[k],
+                                        .app_id = apps[k],
+                                        .event = "begin-call",
+                                        .dedupe_key = ids[k],
+                                        .body = (const char *)bodies[k],
+                                        .body_len = lens[k],
+                                        .now = 1000,
+                                        .lease_until = 1000,
+                                        .want = INGEST_DELIVER};
+    assert_int_equal(store_ingest(s, items, N, NULL), CH_OK);
+    /* msg_d delivered before the upgrade: it keeps its record too. */
+    struct attempt_result r = result(items[2].seq, MSG_DELIVERED, 0);
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    store_close(s);
+    raw_postgres(pg_uri(), "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+                           "UPDATE messages m SET parked = q.parked FROM message_queue q"
+                           " WHERE q.seq = m.seq;"
+                           "ALTER TABLE messages RESET (fillfactor);"
+                           "DROP TABLE message_queue;"
+                           "CREATE INDEX messages_due ON messages(next_attempt_at, seq)"
+                           " WHERE status IN (0, 1) AND parked = 0;"
+                           "CREATE INDEX messages_begin_open ON messages(app_id, dedupe_key)"
+                           " WHERE event = 'begin-call' AND status IN (0, 1);"
+                           "CREATE INDEX messages_parked ON messages(app_id)"
+                           " WHERE parked = 1 AND status IN (0, 1);"
+                           "CREATE OR REPLACE FUNCTION callhook_app_parked() RETURNS trigger"
+                           " LANGUAGE plpgsql AS $$ BEGIN UPDATE messages"
+                           " SET parked = 1 - NEW.enabled WHERE app_id = NEW.id"
+                           " AND status IN (0, 1); RETURN NULL; END $$;"
+                           "ALTER TABLE messages ADD COLUMN body BYTEA;"
+                           "UPDATE messages m SET body = b.body FROM message_bodies b"
+                           " WHERE b.seq = m.seq;"
+                           "ALTER TABLE messages ALTER COLUMN body SET NOT NULL;"
+                           "DROP TABLE message_bodies;"
+                           "DELETE FROM schema_version WHERE version > 6;");
+
+    assert_int_equal(store_open(uri, &s, NULL), CH_OK);
+    /* Every record, byte for byte, where the store keeps them. */
+    struct stored_body page[N + 1];
+    size_t got = 0;
+    assert_int_equal(store_body_page(s, 0, page, N + 1, &got, NULL), CH_OK);
+    assert_int_equal(got, N);
+    for (size_t k = 0; k < N; k++) {
+        assert_int_equal(page[k].seq, items[k].seq);
+        assert_string_equal(page[k].msg_id, ids[k]);
+        assert_int_equal(page[k].body_len, lens[k]);
+        assert_memory_equal(page[k].body, bodies[k], lens[k]);
+        free(page[k].body);
+        struct message_view v;
+        assert_int_equal(store_message_get(s, ids[k], &v, NULL), CH_OK);
+        assert_int_equal(v.body_len, lens[k]);
+    }
+    /* The waiting messages are claimed with their records; the disabled app's stays parked
+     * until it is enabled. */
+    struct due_message m[N];
+    assert_int_equal(claim(s, 2000, m, N), 2);
+    assert_string_equal(m[0].msg_id, "msg_a");
+    assert_int_equal(m[0].body_len, lens[0]);
+    assert_memory_equal(m[0].body, bodies[0], lens[0]);
+    assert_string_equal(m[1].msg_id, "msg_b");
+    assert_int_equal(m[1].body_len, lens[1]);
+    assert_memory_equal(m[1].body, bodies[1], lens[1]);
+    struct attempt_result done[2] = {result(m[0].seq, MSG_DELIVERED, 0),
+                                     result(m[1].seq, MSG_DELIVERED, 0)};
+    assert_int_equal(store_record_attempts(s, done, 2, NULL), CH_OK);
+    free_claimed(m, 2);
+    put_app(s, "off", true);
+    assert_int_equal(claim(s, 2000, m, N), 1);
+    assert_string_equal(m[0].msg_id, "msg_off");
+    assert_int_equal(m[0].body_len, lens[3]);
+    assert_memory_equal(m[0].body, bodies[3], lens[3]);
+    free_claimed(m, 1);
+    /* New events go in beside the old ones, and a reopen does not migrate again. */
+    ingest(s, "msg_new", "app", "begin-call", "c2", MSG_DELIVERING, 20);
+    store_close(s);
+    assert_int_equal(store_open(uri, &s, NULL), CH_OK);
+    struct message_view v;
+    assert_int_equal(store_message_get(s, "msg_new", &v, NULL), CH_OK);
+    assert_int_equal(v.body_len, 20);
+    assert_int_equal(store_message_get(s, "msg_a", &v, NULL), CH_OK);
+    assert_int_equal(v.status, MSG_DELIVERED);
+    store_close(s);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/callhook-test-store-XXXXXX");
@@ -1824,6 +1923,11 @@ int main(void)
             cmocka_unit_test(test_sqlite_upgrade_keeps_records),
         };
         rc |= cmocka_run_group_tests(sqlite_only, NULL, NULL);
+    } else {
+        const struct CMUnitTest postgres_only[] = {
+            cmocka_unit_test(test_postgres_upgrade_keeps_records),
+        };
+        rc |= cmocka_run_group_tests(postgres_only, NULL, NULL);
     }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
