@@ -32,7 +32,9 @@ struct api_context {
     size_t max_body_bytes;
     int lease_s;
     int64_t started_at;
-    atomic_bool testing; /* a test send (POST .../test) is under way: one at a time */
+    const char *listen;         /* the listen address as configured (borrowed) */
+    const char *store_location; /* the database URI as logs show it (borrowed) */
+    atomic_bool testing;        /* a test send (POST .../test) is under way: one at a time */
 };
 
 /* An API request: the front's request and what the API learns of it. The front keeps it (as
@@ -80,5 +82,9 @@ bool ingest_refused(struct api_request *r);
 /* Handles POST /v1/voice-apps/{id}/begin-call|end-call. Returns true when the answer is set,
  * false when the request waits for the ingest writer (which answers it with http_resume). */
 bool ingest_handle(struct api_request *r, const char *app_id, const char *event);
+
+/* Answers GET /v1/status (status.c): the node, its store and each Voice App's messages. The
+ * caller has checked the key's role and the query. */
+void api_status(struct api_request *r);
 
 #endif

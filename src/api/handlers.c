@@ -1,6 +1,6 @@
 /*
- * Routing and the handlers of docs/API.md other than ingest: Voice Apps, messages, replay,
- * recover, health and metrics. JSON is built with jansson.
+ * Routing and the handlers of docs/API.md other than ingest and status: Voice Apps, messages,
+ * replay, recover, health and metrics. JSON is built with jansson.
  */
 #include "api/api.h"
 
@@ -939,6 +939,12 @@ static bool route(struct api_request *r, bool run)
     if (n == 1 && strcmp(seg[0], "metrics") == 0 && method_is(r, "GET")) {
         if (need_role(r, true) && run)
             metrics_text(r);
+        return run || r->http->status != 0;
+    }
+    if (n == 2 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "status") == 0 &&
+        method_is(r, "GET")) {
+        if (need_role(r, true) && args_ok(r, run, no_args) && run)
+            api_status(r);
         return run || r->http->status != 0;
     }
     if (n < 2 || strcmp(seg[0], "v1") != 0) {

@@ -92,6 +92,8 @@ int cmd_replay(int argc, char **argv);
 void cmd_replay_help(void);
 int cmd_recover(int argc, char **argv);
 void cmd_recover_help(void);
+int cmd_status(int argc, char **argv);
+void cmd_status_help(void);
 int cmd_simulate(int argc, char **argv);
 void cmd_simulate_help(void);
 

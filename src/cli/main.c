@@ -21,6 +21,8 @@ static const struct cli_command commands[] = {
     {"msgid", "print the stable webhook-id of an event", cmd_msgid, cmd_msgid_help},
     {"app", "create, show, list, enable or delete Voice Apps on serve", cmd_app, cmd_app_help},
     {"send", "post a begin-call or end-call record to serve", cmd_send, cmd_send_help},
+    {"status", "how serve is: its store, and each Voice App's events and errors", cmd_status,
+     cmd_status_help},
     {"messages", "list stored events and their delivery state", cmd_messages, cmd_messages_help},
     {"message", "show one stored event and its delivery attempts", cmd_message, cmd_message_help},
     {"replay", "deliver a stored event again", cmd_replay, cmd_replay_help},

@@ -219,6 +219,8 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         goto out;
     char db_shown[sizeof c->db];
     store_uri_for_log(c->db, db_shown, sizeof db_shown);
+    ctx.store_location = db_shown;
+    ctx.listen = c->listen;
     if (!encrypted)
         log_warn("no data key: call records and signing secrets are stored in clear in %s "
                  "(see docs/SECURITY.md)",

@@ -1772,6 +1772,35 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     return rc;
 }
 
+static ch_code app_stats(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
+                         void *ctx, struct ch_error *err)
+{
+    PGresult *r = NULL;
+    ch_code rc =
+        query(self(s),
+              APP_STATS_SQL("coalesce(q.parked, 0)", " LEFT JOIN message_queue q ON q.seq = m.seq"),
+              0, NULL, NULL, NULL, "app stats", &r, err);
+    for (int i = 0; rc == CH_OK && i < PQntuples(r); i++) {
+        struct app_stats a = {.enabled = col_ll(r, i, 1) != 0,
+                              .counts = {.pending = col_ll(r, i, 3),
+                                         .failed = col_ll(r, i, 4),
+                                         .delivering = col_ll(r, i, 5),
+                                         .delivered = col_ll(r, i, 6),
+                                         .dead = col_ll(r, i, 7),
+                                         .skipped = col_ll(r, i, 8),
+                                         .parked = col_ll(r, i, 9),
+                                         .oldest_pending_at = col_ll(r, i, 10)},
+                              .last_error_at = col_ll(r, i, 12)};
+        col_text(r, i, 0, a.id, sizeof a.id);
+        col_text(r, i, 2, a.disabled_reason, sizeof a.disabled_reason);
+        col_text(r, i, 11, a.last_error, sizeof a.last_error);
+        col_text(r, i, 13, a.last_error_msg, sizeof a.last_error_msg);
+        cb(ctx, &a);
+    }
+    PQclear(r);
+    return rc;
+}
+
 /* ---- voice app changes and the rate limit ---- */
 
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
@@ -1980,6 +2009,7 @@ static const struct store_ops pg_ops = {
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,
+    .app_stats = app_stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,
@@ -1997,6 +2027,8 @@ ch_code store_postgres_open(const char *conninfo, struct store **out, struct ch_
     if (db == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory opening the store");
     db->base.ops = &pg_ops;
+    db->base.kind = "postgresql";
+    db->base.schema_version = SCHEMA_VERSION;
     snprintf(db->conninfo, sizeof db->conninfo, "%s", conninfo);
     pthread_mutex_init(&db->lock, NULL);
     pthread_cond_init(&db->cond, NULL);

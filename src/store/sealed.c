@@ -488,6 +488,12 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     return inner(s)->ops->stats(inner(s), out, err);
 }
 
+static ch_code app_stats(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
+                         void *ctx, struct ch_error *err)
+{
+    return inner(s)->ops->app_stats(inner(s), cb, ctx, err); /* nothing in it is sealed */
+}
+
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     return inner(s)->ops->apps_version(inner(s), version, err);
@@ -554,6 +560,7 @@ static const struct store_ops sealed_ops = {
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,
+    .app_stats = app_stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,
@@ -683,6 +690,9 @@ ch_code store_sealed_wrap(struct store *in, const unsigned char key[32], struct 
     if (st == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory");
     st->base.ops = &sealed_ops;
+    st->base.kind = in->kind;
+    st->base.schema_version = in->schema_version;
+    st->base.sealed = true;
     st->inner = in;
     st->strict = strict;
     memcpy(st->key, key, sizeof st->key);

@@ -1373,6 +1373,38 @@ static ch_code stats(struct store *s, struct store_stats *out, struct ch_error *
     return rc;
 }
 
+static ch_code app_stats(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
+                         void *ctx, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, APP_STATS_SQL("m.parked", ""), &st, err);
+    int step = SQLITE_DONE;
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct app_stats a = {.enabled = sqlite3_column_int(st, 1) != 0,
+                              .counts = {.pending = sqlite3_column_int64(st, 3),
+                                         .failed = sqlite3_column_int64(st, 4),
+                                         .delivering = sqlite3_column_int64(st, 5),
+                                         .delivered = sqlite3_column_int64(st, 6),
+                                         .dead = sqlite3_column_int64(st, 7),
+                                         .skipped = sqlite3_column_int64(st, 8),
+                                         .parked = sqlite3_column_int64(st, 9),
+                                         .oldest_pending_at = sqlite3_column_int64(st, 10)},
+                              .last_error_at = sqlite3_column_int64(st, 12)};
+        text_col(st, 0, a.id, sizeof a.id);
+        text_col(st, 2, a.disabled_reason, sizeof a.disabled_reason);
+        text_col(st, 11, a.last_error, sizeof a.last_error);
+        text_col(st, 13, a.last_error_msg, sizeof a.last_error_msg);
+        cb(ctx, &a);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "app stats");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
 /* ---- checkpoints ---- */
 
 static void *checkpoint_main(void *arg)
@@ -1499,6 +1531,7 @@ static const struct store_ops sqlite_ops = {
     .app_recover = app_recover,
     .purge = purge,
     .stats = stats,
+    .app_stats = app_stats,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,
@@ -1571,6 +1604,8 @@ ch_code store_sqlite_open(const char *path, struct store **out, struct ch_error 
     if (db == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory opening the store");
     db->base.ops = &sqlite_ops;
+    db->base.kind = "sqlite";
+    db->base.schema_version = SCHEMA_VERSION;
     db->lock_fd = -1;
     snprintf(db->path, sizeof db->path, "%s", path);
     pthread_mutex_init(&db->wlock, NULL);

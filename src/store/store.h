@@ -146,6 +146,20 @@ struct store_stats {
                                   app is enabled (not parked); 0 when there is none */
 };
 
+/* One Voice App as callhook status shows it (store_ops.app_stats): its state, its messages'
+ * counts as store_stats counts them (oldest_pending_at of its unparked waiting messages), and
+ * its last error. Messages of a deleted app of the same id are not counted. */
+struct app_stats {
+    char id[129];
+    bool enabled;
+    char disabled_reason[200];
+    struct store_stats counts;
+    char last_error[300];    /* of the app's most recently stored message that has one; "" */
+    int64_t last_error_at;   /* that message's created_at (messages keep no time of their
+                                last attempt); 0 when there is none */
+    char last_error_msg[40]; /* that message's id: its attempts tell when it failed */
+};
+
 /* A call record as it is at rest, for encryption's maintenance (store_ops.body_page). */
 struct stored_body {
     int64_t seq;
@@ -296,6 +310,11 @@ struct store_ops {
                      int64_t *payloads, int64_t *attempts, struct ch_error *err);
 
     ch_code (*stats)(struct store *s, struct store_stats *out, struct ch_error *err);
+    /* Calls cb once per Voice App (apps without messages too, with zero counts), by id. It
+     * reads the whole messages table (one GROUP BY): for an operator's command, not for
+     * something polled every second. */
+    ch_code (*app_stats)(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
+                         void *ctx, struct ch_error *err);
 
     /* A number that changes whenever any Voice App row is inserted, updated or deleted, by any
      * node and any path (the API, a 410 written by record_attempts): the database's triggers
@@ -350,13 +369,42 @@ struct store_ops {
     " last_error = CASE WHEN status IN (0, 1) THEN 'app deleted' ELSE last_error END" \
     " WHERE app_id = $1 AND app_deleted = 0"
 
+/* app_stats, the same SQL on every backend: one row per Voice App, in id order: id, enabled,
+ * disabled_reason, pending, failed, delivering, delivered, dead, skipped, parked, the oldest
+ * unparked waiting message's created_at (NULL when none), then the last error, its message's
+ * created_at and id (NULLs when none). Messages of a deleted app of the same id are left out.
+ * PARKED: the expression of a message's parked flag; QUEUE_JOIN: what joins the table that
+ * holds it when messages does not (PostgreSQL keeps it in message_queue). */
+#define APP_STATS_SQL(PARKED, QUEUE_JOIN)                                                          \
+    "SELECT c.id, c.enabled, c.disabled_reason, c.pending, c.failed, c.delivering,"                \
+    " c.delivered, c.dead, c.skipped, c.parked, c.oldest, e.last_error, e.created_at, e.id"        \
+    " FROM (SELECT a.id, a.enabled, a.disabled_reason,"                                            \
+    "  count(CASE WHEN m.status = 0 AND m.attempts = 0 THEN 1 END) AS pending,"                    \
+    "  count(CASE WHEN m.status = 0 AND m.attempts > 0 THEN 1 END) AS failed,"                     \
+    "  count(CASE WHEN m.status = 1 THEN 1 END) AS delivering,"                                    \
+    "  count(CASE WHEN m.status = 2 THEN 1 END) AS delivered,"                                     \
+    "  count(CASE WHEN m.status = 3 THEN 1 END) AS dead,"                                          \
+    "  count(CASE WHEN m.status = 4 THEN 1 END) AS skipped,"                                       \
+    "  count(CASE WHEN m.status IN (0, 1) AND " PARKED " = 1 THEN 1 END) AS parked,"               \
+    "  min(CASE WHEN m.status IN (0, 1) AND " PARKED " = 0 THEN m.created_at END) AS oldest,"      \
+    "  max(CASE WHEN m.last_error <> '' THEN m.seq END) AS error_seq"                              \
+    "  FROM voice_apps a LEFT JOIN messages m ON m.app_id = a.id AND m.app_deleted = 0" QUEUE_JOIN \
+    "  GROUP BY a.id, a.enabled, a.disabled_reason) c"                                             \
+    " LEFT JOIN messages e ON e.seq = c.error_seq"                                                 \
+    " ORDER BY c.id"
+
 /* Adds a count of messages in status (attempted: tried at least once; parked: its app is
  * disabled) to the matching fields of st (backends' GROUP BY). */
 void store_stats_add(struct store_stats *st, int status, bool attempted, bool parked, int64_t n);
 
-/* A store handle: the backend's ops and its private state. */
+/* A store handle: the backend's ops, what it is, and its private state. */
 struct store {
     const struct store_ops *ops;
+    /* Set at open by the backend; the sealed wrapper copies its inner store's and sets
+     * sealed. Read by callhook status. */
+    const char *kind;   /* "sqlite" or "postgresql" */
+    int schema_version; /* the database's schema version (migrations brought it there) */
+    bool sealed;        /* encrypted at rest (the sealed wrapper) */
 };
 
 /* ---- the store's front door: callers use these, never ->ops-> ----
@@ -413,6 +461,9 @@ ch_code store_app_recover(struct store *s, const char *app_id, int64_t since, in
 ch_code store_purge(struct store *s, int64_t payload_before, int64_t attempts_before_ms,
                     int64_t *payloads, int64_t *attempts, struct ch_error *err);
 ch_code store_stats(struct store *s, struct store_stats *out, struct ch_error *err);
+/** Each Voice App's state, counts and last error, by id (see store_ops.app_stats). */
+ch_code store_app_stats(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
+                        void *ctx, struct ch_error *err);
 
 /** The Voice Apps' change counter (see store_ops.apps_version). *version is untouched on
  * error. */

@@ -136,7 +136,7 @@ fi
 wait_until "receiver answers" 10 -- python3 -c "import socket; socket.create_connection(('127.0.0.1', $RX_PORT), 1)"
 
 # ---- help, usage, connection errors ----
-for cmd in app send messages message replay recover simulate; do
+for cmd in app send messages message replay recover simulate status; do
     check "$cmd --help" 0 "usage: callhook $cmd" -- ch $cmd --help
     check "help $cmd" 0 "usage: callhook $cmd" -- ch help $cmd
 done
@@ -298,6 +298,22 @@ check "read key lists" 0 "rx" -- env CALLHOOK_KEY="$READ_KEY" "$CALLHOOK" app li
 check "read key cannot put" 1 "HTTP 403 forbidden" -- env CALLHOOK_KEY="$READ_KEY" "$CALLHOOK" app put rx --begin-url "$RX/x" --allow-http
 check "ingest key sends" 0 "accepted" -- env CALLHOOK_KEY="$INGEST_KEY" "$CALLHOOK" send begin --app rx "$PAYLOADS/begin-call-outbound-minimal.json"
 check "ingest key cannot list" 1 "key with another role" -- env CALLHOOK_KEY="$INGEST_KEY" "$CALLHOOK" messages
+
+# ---- status ----
+# The disabled app first (its event waits, parked), each app's counts and last error, the
+# store as the logs show it; times as ISO 8601 in the table, epoch seconds in --json.
+check "status node" 0 "listening on 127.0.0.1:$API_PORT" -- ch status
+check "status store" 0 "store   sqlite $tmp/db/callhook.db, schema version" -- ch status
+if ch status | grep -Eq '^APP +STATE +PENDING +FAILED +DELIVERING +DELIVERED +DEAD +SKIPPED +PARKED +OLDEST PENDING$'; then pass; else fail "status table header: $(ch status)"; fi
+first_app=$(ch status | awk '/^APP /{getline; print $1 " " $2; exit}')
+if [ "$first_app" = "parkedapp disabled" ]; then pass; else fail "status: the disabled app first, got '$first_app': $(ch status)"; fi
+if ch status | grep -Eq '^parkedapp +disabled +1 +0 +0 +0 +0 +0 +1 +- *$'; then pass; else fail "status parkedapp row: $(ch status)"; fi
+if ch status | grep -Eq '^beginonly +enabled +0 +0 +0 +0 +0 +2 +0 +- *$'; then pass; else fail "status beginonly row: $(ch status)"; fi
+if ch status | grep -Eq '^failing +msg_[0-9A-Za-z]+ +[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z +HTTP 500'; then pass; else fail "status last error of failing: $(ch status)"; fi
+check_json "status --json" "j['apps'][0]['id'] == 'parkedapp' and j['apps'][0]['enabled'] is False and j['apps'][0]['counts']['parked'] == 1 and j['store'] == {'kind': 'sqlite', 'location': '$tmp/db/callhook.db', 'sealed': False, 'schemaVersion': j['store']['schemaVersion']} and j['store']['schemaVersion'] >= 1 and j['totals']['apps'] == len(j['apps']) and j['totals']['skipped'] == 2 and isinstance(j['node']['startedAt'], int) and [a['lastError'] for a in j['apps'] if a['id'] == 'failing'][0].startswith('HTTP 500') and isinstance([a['lastErrorAt'] for a in j['apps'] if a['id'] == 'failing'][0], int)" -- ch status --json
+check "status with a read key" 0 "parkedapp" -- env CALLHOOK_KEY="$READ_KEY" "$CALLHOOK" status
+check "status with an ingest key" 1 "key with another role" -- env CALLHOOK_KEY="$INGEST_KEY" "$CALLHOOK" status
+check "status takes no arguments" 2 "takes no arguments" -- ch status rx
 
 # ---- simulate ----
 ch simulate --app sim --calls 20 --rate 50 --duplicates 0.3 --min-duration-ms 50 --max-duration-ms 400 --seed 42 --json >"$tmp/summary.json" 2>"$tmp/sim.err"

@@ -1396,6 +1396,141 @@ class Safety(ServeCase):
             len(acked), sum(counts.values()), extra, kills), file=sys.stderr)
 
 
+class Status(ServeCase):
+    """GET /v1/status (callhook status): the node, its store, and per Voice App its state,
+    counts by the API's statuses, oldest waiting message and last error; trouble first."""
+
+    def status(self, key="admin"):
+        r = self.serve.api("GET", "/v1/status", key=key)
+        self.assertEqual(r.status, 200, r)
+        return r.json
+
+    def test_counts_order_and_last_errors(self):
+        # Ids in the reverse of the expected order, so that only the trouble ranks them.
+        ok = self.make_app("a-ok")
+        self.make_app("b-empty")
+        failing = self.make_app("c-failing", retryScheduleSeconds=[3600])
+        dead = self.make_app("d-dead", retryScheduleSeconds=[1])
+        off = self.make_app("e-off", enabled=False)
+        gone = self.make_app("f-gone", retryScheduleSeconds=[3600])
+        self.rx.set_default(500, path=failing.begin)
+        self.rx.set_default(500, path=dead.begin)
+        self.rx.set_default(Response.gone(), path=gone.begin)
+        delivered = [self.ingest_ok(ok, "begin-call", record()) for _ in range(2)]
+        m_failing = self.ingest_ok(failing, "begin-call", record())
+        m_dead = self.ingest_ok(dead, "begin-call", record())
+        self.ingest_ok(off, "begin-call", record())
+        m_gone = self.ingest_ok(gone, "begin-call", record())
+        for mid in delivered:
+            self.wait_status(mid, "delivered")
+        failed_msg = self.wait_status(m_failing, "failed")
+        self.wait_status(m_dead, "dead")
+        self.wait_status(m_gone, "failed")
+        wait_until(lambda: self.get_app(gone.id).get("enabled") is False, T(10), 0.1,
+                   "f-gone disabled by its 410")
+
+        before = int(time.time())
+        st = self.status()
+        self.assertEqual([a["id"] for a in st["apps"]],
+                         ["f-gone", "e-off", "d-dead", "c-failing", "a-ok", "b-empty"], st)
+        apps = {a["id"]: a for a in st["apps"]}
+        zero = dict.fromkeys(("pending", "failed", "delivering", "delivered", "dead",
+                              "skipped", "parked"), 0)
+        self.assertEqual(apps["a-ok"]["counts"], dict(zero, delivered=2))
+        self.assertEqual(apps["b-empty"]["counts"], zero)
+        self.assertEqual(apps["c-failing"]["counts"], dict(zero, failed=1))
+        self.assertEqual(apps["d-dead"]["counts"], dict(zero, dead=1))
+        self.assertEqual(apps["e-off"]["counts"], dict(zero, pending=1, parked=1))
+        self.assertEqual(apps["f-gone"]["counts"], dict(zero, failed=1, parked=1))
+        for a in st["apps"]:
+            self.assertEqual(set(a), {"id", "enabled", "disabledReason", "counts",
+                                      "oldestPendingAt", "oldestPendingAgeSeconds", "lastError",
+                                      "lastErrorAt", "lastErrorMessageId"}, a)
+        self.assertIs(apps["e-off"]["enabled"], False)
+        self.assertIsNone(apps["e-off"]["disabledReason"], "disabled by a PUT: no reason")
+        self.assertIs(apps["f-gone"]["enabled"], False)
+        self.assertIn("410", apps["f-gone"]["disabledReason"] or "", apps["f-gone"])
+        self.assertIsNone(apps["a-ok"]["disabledReason"])
+        # The oldest waiting message counts for enabled apps only (a parked one waits for
+        # the app, not for a delivery).
+        c = apps["c-failing"]
+        self.assertEqual(c["oldestPendingAt"], failed_msg["createdAt"], c)
+        self.assertGreaterEqual(c["oldestPendingAgeSeconds"], 0)
+        self.assertLessEqual(c["oldestPendingAgeSeconds"], before + 2 - c["oldestPendingAt"])
+        for app_id in ("a-ok", "b-empty", "d-dead", "e-off", "f-gone"):
+            self.assertIsNone(apps[app_id]["oldestPendingAt"], apps[app_id])
+            self.assertIsNone(apps[app_id]["oldestPendingAgeSeconds"], apps[app_id])
+        # The last error: its text, the id of its message and that message's arrival time.
+        self.assertTrue(c["lastError"].startswith("HTTP 500"), c)
+        self.assertEqual(c["lastErrorMessageId"], m_failing)
+        self.assertEqual(c["lastErrorAt"], failed_msg["createdAt"])
+        self.assertEqual(c["lastError"], failed_msg["lastError"])
+        self.assertTrue(apps["d-dead"]["lastError"].startswith("HTTP 500"))
+        self.assertIn("410", apps["f-gone"]["lastError"])
+        for app_id in ("a-ok", "b-empty", "e-off"):
+            a = apps[app_id]
+            self.assertEqual((a["lastError"], a["lastErrorAt"], a["lastErrorMessageId"]),
+                             (None, None, None), a)
+        totals = st["totals"]
+        for k in zero:
+            self.assertEqual(totals[k], sum(a["counts"][k] for a in st["apps"]), (k, totals))
+        self.assertEqual((totals["apps"], totals["disabledApps"]), (6, 2), totals)
+        self.assertEqual(totals["oldestPendingAt"], c["oldestPendingAt"], totals)
+
+        node = st["node"]
+        self.assertRegex(node["version"], r"^\d+\.\d+")
+        self.assertEqual(node["listen"], "127.0.0.1:%d" % self.serve.port)
+        self.assertLessEqual(node["startedAt"], time.time())
+        self.assertGreaterEqual(node["uptimeSeconds"], 0)
+        store = st["store"]
+        self.assertIs(store["sealed"], False)
+        self.assertIsInstance(store["schemaVersion"], int)
+        self.assertGreaterEqual(store["schemaVersion"], 1)
+        if self.serve.pg_db:
+            self.assertEqual(store["kind"], "postgresql")
+            self.assertIn(self.serve.pg_db, store["location"])
+            password = re.search(r"://[^:/@]+:([^@]+)@", self.serve.db_url)
+            if password:
+                self.assertNotIn(password.group(1), store["location"])
+                self.assertIn(":***@", store["location"])
+        else:
+            self.assertEqual(store["kind"], "sqlite")
+            self.assertEqual(store["location"], self.serve.db_path)
+
+        # A deleted app is gone from the list, and its messages from every count.
+        self.assertEqual(self.serve.api("DELETE", "/v1/voice-apps/" + dead.id).status, 204)
+        st = self.status()
+        self.assertNotIn("d-dead", [a["id"] for a in st["apps"]])
+        self.assertEqual(st["totals"]["dead"], 0, st["totals"])
+
+    def test_roles_and_query(self):
+        self.make_app("x")
+        read_key, ingest_key = self.keys("read", "ingest")
+        self.assertEqual([a["id"] for a in self.status(key=read_key)["apps"]], ["x"])
+        r = self.serve.api("GET", "/v1/status", key=ingest_key)
+        self.assertEqual((r.status, r.error_code), (403, "forbidden"), r)
+        r = self.serve.api("GET", "/v1/status", key=None)
+        self.assertEqual((r.status, r.error_code), (401, "unauthorized"), r)
+        for path, name in (("/v1/status?app=x", "app"), ("/v1/status?verbose=1", "verbose")):
+            with self.subTest(path=path):
+                r = self.serve.api("GET", path)
+                self.assertEqual((r.status, r.error_code), (400, "invalid_query"), r)
+                self.assertTrue(r.error_message.startswith(name + ":"), r)
+
+    def test_sealed_store_says_so(self):
+        key = base64.b64encode(_secrets.token_bytes(32)).decode()
+        sealed = Serve(BIN, env={"CALLHOOK_DATA_KEY": key}, name="sealed")
+        self.addCleanup(sealed.close)
+        sealed.start()
+        plain = self.status()["store"]
+        r = sealed.api("GET", "/v1/status")
+        self.assertEqual(r.status, 200, r)
+        store = r.json["store"]
+        self.assertIs(store["sealed"], True, store)
+        self.assertEqual((store["kind"], store["schemaVersion"]),
+                         (plain["kind"], plain["schemaVersion"]), "the inner store's")
+
+
 class FirstStart(unittest.TestCase):
     """The first admin key's place follows the store, and only the node that made a key says
     where it is (issue 15, points 1 and 6). Runs on SQLite and, in serve_postgres, on
@@ -1506,7 +1641,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_term)
 
     return harness.run_suite((Delivery, Identity, Ordering, Retries, Endpoint, Api, Safety,
-                              FirstStart),
+                              Status, FirstStart),
                              filters, Result)
 
 

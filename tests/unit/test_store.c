@@ -684,6 +684,112 @@ static void test_stats_by_api_status(void **state)
     assert_int_equal(st.oldest_pending_at, 0);
 }
 
+/* app_stats: what the callback was given, by app id. */
+struct seen_apps {
+    struct app_stats a[8];
+    int n;
+};
+
+static void see_app(void *ctx, const struct app_stats *a)
+{
+    struct seen_apps *seen = ctx;
+    if (seen->n < 8)
+        seen->a[seen->n] = *a;
+    seen->n++;
+}
+
+/* Per Voice App, in id order: its state, its counts as stats counts them (failed apart from
+ * pending, parked for a disabled app's waiting messages), the oldest unparked waiting
+ * message, and the last error of its newest message that has one; an app without messages
+ * has zeros; a deleted app's messages count for no one, even an app of the same id made
+ * later. The store's kind, schema version and sealed flag are set at open. */
+static void test_app_stats(void **state)
+{
+    struct store *s = *state;
+    assert_string_equal(s->kind, pg_uri() ? "postgresql" : "sqlite");
+    assert_true(s->schema_version >= 6);
+    const char *sealed = getenv("CALLHOOK_TEST_SEALED");
+    assert_int_equal(s->sealed, sealed != NULL && strcmp(sealed, "1") == 0);
+
+    put_app(s, "on", true);
+    put_app(s, "off", false);
+    put_app(s, "empty", true);
+    put_app(s, "gone", true);
+    ingest(s, "msg_g", "gone", "begin-call", "g", MSG_DELIVERING, 50);
+    assert_int_equal(store_app_delete(s, "gone", NULL), CH_OK);
+    put_app(s, "gone", true); /* starts empty */
+
+    ingest(s, "msg_p1", "off", "begin-call", "p1", MSG_DELIVERING, 100); /* parked */
+    ingest(s, "msg_p2", "off", "begin-call", "p2", MSG_DELIVERING, 110); /* parked */
+    struct ingest_item f = ingest(s, "msg_f", "on", "begin-call", "f", MSG_DELIVERING, 1000);
+    struct attempt_result r = result(f.seq, MSG_PENDING, 1001);
+    r.error = "HTTP 500 first";
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    struct ingest_item x = ingest(s, "msg_x", "on", "begin-call", "x", MSG_DELIVERING, 1500);
+    r = result(x.seq, MSG_DEAD, 0);
+    r.error = "HTTP 503 newest";
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    struct ingest_item d = ingest(s, "msg_d", "on", "begin-call", "d", MSG_DELIVERING, 2000);
+    r = result(d.seq, MSG_DELIVERED, 0);
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    ingest(s, "msg_l", "on", "end-call", "l", MSG_DELIVERING, 3000); /* claimed */
+    ingest(s, "msg_w", "on", "end-call", "f", MSG_PENDING, 900);     /* waits on msg_f */
+    ingest(s, "msg_s", "on", "end-call", "s", MSG_SKIPPED, 4000);
+
+    struct seen_apps seen = {0};
+    assert_int_equal(store_app_stats(s, see_app, &seen, NULL), CH_OK);
+    assert_int_equal(seen.n, 4);
+    assert_string_equal(seen.a[0].id, "empty");
+    assert_string_equal(seen.a[1].id, "gone");
+    assert_string_equal(seen.a[2].id, "off");
+    assert_string_equal(seen.a[3].id, "on");
+    for (int i = 0; i < 2; i++) {
+        const struct store_stats *c = &seen.a[i].counts;
+        assert_true(seen.a[i].enabled);
+        assert_int_equal(c->pending + c->failed + c->delivering + c->delivered + c->dead +
+                             c->skipped + c->parked + c->oldest_pending_at,
+                         0);
+        assert_string_equal(seen.a[i].last_error, "");
+        assert_int_equal(seen.a[i].last_error_at, 0);
+    }
+    const struct app_stats *off = &seen.a[2], *on = &seen.a[3];
+    assert_false(off->enabled);
+    assert_int_equal(off->counts.pending, 2);
+    assert_int_equal(off->counts.parked, 2);
+    assert_int_equal(off->counts.oldest_pending_at, 0); /* parked: not waiting to be sent */
+    assert_string_equal(off->last_error, "");
+    assert_true(on->enabled);
+    assert_string_equal(on->disabled_reason, "");
+    assert_int_equal(on->counts.pending, 1); /* msg_w */
+    assert_int_equal(on->counts.failed, 1);  /* msg_f */
+    assert_int_equal(on->counts.delivering, 1);
+    assert_int_equal(on->counts.delivered, 1);
+    assert_int_equal(on->counts.dead, 1);
+    assert_int_equal(on->counts.skipped, 1);
+    assert_int_equal(on->counts.parked, 0);
+    assert_int_equal(on->counts.oldest_pending_at, 900);
+    assert_string_equal(on->last_error, "HTTP 503 newest");
+    assert_int_equal(on->last_error_at, 1500);
+    assert_string_equal(on->last_error_msg, "msg_x");
+
+    /* A 410 disables "on" with its reason: its waiting messages are parked. */
+    r = result(f.seq, MSG_PENDING, 5000);
+    r.http_status = 410;
+    r.disable_app = true;
+    r.app_id = "on";
+    r.error = "HTTP 410 Gone";
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_app_stats(s, see_app, &seen, NULL), CH_OK);
+    assert_int_equal(seen.n, 4);
+    on = &seen.a[3];
+    assert_false(on->enabled);
+    assert_string_equal(on->disabled_reason, "HTTP 410 Gone");
+    assert_int_equal(on->counts.parked, 3); /* msg_f, msg_w and the claimed msg_l */
+    assert_int_equal(on->counts.oldest_pending_at, 0);
+    assert_string_equal(on->last_error, "HTTP 503 newest"); /* msg_x is newer than msg_f */
+}
+
 /* A batch of results where one message comes back: each result is an attempt, and the later
  * result is the message's state. */
 static void test_attempts_batch_with_a_repeat(void **state)
@@ -1897,6 +2003,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_attempts_batch_with_a_repeat, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_copy_under_a_new_id, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_stats_by_api_status, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_app_stats, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_wait, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_disabled_apps_park, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_parked_by_a_race_comes_back, fresh, close_store),
