@@ -3,11 +3,13 @@
 
 #include "receive/escape.h"
 #include "receive/receiver.h"
+#include "receive/sink.h"
 #include "util/clock.h"
 
 #include <jansson.h>
 
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,8 @@
 void cmd_receive_help(void)
 {
     puts("usage: callhook receive --secret @KEY_FILE (--tls-cert F --tls-key F | --insecure-http)\n"
-         "                        [--exec CMD | --jsonl FILE] [--route SEL=HANDLER ...] ...\n"
+         "                        [--exec CMD] [--jsonl FILE] [--pipe CMD] [--forward URL]\n"
+         "                        [--postgres DSN] [--route SEL=HANDLER ...] ...\n"
          "\n"
          "Receives begin-call and end-call deliveries done right: verifies the sender (Standard\n"
          "Webhooks signature and timestamp, and optionally a shared-secret header and client\n"
@@ -31,13 +34,19 @@ void cmd_receive_help(void)
          "too large, 503 send it again (busy, with Retry-After; the store failed; shutting\n"
          "down).\n"
          "\n"
-         "Handlers: --exec CMD runs CMD with the raw body on stdin and CALL_EVENT,\n"
-         "CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME, WEBHOOK_ID in its\n"
-         "environment; a non-zero exit is a failure. Of the receiver's environment a command\n"
-         "gets PATH, HOME, LANG, LC_* and what --handler-env NAME names, nothing else (never the\n"
-         "receiver's settings or keys). --jsonl FILE appends one JSON line per event.\n"
-         "--route picks a handler by event and CallType (first match wins); everything else,\n"
-         "unknown CallTypes included, goes to the default handler:\n"
+         "Handlers (sinks): --exec CMD runs CMD per event with the raw body on stdin and\n"
+         "CALL_EVENT, CALL_ACTIVE_CALL_ID, CALL_CORRELATION_ID, CALL_TYPE, CALL_TYPE_NAME,\n"
+         "WEBHOOK_ID in its environment (up to --workers at once); a non-zero exit is a\n"
+         "failure. Of the receiver's environment a command gets PATH, HOME, LANG, LC_* and\n"
+         "what --handler-env NAME names, nothing else (never the receiver's settings or keys).\n"
+         "--jsonl FILE appends one JSON line per event; --pipe CMD, --forward URL and\n"
+         "--postgres DSN as below. Handlers run from the inbox at nice 10: acknowledging\n"
+         "never waits on them.\n"
+         "Fan-out: --route SELECTOR=HANDLER (exec:, jsonl:, pipe:, forward:, postgres:) sends\n"
+         "an event by event and CallType; every route that matches takes it, each handler\n"
+         "once. What no route matches, unknown CallTypes included, goes to every default\n"
+         "handler given (--exec, --jsonl, --pipe, --forward, --postgres: one of each kind).\n"
+         "Each handler retries and parks its events on its own ('callhook inbox show ID').\n"
          "  --route 'end-call/MissedCall,VoiceMail=exec:./call-back.sh'\n"
          "  --route '*/OutboundCall=jsonl:outbound.jsonl'\n"
          "\n"
@@ -54,7 +63,8 @@ void cmd_receive_help(void)
          "SIGHUP reads the config file and key files again (rotate a secret without a\n"
          "restart); a reload that fails, or that changes listen, store, tls-*, insecure-http,\n"
          "max-body-bytes or workers, is refused and the settings in force stay\n"
-         "(docs/RECEIVER.md).\n");
+         "(docs/RECEIVER.md). A reload that changes the handlers opens the new ones first (one\n"
+         "that cannot open refuses the reload), then stops those no longer named.\n");
     config_print_help(&receive_config_table, stdout);
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
@@ -66,12 +76,16 @@ void cmd_inbox_help(void)
     puts("usage: callhook inbox list [--status pending|running|done|failed|purged] [--limit N]\n"
          "       callhook inbox show WEBHOOK_ID\n"
          "       callhook inbox stats [--json]\n"
-         "       callhook inbox retry WEBHOOK_ID | --all-failed\n"
+         "       callhook inbox retry (WEBHOOK_ID | --all-failed) [--sink HANDLER]\n"
          "       callhook inbox purge [--older-than-s N]\n"
          "\n"
          "Looks into the inbox of callhook receive (--store PATH, default CALLHOOK_RECEIVE_STORE\n"
-         "or var/inbox.db): what arrived, what failed and why; 'retry' runs failed events again\n"
-         "with fresh tries (a running receiver picks them up); 'stats' counts the events by\n"
+         "or var/inbox.db): what arrived, what failed and why. An event has a state per sink\n"
+         "(each handler it went to, e.g. exec:./h.sh): 'list' shows them under each event,\n"
+         "'show' in full; the event's own status is failed when a sink parked it, else running,\n"
+         "pending or done as its sinks are. 'retry' runs failed deliveries again with fresh\n"
+         "tries (a running receiver picks them up): every failed sink of the event, or only\n"
+         "--sink HANDLER (as list shows it); 'stats' counts the events by\n"
          "status and by kind and shows the oldest not yet processed (times in UTC, ISO 8601;\n"
          "--json gives unix seconds); 'purge' removes the records of\n"
          "processed events older than N seconds, default all of them. Their dedupe keys stay\n"
@@ -152,16 +166,101 @@ static const char *iso_time(long long unix_s, char *out, size_t cap)
     return out;
 }
 
-static void print_entry_row(void *ctx, const struct ch_inbox_entry *e)
+/* A formatted row in a malloc'd string (*out, the caller frees); -1 when out of memory. */
+static int asprintf_row(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int asprintf_row(char **out, const char *fmt, ...)
 {
-    (void)ctx;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (*out = malloc((size_t)n + 1)) == NULL)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(*out, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+/* The rows of `inbox list`, kept while the inbox is locked for listing, printed after (each
+ * followed by its sinks' lines, which need the inbox again). */
+struct listed {
+    long long seq;
+    char *row; /* malloc'd */
+};
+
+struct listing {
+    struct listed *rows;
+    size_t n, cap;
+    bool failed; /* out of memory: rows are missing */
+};
+
+static void keep_entry_row(void *ctx, const struct ch_inbox_entry *e)
+{
+    struct listing *l = ctx;
     char when[32];
     iso_time(e->received_at, when, sizeof when);
     static struct shown f; /* large; one caller at a time */
     show_fields(e, &f);
-    printf("%-32s %-10s %-8s %-8d %-21s %s\n", f.webhook_id, e->event,
-           ch_inbox_status_name(e->status), e->attempts, when,
-           f.last_error[0] ? f.last_error : "-");
+    char *row = NULL;
+    if (l->n == l->cap) {
+        size_t grown = l->cap ? l->cap * 2 : 64;
+        struct listed *more = realloc(l->rows, grown * sizeof *more);
+        if (more == NULL) {
+            l->failed = true;
+            return;
+        }
+        l->rows = more;
+        l->cap = grown;
+    }
+    if (asprintf_row(&row, "%-32s %-10s %-8s %-8d %-21s %s", f.webhook_id, e->event,
+                     ch_inbox_status_name(e->status), e->attempts, when,
+                     f.last_error[0] ? f.last_error : "-") < 0) {
+        l->failed = true;
+        return;
+    }
+    l->rows[l->n++] = (struct listed){e->seq, row};
+}
+
+/* A sink's name as the terminal may show it: no password of a URL or DSN, no control
+ * character. */
+static void shown_sink(const char *name, char *out, size_t cap)
+{
+    char label[512];
+    sink_label(name, label, sizeof label);
+    text_escape(label, strlen(label), out, cap);
+}
+
+/* One line per delivery under an event's row in `inbox list`. */
+static void print_sink_line(void *ctx, const struct ch_inbox_delivery *d)
+{
+    (void)ctx;
+    char name[TEXT_ESCAPE_GROWTH * 512];
+    shown_sink(d->sink, name, sizeof name);
+    static char error[TEXT_ESCAPE_GROWTH * sizeof d->last_error];
+    text_escape(d->last_error, strlen(d->last_error), error, sizeof error);
+    printf("  -> %-40s %-8s %-8d %s\n", name[0] ? name : "(implicit sink)",
+           ch_inbox_status_name(d->status), d->attempts, error[0] ? error : "-");
+}
+
+/* `inbox show`: one paragraph per delivery. */
+static void print_sink_block(void *ctx, const struct ch_inbox_delivery *d)
+{
+    int *count = ctx;
+    (*count)++;
+    char name[TEXT_ESCAPE_GROWTH * 512];
+    shown_sink(d->sink, name, sizeof name);
+    static char error[TEXT_ESCAPE_GROWTH * sizeof d->last_error];
+    text_escape(d->last_error, strlen(d->last_error), error, sizeof error);
+    char processed[32], next[32];
+    printf("  %s\n    status        %s\n    attempts      %d\n", name[0] ? name : "(implicit sink)",
+           ch_inbox_status_name(d->status), d->attempts);
+    if (d->status == CH_INBOX_PENDING)
+        printf("    due at        %s\n", iso_time(d->next_at / 1000, next, sizeof next));
+    if (d->status == CH_INBOX_DONE)
+        printf("    processed at  %s\n", iso_time(d->processed_at, processed, sizeof processed));
+    printf("    last error    %s\n", error[0] ? error : "-");
 }
 
 /* The body as valid JSON of the same meaning, with nothing a terminal would obey. */
@@ -203,6 +302,14 @@ static int inbox_show(struct ch_inbox *ib, const char *id)
            e.attempts, iso_time(e.received_at, received, sizeof received),
            iso_time(e.processed_at, processed, sizeof processed),
            f.last_error[0] ? f.last_error : "-");
+    int sinks = 0;
+    puts("sinks");
+    struct ch_error derr = {0};
+    if (ch_inbox_deliveries(ib, e.seq, print_sink_block, &sinks, &derr) != CH_OK)
+        printf("  (cannot read them: %s)\n", derr.message);
+    else if (sinks == 0)
+        puts("  (none: no handler took it, or it was processed before the inbox kept a state "
+             "per sink, or purged)");
     if (e.status == CH_INBOX_PURGED) {
         puts("body          (purged: only the dedupe keys are kept)");
     } else {
@@ -210,6 +317,81 @@ static int inbox_show(struct ch_inbox *ib, const char *id)
         print_body(&e);
     }
     ch_inbox_entry_release(&e);
+    return CLI_OK;
+}
+
+/* `inbox list`: a row per event (its derived status), then a line per sink. */
+static int inbox_list(struct ch_inbox *ib, int status, int limit, struct ch_error *err)
+{
+    printf("%-32s %-10s %-8s %-8s %-21s %s\n", "WEBHOOK-ID", "EVENT", "STATUS", "ATTEMPTS",
+           "RECEIVED", "LAST ERROR");
+    struct listing l = {0};
+    int rc = ch_inbox_list(ib, status, limit, keep_entry_row, &l, err) == CH_OK ? CLI_OK : CLI_FAIL;
+    for (size_t i = 0; i < l.n; i++) {
+        puts(l.rows[i].row);
+        free(l.rows[i].row);
+        if (rc == CLI_OK &&
+            ch_inbox_deliveries(ib, l.rows[i].seq, print_sink_line, NULL, err) != CH_OK)
+            rc = CLI_FAIL;
+    }
+    free(l.rows);
+    if (l.failed && rc == CLI_OK) {
+        ch_error_set(err, CH_ENOMEM, "out of memory: the list is not complete");
+        rc = CLI_FAIL;
+    }
+    return rc;
+}
+
+/* Finds the delivery of an event whose sink is named, or labelled (as list and show print
+ * it), as asked. */
+struct sink_match {
+    const char *asked;
+    char name[CH_INBOX_SINK_MAX];
+    int found;
+};
+
+static void match_sink(void *ctx, const struct ch_inbox_delivery *d)
+{
+    struct sink_match *m = ctx;
+    char label[512];
+    sink_label(d->sink, label, sizeof label);
+    if (strcmp(d->sink, m->asked) == 0 || strcmp(label, m->asked) == 0) {
+        if (m->found++ == 0)
+            snprintf(m->name, sizeof m->name, "%s", d->sink);
+    }
+}
+
+/* `inbox retry ID|--all-failed [--sink NAME]`: the failed deliveries again, with fresh tries. */
+static int inbox_retry(struct ch_inbox *ib, const char *id, const char *sink, long long now_ms,
+                       struct ch_error *err)
+{
+    static struct sink_match m; /* large */
+    if (sink && id) {
+        /* The name as list and show print it works too (a password left out). */
+        struct ch_inbox_entry e;
+        if (ch_inbox_get(ib, id, &e, err) != CH_OK)
+            return CLI_FAIL;
+        ch_inbox_entry_release(&e);
+        memset(&m, 0, sizeof m);
+        m.asked = sink;
+        if (ch_inbox_deliveries(ib, e.seq, match_sink, &m, err) != CH_OK)
+            return CLI_FAIL;
+        if (m.found == 0) {
+            ch_error_set(err, CH_ENOTFOUND,
+                         "event '%s' does not go to '%s' (see 'callhook inbox "
+                         "show %s')",
+                         id, sink, id);
+            return CLI_FAIL;
+        }
+        sink = m.name;
+    }
+    long long events = 0, deliveries = 0;
+    if (ch_inbox_retry_sink(ib, id, sink, now_ms, &events, &deliveries, err) != CH_OK)
+        return CLI_FAIL;
+    printf("%lld event%s will run again", events, events == 1 ? "" : "s");
+    if (deliveries != events)
+        printf(" (%lld deliveries)", deliveries);
+    putchar('\n');
     return CLI_OK;
 }
 
@@ -313,6 +495,7 @@ int cmd_inbox(int argc, char **argv)
         {"all-failed", no_argument, NULL, 'a'},
         {"older-than-s", required_argument, NULL, 'o'},
         {"json", no_argument, NULL, 'j'},
+        {"sink", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -329,6 +512,7 @@ int cmd_inbox(int argc, char **argv)
     int status = -1;
     long long limit = 50, older = 0;
     bool all_failed = false, as_json = false;
+    const char *sink = NULL;
     int c;
     optind = 1;
     argc--;
@@ -360,6 +544,9 @@ int cmd_inbox(int argc, char **argv)
         case 'j':
             as_json = true;
             break;
+        case 'k':
+            sink = optarg;
+            break;
         case 'o':
             if (!cli_parse_ll("--older-than-s", optarg, &older) || older < 0)
                 return CLI_USAGE;
@@ -374,6 +561,8 @@ int cmd_inbox(int argc, char **argv)
     const char *arg = optind < argc ? argv[optind] : NULL;
     if (as_json && strcmp(sub, "stats") != 0)
         return cli_usage_error("inbox", "--json goes with 'inbox stats' only");
+    if (sink && strcmp(sub, "retry") != 0)
+        return cli_usage_error("inbox", "--sink goes with 'inbox retry' only");
     if (access(store, F_OK) != 0) {
         fprintf(stderr, "callhook inbox: no inbox at '%s' (give --store PATH)\n", store);
         return CLI_FAIL;
@@ -388,10 +577,7 @@ int cmd_inbox(int argc, char **argv)
     long long n = 0;
     long long now_s = clock_wall_s();
     if (strcmp(sub, "list") == 0) {
-        printf("%-32s %-10s %-8s %-8s %-21s %s\n", "WEBHOOK-ID", "EVENT", "STATUS", "ATTEMPTS",
-               "RECEIVED", "LAST ERROR");
-        if (ch_inbox_list(ib, status, (int)limit, print_entry_row, NULL, &err) != CH_OK)
-            rc = CLI_FAIL;
+        rc = inbox_list(ib, status, (int)limit, &err);
     } else if (strcmp(sub, "stats") == 0) {
         rc = inbox_stats(ib, store, as_json, &err);
     } else if (strcmp(sub, "show") == 0) {
@@ -399,10 +585,8 @@ int cmd_inbox(int argc, char **argv)
     } else if (strcmp(sub, "retry") == 0) {
         if (!arg && !all_failed)
             rc = cli_usage_error("inbox", "retry needs a WEBHOOK_ID or --all-failed");
-        else if (ch_inbox_retry(ib, arg, now_s * 1000, &n, &err) != CH_OK)
-            rc = CLI_FAIL;
         else
-            printf("%lld event%s will run again\n", n, n == 1 ? "" : "s");
+            rc = inbox_retry(ib, arg, sink, now_s * 1000, &err);
     } else if (strcmp(sub, "purge") == 0) {
         if (ch_inbox_expire(ib, now_s - older + (older == 0 ? 1 : 0), &n, &err) != CH_OK)
             rc = CLI_FAIL;

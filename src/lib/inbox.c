@@ -1,7 +1,9 @@
 /*
  * The receiver's inbox on SQLite: WAL with synchronous=FULL, so an event is on disk when
  * ch_inbox_add returns. Two connections, each behind a mutex (see struct ch_inbox); the
- * receiver batches its writes on both, and statements are prepared once.
+ * receiver batches its writes on both, and statements are prepared once. Schema version 2:
+ * events (the record, its dedupe keys and its derived status) and deliveries (one state per
+ * event and sink); version 1 had the state on the event and is migrated at open.
  */
 #include <callhook/inbox.h>
 
@@ -20,7 +22,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static const char schema[] =
+/* Version 1: the events, with one status each. Kept as it was, so that a version 1 inbox
+ * and a new one differ by the deliveries only. */
+static const char schema_v1[] =
     "CREATE TABLE IF NOT EXISTS events ("
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT, webhook_id TEXT NOT NULL UNIQUE,"
     "  event TEXT NOT NULL, call_key TEXT, call_type INTEGER, body BLOB NOT NULL,"
@@ -29,10 +33,33 @@ static const char schema[] =
     "  last_error TEXT NOT NULL DEFAULT '', processed_at INTEGER NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX IF NOT EXISTS events_call ON events(event, call_key)"
     "  WHERE call_key IS NOT NULL;"
-    "CREATE INDEX IF NOT EXISTS events_due ON events(next_at) WHERE status = 0;"
     "CREATE INDEX IF NOT EXISTS events_status ON events(status, seq);"
     /* key_window_s: how long a dedupe key outlives its event's arrival at least. */
     "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);";
+
+/* Version 2: one delivery per (event, sink). The events' status, attempts, next_at,
+ * last_error and processed_at are now derived from them (derive below), so that listing and
+ * counting read the events alone. A sink takes its due deliveries through the partial index. */
+static const char schema_v2[] =
+    "CREATE TABLE IF NOT EXISTS deliveries ("
+    "  seq INTEGER NOT NULL, sink TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL DEFAULT '', processed_at INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (seq, sink)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(sink, seq) WHERE status = 0;"
+    /* Taking went by the events' own state in version 1. */
+    "DROP INDEX IF EXISTS events_due;";
+
+/* A version 1 inbox's unprocessed and failed events, as deliveries to the implicit sink "": an
+ * event a crash left running is pending again, its attempt counted. */
+static const char migrate_v1_v2[] =
+    "INSERT INTO deliveries(seq, sink, status, attempts, next_at, last_error, processed_at)"
+    "  SELECT seq, '', CASE status WHEN 1 THEN 0 ELSE status END, attempts, next_at,"
+    "  last_error, processed_at FROM events WHERE status IN (0, 1, 3);"
+    "UPDATE events SET status = 0 WHERE status = 1;";
+
+#define STRINGIFY(x) #x
+#define TEXT_OF(x)   STRINGIFY(x)
 
 /* Without a receiver's word: twice the default timestamp tolerance. */
 #define DEFAULT_KEY_WINDOW_S (2 * 300LL)
@@ -49,13 +76,16 @@ enum stmt_id {
     ST_BY_ID,
     ST_BY_CALL,
     ST_INSERT,
+    ST_INSERT_DELIVERY,
     ST_WORK_FIRST,
     ST_WORK_BEGIN = ST_WORK_FIRST,
     ST_WORK_COMMIT,
     ST_WORK_ROLLBACK,
     ST_TAKE,
+    ST_EVENT,
     ST_NEXT_DUE,
     ST_FINISH,
+    ST_DERIVE,
     ST_COUNT
 };
 
@@ -66,17 +96,35 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BY_ID] = "SELECT seq FROM events WHERE webhook_id = ?",
     [ST_BY_CALL] = "SELECT seq FROM events WHERE event = ? AND call_key = ?",
     [ST_INSERT] = "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
-                  " received_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  " received_at, next_at, status, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [ST_INSERT_DELIVERY] = "INSERT INTO deliveries(seq, sink, next_at) VALUES (?1, ?2, ?3)"
+                           " ON CONFLICT DO NOTHING",
     [ST_WORK_BEGIN] = "BEGIN IMMEDIATE",
     [ST_WORK_COMMIT] = "COMMIT",
     [ST_WORK_ROLLBACK] = "ROLLBACK",
     /* RETURNING gives no order: the caller sorts by seq. */
-    [ST_TAKE] = "UPDATE events SET status = 1, attempts = attempts + 1 WHERE seq IN ("
-                "  SELECT seq FROM events WHERE status = 0 AND next_at <= ?1"
-                "  ORDER BY seq LIMIT ?2) RETURNING " ENTRY_COLUMNS,
-    [ST_NEXT_DUE] = "SELECT min(next_at) FROM events WHERE status = 0",
-    [ST_FINISH] = "UPDATE events SET status = ?1, next_at = ?2, processed_at = ?3,"
-                  " last_error = ?5 WHERE seq = ?4",
+    [ST_TAKE] = "UPDATE deliveries SET status = 1, attempts = attempts + 1 WHERE sink = ?3"
+                " AND seq IN (SELECT seq FROM deliveries WHERE sink = ?3 AND status = 0"
+                "  AND next_at <= ?1 ORDER BY seq LIMIT ?2)"
+                " RETURNING seq, status, attempts, next_at, processed_at, last_error",
+    [ST_EVENT] = "SELECT " ENTRY_COLUMNS " FROM events WHERE seq = ?1",
+    [ST_NEXT_DUE] = "SELECT min(next_at) FROM deliveries WHERE sink = ?1 AND status = 0",
+    [ST_FINISH] = "UPDATE deliveries SET status = ?1, next_at = ?2, processed_at = ?3,"
+                  " last_error = ?5, attempts = max(attempts - ?6, 0) WHERE seq = ?4 AND sink = ?7",
+    /* An event's state from its deliveries (enum ch_inbox_status): failed over running over
+     * pending over done; the most attempts; the earliest retry; the error of a failed, else of
+     * a waiting delivery (a done one has none). A purged event has no deliveries left. */
+    [ST_DERIVE] =
+        "UPDATE events SET status = d.st, attempts = d.att, next_at = d.nxt, last_error = d.err,"
+        " processed_at = CASE WHEN d.st <> 2 THEN 0 WHEN d.proc > 0 THEN d.proc ELSE ?2 END"
+        " FROM (SELECT CASE WHEN max(status = 3) THEN 3 WHEN max(status = 1) THEN 1"
+        "  WHEN max(status = 0) THEN 0 ELSE 2 END AS st, coalesce(max(attempts), 0) AS att,"
+        "  coalesce(min(CASE WHEN status = 0 THEN next_at END), 0) AS nxt,"
+        "  coalesce(max(processed_at), 0) AS proc,"
+        "  coalesce((SELECT last_error FROM deliveries WHERE seq = ?1 AND last_error <> ''"
+        "   ORDER BY status = 3 DESC, status = 0 DESC LIMIT 1), '') AS err"
+        "  FROM deliveries WHERE seq = ?1) AS d"
+        " WHERE events.seq = ?1 AND events.status <> 4",
 };
 
 /* Two connections: `db` adds events (synchronous=FULL: a 202 is on disk), `work` is for the
@@ -192,6 +240,66 @@ static void checkpoint_if_due(struct ch_inbox *ib, sqlite3 *db, int frames)
     pthread_mutex_unlock(&ib->write_lock);
 }
 
+/* PRAGMA user_version: 0 for a new file and for version 1 (which did not set it). */
+static int schema_version(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (prepare(db, "PRAGMA user_version", &st, NULL) == CH_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Whether the file holds version 1's events table (a user_version of 0 with it is version 1). */
+static bool has_events_table(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    bool yes = false;
+    if (prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'", &st,
+                NULL) == CH_OK)
+        yes = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return yes;
+}
+
+/* Brings the file to CH_INBOX_SCHEMA_VERSION: creates a new one, migrates a version 1 one. One
+ * write transaction, the version read again inside it, so that two processes opening one old
+ * inbox at once (the receiver and `callhook inbox`) migrate it once. */
+static ch_code upgrade(sqlite3 *db, const char *path, struct ch_error *err)
+{
+    if (schema_version(db) == CH_INBOX_SCHEMA_VERSION)
+        return CH_OK;
+    ch_code rc = exec(db, "BEGIN IMMEDIATE", err);
+    if (rc != CH_OK)
+        return rc;
+    int v = schema_version(db);
+    if (v < 0 || v > CH_INBOX_SCHEMA_VERSION) {
+        exec(db, "ROLLBACK", NULL);
+        return ch_error_set(err, CH_ESTORE,
+                            "inbox '%s' has schema version %d; this callhook knows %d at most "
+                            "(a newer callhook wrote it)",
+                            path, v, CH_INBOX_SCHEMA_VERSION);
+    }
+    if (v == CH_INBOX_SCHEMA_VERSION)
+        return exec(db, "COMMIT", err);
+    bool from_v1 = has_events_table(db);
+    rc = exec(db, schema_v1, err);
+    if (rc == CH_OK)
+        rc = exec(db, schema_v2, err);
+    if (rc == CH_OK && from_v1)
+        rc = exec(db, migrate_v1_v2, err);
+    if (rc == CH_OK)
+        rc = exec(db, "PRAGMA user_version = " TEXT_OF(CH_INBOX_SCHEMA_VERSION), err);
+    if (rc == CH_OK)
+        rc = exec(db, "COMMIT", err);
+    if (rc != CH_OK) {
+        exec(db, "ROLLBACK", NULL);
+        return rc;
+    }
+    return CH_OK;
+}
+
 ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *err)
 {
     if (path == NULL || *path == '\0')
@@ -220,7 +328,7 @@ ch_code ch_inbox_open(const char *path, struct ch_inbox **out, struct ch_error *
     sqlite3_busy_timeout(ib->db, 10000);
     rc = exec(ib->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err);
     if (rc == CH_OK)
-        rc = exec(ib->db, schema, err);
+        rc = upgrade(ib->db, path, err);
     if (rc == CH_OK && sqlite3_open_v2(path, &ib->work, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                                        NULL) != SQLITE_OK)
         rc = ch_error_set(err, CH_EIO, "cannot open inbox '%s' twice", path);
@@ -279,9 +387,12 @@ static int find_existing(sqlite3_stmt *by_id, sqlite3_stmt *by_call, const char 
     return step;
 }
 
-static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, struct ch_inbox_event *e,
+/* Stores one new event and its deliveries, each due at its arrival. */
+static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, sqlite3_stmt *ins_delivery,
+                       struct ch_inbox_event *e, const struct ch_inbox_sinks *sinks,
                        struct ch_error *err)
 {
+    size_t nsinks = sinks ? sinks->n : 0;
     sqlite3_bind_text(ins, 1, e->webhook_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(ins, 2, e->event, -1, SQLITE_STATIC);
     if (e->call_key)
@@ -291,26 +402,62 @@ static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, struct ch_inbox_e
     sqlite3_bind_blob64(ins, 5, e->body ? e->body : "", e->body_len, SQLITE_STATIC);
     sqlite3_bind_int64(ins, 6, e->received_at);
     sqlite3_bind_int64(ins, 7, e->received_at * 1000);
+    /* Going nowhere, it is processed as soon as it is stored. */
+    sqlite3_bind_int(ins, 8, nsinks ? CH_INBOX_PENDING : CH_INBOX_DONE);
+    sqlite3_bind_int64(ins, 9, nsinks ? 0 : e->received_at);
     ch_code rc = CH_OK;
     if (sqlite3_step(ins) != SQLITE_DONE)
         rc = db_error(err, ib->db, "store event");
     sqldb_done(ins); /* unbound parameters are NULL: call_key and call_type when absent */
+    if (rc != CH_OK)
+        return rc;
+    long long seq = sqlite3_last_insert_rowid(ib->db);
+    for (size_t k = 0; rc == CH_OK && k < nsinks; k++) {
+        sqlite3_bind_int64(ins_delivery, 1, seq);
+        sqlite3_bind_text(ins_delivery, 2, sinks->names[k], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins_delivery, 3, e->received_at * 1000);
+        if (sqlite3_step(ins_delivery) != SQLITE_DONE)
+            rc = db_error(err, ib->db, "store a delivery");
+        sqldb_done(ins_delivery);
+    }
     if (rc == CH_OK) {
         e->duplicate = false;
-        e->seq = sqlite3_last_insert_rowid(ib->db);
+        e->seq = seq;
     }
     return rc;
 }
 
-ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
-                     struct ch_error *err)
+/* Whether every sink name fits. */
+static ch_code check_sinks(const struct ch_inbox_sinks *sinks, size_t n, struct ch_error *err)
 {
+    for (size_t i = 0; sinks && i < n; i++) {
+        for (size_t k = 0; k < sinks[i].n; k++) {
+            if (sinks[i].names[k] == NULL || strlen(sinks[i].names[k]) >= CH_INBOX_SINK_MAX)
+                return ch_error_set(err, CH_EINVAL,
+                                    "inbox: a sink name is missing or longer "
+                                    "than %d bytes",
+                                    CH_INBOX_SINK_MAX - 1);
+        }
+    }
+    return CH_OK;
+}
+
+/* sinks NULL: every event to the implicit sink "". */
+static ch_code add_events(struct ch_inbox *ib, struct ch_inbox_event *events,
+                          const struct ch_inbox_sinks *sinks, size_t n, struct ch_error *err)
+{
+    static const char *const implicit_name[] = {""};
+    static const struct ch_inbox_sinks implicit = {implicit_name, 1};
+    ch_code rc = check_sinks(sinks, n, err);
+    if (rc != CH_OK)
+        return rc;
     pthread_mutex_lock(&ib->lock);
     pthread_mutex_lock(&ib->write_lock);
     sqlite3_stmt *by_id = stmt(ib, ST_BY_ID, err);
     sqlite3_stmt *by_call = by_id ? stmt(ib, ST_BY_CALL, err) : NULL;
     sqlite3_stmt *ins = by_call ? stmt(ib, ST_INSERT, err) : NULL;
-    ch_code rc = ins ? run_simple(ib, ST_BEGIN, err) : CH_ESTORE;
+    sqlite3_stmt *ins_delivery = ins ? stmt(ib, ST_INSERT_DELIVERY, err) : NULL;
+    rc = ins_delivery ? run_simple(ib, ST_BEGIN, err) : CH_ESTORE;
     bool begun = rc == CH_OK;
     for (size_t i = 0; rc == CH_OK && i < n; i++) {
         struct ch_inbox_event *e = &events[i];
@@ -322,7 +469,7 @@ ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t 
         } else if (step != SQLITE_DONE) {
             rc = db_error(err, ib->db, "look up duplicate");
         } else {
-            rc = add_one(ib, ins, e, err);
+            rc = add_one(ib, ins, ins_delivery, e, sinks ? &sinks[i] : &implicit, err);
         }
     }
     if (rc == CH_OK)
@@ -336,6 +483,20 @@ ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t 
     checkpoint_if_due(ib, ib->db, CHECKPOINT_FRAMES_ADDER);
     pthread_mutex_unlock(&ib->lock);
     return rc;
+}
+
+ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
+                     struct ch_error *err)
+{
+    return add_events(ib, events, NULL, n, err);
+}
+
+ch_code ch_inbox_add_routed(struct ch_inbox *ib, struct ch_inbox_event *events,
+                            const struct ch_inbox_sinks *sinks, size_t n, struct ch_error *err)
+{
+    if (sinks == NULL && n > 0)
+        return ch_error_set(err, CH_EINVAL, "inbox: no sinks given");
+    return add_events(ib, events, sinks, n, err);
 }
 
 ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *event,
@@ -393,6 +554,12 @@ static ch_code entry_row(sqlite3_stmt *st, struct ch_inbox_entry *e, bool with_b
     return CH_OK;
 }
 
+static int by_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
 static int by_seq(const void *a, const void *b)
 {
     long long x = ((const struct ch_inbox_entry *)a)->seq;
@@ -400,13 +567,74 @@ static int by_seq(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out, size_t max,
-                        size_t *n, long long *next_due, struct ch_error *err)
+/* Sets the event seq's derived state from its deliveries (ST_DERIVE); now is unix seconds.
+ * Work lock and write lock held, inside the caller's transaction. */
+static ch_code derive(struct ch_inbox *ib, long long seq, long long now, struct ch_error *err)
 {
-    pthread_mutex_lock(&ib->work_lock);
-    pthread_mutex_lock(&ib->write_lock);
+    sqlite3_stmt *st = stmt(ib, ST_DERIVE, err);
+    if (st == NULL)
+        return CH_ESTORE;
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int64(st, 2, now);
+    ch_code rc = CH_OK;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(err, ib->work, "derive an event's status");
+    sqldb_done(st);
+    return rc;
+}
+
+/* The delivery columns ST_TAKE returns, kept until the statement is done with. */
+struct taken {
+    long long seq;
+    enum ch_inbox_status status;
+    int attempts;
+    long long next_at, processed_at;
+    char last_error[512];
+};
+
+/* Reads the event of a taken delivery into out, with the delivery's state. */
+static ch_code read_taken(struct ch_inbox *ib, const struct taken *t, struct ch_inbox_entry *out,
+                          struct ch_error *err)
+{
+    sqlite3_stmt *st = stmt(ib, ST_EVENT, err);
+    if (st == NULL)
+        return CH_ESTORE;
+    sqlite3_bind_int64(st, 1, t->seq);
+    int step = sqlite3_step(st);
+    ch_code rc;
+    if (step == SQLITE_ROW)
+        rc = entry_row(st, out, true, err);
+    else if (step == SQLITE_DONE)
+        rc = ch_error_set(err, CH_ESTORE, "inbox: a delivery of event %lld, which is gone", t->seq);
+    else
+        rc = db_error(err, ib->work, "read a taken event");
+    sqldb_done(st);
+    if (rc == CH_OK) {
+        out->status = t->status;
+        out->attempts = t->attempts;
+        out->next_at = t->next_at;
+        out->processed_at = t->processed_at;
+        snprintf(out->last_error, sizeof out->last_error, "%s", t->last_error);
+    }
+    return rc;
+}
+
+ch_code ch_inbox_take_sink(struct ch_inbox *ib, const char *sink, long long now,
+                           struct ch_inbox_entry *out, size_t max, size_t *n, long long *next_due,
+                           struct ch_error *err)
+{
     *n = 0;
     *next_due = 0;
+    if (sink == NULL)
+        return ch_error_set(err, CH_EINVAL, "inbox: no sink named");
+    if (max == 0)
+        return CH_ENOTFOUND;
+    struct taken *t = calloc(max, sizeof *t);
+    if (t == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory taking events");
+    pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
+    size_t nt = 0;
     /* now and next_at are milliseconds here. */
     sqlite3_stmt *st = stmt(ib, ST_TAKE, err);
     ch_code rc = st ? run_simple(ib, ST_WORK_BEGIN, err) : CH_ESTORE;
@@ -414,15 +642,28 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entr
     if (rc == CH_OK) {
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_int64(st, 2, (long long)max);
+        sqlite3_bind_text(st, 3, sink, -1, SQLITE_STATIC);
         int step = SQLITE_DONE;
-        while (rc == CH_OK && *n < max && (step = sqlite3_step(st)) == SQLITE_ROW) {
-            rc = entry_row(st, &out[*n], true, err);
-            if (rc == CH_OK)
-                (*n)++;
+        while (nt < max && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            t[nt].seq = sqlite3_column_int64(st, 0);
+            t[nt].status = (enum ch_inbox_status)sqlite3_column_int(st, 1);
+            t[nt].attempts = sqlite3_column_int(st, 2);
+            t[nt].next_at = sqlite3_column_int64(st, 3);
+            t[nt].processed_at = sqlite3_column_int64(st, 4);
+            text_col(st, 5, t[nt].last_error, sizeof t[nt].last_error);
+            nt++;
         }
-        if (rc == CH_OK && *n < max && step != SQLITE_DONE)
+        if (nt < max && step != SQLITE_DONE)
             rc = db_error(err, ib->work, "take an event");
         sqldb_done(st);
+    }
+    long long now_s = now / 1000;
+    for (size_t i = 0; rc == CH_OK && i < nt; i++) {
+        rc = read_taken(ib, &t[i], &out[i], err);
+        if (rc == CH_OK)
+            (*n)++;
+        if (rc == CH_OK)
+            rc = derive(ib, t[i].seq, now_s, err);
     }
     if (rc == CH_OK)
         rc = run_simple(ib, ST_WORK_COMMIT, err);
@@ -438,60 +679,161 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entr
         rc = CH_ENOTFOUND;
         st = stmt(ib, ST_NEXT_DUE, NULL);
         if (st) {
+            sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
             if (sqlite3_step(st) == SQLITE_ROW)
                 *next_due = sqlite3_column_int64(st, 0);
-            sqlite3_reset(st);
+            sqldb_done(st);
         }
     } else if (rc == CH_OK) {
         qsort(out, *n, sizeof *out, by_seq);
     }
     pthread_mutex_unlock(&ib->work_lock);
+    free(t);
     return rc;
+}
+
+ch_code inbox_take_many(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out, size_t max,
+                        size_t *n, long long *next_due, struct ch_error *err)
+{
+    return ch_inbox_take_sink(ib, "", now, out, max, n, next_due, err);
 }
 
 ch_code ch_inbox_take(struct ch_inbox *ib, long long now, struct ch_inbox_entry *out,
                       long long *next_due, struct ch_error *err)
 {
     size_t n;
-    return inbox_take_many(ib, now, out, 1, &n, next_due, err);
+    return ch_inbox_take_sink(ib, "", now, out, 1, &n, next_due, err);
 }
 
-static ch_code finish_one(struct ch_inbox *ib, sqlite3_stmt *st, const struct inbox_outcome *o,
-                          long long now, struct ch_error *err)
+static ch_code finish_one(struct ch_inbox *ib, sqlite3_stmt *st, const char *sink,
+                          const struct ch_inbox_outcome *o, long long now, struct ch_error *err)
 {
     sqlite3_bind_int64(st, 1, o->status);
-    sqlite3_bind_int64(st, 2, o->next_at);
+    sqlite3_bind_int64(st, 2, o->next_at_ms);
     sqlite3_bind_int64(st, 3, o->status == CH_INBOX_DONE ? now : 0);
     sqlite3_bind_int64(st, 4, o->seq);
     sqlite3_bind_text(st, 5, o->error ? o->error : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, o->status == CH_INBOX_PENDING && o->not_attempted ? 1 : 0);
+    sqlite3_bind_text(st, 7, sink, -1, SQLITE_STATIC);
     ch_code rc = CH_OK;
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = db_error(err, ib->work, "record the outcome");
     sqldb_done(st);
-    return rc;
+    return rc == CH_OK ? derive(ib, o->seq, now, err) : rc;
 }
 
-ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, size_t n,
-                          long long now, struct ch_error *err)
+ch_code ch_inbox_finish_sink(struct ch_inbox *ib, const char *sink,
+                             const struct ch_inbox_outcome *o, size_t n, long long now,
+                             struct ch_error *err)
 {
+    if (sink == NULL)
+        return ch_error_set(err, CH_EINVAL, "inbox: no sink named");
     pthread_mutex_lock(&ib->work_lock);
     pthread_mutex_lock(&ib->write_lock);
     sqlite3_stmt *st = stmt(ib, ST_FINISH, err);
-    ch_code rc = st ? CH_OK : CH_ESTORE;
-    /* One outcome needs no transaction of its own: the statement is one. */
-    bool batch = n > 1;
-    if (rc == CH_OK && batch)
-        rc = run_simple(ib, ST_WORK_BEGIN, err);
-    bool begun = batch && rc == CH_OK;
+    ch_code rc = st ? run_simple(ib, ST_WORK_BEGIN, err) : CH_ESTORE;
+    bool begun = rc == CH_OK;
     for (size_t i = 0; rc == CH_OK && i < n; i++)
-        rc = finish_one(ib, st, &o[i], now, err);
-    if (rc == CH_OK && batch)
+        rc = finish_one(ib, st, sink, &o[i], now, err);
+    if (rc == CH_OK)
         rc = run_simple(ib, ST_WORK_COMMIT, err);
     if (rc != CH_OK && begun)
         run_simple(ib, ST_WORK_ROLLBACK, NULL);
     pthread_mutex_unlock(&ib->write_lock);
     checkpoint_if_due(ib, ib->work, CHECKPOINT_FRAMES);
     pthread_mutex_unlock(&ib->work_lock);
+    return rc;
+}
+
+/* The implicit sink's outcomes, in the internal form the receiver's old callers use. */
+#define FINISH_CHUNK 64
+
+ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, size_t n,
+                          long long now, struct ch_error *err)
+{
+    if (n > FINISH_CHUNK)
+        return ch_error_set(err, CH_EINVAL, "inbox: at most %d outcomes at once", FINISH_CHUNK);
+    struct ch_inbox_outcome out[FINISH_CHUNK];
+    for (size_t i = 0; i < n; i++)
+        out[i] = (struct ch_inbox_outcome){.seq = o[i].seq,
+                                           .status = o[i].status,
+                                           .next_at_ms = o[i].next_at,
+                                           .error = o[i].error};
+    return ch_inbox_finish_sink(ib, "", out, n, now, err);
+}
+
+ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
+                        long long next_at, const char *error, long long now, struct ch_error *err)
+{
+    struct ch_inbox_outcome o = {
+        .seq = seq, .status = status, .next_at_ms = next_at, .error = error};
+    return ch_inbox_finish_sink(ib, "", &o, 1, now, err);
+}
+
+/* Runs an UPDATE of deliveries whose RETURNING gives the seq of each row changed, then derives
+ * those events' state; one transaction. ints bind ?1.., then the texts (NULL ones as NULL).
+ * *deliveries counts the rows, *events the distinct events. */
+static ch_code update_deliveries(struct ch_inbox *ib, const char *sql, const char *what,
+                                 const long long *ints, int nints, const char *const *texts,
+                                 int ntexts, long long now_s, long long *events,
+                                 long long *deliveries, struct ch_error *err)
+{
+    pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
+    long long *seqs = NULL;
+    size_t nseqs = 0, cap = 0;
+    sqlite3_stmt *st = NULL;
+    ch_code rc = run_simple(ib, ST_WORK_BEGIN, err);
+    bool begun = rc == CH_OK;
+    if (rc == CH_OK)
+        rc = prepare(ib->work, sql, &st, err);
+    if (rc == CH_OK) {
+        for (int i = 0; i < nints; i++)
+            sqlite3_bind_int64(st, i + 1, ints[i]);
+        for (int i = 0; i < ntexts; i++) {
+            if (texts[i])
+                sqlite3_bind_text(st, nints + i + 1, texts[i], -1, SQLITE_STATIC);
+        }
+        int step;
+        while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            if (nseqs == cap) {
+                size_t grown = cap ? cap * 2 : 64;
+                long long *more = realloc(seqs, grown * sizeof *seqs);
+                if (more == NULL) {
+                    rc = ch_error_set(err, CH_ENOMEM, "out of memory: %s", what);
+                    break;
+                }
+                seqs = more;
+                cap = grown;
+            }
+            seqs[nseqs++] = sqlite3_column_int64(st, 0);
+        }
+        if (rc == CH_OK && step != SQLITE_DONE)
+            rc = db_error(err, ib->work, what);
+    }
+    sqlite3_finalize(st);
+    if (rc == CH_OK && nseqs > 1)
+        qsort(seqs, nseqs, sizeof *seqs, by_ll);
+    long long distinct = 0;
+    for (size_t i = 0; rc == CH_OK && i < nseqs; i++) {
+        if (i > 0 && seqs[i] == seqs[i - 1])
+            continue;
+        distinct++;
+        rc = derive(ib, seqs[i], now_s, err);
+    }
+    if (rc == CH_OK)
+        rc = run_simple(ib, ST_WORK_COMMIT, err);
+    if (rc != CH_OK && begun)
+        run_simple(ib, ST_WORK_ROLLBACK, NULL);
+    pthread_mutex_unlock(&ib->write_lock);
+    pthread_mutex_unlock(&ib->work_lock);
+    free(seqs);
+    if (rc == CH_OK) {
+        if (events)
+            *events = distinct;
+        if (deliveries)
+            *deliveries = (long long)nseqs;
+    }
     return rc;
 }
 
@@ -519,38 +861,59 @@ static ch_code run_update(struct ch_inbox *ib, const char *sql, const char *what
     return rc;
 }
 
-ch_code ch_inbox_finish(struct ch_inbox *ib, long long seq, enum ch_inbox_status status,
-                        long long next_at, const char *error, long long now, struct ch_error *err)
-{
-    struct inbox_outcome o = {.seq = seq, .status = status, .next_at = next_at, .error = error};
-    return inbox_finish_many(ib, &o, 1, now, err);
-}
-
 ch_code ch_inbox_recover(struct ch_inbox *ib, long long now, long long *requeued,
                          struct ch_error *err)
 {
     long long ints[] = {now};
-    return run_update(ib, "UPDATE events SET status = 0, next_at = ?1 WHERE status = 1",
-                      "requeue interrupted events", ints, 1, NULL, requeued, err);
+    return update_deliveries(ib,
+                             "UPDATE deliveries SET status = 0, next_at = ?1 WHERE status = 1"
+                             " RETURNING seq",
+                             "requeue interrupted deliveries", ints, 1, NULL, 0, now / 1000, NULL,
+                             requeued, err);
+}
+
+/* Whether the event webhook_id is in the inbox (for a clear "not found"). */
+static bool event_known(struct ch_inbox *ib, const char *webhook_id)
+{
+    bool seen = false;
+    return ch_inbox_seen(ib, webhook_id, "", NULL, &seen, NULL) == CH_OK && seen;
+}
+
+ch_code ch_inbox_retry_sink(struct ch_inbox *ib, const char *webhook_id, const char *sink,
+                            long long now, long long *events, long long *deliveries,
+                            struct ch_error *err)
+{
+    long long ints[] = {now};
+    const char *texts[] = {webhook_id, sink};
+    long long nev = 0, ndel = 0;
+    ch_code rc = update_deliveries(
+        ib,
+        "UPDATE deliveries SET status = 0, attempts = 0, next_at = ?1 WHERE status = 3"
+        " AND (?2 IS NULL OR seq = (SELECT seq FROM events WHERE webhook_id = ?2))"
+        " AND (?3 IS NULL OR sink = ?3) RETURNING seq",
+        "retry", ints, 1, texts, 2, now / 1000, &nev, &ndel, err);
+    if (rc == CH_OK && webhook_id && nev == 0) {
+        if (!event_known(ib, webhook_id))
+            rc = ch_error_set(err, CH_ENOTFOUND, "no event '%s' in the inbox", webhook_id);
+        else if (sink)
+            rc = ch_error_set(err, CH_ENOTFOUND, "event '%s' has no failed delivery to '%s'",
+                              webhook_id, sink);
+        else
+            rc = ch_error_set(err, CH_ENOTFOUND, "no failed event '%s' in the inbox", webhook_id);
+    }
+    if (rc == CH_OK) {
+        if (events)
+            *events = nev;
+        if (deliveries)
+            *deliveries = ndel;
+    }
+    return rc;
 }
 
 ch_code ch_inbox_retry(struct ch_inbox *ib, const char *webhook_id, long long now,
                        long long *requeued, struct ch_error *err)
 {
-    long long ints[] = {now};
-    ch_code rc;
-    if (webhook_id)
-        rc = run_update(ib,
-                        "UPDATE events SET status = 0, attempts = 0, next_at = ?1"
-                        " WHERE status = 3 AND webhook_id = ?2",
-                        "retry", ints, 1, webhook_id, requeued, err);
-    else
-        rc = run_update(ib,
-                        "UPDATE events SET status = 0, attempts = 0, next_at = ?1 WHERE status = 3",
-                        "retry", ints, 1, NULL, requeued, err);
-    if (rc == CH_OK && webhook_id && *requeued == 0)
-        rc = ch_error_set(err, CH_ENOTFOUND, "no failed event '%s' in the inbox", webhook_id);
-    return rc;
+    return ch_inbox_retry_sink(ib, webhook_id, NULL, now, requeued, NULL, err);
 }
 
 ch_code ch_inbox_keep_keys(struct ch_inbox *ib, long long seconds, struct ch_error *err)
@@ -608,6 +971,13 @@ ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *remove
     long long n = 0;
     ch_code rc = run_simple(ib, ST_WORK_BEGIN, err);
     bool begun = rc == CH_OK;
+    /* Done events only (every sink done): their deliveries go with their records. */
+    long long ignored = 0;
+    if (rc == CH_OK)
+        rc = expire_step(ib,
+                         "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM events"
+                         " WHERE status = 2 AND received_at < ?1)",
+                         before, &ignored, err);
     if (rc == CH_OK)
         rc = expire_step(ib, "DELETE FROM events WHERE status IN (2, 4) AND received_at < ?1",
                          keys_before, &n, err);
@@ -748,5 +1118,122 @@ ch_code ch_inbox_stats(struct ch_inbox *ib, const char *event, struct ch_inbox_s
     pthread_mutex_unlock(&ib->work_lock);
     if (rc == CH_OK)
         *out = s;
+    return rc;
+}
+
+ch_code ch_inbox_deliveries(struct ch_inbox *ib, long long seq,
+                            void (*cb)(void *ctx, const struct ch_inbox_delivery *d), void *ctx,
+                            struct ch_error *err)
+{
+    struct ch_inbox_delivery *d = malloc(sizeof *d);
+    if (d == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory reading deliveries");
+    pthread_mutex_lock(&ib->work_lock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(ib->work,
+                         "SELECT sink, status, attempts, next_at, processed_at, last_error"
+                         " FROM deliveries WHERE seq = ?1 ORDER BY sink",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, seq);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            memset(d, 0, sizeof *d);
+            text_col(st, 0, d->sink, sizeof d->sink);
+            d->status = (enum ch_inbox_status)sqlite3_column_int(st, 1);
+            d->attempts = sqlite3_column_int(st, 2);
+            d->next_at = sqlite3_column_int64(st, 3);
+            d->processed_at = sqlite3_column_int64(st, 4);
+            text_col(st, 5, d->last_error, sizeof d->last_error);
+            cb(ctx, d);
+        }
+        if (step != SQLITE_DONE)
+            rc = db_error(err, ib->work, "list deliveries");
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&ib->work_lock);
+    free(d);
+    return rc;
+}
+
+/* Most sinks one event is moved to by inbox_reassign(). */
+#define REASSIGN_MAX_SINKS 64
+
+ch_code inbox_reassign(struct ch_inbox *ib, const char *from, inbox_route_cb route, void *ctx,
+                       long long *moved, struct ch_error *err)
+{
+    *moved = 0;
+    pthread_mutex_lock(&ib->work_lock);
+    pthread_mutex_lock(&ib->write_lock);
+    sqlite3_stmt *sel = NULL, *ins = NULL, *del = NULL;
+    ch_code rc = run_simple(ib, ST_WORK_BEGIN, err);
+    bool begun = rc == CH_OK;
+    if (rc == CH_OK)
+        rc = prepare(ib->work,
+                     "SELECT e.seq, e.webhook_id, e.event, e.call_key, e.call_type, d.status,"
+                     " d.attempts, e.received_at, d.next_at, d.processed_at, d.last_error, x''"
+                     " FROM deliveries d JOIN events e ON e.seq = d.seq"
+                     " WHERE d.sink = ?1 AND d.status <> 2 ORDER BY e.seq",
+                     &sel, err);
+    if (rc == CH_OK)
+        rc = prepare(ib->work,
+                     "INSERT INTO deliveries(seq, sink, status, attempts, next_at, last_error)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                     &ins, err);
+    if (rc == CH_OK)
+        rc = prepare(ib->work, "DELETE FROM deliveries WHERE seq = ?1 AND sink = ?2", &del, err);
+    long long now_s = (long long)time(NULL);
+    int step = SQLITE_DONE;
+    struct ch_inbox_entry e;
+    /* Rows are read one at a time while others change: the select ran first over what it
+     * matches, and the new rows are of other sinks, so none is read twice. */
+    while (rc == CH_OK) {
+        sqlite3_bind_text(sel, 1, from, -1, SQLITE_STATIC);
+        step = sqlite3_step(sel);
+        if (step != SQLITE_ROW)
+            break;
+        entry_row(sel, &e, false, NULL);
+        sqlite3_reset(sel); /* the delivery goes below: the next step finds the next one */
+        const char *names[REASSIGN_MAX_SINKS];
+        size_t n = route(ctx, &e, names, REASSIGN_MAX_SINKS);
+        for (size_t k = 0; rc == CH_OK && k < n; k++) {
+            if (strcmp(names[k], from) == 0)
+                continue;
+            sqlite3_bind_int64(ins, 1, e.seq);
+            sqlite3_bind_text(ins, 2, names[k], -1, SQLITE_STATIC);
+            /* A delivery left running is pending again (ch_inbox_recover runs before). */
+            sqlite3_bind_int(ins, 3, e.status == CH_INBOX_RUNNING ? CH_INBOX_PENDING : e.status);
+            sqlite3_bind_int(ins, 4, e.attempts);
+            sqlite3_bind_int64(ins, 5, e.next_at);
+            sqlite3_bind_text(ins, 6, e.last_error, -1, SQLITE_STATIC);
+            if (sqlite3_step(ins) != SQLITE_DONE)
+                rc = db_error(err, ib->work, "move a delivery");
+            sqldb_done(ins);
+        }
+        if (rc == CH_OK) {
+            sqlite3_bind_int64(del, 1, e.seq);
+            sqlite3_bind_text(del, 2, from, -1, SQLITE_STATIC);
+            if (sqlite3_step(del) != SQLITE_DONE)
+                rc = db_error(err, ib->work, "move a delivery");
+            sqldb_done(del);
+        }
+        if (rc == CH_OK)
+            rc = derive(ib, e.seq, now_s, err);
+        if (rc == CH_OK)
+            (*moved)++;
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, ib->work, "read the deliveries to move");
+    sqlite3_finalize(sel);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(del);
+    if (rc == CH_OK)
+        rc = run_simple(ib, ST_WORK_COMMIT, err);
+    if (rc != CH_OK && begun)
+        run_simple(ib, ST_WORK_ROLLBACK, NULL);
+    pthread_mutex_unlock(&ib->write_lock);
+    pthread_mutex_unlock(&ib->work_lock);
+    if (rc != CH_OK)
+        *moved = 0;
     return rc;
 }

@@ -1,7 +1,8 @@
 /*
- * What the receiver's workers use of the inbox beyond the public API (include/callhook/inbox.h):
- * taking several events at once and recording several outcomes in one transaction, so that a
- * batch costs one commit instead of one per event.
+ * What the receiver uses of the inbox beyond the public API (include/callhook/inbox.h): the
+ * implicit sink's batch calls (taking several events at once and recording several outcomes in
+ * one transaction), and moving the deliveries an old inbox left on the implicit sink to the
+ * receiver's sinks.
  */
 #ifndef CALLHOOK_LIB_INBOX_H
 #define CALLHOOK_LIB_INBOX_H
@@ -28,5 +29,18 @@ ch_code inbox_take_many(struct ch_inbox *ib, long long now_ms, struct ch_inbox_e
 /** Records n outcomes in one transaction (all or none); now is unix seconds. */
 ch_code inbox_finish_many(struct ch_inbox *ib, const struct inbox_outcome *o, size_t n,
                           long long now, struct ch_error *err);
+
+/** Where route sends an event (the sinks' names, at most max of them): see inbox_reassign. */
+typedef size_t (*inbox_route_cb)(void *ctx, const struct ch_inbox_entry *e, const char **names,
+                                 size_t max);
+
+/**
+ * Moves every delivery of from_sink that is not done to the sinks route names for its event,
+ * with its state (pending, failed, attempts, last error); an event route sends nowhere is
+ * done. One transaction. The receiver runs it at start on the implicit sink "", where an inbox
+ * of schema version 1 left its unprocessed events. *moved counts the deliveries moved.
+ */
+ch_code inbox_reassign(struct ch_inbox *ib, const char *from_sink, inbox_route_cb route, void *ctx,
+                       long long *moved, struct ch_error *err);
 
 #endif

@@ -6,6 +6,7 @@
  */
 #include "receive/front.h"
 
+#include "receive/dispatch.h"
 #include "receive/live.h"
 #include "receive/stats.h"
 #include "http/http.h"
@@ -40,12 +41,14 @@ struct front {
     struct live *live;
     struct receive_stats *stats;
     struct ch_inbox *inbox;
-    struct worker_pool *workers;
+    struct dispatch *dispatch;
     struct http_server *http;
     struct batcher *writer;
-    /* The batch being stored, one per request: filled by commit_batch, read by answer_batch on
-     * the writer's thread. */
+    /* The batch being stored, one per request, and where each goes: filled by commit_batch,
+     * read by answer_batch on the writer's thread. */
     struct ch_inbox_event events[WRITER_BATCH];
+    struct ch_inbox_sinks sinks[WRITER_BATCH];
+    const char *names[WRITER_BATCH][RECEIVE_MAX_SINKS];
 };
 
 /* The receiver's answers are {"status": N, "message": "..."} (the server's error form). */
@@ -95,11 +98,14 @@ static enum refusal verify_refusal(ch_code code)
 
 /* ---- the writer: group commit into the inbox ---- */
 
-/* The batcher's commit: the requests of one batch into the inbox in one transaction. */
+/* The batcher's commit: the requests of one batch into the inbox in one transaction, each new
+ * event with the sinks its routes name in the settings in force (held until the commit: the
+ * names point into them). */
 static ch_code commit_batch(void *arg, void *const *items, size_t n)
 {
     struct front *f = arg;
     long long now = (long long)time(NULL);
+    const struct receive_config *c = live_get(f->live);
     for (size_t i = 0; i < n; i++) {
         const struct inbound *in = items[i];
         f->events[i] = (struct ch_inbox_event){
@@ -112,16 +118,21 @@ static ch_code commit_batch(void *arg, void *const *items, size_t n)
             .body_len = in->http->body.len,
             .received_at = now,
         };
+        f->sinks[i].names = f->names[i];
+        f->sinks[i].n =
+            route_sinks(c, in->event, route_stored_kind(in->has_call_type, in->call_type),
+                        in->call_type, f->names[i], RECEIVE_MAX_SINKS);
     }
     struct ch_error err = {0};
-    ch_code rc = ch_inbox_add(f->inbox, f->events, n, &err);
+    ch_code rc = ch_inbox_add_routed(f->inbox, f->events, f->sinks, n, &err);
+    live_put(f->live, c);
     if (rc != CH_OK)
         log_error("cannot store %zu events: %s", n, err.message);
     return rc;
 }
 
-/* The batcher's done: answers and resumes every request of the batch, then wakes the workers
- * when there is something new for them. */
+/* The batcher's done: answers and resumes every request of the batch, then wakes the
+ * dispatchers when there is something new for them. */
 static void answer_batch(void *arg, void *const *items, size_t n, ch_code rc)
 {
     struct front *f = arg;
@@ -142,7 +153,7 @@ static void answer_batch(void *arg, void *const *items, size_t n, ch_code rc)
         http_resume(r);
     }
     if (any_new)
-        worker_pool_wake(f->workers);
+        dispatch_wake(f->dispatch);
 }
 
 /* ---- checks ---- */
@@ -302,7 +313,7 @@ static void refused_by_http(void *arg, struct http_request *r)
 /* ---- start and stop ---- */
 
 ch_code front_start(const struct receive_config *c, struct live *live, struct receive_stats *stats,
-                    struct ch_inbox *inbox, struct worker_pool *workers, struct front **out,
+                    struct ch_inbox *inbox, struct dispatch *dispatch, struct front **out,
                     struct ch_error *err)
 {
     struct front *f = calloc(1, sizeof *f);
@@ -311,7 +322,7 @@ ch_code front_start(const struct receive_config *c, struct live *live, struct re
     f->live = live;
     f->stats = stats;
     f->inbox = inbox;
-    f->workers = workers;
+    f->dispatch = dispatch;
     struct batcher_config writer = {.thread_name = "ch-inbox",
                                     .max_batch = WRITER_BATCH,
                                     .max_queued = WRITER_QUEUE,

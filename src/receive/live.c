@@ -26,6 +26,7 @@ static void version_free(struct version *v)
 {
     for (size_t i = 0; i < v->cfg.nkeys; i++)
         ch_secret_wipe(&v->cfg.keys[i]);
+    ch_secret_wipe(&v->cfg.forward_key);
     free(v);
 }
 

@@ -1,10 +1,12 @@
 /* callhook receive: settings from file, environment and flags; start-up and shutdown. */
 #include "receive/receiver.h"
 
+#include "receive/dispatch.h"
 #include "receive/front.h"
 #include "receive/live.h"
 #include "receive/stats.h"
 #include "lib/crypto.h"
+#include "lib/inbox.h"
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/log.h"
@@ -20,25 +22,41 @@
 #include <time.h>
 #include <unistd.h>
 
-/* One default handler: a later source (flag over environment over file) replaces it. */
-static ch_code set_handler(struct handler *h, enum handler_kind kind, const char *name,
+/* One default handler per scheme: a later source (flag over environment over file) replaces
+ * it. The setting's name is the scheme. */
+static ch_code set_default(void *cfg, enum handler_scheme scheme, const char *name,
                            const char *value, struct ch_error *err)
 {
-    if (*value == '\0' || strlen(value) >= sizeof h->target)
+    struct handler *h = &((struct receive_config *)cfg)->defaults[scheme];
+    if (*value == '\0' || strlen(name) + 1 + strlen(value) >= sizeof h->text)
         return ch_error_set(err, CH_EINVAL, "%s: empty or too long", name);
-    h->kind = kind;
-    snprintf(h->target, sizeof h->target, "%s", value);
+    snprintf(h->text, sizeof h->text, "%s:%s", name, value);
     return CH_OK;
 }
 
 static ch_code set_exec(void *cfg, const char *name, const char *value, struct ch_error *err)
 {
-    return set_handler(&((struct receive_config *)cfg)->fallback, HANDLER_EXEC, name, value, err);
+    return set_default(cfg, SCHEME_EXEC, name, value, err);
 }
 
 static ch_code set_jsonl(void *cfg, const char *name, const char *value, struct ch_error *err)
 {
-    return set_handler(&((struct receive_config *)cfg)->fallback, HANDLER_JSONL, name, value, err);
+    return set_default(cfg, SCHEME_JSONL, name, value, err);
+}
+
+static ch_code set_pipe(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    return set_default(cfg, SCHEME_PIPE, name, value, err);
+}
+
+static ch_code set_forward(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    return set_default(cfg, SCHEME_FORWARD, name, value, err);
+}
+
+static ch_code set_postgres(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    return set_default(cfg, SCHEME_POSTGRES, name, value, err);
 }
 
 /* Largest key file read: a key is well under 200 characters. */
@@ -100,12 +118,11 @@ static bool env_name_ok(const char *s)
 }
 
 /* A key as given (whsec_..., whpk_...), or read from @FILE or env:NAME, so that it need not be
- * on the command line (where /proc/PID/cmdline shows it to every user). */
-static ch_code add_key(void *cfg, const char *name, const char *value, struct ch_error *err)
+ * on the command line (where /proc/PID/cmdline shows it to every user): parsed into key. A
+ * variable read is remembered in c->key_envs, never passed to handlers. */
+static ch_code read_key(struct receive_config *c, const char *name, const char *value,
+                        struct ch_secret *key, struct ch_error *err)
 {
-    struct receive_config *c = cfg;
-    if (c->nkeys == RECEIVE_MAX_KEYS)
-        return ch_error_set(err, CH_EINVAL, "%s: at most %d keys", name, RECEIVE_MAX_KEYS);
     char text[KEY_FILE_MAX];
     ch_code rc = CH_OK;
     if (value[0] == '@') {
@@ -130,11 +147,43 @@ static ch_code add_key(void *cfg, const char *name, const char *value, struct ch
         snprintf(text, sizeof text, "%s", value);
     }
     struct ch_error inner = {0};
-    if (rc == CH_OK && ch_secret_parse(&c->keys[c->nkeys], text, &inner) != CH_OK)
+    if (rc == CH_OK && ch_secret_parse(key, text, &inner) != CH_OK)
         rc = ch_error_set(err, CH_EINVAL, "%s: %s", name, inner.message);
     crypto_wipe(text, sizeof text);
+    return rc;
+}
+
+static ch_code add_key(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    struct receive_config *c = cfg;
+    if (c->nkeys == RECEIVE_MAX_KEYS)
+        return ch_error_set(err, CH_EINVAL, "%s: at most %d keys", name, RECEIVE_MAX_KEYS);
+    ch_code rc = read_key(c, name, value, &c->keys[c->nkeys], err);
     if (rc == CH_OK)
         c->nkeys++;
+    return rc;
+}
+
+/* The receiver's own secret for signing forwarded requests: one whsec_ key (a later source
+ * replaces it), read like --secret. */
+static ch_code set_forward_key(void *cfg, const char *name, const char *value, struct ch_error *err)
+{
+    struct receive_config *c = cfg;
+    struct ch_secret key;
+    memset(&key, 0, sizeof key);
+    ch_code rc = read_key(c, name, value, &key, err);
+    if (rc == CH_OK && key.kind != CH_KEY_HMAC)
+        rc = ch_error_set(err, CH_EINVAL,
+                          "%s: a whsec_ secret (forwarded requests are signed "
+                          "v1), not a public or private key",
+                          name);
+    if (rc == CH_OK) {
+        ch_secret_wipe(&c->forward_key);
+        c->forward_key = key;
+        c->has_forward_key = true;
+    } else {
+        ch_secret_wipe(&key);
+    }
     return rc;
 }
 
@@ -234,11 +283,20 @@ static const struct config_setting receive_settings[] = {
     {"store", "CALLHOOK_RECEIVE_STORE", RECEIVE(store), .def = "var/inbox.db",
      .help = "the inbox database"},
     {"exec", "CALLHOOK_RECEIVE_EXEC", CONFIG_CUSTOM, .def = "",
-     .help = "default handler: a command given the body on stdin", .set = set_exec},
+     .help = "default handler: a command run per event, given the body on stdin", .set = set_exec},
     {"jsonl", "CALLHOOK_RECEIVE_JSONL", CONFIG_CUSTOM, .def = "",
-     .help = "default handler: append a JSON line to a file", .set = set_jsonl},
+     .help = "default handler: append a JSON line per event to a file", .set = set_jsonl},
+    {"pipe", "CALLHOOK_RECEIVE_PIPE", CONFIG_CUSTOM, .def = "",
+     .help = "default handler: one long-lived command, events as JSON lines on its stdin",
+     .set = set_pipe},
+    {"forward", "CALLHOOK_RECEIVE_FORWARD", CONFIG_CUSTOM, .def = "",
+     .help = "default handler: POST each event to this http(s) URL", .set = set_forward},
+    {"postgres", "CALLHOOK_RECEIVE_POSTGRES", CONFIG_CUSTOM, .def = "",
+     .help = "default handler: insert each event into PostgreSQL (a DSN)", .set = set_postgres},
     {"route", "", CONFIG_CUSTOM, .def = "",
-     .help = "SELECTOR=HANDLER, e.g. end-call/MissedCall=exec:./missed.sh", .set = add_route},
+     .help = "SELECTOR=HANDLER (exec:, jsonl:, pipe:, forward:, postgres:), e.g. "
+             "end-call/MissedCall=exec:./missed.sh; every matching route takes the event",
+     .set = add_route},
     {"handler-env", "", CONFIG_CUSTOM, .def = "",
      .help = "NAME of a variable of receive's environment that handlers get too (repeatable)",
      .set = add_handler_env},
@@ -260,6 +318,17 @@ static const struct config_setting receive_settings[] = {
      .help = "who may GET /metrics: loopback (clients on this machine), any, or off"},
     {"refusal-log-s", "CALLHOOK_RECEIVE_REFUSAL_LOG_S", RECEIVE(refusal_log_interval_s), 0, 86400,
      "60", "one log line per refusal reason per this, with a count of the others (0: every one)"},
+    {"pipe-window", "CALLHOOK_RECEIVE_PIPE_WINDOW", RECEIVE(pipe_window), 1, 65536, "256",
+     "pipe: events in flight on the handler at once (unanswered lines)"},
+    {"forward-secret", "CALLHOOK_RECEIVE_FORWARD_SECRET", CONFIG_CUSTOM, .def = "",
+     .help = "forward: whsec_ secret (@FILE or env:NAME) to sign each forwarded request anew",
+     .set = set_forward_key},
+    {"forward-ca", "CALLHOOK_RECEIVE_FORWARD_CA", RECEIVE(forward_ca), .def = "",
+     .help = "forward: PEM CA that signed the internal service's certificate"},
+    {"forward-timeout-ms", "CALLHOOK_RECEIVE_FORWARD_TIMEOUT_MS", RECEIVE(forward_timeout_ms), 100,
+     600000, "10000", "forward: one request's whole time limit"},
+    {"forward-max-in-flight", "CALLHOOK_RECEIVE_FORWARD_MAX_IN_FLIGHT",
+     RECEIVE(forward_max_in_flight), 1, 1024, "32", "forward: requests at once per URL"},
 };
 
 const struct config_table receive_config_table = {
@@ -330,8 +399,9 @@ void receive_config_restart_only(const struct receive_config *a, const struct re
                                  char *changed, size_t cap)
 {
     changed[0] = '\0';
-    /* The listening socket, its TLS files (read once, into memory), the inbox's file, the
-     * body cap the HTTP front was set up with and the worker threads are set up once. */
+    /* The listening socket, its TLS files (read once, into memory), the inbox's file and the
+     * body cap the HTTP front was set up with are set up once; so is --workers (the exec
+     * sinks' concurrency, which bounds what the receiver starts at once). */
     if (strcmp(a->listen, b->listen) != 0)
         add_name(changed, cap, "listen");
     if (strcmp(a->store, b->store) != 0)
@@ -373,8 +443,14 @@ void receive_config_changes(const struct receive_config *a, const struct receive
         add_name(changed, cap, "secret/public-key");
     if (a->nheaders != b->nheaders || DIFFERS(headers))
         add_name(changed, cap, "require-header");
-    if (DIFFERS(fallback))
+    if (DIFFERS(defaults[SCHEME_EXEC]) || DIFFERS(defaults[SCHEME_JSONL]))
         add_name(changed, cap, "exec/jsonl");
+    if (DIFFERS(defaults[SCHEME_PIPE]))
+        add_name(changed, cap, "pipe");
+    if (DIFFERS(defaults[SCHEME_FORWARD]))
+        add_name(changed, cap, "forward");
+    if (DIFFERS(defaults[SCHEME_POSTGRES]))
+        add_name(changed, cap, "postgres");
     if (a->nroutes != b->nroutes || DIFFERS(routes))
         add_name(changed, cap, "route");
     if (a->nhandler_env != b->nhandler_env || DIFFERS(handler_env))
@@ -393,6 +469,18 @@ void receive_config_changes(const struct receive_config *a, const struct receive
         add_name(changed, cap, "metrics");
     if (a->refusal_log_interval_s != b->refusal_log_interval_s)
         add_name(changed, cap, "refusal-log-s");
+    if (a->pipe_window != b->pipe_window)
+        add_name(changed, cap, "pipe-window");
+    if (a->has_forward_key != b->has_forward_key ||
+        (a->has_forward_key &&
+         !crypto_equal(a->forward_key.key, b->forward_key.key, sizeof a->forward_key.key)))
+        add_name(changed, cap, "forward-secret");
+    if (strcmp(a->forward_ca, b->forward_ca) != 0)
+        add_name(changed, cap, "forward-ca");
+    if (a->forward_timeout_ms != b->forward_timeout_ms)
+        add_name(changed, cap, "forward-timeout-ms");
+    if (a->forward_max_in_flight != b->forward_max_in_flight)
+        add_name(changed, cap, "forward-max-in-flight");
 }
 
 /* What a running receiver holds. */
@@ -400,6 +488,7 @@ struct running {
     struct live *live;
     struct receive_stats *stats;
     struct ch_inbox *inbox;
+    struct dispatch *dispatch;
     receive_reload_cb reload;
     void *reload_ctx;
 };
@@ -409,6 +498,8 @@ static void wipe_keys(struct receive_config *c)
     for (size_t i = 0; i < c->nkeys; i++)
         ch_secret_wipe(&c->keys[i]);
     c->nkeys = 0;
+    ch_secret_wipe(&c->forward_key);
+    c->has_forward_key = false;
 }
 
 /* SIGHUP: the settings read again and put in force, or, when they are refused, the reason
@@ -431,14 +522,23 @@ static void reload(struct running *run)
     /* A longer tolerance needs its dedupe keys kept longer before it takes effect. */
     if (rc == CH_OK && next->tolerance_s > now->tolerance_s)
         rc = ch_inbox_keep_keys(run->inbox, 2 * next->tolerance_s, &err);
+    /* The sinks next names that are not running yet (or whose settings changed) open before
+     * anything changes: one that cannot (a bad target) refuses the whole reload. */
+    if (rc == CH_OK)
+        rc = dispatch_prepare(run->dispatch, next, &err);
     if (rc == CH_OK) {
         receive_config_changes(now, next, changed, sizeof changed);
         rc = live_replace(run->live, next, &err);
+        /* New events now go to next's sinks: the dispatchers of sinks it dropped stop (their
+         * deliveries wait in the inbox). Had the replacement failed, those just started go. */
+        dispatch_retire(run->dispatch, rc == CH_OK ? next : now);
     }
     if (rc == CH_OK) {
         stats_set_log_interval(run->stats, next->refusal_log_interval_s);
-        log_info("reloaded: %s; %zu key%s", changed[0] ? changed : "nothing changed", next->nkeys,
-                 next->nkeys == 1 ? "" : "s");
+        char sinks[1024];
+        dispatch_describe(run->dispatch, sinks, sizeof sinks);
+        log_info("reloaded: %s; %zu key%s; sinks: %s", changed[0] ? changed : "nothing changed",
+                 next->nkeys, next->nkeys == 1 ? "" : "s", sinks[0] ? sinks : "none");
     } else {
         log_warn("reload refused, the settings in force stay: %s", err.message);
     }
@@ -448,6 +548,15 @@ static void reload(struct running *run)
         wipe_keys(next);
         free(next);
     }
+}
+
+/* inbox_reassign's router: the sinks an event would go to had it arrived now. */
+static size_t route_old_event(void *ctx, const struct ch_inbox_entry *e, const char **names,
+                              size_t max)
+{
+    const struct receive_config *c = ctx;
+    return route_sinks(c, e->event, route_stored_kind(e->has_call_type, e->call_type), e->call_type,
+                       names, max);
 }
 
 int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *reload_ctx,
@@ -462,7 +571,6 @@ int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *rel
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
     struct running run = {.reload = reload_cb, .reload_ctx = reload_ctx};
-    struct worker_pool *workers = NULL;
     struct front *front = NULL;
     int status = 1;
     run.stats = stats_new();
@@ -483,13 +591,23 @@ int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *rel
         goto out;
     if (requeued > 0)
         log_info("%lld events interrupted by the last stop will run again", requeued);
-    if (worker_pool_start(run.live, run.stats, run.inbox, c->workers, &workers, err) != CH_OK)
+    /* An inbox of schema version 1 left its unprocessed events on the implicit sink: they go
+     * where their routes send them now. */
+    long long moved = 0;
+    if (inbox_reassign(run.inbox, "", route_old_event, c, &moved, err) != CH_OK)
         goto out;
-    if (front_start(c, run.live, run.stats, run.inbox, workers, &front, err) != CH_OK)
+    if (moved > 0)
+        log_info("%lld events of an inbox from before sinks were given to their handlers", moved);
+    if (dispatch_start(run.live, run.stats, run.inbox, &run.dispatch, err) != CH_OK)
         goto out;
-    if (c->fallback.kind == HANDLER_NONE)
-        log_warn("no default handler (--exec or --jsonl): events without a route are only "
-                 "stored in the inbox");
+    if (front_start(c, run.live, run.stats, run.inbox, run.dispatch, &front, err) != CH_OK)
+        goto out;
+    bool any_default = false;
+    for (int i = 0; i < SCHEME_COUNT; i++)
+        any_default |= c->defaults[i].text[0] != '\0';
+    if (!any_default)
+        log_warn("no default handler (--exec, --jsonl, --pipe, --forward or --postgres): events "
+                 "without a route are only stored in the inbox");
     if (c->insecure_http)
         log_warn("plain HTTP on %s (--insecure-http): use this only locally or behind a proxy "
                  "that terminates TLS",
@@ -527,7 +645,7 @@ int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *rel
     status = 0;
 out:
     front_stop(front);
-    worker_pool_stop(workers);
+    dispatch_stop(run.dispatch);
     ch_inbox_close(run.inbox);
     live_free(run.live);
     stats_free(run.stats);

@@ -1,7 +1,8 @@
 /*
- * callhook receive: the receiving side put together. Settings, routing of events to handlers,
- * the worker pool that runs them, and its front (a handler of src/http/). The CLI runs the
- * receiver through here; it shows inbox entries with receive/escape.h.
+ * callhook receive: the receiving side put together. Settings, routing of events to handlers
+ * (sinks, receive/sink.h), the dispatchers that feed them (receive/dispatch.h), and its front
+ * (a handler of src/http/). The CLI runs the receiver through here; it shows inbox entries
+ * with receive/escape.h.
  */
 #ifndef CALLHOOK_RECEIVE_RECEIVER_H
 #define CALLHOOK_RECEIVE_RECEIVER_H
@@ -21,14 +22,29 @@
 #define RECEIVE_MAX_HANDLER_ENV 32
 #define RECEIVE_ENV_NAME_MAX    64
 
-enum handler_kind { HANDLER_NONE = 0, HANDLER_EXEC, HANDLER_JSONL };
+/* A handler's text, "scheme:target", fits an inbox sink name (it is one). */
+#define RECEIVE_HANDLER_MAX CH_INBOX_SINK_MAX
 
-struct handler {
-    enum handler_kind kind;
-    char target[1024]; /* the command, or the file */
+/* The schemes of handlers, in the order of receive_config.defaults. */
+enum handler_scheme {
+    SCHEME_EXEC = 0,
+    SCHEME_JSONL,
+    SCHEME_PIPE,
+    SCHEME_FORWARD,
+    SCHEME_POSTGRES,
+    SCHEME_COUNT
 };
 
-/* Events that match go to the route's handler; the first matching route wins. */
+/* Most sinks one event goes to, and one receiver runs: every route's and every default. */
+#define RECEIVE_MAX_SINKS (RECEIVE_MAX_ROUTES + SCHEME_COUNT)
+
+/* A handler: the sink an event goes to, by its text ("exec:./h.sh", "jsonl:/var/log/e.jsonl"),
+ * which is also its name in the inbox; "" for none. */
+struct handler {
+    char text[RECEIVE_HANDLER_MAX];
+};
+
+/* Events that match go to the route's handler; every matching route takes the event. */
 struct route {
     char event[16]; /* "begin-call", "end-call", or "" for either */
     long long types[RECEIVE_MAX_TYPES];
@@ -56,7 +72,9 @@ struct receive_config {
     bool insecure_http;
     struct required_header headers[RECEIVE_MAX_HEADERS];
     int nheaders;
-    struct handler fallback; /* the default handler */
+    /* The default handlers (--exec, --jsonl, --pipe, --forward, --postgres; one of each
+     * scheme, by enum handler_scheme): every one given takes the events no route matches. */
+    struct handler defaults[SCHEME_COUNT];
     struct route routes[RECEIVE_MAX_ROUTES];
     int nroutes;
     int workers;
@@ -95,12 +113,24 @@ extern const struct config_table receive_config_table;
 ch_code receive_config_check(const struct receive_config *c, struct ch_error *err);
 
 /* Parses "SELECTOR=HANDLER": SELECTOR is begin-call, end-call or *, optionally followed by
- * "/TYPES" (CallType numbers or names, comma-separated); HANDLER is exec:CMD or jsonl:FILE. */
+ * "/TYPES" (CallType numbers or names, comma-separated); HANDLER is exec:CMD, jsonl:FILE,
+ * pipe:CMD, forward:URL or postgres:DSN. */
 ch_code route_parse(struct route *r, const char *text, struct ch_error *err);
 
-/* The handler for an event: the first matching route's, else the default (may be NONE). */
-const struct handler *route_pick(const struct receive_config *c, const char *event,
-                                 enum ch_call_type_kind kind, long long call_type);
+/* The scheme of a handler's text ("pipe:./h.py" -> SCHEME_PIPE); SCHEME_COUNT when none. */
+enum handler_scheme handler_scheme_of(const char *text);
+
+/* The fan-out rule: the sinks an event goes to are the handlers of every route that matches
+ * it, each once, in the order of the routes; when no route matches, every default handler
+ * given. names[0..return) point into c; at most max. 0: the event is only stored. */
+size_t route_sinks(const struct receive_config *c, const char *event, enum ch_call_type_kind kind,
+                   long long call_type, const char **names, size_t max);
+
+/* Every sink c names (routes' and defaults' handlers), each once: the dispatchers it runs. */
+size_t route_all_sinks(const struct receive_config *c, const char **names, size_t max);
+
+/* The CallType kind of a stored event, as ch_record_parse() read it at the front. */
+enum ch_call_type_kind route_stored_kind(bool has_call_type, long long call_type);
 
 /* The event a request carries: its X-Call-Event header (begin-call or end-call), else the end
  * of its path (trailing slashes aside); NULL when neither says. The result is get_header's
@@ -129,20 +159,6 @@ int receive_run(struct receive_config *c, receive_reload_cb reload, void *reload
 
 struct live;          /* receive/live.h: the settings in force */
 struct receive_stats; /* receive/stats.h: counters and the refusals' log */
-
-/* The worker pool (workers.c): nthreads threads (only one takes events while no handler runs
- * a command: JSON-lines files are written a batch at a time), reading the settings in force
- * for each batch. */
-struct worker_pool;
-ch_code worker_pool_start(struct live *live, struct receive_stats *stats, struct ch_inbox *inbox,
-                          int nthreads, struct worker_pool **out, struct ch_error *err);
-void worker_pool_wake(struct worker_pool *p); /* new events are in the inbox */
-void worker_pool_stop(struct worker_pool *p); /* finishes the events being run, then joins */
-
-/* Runs one handler for one event: exit status 0 / line written is success. error gets the
- * reason on failure (exit status, stderr's first bytes, a timeout). */
-bool handler_run(const struct receive_config *c, const struct handler *h,
-                 const struct ch_inbox_entry *e, char *error, size_t cap);
 
 /* Writes s with all but its first and last 4 characters replaced, for logs. */
 const char *mask_text(const char *s, char *out, size_t cap);

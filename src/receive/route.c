@@ -1,5 +1,6 @@
-/* Routing events to handlers by event and CallType, with a default for everything else; which
- * event a request carries, and whether it has the required headers. */
+/* Routing events to handlers (sinks) by event and CallType, every matching route taking the
+ * event, with defaults for everything else; which event a request carries, and whether it has
+ * the required headers. */
 #include "receive/receiver.h"
 
 #include "lib/crypto.h"
@@ -7,23 +8,32 @@
 #include <stdio.h>
 #include <string.h>
 
+static const char *const scheme_names[SCHEME_COUNT] = {"exec", "jsonl", "pipe", "forward",
+                                                       "postgres"};
+
+enum handler_scheme handler_scheme_of(const char *text)
+{
+    for (int i = 0; i < SCHEME_COUNT; i++) {
+        size_t n = strlen(scheme_names[i]);
+        if (strncmp(text, scheme_names[i], n) == 0 && text[n] == ':')
+            return (enum handler_scheme)i;
+    }
+    return SCHEME_COUNT;
+}
+
 static ch_code parse_handler(struct handler *h, const char *text, struct ch_error *err)
 {
     memset(h, 0, sizeof *h);
-    const char *arg;
-    if (strncmp(text, "exec:", 5) == 0) {
-        h->kind = HANDLER_EXEC;
-        arg = text + 5;
-    } else if (strncmp(text, "jsonl:", 6) == 0) {
-        h->kind = HANDLER_JSONL;
-        arg = text + 6;
-    } else {
-        return ch_error_set(err, CH_EINVAL, "route handler '%s': use exec:COMMAND or jsonl:FILE",
+    enum handler_scheme scheme = handler_scheme_of(text);
+    if (scheme == SCHEME_COUNT)
+        return ch_error_set(err, CH_EINVAL,
+                            "route handler '%s': use exec:COMMAND, jsonl:FILE, pipe:COMMAND, "
+                            "forward:URL or postgres:DSN",
                             text);
-    }
-    if (*arg == '\0' || strlen(arg) >= sizeof h->target)
+    const char *arg = text + strlen(scheme_names[scheme]) + 1;
+    if (*arg == '\0' || strlen(text) >= sizeof h->text)
         return ch_error_set(err, CH_EINVAL, "route handler '%s': empty or too long", text);
-    snprintf(h->target, sizeof h->target, "%s", arg);
+    snprintf(h->text, sizeof h->text, "%s", text);
     return CH_OK;
 }
 
@@ -69,24 +79,71 @@ ch_code route_parse(struct route *r, const char *text, struct ch_error *err)
     return parse_handler(&r->handler, eq + 1, err);
 }
 
-const struct handler *route_pick(const struct receive_config *c, const char *event,
-                                 enum ch_call_type_kind kind, long long call_type)
+enum ch_call_type_kind route_stored_kind(bool has_call_type, long long call_type)
 {
-    for (int i = 0; i < c->nroutes; i++) {
-        const struct route *r = &c->routes[i];
-        if (r->event[0] && strcmp(r->event, event) != 0)
-            continue;
-        if (r->ntypes > 0) {
-            bool hit = false;
-            for (int t = 0; t < r->ntypes && kind != CH_CALL_TYPE_ABSENT; t++)
-                hit |= r->types[t] == call_type;
-            if (!hit)
-                continue;
-        }
-        return &r->handler;
+    if (!has_call_type)
+        return CH_CALL_TYPE_ABSENT;
+    return call_type >= CH_CALL_TYPE_GENERIC_CALL && call_type <= CH_CALL_TYPE_OUTBOUND_CALL
+               ? CH_CALL_TYPE_KNOWN
+               : CH_CALL_TYPE_UNKNOWN;
+}
+
+static bool route_matches(const struct route *r, const char *event, enum ch_call_type_kind kind,
+                          long long call_type)
+{
+    if (r->event[0] && strcmp(r->event, event) != 0)
+        return false;
+    if (r->ntypes == 0)
+        return true;
+    for (int t = 0; t < r->ntypes && kind != CH_CALL_TYPE_ABSENT; t++) {
+        if (r->types[t] == call_type)
+            return true;
     }
-    /* Unknown CallType values, absent ones and everything unrouted take the safe default. */
-    return &c->fallback;
+    return false;
+}
+
+/* Adds name to names[0..*n) unless it is there already or there is no room. */
+static void add_once(const char **names, size_t *n, size_t max, const char *name)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(names[i], name) == 0)
+            return;
+    }
+    if (*n < max)
+        names[(*n)++] = name;
+}
+
+size_t route_sinks(const struct receive_config *c, const char *event, enum ch_call_type_kind kind,
+                   long long call_type, const char **names, size_t max)
+{
+    size_t n = 0;
+    bool matched = false;
+    for (int i = 0; i < c->nroutes; i++) {
+        if (route_matches(&c->routes[i], event, kind, call_type)) {
+            matched = true;
+            add_once(names, &n, max, c->routes[i].handler.text);
+        }
+    }
+    if (matched)
+        return n;
+    /* Unknown CallType values, absent ones and everything unrouted take the safe defaults. */
+    for (int i = 0; i < SCHEME_COUNT; i++) {
+        if (c->defaults[i].text[0])
+            add_once(names, &n, max, c->defaults[i].text);
+    }
+    return n;
+}
+
+size_t route_all_sinks(const struct receive_config *c, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (int i = 0; i < c->nroutes; i++)
+        add_once(names, &n, max, c->routes[i].handler.text);
+    for (int i = 0; i < SCHEME_COUNT; i++) {
+        if (c->defaults[i].text[0])
+            add_once(names, &n, max, c->defaults[i].text);
+    }
+    return n;
 }
 
 const char *route_event_of(ch_header_cb get_header, void *ctx, const char *path)

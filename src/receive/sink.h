@@ -62,6 +62,14 @@ struct sink_ops {
 /* The ops of a handler text's scheme ("pipe:./h.py" -> the pipe sink); NULL when unknown. */
 const struct sink_ops *sink_ops_for(const char *handler_text);
 
+/* The handler text as the log may show it: a password in a URL ("forward:https://u:PW@h/")
+ * or a DSN ("postgres:...password=PW", "postgres://u:PW@h/db") replaced by "***", and cut to
+ * cap. Returns out. */
+const char *sink_label(const char *handler_text, char *out, size_t cap);
+
+/* A stub's open() (a sink kind not built into this callhook): CH_EINVAL saying so. */
+ch_code sink_not_built(const char *scheme, struct ch_error *err);
+
 extern const struct sink_ops sink_exec_ops, sink_jsonl_ops, sink_pipe_ops, sink_forward_ops,
     sink_postgres_ops;
 

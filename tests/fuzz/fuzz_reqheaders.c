@@ -1,7 +1,7 @@
 /*
  * libFuzzer target for what `callhook receive` does with a request's headers and body after the
  * HTTP front has them: ch_verify_request() (webhook-* headers, or svix-* when absent), then
- * ch_record_parse() and route_pick(). The input is a header block, "Name: value" lines, then an
+ * ch_record_parse() and route_sinks(). The input is a header block, "Name: value" lines, then an
  * empty line and the body. When the block has no signature header, the target signs the
  * request itself, so the fuzzer gets past verification to the record and the routing.
  */
@@ -162,10 +162,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *event = lookup(&r, "X-Call-Event");
             if (event != NULL && strcmp(event, "begin-call") != 0 && strcmp(event, "end-call") != 0)
                 event = NULL;
-            const struct handler *h =
-                route_pick(&fx.cfg, event ? event : "end-call", rec.call_type_kind, rec.call_type);
-            FUZZ_CHECK(h != NULL);
-            FUZZ_CHECK(memchr(h->target, '\0', sizeof h->target) != NULL);
+            const char *names[RECEIVE_MAX_SINKS];
+            size_t nsinks = route_sinks(&fx.cfg, event ? event : "end-call", rec.call_type_kind,
+                                        rec.call_type, names, RECEIVE_MAX_SINKS);
+            FUZZ_CHECK(nsinks <= RECEIVE_MAX_SINKS);
+            for (size_t k = 0; k < nsinks; k++)
+                FUZZ_CHECK(memchr(names[k], '\0', RECEIVE_HANDLER_MAX) != NULL);
         }
     }
 

@@ -2162,6 +2162,262 @@ class Reload(ReceiveCase):
         self.assertEqual(rx.stop(), 0)
 
 
+V1_INBOX_SCHEMA = """
+CREATE TABLE events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, webhook_id TEXT NOT NULL UNIQUE,
+  event TEXT NOT NULL, call_key TEXT, call_type INTEGER, body BLOB NOT NULL,
+  received_at INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+  last_error TEXT NOT NULL DEFAULT '', processed_at INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX events_call ON events(event, call_key) WHERE call_key IS NOT NULL;
+CREATE INDEX events_due ON events(next_at) WHERE status = 0;
+CREATE INDEX events_status ON events(status, seq);
+CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Sinks(ReceiveCase):
+    """Issue 16: an event fanned out to several sinks, each with its own retry state in the
+    inbox; kill -9 under load with two sinks; an inbox from before sinks; reloads that add and
+    remove sinks."""
+
+    write_conf = Reload.write_conf
+    hup_and_wait = Reload.hup_and_wait
+
+    def sink_lines(self, rx, wid):
+        """{sink: (status, attempts)} from the lines under wid's row in `callhook inbox list`."""
+        p = rx.inbox("list", "--limit", "10000")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out, mine = {}, False
+        for line in p.stdout.splitlines()[1:]:
+            if not line.startswith("  -> "):
+                mine = line.split(None, 1)[0] == wid
+                continue
+            if mine:
+                m = re.match(r"  -> (\S+(?: \S+)*?)\s+(pending|running|done|failed)\s+(\d+)\s",
+                             line + " ")
+                self.assertIsNotNone(m, "a sink line: %r" % line)
+                out[m.group(1)] = (m.group(2), int(m.group(3)))
+        return out
+
+    def test_fan_out_each_sink_retried_alone(self):
+        """Two jsonl sinks and a command that fails its first two runs of each event: the
+        command is retried on its own, each file gets every event exactly once; then one file
+        fails for a while (it is a directory) and only that sink retries."""
+        a, b = os.path.join(self.dir, "a.jsonl"), os.path.join(self.dir, "b.jsonl")
+        self.set_mode("fail-twice")
+        rx = self.receiver("--route", "*=jsonl:" + a, "--route", "*=jsonl:" + b,
+                           "--route", "*=exec:" + self.handler_cmd(),
+                           "--max-attempts", "5", "--retry-base-ms", "100", handler=False)
+        ids = []
+        for i in range(6):
+            r, wid = rx.post(record(), event=("begin-call", "end-call")[i % 2])
+            self.assert_status(r, 202, "event %d" % i)
+            ids.append(wid)
+        self.wait_done(ids, T(30))
+        for path in (a, b):
+            wait_until(lambda: set(ids) <= {x["webhookId"] for x in read_jsonl(path)}, T(10),
+                       what="every event in %s" % path)
+        time.sleep(T(0.5))  # room for a wrong second line
+        for path in (a, b):
+            got = [x["webhookId"] for x in read_jsonl(path)]
+            self.assertEqual(sorted(got), sorted(ids),
+                             "%s: every event exactly once, though the command was retried"
+                             % os.path.basename(path))
+        runs = [x["env"]["WEBHOOK_ID"] for x in self.runs()]
+        self.assertEqual({w: runs.count(w) for w in ids}, {w: 3 for w in ids},
+                         "the command ran three times per event")
+        for wid in ids:
+            self.wait_inbox(rx, wid, "done")
+            sinks = self.sink_lines(rx, wid)
+            self.assertEqual(sinks, {"jsonl:" + a: ("done", 1), "jsonl:" + b: ("done", 1),
+                                     "exec:" + self.handler_cmd(): ("done", 3)}, wid)
+        # Now b cannot be written (a directory where the file was): b retries alone.
+        self.set_mode("ok")
+        os.rename(b, b + ".old")
+        os.mkdir(b)
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "with b broken")
+        self.wait_done([wid], T(10))
+        wait_until(lambda: wid in {x["webhookId"] for x in read_jsonl(a)}, T(10),
+                   what="the event in a")
+        wait_until(lambda: self.sink_lines(rx, wid).get("jsonl:" + b, ("", 0))[1] >= 2, T(10),
+                   what=lambda: "b retried: %s" % self.sink_lines(rx, wid))
+        self.assertEqual(rx.inbox_rows()[wid][1], "pending", "the event waits for b")
+        os.rmdir(b)
+        wait_until(lambda: wid in {x["webhookId"] for x in read_jsonl(b)}, T(10),
+                   what="the event in b once it can be written")
+        self.wait_inbox(rx, wid, "done")
+        self.assertEqual([x["webhookId"] for x in read_jsonl(a)].count(wid), 1)
+        self.assertEqual([x["env"]["WEBHOOK_ID"] for x in self.done()].count(wid), 1,
+                         "the command ran once: b's retries are b's")
+
+    def test_retry_one_sink(self):
+        """A sink that parks an event: the event is failed, the other sink done; `inbox retry
+        ID --sink HANDLER` runs that sink alone again."""
+        out = os.path.join(self.dir, "out.jsonl")
+        self.set_mode("fail")
+        rx = self.receiver("--jsonl", out, "--max-attempts", "2", "--retry-base-ms", "50")
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, wid, "failed")
+        exec_name = "exec:" + self.handler_cmd()
+        self.assertEqual(self.sink_lines(rx, wid),
+                         {exec_name: ("failed", 2), "jsonl:" + out: ("done", 1)})
+        show = rx.inbox("show", wid)
+        self.assertRegex(show.stdout, r"sinks\n  exec:.*\n    status        failed\n"
+                                      r"    attempts      2\n")
+        p = rx.inbox("retry", wid, "--sink", "jsonl:" + out)
+        self.assertNotEqual(p.returncode, 0, "a sink that did not fail: nothing to retry")
+        self.assertRegex(p.stderr, r"no failed delivery")
+        p = rx.inbox("retry", wid, "--sink", "exec:./nothing.sh")
+        self.assertNotEqual(p.returncode, 0, "a sink the event does not go to")
+        open(os.path.join(self.dir, "heal"), "w").close()
+        p = rx.inbox("retry", wid, "--sink", exec_name)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"\b1 event will run again")
+        self.wait_inbox(rx, wid, "done")
+        self.assertEqual(self.sink_lines(rx, wid),
+                         {exec_name: ("done", 1), "jsonl:" + out: ("done", 1)})
+        self.assertEqual([x["webhookId"] for x in read_jsonl(out)], [wid], "jsonl ran once")
+
+    def test_kill9_x10_under_load(self):
+        """Four senders post signed unique events without pause; the receiver is killed with
+        kill -9 ten times and started again on the same inbox: every event it acknowledged
+        (202) reaches both sinks (a jsonl file and a command) at least once."""
+        out = os.path.join(self.dir, "out.jsonl")
+        seen = os.path.join(self.dir, "seen.txt")
+        cmd = "cat >/dev/null; printf '%%s\\n' \"$WEBHOOK_ID\" >> %s" % shlex.quote(seen)
+        rx = self.receiver("--jsonl", out, "--exec", cmd, "--workers", "4", handler=False)
+        acked, lock, stop = set(), threading.Lock(), threading.Event()
+
+        def sender():
+            while not stop.is_set():
+                try:
+                    r, wid = rx.post(record(), timeout=5.0)
+                except (OSError, http.client.HTTPException):
+                    time.sleep(0.01)  # down: the sender would send again later
+                    continue
+                if r.status == 202:
+                    with lock:
+                        acked.add(wid)
+
+        threads = [threading.Thread(target=sender) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(10):
+                before = len(acked)
+                wait_until(lambda: len(acked) >= before + 20, T(20),
+                           what="20 more acknowledged before kill %d" % (i + 1))
+                rx.kill9()
+                rx.start()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(T(15))
+
+        def lines(path):
+            try:
+                with open(path) as f:
+                    return set(f.read().split())
+            except FileNotFoundError:
+                return set()
+        wait_until(lambda: acked <= {x["webhookId"] for x in read_jsonl(out)} and
+                   acked <= lines(seen), T(60),
+                   what=lambda: "every acknowledged event in both sinks (missing: jsonl %d, "
+                   "exec %d)" % (len(acked - {x["webhookId"] for x in read_jsonl(out)}),
+                                 len(acked - lines(seen))))
+        self.assertEqual(rx.exits.count(-9), 10)
+        print("  %d acknowledged over 10 kills; %d jsonl lines, %d command runs" % (
+            len(acked), len(read_jsonl(out)), len(open(seen).read().split())), file=sys.stderr)
+
+    def test_inbox_from_before_sinks(self):
+        """An inbox written before sinks (schema version 1, one status per event): the
+        receiver opens it, its pending events go to the handlers its routes name now, a
+        failed one stays failed for each of them, done ones stay done and keep their keys."""
+        import sqlite3
+        store = os.path.join(self.dir, "inbox.db")
+        db = sqlite3.connect(store)
+        db.executescript(V1_INBOX_SCHEMA)
+        now = int(time.time())
+        rows = [("msg_pending", "begin-call", "call-1", 2, 0, 0, ""),
+                ("msg_running", "end-call", "call-2", 2, 1, 1, ""),
+                ("msg_failed", "end-call", "call-3", 2, 3, 5, "exit status 3"),
+                ("msg_done", "begin-call", "call-4", 2, 2, 1, "")]
+        for wid, event, call, ct, status, attempts, error in rows:
+            db.execute("INSERT INTO events(webhook_id, event, call_key, call_type, body,"
+                       " received_at, status, attempts, next_at, last_error, processed_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (wid, event, call, ct, record(call), now - 10, status, attempts,
+                        (now - 10) * 1000, error, now if status == 2 else 0))
+        db.commit()
+        db.close()
+        os.chmod(store, 0o600)
+        out, ends = os.path.join(self.dir, "out.jsonl"), os.path.join(self.dir, "ends.jsonl")
+        rx = self.receiver("--jsonl", out, "--route", "end-call=jsonl:" + ends,
+                           "--route", "end-call=jsonl:" + out, handler=False)
+        wait_until(lambda: {"msg_pending", "msg_running"} <=
+                   {x["webhookId"] for x in read_jsonl(out)}, T(10),
+                   what="the old pending events in out.jsonl")
+        wait_until(lambda: "msg_running" in {x["webhookId"] for x in read_jsonl(ends)}, T(10),
+                   what="the old end-call in ends.jsonl too")
+        self.assertRegex(rx.logs(), r"3 events of an inbox from before sinks")
+        self.wait_inbox(rx, "msg_running", "done")
+        inbox = rx.inbox_rows()
+        self.assertEqual(inbox["msg_failed"][1], "failed")
+        self.assertEqual(inbox["msg_done"][1], "done")
+        self.assertEqual(self.sink_lines(rx, "msg_failed"),
+                         {"jsonl:" + ends: ("failed", 5), "jsonl:" + out: ("failed", 5)})
+        r, _ = rx.post(record("call-4"), event="begin-call")
+        self.assert_status(r, 200, "a done event's key outlives the upgrade")
+        p = rx.inbox("retry", "msg_failed", "--sink", "jsonl:" + ends)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        wait_until(lambda: "msg_failed" in {x["webhookId"] for x in read_jsonl(ends)}, T(10),
+                   what="the retried sink")
+        time.sleep(T(0.3))
+        self.assertNotIn("msg_failed", {x["webhookId"] for x in read_jsonl(out)},
+                         "the other sink stays parked")
+        self.assertEqual(rx.inbox_rows()["msg_failed"][1], "failed")
+
+    def test_reload_starts_and_stops_sinks(self):
+        """A reload that changes the sinks: the new ones start before the settings change, the
+        dropped ones stop after; one that cannot open refuses the whole reload."""
+        a, b = os.path.join(self.dir, "a.jsonl"), os.path.join(self.dir, "b.jsonl")
+        conf = self.write_conf("jsonl = " + a)
+        rx = self.receiver("--config", conf, handler=False)
+        r, one = rx.post(record())
+        wait_until(lambda: one in {x["webhookId"] for x in read_jsonl(a)}, T(10), what="one in a")
+        self.write_conf("jsonl = " + b)
+        self.hup_and_wait(rx, r"reloaded: exec/jsonl; 1 key; sinks: jsonl:" + re.escape(b))
+        self.assertRegex(rx.logs(), r"stopping the dispatcher of jsonl:" + re.escape(a))
+        r, two = rx.post(record())
+        wait_until(lambda: two in {x["webhookId"] for x in read_jsonl(b)}, T(10), what="two in b")
+        self.write_conf("jsonl = " + b, "route = end-call=jsonl:" + os.path.join(
+            self.dir, "no-such-dir", "x.jsonl"))
+        self.hup_and_wait(rx, r"reload refused, the settings in force stay")
+        self.assertRegex(rx.tail(3), r"no-such-dir.*(No such file|cannot open)")
+        r, three = rx.post(record())
+        wait_until(lambda: three in {x["webhookId"] for x in read_jsonl(b)}, T(10),
+                   what="three in b: the refused reload changed nothing")
+        time.sleep(T(0.3))
+        self.assertEqual([x["webhookId"] for x in read_jsonl(a)], [one])
+        self.assertEqual(sorted(x["webhookId"] for x in read_jsonl(b)), sorted([two, three]))
+        self.assertEqual(rx.stop(), 0)
+
+    def test_bad_handler_refused_at_start(self):
+        """A jsonl file that cannot be written, or a handler kind this build lacks: a clear
+        error at start, not a silent drop later."""
+        rx = self.receiver("--jsonl", os.path.join(self.dir, "no-such-dir", "x.jsonl"),
+                           handler=False, start=False)
+        rx.expect_fail = True
+        rx.spawn()
+        code = rx.proc.wait(T(10))
+        rx._reaped(code)
+        self.assertEqual(code, 1)
+        self.assertRegex(rx.logs(), r"handler jsonl:.*no-such-dir.*cannot open")
+
+
 # ---------------------------------------------------------------------------------------------
 # Runner
 
@@ -2188,7 +2444,7 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
     return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
-                              ControlCharacters, Http, SlowClients, Visibility, Reload),
+                              ControlCharacters, Http, SlowClients, Visibility, Reload, Sinks),
                              filters, Result)
 
 

@@ -84,7 +84,12 @@ static void test_defaults(void **state)
     assert_int_equal(r.max_body_bytes, 256 * 1024);
     assert_false(r.insecure_http);
     assert_int_equal(r.nkeys, 0);
-    assert_int_equal(r.fallback.kind, HANDLER_NONE);
+    for (int i = 0; i < SCHEME_COUNT; i++)
+        assert_string_equal(r.defaults[i].text, "");
+    assert_int_equal(r.pipe_window, 256);
+    assert_int_equal(r.forward_timeout_ms, 10000);
+    assert_int_equal(r.forward_max_in_flight, 32);
+    assert_false(r.has_forward_key);
 }
 
 static void test_bounds(void **state)
@@ -343,7 +348,8 @@ static void test_help(void **state)
                 strstr(text, "  --lease-s             lease-s = N             CALLHOOK_LEASE_S"));
             assert_non_null(strstr(text, "300 (5 to 86400)\n"));
         } else {
-            assert_non_null(strstr(text, "  --route          route = VALUE          -\n"));
+            /* The columns are as wide as the longest name (forward-max-in-flight). */
+            assert_non_null(strstr(text, "  --route                 route = VALUE             -\n"));
             assert_non_null(strstr(text, " insecure-http = yes|no "));
         }
         free(text);

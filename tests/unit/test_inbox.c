@@ -9,9 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <callhook/inbox.h>
+
+#include <sqlite3.h>
 
 #include "lib/inbox.h"
 
@@ -331,6 +334,287 @@ static void test_stats(void **state)
     assert_int_equal(st.newest, 300);
 }
 
+/* ---- sinks: one delivery state per (event, sink) ---- */
+
+static struct ch_inbox_event routed(struct ch_inbox *ib, const char *id, const char *key,
+                                    long long at, const char *const *names, size_t n)
+{
+    struct ch_inbox_event e = {.webhook_id = id,
+                               .event = "end-call",
+                               .call_key = key,
+                               .body = "{}",
+                               .body_len = 2,
+                               .received_at = at};
+    struct ch_inbox_sinks s = {names, n};
+    assert_int_equal(ch_inbox_add_routed(ib, &e, &s, 1, NULL), CH_OK);
+    return e;
+}
+
+static enum ch_inbox_status status_of(struct ch_inbox *ib, const char *id)
+{
+    struct ch_inbox_entry e;
+    assert_int_equal(ch_inbox_get(ib, id, &e, NULL), CH_OK);
+    ch_inbox_entry_release(&e);
+    return e.status;
+}
+
+struct sink_states {
+    int n;
+    char sink[4][64];
+    enum ch_inbox_status status[4];
+    int attempts[4];
+    char error[4][64];
+};
+
+static void note_delivery(void *ctx, const struct ch_inbox_delivery *d)
+{
+    struct sink_states *s = ctx;
+    if (s->n < 4) {
+        snprintf(s->sink[s->n], sizeof s->sink[0], "%.63s", d->sink);
+        s->status[s->n] = d->status;
+        s->attempts[s->n] = d->attempts;
+        snprintf(s->error[s->n], sizeof s->error[0], "%.63s", d->last_error);
+    }
+    s->n++;
+}
+
+static struct sink_states states_of(struct ch_inbox *ib, long long seq)
+{
+    struct sink_states s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(ch_inbox_deliveries(ib, seq, note_delivery, &s, NULL), CH_OK);
+    return s;
+}
+
+/* Two sinks take the same events each in arrival order, and one failing does not hold up, or
+ * repeat for, the other. */
+static void test_sinks_apart(void **state)
+{
+    struct ch_inbox *ib = *state;
+    static const char *const both[] = {"exec:./a.sh", "jsonl:b.jsonl", "exec:./a.sh"};
+    struct ch_inbox_event e1 = routed(ib, "msg_1", "c1", 100, both, 3);
+    routed(ib, "msg_2", "c2", 100, both, 2);
+    static const char *const only_b[] = {"jsonl:b.jsonl"};
+    routed(ib, "msg_3", "c3", 100, only_b, 1);
+    routed(ib, "msg_4", "c4", 100, NULL, 0); /* to no sink: done at once */
+    assert_int_equal(status_of(ib, "msg_4"), CH_INBOX_DONE);
+    assert_int_equal(states_of(ib, e1.seq).n, 2); /* a name given twice counts once */
+    /* A duplicate adds no delivery. */
+    struct ch_inbox_event dup = routed(ib, "msg_1", "c9", 101, only_b, 1);
+    assert_true(dup.duplicate);
+
+    struct ch_inbox_entry a[4], b[4];
+    size_t na = 0, nb = 0;
+    long long next = -1;
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:./a.sh", 100000, a, 4, &na, &next, NULL), CH_OK);
+    assert_int_equal(na, 2);
+    assert_string_equal(a[0].webhook_id, "msg_1");
+    assert_string_equal(a[1].webhook_id, "msg_2");
+    assert_int_equal(a[0].attempts, 1);
+    assert_int_equal(a[0].status, CH_INBOX_RUNNING);
+    assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_RUNNING);
+    assert_int_equal(ch_inbox_take_sink(ib, "jsonl:b.jsonl", 100000, b, 4, &nb, &next, NULL),
+                     CH_OK);
+    assert_int_equal(nb, 3);
+    assert_string_equal(b[2].webhook_id, "msg_3");
+    assert_memory_equal(b[0].body, "{}", 2);
+    /* a: msg_1 fails for now, msg_2 is done; b: all done. */
+    struct ch_inbox_outcome oa[2] = {
+        {.seq = a[0].seq, .status = CH_INBOX_PENDING, .next_at_ms = 200000, .error = "exit 1"},
+        {.seq = a[1].seq, .status = CH_INBOX_DONE},
+    };
+    assert_int_equal(ch_inbox_finish_sink(ib, "exec:./a.sh", oa, 2, 150, NULL), CH_OK);
+    struct ch_inbox_outcome ob[3] = {{.seq = b[0].seq, .status = CH_INBOX_DONE},
+                                     {.seq = b[1].seq, .status = CH_INBOX_DONE},
+                                     {.seq = b[2].seq, .status = CH_INBOX_DONE}};
+    assert_int_equal(ch_inbox_finish_sink(ib, "jsonl:b.jsonl", ob, 3, 160, NULL), CH_OK);
+    for (size_t i = 0; i < na; i++)
+        ch_inbox_entry_release(&a[i]);
+    for (size_t i = 0; i < nb; i++)
+        ch_inbox_entry_release(&b[i]);
+    assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_PENDING); /* a still owes it */
+    assert_int_equal(status_of(ib, "msg_2"), CH_INBOX_DONE);
+    struct ch_inbox_entry got;
+    assert_int_equal(ch_inbox_get(ib, "msg_2", &got, NULL), CH_OK);
+    assert_int_equal(got.processed_at, 160); /* when the last sink finished */
+    ch_inbox_entry_release(&got);
+    assert_int_equal(ch_inbox_get(ib, "msg_1", &got, NULL), CH_OK);
+    assert_string_equal(got.last_error, "exit 1");
+    assert_int_equal(got.next_at, 200000);
+    ch_inbox_entry_release(&got);
+    struct sink_states s = states_of(ib, e1.seq);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.sink[0], "exec:./a.sh");
+    assert_int_equal(s.status[0], CH_INBOX_PENDING);
+    assert_string_equal(s.error[0], "exit 1");
+    assert_string_equal(s.sink[1], "jsonl:b.jsonl");
+    assert_int_equal(s.status[1], CH_INBOX_DONE);
+
+    /* b has nothing more; a's retry is not due before 200000. */
+    assert_int_equal(ch_inbox_take_sink(ib, "jsonl:b.jsonl", 999999, b, 4, &nb, &next, NULL),
+                     CH_ENOTFOUND);
+    assert_int_equal(next, 0);
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:./a.sh", 150000, a, 4, &na, &next, NULL),
+                     CH_ENOTFOUND);
+    assert_int_equal(next, 200000);
+    /* Nor does the implicit sink see any of it. */
+    assert_int_equal(ch_inbox_take(ib, 999999, a, &next, NULL), CH_ENOTFOUND);
+
+    /* Retention: msg_2, msg_3, msg_4 are done everywhere; msg_1 is not and stays. */
+    long long n = 0;
+    assert_int_equal(ch_inbox_expire(ib, 1000, &n, NULL), CH_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_PENDING);
+    assert_int_equal(ch_inbox_get(ib, "msg_2", &got, NULL), CH_ENOTFOUND);
+
+    /* a parks it; a stop gives one back without counting it. */
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:./a.sh", 200000, a, 4, &na, &next, NULL), CH_OK);
+    assert_int_equal(a[0].attempts, 2);
+    struct ch_inbox_outcome back = {
+        .seq = a[0].seq, .status = CH_INBOX_PENDING, .next_at_ms = 200000, .not_attempted = true};
+    assert_int_equal(ch_inbox_finish_sink(ib, "exec:./a.sh", &back, 1, 201, NULL), CH_OK);
+    ch_inbox_entry_release(&a[0]);
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:./a.sh", 200000, a, 4, &na, &next, NULL), CH_OK);
+    assert_int_equal(a[0].attempts, 2);
+    struct ch_inbox_outcome park = {.seq = a[0].seq, .status = CH_INBOX_FAILED, .error = "no"};
+    assert_int_equal(ch_inbox_finish_sink(ib, "exec:./a.sh", &park, 1, 202, NULL), CH_OK);
+    ch_inbox_entry_release(&a[0]);
+    assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_FAILED);
+    struct ch_inbox_stats st;
+    assert_int_equal(ch_inbox_stats(ib, NULL, &st, NULL), CH_OK);
+    assert_int_equal(st.count[CH_INBOX_FAILED], 1);
+    assert_int_equal(ch_inbox_expire(ib, 1000, &n, NULL), CH_OK);
+    assert_int_equal(n, 0); /* failed for one sink: kept */
+
+    /* Retry for one sink: the other sink's name is refused, the right one requeued. */
+    long long ev = 0, del = 0;
+    struct ch_error err = {0};
+    assert_int_equal(ch_inbox_retry_sink(ib, "msg_1", "jsonl:b.jsonl", 300000, &ev, &del, &err),
+                     CH_ENOTFOUND);
+    assert_non_null(strstr(err.message, "no failed delivery"));
+    assert_int_equal(ch_inbox_retry_sink(ib, "msg_9", NULL, 300000, &ev, &del, &err), CH_ENOTFOUND);
+    assert_non_null(strstr(err.message, "no event"));
+    assert_int_equal(ch_inbox_retry_sink(ib, "msg_1", "exec:./a.sh", 300000, &ev, &del, NULL),
+                     CH_OK);
+    assert_int_equal(ev, 1);
+    assert_int_equal(del, 1);
+    assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_PENDING);
+    s = states_of(ib, e1.seq);
+    assert_int_equal(s.status[1], CH_INBOX_DONE); /* b's delivery untouched */
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:./a.sh", 300000, a, 4, &na, &next, NULL), CH_OK);
+    assert_int_equal(a[0].attempts, 1); /* fresh tries */
+    ch_inbox_entry_release(&a[0]);
+    /* A crash: the running delivery is pending again. */
+    assert_int_equal(ch_inbox_recover(ib, 300000, &n, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_PENDING);
+}
+
+/* A version 1 inbox (one status per event), as callhook wrote it before sinks. */
+static const char v1_schema[] =
+    "CREATE TABLE events ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, webhook_id TEXT NOT NULL UNIQUE,"
+    "  event TEXT NOT NULL, call_key TEXT, call_type INTEGER, body BLOB NOT NULL,"
+    "  received_at INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL DEFAULT '', processed_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX events_call ON events(event, call_key) WHERE call_key IS NOT NULL;"
+    "CREATE INDEX events_due ON events(next_at) WHERE status = 0;"
+    "CREATE INDEX events_status ON events(status, seq);"
+    "CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "INSERT INTO meta VALUES ('key_window_s', 1234);"
+    "INSERT INTO events(webhook_id, event, call_key, call_type, body, received_at, status,"
+    " attempts, next_at, last_error, processed_at) VALUES"
+    " ('msg_p', 'begin-call', 'c1', 2, '{\"p\":1}', 100, 0, 0, 100000, '', 0),"
+    " ('msg_r', 'begin-call', 'c2', 2, '{\"r\":1}', 101, 1, 2, 101000, 'exit 1', 0),"
+    " ('msg_d', 'end-call', 'c1', 2, '{\"d\":1}', 102, 2, 1, 102000, '', 103),"
+    " ('msg_f', 'end-call', 'c2', NULL, '{\"f\":1}', 103, 3, 5, 103000, 'exit 3', 0);";
+
+static size_t route_two(void *ctx, const struct ch_inbox_entry *e, const char **names, size_t max)
+{
+    (void)ctx;
+    (void)max;
+    names[0] = "exec:./h.sh";
+    if (strcmp(e->event, "end-call") == 0) {
+        names[1] = "jsonl:e.jsonl";
+        return 2;
+    }
+    return 1;
+}
+
+static void test_migrate_v1(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/v1.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(chmod(path, 0600), 0); /* an inbox is its owner's alone */
+
+    struct ch_inbox *ib = NULL;
+    struct ch_error err = {0};
+    assert_int_equal(ch_inbox_open(path, &ib, &err), CH_OK);
+    /* Statuses and keys as they were; the running one is pending again. */
+    assert_int_equal(status_of(ib, "msg_p"), CH_INBOX_PENDING);
+    assert_int_equal(status_of(ib, "msg_r"), CH_INBOX_PENDING);
+    assert_int_equal(status_of(ib, "msg_d"), CH_INBOX_DONE);
+    assert_int_equal(status_of(ib, "msg_f"), CH_INBOX_FAILED);
+    assert_true(add(ib, "msg_x", "begin-call", "c1", 200).duplicate);
+    /* The unprocessed ones are the implicit sink's: a library user goes on as before. */
+    struct ch_inbox_entry e;
+    long long next = 0;
+    assert_int_equal(ch_inbox_take(ib, 200000, &e, &next, NULL), CH_OK);
+    assert_string_equal(e.webhook_id, "msg_p");
+    assert_int_equal(e.attempts, 1);
+    ch_inbox_entry_release(&e);
+    assert_int_equal(ch_inbox_recover(ib, 200000, &next, NULL), CH_OK);
+    ch_inbox_close(ib);
+
+    /* Opened again (already version 2), then the receiver moves them to its sinks. */
+    assert_int_equal(ch_inbox_open(path, &ib, &err), CH_OK);
+    long long moved = 0;
+    assert_int_equal(inbox_reassign(ib, "", route_two, NULL, &moved, &err), CH_OK);
+    assert_int_equal(moved, 3); /* p, r, f; d was done */
+    struct ch_inbox_entry got;
+    assert_int_equal(ch_inbox_get(ib, "msg_f", &got, NULL), CH_OK);
+    assert_int_equal(got.status, CH_INBOX_FAILED);
+    assert_string_equal(got.last_error, "exit 3");
+    struct sink_states s = states_of(ib, got.seq);
+    ch_inbox_entry_release(&got);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.status[0], CH_INBOX_FAILED);
+    assert_int_equal(s.status[1], CH_INBOX_FAILED);
+    assert_int_equal(s.attempts[1], 5);
+    struct ch_inbox_entry t[4];
+    size_t n = 0;
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:./h.sh", 999999, t, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0].webhook_id, "msg_p");
+    assert_string_equal(t[1].webhook_id, "msg_r");
+    assert_int_equal(t[1].attempts, 3); /* two before the upgrade */
+    for (size_t i = 0; i < n; i++)
+        ch_inbox_entry_release(&t[i]);
+    assert_int_equal(ch_inbox_take(ib, 999999, &e, &next, NULL), CH_ENOTFOUND);
+    long long ev = 0;
+    assert_int_equal(ch_inbox_retry_sink(ib, "msg_f", "jsonl:e.jsonl", 999999, &ev, NULL, NULL),
+                     CH_OK);
+    assert_int_equal(ch_inbox_take_sink(ib, "jsonl:e.jsonl", 999999, t, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].webhook_id, "msg_f");
+    assert_memory_equal(t[0].body, "{\"f\":1}", 7);
+    ch_inbox_entry_release(&t[0]);
+    ch_inbox_close(ib);
+
+    /* A newer schema than this library knows is refused, not read wrong. */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(ch_inbox_open(path, &ib, &err), CH_ESTORE);
+    assert_non_null(strstr(err.message, "schema version 99"));
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/callhook-test-inbox-XXXXXX");
@@ -344,6 +628,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expire_keeps_young_keys, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_list_and_reopen, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_stats, fresh, close_inbox),
+        cmocka_unit_test_setup_teardown(test_sinks_apart, fresh, close_inbox),
+        cmocka_unit_test(test_migrate_v1),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];

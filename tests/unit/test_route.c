@@ -1,5 +1,5 @@
-/* Routing: selectors by event and CallType (numbers or names), first match wins, and a safe
- * default for everything else, unknown CallTypes included. */
+/* Routing: selectors by event and CallType (numbers or names), every matching route taking the
+ * event, and safe defaults for everything else, unknown CallTypes included. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -27,19 +27,72 @@ static void test_parse_and_pick(void **state)
         config_set(&receive_config_table, &c, "route", "begin-call=jsonl:begin.jsonl", NULL),
         CH_OK);
 
-    const struct handler *h = route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 2);
-    assert_string_equal(h->target, "./missed.sh");
-    assert_int_equal(h->kind, HANDLER_EXEC);
-    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 5)->target, "./missed.sh");
-    /* MissedCall on a begin-call: the begin-call route. */
-    assert_string_equal(route_pick(&c, "begin-call", CH_CALL_TYPE_KNOWN, 2)->target, "begin.jsonl");
-    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_KNOWN, 8)->target, "out.jsonl");
-    /* First match wins: an outbound begin-call takes the OutboundCall route. */
-    assert_string_equal(route_pick(&c, "begin-call", CH_CALL_TYPE_KNOWN, 8)->target, "out.jsonl");
-    /* Unknown and absent CallTypes take the default. */
-    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_UNKNOWN, 42)->target,
-                        "./default.sh");
-    assert_string_equal(route_pick(&c, "end-call", CH_CALL_TYPE_ABSENT, 0)->target, "./default.sh");
+    /* Each case: the one sink it goes to. */
+    static const struct {
+        const char *event;
+        enum ch_call_type_kind kind;
+        long long type;
+        const char *want;
+    } cases[] = {
+        {"end-call", CH_CALL_TYPE_KNOWN, 2, "exec:./missed.sh"},
+        {"end-call", CH_CALL_TYPE_KNOWN, 5, "exec:./missed.sh"},
+        /* MissedCall on a begin-call: the begin-call route. */
+        {"begin-call", CH_CALL_TYPE_KNOWN, 2, "jsonl:begin.jsonl"},
+        {"end-call", CH_CALL_TYPE_KNOWN, 8, "jsonl:out.jsonl"},
+        /* Unknown and absent CallTypes take the default. */
+        {"end-call", CH_CALL_TYPE_UNKNOWN, 42, "exec:./default.sh"},
+        {"end-call", CH_CALL_TYPE_ABSENT, 0, "exec:./default.sh"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *names[RECEIVE_MAX_SINKS];
+        size_t n =
+            route_sinks(&c, cases[i].event, cases[i].kind, cases[i].type, names, RECEIVE_MAX_SINKS);
+        assert_int_equal(n, 1);
+        assert_string_equal(names[0], cases[i].want);
+    }
+    /* Every matching route takes the event: an outbound begin-call takes the OutboundCall
+     * route and the begin-call route, in the routes' order, and not the default. */
+    const char *names[RECEIVE_MAX_SINKS];
+    size_t n = route_sinks(&c, "begin-call", CH_CALL_TYPE_KNOWN, 8, names, RECEIVE_MAX_SINKS);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "jsonl:out.jsonl");
+    assert_string_equal(names[1], "jsonl:begin.jsonl");
+    assert_int_equal(handler_scheme_of(names[0]), SCHEME_JSONL);
+    assert_int_equal(handler_scheme_of("exec"), SCHEME_COUNT);
+    /* Every sink, each once: the dispatchers. */
+    assert_int_equal(route_all_sinks(&c, names, RECEIVE_MAX_SINKS), 4);
+}
+
+/* Fan-out: all the defaults given take what no route takes; a sink named twice takes an event
+ * once. */
+static void test_fan_out(void **state)
+{
+    (void)state;
+    static struct receive_config c;
+    config_init(&receive_config_table, &c);
+    assert_int_equal(config_set(&receive_config_table, &c, "jsonl", "all.jsonl", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "exec", "./h.sh", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "pipe", "./h.py", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "route", "end-call=jsonl:e.jsonl", NULL),
+                     CH_OK);
+    assert_int_equal(
+        config_set(&receive_config_table, &c, "route", "*/MissedCall=jsonl:e.jsonl", NULL), CH_OK);
+    assert_int_equal(
+        config_set(&receive_config_table, &c, "route", "*/MissedCall=forward:http://x/", NULL),
+        CH_OK);
+    const char *names[RECEIVE_MAX_SINKS];
+    size_t n = route_sinks(&c, "begin-call", CH_CALL_TYPE_KNOWN, 1, names, RECEIVE_MAX_SINKS);
+    assert_int_equal(n, 3);
+    assert_string_equal(names[0], "exec:./h.sh");
+    assert_string_equal(names[1], "jsonl:all.jsonl");
+    assert_string_equal(names[2], "pipe:./h.py");
+    n = route_sinks(&c, "end-call", CH_CALL_TYPE_KNOWN, 2, names, RECEIVE_MAX_SINKS);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "jsonl:e.jsonl");
+    assert_string_equal(names[1], "forward:http://x/");
+    assert_int_equal(route_all_sinks(&c, names, RECEIVE_MAX_SINKS), 5);
+    /* The cap holds. */
+    assert_int_equal(route_sinks(&c, "begin-call", CH_CALL_TYPE_KNOWN, 1, names, 2), 2);
 }
 
 static void test_refusals(void **state)
@@ -48,6 +101,8 @@ static void test_refusals(void **state)
     static const char *const bad[] = {
         "end-call",                 /* no handler */
         "end-call=run:./x",         /* unknown handler kind */
+        "end-call=pipe:",           /* empty command */
+        "end-call=forward",         /* no scheme separator */
         "start-call=exec:./x",      /* unknown event */
         "end-call/Missed=exec:./x", /* unknown CallType name */
         "end-call/=exec:./x",       /* no CallType after '/' */
@@ -63,11 +118,23 @@ static void test_refusals(void **state)
     static struct receive_config c;
     config_init(&receive_config_table, &c);
     struct ch_error err = {0};
-    /* One default handler: a later setting (a flag after the environment) replaces it. */
+    /* One default handler per scheme: a later setting (a flag after the environment) replaces
+     * it; another scheme's is another default. */
     assert_int_equal(config_set(&receive_config_table, &c, "exec", "./a", NULL), CH_OK);
+    assert_int_equal(config_set(&receive_config_table, &c, "exec", "./a2", NULL), CH_OK);
     assert_int_equal(config_set(&receive_config_table, &c, "jsonl", "b", &err), CH_OK);
-    assert_int_equal(c.fallback.kind, HANDLER_JSONL);
-    assert_string_equal(c.fallback.target, "b");
+    assert_string_equal(c.defaults[SCHEME_EXEC].text, "exec:./a2");
+    assert_string_equal(c.defaults[SCHEME_JSONL].text, "jsonl:b");
+    assert_string_equal(c.defaults[SCHEME_PIPE].text, "");
+    /* The forward secret is a whsec_ secret, never a public key. */
+    assert_int_equal(config_set(&receive_config_table, &c, "forward-secret",
+                                "whpk_bm90IGEga2V5IGF0IGFsbCwganVzdCAzMiBieXRlcyE=", &err),
+                     CH_EINVAL);
+    assert_false(c.has_forward_key);
+    assert_int_equal(config_set(&receive_config_table, &c, "forward-secret",
+                                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &err),
+                     CH_OK);
+    assert_true(c.has_forward_key);
     assert_int_equal(config_set(&receive_config_table, &c, "secret", "whsec_nope!", &err),
                      CH_EINVAL);
     assert_int_equal(config_set(&receive_config_table, &c, "workers", "0", &err), CH_EINVAL);
@@ -158,6 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_and_pick),
+        cmocka_unit_test(test_fan_out),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_mask),
         cmocka_unit_test(test_event_and_required_header),
