@@ -386,22 +386,24 @@ static void log_stderr_line(struct sink *s, const char *line, size_t len)
     s->err_lines++;
     char text[TEXT_ESCAPE_GROWTH * ERR_LINE_MAX + 1];
     text_escape(line, len, text, sizeof text);
-    log_warn("pipe handler [%d]: %s", (int)s->pid, text);
+    log_info("pipe handler [%d]: %s", (int)s->pid, text);
 }
 
 /* Ends the running handler: its whole group is killed (a handler that closed its output may
  * still be running, and what it started too) and it is reaped; the next start waits the
  * backoff, reset when this handler had answered. */
-static void end_handler(struct sink *s, const char *reason)
+static void end_handler(struct sink *s, const char *reason, bool kill_now)
 {
     if (s->pid <= 0)
         return;
+    if (kill_now)
+        kill(-s->pid, SIGKILL);
     close_fd(&s->in_fd);
     close_fd(&s->out_fd);
     /* Give a handler that is exiting a moment, so the log says how it ended; the leader is
      * not reaped before its group is killed, so the group id cannot have been reused. */
     siginfo_t info;
-    long long until = clock_mono_ms() + 50;
+    long long until = clock_mono_ms() + (kill_now ? 0 : 50);
     for (;;) {
         memset(&info, 0, sizeof info);
         if (waitid(P_PID, (id_t)s->pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
@@ -724,7 +726,7 @@ static void run_batch(struct sink *s, struct batch *b)
             char reason[200];
             snprintf(reason, sizeof reason, "no answer from the pipe handler within %lld s",
                      s->answer_timeout_ms / 1000);
-            end_handler(s, reason);
+            end_handler(s, reason, true);
             give_back(b, 0, reason);
             return;
         }
@@ -745,12 +747,12 @@ static void run_batch(struct sink *s, struct batch *b)
         long long before = s->answered;
         bool alive = true;
         if (!read_answers(s, b)) {
-            end_handler(s, "its output ended");
+            end_handler(s, "its output ended", false);
             alive = false;
         } else if (writing && !write_lines(s, b)) {
             /* It stopped reading (it died, most likely): what it answered before counts. */
             read_answers(s, b);
-            end_handler(s, "it stopped reading its input");
+            end_handler(s, "it stopped reading its input", false);
             alive = false;
         }
         if (s->answered != before)
