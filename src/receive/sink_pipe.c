@@ -715,7 +715,7 @@ static void run_batch(struct sink *s, struct batch *b)
                     s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
                 continue;
             }
-            queued = false;
+            queued = false; /* a new handler gets every unanswered event (again) */
             progress = clock_mono_ms();
         }
         if (!queued) {
@@ -745,20 +745,15 @@ static void run_batch(struct sink *s, struct batch *b)
         drain_wake(s);
         drain_stderr(s);
         long long before = s->answered;
-        bool alive = true;
         if (!read_answers(s, b)) {
             end_handler(s, "its output ended", false);
-            alive = false;
         } else if (writing && !write_lines(s, b)) {
             /* It stopped reading (it died, most likely): what it answered before counts. */
             read_answers(s, b);
             end_handler(s, "it stopped reading its input", false);
-            alive = false;
         }
         if (s->answered != before)
             progress = clock_mono_ms();
-        if (!alive)
-            queued = false; /* the next handler gets every unanswered event again */
     }
 }
 
