@@ -107,7 +107,8 @@ static void remove_tmpdir(void)
 /* Reads its input with os.read (no read-ahead of its own), logs every line as received
  * (lines.jsonl) and every answer (answers.log) with its pid, answers in reverse order at the
  * end of each group of 5 (and, after the restart, of each chunk read), answers REFUSED ok:false,
- * writes an answer for an unknown id and a line that is no answer, and in its first life kills
+ * writes at start an ok:false for an unknown id, a line that is not JSON and one whose "ok" is
+ * not a boolean (all three must be ignored: no event is refused by them), and in its first life kills
  * itself (signal 9) on its 12th line, with lines 11 and 12 unanswered. */
 static const char handler_py[] =
     "import json, os, sys\n"
@@ -130,7 +131,8 @@ static const char handler_py[] =
     "    answers.flush()\n"
     "    pending = []\n"
     "    os.write(1, out.encode())\n"
-    "os.write(1, b'{\"id\": \"msg_nobody\", \"ok\": true}\\nthis is not json\\n')\n"
+    "os.write(1, b'{\"id\": \"msg_nobody\", \"ok\": false}\\nthis is not json\\n'\n"
+    "         b'{\"id\": \"msg_pipe_003\", \"ok\": \"no\"}\\n')\n"
     "sys.stderr.write('handler %%d up\\n' %% pid); sys.stderr.flush()\n"
     "while True:\n"
     "    chunk = os.read(0, 65536)\n"
