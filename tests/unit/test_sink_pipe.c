@@ -1,7 +1,7 @@
 /* The pipe sink driven directly: a Python handler that answers out of order, once ok:false,
  * writes stray lines, and kills itself midway; the lines it reads; the restart and the resend;
- * the answer timeout, interrupt(), a handler that cannot stay up, and commands refused at
- * open(). */
+ * the answer timeout, interrupt(), a handler that cannot stay up, commands refused at open(),
+ * and the examples of docs/examples. */
 #define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
@@ -108,8 +108,8 @@ static void remove_tmpdir(void)
  * (lines.jsonl) and every answer (answers.log) with its pid, answers in reverse order at the
  * end of each group of 5 (and, after the restart, of each chunk read), answers REFUSED ok:false,
  * writes at start an ok:false for an unknown id, a line that is not JSON and one whose "ok" is
- * not a boolean (all three must be ignored: no event is refused by them), and in its first life kills
- * itself (signal 9) on its 12th line, with lines 11 and 12 unanswered. */
+ * not a boolean (all three must be ignored: no event is refused by them), and in its first life
+ * kills itself (signal 9) on its 12th line, with lines 11 and 12 unanswered. */
 static const char handler_py[] =
     "import json, os, sys\n"
     "state = sys.argv[1]\n"
@@ -459,6 +459,35 @@ static void test_open_refuses(void **state)
     remove_tmpdir();
 }
 
+/* The examples of docs/examples, run as a user would run them: every event answered ok. */
+static void run_example(const char *command)
+{
+    struct ch_inbox_entry events[24];
+    make_events(events, 24);
+    struct receive_config *c = config(16, 30);
+    struct sink *s = NULL;
+    struct ch_error err = {0};
+    if (sink_pipe_ops.open(command, c, &s, &err) != CH_OK)
+        fail_msg("%s", err.message);
+    struct sink_result res[24];
+    sink_pipe_ops.process(s, events, 16, res);
+    sink_pipe_ops.process(s, events + 16, 8, res + 16);
+    for (int i = 0; i < 24; i++) {
+        if (res[i].outcome != SINK_DONE)
+            fail_msg("%s: event %d: %s", command, i, res[i].error);
+    }
+    sink_pipe_ops.close(s);
+    free(c);
+    free_events(events, 24);
+}
+
+static void test_examples(void **state)
+{
+    (void)state;
+    run_example("exec python3 " CALLHOOK_EXAMPLES_DIR "/pipe_handler.py");
+    run_example("exec node " CALLHOOK_EXAMPLES_DIR "/pipe_handler.mjs");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_restart_limit),
         cmocka_unit_test(test_open_refuses),
+        cmocka_unit_test(test_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
