@@ -273,7 +273,8 @@ static bool start_handler(struct sink *s, char *why, size_t cap)
     }
     if (pid == 0) {
         /* Its own group, so stopping it stops what it started; killed if the receiver dies
-         * (the restarted receiver hands the unanswered events over again). */
+         * (the restarted receiver hands the unanswered events over again). The death signal
+         * follows the thread that forks, so the sink is best driven by one thread. */
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (nice(HANDLER_NICE) < 0) {
@@ -292,6 +293,9 @@ static bool start_handler(struct sink *s, char *why, size_t cap)
         execve(sh, argv, envp);
         _exit(127);
     }
+    /* Also here: a kill of the group right after fork must not miss a child that has not
+     * run setpgid() yet. */
+    setpgid(pid, pid);
     free(envp);
     close(in[0]);
     close(outp[1]);
@@ -396,8 +400,10 @@ static void end_handler(struct sink *s, const char *reason, bool kill_now)
 {
     if (s->pid <= 0)
         return;
-    if (kill_now)
+    if (kill_now) {
         kill(-s->pid, SIGKILL);
+        kill(s->pid, SIGKILL);
+    }
     close_fd(&s->in_fd);
     close_fd(&s->out_fd);
     /* Give a handler that is exiting a moment, so the log says how it ended; the leader is
@@ -413,6 +419,7 @@ static void end_handler(struct sink *s, const char *reason, bool kill_now)
         nanosleep(&ts, NULL);
     }
     kill(-s->pid, SIGKILL);
+    kill(s->pid, SIGKILL); /* the leader, should it have left its group */
     int status = 0;
     while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -827,6 +834,7 @@ static void pipe_close(struct sink *s)
             nanosleep(&ts, NULL);
         }
         kill(-s->pid, SIGKILL);
+        kill(s->pid, SIGKILL);
         while (waitpid(s->pid, NULL, 0) < 0 && errno == EINTR)
             ;
         drain_stderr(s);
