@@ -2,7 +2,8 @@
  * the first try of half the events (500, a stall past the timeout, a reset, 503 with
  * Retry-After): process() looped on what is not done until all is; every event arrived byte
  * for byte with a signature that verifies with the forward key, over reused connections. Also
- * interrupt(), a sink without a key, and URLs refused at open(). */
+ * interrupt(), a sink without a key, HTTPS verified against --forward-ca, and URLs refused at
+ * open(). */
 #define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,13 +84,14 @@ static void free_events(struct ch_inbox_entry *e, size_t n)
 /* The server: HTTP/1.1 keep-alive, one thread per connection, every request logged as a JSON
  * line (its connection's number, headers, body in hex, what it was answered). The first try of
  * each odd-numbered event fails, in turn: 500, a stall past the client's timeout, a reset
- * (RST), 503 with Retry-After: 2. A request to /stall always stalls. */
+ * (RST), 503 with Retry-After: 2 (on the plain HTTP server; the TLS one answers all). A
+ * request to /stall always stalls. */
 static const char server_py[] =
     "import http.server, socketserver, socket, struct, sys, json, threading, time, os\n"
-    "state = sys.argv[1]\n"
+    "state, name = sys.argv[1], sys.argv[2]\n"
     "lock = threading.Lock()\n"
     "conns, tries = [0], {}\n"
-    "log = open(state + '/requests.jsonl', 'a')\n"
+    "log = open(state + '/requests-' + name + '.jsonl', 'a')\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
     "    protocol_version = 'HTTP/1.1'\n"
     "    def log_message(self, *a):\n"
@@ -109,7 +111,7 @@ static const char server_py[] =
     "        mode = 'ok'\n"
     "        if self.path == '/stall':\n"
     "            mode = 'stall'\n"
-    "        elif k == 0 and idx % 2 == 1:\n"
+    "        elif k == 0 and idx % 2 == 1 and name == 'plain':\n"
     "            mode = ['500', 'stall', 'reset', '503'][(idx // 2) % 4]\n"
     "        h = self.headers\n"
     "        entry = {'conn': self.conn, 'mode': mode, 'path': self.path, 'id': wid,\n"
@@ -144,39 +146,47 @@ static const char server_py[] =
     "    def handle_error(self, request, address):\n"
     "        pass\n"
     "srv = S(('127.0.0.1', 0), H)\n"
+    "if name == 'tls':\n"
+    "    import ssl\n"
+    "    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "    ctx.load_cert_chain(state + '/server.pem', state + '/server.key')\n"
+    "    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n"
     "open(state + '/port.tmp', 'w').write(str(srv.server_address[1]))\n"
-    "os.rename(state + '/port.tmp', state + '/port')\n"
+    "os.rename(state + '/port.tmp', state + '/port-' + name)\n"
     "srv.serve_forever()\n";
 
-static char tmpdir[256];
-static pid_t server_pid;
-static int server_port;
+/* A CA and a certificate for 127.0.0.1 that it signed, for the TLS server. */
+static const char make_pki_sh[] =
+    "set -e; cd \"$1\"\n"
+    "ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'\n"
+    "openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj '/CN=callhook test ca' "
+    "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign\n"
+    "printf 'basicConstraints=CA:FALSE\\nsubjectAltName=IP:127.0.0.1\\n"
+    "extendedKeyUsage=serverAuth\\n' > server.ext\n"
+    "openssl req -new $ec -keyout server.key -out server.csr -subj '/CN=127.0.0.1'\n"
+    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 2 "
+    "-extfile server.ext -out server.pem\n";
 
-static int start_server(void **state)
+static char tmpdir[256];
+static pid_t server_pid, tls_server_pid;
+static int server_port, tls_server_port;
+
+static pid_t start_one(const char *name, int *port)
 {
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/callhook-test-forward-XXXXXX");
-    if (mkdtemp(tmpdir) == NULL)
-        return -1;
     char path[512];
     snprintf(path, sizeof path, "%s/server.py", tmpdir);
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fputs(server_py, f);
-    fclose(f);
-    server_pid = fork();
-    if (server_pid == 0) {
-        execlp("python3", "python3", path, tmpdir, (char *)NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("python3", "python3", path, tmpdir, name, (char *)NULL);
         _exit(127);
     }
-    snprintf(path, sizeof path, "%s/port", tmpdir);
+    snprintf(path, sizeof path, "%s/port-%s", tmpdir, name);
     for (int i = 0; i < 200; i++) {
-        f = fopen(path, "r");
+        FILE *f = fopen(path, "r");
         if (f) {
-            int ok = fscanf(f, "%d", &server_port);
+            int ok = fscanf(f, "%d", port);
             fclose(f);
-            return ok == 1 ? 0 : -1;
+            return ok == 1 ? pid : -1;
         }
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
@@ -184,11 +194,40 @@ static int start_server(void **state)
     return -1;
 }
 
-static int stop_server(void **state)
+static int write_file(const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int start_servers(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/callhook-test-forward-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL || write_file("server.py", server_py) != 0 ||
+        write_file("pki.sh", make_pki_sh) != 0)
+        return -1;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "sh '%s/pki.sh' '%s' 2>/dev/null", tmpdir, tmpdir);
+    if (system(cmd) != 0)
+        return -1;
+    server_pid = start_one("plain", &server_port);
+    tls_server_pid = start_one("tls", &tls_server_port);
+    return server_pid > 0 && tls_server_pid > 0 ? 0 : -1;
+}
+
+static int stop_servers(void **state)
 {
     (void)state;
     kill(server_pid, SIGTERM);
     waitpid(server_pid, NULL, 0);
+    kill(tls_server_pid, SIGTERM);
+    waitpid(tls_server_pid, NULL, 0);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     return system(cmd) == 0 ? 0 : -1;
@@ -208,10 +247,10 @@ static struct receive_config *config(int timeout_ms, int in_flight, bool with_ke
 }
 
 /* The requests the server logged, in order; the caller frees with json_decref. */
-static json_t *read_requests(void)
+static json_t *read_requests_of(const char *name)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/requests.jsonl", tmpdir);
+    snprintf(path, sizeof path, "%s/requests-%s.jsonl", tmpdir, name);
     size_t len = 0;
     char *text = read_all(path, &len);
     assert_non_null(text);
@@ -223,6 +262,11 @@ static json_t *read_requests(void)
     }
     free(text);
     return all;
+}
+
+static json_t *read_requests(void)
+{
+    return read_requests_of("plain");
 }
 
 static bool hex_is(const char *hex, const void *bytes, size_t len)
@@ -418,6 +462,52 @@ static void test_interrupt(void **state)
     free_events(events, 4);
 }
 
+/* HTTPS: the certificate is verified, against --forward-ca when given; without it, the test
+ * CA is unknown and nothing is sent. */
+static void test_tls(void **state)
+{
+    (void)state;
+    struct ch_inbox_entry events[2];
+    make_events(events, 2);
+    struct receive_config *c = config(5000, 2, true);
+    char url[128];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/calls", tls_server_port);
+    struct sink *s = NULL;
+    struct ch_error err = {0};
+    struct sink_result res[2];
+
+    assert_int_equal(sink_forward_ops.open(url, c, &s, &err), CH_OK);
+    sink_forward_ops.process(s, events, 2, res);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(res[i].outcome, SINK_RETRY);
+        if (strstr(res[i].error, "certificate") == NULL)
+            fail_msg("an unknown CA was not refused: %s", res[i].error);
+    }
+    sink_forward_ops.close(s);
+
+    snprintf(c->forward_ca, sizeof c->forward_ca, "%s/ca.pem", tmpdir);
+    assert_int_equal(sink_forward_ops.open(url, c, &s, &err), CH_OK);
+    sink_forward_ops.process(s, events, 2, res);
+    for (int i = 0; i < 2; i++) {
+        if (res[i].outcome != SINK_DONE)
+            fail_msg("with the CA: %s", res[i].error);
+    }
+    sink_forward_ops.close(s);
+    json_t *reqs = read_requests_of("tls");
+    assert_int_equal(json_array_size(reqs), 2); /* the refused handshakes sent nothing */
+    for (size_t r = 0; r < 2; r++) {
+        json_t *q = json_array_get(reqs, r);
+        const char *id = json_string_value(json_object_get(q, "id"));
+        const struct ch_inbox_entry *e =
+            strcmp(id, events[0].webhook_id) == 0 ? &events[0] : &events[1];
+        assert_true(hex_is(json_string_value(json_object_get(q, "body")), e->body, e->body_len));
+    }
+    json_decref(reqs);
+    ch_secret_wipe(&c->forward_key);
+    free(c);
+    free_events(events, 2);
+}
+
 /* A URL that is not http(s), or not a URL, and a CA file that is not there: refused at open. */
 static void test_open_refuses(void **state)
 {
@@ -453,7 +543,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_through_failures),
         cmocka_unit_test(test_interrupt),
+        cmocka_unit_test(test_tls),
         cmocka_unit_test(test_open_refuses),
     };
-    return cmocka_run_group_tests(tests, start_server, stop_server);
+    return cmocka_run_group_tests(tests, start_servers, stop_servers);
 }
