@@ -24,7 +24,7 @@ declare -A only=(
     ['libpq-fe\.h']="store/postgres.c"
     ['openssl/']="lib/crypto.c"
     ['sqlite3\.h']="store/sqlite.c lib/inbox.c util/sqlite_db.h util/sqlite_db.c"
-    ['curl/curl\.h']="deliver/engine.c deliver/ssrf.c deliver/transfer.h deliver/retry.h deliver/probe.c cli/client.c serve/serve.c"
+    ['curl/curl\.h']="deliver/engine.c deliver/ssrf.c deliver/transfer.h deliver/retry.h deliver/probe.c receive/sink_forward.c cli/client.c serve/serve.c"
 )
 
 bad=0

@@ -349,7 +349,8 @@ static void test_help(void **state)
             assert_non_null(strstr(text, "300 (5 to 86400)\n"));
         } else {
             /* The columns are as wide as the longest name (forward-max-in-flight). */
-            assert_non_null(strstr(text, "  --route                 route = VALUE             -\n"));
+            assert_non_null(
+                strstr(text, "  --route                 route = VALUE             -\n"));
             assert_non_null(strstr(text, " insecure-http = yes|no "));
         }
         free(text);
