@@ -370,9 +370,7 @@ static ch_code connect_db(struct sink *s, struct ch_error *err)
         one_line(PQerrorMessage(s->conn), why, sizeof why);
         drop_connection(s);
         return ch_error_set(err, CH_EUNAVAILABLE,
-                            "postgres: cannot connect to '%s': %s (check the DSN's host, port, "
-                            "user, password and dbname, and that the server is up)",
-                            s->label, why);
+                            "cannot connect (check the DSN and that the server is up): %s", why);
     }
     ch_code rc = ensure_schema(s, err);
     for (int k = 0; rc == CH_OK && k < STMT_COUNT; k++) {
