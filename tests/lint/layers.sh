@@ -21,7 +21,7 @@ declare -A may=(
 # header pattern: the only files that may include it.
 declare -A only=(
     ['microhttpd\.h|gnutls/']="http/http.c"
-    ['libpq-fe\.h']="store/postgres.c"
+    ['libpq-fe\.h']="store/postgres.c receive/sink_postgres.c"
     ['openssl/']="lib/crypto.c"
     ['sqlite3\.h']="store/sqlite.c lib/inbox.c util/sqlite_db.h util/sqlite_db.c"
     ['curl/curl\.h']="deliver/engine.c deliver/ssrf.c deliver/transfer.h deliver/retry.h deliver/probe.c receive/sink_forward.c cli/client.c serve/serve.c"
