@@ -2572,8 +2572,13 @@ class ForwardTarget:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
-        self.server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a receiver killed mid-request resets its connection: expected here
+
+        self.server = Server((HOST, 0), Handler)
         self.port = self.server.server_address[1]
         self.url = "http://%s:%d/calls" % (HOST, self.port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
