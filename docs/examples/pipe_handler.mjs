@@ -16,9 +16,10 @@
 // Many events are in flight at once (the receiver's --pipe-window): each is handled as its own
 // promise and answered when it settles, out of order. An event is handled at least once: after
 // a crash of this program or of the receiver, the events it had not answered are sent again, so
-// make handle() idempotent (key on event.id). stdout carries answers only: log to stderr (the
-// receiver logs it). When stdin ends, the receiver is stopping: Node exits once the events in
-// flight are answered.
+// make handle() idempotent (key on event.id). For each call's end-call to come only after its
+// begin-call was answered ok, run the receiver with --ordered. stdout carries answers only: log
+// to stderr (the receiver logs it). When stdin ends, the receiver is stopping: Node exits once
+// the events in flight are answered.
 //
 // Copy it, and put your code in handle(). Node 18 or later, standard library only.
 import { createInterface } from 'node:readline';

@@ -16,8 +16,9 @@ For every line it answers one line on stdout, in any order, as soon as the event
 Many events are in flight at once (the receiver's --pipe-window): this example handles them on a
 few threads and answers each as it finishes, out of order. An event is handled at least once:
 after a crash of this program or of the receiver, the events it had not answered are sent
-again, so make handle() idempotent (key on event["id"]). For events of one call handled in
-order, set WORKERS to 1. stdout carries answers only: log to stderr (the receiver logs it). When
+again, so make handle() idempotent (key on event["id"]). For each call's end-call to come
+only after its begin-call was answered ok, run the receiver with --ordered (other calls' events
+still come concurrently). stdout carries answers only: log to stderr (the receiver logs it). When
 stdin ends, the receiver is stopping: finish and exit.
 
 Copy it, and put your code in handle(). Standard library only.

@@ -209,6 +209,24 @@ CH_API ch_code ch_inbox_take_sink(struct ch_inbox *ib, const char *sink, long lo
                                   struct ch_inbox_entry *out, size_t max, size_t *n,
                                   long long *next_due_ms, struct ch_error *err);
 
+/** ch_inbox_take_sink_flags(): the sink takes the events of one call in order. A delivery
+ * is not taken while the same sink has a delivery of the begin-call with the same call_key,
+ * stored before it (a lower seq), that is not done: pending (a retry included), running, or
+ * parked failed until `inbox retry` gets it done. So an end-call waits for its begin-call's
+ * delivery to that sink to be done. A begin-call is never held (not even by an end-call that
+ * arrived before it), nor is an event without a call_key, nor one whose begin-call went to
+ * other sinks only. */
+#define CH_INBOX_TAKE_CALL_ORDER 0x1u
+
+/**
+ * ch_inbox_take_sink() with flags (CH_INBOX_TAKE_CALL_ORDER or 0; any other bit is
+ * CH_EINVAL). In call order, *next_due_ms leaves out the deliveries that wait for an earlier
+ * one: they become due when it is done. Thread-safe.
+ */
+CH_API ch_code ch_inbox_take_sink_flags(struct ch_inbox *ib, const char *sink, long long now_ms,
+                                        unsigned flags, struct ch_inbox_entry *out, size_t max,
+                                        size_t *n, long long *next_due_ms, struct ch_error *err);
+
 /** The outcome of one delivery taken by ch_inbox_take_sink(). error is borrowed. */
 struct ch_inbox_outcome {
     long long seq;               /* the event's (ch_inbox_entry.seq) */

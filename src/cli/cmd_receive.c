@@ -39,9 +39,20 @@ void cmd_receive_help(void)
          "WEBHOOK_ID in its environment (up to --workers at once); a non-zero exit is a\n"
          "failure. Of the receiver's environment a command gets PATH, HOME, LANG, LC_* and\n"
          "what --handler-env NAME names, nothing else (never the receiver's settings or keys).\n"
-         "--jsonl FILE appends one JSON line per event; --pipe CMD, --forward URL and\n"
+         "--jsonl FILE appends one JSON line per event. --pipe CMD starts CMD once and writes\n"
+         "each event to its stdin as a JSON line ({\"id\", \"event\", \"activeCallId\",\n"
+         "\"correlationId\", \"callType\", \"callTypeName\", \"receivedAt\", \"attempt\",\n"
+         "\"body\"}); it answers one line per event on stdout, in any order: {\"id\": ...,\n"
+         "\"ok\": true}, or \"ok\": false (retried; \"retryAfterS\": N not before N s). Up to\n"
+         "--pipe-window events are in flight; a handler that dies is restarted with backoff\n"
+         "and given every unanswered event again (docs/examples/pipe_handler.py, .mjs).\n"
+         "--forward URL POSTs each record byte for byte to an http(s) URL, with webhook-id and\n"
+         "X-Callhook-Event headers and, with --forward-secret, a fresh Standard Webhooks\n"
+         "signature of the receiver's own; 2xx is done, anything else (or no answer within\n"
+         "--forward-timeout-ms) is retried. TLS is verified (--forward-ca for a private CA).\n"
          "--postgres DSN as below. Handlers run from the inbox at nice 10: acknowledging\n"
-         "never waits on them.\n"
+         "never waits on them. --ordered: a handler gets an end-call only once its\n"
+         "begin-call is done for that handler.\n"
          "Fan-out: --route SELECTOR=HANDLER (exec:, jsonl:, pipe:, forward:, postgres:) sends\n"
          "an event by event and CallType; every route that matches takes it, each handler\n"
          "once. What no route matches, unknown CallTypes included, goes to every default\n"
@@ -68,7 +79,12 @@ void cmd_receive_help(void)
     config_print_help(&receive_config_table, stdout);
     puts("\nexample, in front of a script, locally:\n"
          "  callhook receive --insecure-http --listen 127.0.0.1:9000 \\\n"
-         "      --secret env:WEBHOOK_SECRET --exec ./on-call-event.sh");
+         "      --secret env:WEBHOOK_SECRET --exec ./on-call-event.sh\n"
+         "a long-lived handler, each call's events in order:\n"
+         "  callhook receive ... --pipe 'python3 pipe_handler.py' --ordered\n"
+         "to an internal service, signed again:\n"
+         "  callhook receive ... --forward https://events.internal:8443/calls \\\n"
+         "      --forward-secret @/etc/callhook/forward.secret --forward-ca internal-ca.pem");
 }
 
 void cmd_inbox_help(void)

@@ -68,6 +68,14 @@ static const char migrate_v1_v2[] =
     "seq, webhook_id, event, call_key, call_type, status, attempts, received_at, next_at," \
     " processed_at, last_error, body"
 
+/* For a delivery d of event e: the call's begin-call, if it arrived earlier (a lower seq) and
+ * goes to the same sink, is done for it. Begin-calls never wait: one that arrives after its
+ * end-call is not held by it. Reads the dedupe index events_call. */
+#define HELD_BY_EARLIER(sink)                                                          \
+    "NOT EXISTS (SELECT 1 FROM events AS p JOIN deliveries AS pd ON pd.seq = p.seq"    \
+    " AND pd.sink = " sink " WHERE p.event = 'begin-call' AND p.call_key = e.call_key" \
+    " AND p.seq < e.seq AND pd.status <> 2)"
+
 /* The cached statements: the first ST_WORK_FIRST on `db`, the rest on `work`. */
 enum stmt_id {
     ST_BEGIN = 0,
@@ -82,8 +90,10 @@ enum stmt_id {
     ST_WORK_COMMIT,
     ST_WORK_ROLLBACK,
     ST_TAKE,
+    ST_TAKE_IN_CALL_ORDER,
     ST_EVENT,
     ST_NEXT_DUE,
+    ST_NEXT_DUE_IN_CALL_ORDER,
     ST_FINISH,
     ST_DERIVE,
     ST_COUNT
@@ -107,8 +117,20 @@ static const char *const stmt_sql[ST_COUNT] = {
                 " AND seq IN (SELECT seq FROM deliveries WHERE sink = ?3 AND status = 0"
                 "  AND next_at <= ?1 ORDER BY seq LIMIT ?2)"
                 " RETURNING seq, status, attempts, next_at, processed_at, last_error",
+    /* As ST_TAKE, but a delivery waits while its call's earlier begin-call is not done for
+     * the sink: pending, running or parked. */
+    [ST_TAKE_IN_CALL_ORDER] =
+        "UPDATE deliveries SET status = 1, attempts = attempts + 1 WHERE sink = ?3"
+        " AND seq IN (SELECT d.seq FROM deliveries AS d JOIN events AS e ON e.seq = d.seq"
+        "  WHERE d.sink = ?3 AND d.status = 0 AND d.next_at <= ?1 AND " HELD_BY_EARLIER(
+            "?3") "  ORDER BY d.seq LIMIT ?2)"
+                  " RETURNING seq, status, attempts, next_at, processed_at, last_error",
     [ST_EVENT] = "SELECT " ENTRY_COLUMNS " FROM events WHERE seq = ?1",
     [ST_NEXT_DUE] = "SELECT min(next_at) FROM deliveries WHERE sink = ?1 AND status = 0",
+    /* Held deliveries are left out: they become due when their predecessor is done. */
+    [ST_NEXT_DUE_IN_CALL_ORDER] =
+        "SELECT min(d.next_at) FROM deliveries AS d JOIN events AS e ON e.seq = d.seq"
+        " WHERE d.sink = ?1 AND d.status = 0 AND " HELD_BY_EARLIER("?1"),
     [ST_FINISH] = "UPDATE deliveries SET status = ?1, next_at = ?2, processed_at = ?3,"
                   " last_error = ?5, attempts = max(attempts - ?6, 0) WHERE seq = ?4 AND sink = ?7",
     /* An event's state from its deliveries (enum ch_inbox_status): failed over running over
@@ -623,12 +645,22 @@ ch_code ch_inbox_take_sink(struct ch_inbox *ib, const char *sink, long long now,
                            struct ch_inbox_entry *out, size_t max, size_t *n, long long *next_due,
                            struct ch_error *err)
 {
+    return ch_inbox_take_sink_flags(ib, sink, now, 0, out, max, n, next_due, err);
+}
+
+ch_code ch_inbox_take_sink_flags(struct ch_inbox *ib, const char *sink, long long now,
+                                 unsigned flags, struct ch_inbox_entry *out, size_t max, size_t *n,
+                                 long long *next_due, struct ch_error *err)
+{
     *n = 0;
     *next_due = 0;
     if (sink == NULL)
         return ch_error_set(err, CH_EINVAL, "inbox: no sink named");
+    if ((flags & ~CH_INBOX_TAKE_CALL_ORDER) != 0)
+        return ch_error_set(err, CH_EINVAL, "inbox: unknown take flags 0x%x", flags);
     if (max == 0)
         return CH_ENOTFOUND;
+    bool in_order = (flags & CH_INBOX_TAKE_CALL_ORDER) != 0;
     struct taken *t = calloc(max, sizeof *t);
     if (t == NULL)
         return ch_error_set(err, CH_ENOMEM, "out of memory taking events");
@@ -636,7 +668,7 @@ ch_code ch_inbox_take_sink(struct ch_inbox *ib, const char *sink, long long now,
     pthread_mutex_lock(&ib->write_lock);
     size_t nt = 0;
     /* now and next_at are milliseconds here. */
-    sqlite3_stmt *st = stmt(ib, ST_TAKE, err);
+    sqlite3_stmt *st = stmt(ib, in_order ? ST_TAKE_IN_CALL_ORDER : ST_TAKE, err);
     ch_code rc = st ? run_simple(ib, ST_WORK_BEGIN, err) : CH_ESTORE;
     bool begun = rc == CH_OK;
     if (rc == CH_OK) {
@@ -677,7 +709,7 @@ ch_code ch_inbox_take_sink(struct ch_inbox *ib, const char *sink, long long now,
     pthread_mutex_unlock(&ib->write_lock);
     if (rc == CH_OK && *n == 0) {
         rc = CH_ENOTFOUND;
-        st = stmt(ib, ST_NEXT_DUE, NULL);
+        st = stmt(ib, in_order ? ST_NEXT_DUE_IN_CALL_ORDER : ST_NEXT_DUE, NULL);
         if (st) {
             sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
             if (sqlite3_step(st) == SQLITE_ROW)

@@ -235,8 +235,12 @@ static void *dispatcher_main(void *arg)
         size_t n = 0;
         long long next_due = 0;
         struct ch_error err = {0};
-        ch_code rc =
-            ch_inbox_take_sink(d->inbox, w->name, clock_wall_ms(), batch, max, &n, &next_due, &err);
+        /* Read at each take: a reload that turns ordering on or off takes effect at once. */
+        const struct receive_config *c = live_get(d->live);
+        unsigned flags = c->ordered ? CH_INBOX_TAKE_CALL_ORDER : 0;
+        live_put(d->live, c);
+        ch_code rc = ch_inbox_take_sink_flags(d->inbox, w->name, clock_wall_ms(), flags, batch, max,
+                                              &n, &next_due, &err);
         if (rc == CH_OK) {
             run_batch(w, batch, n, res, out);
             for (size_t i = 0; i < n; i++)

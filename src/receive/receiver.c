@@ -304,6 +304,9 @@ static const struct config_setting receive_settings[] = {
     {"handler-env", "", CONFIG_CUSTOM, .def = "",
      .help = "NAME of a variable of receive's environment that handlers get too (repeatable)",
      .set = add_handler_env},
+    {"ordered", "CALLHOOK_RECEIVE_ORDERED", RECEIVE(ordered), .def = "false",
+     .help = "per-call order: a handler gets an end-call only once its begin-call is done "
+             "for that handler (a begin-call that arrives after its end-call is not held)"},
     {"workers", "CALLHOOK_RECEIVE_WORKERS", RECEIVE(workers), 1, 256, "4",
      "exec: commands run at once (without one: a single worker)"},
     {"exec-timeout-s", "CALLHOOK_RECEIVE_EXEC_TIMEOUT_S", RECEIVE(exec_timeout_s), 1, 3600, "30",
@@ -473,6 +476,8 @@ void receive_config_changes(const struct receive_config *a, const struct receive
         add_name(changed, cap, "metrics");
     if (a->refusal_log_interval_s != b->refusal_log_interval_s)
         add_name(changed, cap, "refusal-log-s");
+    if (a->ordered != b->ordered)
+        add_name(changed, cap, "ordered");
     if (a->pipe_window != b->pipe_window)
         add_name(changed, cap, "pipe-window");
     if (a->has_forward_key != b->has_forward_key ||

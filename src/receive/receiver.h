@@ -86,6 +86,9 @@ struct receive_config {
     size_t max_body_bytes;
     char metrics[16];                 /* who may GET /metrics: loopback, any or off */
     long long refusal_log_interval_s; /* one log line per refusal reason per this, at most */
+    /* Every sink takes the events of one call in order (ch_inbox_take_sink_flags'
+     * CH_INBOX_TAKE_CALL_ORDER): an end-call waits until its begin-call is done for it. */
+    bool ordered;
     /* The sinks of issue 16 (src/receive/sink_*.c read these; the table in receiver.c sets
      * them). pipe: */
     int pipe_window; /* events in flight on one pipe handler (default 256) */

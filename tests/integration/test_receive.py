@@ -2419,6 +2419,490 @@ class Sinks(ReceiveCase):
 
 
 # ---------------------------------------------------------------------------------------------
+# The pipe and forward sinks, end to end (issue 16)
+
+# A long-lived --pipe handler, from docs/examples/pipe_handler.py: worker threads, answers out of
+# order. Its own log (pipe.log, one JSON object a line, written with one write(2) each under
+# the lock that also guards stdout): {"k": "got", "pid", "id", "event", "attempt", "body"} for
+# every line it reads, {"k": "ans", "pid", "id", "ok"} for every answer, written once the answer
+# is on stdout. Files in CH_TEST_DIR steer it: fail-id (answer ok:false once for that id),
+# freeze-after N (after N receipts, the first process stops with the lock held: a kill -9 then
+# lands between whole answers, never between an answer and its log line).
+PIPE_HANDLER = r'''
+import json, os, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+
+d = os.environ["CH_TEST_DIR"]
+pid = os.getpid()
+lock = threading.Lock()
+log_fd = os.open(os.path.join(d, "pipe.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+got = 0
+
+def path(name):
+    return os.path.join(d, name)
+
+def read(name):
+    try:
+        with open(path(name)) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+def claim(name):
+    """True for the first process to create the marker file name."""
+    try:
+        os.close(os.open(path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return True
+    except FileExistsError:
+        return False
+
+def log(obj):
+    os.write(log_fd, (json.dumps(obj, separators=(",", ":")) + "\n").encode())
+
+tmp = path("pipe.pid.%d" % pid)
+with open(tmp, "w") as f:
+    f.write(str(pid))
+os.rename(tmp, path("pipe.pid"))
+fail_id = read("fail-id")
+freeze_after = int(read("freeze-after") or 0)
+
+def run(event):
+    if event["event"] == "begin-call":
+        time.sleep(0.003)  # begin-calls are slower: without ordering, an end-call overtakes
+    ok = not (event["id"] == fail_id and claim("failed-once"))
+    reply = {"id": event["id"], "ok": ok}
+    if not ok:
+        reply.update({"retryAfterS": 0.05, "error": "failing on purpose"})
+    with lock:
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        log({"k": "ans", "pid": pid, "id": event["id"], "ok": ok})
+        if freeze_after and got >= freeze_after and claim("frozen"):
+            while True:  # until the test kills this process
+                time.sleep(1)
+
+with ThreadPoolExecutor(max_workers=8) as pool:
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        with lock:
+            got += 1
+            log({"k": "got", "pid": pid, "id": event["id"], "event": event["event"],
+                 "attempt": event["attempt"], "call": event["activeCallId"],
+                 "body": event["body"]})
+        pool.submit(run, event)
+'''
+
+# A --pipe handler for the kill -9 test: notes each id it gets (one write each), answers ok.
+PIPE_NOTE_HANDLER = r'''
+import json, os, sys
+fd = os.open(os.path.join(os.environ["CH_TEST_DIR"], "pipe-seen.txt"),
+             os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+for line in sys.stdin:
+    if line.strip():
+        wid = json.loads(line)["id"]
+        os.write(fd, (wid + "\n").encode())
+        sys.stdout.write(json.dumps({"id": wid, "ok": True}) + "\n")
+        sys.stdout.flush()
+'''
+
+
+def verify_v1(secret, msg_id, ts, body, header):
+    """Whether one v1 entry of a webhook-signature header matches (constant time)."""
+    want = sign_v1(secret, msg_id, ts, body)
+    return any(hmac.compare_digest(entry, want) for entry in header.split())
+
+
+class ForwardTarget:
+    """An internal HTTP service on 127.0.0.1 for --forward: it records every request, and for
+    `flaky` it fails about half of them (a 500, a stall past the receiver's time limit, or a
+    connection reset), each id at most `max_failures` times, so every event gets through.
+    accepted: {webhook-id: (body, headers)} of the requests it answered 200 in time."""
+
+    def __init__(self, flaky=False, stall_s=0.0, max_failures=3, seed=16):
+        import http.server
+        import random
+        self.flaky, self.stall_s, self.max_failures = flaky, stall_s, max_failures
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.accepted = {}
+        self.failures = {}   # id -> how many requests of it were failed on purpose
+        self.kinds = {"500": 0, "stall": 0, "reset": 0, "ok": 0}
+        self.requests = 0
+        target = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                wid = self.headers.get("webhook-id", "")
+                with target.lock:
+                    target.requests += 1
+                    kind = "ok"
+                    if target.flaky and target.failures.get(wid, 0) < target.max_failures \
+                            and target.rng.random() < 0.5:
+                        kind = target.rng.choice(("500", "stall", "reset"))
+                        target.failures[wid] = target.failures.get(wid, 0) + 1
+                    target.kinds[kind] += 1
+                if kind == "500":
+                    self.answer(500, b'{"error":"on purpose"}')
+                elif kind == "stall":
+                    time.sleep(target.stall_s)  # the receiver gave up meanwhile
+                    self.close_connection = True
+                elif kind == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.close_connection = True
+                    self.connection.close()
+                else:
+                    with target.lock:
+                        target.accepted.setdefault(wid, []).append(
+                            (body, {k.lower(): v for k, v in self.headers.items()}))
+                    self.answer(200, b"{}")
+
+            def answer(self, status, data):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a receiver killed mid-request resets its connection: expected here
+
+        self.server = Server((HOST, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = "http://%s:%d/calls" % (HOST, self.port)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def ids(self):
+        with self.lock:
+            return set(self.accepted)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class PipeAndForward(ReceiveCase):
+    """Issue 16's pipe and forward sinks through the real receiver: a Python pipe handler
+    killed with kill -9 midway and answering ok:false once, with per-call ordering; an
+    internal HTTP service that fails half the requests; kill -9 of the receiver under load
+    with both sinks; bad sink settings refused at start."""
+
+    sink_lines = Sinks.sink_lines
+
+    def post_calls(self, rx, calls, threads=8):
+        """Posts a begin-call then an end-call for each call id (the end after the begin's
+        202), from several threads. Returns {webhook id: (event, call id, body)}."""
+        sent, lock, errors = {}, threading.Lock(), []
+        todo = list(calls)
+
+        def worker():
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    call = todo.pop()
+                for event in ("begin-call", "end-call"):
+                    body = record(call, call_type=2 if event == "end-call" else 4)
+                    try:
+                        r, wid = rx.post(body, event=event, timeout=T(20))
+                    except (OSError, http.client.HTTPException) as e:
+                        errors.append("%s %s: %r" % (event, call, e))
+                        return
+                    with lock:
+                        if r.status != 202:
+                            errors.append("%s %s: %r" % (event, call, r))
+                        sent[wid] = (event, call, body)
+
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(T(300))
+        self.assertEqual(errors, [], "every event acknowledged with 202")
+        return sent
+
+    def pipe_log(self):
+        return read_jsonl(os.path.join(self.dir, "pipe.log"))
+
+    def test_pipe_kill9_fail_once_in_call_order(self):
+        """2,000 events (1,000 calls) to a Python --pipe handler with --ordered. The first
+        handler process freezes after 1,000 receipts and the test kills it with kill -9 (its
+        pid from the file it wrote); one begin-call is answered ok:false once. In the
+        handler's own log, afterwards:
+        - every event has exactly one ok answer, and no other id has one;
+        - the chosen event has one ok:false answer, before its ok answer on a later attempt;
+        - every receipt by a process that was not killed has its answer from that process;
+          receipts by the killed process may be unanswered, and each id it left unanswered
+          was received again by the next process (the resend after a restart);
+        - for every call, the end-call's first receipt comes after the begin-call's ok answer
+          (ordering asked for);
+        - each line carried the record as posted."""
+        script = os.path.join(self.dir, "pipe_handler.py")
+        with open(script, "w") as f:
+            f.write(PIPE_HANDLER)
+        calls = ["call-%04d-%s" % (i, _secrets.token_hex(4)) for i in range(1000)]
+        # The chosen event: the first call's begin-call, its id fixed ahead for the handler.
+        chosen_call, chosen_id = calls.pop(0), new_id()
+        with open(os.path.join(self.dir, "fail-id"), "w") as f:
+            f.write(chosen_id)
+        with open(os.path.join(self.dir, "freeze-after"), "w") as f:
+            f.write("1000")
+        cmd = "%s -S %s" % (shlex.quote(sys.executable), shlex.quote(script))
+        # CH_TEST_PIPE_UNORDERED=1 leaves --ordered out: the order checks below then fail.
+        ordered = [] if os.environ.get("CH_TEST_PIPE_UNORDERED") else ["--ordered"]
+        rx = self.receiver("--pipe", cmd, *ordered, "--retry-base-ms", "50",
+                           "--exec-timeout-s", "120", handler=False)
+        killed = {}
+
+        def killer():
+            frozen = os.path.join(self.dir, "frozen")
+            try:
+                wait_until(lambda: os.path.exists(frozen), T(120), what="the handler frozen")
+            except TimeoutError:
+                return
+            with open(os.path.join(self.dir, "pipe.pid")) as f:
+                killed["pid"] = int(f.read())
+            os.kill(killed["pid"], signal.SIGKILL)
+
+        kt = threading.Thread(target=killer)
+        kt.start()
+        # The chosen call first, its end-call right after the begin-call's 202: the begin-call
+        # is answered ok:false and retried 50 ms later, and the end-call must wait for it.
+        sent = {}
+        for event, wid in (("begin-call", chosen_id), ("end-call", new_id())):
+            body = record(chosen_call, call_type=4 if event == "begin-call" else 2)
+            r, _ = rx.post(body, event=event, msg_id=wid)
+            self.assert_status(r, 202, "the chosen " + event)
+            sent[wid] = (event, chosen_call, body)
+        sent.update(self.post_calls(rx, calls))
+        self.assertEqual(len(sent), 2000)
+        kt.join(T(130))
+        self.assertIn("pid", killed, "the handler froze after 1,000 receipts and was killed")
+
+        def ok_ids():
+            return {x["id"] for x in self.pipe_log() if x["k"] == "ans" and x["ok"]}
+        wait_until(lambda: set(sent) <= ok_ids(), T(90), 0.2,
+                   what=lambda: "every event answered ok (missing %d)"
+                   % len(set(sent) - ok_ids()))
+        wait_until(lambda: all(v[1] == "done" for v in rx.inbox_rows().values()), T(20),
+                   what="every event done in the inbox")
+        self.assertEqual(rx.stop(), 0)
+        log = self.pipe_log()
+
+        # Exactly one ok answer per event, none for anything else.
+        oks = [x["id"] for x in log if x["k"] == "ans" and x["ok"]]
+        dup = sorted(w for w in set(oks) if oks.count(w) > 1)
+        self.assertEqual(dup, [], "ids answered ok more than once")
+        self.assertEqual(set(oks), set(sent))
+        # One ok:false, for the chosen event, before its ok, which came on a later attempt.
+        fails = [i for i, x in enumerate(log) if x["k"] == "ans" and not x["ok"]]
+        self.assertEqual([log[i]["id"] for i in fails], [chosen_id])
+        ok_at = {x["id"]: i for i, x in enumerate(log) if x["k"] == "ans" and x["ok"]}
+        self.assertLess(fails[0], ok_at[chosen_id])
+        attempts = [x["attempt"] for x in log if x["k"] == "got" and x["id"] == chosen_id]
+        self.assertGreaterEqual(max(attempts), 2, "the ok:false answer was retried")
+        # Receipts and answers, per process: the handler was started twice (the kill).
+        pids = []
+        for x in log:
+            if x["pid"] not in pids:
+                pids.append(x["pid"])
+        self.assertEqual(pids, [killed["pid"], pids[-1]], "two handler processes, the first "
+                         "one killed")
+        got, ans = {}, {}
+        for x in log:
+            key = (x["pid"], x["id"])
+            (got if x["k"] == "got" else ans)[key] = (got if x["k"] == "got" else ans).get(
+                key, 0) + 1
+        for key, n in got.items():
+            if key[0] != killed["pid"]:
+                self.assertEqual(ans.get(key, 0), n, "receipts answered by the same process: "
+                                 "%s" % (key,))
+            else:
+                self.assertLessEqual(ans.get(key, 0), n)
+        for key in ans:
+            self.assertIn(key, got, "an answer to a line it got")
+        unanswered = [k[1] for k, n in got.items() if k[0] == killed["pid"] and
+                      ans.get(k, 0) < n]
+        self.assertGreater(len(unanswered), 0, "the killed handler left lines unanswered")
+        for wid in unanswered:
+            self.assertIn((pids[-1], wid), got, "%s, unanswered at the kill, sent again" % wid)
+        print("  %d lines to the killed handler unanswered and sent again; %d receipts in all"
+              % (len(unanswered), sum(got.values())), file=sys.stderr)
+        # Order: per call, the end-call's first receipt after the begin-call's ok answer.
+        first_got = {}
+        for i, x in enumerate(log):
+            if x["k"] == "got":
+                first_got.setdefault(x["id"], i)
+        by_call = {}
+        for wid, (event, call, _body) in sent.items():
+            by_call.setdefault(call, {})[event] = wid
+        late = [call for call, ev in by_call.items()
+                if first_got[ev["end-call"]] < ok_at[ev["begin-call"]]]
+        self.assertEqual(late, [], "%d calls whose end-call was handed over before the "
+                         "begin-call was answered ok" % len(late))
+        end_chosen = by_call[chosen_call]["end-call"]
+        self.assertGreater(first_got[end_chosen], ok_at[chosen_id],
+                           "the end-call of the retried begin-call waited for it")
+        # The record as posted, in every line.
+        for x in log:
+            if x["k"] == "got":
+                self.assertEqual(x["body"], json.loads(sent[x["id"]][2]), x["id"])
+                self.assertEqual((x["event"], x["call"]), sent[x["id"]][:2])
+
+    def test_forward_to_a_flaky_service(self):
+        """300 events forwarded to a local service that fails about half the requests (500, a
+        stall past --forward-timeout-ms, a reset): every event arrives, its body byte for
+        byte, with a webhook-signature that verifies with --forward-secret, and the inbox
+        shows every one done."""
+        target = ForwardTarget(flaky=True, stall_s=1.2)
+        self.addCleanup(target.close)
+        fwd_secret = new_secret()
+        rx = self.receiver("--forward", target.url, "--forward-secret", "env:CH_FWD_SECRET",
+                           "--forward-timeout-ms", "400", "--retry-base-ms", "50",
+                           "--max-attempts", "10", handler=False,
+                           env={"CH_FWD_SECRET": fwd_secret})
+        sent = self.post_calls(rx, ["call-%03d-%s" % (i, _secrets.token_hex(4))
+                                    for i in range(150)], threads=4)
+        wait_until(lambda: set(sent) <= target.ids(), T(60), 0.1,
+                   what=lambda: "every event forwarded (missing %d)"
+                   % len(set(sent) - target.ids()))
+        wait_until(lambda: all(v[1] == "done" for v in rx.inbox_rows().values()), T(20),
+                   what="every event done in the inbox")
+        with target.lock:
+            accepted, kinds, requests = dict(target.accepted), dict(target.kinds), \
+                target.requests
+        self.assertEqual(set(accepted), set(sent))
+        failed = requests - kinds["ok"]
+        self.assertTrue(0.3 <= failed / requests <= 0.6, "about half failed: %s" % kinds)
+        for kind in ("500", "stall", "reset"):
+            self.assertGreater(kinds[kind], 10, "each kind of failure happened: %s" % kinds)
+        now = time.time()
+        for wid, deliveries in accepted.items():
+            event, _call, body = sent[wid]
+            for got_body, h in deliveries:
+                self.assertEqual(got_body, body, "%s: the body byte for byte" % wid)
+                self.assertEqual(h.get("webhook-id"), wid)
+                self.assertEqual(h.get("x-callhook-event"), event)
+                self.assertEqual(h.get("content-type"), "application/json")
+                ts = int(h["webhook-timestamp"])
+                self.assertLess(abs(now - ts), 300, "a fresh timestamp")
+                self.assertTrue(verify_v1(fwd_secret, wid, ts, body, h["webhook-signature"]),
+                                "%s: the forward signature verifies" % wid)
+                self.assertFalse(verify_v1(self.secret, wid, ts, body, h["webhook-signature"]),
+                                 "signed with the forward secret, not the sender's")
+        retried = [w for w in sent if target.failures.get(w)]
+        self.assertGreater(len(retried), 50)
+        name = "forward:" + target.url
+        for wid in retried[:5]:
+            sinks = self.sink_lines(rx, wid)
+            self.assertEqual(sinks[name][0], "done")
+            self.assertEqual(sinks[name][1], target.failures[wid] + 1, "attempts, %s" % wid)
+        print("  %d requests for %d events: %s" % (requests, len(sent), kinds), file=sys.stderr)
+
+    def test_kill9_x10_under_load_pipe_and_forward(self):
+        """Four senders post without pause; the receiver, with a --pipe handler and a
+        --forward service as its two sinks (and --ordered), is killed with kill -9 ten times
+        and started again on the same inbox: every acknowledged (202) event reaches both
+        sinks at least once."""
+        script = os.path.join(self.dir, "note_handler.py")
+        with open(script, "w") as f:
+            f.write(PIPE_NOTE_HANDLER)
+        target = ForwardTarget()
+        self.addCleanup(target.close)
+        seen_path = os.path.join(self.dir, "pipe-seen.txt")
+        rx = self.receiver("--pipe", "%s -S %s" % (shlex.quote(sys.executable),
+                                                   shlex.quote(script)),
+                           "--forward", target.url, "--ordered", handler=False)
+        acked, lock, stop = set(), threading.Lock(), threading.Event()
+
+        def sender():
+            while not stop.is_set():
+                call = "call-" + _secrets.token_hex(8)
+                for event in ("begin-call", "end-call"):
+                    try:
+                        r, wid = rx.post(record(call), event=event, timeout=5.0)
+                    except (OSError, http.client.HTTPException):
+                        time.sleep(0.01)  # down: the sender would send again later
+                        continue
+                    if r.status == 202:
+                        with lock:
+                            acked.add(wid)
+
+        threads = [threading.Thread(target=sender) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(10):
+                before = len(acked)
+                wait_until(lambda: len(acked) >= before + 20, T(20),
+                           what="20 more acknowledged before kill %d" % (i + 1))
+                rx.kill9()
+                rx.start()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(T(15))
+
+        def piped():
+            try:
+                with open(seen_path) as f:
+                    return set(f.read().split())
+            except FileNotFoundError:
+                return set()
+        wait_until(lambda: acked <= piped() and acked <= target.ids(), T(60),
+                   what=lambda: "every acknowledged event in both sinks (missing: pipe %d, "
+                   "forward %d)" % (len(acked - piped()), len(acked - target.ids())))
+        self.assertEqual(rx.exits.count(-9), 10)
+        print("  %d acknowledged over 10 kills; %d pipe lines, %d forwarded" % (
+            len(acked), len(open(seen_path).read().split()),
+            sum(len(v) for v in target.accepted.values())), file=sys.stderr)
+
+    def refused_at_start(self, *args, env=None):
+        rx = self.receiver(*args, handler=False, start=False, env=env)
+        rx.expect_fail = True
+        rx.spawn()
+        code = rx.proc.wait(T(10))
+        rx._reaped(code)
+        self.assertEqual(code, 1, "%s: exit status 1 at start" % (args,))
+        return rx.logs()
+
+    def test_bad_sink_settings_refused_at_start(self):
+        """A --pipe command that does not exist (a path, or a name not on PATH), one that is
+        not executable, and a --forward URL that is not http(s): each a clear error at start,
+        naming it, instead of a silent drop later."""
+        missing = os.path.join(self.dir, "no-such-handler.py")
+        log = self.refused_at_start("--pipe", missing)
+        self.assertRegex(log, r"handler pipe:.*cannot find '%s'" % re.escape(missing))
+        log = self.refused_at_start("--route", "end-call=pipe:no-such-program-ch16 --flag")
+        self.assertRegex(log, r"'no-such-program-ch16' is not a program on PATH")
+        plain = os.path.join(self.dir, "plain.py")
+        open(plain, "w").close()
+        os.chmod(plain, 0o644)
+        log = self.refused_at_start("--pipe", plain)
+        self.assertRegex(log, r"is not executable.*name its interpreter")
+        for url in ("ftp://127.0.0.1/calls", "file:///etc/passwd", "127.0.0.1:9/calls"):
+            log = self.refused_at_start("--forward", url)
+            self.assertRegex(log, r"forward URL '%s': only http:// and https://"
+                             % re.escape(url))
+        log = self.refused_at_start("--route", "*=forward:gopher://127.0.0.1/")
+        self.assertRegex(log, r"only http:// and https://")
+        log = self.refused_at_start("--forward", "http://")
+        self.assertRegex(log, r"forward URL 'http://' is not a valid URL")
+
+
+# ---------------------------------------------------------------------------------------------
 # Runner
 
 
@@ -2444,7 +2928,8 @@ def main(argv):
 
     signal.signal(signal.SIGTERM, on_term)
     return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
-                              ControlCharacters, Http, SlowClients, Visibility, Reload, Sinks),
+                              ControlCharacters, Http, SlowClients, Visibility, Reload, Sinks,
+                              PipeAndForward),
                              filters, Result)
 
 

@@ -510,6 +510,112 @@ static void test_sinks_apart(void **state)
     assert_int_equal(status_of(ib, "msg_1"), CH_INBOX_PENDING);
 }
 
+/* ---- call order: an event waits for its call's earlier event to be done, for that sink ---- */
+
+static long long add_to(struct ch_inbox *ib, const char *id, const char *event, const char *key,
+                        const char *const *names, size_t n)
+{
+    struct ch_inbox_event e = {.webhook_id = id,
+                               .event = event,
+                               .call_key = key,
+                               .body = "{}",
+                               .body_len = 2,
+                               .received_at = 100};
+    struct ch_inbox_sinks s = {names, n};
+    assert_int_equal(ch_inbox_add_routed(ib, &e, &s, 1, NULL), CH_OK);
+    assert_false(e.duplicate);
+    return e.seq;
+}
+
+/* Takes in call order for sink at now: the ids taken, space-separated, into ids. */
+static ch_code take_ordered(struct ch_inbox *ib, const char *sink, long long now,
+                            struct ch_inbox_entry *out, size_t *n, long long *next, char *ids,
+                            size_t cap)
+{
+    ch_code rc =
+        ch_inbox_take_sink_flags(ib, sink, now, CH_INBOX_TAKE_CALL_ORDER, out, 8, n, next, NULL);
+    ids[0] = '\0';
+    for (size_t i = 0; i < *n; i++) {
+        size_t len = strlen(ids);
+        snprintf(ids + len, cap - len, "%s%s", len ? " " : "", out[i].webhook_id);
+    }
+    return rc;
+}
+
+static void finish_all(struct ch_inbox *ib, const char *sink, struct ch_inbox_entry *e, size_t n,
+                       enum ch_inbox_status status, long long next_at)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct ch_inbox_outcome o = {
+            .seq = e[i].seq, .status = status, .next_at_ms = next_at, .error = "x"};
+        assert_int_equal(ch_inbox_finish_sink(ib, sink, &o, 1, 200, NULL), CH_OK);
+        ch_inbox_entry_release(&e[i]);
+    }
+}
+
+static void test_take_in_call_order(void **state)
+{
+    struct ch_inbox *ib = *state;
+    static const char *const a[] = {"pipe:./h.py"}, *const b[] = {"jsonl:b.jsonl"},
+                             *const ab[] = {"pipe:./h.py", "jsonl:b.jsonl"};
+    add_to(ib, "b3", "begin-call", "c3", b, 1);  /* call 3's begin goes to b only */
+    add_to(ib, "b1", "begin-call", "c1", ab, 2); /* call 1: begin, then end, to both */
+    add_to(ib, "e1", "end-call", "c1", ab, 2);
+    add_to(ib, "e2", "end-call", "c2", a, 1); /* call 2: the end arrives first */
+    add_to(ib, "b2", "begin-call", "c2", a, 1);
+    add_to(ib, "n1", "end-call", NULL, a, 1); /* no call key: never held */
+    add_to(ib, "e3", "end-call", "c3", a, 1); /* its begin went to b only: not held for a */
+    struct ch_inbox_entry ea[8], eb[8];
+    size_t na = 0, nb = 0;
+    long long next = -1;
+    char ids[128];
+
+    /* Taken without the flag, e1 comes with its begin-call. */
+    assert_int_equal(ch_inbox_take_sink_flags(ib, a[0], 100000, 0x2, ea, 8, &na, &next, NULL),
+                     CH_EINVAL);
+    /* In call order, e1 waits; a begin-call that arrived after its end-call does not. */
+    assert_int_equal(take_ordered(ib, a[0], 100000, ea, &na, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "b1 e2 b2 n1 e3");
+    /* Nothing else is due, and e1 is not counted as due (else a dispatcher would spin). */
+    assert_int_equal(take_ordered(ib, a[0], 100000, eb, &nb, &next, ids, sizeof ids), CH_ENOTFOUND);
+    assert_int_equal(next, 0);
+
+    /* Sink b has its own order: its b1 done, its e1 goes, while a's b1 still runs. */
+    assert_int_equal(take_ordered(ib, b[0], 100000, eb, &nb, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "b3 b1");
+    finish_all(ib, b[0], eb, nb, CH_INBOX_DONE, 0);
+    assert_int_equal(take_ordered(ib, b[0], 100000, eb, &nb, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "e1");
+    finish_all(ib, b[0], eb, nb, CH_INBOX_DONE, 0);
+
+    /* a: b1 is to be retried at 500000; e1 waits for it, and the next due time is b1's. */
+    finish_all(ib, a[0], ea, 1, CH_INBOX_PENDING, 500000);
+    finish_all(ib, a[0], ea + 1, na - 1, CH_INBOX_DONE, 0);
+    assert_int_equal(take_ordered(ib, a[0], 200000, ea, &na, &next, ids, sizeof ids), CH_ENOTFOUND);
+    assert_int_equal(next, 500000);
+    assert_int_equal(take_ordered(ib, a[0], 500000, ea, &na, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "b1"); /* still running: e1 waits */
+    /* A crash leaves b1 running; recovered, it is pending again and e1 still waits. */
+    long long requeued = 0;
+    assert_int_equal(ch_inbox_recover(ib, 500000, &requeued, NULL), CH_OK);
+    assert_int_equal(requeued, 1);
+    ch_inbox_entry_release(&ea[0]);
+    assert_int_equal(take_ordered(ib, a[0], 500000, ea, &na, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "b1");
+    /* Parked: e1 waits for `inbox retry`, and is never due meanwhile. */
+    finish_all(ib, a[0], ea, na, CH_INBOX_FAILED, 0);
+    assert_int_equal(take_ordered(ib, a[0], 900000, ea, &na, &next, ids, sizeof ids), CH_ENOTFOUND);
+    assert_int_equal(next, 0);
+    assert_int_equal(ch_inbox_retry_sink(ib, "b1", a[0], 900000, NULL, NULL, NULL), CH_OK);
+    assert_int_equal(take_ordered(ib, a[0], 900000, ea, &na, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "b1");
+    finish_all(ib, a[0], ea, na, CH_INBOX_DONE, 0);
+    assert_int_equal(take_ordered(ib, a[0], 900000, ea, &na, &next, ids, sizeof ids), CH_OK);
+    assert_string_equal(ids, "e1");
+    finish_all(ib, a[0], ea, na, CH_INBOX_DONE, 0);
+    assert_int_equal(status_of(ib, "e1"), CH_INBOX_DONE);
+}
+
 /* A version 1 inbox (one status per event), as callhook wrote it before sinks. */
 static const char v1_schema[] =
     "CREATE TABLE events ("
@@ -629,6 +735,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_and_reopen, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_stats, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_sinks_apart, fresh, close_inbox),
+        cmocka_unit_test_setup_teardown(test_take_in_call_order, fresh, close_inbox),
         cmocka_unit_test(test_migrate_v1),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
