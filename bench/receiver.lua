@@ -1,6 +1,7 @@
 -- wrk script for the receive benchmarks: cycles through requests pre-signed by ch-bench-sign
 -- (unique webhook-id and ActiveCallId each), each wrk thread through its own share of them,
--- and counts the answers by status: 202 (new, acknowledged), 200 (duplicate), other.
+-- and counts the answers by status: 202 (new, acknowledged), 200 (duplicate), other. A line's
+-- optional fifth field (ch-bench-sign --hmac-secret) goes in X-Signature.
 -- usage: wrk -t T -c C -d D -s receiver.lua URL -- DATA_FILE T
 local threads = {}
 local thread_count = 0
@@ -13,7 +14,7 @@ end
 
 function init(args)
    local path, nthreads = args[1], tonumber(args[2])
-   ids, stamps, sigs, calls = {}, {}, {}, {}
+   ids, stamps, sigs, calls, hmacs = {}, {}, {}, {}, {}
    local n, lineno = 0, 0
    for line in io.lines(path) do
       lineno = lineno + 1
@@ -22,9 +23,10 @@ function init(args)
       elseif lineno == 2 then
          suffix = line
       elseif (lineno - 3) % nthreads == thread_index then
-         local id, ts, sig, call = line:match("^(%S+) (%S+) (%S+) (%S+)$")
+         local id, ts, sig, call, rest = line:match("^(%S+) (%S+) (%S+) (%S+)(.*)$")
          n = n + 1
          ids[n], stamps[n], sigs[n], calls[n] = id, ts, sig, call
+         hmacs[n] = rest:match("^ (%S+)$")
       end
    end
    count, i, wrapped = n, 0, 0
@@ -45,6 +47,9 @@ function request()
       ["X-Call-Event"] = "end-call",
       ["User-Agent"] = "callhook-bench/wrk",
    }
+   if hmacs[i] then
+      headers["X-Signature"] = hmacs[i]
+   end
    return wrk.format("POST", nil, headers, prefix .. calls[i] .. suffix)
 end
 

@@ -2,12 +2,17 @@
  * ch-bench-sign: pre-signed requests for wrk (bench/receiver.lua). Writes the record's prefix
  * and suffix (one line each), then one line per request: "webhook-id timestamp signature
  * call-id", where the body of request i is prefix + call-id + suffix. Ids and call ids are
- * unique, so a receiver that deduplicates answers every one of them 202.
+ * unique, so a receiver that deduplicates answers every one of them 202. With --hmac-secret,
+ * each line has a fifth field, "sha256=HEX": the HMAC-SHA256 of the body with that text as key,
+ * as GitHub-style senders put it in X-Signature (what adnanh/webhook's payload-hmac-sha256 rule
+ * checks in section 8 of bench/run).
  */
 #include "bench.h"
 
 #include <callhook/signature.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +23,7 @@
 static void usage(void)
 {
     fputs("usage: ch-bench-sign --secret whsec_... --count N --out FILE [--run ID]\n"
+          "                     [--hmac-secret TEXT]\n"
           "       ch-bench-sign --size      (prints the size of one record in bytes)\n",
           stderr);
 }
@@ -29,11 +35,12 @@ int main(int argc, char **argv)
         {"count", required_argument, NULL, 'n'},
         {"out", required_argument, NULL, 'o'},
         {"run", required_argument, NULL, 'r'},
+        {"hmac-secret", required_argument, NULL, 'm'},
         {"size", no_argument, NULL, 'z'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *secret = NULL, *out = NULL;
+    const char *secret = NULL, *out = NULL, *hmac_secret = NULL;
     long long count = 0;
     uint32_t run = 1;
     int c;
@@ -50,6 +57,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             run = (uint32_t)strtoul(optarg, NULL, 0);
+            break;
+        case 'm':
+            hmac_secret = optarg;
             break;
         case 'z': {
             char body[BENCH_PAYLOAD_MAX], call_id[BENCH_CALL_ID_MAX];
@@ -106,7 +116,22 @@ int main(int argc, char **argv)
             fclose(f);
             return 1;
         }
-        fprintf(f, "%s %lld %s %s\n", msg_id, ts, sig, call_id);
+        if (hmac_secret == NULL) {
+            fprintf(f, "%s %lld %s %s\n", msg_id, ts, sig, call_id);
+            continue;
+        }
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int mac_len = 0;
+        if (HMAC(EVP_sha256(), hmac_secret, (int)strlen(hmac_secret), (const unsigned char *)body,
+                 len, mac, &mac_len) == NULL) {
+            fputs("ch-bench-sign: HMAC-SHA256 failed\n", stderr);
+            fclose(f);
+            return 1;
+        }
+        char hex[2 * EVP_MAX_MD_SIZE + 1];
+        for (unsigned int k = 0; k < mac_len; k++)
+            snprintf(hex + 2 * k, 3, "%02x", mac[k]);
+        fprintf(f, "%s %lld %s %s sha256=%s\n", msg_id, ts, sig, call_id, hex);
     }
     if (fclose(f) != 0) {
         perror(out);

@@ -7,7 +7,7 @@ packages=(
     build-essential cmake ninja-build pkg-config clang clang-format
     libjansson-dev libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libpq-dev
     postgresql
-    libcmocka-dev libgnutls28-dev nodejs npm python3 curl openssl wrk faketime
+    libcmocka-dev libgnutls28-dev nodejs npm python3 curl openssl wrk webhook faketime
 )
 
 missing=()
