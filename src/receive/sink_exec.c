@@ -9,6 +9,8 @@
 
 #include "receive/sink.h"
 
+#include "receive/child.h"
+
 #include "receive/dispatch.h"
 #include "receive/escape.h"
 #include "receive/receiver.h"
@@ -59,29 +61,7 @@ static bool set_env(char **envp, int *n, int max, const char *name, const char *
     return true;
 }
 
-/* Whether the receiver's variable entry ("NAME=value") goes to handlers: an allow-list, so
- * that the receiver's secrets (its settings, or a WEBHOOK_SECRET read by --secret env:) never
- * do. PATH, HOME and the locale, and what --handler-env names. */
-static bool passed_on(const struct sink *s, const char *entry)
-{
-    static const char *const always[] = {"PATH", "HOME", "LANG"};
-    size_t n = strcspn(entry, "=");
-    if (entry[n] != '=')
-        return false;
-    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) {
-        if (strlen(always[i]) == n && strncmp(entry, always[i], n) == 0)
-            return true;
-    }
-    if (strncmp(entry, "LC_", 3) == 0)
-        return true;
-    for (int i = 0; i < s->nhandler_env; i++) {
-        if (strlen(s->handler_env[i]) == n && strncmp(entry, s->handler_env[i], n) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* The handler's environment: what passed_on() lets through, then the event's variables.
+/* The handler's environment: what child_env_passed_on() lets through, then the event's variables.
  * Entries from *owned_from on are ours to free (free_env). */
 static char **make_env(const struct sink *s, const struct ch_inbox_entry *e, int *owned_from,
                        int *nowned)
@@ -106,7 +86,7 @@ static char **make_env(const struct sink *s, const struct ch_inbox_entry *e, int
         return NULL;
     int n = 0;
     for (int i = 0; i < base; i++) {
-        if (passed_on(s, environ[i]))
+        if (child_env_passed_on(environ[i], s->handler_env[0], s->nhandler_env))
             envp[n++] = environ[i];
     }
     *owned_from = n;
@@ -142,28 +122,6 @@ static void free_env(char **envp, int owned_from, int nowned)
 
 /* ---- one command ---- */
 
-/* The highest descriptor a process may hold, read before fork: the child may only make
- * async-signal-safe calls. */
-static int max_fd(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 65536)
-        return 65536;
-    return (int)rl.rlim_cur;
-}
-
-/* In the child, before exec: everything but stdin, stdout and stderr goes, including what the
- * receiver inherited from its own parent without close-on-exec. */
-static void close_from_3(int limit)
-{
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
-        return;
-#endif
-    for (int fd = 3; fd < limit; fd++)
-        close(fd);
-}
-
 /* A command under way. */
 struct child {
     const struct ch_inbox_entry *e;
@@ -191,7 +149,7 @@ static bool spawn(const struct sink *s, struct child *c)
                  envp ? strerror(errno) : "out of memory");
         goto fail;
     }
-    int fd_limit = max_fd();
+    int fd_limit = child_max_fd();
     /* Nice as the dispatcher's thread is (inherited), and at least DISPATCH_NICE. */
     errno = 0;
     int nice_now = getpriority(PRIO_PROCESS, 0);
@@ -210,7 +168,7 @@ static bool spawn(const struct sink *s, struct child *c)
             setpriority(PRIO_PROCESS, 0, DISPATCH_NICE);
         dup2(in_pipe[0], STDIN_FILENO);
         dup2(err_pipe[1], STDERR_FILENO);
-        close_from_3(fd_limit);
+        child_close_from_3(fd_limit);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

@@ -9,6 +9,8 @@
 #include "receive/receiver.h"
 #include "receive/sink.h"
 
+#include "receive/child.h"
+
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -200,45 +202,6 @@ static size_t pipe_batch_max(const struct sink *s)
 
 /* ---- the handler process ---- */
 
-/* The receiver's variables that handlers get: the exec handlers' allow-list (PATH, HOME, LANG,
- * LC_*, and what --handler-env names), so the receiver's secrets never reach a handler. */
-static bool passed_on(const struct sink *s, const char *entry)
-{
-    static const char *const always[] = {"PATH", "HOME", "LANG"};
-    size_t n = strcspn(entry, "=");
-    if (entry[n] != '=')
-        return false;
-    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++) {
-        if (strlen(always[i]) == n && strncmp(entry, always[i], n) == 0)
-            return true;
-    }
-    if (strncmp(entry, "LC_", 3) == 0)
-        return true;
-    for (int i = 0; i < s->nenv; i++) {
-        if (strlen(s->env_names[i]) == n && strncmp(entry, s->env_names[i], n) == 0)
-            return true;
-    }
-    return false;
-}
-
-static int max_fd(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 65536)
-        return 65536;
-    return (int)rl.rlim_cur;
-}
-
-static void close_from_3(int limit)
-{
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
-        return;
-#endif
-    for (int fd = 3; fd < limit; fd++)
-        close(fd);
-}
-
 static void close_fd(int *fd)
 {
     if (*fd >= 0)
@@ -262,10 +225,10 @@ static bool start_handler(struct sink *s, char *why, size_t cap)
     }
     int k = 0;
     for (int i = 0; i < n; i++) {
-        if (passed_on(s, environ[i]))
+        if (child_env_passed_on(environ[i], s->env_names[0], s->nenv))
             envp[k++] = environ[i];
     }
-    int fd_limit = max_fd();
+    int fd_limit = child_max_fd();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(why, cap, "cannot start the handler: %s", strerror(errno));
@@ -283,7 +246,7 @@ static bool start_handler(struct sink *s, char *why, size_t cap)
         dup2(in[0], STDIN_FILENO);
         dup2(outp[1], STDOUT_FILENO);
         dup2(errp[1], STDERR_FILENO);
-        close_from_3(fd_limit);
+        child_close_from_3(fd_limit);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
