@@ -2243,7 +2243,8 @@ class Sinks(ReceiveCase):
                    what="the event in a")
         wait_until(lambda: self.sink_lines(rx, wid).get("jsonl:" + b, ("", 0))[1] >= 2, T(10),
                    what=lambda: "b retried: %s" % self.sink_lines(rx, wid))
-        self.assertEqual(rx.inbox_rows()[wid][1], "pending", "the event waits for b")
+        # Waiting for b: pending between b's tries, running during one (tries are 50 ms apart).
+        self.assertIn(rx.inbox_rows()[wid][1], ("pending", "running"), "the event waits for b")
         os.rmdir(b)
         wait_until(lambda: wid in {x["webhookId"] for x in read_jsonl(b)}, T(10),
                    what="the event in b once it can be written")
