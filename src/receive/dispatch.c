@@ -54,7 +54,12 @@ struct dispatcher {
     char name[RECEIVE_HANDLER_MAX];
     char label[256]; /* the name for the log (sink_label) */
     const struct sink_ops *ops;
+    /* Closed by the dispatcher's own thread as it ends: a pipe handler forked from it gets
+     * PR_SET_PDEATHSIG when that thread exits, so closing from another thread after the join
+     * killed it before its stdin was closed and its grace given. sink_lock keeps an
+     * interrupt() from another thread off a sink being closed. */
     struct sink *sink;
+    pthread_mutex_t sink_lock;
     struct sink_settings settings;
     pthread_t thread;
     bool running;
@@ -152,6 +157,8 @@ static struct ch_inbox_outcome outcome(struct dispatcher *w, const struct receiv
     return o;
 }
 
+static void pause_ms(struct dispatcher *w, long long ms);
+
 /* Hands a batch to the sink and records the results, with the retry rules in force. */
 static void run_batch(struct dispatcher *w, struct ch_inbox_entry *e, size_t n,
                       struct sink_result *res, struct ch_inbox_outcome *out)
@@ -167,12 +174,18 @@ static void run_batch(struct dispatcher *w, struct ch_inbox_entry *e, size_t n,
     for (size_t i = 0; i < n; i++)
         out[i] = outcome(w, c, &e[i], &res[i], stopping, now);
     live_put(w->d->live, c);
+    /* Written until it is: left unwritten, the deliveries would stay "running" (and, with
+     * --ordered, hold their calls' later events) until the next start recovers them. */
     struct ch_error err = {0};
-    if (ch_inbox_finish_sink(w->d->inbox, w->name, out, n, now / 1000, &err) != CH_OK) {
-        for (size_t i = 0; i < n; i++)
-            log_error("cannot record the outcome of %s for %s: %s (it runs again after a "
-                      "restart)",
-                      e[i].webhook_id, w->label, err.message);
+    for (int tries = 0;
+         ch_inbox_finish_sink(w->d->inbox, w->name, out, n, now / 1000, &err) != CH_OK; tries++) {
+        if (tries == 0)
+            log_error("cannot record the outcomes of %zu events for %s: %s (trying again every "
+                      "second; a restart runs them again)",
+                      n, w->label, err.message);
+        if (atomic_load(&w->stop))
+            return;
+        pause_ms(w, 1000);
     }
 }
 
@@ -265,6 +278,10 @@ done:
     free(batch);
     free(res);
     free(out);
+    pthread_mutex_lock(&w->sink_lock);
+    w->ops->close(w->sink);
+    w->sink = NULL;
+    pthread_mutex_unlock(&w->sink_lock);
     return NULL;
 }
 
@@ -286,6 +303,7 @@ static ch_code dispatcher_new(struct dispatch *d, const char *name, const struct
     sink_label(name, w->label, sizeof w->label);
     settings_of(c, &w->settings);
     atomic_init(&w->stop, false);
+    pthread_mutex_init(&w->sink_lock, NULL);
     const char *target = strchr(name, ':') + 1;
     struct ch_error inner = {0};
     ch_code rc = ops->open(target, c, &w->sink, &inner);
@@ -293,12 +311,14 @@ static ch_code dispatcher_new(struct dispatch *d, const char *name, const struct
         rc = ch_error_set(err, rc == CH_ENOMEM ? CH_ENOMEM : CH_EINVAL, "handler %s: %s", w->label,
                           inner.message);
         ch_secret_wipe(&w->settings.forward_key);
+        pthread_mutex_destroy(&w->sink_lock);
         free(w);
         return rc;
     }
     if (pthread_create(&w->thread, NULL, dispatcher_main, w) != 0) {
         ops->close(w->sink);
         ch_secret_wipe(&w->settings.forward_key);
+        pthread_mutex_destroy(&w->sink_lock);
         free(w);
         return ch_error_set(err, CH_ENOMEM, "cannot start the dispatcher of %s", name);
     }
@@ -314,14 +334,19 @@ static void dispatcher_signal(struct dispatcher *w)
     pthread_mutex_lock(&w->d->lock);
     pthread_cond_broadcast(&w->d->cond);
     pthread_mutex_unlock(&w->d->lock);
-    w->ops->interrupt(w->sink);
+    pthread_mutex_lock(&w->sink_lock);
+    if (w->sink != NULL)
+        w->ops->interrupt(w->sink);
+    pthread_mutex_unlock(&w->sink_lock);
 }
 
 static void dispatcher_free(struct dispatcher *w)
 {
     if (w->running)
         pthread_join(w->thread, NULL);
-    w->ops->close(w->sink);
+    if (w->sink != NULL) /* a thread that never ran; else it closed its sink itself */
+        w->ops->close(w->sink);
+    pthread_mutex_destroy(&w->sink_lock);
     ch_secret_wipe(&w->settings.forward_key);
     free(w);
 }

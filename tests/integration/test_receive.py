@@ -2883,6 +2883,27 @@ class PipeAndForward(ReceiveCase):
         self.assertEqual(code, 1, "%s: exit status 1 at start" % (args,))
         return rx.logs()
 
+    def test_pipe_handler_gets_eof_and_its_grace_at_stop(self):
+        """At SIGTERM the pipe handler's stdin is closed and it has its grace to finish (flush
+        what it buffered) before anything kills it: it used to be killed at once, as the thread
+        that forked it ended before the sink was closed (PR_SET_PDEATHSIG)."""
+        script = os.path.join(self.dir, "eof_handler.py")
+        marker = os.path.join(self.dir, "eof-seen")
+        with open(script, "w") as f:
+            f.write("import json, sys, time\n"
+                    "for line in sys.stdin:\n"
+                    "    e = json.loads(line)\n"
+                    "    print(json.dumps({'id': e['id'], 'ok': True}), flush=True)\n"
+                    "time.sleep(0.3)  # what a flush of buffered work might take\n"
+                    "open(%r, 'w').write('eof')\n" % marker)
+        cmd = "%s -S %s" % (shlex.quote(sys.executable), shlex.quote(script))
+        rx = self.receiver("--pipe", cmd, handler=False)
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "an event for the handler")
+        self.wait_inbox(rx, wid, "done")
+        self.assertEqual(rx.stop(), 0)
+        self.assertTrue(os.path.exists(marker), "the handler saw EOF and had time to finish")
+
     def test_bad_sink_settings_refused_at_start(self):
         """A --pipe command that does not exist (a path, or a name not on PATH), one that is
         not executable, and a --forward URL that is not http(s): each a clear error at start,
