@@ -1,6 +1,7 @@
 /* Sinks by scheme (sink.h): the ops of a handler's text, and its name as the log shows it. */
 #include "receive/sink.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,4 +63,15 @@ ch_code sink_not_built(const char *scheme, struct ch_error *err)
 {
     return ch_error_set(err, CH_EINVAL, "%s: handlers are not built in this build of callhook",
                         scheme);
+}
+
+void sink_result_set(struct sink_result *r, enum sink_outcome outcome, long long retry_after_ms,
+                     const char *fmt, ...)
+{
+    r->outcome = outcome;
+    r->retry_after_ms = retry_after_ms;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error, sizeof r->error, fmt, ap);
+    va_end(ap);
 }

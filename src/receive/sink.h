@@ -59,6 +59,10 @@ struct sink_ops {
     void (*close)(struct sink *s);
 };
 
+/* Sets one result: its outcome, its earliest retry (0: backoff), and why, as printf. */
+void sink_result_set(struct sink_result *r, enum sink_outcome outcome, long long retry_after_ms,
+                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* The ops of a handler text's scheme ("pipe:./h.py" -> the pipe sink); NULL when unknown. */
 const struct sink_ops *sink_ops_for(const char *handler_text);
 

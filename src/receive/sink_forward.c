@@ -188,27 +188,13 @@ static CURL *new_easy(const struct sink *s, struct slot *sl)
 static char content_type_line[] = "Content-Type: application/json";
 static char expect_line[] = "Expect: "; /* no 100-continue round trip */
 
-static void set_result(struct sink_result *r, enum sink_outcome outcome, long long retry_after_ms,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void set_result(struct sink_result *r, enum sink_outcome outcome, long long retry_after_ms,
-                       const char *fmt, ...)
-{
-    r->outcome = outcome;
-    r->retry_after_ms = retry_after_ms;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->error, sizeof r->error, fmt, ap);
-    va_end(ap);
-}
-
 /* Readies the slot's request for event e: the body as stored, webhook-id, and when there is a
  * forward key a fresh timestamp and signature of the receiver's own. */
 static bool prepare(struct sink *s, struct slot *sl, const struct ch_inbox_entry *e,
                     struct sink_result *r)
 {
     if (sl->easy == NULL && (sl->easy = new_easy(s, sl)) == NULL) {
-        set_result(r, SINK_RETRY, 0, "out of memory");
+        sink_result_set(r, SINK_RETRY, 0, "out of memory");
         return false;
     }
     char *lines[SLOT_HEADERS];
@@ -225,7 +211,8 @@ static bool prepare(struct sink *s, struct slot *sl, const struct ch_inbox_entry
         struct ch_error err = {0};
         if (ch_sign(&s->key, 1, e->webhook_id, ts, e->body, e->body_len, sig, sizeof sig, &err) !=
             CH_OK) {
-            set_result(r, SINK_FAILED, 0, "cannot sign the forwarded request: %s", err.message);
+            sink_result_set(r, SINK_FAILED, 0, "cannot sign the forwarded request: %s",
+                            err.message);
             return false;
         }
         snprintf(sl->h_ts, sizeof sl->h_ts, "webhook-timestamp: %lld", ts);
@@ -253,15 +240,16 @@ static void judge(struct sink *s, struct slot *sl, CURLcode code, struct sink_re
     if (code != CURLE_OK) {
         const char *why = sl->errbuf[0] ? sl->errbuf : curl_easy_strerror(code);
         if (code == CURLE_OPERATION_TIMEDOUT)
-            set_result(r, SINK_RETRY, 0, "forward timed out after %ld ms: %s", s->timeout_ms, why);
+            sink_result_set(r, SINK_RETRY, 0, "forward timed out after %ld ms: %s", s->timeout_ms,
+                            why);
         else
-            set_result(r, SINK_RETRY, 0, "cannot forward: %s", why);
+            sink_result_set(r, SINK_RETRY, 0, "cannot forward: %s", why);
         return;
     }
     long status = 0;
     curl_easy_getinfo(sl->easy, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 200 && status < 300) {
-        set_result(r, SINK_DONE, 0, "%s", "");
+        sink_result_set(r, SINK_DONE, 0, "%s", "");
         return;
     }
     long long after_ms = 0;
@@ -272,15 +260,15 @@ static void judge(struct sink *s, struct slot *sl, CURLcode code, struct sink_re
     }
     char shown[TEXT_ESCAPE_GROWTH * RESPONSE_KEEP + 1];
     text_escape(sl->response, sl->response_len, shown, sizeof shown);
-    set_result(r, SINK_RETRY, after_ms, "the forward URL answered %ld%s%s", status,
-               shown[0] ? ": " : "", shown);
+    sink_result_set(r, SINK_RETRY, after_ms, "the forward URL answered %ld%s%s", status,
+                    shown[0] ? ": " : "", shown);
 }
 
 static void forward_process(struct sink *s, const struct ch_inbox_entry *events, size_t n,
                             struct sink_result *results)
 {
     for (size_t i = 0; i < n; i++)
-        set_result(&results[i], SINK_RETRY, 0, "not sent");
+        sink_result_set(&results[i], SINK_RETRY, 0, "not sent");
     size_t next = 0, active = 0;
     while ((next < n || active > 0) && !atomic_load(&s->interrupted)) {
         for (size_t k = 0; k < s->max_in_flight && next < n; k++) {
@@ -292,7 +280,7 @@ static void forward_process(struct sink *s, const struct ch_inbox_entry *events,
                 continue;
             sl->event = i;
             if (curl_multi_add_handle(s->multi, sl->easy) != CURLM_OK) {
-                set_result(&results[i], SINK_RETRY, 0, "cannot start the request");
+                sink_result_set(&results[i], SINK_RETRY, 0, "cannot start the request");
                 continue;
             }
             sl->busy = true;
@@ -322,11 +310,12 @@ static void forward_process(struct sink *s, const struct ch_inbox_entry *events,
         if (!sl->busy)
             continue;
         curl_multi_remove_handle(s->multi, sl->easy);
-        set_result(&results[sl->event], SINK_RETRY, 0, "interrupted: the receiver is stopping");
+        sink_result_set(&results[sl->event], SINK_RETRY, 0,
+                        "interrupted: the receiver is stopping");
         sl->busy = false;
     }
     for (size_t i = next; i < n; i++)
-        set_result(&results[i], SINK_RETRY, 0, "interrupted: the receiver is stopping");
+        sink_result_set(&results[i], SINK_RETRY, 0, "interrupted: the receiver is stopping");
 }
 
 /* Sticky: once interrupted (at stop), process() gives every event back at once until close. */

@@ -494,20 +494,6 @@ static bool event_line(const struct ch_inbox_entry *e, char **text, size_t *len,
     return true;
 }
 
-static void set_result(struct sink_result *r, enum sink_outcome outcome, long long retry_after_ms,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void set_result(struct sink_result *r, enum sink_outcome outcome, long long retry_after_ms,
-                       const char *fmt, ...)
-{
-    r->outcome = outcome;
-    r->retry_after_ms = retry_after_ms;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->error, sizeof r->error, fmt, ap);
-    va_end(ap);
-}
-
 /* Every unanswered event, to be written (again) from its first byte: after a (re)start. */
 static void queue_unanswered(struct batch *b)
 {
@@ -523,7 +509,7 @@ static void give_back(struct batch *b, long long retry_after_ms, const char *rea
 {
     for (size_t i = 0; i < b->n; i++) {
         if (!b->p[i].answered)
-            set_result(&b->results[i], SINK_RETRY, retry_after_ms, "%s", reason);
+            sink_result_set(&b->results[i], SINK_RETRY, retry_after_ms, "%s", reason);
     }
 }
 
@@ -569,7 +555,7 @@ static void take_answer(struct sink *s, struct batch *b, const char *line, size_
     b->left--;
     s->answered++;
     if (json_is_true(ok)) {
-        set_result(&b->results[i], SINK_DONE, 0, "%s", "");
+        sink_result_set(&b->results[i], SINK_DONE, 0, "%s", "");
     } else {
         double secs = after && json_is_number(after) ? json_number_value(after) : 0;
         if (!(secs >= 0))
@@ -579,8 +565,8 @@ static void take_answer(struct sink *s, struct batch *b, const char *line, size_
         const char *text = json_is_string(why) ? json_string_value(why) : "";
         char shown[TEXT_ESCAPE_GROWTH * LOG_TEXT_MAX + 1];
         text_escape(text, strnlen(text, LOG_TEXT_MAX), shown, sizeof shown);
-        set_result(&b->results[i], SINK_RETRY, (long long)(secs * 1000.0),
-                   "the pipe handler answered ok:false%s%s", shown[0] ? ": " : "", shown);
+        sink_result_set(&b->results[i], SINK_RETRY, (long long)(secs * 1000.0),
+                        "the pipe handler answered ok:false%s%s", shown[0] ? ": " : "", shown);
     }
     json_decref(a);
 }
@@ -742,11 +728,11 @@ static void pipe_process(struct sink *s, const struct ch_inbox_entry *events, si
     }
     if (!ok) {
         for (size_t i = 0; i < n; i++)
-            set_result(&results[i], SINK_RETRY, 0, "out of memory writing the event's line");
+            sink_result_set(&results[i], SINK_RETRY, 0, "out of memory writing the event's line");
         goto done;
     }
     for (size_t i = 0; i < n; i++)
-        set_result(&results[i], SINK_RETRY, 0, "not answered");
+        sink_result_set(&results[i], SINK_RETRY, 0, "not answered");
     /* A write to a handler that just died raises SIGPIPE for this thread: blocked for the
      * batch (EPIPE says it instead), and a pending one taken before the mask comes back. */
     sigset_t pipe_only, old;

@@ -158,19 +158,6 @@ struct row {
     char text[NFIELDS][TIME_TEXT];
 };
 
-static void set_result(struct sink_result *r, enum sink_outcome outcome, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_result(struct sink_result *r, enum sink_outcome outcome, const char *fmt, ...)
-{
-    r->outcome = outcome;
-    r->retry_after_ms = 0;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->error, sizeof r->error, fmt, ap);
-    va_end(ap);
-}
-
 /* libpq's message on one line: its line breaks become "; ", the last one goes. */
 static const char *one_line(const char *msg, char *out, size_t cap)
 {
@@ -713,7 +700,7 @@ static void postgres_process(struct sink *s, const struct ch_inbox_entry *events
         return;
     if (atomic_load(&s->interrupted)) {
         for (size_t i = 0; i < n; i++)
-            set_result(&results[i], SINK_RETRY, "interrupted: the receiver is stopping");
+            sink_result_set(&results[i], SINK_RETRY, 0, "interrupted: the receiver is stopping");
         return;
     }
     struct row *rows = calloc(n, sizeof *rows);
@@ -723,7 +710,7 @@ static void postgres_process(struct sink *s, const struct ch_inbox_entry *events
         ok = fill_row(&rows[i], &events[i]);
     if (!ok) {
         for (size_t i = 0; i < n; i++)
-            set_result(&results[i], SINK_RETRY, "out of memory");
+            sink_result_set(&results[i], SINK_RETRY, 0, "out of memory");
         if (rows)
             release_rows(rows, n);
         free(idx);
@@ -747,19 +734,20 @@ static void postgres_process(struct sink *s, const struct ch_inbox_entry *events
             if (s->conn != NULL && !atomic_load(&s->interrupted))
                 r1 = run_pipeline(s, rows, &idx[i], 1, one, sizeof one);
             if (r1 == RUN_OK)
-                set_result(&results[i], SINK_DONE, "%s", "");
+                sink_result_set(&results[i], SINK_DONE, 0, "%s", "");
             else
-                set_result(&results[i], SINK_RETRY, "postgres: %s", one);
+                sink_result_set(&results[i], SINK_RETRY, 0, "postgres: %s", one);
         }
     } else {
         for (size_t i = 0; i < n; i++) {
             if (run == RUN_OK)
-                set_result(&results[i], SINK_DONE, "%s", "");
+                sink_result_set(&results[i], SINK_DONE, 0, "%s", "");
             else if (atomic_load(&s->interrupted))
-                set_result(&results[i], SINK_RETRY, "interrupted: the receiver is stopping");
+                sink_result_set(&results[i], SINK_RETRY, 0,
+                                "interrupted: the receiver is stopping");
             else
-                set_result(&results[i], SINK_RETRY, "postgres%s: %s",
-                           run == RUN_LOST ? " (connection lost, reconnecting)" : "", why);
+                sink_result_set(&results[i], SINK_RETRY, 0, "postgres%s: %s",
+                                run == RUN_LOST ? " (connection lost, reconnecting)" : "", why);
         }
     }
     release_rows(rows, n);
