@@ -54,6 +54,10 @@ struct ch_inbox_event {
     const void *body;
     size_t body_len;
     long long received_at; /* unix seconds */
+    /* The request's own signature headers, kept so that a forward can pass them on: its
+     * webhook-timestamp (0: none) and webhook-signature (NULL: none). */
+    long long webhook_timestamp;
+    const char *webhook_signature;
     /* out */
     bool duplicate; /* already in the inbox (same webhook-id, or same event and call_key) */
     long long seq;  /* the event's place in arrival order */
@@ -81,6 +85,10 @@ struct ch_inbox_entry {
     char last_error[512];
     void *body;
     size_t body_len;
+    /* The request's webhook-timestamp (0: none kept) and webhook-signature (NULL: none kept, or
+     * not read: listings leave it out). It lives in body's allocation. */
+    long long webhook_timestamp;
+    const char *webhook_signature;
 };
 CH_API void ch_inbox_entry_release(struct ch_inbox_entry *e);
 
@@ -277,7 +285,7 @@ CH_API ch_code ch_inbox_deliveries(struct ch_inbox *ib, long long seq,
                                    void *ctx, struct ch_error *err);
 
 /** The schema version of inboxes this library writes (ch_inbox_open migrates older ones). */
-#define CH_INBOX_SCHEMA_VERSION 2
+#define CH_INBOX_SCHEMA_VERSION 3
 
 #ifdef __cplusplus
 }

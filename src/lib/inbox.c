@@ -50,6 +50,10 @@ static const char schema_v2[] =
     /* Taking went by the events' own state in version 1. */
     "DROP INDEX IF EXISTS events_due;";
 
+/* Version 3: the request's signature headers, so that a forward passes them on. */
+static const char schema_v3[] = "ALTER TABLE events ADD COLUMN webhook_timestamp INTEGER;"
+                                "ALTER TABLE events ADD COLUMN webhook_signature TEXT;";
+
 /* A version 1 inbox's unprocessed and failed events, as deliveries to the implicit sink "": an
  * event a crash left running is pending again, its attempt counted. */
 static const char migrate_v1_v2[] =
@@ -66,7 +70,7 @@ static const char migrate_v1_v2[] =
 
 #define ENTRY_COLUMNS                                                                      \
     "seq, webhook_id, event, call_key, call_type, status, attempts, received_at, next_at," \
-    " processed_at, last_error, body"
+    " processed_at, last_error, body, webhook_timestamp, webhook_signature"
 
 /* For a delivery d of event e: the call's begin-call, if it arrived earlier (a lower seq) and
  * goes to the same sink, is done for it. Begin-calls never wait: one that arrives after its
@@ -105,8 +109,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_BY_ID] = "SELECT seq FROM events WHERE webhook_id = ?",
     [ST_BY_CALL] = "SELECT seq FROM events WHERE event = ? AND call_key = ?",
-    [ST_INSERT] = "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
-                  " received_at, next_at, status, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [ST_INSERT] =
+        "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
+        " received_at, next_at, status, processed_at, webhook_timestamp, webhook_signature)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [ST_INSERT_DELIVERY] = "INSERT INTO deliveries(seq, sink, next_at) VALUES (?1, ?2, ?3)"
                            " ON CONFLICT DO NOTHING",
     [ST_WORK_BEGIN] = "BEGIN IMMEDIATE",
@@ -190,6 +196,7 @@ void ch_inbox_entry_release(struct ch_inbox_entry *e)
     if (e) {
         free(e->body);
         e->body = NULL;
+        e->webhook_signature = NULL;
     }
 }
 
@@ -311,6 +318,8 @@ static ch_code upgrade(sqlite3 *db, const char *path, struct ch_error *err)
         rc = exec(db, schema_v2, err);
     if (rc == CH_OK && from_v1)
         rc = exec(db, migrate_v1_v2, err);
+    if (rc == CH_OK && v < 3) /* 0: a new file or version 1 */
+        rc = exec(db, schema_v3, err);
     if (rc == CH_OK)
         rc = exec(db, "PRAGMA user_version = " TEXT_OF(CH_INBOX_SCHEMA_VERSION), err);
     if (rc == CH_OK)
@@ -427,10 +436,14 @@ static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, sqlite3_stmt *ins
     /* Going nowhere, it is processed as soon as it is stored. */
     sqlite3_bind_int(ins, 8, nsinks ? CH_INBOX_PENDING : CH_INBOX_DONE);
     sqlite3_bind_int64(ins, 9, nsinks ? 0 : e->received_at);
+    if (e->webhook_timestamp)
+        sqlite3_bind_int64(ins, 10, e->webhook_timestamp);
+    if (e->webhook_signature)
+        sqlite3_bind_text(ins, 11, e->webhook_signature, -1, SQLITE_STATIC);
     ch_code rc = CH_OK;
     if (sqlite3_step(ins) != SQLITE_DONE)
         rc = db_error(err, ib->db, "store event");
-    sqldb_done(ins); /* unbound parameters are NULL: call_key and call_type when absent */
+    sqldb_done(ins); /* unbound parameters are NULL: call_key, call_type, ... when absent */
     if (rc != CH_OK)
         return rc;
     long long seq = sqlite3_last_insert_rowid(ib->db);
@@ -565,13 +578,23 @@ static ch_code entry_row(sqlite3_stmt *st, struct ch_inbox_entry *e, bool with_b
     text_col(st, 10, e->last_error, sizeof e->last_error);
     int len = sqlite3_column_bytes(st, 11);
     e->body_len = (size_t)len;
+    e->webhook_timestamp = sqlite3_column_int64(st, 12);
     if (with_body) {
-        e->body = malloc((size_t)len + 1);
+        /* The signature after the body's terminator, in the same allocation. */
+        const unsigned char *sig = sqlite3_column_text(st, 13);
+        size_t sig_len = sig ? (size_t)sqlite3_column_bytes(st, 13) : 0;
+        e->body = malloc((size_t)len + 1 + (sig ? sig_len + 1 : 0));
         if (e->body == NULL)
             return ch_error_set(err, CH_ENOMEM, "out of memory reading an inbox event");
         if (len > 0)
             memcpy(e->body, sqlite3_column_blob(st, 11), (size_t)len);
         ((char *)e->body)[len] = '\0';
+        if (sig) {
+            char *to = (char *)e->body + len + 1;
+            memcpy(to, sig, sig_len);
+            to[sig_len] = '\0';
+            e->webhook_signature = to;
+        }
     }
     return CH_OK;
 }
@@ -1014,10 +1037,11 @@ ch_code ch_inbox_expire(struct ch_inbox *ib, long long before, long long *remove
         rc = expire_step(ib, "DELETE FROM events WHERE status IN (2, 4) AND received_at < ?1",
                          keys_before, &n, err);
     if (rc == CH_OK)
-        rc = expire_step(ib,
-                         "UPDATE events SET status = 4, body = x'', last_error = ''"
-                         " WHERE status = 2 AND received_at < ?1",
-                         before, &n, err);
+        rc = expire_step(
+            ib,
+            "UPDATE events SET status = 4, body = x'', webhook_signature = NULL, last_error = ''"
+            " WHERE status = 2 AND received_at < ?1",
+            before, &n, err);
     if (rc == CH_OK)
         rc = run_simple(ib, ST_WORK_COMMIT, err);
     if (rc != CH_OK && begun)
@@ -1201,12 +1225,13 @@ ch_code inbox_reassign(struct ch_inbox *ib, const char *from, inbox_route_cb rou
     ch_code rc = run_simple(ib, ST_WORK_BEGIN, err);
     bool begun = rc == CH_OK;
     if (rc == CH_OK)
-        rc = prepare(ib->work,
-                     "SELECT e.seq, e.webhook_id, e.event, e.call_key, e.call_type, d.status,"
-                     " d.attempts, e.received_at, d.next_at, d.processed_at, d.last_error, x''"
-                     " FROM deliveries d JOIN events e ON e.seq = d.seq"
-                     " WHERE d.sink = ?1 AND d.status <> 2 ORDER BY e.seq",
-                     &sel, err);
+        rc = prepare(
+            ib->work,
+            "SELECT e.seq, e.webhook_id, e.event, e.call_key, e.call_type, d.status,"
+            " d.attempts, e.received_at, d.next_at, d.processed_at, d.last_error, x'', NULL, NULL"
+            " FROM deliveries d JOIN events e ON e.seq = d.seq"
+            " WHERE d.sink = ?1 AND d.status <> 2 ORDER BY e.seq",
+            &sel, err);
     if (rc == CH_OK)
         rc = prepare(ib->work,
                      "INSERT INTO deliveries(seq, sink, status, attempts, next_at, last_error)"

@@ -35,6 +35,9 @@ struct inbound {
     bool has_call_key;
     bool has_call_type;
     long long call_type;
+    /* The request's signature headers, verified (the signature points into the request). */
+    long long webhook_timestamp;
+    const char *webhook_signature;
 };
 
 struct front {
@@ -117,6 +120,8 @@ static ch_code commit_batch(void *arg, void *const *items, size_t n)
             .body = in->http->body.data,
             .body_len = in->http->body.len,
             .received_at = now,
+            .webhook_timestamp = in->webhook_timestamp,
+            .webhook_signature = in->webhook_signature,
         };
         f->sinks[i].names = f->names[i];
         f->sinks[i].n =
@@ -262,6 +267,13 @@ static bool check(struct front *f, const struct receive_config *c, struct http_r
         }
     }
     snprintf(in->webhook_id, sizeof in->webhook_id, "%s", id);
+    /* Both verified above: kept for a forward to pass on. */
+    const char *ts = http_header(r, "webhook-timestamp") ? http_header(r, "webhook-timestamp")
+                                                         : http_header(r, "svix-timestamp");
+    in->webhook_timestamp = ts ? strtoll(ts, NULL, 10) : 0;
+    in->webhook_signature = http_header(r, "webhook-signature")
+                                ? http_header(r, "webhook-signature")
+                                : http_header(r, "svix-signature");
     snprintf(in->event, sizeof in->event, "%s", event);
     const char *key = ch_record_dedupe_key(&rec);
     in->has_call_key = key != NULL;

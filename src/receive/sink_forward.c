@@ -27,7 +27,7 @@
 #define IN_FLIGHT_MAX      1024
 #define TIMEOUT_DEFAULT_MS 10000
 #define RESPONSE_KEEP      200 /* bytes of an error answer kept for the inbox */
-#define SLOT_HEADERS       7
+#define SLOT_HEADERS       9
 
 /* One request at a time on one easy handle; handles are kept across batches. */
 struct slot {
@@ -39,6 +39,11 @@ struct slot {
     size_t response_len;
     char h_id[40 + CH_MESSAGE_ID_MAX], h_ts[64], h_sig[32 + CH_SIGNATURE_ENTRY_MAX];
     char h_event[48];
+    /* The sender's signature headers, passed on: a signature header may be long (rotations),
+     * so its line grows as needed (up to CH_SIGNATURE_HEADER_MAX) and is kept for the next. */
+    char h_sender_ts[64];
+    char *h_sender_sig;
+    size_t h_sender_sig_cap;
     struct curl_slist headers[SLOT_HEADERS];
 };
 
@@ -188,8 +193,26 @@ static CURL *new_easy(const struct sink *s, struct slot *sl)
 static char content_type_line[] = "Content-Type: application/json";
 static char expect_line[] = "Expect: "; /* no 100-continue round trip */
 
-/* Readies the slot's request for event e: the body as stored, webhook-id, and when there is a
- * forward key a fresh timestamp and signature of the receiver's own. */
+/* The line "name: value" for the sender's signature in the slot's own buffer; false when
+ * memory runs out. */
+static bool sender_sig_line(struct slot *sl, const char *name, const char *sig)
+{
+    size_t need = strlen(name) + 2 + strnlen(sig, CH_SIGNATURE_HEADER_MAX) + 1;
+    if (need > sl->h_sender_sig_cap) {
+        char *p = realloc(sl->h_sender_sig, need);
+        if (p == NULL)
+            return false;
+        sl->h_sender_sig = p;
+        sl->h_sender_sig_cap = need;
+    }
+    snprintf(sl->h_sender_sig, need, "%s: %s", name, sig);
+    return true;
+}
+
+/* Readies the slot's request for event e: the body as stored, webhook-id, the sender's
+ * webhook-timestamp and webhook-signature as received, and when there is a forward key a
+ * fresh timestamp and signature of the receiver's own in their place (the sender's then go
+ * as X-Callhook-Sender-Timestamp and -Signature). */
 static bool prepare(struct sink *s, struct slot *sl, const struct ch_inbox_entry *e,
                     struct sink_result *r)
 {
@@ -219,6 +242,20 @@ static bool prepare(struct sink *s, struct slot *sl, const struct ch_inbox_entry
         snprintf(sl->h_sig, sizeof sl->h_sig, "webhook-signature: %s", sig);
         lines[n++] = sl->h_ts;
         lines[n++] = sl->h_sig;
+    }
+    if (e->webhook_timestamp) {
+        snprintf(sl->h_sender_ts, sizeof sl->h_sender_ts, "%s: %lld",
+                 s->has_key ? "X-Callhook-Sender-Timestamp" : "webhook-timestamp",
+                 e->webhook_timestamp);
+        lines[n++] = sl->h_sender_ts;
+    }
+    if (e->webhook_signature) {
+        if (!sender_sig_line(sl, s->has_key ? "X-Callhook-Sender-Signature" : "webhook-signature",
+                             e->webhook_signature)) {
+            sink_result_set(r, SINK_RETRY, 0, "out of memory");
+            return false;
+        }
+        lines[n++] = sl->h_sender_sig;
     }
     for (size_t i = 0; i < n; i++) {
         sl->headers[i].data = lines[i];
@@ -332,6 +369,7 @@ static void forward_close(struct sink *s)
     for (size_t k = 0; k < s->max_in_flight; k++) {
         if (s->slots[k].easy)
             curl_easy_cleanup(s->slots[k].easy);
+        free(s->slots[k].h_sender_sig);
     }
     free(s->slots);
     curl_multi_cleanup(s->multi);

@@ -2531,6 +2531,7 @@ class ForwardTarget:
         self.failures = {}   # id -> how many requests of it were failed on purpose
         self.kinds = {"500": 0, "stall": 0, "reset": 0, "ok": 0}
         self.requests = 0
+        self.fail_pending = 0  # the next requests answered 500 whatever their id (fail_next)
         target = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -2545,7 +2546,11 @@ class ForwardTarget:
                 with target.lock:
                     target.requests += 1
                     kind = "ok"
-                    if target.flaky and target.failures.get(wid, 0) < target.max_failures \
+                    if target.fail_pending > 0:
+                        target.fail_pending -= 1
+                        kind = "500"
+                        target.failures[wid] = target.failures.get(wid, 0) + 1
+                    elif target.flaky and target.failures.get(wid, 0) < target.max_failures \
                             and target.rng.random() < 0.5:
                         kind = target.rng.choice(("500", "stall", "reset"))
                         target.failures[wid] = target.failures.get(wid, 0) + 1
@@ -2584,6 +2589,11 @@ class ForwardTarget:
         self.url = "http://%s:%d/calls" % (HOST, self.port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def fail_next(self, n):
+        """The next n requests are answered 500, whichever event they carry."""
+        with self.lock:
+            self.fail_pending += n
 
     def ids(self):
         with self.lock:
@@ -2803,6 +2813,12 @@ class PipeAndForward(ReceiveCase):
                                 "%s: the forward signature verifies" % wid)
                 self.assertFalse(verify_v1(self.secret, wid, ts, body, h["webhook-signature"]),
                                  "signed with the forward secret, not the sender's")
+                # The sender's own headers, as received, beside the receiver's.
+                sts = int(h["x-callhook-sender-timestamp"])
+                self.assertLess(abs(now - sts), 300)
+                self.assertTrue(verify_v1(self.secret, wid, sts, body,
+                                          h["x-callhook-sender-signature"]),
+                                "%s: the sender's signature, passed on, verifies" % wid)
         retried = [w for w in sent if target.failures.get(w)]
         self.assertGreater(len(retried), 50)
         name = "forward:" + target.url
@@ -2815,6 +2831,53 @@ class PipeAndForward(ReceiveCase):
             self.assertGreaterEqual(sinks[name][1], 2, "attempts, %s" % wid)
             self.assertLessEqual(sinks[name][1], target.failures[wid] + 1, "attempts, %s" % wid)
         print("  %d requests for %d events: %s" % (requests, len(sent), kinds), file=sys.stderr)
+
+    def test_forward_passes_the_senders_signature_on(self):
+        """Without --forward-secret the service gets the sender's own webhook-timestamp and
+        webhook-signature, as received (a long header of several signatures too), so it can
+        verify the sender with the sender's secret; also on a retry, and after a restart of
+        the receiver (they are kept in the inbox, not in memory)."""
+        target = ForwardTarget()
+        self.addCleanup(target.close)
+        target.fail_next(3)
+        rx = self.receiver("--forward", target.url, "--retry-base-ms", "50", handler=False)
+        sent = self.post_calls(rx, ["sig-%02d-%s" % (i, _secrets.token_hex(4))
+                                    for i in range(10)], threads=2)
+        # One more, signed with the secret among many other signatures (a rotation's shape).
+        body = record("sig-long-" + _secrets.token_hex(4))
+        wid, ts = "msg_" + _secrets.token_hex(12), int(time.time())
+        others = " ".join("v1,%s" % base64.b64encode(os.urandom(32)).decode() for _ in range(30))
+        long_sig = others + " " + sign_v1(self.secret, wid, ts, body)
+        r, _ = rx.post(body, event="begin-call", msg_id=wid, ts=ts, signature=long_sig)
+        self.assertEqual(r.status, 202)
+        sent[wid] = ("begin-call", None, body)
+        wait_until(lambda: set(sent) <= target.ids(), T(30), 0.1,
+                   what=lambda: "every event forwarded (missing %d)"
+                   % len(set(sent) - target.ids()))
+        with target.lock:
+            accepted = dict(target.accepted)
+        for w, deliveries in accepted.items():
+            body = sent[w][2]
+            for got_body, h in deliveries:
+                self.assertEqual(got_body, body)
+                self.assertNotIn("x-callhook-sender-signature", h)
+                self.assertTrue(verify_v1(self.secret, w, int(h["webhook-timestamp"]), body,
+                                          h["webhook-signature"]),
+                                "%s: the sender's signature verifies at the service" % w)
+        self.assertEqual(accepted[wid][-1][1]["webhook-signature"], long_sig)
+        self.assertEqual(int(accepted[wid][-1][1]["webhook-timestamp"]), ts)
+        # Kept in the inbox: after a restart, a retried event still carries them.
+        target.fail_next(1)
+        body = record("sig-restart-" + _secrets.token_hex(4))
+        r, w2 = rx.post(body, event="begin-call")
+        self.assertEqual(r.status, 202)
+        self.assertEqual(rx.stop(), 0)
+        rx.start()
+        wait_until(lambda: w2 in target.ids(), T(30), 0.1, what="the event after the restart")
+        with target.lock:
+            h = target.accepted[w2][-1][1]
+        self.assertTrue(verify_v1(self.secret, w2, int(h["webhook-timestamp"]), body,
+                                  h["webhook-signature"]))
 
     def test_kill9_x10_under_load_pipe_and_forward(self):
         """Four senders post without pause; the receiver, with a --pipe handler and a

@@ -721,6 +721,78 @@ static void test_migrate_v1(void **state)
     assert_non_null(strstr(err.message, "schema version 99"));
 }
 
+/* A version 2 inbox (deliveries per sink, no signature headers): v1's tables plus these. */
+static const char v2_more[] =
+    "CREATE TABLE deliveries ("
+    "  seq INTEGER NOT NULL, sink TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL DEFAULT '', processed_at INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (seq, sink)) WITHOUT ROWID;"
+    "CREATE INDEX deliveries_due ON deliveries(sink, seq) WHERE status = 0;"
+    "DROP INDEX events_due;"
+    "INSERT INTO deliveries(seq, sink, next_at) SELECT seq, 'forward:x', next_at FROM events"
+    " WHERE status = 0;"
+    "PRAGMA user_version = 2;";
+
+/* Version 2 to 3: the events kept, the signature headers added (none for the old events); a
+ * new event's come back with its body, and a listing leaves the signature out. */
+static void test_migrate_v2_signature_headers(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/v2.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v2_more, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(chmod(path, 0600), 0);
+
+    struct ch_inbox *ib = NULL;
+    struct ch_error err = {0};
+    assert_int_equal(ch_inbox_open(path, &ib, &err), CH_OK);
+    static const char *const sink[] = {"forward:x"};
+    struct ch_inbox_sinks to = {sink, 1};
+    struct ch_inbox_event ev = {.webhook_id = "msg_new",
+                                .event = "begin-call",
+                                .call_key = "c9",
+                                .body = "{\"n\":1}",
+                                .body_len = 7,
+                                .received_at = 300,
+                                .webhook_timestamp = 299,
+                                .webhook_signature = "v1,abc= v1,def="};
+    assert_int_equal(ch_inbox_add_routed(ib, &ev, &to, 1, &err), CH_OK);
+    assert_false(ev.duplicate);
+    struct ch_inbox_entry t[4];
+    size_t n = 0;
+    long long next = 0;
+    assert_int_equal(ch_inbox_take_sink(ib, "forward:x", 999999, t, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0].webhook_id, "msg_p"); /* from version 2: none kept */
+    assert_int_equal(t[0].webhook_timestamp, 0);
+    assert_null(t[0].webhook_signature);
+    assert_string_equal(t[1].webhook_id, "msg_new");
+    assert_int_equal(t[1].webhook_timestamp, 299);
+    assert_string_equal(t[1].webhook_signature, "v1,abc= v1,def=");
+    assert_memory_equal(t[1].body, "{\"n\":1}", 8); /* its terminator too */
+    for (size_t i = 0; i < n; i++)
+        ch_inbox_entry_release(&t[i]);
+    struct ch_inbox_entry got;
+    assert_int_equal(ch_inbox_get(ib, "msg_new", &got, NULL), CH_OK);
+    assert_string_equal(got.webhook_signature, "v1,abc= v1,def=");
+    ch_inbox_entry_release(&got);
+    assert_null(got.webhook_signature);
+    ch_inbox_close(ib);
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), CH_INBOX_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/callhook-test-inbox-XXXXXX");
@@ -737,6 +809,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sinks_apart, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_in_call_order, fresh, close_inbox),
         cmocka_unit_test(test_migrate_v1),
+        cmocka_unit_test(test_migrate_v2_signature_headers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[300];
