@@ -8,6 +8,7 @@
 
 #include "receive/escape.h"
 #include "receive/receiver.h"
+#include "util/log.h"
 
 #include <jansson.h>
 
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Lines one batch writes at once. */
@@ -98,13 +100,26 @@ static bool append_synced(const char *path, const char *lines, size_t len, char 
     if (fd < 0) {
         say(error, cap, "cannot open '%s': %s", path, strerror(errno));
     } else {
+        /* Where the batch starts: a batch that fails halfway is cut off again, so that its
+         * retry does not follow a torn line and a copy of the lines before it. */
+        struct stat st;
+        off_t start = fstat(fd, &st) == 0 ? st.st_size : -1;
         size_t done = 0;
         ssize_t w = 0;
-        while (done < len && (w = write(fd, lines + done, len - done)) > 0)
+        while (done < len) {
+            w = write(fd, lines + done, len - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
             done += (size_t)w;
-        if (done != len)
-            say(error, cap, "cannot write '%s': %s", path, w < 0 ? strerror(errno) : "short write");
-        else if (fdatasync(fd) != 0)
+        }
+        if (done != len) {
+            int e = w < 0 ? errno : ENOSPC;
+            if (done > 0 && start >= 0 && ftruncate(fd, start) != 0)
+                log_warn("cannot cut a half-written batch off '%s': %s", path, strerror(errno));
+            say(error, cap, "cannot write '%s': %s", path, strerror(e));
+        } else if (fdatasync(fd) != 0)
             say(error, cap, "cannot sync '%s': %s", path, strerror(errno));
         else
             ok = true;
