@@ -118,10 +118,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_WORK_BEGIN] = "BEGIN IMMEDIATE",
     [ST_WORK_COMMIT] = "COMMIT",
     [ST_WORK_ROLLBACK] = "ROLLBACK",
-    /* RETURNING gives no order: the caller sorts by seq. */
+    /* The earliest due first (first attempts in arrival order), through deliveries_next: the
+     * deliveries waiting for a later retry are not read. RETURNING gives no order: the caller
+     * sorts by seq. */
     [ST_TAKE] = "UPDATE deliveries SET status = 1, attempts = attempts + 1 WHERE sink = ?3"
                 " AND seq IN (SELECT seq FROM deliveries WHERE sink = ?3 AND status = 0"
-                "  AND next_at <= ?1 ORDER BY seq LIMIT ?2)"
+                "  AND next_at <= ?1 ORDER BY next_at, seq LIMIT ?2)"
                 " RETURNING seq, status, attempts, next_at, processed_at, last_error",
     /* As ST_TAKE, but a delivery waits while its call's earlier begin-call is not done for
      * the sink: pending, running or parked. */
@@ -129,7 +131,7 @@ static const char *const stmt_sql[ST_COUNT] = {
         "UPDATE deliveries SET status = 1, attempts = attempts + 1 WHERE sink = ?3"
         " AND seq IN (SELECT d.seq FROM deliveries AS d JOIN events AS e ON e.seq = d.seq"
         "  WHERE d.sink = ?3 AND d.status = 0 AND d.next_at <= ?1 AND " HELD_BY_EARLIER(
-            "?3") "  ORDER BY d.seq LIMIT ?2)"
+            "?3") "  ORDER BY d.next_at, d.seq LIMIT ?2)"
                   " RETURNING seq, status, attempts, next_at, processed_at, last_error",
     [ST_EVENT] = "SELECT " ENTRY_COLUMNS " FROM events WHERE seq = ?1",
     [ST_NEXT_DUE] = "SELECT min(next_at) FROM deliveries WHERE sink = ?1 AND status = 0",

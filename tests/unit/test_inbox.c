@@ -616,6 +616,52 @@ static void test_take_in_call_order(void **state)
     assert_int_equal(status_of(ib, "e1"), CH_INBOX_DONE);
 }
 
+/* A sink takes what is due earliest first: a backlog waiting for its retries (the service
+ * behind a sink is down) does not stand in front of events that came in since, and a take
+ * reads only what is due (deliveries_next), however long that backlog. */
+static void test_take_earliest_due_first(void **state)
+{
+    struct ch_inbox *ib = *state;
+    static const char *const sink[] = {"forward:x"};
+    char id[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof id, "old_%03d", i);
+        add_to(ib, id, "begin-call", NULL, sink, 1); /* received at 100: due at 100000 */
+    }
+    struct ch_inbox_entry e[8];
+    size_t n = 0;
+    long long next = 0;
+    for (int round = 0; round < 25; round++) {
+        assert_int_equal(ch_inbox_take_sink(ib, "forward:x", 100000, e, 8, &n, &next, NULL), CH_OK);
+        assert_int_equal(n, 8);
+        finish_all(ib, "forward:x", e, n, CH_INBOX_PENDING, 500000); /* retry at 500 s */
+    }
+    assert_int_equal(ch_inbox_take_sink(ib, "forward:x", 100000, e, 8, &n, &next, NULL),
+                     CH_ENOTFOUND);
+    assert_int_equal(next, 500000);
+    /* Ten new events, due at 150 s: taken before the older ones, which are due later. */
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "new_%03d", i);
+        struct ch_inbox_event ev = {
+            .webhook_id = id, .event = "end-call", .body = "{}", .body_len = 2, .received_at = 150};
+        struct ch_inbox_sinks to = {sink, 1};
+        assert_int_equal(ch_inbox_add_routed(ib, &ev, &to, 1, NULL), CH_OK);
+    }
+    assert_int_equal(ch_inbox_take_sink(ib, "forward:x", 600000, e, 8, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 8);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "new_%03zu", i); /* in arrival order among them */
+        assert_string_equal(e[i].webhook_id, id);
+    }
+    finish_all(ib, "forward:x", e, n, CH_INBOX_DONE, 0);
+    assert_int_equal(ch_inbox_take_sink(ib, "forward:x", 600000, e, 8, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 8);
+    assert_string_equal(e[0].webhook_id, "old_000"); /* then the retries, oldest first */
+    assert_string_equal(e[6].webhook_id, "new_008");
+    assert_string_equal(e[7].webhook_id, "new_009");
+    finish_all(ib, "forward:x", e, n, CH_INBOX_DONE, 0);
+}
+
 /* A version 1 inbox (one status per event), as callhook wrote it before sinks. */
 static const char v1_schema[] =
     "CREATE TABLE events ("
@@ -808,6 +854,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_sinks_apart, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_in_call_order, fresh, close_inbox),
+        cmocka_unit_test_setup_teardown(test_take_earliest_due_first, fresh, close_inbox),
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_migrate_v2_signature_headers),
     };
