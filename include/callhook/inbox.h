@@ -206,7 +206,8 @@ CH_API ch_code ch_inbox_add_routed(struct ch_inbox *ib, struct ch_inbox_event *e
                                    struct ch_error *err);
 
 /**
- * Takes up to max of the oldest deliveries of sink due at now_ms (unix milliseconds), in one
+ * Takes up to max of the deliveries of sink due at now_ms (unix milliseconds), the earliest
+ * due first (first attempts in arrival order; a retry when its time comes), in one
  * transaction: out[0..*n) in arrival order, each delivery now running and its attempts
  * counting this one; out's status, attempts, last_error... are the delivery's. The caller
  * frees each with ch_inbox_entry_release(). CH_ENOTFOUND (*n == 0) when none is due;
