@@ -128,6 +128,7 @@ struct child {
     struct sink_result *r;
     pid_t pid;
     int in_fd, err_fd; /* -1 once closed */
+    int pid_fd;        /* readable once it exited (pidfd_open); -1: none, poll for the exit */
     size_t written;
     char keep[STDERR_KEEP + 1];
     size_t kept;
@@ -181,9 +182,16 @@ static bool spawn(const struct sink *s, struct child *c)
     free_env(envp, owned_from, nowned);
     close(in_pipe[0]);
     close(err_pipe[1]);
-    /* Several commands are fed at once: a write must never block on one of them. */
+    /* Several commands are fed at once: a write must never block on one of them, nor a read
+     * of a stderr that something the command left running still holds open. */
     fcntl(in_pipe[1], F_SETFL, fcntl(in_pipe[1], F_GETFL) | O_NONBLOCK);
+    fcntl(err_pipe[0], F_SETFL, fcntl(err_pipe[0], F_GETFL) | O_NONBLOCK);
     c->pid = pid;
+#ifdef SYS_pidfd_open
+    c->pid_fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (c->pid_fd >= 0)
+        fcntl(c->pid_fd, F_SETFD, FD_CLOEXEC);
+#endif
     c->in_fd = in_pipe[1];
     c->err_fd = err_pipe[0];
     c->deadline = clock_mono_ms() + (long long)s->timeout_s * 1000;
@@ -266,15 +274,30 @@ static void close_fds(struct child *c)
         close(c->in_fd);
     if (c->err_fd >= 0)
         close(c->err_fd);
-    c->in_fd = c->err_fd = -1;
+    if (c->pid_fd >= 0)
+        close(c->pid_fd);
+    c->in_fd = c->err_fd = c->pid_fd = -1;
+}
+
+/* Reaps c if it exited: what it wrote to stderr so far is kept, its pipes closed (a process
+ * it left running may hold them open: the command's own exit is what counts). */
+static bool reap(struct child *c)
+{
+    if (waitpid(c->pid, &c->status, WNOHANG) != c->pid)
+        return false;
+    for (int i = 0; i < 8 && c->err_fd >= 0 && c->kept < STDERR_KEEP; i++)
+        drain(c);
+    close_fds(c);
+    c->exited = true;
+    return true;
 }
 
 /* Runs the started commands ch[0..n) to their ends: feeds their stdin, keeps their stderr,
  * reaps them, kills those past their deadline. */
 static void run_all(const struct sink *s, struct child *ch, size_t n)
 {
-    struct pollfd *fds = calloc(2 * n, sizeof *fds);
-    struct child **owner = calloc(2 * n, sizeof *owner);
+    struct pollfd *fds = calloc(3 * n, sizeof *fds);
+    struct child **owner = calloc(3 * n, sizeof *owner);
     size_t left = 0;
     for (size_t i = 0; i < n; i++)
         left += ch[i].pid > 0;
@@ -286,16 +309,21 @@ static void run_all(const struct sink *s, struct child *ch, size_t n)
             struct child *c = &ch[i];
             if (c->pid <= 0 || c->exited)
                 continue;
-            if (c->in_fd < 0 && c->err_fd < 0) {
-                /* Both pipes done: has it exited? (A command may close them and go on.) */
-                pid_t w = waitpid(c->pid, &c->status, WNOHANG);
-                if (w == c->pid) {
-                    c->exited = true;
+            if (c->pid_fd < 0 && c->in_fd < 0 && c->err_fd < 0) {
+                /* No pidfd, both pipes done: has it exited? (It may close them and go on.) */
+                if (reap(c)) {
                     conclude(s, c, false);
                     left--;
                     continue;
                 }
                 waiting_exit = true;
+            } else if (c->pid_fd < 0) {
+                waiting_exit = true; /* without a pidfd, its exit is looked for every 5 ms */
+                if (reap(c)) {
+                    conclude(s, c, false);
+                    left--;
+                    continue;
+                }
             }
             if (now >= c->deadline) {
                 kill(-c->pid, SIGKILL);
@@ -314,6 +342,10 @@ static void run_all(const struct sink *s, struct child *ch, size_t n)
             }
             if (fds && c->err_fd >= 0) {
                 fds[nf] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
+                owner[nf++] = c;
+            }
+            if (fds && c->pid_fd >= 0) {
+                fds[nf] = (struct pollfd){.fd = c->pid_fd, .events = POLLIN};
                 owner[nf++] = c;
             }
         }
@@ -335,10 +367,18 @@ static void run_all(const struct sink *s, struct child *ch, size_t n)
             if (fds[k].revents == 0)
                 continue;
             struct child *c = owner[k];
-            if (fds[k].fd == c->in_fd)
+            if (c->exited)
+                continue;
+            if (fds[k].fd == c->pid_fd) {
+                if (reap(c)) {
+                    conclude(s, c, false);
+                    left--;
+                }
+            } else if (fds[k].fd == c->in_fd) {
                 feed(c);
-            else if (fds[k].fd == c->err_fd)
+            } else if (fds[k].fd == c->err_fd) {
                 drain(c);
+            }
         }
     }
     free(fds);
@@ -383,7 +423,8 @@ static void exec_process(struct sink *s, const struct ch_inbox_entry *events, si
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        ch[i] = (struct child){.e = &events[i], .r = &results[i], .in_fd = -1, .err_fd = -1};
+        ch[i] = (struct child){
+            .e = &events[i], .r = &results[i], .in_fd = -1, .err_fd = -1, .pid_fd = -1};
         results[i].outcome = SINK_RETRY;
         results[i].retry_after_ms = 0;
         if (atomic_load(&s->interrupted)) {

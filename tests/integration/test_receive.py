@@ -971,6 +971,20 @@ class Handlers(ReceiveCase):
                 return True
         wait_until(gone, T(5), what="the timed-out handler (pid %d) killed" % pid)
 
+    def test_exec_done_when_the_command_exits_leaving_a_process_behind(self):
+        """A command that starts something in the background (which keeps its stderr open)
+        and exits 0 is done when it exits, not held until its time limit and run again."""
+        marker = os.path.join(self.dir, "bg-ran")
+        cmd = "(sleep 8; touch %s) & echo started >&2; exit 0" % shlex.quote(marker)
+        rx = self.receiver("--exec", cmd, "--exec-timeout-s", "2", "--max-attempts", "2",
+                           handler=False)
+        r, wid = rx.post(record())
+        self.assert_status(r, 202, "accepted")
+        self.wait_inbox(rx, wid, "done", T(20))
+        row = rx.inbox_rows()[wid]
+        self.assertEqual(row[2], 1, "one attempt: %r" % (row,))
+        self.assertNotRegex(row[3], r"(?i)timed out")
+
     def test_no_descriptor_leaks_between_handlers(self):
         """32 commands at once, 500 events: a handler's pipes never reach a sibling handler
         (which would keep its stdin or stderr open, and the handler reported as timed out),
