@@ -125,9 +125,11 @@ static struct ch_inbox_outcome outcome(struct dispatcher *w, const struct receiv
         stats_outcome(stats, OUTCOME_DONE);
         log_info("processed %s %s call %s (%s) by %s", e->event, e->webhook_id, masked, name,
                  w->label);
-    } else if (r->outcome == SINK_RETRY && stopping) {
+    } else if (r->outcome == SINK_GIVEN_BACK ||
+               (stopping && r->outcome == SINK_RETRY && r->error[0] == '\0')) {
         /* Stopping: the sink never got to it, or gave up on it because we asked. It goes back
-         * as it was, its try not counted. */
+         * as it was, its try not counted (a real failure seen before the stop is a
+         * SINK_RETRY, and counts). */
         o.status = CH_INBOX_PENDING;
         o.next_at_ms = now_ms;
         o.not_attempted = true;

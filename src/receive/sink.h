@@ -14,7 +14,8 @@
  * (several processes at once, requests on a libcurl multi handle, lines in flight on a pipe,
  * one database transaction). It fills exactly one result per event and returns when every
  * result is set. interrupt() may be called from another thread (at stop): process() then
- * returns soon, with SINK_RETRY for what it did not finish, so nothing acknowledged is lost.
+ * returns soon, with SINK_GIVEN_BACK for what it did not finish, so nothing acknowledged is
+ * lost (a failure it did see before is still a SINK_RETRY, counted as an attempt).
  */
 #ifndef CALLHOOK_RECEIVE_SINK_H
 #define CALLHOOK_RECEIVE_SINK_H
@@ -29,10 +30,12 @@ struct receive_config;
 struct sink;
 
 enum sink_outcome {
-    SINK_DONE = 0,   /* handled: the delivery is done */
-    SINK_RETRY = 1,  /* not now: retried with backoff (or at retry_after_ms), parked after the
-                        last attempt */
-    SINK_FAILED = 2, /* never: parked as failed at once (e.g. the sink refused it for good) */
+    SINK_DONE = 0,       /* handled: the delivery is done */
+    SINK_RETRY = 1,      /* not now: retried with backoff (or at retry_after_ms), parked after the
+                            last attempt */
+    SINK_FAILED = 2,     /* never: parked as failed at once (e.g. the sink refused it for good) */
+    SINK_GIVEN_BACK = 3, /* not tried, or cut short, because the receiver is stopping: pending
+                            again as it was, the take not counted as an attempt */
 };
 
 struct sink_result {

@@ -428,6 +428,7 @@ static void exec_process(struct sink *s, const struct ch_inbox_entry *events, si
         results[i].outcome = SINK_RETRY;
         results[i].retry_after_ms = 0;
         if (atomic_load(&s->interrupted)) {
+            results[i].outcome = SINK_GIVEN_BACK;
             snprintf(results[i].error, sizeof results[i].error,
                      "not run: the receiver is stopping");
             continue;

@@ -347,12 +347,12 @@ static void forward_process(struct sink *s, const struct ch_inbox_entry *events,
         if (!sl->busy)
             continue;
         curl_multi_remove_handle(s->multi, sl->easy);
-        sink_result_set(&results[sl->event], SINK_RETRY, 0,
+        sink_result_set(&results[sl->event], SINK_GIVEN_BACK, 0,
                         "interrupted: the receiver is stopping");
         sl->busy = false;
     }
     for (size_t i = next; i < n; i++)
-        sink_result_set(&results[i], SINK_RETRY, 0, "interrupted: the receiver is stopping");
+        sink_result_set(&results[i], SINK_GIVEN_BACK, 0, "interrupted: the receiver is stopping");
 }
 
 /* Sticky: once interrupted (at stop), process() gives every event back at once until close. */

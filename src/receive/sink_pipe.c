@@ -505,12 +505,18 @@ static void queue_unanswered(struct batch *b)
 }
 
 /* The rest of the batch gets outcome SINK_RETRY with this reason. */
-static void give_back(struct batch *b, long long retry_after_ms, const char *reason)
+static void give_back_as(struct batch *b, enum sink_outcome outcome, long long retry_after_ms,
+                         const char *reason)
 {
     for (size_t i = 0; i < b->n; i++) {
         if (!b->p[i].answered)
-            sink_result_set(&b->results[i], SINK_RETRY, retry_after_ms, "%s", reason);
+            sink_result_set(&b->results[i], outcome, retry_after_ms, "%s", reason);
     }
+}
+
+static void give_back(struct batch *b, long long retry_after_ms, const char *reason)
+{
+    give_back_as(b, SINK_RETRY, retry_after_ms, reason);
 }
 
 static void log_bad_line(const struct sink *s, const char *what, const char *line, size_t len)
@@ -644,7 +650,7 @@ static void run_batch(struct sink *s, struct batch *b)
     drain_stderr(s);
     while (b->left > 0) {
         if (atomic_load(&s->interrupted)) {
-            give_back(b, 0, "interrupted: the receiver is stopping");
+            give_back_as(b, SINK_GIVEN_BACK, 0, "interrupted: the receiver is stopping");
             return;
         }
         long long now = clock_mono_ms();

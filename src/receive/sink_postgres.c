@@ -700,7 +700,8 @@ static void postgres_process(struct sink *s, const struct ch_inbox_entry *events
         return;
     if (atomic_load(&s->interrupted)) {
         for (size_t i = 0; i < n; i++)
-            sink_result_set(&results[i], SINK_RETRY, 0, "interrupted: the receiver is stopping");
+            sink_result_set(&results[i], SINK_GIVEN_BACK, 0,
+                            "interrupted: the receiver is stopping");
         return;
     }
     struct row *rows = calloc(n, sizeof *rows);
@@ -743,7 +744,7 @@ static void postgres_process(struct sink *s, const struct ch_inbox_entry *events
             if (run == RUN_OK)
                 sink_result_set(&results[i], SINK_DONE, 0, "%s", "");
             else if (atomic_load(&s->interrupted))
-                sink_result_set(&results[i], SINK_RETRY, 0,
+                sink_result_set(&results[i], SINK_GIVEN_BACK, 0,
                                 "interrupted: the receiver is stopping");
             else
                 sink_result_set(&results[i], SINK_RETRY, 0, "postgres%s: %s",

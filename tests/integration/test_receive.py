@@ -956,10 +956,12 @@ class Handlers(ReceiveCase):
 
     def test_exec_timeout(self):
         self.set_mode("sleep 30")
-        rx = self.receiver("--exec-timeout-s", "1", "--max-attempts", "1")
+        # 3 s: the Python handler must have started (and noted its pid) before it is killed,
+        # also on a loaded machine.
+        rx = self.receiver("--exec-timeout-s", "3", "--max-attempts", "1")
         r, wid = rx.post(record())
         self.assert_status(r, 202, "accepted")
-        self.wait_inbox(rx, wid, "failed", T(10))
+        self.wait_inbox(rx, wid, "failed", T(15))
         self.assertRegex(rx.inbox_rows()[wid][3], r"(?i)timed out")
         pid = self.runs()[0]["pid"]
 
@@ -2546,6 +2548,8 @@ class ForwardTarget:
         self.kinds = {"500": 0, "stall": 0, "reset": 0, "ok": 0}
         self.requests = 0
         self.fail_pending = 0  # the next requests answered 500 whatever their id (fail_next)
+        self.plan = {}         # webhook-id -> "500" or "stall": how its requests are answered
+        self.seen = []         # every request's webhook-id, in arrival order
         target = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -2560,7 +2564,10 @@ class ForwardTarget:
                 with target.lock:
                     target.requests += 1
                     kind = "ok"
-                    if target.fail_pending > 0:
+                    target.seen.append(wid)
+                    if wid in target.plan:
+                        kind = target.plan[wid]
+                    elif target.fail_pending > 0:
                         target.fail_pending -= 1
                         kind = "500"
                         target.failures[wid] = target.failures.get(wid, 0) + 1
@@ -2841,9 +2848,12 @@ class PipeAndForward(ReceiveCase):
             self.assertEqual(sinks[name][0], "done")
             # Each failure the receiver saw is an attempt; the service may count one more than
             # it saw: libcurl sends a request again by itself when a reused connection turns
-            # out reset before any answer, and the service counts both.
+            # out reset before any answer, and the service counts both. On a loaded machine an
+            # answer the service gave may also reach the receiver after --forward-timeout-ms
+            # (a failure to the receiver, a success to the service: it is in accepted twice).
             self.assertGreaterEqual(sinks[name][1], 2, "attempts, %s" % wid)
-            self.assertLessEqual(sinks[name][1], target.failures[wid] + 1, "attempts, %s" % wid)
+            self.assertLessEqual(sinks[name][1], target.failures[wid] + len(accepted[wid]) + 1,
+                                 "attempts, %s" % wid)
         print("  %d requests for %d events: %s" % (requests, len(sent), kinds), file=sys.stderr)
 
     def test_forward_passes_the_senders_signature_on(self):
@@ -2892,6 +2902,36 @@ class PipeAndForward(ReceiveCase):
             h = target.accepted[w2][-1][1]
         self.assertTrue(verify_v1(self.secret, w2, int(h["webhook-timestamp"]), body,
                                   h["webhook-signature"]))
+
+    def test_stop_counts_a_failure_seen_before_it(self):
+        """At stop, an event the service had answered 500 keeps that failure as an attempt and
+        its error; one whose request was still waiting goes back as it was, not counted. (Both
+        in one batch: parked in a first run, retried offline, taken together at the start.)"""
+        target = ForwardTarget(stall_s=30)
+        self.addCleanup(target.close)
+        failing, stalled = new_id(), new_id()
+        target.plan[failing] = target.plan[stalled] = "500"
+        rx = self.receiver("--forward", target.url, "--forward-timeout-ms", "60000",
+                           "--retry-base-ms", "60000", "--max-attempts", "1", handler=False)
+        r1, _ = rx.post(record("call-f-" + _secrets.token_hex(3)), msg_id=failing)
+        r2, _ = rx.post(record("call-s-" + _secrets.token_hex(3)), msg_id=stalled)
+        self.assertEqual((r1.status, r2.status), (202, 202))
+        wait_until(lambda: all(rx.inbox_rows()[w][1] == "failed" for w in (failing, stalled)),
+                   T(20), what="both parked")
+        self.assertEqual(rx.stop(), 0)
+        p = rx.inbox("retry", "--all-failed")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        target.plan[stalled] = "stall"
+        n = len(target.seen)
+        rx = self.receiver("--forward", target.url, "--forward-timeout-ms", "60000",
+                           "--retry-base-ms", "60000", "--max-attempts", "5", handler=False)
+        wait_until(lambda: len(target.seen) >= n + 2, T(20), what="both requests again")
+        time.sleep(0.5)  # the 500 answer read by the receiver, the other request waiting
+        self.assertEqual(rx.stop(), 0)
+        rows = rx.inbox_rows()
+        self.assertEqual(rows[failing][1:3], ("pending", 1), rows[failing])
+        self.assertIn("500", rows[failing][3])
+        self.assertEqual(rows[stalled][1:3], ("pending", 0), rows[stalled])
 
     def test_kill9_x10_under_load_pipe_and_forward(self):
         """Four senders post without pause; the receiver, with a --pipe handler and a

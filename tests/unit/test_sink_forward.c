@@ -453,7 +453,7 @@ static void test_interrupt(void **state)
     pthread_join(t, NULL);
     assert_true(took >= 250 && took < 2500); /* the server stalls 3 s */
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(res[i].outcome, SINK_RETRY);
+        assert_int_equal(res[i].outcome, SINK_GIVEN_BACK);
         assert_non_null(strstr(res[i].error, "interrupted"));
     }
     sink_forward_ops.close(s);

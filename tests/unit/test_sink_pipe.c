@@ -384,13 +384,13 @@ static void test_interrupt(void **state)
     pthread_join(t, NULL);
     assert_true(took >= 250 && took < 3000);
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(res[i].outcome, SINK_RETRY);
+        assert_int_equal(res[i].outcome, SINK_GIVEN_BACK);
         assert_non_null(strstr(res[i].error, "interrupted"));
     }
     t0 = clock_mono_ms();
     sink_pipe_ops.process(s, events, 4, res);
     assert_true(clock_mono_ms() - t0 < 1000);
-    assert_int_equal(res[0].outcome, SINK_RETRY);
+    assert_int_equal(res[0].outcome, SINK_GIVEN_BACK);
     /* close(): its input closed, sleep does not notice, killed after the grace. */
     t0 = clock_mono_ms();
     sink_pipe_ops.close(s);
