@@ -95,6 +95,7 @@ enum stmt_id {
     ST_WORK_ROLLBACK,
     ST_TAKE,
     ST_TAKE_IN_CALL_ORDER,
+    ST_MARK_RUNNING,
     ST_EVENT,
     ST_NEXT_DUE,
     ST_NEXT_DUE_IN_CALL_ORDER,
@@ -119,20 +120,20 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_WORK_COMMIT] = "COMMIT",
     [ST_WORK_ROLLBACK] = "ROLLBACK",
     /* The earliest due first (first attempts in arrival order), through deliveries_next: the
-     * deliveries waiting for a later retry are not read. RETURNING gives no order: the caller
-     * sorts by seq. */
-    [ST_TAKE] = "UPDATE deliveries SET status = 1, attempts = attempts + 1 WHERE sink = ?3"
-                " AND seq IN (SELECT seq FROM deliveries WHERE sink = ?3 AND status = 0"
-                "  AND next_at <= ?1 ORDER BY next_at, seq LIMIT ?2)"
-                " RETURNING seq, status, attempts, next_at, processed_at, last_error",
+     * deliveries waiting for a later retry are not read. Selected, then marked running one by
+     * one (ST_MARK_RUNNING): an UPDATE ... IN (SELECT ...) RETURNING made SQLite build and
+     * free two ephemeral tables, each with its own pager, at every take. */
+    [ST_TAKE] = "SELECT seq, attempts, next_at, processed_at, last_error FROM deliveries"
+                " WHERE sink = ?3 AND status = 0 AND next_at <= ?1 ORDER BY next_at, seq LIMIT ?2",
     /* As ST_TAKE, but a delivery waits while its call's earlier begin-call is not done for
      * the sink: pending, running or parked. */
     [ST_TAKE_IN_CALL_ORDER] =
-        "UPDATE deliveries SET status = 1, attempts = attempts + 1 WHERE sink = ?3"
-        " AND seq IN (SELECT d.seq FROM deliveries AS d JOIN events AS e ON e.seq = d.seq"
-        "  WHERE d.sink = ?3 AND d.status = 0 AND d.next_at <= ?1 AND " HELD_BY_EARLIER(
-            "?3") "  ORDER BY d.next_at, d.seq LIMIT ?2)"
-                  " RETURNING seq, status, attempts, next_at, processed_at, last_error",
+        "SELECT d.seq, d.attempts, d.next_at, d.processed_at, d.last_error"
+        " FROM deliveries AS d JOIN events AS e ON e.seq = d.seq"
+        " WHERE d.sink = ?3 AND d.status = 0 AND d.next_at <= ?1 AND " HELD_BY_EARLIER(
+            "?3") " ORDER BY d.next_at, d.seq LIMIT ?2",
+    [ST_MARK_RUNNING] = "UPDATE deliveries SET status = 1, attempts = attempts + 1"
+                        " WHERE seq = ?1 AND sink = ?2",
     [ST_EVENT] = "SELECT " ENTRY_COLUMNS " FROM events WHERE seq = ?1",
     [ST_NEXT_DUE] = "SELECT min(next_at) FROM deliveries WHERE sink = ?1 AND status = 0",
     /* Held deliveries are left out: they become due when their predecessor is done. */
@@ -145,16 +146,21 @@ static const char *const stmt_sql[ST_COUNT] = {
      * pending over done; the most attempts; the earliest retry; the error of a failed, else of
      * a waiting delivery (a done one has none). A purged event has no deliveries left. */
     [ST_DERIVE] =
-        "UPDATE events SET status = d.st, attempts = d.att, next_at = d.nxt, last_error = d.err,"
-        " processed_at = CASE WHEN d.st <> 2 THEN 0 WHEN d.proc > 0 THEN d.proc ELSE ?2 END"
-        " FROM (SELECT CASE WHEN max(status = 3) THEN 3 WHEN max(status = 1) THEN 1"
-        "  WHEN max(status = 0) THEN 0 ELSE 2 END AS st, coalesce(max(attempts), 0) AS att,"
-        "  coalesce(min(CASE WHEN status = 0 THEN next_at END), 0) AS nxt,"
-        "  coalesce(max(processed_at), 0) AS proc,"
-        "  coalesce((SELECT last_error FROM deliveries WHERE seq = ?1 AND last_error <> ''"
-        "   ORDER BY status = 3 DESC, status = 0 DESC LIMIT 1), '') AS err"
-        "  FROM deliveries WHERE seq = ?1) AS d"
-        " WHERE events.seq = ?1 AND events.status <> 4",
+        /* One row value from one aggregate over the event's deliveries: no FROM subquery (it
+         * made SQLite build, and free, an ephemeral table and its pager at every call), no
+         * ORDER BY (a sorter): the error is a failed delivery's, else a waiting one's, else
+         * any. */
+    "UPDATE events SET (status, attempts, next_at, last_error, processed_at) = ("
+    " SELECT st, att, nxt, err, CASE WHEN st <> 2 THEN 0 WHEN proc > 0 THEN proc ELSE ?2 END"
+    " FROM (SELECT CASE WHEN max(status = 3) THEN 3 WHEN max(status = 1) THEN 1"
+    "  WHEN max(status = 0) THEN 0 ELSE 2 END AS st, coalesce(max(attempts), 0) AS att,"
+    "  coalesce(min(CASE WHEN status = 0 THEN next_at END), 0) AS nxt,"
+    "  coalesce(max(processed_at), 0) AS proc,"
+    "  coalesce(max(CASE WHEN status = 3 AND last_error <> '' THEN last_error END),"
+    "   max(CASE WHEN status = 0 AND last_error <> '' THEN last_error END),"
+    "   max(CASE WHEN last_error <> '' THEN last_error END), '') AS err"
+    "  FROM deliveries WHERE seq = ?1))"
+    " WHERE seq = ?1 AND status <> 4",
 };
 
 /* Two connections: `db` adds events (synchronous=FULL: a 202 is on disk), `work` is for the
@@ -630,7 +636,7 @@ static ch_code derive(struct ch_inbox *ib, long long seq, long long now, struct 
     return rc;
 }
 
-/* The delivery columns ST_TAKE returns, kept until the statement is done with. */
+/* A taken delivery's columns, as they are once it is marked running. */
 struct taken {
     long long seq;
     enum ch_inbox_status status;
@@ -703,16 +709,26 @@ ch_code ch_inbox_take_sink_flags(struct ch_inbox *ib, const char *sink, long lon
         int step = SQLITE_DONE;
         while (nt < max && (step = sqlite3_step(st)) == SQLITE_ROW) {
             t[nt].seq = sqlite3_column_int64(st, 0);
-            t[nt].status = (enum ch_inbox_status)sqlite3_column_int(st, 1);
-            t[nt].attempts = sqlite3_column_int(st, 2);
-            t[nt].next_at = sqlite3_column_int64(st, 3);
-            t[nt].processed_at = sqlite3_column_int64(st, 4);
-            text_col(st, 5, t[nt].last_error, sizeof t[nt].last_error);
+            t[nt].status = CH_INBOX_RUNNING;
+            t[nt].attempts = sqlite3_column_int(st, 1) + 1;
+            t[nt].next_at = sqlite3_column_int64(st, 2);
+            t[nt].processed_at = sqlite3_column_int64(st, 3);
+            text_col(st, 4, t[nt].last_error, sizeof t[nt].last_error);
             nt++;
         }
         if (nt < max && step != SQLITE_DONE)
             rc = db_error(err, ib->work, "take an event");
         sqldb_done(st);
+    }
+    sqlite3_stmt *mark = rc == CH_OK ? stmt(ib, ST_MARK_RUNNING, err) : NULL;
+    if (rc == CH_OK && mark == NULL)
+        rc = CH_ESTORE;
+    for (size_t i = 0; rc == CH_OK && i < nt; i++) {
+        sqlite3_bind_int64(mark, 1, t[i].seq);
+        sqlite3_bind_text(mark, 2, sink, -1, SQLITE_STATIC);
+        if (sqlite3_step(mark) != SQLITE_DONE)
+            rc = db_error(err, ib->work, "take an event");
+        sqldb_done(mark);
     }
     long long now_s = now / 1000;
     for (size_t i = 0; rc == CH_OK && i < nt; i++) {

@@ -956,12 +956,12 @@ class Handlers(ReceiveCase):
 
     def test_exec_timeout(self):
         self.set_mode("sleep 30")
-        # 3 s: the Python handler must have started (and noted its pid) before it is killed,
+        # 5 s: the Python handler must have started (and noted its pid) before it is killed,
         # also on a loaded machine.
-        rx = self.receiver("--exec-timeout-s", "3", "--max-attempts", "1")
+        rx = self.receiver("--exec-timeout-s", "5", "--max-attempts", "1")
         r, wid = rx.post(record())
         self.assert_status(r, 202, "accepted")
-        self.wait_inbox(rx, wid, "failed", T(15))
+        self.wait_inbox(rx, wid, "failed", T(20))
         self.assertRegex(rx.inbox_rows()[wid][3], r"(?i)timed out")
         pid = self.runs()[0]["pid"]
 
