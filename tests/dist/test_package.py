@@ -204,6 +204,7 @@ def check_units(root):
     check(p.returncode != 0 and "callhook" in p.stderr,
           "systemd-analyze verify accepted a unit whose binary is missing")
     os.rename(os.path.join(root, "usr/bin/callhook.x"), os.path.join(root, "usr/bin/callhook"))
+    exposures = set()
     for unit in units:
         p = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", "--root=" + root,
                  unit])
@@ -214,6 +215,30 @@ def check_units(root):
                                                                      m.group(2)))
             check(float(m.group(1)) <= EXPOSURE_CEILING, "%s's exposure %s is over %.1f" % (
                 unit, m.group(1), EXPOSURE_CEILING))
+            exposures.add("%s %s" % (m.group(1), m.group(2)))
+    # docs/INSTALL.md gives the figure: it must be the one measured.
+    doc = open(os.path.join(SRC, "docs", "INSTALL.md")).read()
+    m = re.search(r"rates both \*\*([\d.]+ \w+)\*\*", doc)
+    check(m is not None and exposures == {m.group(1)},
+          "docs/INSTALL.md says %s, systemd-analyze security %s" % (
+              m.group(1) if m else "nothing", sorted(exposures)))
+
+
+def check_install_doc(root, debs):
+    """What docs/INSTALL.md names from the packages is in them: the package file it installs,
+    the files under /usr/share/doc/callhook, /etc/callhook/serve.conf, the units."""
+    doc = open(os.path.join(SRC, "docs", "INSTALL.md")).read()
+    m = re.search(r"\./build/package/(callhook_\S+\.deb)", doc)
+    built = os.path.basename(debs["callhook"])
+    if run(["dpkg-architecture", "-qDEB_HOST_ARCH"]).stdout.strip() == "amd64":
+        check(m is not None and m.group(1) == built,
+              "docs/INSTALL.md installs %s, the build made %s" % (m and m.group(1), built))
+    paths = set(re.findall(r"(/usr/share/doc/callhook/[\w./-]*\w|/lib/systemd/system/[\w@.-]*\w|"
+                           r"/etc/callhook/serve\.conf|/usr/bin/callhook)", doc))
+    check(len(paths) >= 4, "docs/INSTALL.md names packaged files: %s" % sorted(paths))
+    for path in sorted(paths):
+        check(os.path.exists(os.path.join(root, path.lstrip("/"))),
+              "docs/INSTALL.md names %s, which the packages do not hold" % path)
 
 
 def check_postinst(ctl):
@@ -425,6 +450,7 @@ def main():
         check_lintian(out)
         check_postinst(ctl)
         check_library(root, lib, os.path.join(out, "callhook-%s" % changelog, "debian", "tmp"))
+        check_install_doc(root, debs)
         walk_install_doc(root, lib)
         check_units(root)
     finally:
