@@ -6,10 +6,10 @@
 # static library by --static) checks the Standard Webhooks test vector and parses a sample
 # call record; the installed bash completion completes commands, subcommands and flags.
 #
-# usage: test_install.sh BUILD_DIR CMAKE CC SOURCE_DIR VERSION
+# usage: test_install.sh BUILD_DIR CMAKE CC SOURCE_DIR VERSION CONFDIR
 # SANITIZE_FLAGS in the environment: what a program linked with this build's library needs.
 set -uo pipefail
-BUILD=$1 CMAKE=$2 CC=$3 SRC=$4 VERSION=$5
+BUILD=$1 CMAKE=$2 CC=$3 SRC=$4 VERSION=$5 CONFDIR=$6
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 failed=0 passed=0
@@ -20,9 +20,8 @@ cache() { sed -n "s/^$1:[A-Z]*=//p" "$BUILD/CMakeCache.txt"; }
 prefix=$(cache CMAKE_INSTALL_PREFIX)
 libdir=$(cache CMAKE_INSTALL_LIBDIR)
 unitdir=$(cache CALLHOOK_SYSTEMD_UNIT_DIR)
+[ -n "$unitdir" ] || unitdir=$prefix/lib/systemd/system
 case $libdir in /*) ;; *) libdir=$prefix/$libdir ;; esac
-etc=$prefix/etc
-[ "$prefix" = /usr ] && etc=/etc
 root=$dir/root
 
 if ! DESTDIR=$root "$CMAKE" --install "$BUILD" >"$dir/install.log" 2>&1; then
@@ -50,7 +49,7 @@ commands=$("$BUILD/callhook" --help | awk '/^commands:/ { on = 1; next } on && /
     echo "$prefix/share/doc/callhook/examples/begin-call.json"
     echo "$prefix/share/doc/callhook/examples/end-call-answered.json"
     echo "$prefix/share/doc/callhook/examples/receive.conf"
-    echo "$etc/callhook/serve.conf"
+    echo "$CONFDIR/serve.conf"
     echo "$unitdir/callhook-serve.service"
     echo "$unitdir/callhook-receive@.service"
 } | sort >"$dir/want"
@@ -69,9 +68,9 @@ for f in "$root$prefix/bin/callhook" "$lib/libcallhook.so.$VERSION"; do
 done
 
 # The units and callhook.pc name the prefix the tree was configured with.
-grep -qx "ExecStart=$prefix/bin/callhook serve --config $etc/callhook/serve.conf" \
+grep -qx "ExecStart=$prefix/bin/callhook serve --config $CONFDIR/serve.conf" \
     "$root$unitdir/callhook-serve.service" && ok || fail "callhook-serve.service's ExecStart"
-grep -qx "ExecStart=$prefix/bin/callhook receive --config $etc/callhook/receive-%i.conf" \
+grep -qx "ExecStart=$prefix/bin/callhook receive --config $CONFDIR/receive-%i.conf" \
     "$root$unitdir/callhook-receive@.service" && ok || fail "callhook-receive@.service's ExecStart"
 grep -qx "prefix=$prefix" "$lib/pkgconfig/callhook.pc" && ok || fail "callhook.pc's prefix"
 
