@@ -3,8 +3,11 @@ RELEASE_DIR := build/release
 TEST_DIR    := build/test
 FUZZ_DIR    := build/fuzz
 FUZZ_SECONDS ?= 60
+PACKAGE_DIR := build/package
+PREFIX      ?= /usr/local
 
-.PHONY: all deps build run demo bench test test-deps fuzz format check-format clean
+.PHONY: all deps build run demo bench test test-deps fuzz format check-format clean install \
+	package
 
 all: build
 
@@ -15,6 +18,18 @@ deps:
 build: deps
 	cmake -S . -B $(RELEASE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALLHOOK_TESTS=OFF
 	cmake --build $(RELEASE_DIR)
+
+# The release build installed under PREFIX (default /usr/local), into DESTDIR when given:
+# configured with the prefix, as the systemd units and callhook.pc name paths under it.
+install: build
+	cmake -S . -B $(RELEASE_DIR) -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+	cmake --build $(RELEASE_DIR)
+	DESTDIR="$(DESTDIR)" cmake --install $(RELEASE_DIR)
+
+# The Debian packages (debian/, debhelper) in build/package: callhook, libcallhook0,
+# libcallhook-dev. Their build dependencies: sudo apt-get build-dep ./ (docs/INSTALL.md).
+package:
+	scripts/package.sh $(PACKAGE_DIR)
 
 # The main job: the sender on the embedded SQLite default (var/callhook.db), in the foreground.
 run: build

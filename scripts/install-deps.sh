@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages callhook builds, tests and runs with. As root it runs apt-get
-# itself; otherwise it prints the exact command to run and fails, so nothing is half set up.
+# Installs the Debian packages callhook builds, tests and runs with, the packaging tests' among
+# them (debhelper and lintian build and check the .deb, groff-base and man-db render the manual
+# pages, systemd's systemd-analyze verifies the units, procps has the /bin/kill they name). As
+# root it runs apt-get itself; otherwise it prints the exact command to run and fails, so
+# nothing is half set up.
 set -euo pipefail
 
 packages=(
@@ -8,6 +11,7 @@ packages=(
     libjansson-dev libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libpq-dev
     postgresql
     libcmocka-dev libgnutls28-dev nodejs npm python3 curl openssl wrk webhook faketime
+    debhelper dpkg-dev lintian groff-base man-db systemd procps
 )
 
 missing=()

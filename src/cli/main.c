@@ -1,6 +1,8 @@
 /* The callhook command: finds the subcommand in one table and runs it. */
 #include "cli/cli.h"
 
+#include "util/log.h"
+
 #include <callhook/callhook.h>
 
 #include <getopt.h>
@@ -51,6 +53,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    log_init_from_env();
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;

@@ -10,6 +10,7 @@
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "util/notify.h"
 #include "util/thread.h"
 
 #include <errno.h>
@@ -635,6 +636,11 @@ int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *rel
              strcmp(c->metrics, "off") == 0   ? "off"
              : strcmp(c->metrics, "any") == 0 ? "open to any client"
                                               : "for loopback clients");
+    /* Only now, with the socket taking connections, is the receiver ready to a service manager. */
+    char ready[NOTIFY_STATE_MAX];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s://%s",
+             c->insecure_http ? "http" : "https", c->listen);
+    notify_state(ready);
 
     /* Wait for a signal; meanwhile, every second, sum up the refusals held back from the log,
      * and once an hour expire old events. */
@@ -643,11 +649,15 @@ int receive_run(struct receive_config *c, receive_reload_cb reload_cb, void *rel
         struct timespec second = {1, 0};
         int sig = sigtimedwait(&signals, NULL, &second);
         if (sig == SIGTERM || sig == SIGINT) {
+            notify_state("STOPPING=1");
             log_info("got %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
-        if (sig == SIGHUP)
+        if (sig == SIGHUP) {
+            notify_reloading();
             reload(&run);
+            notify_state(ready);
+        }
         stats_flush(run.stats);
         if (clock_mono_ms() < next_expiry)
             continue;

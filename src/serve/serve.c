@@ -11,6 +11,7 @@
 #include "util/clock.h"
 #include "util/config.h"
 #include "util/log.h"
+#include "util/notify.h"
 #include "util/thread.h"
 
 #include <curl/curl.h>
@@ -273,6 +274,10 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         goto out;
     log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
              db_shown);
+    /* Only now, with the socket taking connections, is serve ready to a service manager. */
+    char ready[NOTIFY_STATE_MAX];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on http://%s", c->listen);
+    notify_state(ready);
     char url[320];
     url_flag(c->listen, url, sizeof url);
     if (made_key && key_file != NULL)
@@ -293,6 +298,7 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
             break;
         run_purge(ctx.store, c);
     }
+    notify_state("STOPPING=1");
     log_info("got %s: stopping (in-flight attempts have %d ms)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", c->shutdown_grace_ms);
     status = 0;

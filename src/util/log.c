@@ -1,4 +1,6 @@
-/* stderr logging with a level threshold; one write per line so threads do not interleave. */
+/* stderr logging with a level threshold; one write per line so threads do not interleave. Under
+ * systemd, when stderr is the journal's stream, lines carry a "<N>" priority and no time: the
+ * journal stamps them itself. */
 #include "util/log.h"
 
 #include "util/clock.h"
@@ -9,14 +11,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static atomic_int threshold = LOG_INFO;
+static atomic_bool to_journal;
 
 void log_set_level(enum log_level level)
 {
     atomic_store(&threshold, (int)level);
+}
+
+bool log_stream_is_journal(const char *journal_stream, int fd)
+{
+    unsigned long long dev, ino;
+    char end;
+    struct stat st;
+    if (journal_stream == NULL || sscanf(journal_stream, "%llu:%llu%c", &dev, &ino, &end) != 2 ||
+        fstat(fd, &st) != 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
 void log_init_from_env(void)
@@ -27,6 +42,9 @@ void log_init_from_env(void)
         if (strcmp(v, names[i]) == 0)
             log_set_level((enum log_level)i);
     }
+    /* systemd sets JOURNAL_STREAM to stderr's device and inode; a stderr the service (or a
+     * shell it ran) redirected elsewhere no longer matches, and keeps plain lines. */
+    atomic_store(&to_journal, log_stream_is_journal(getenv("JOURNAL_STREAM"), STDERR_FILENO));
 }
 
 static bool is_digit(char c)
@@ -72,14 +90,21 @@ void log_msg(enum log_level level, const char *fmt, ...)
     if ((int)level < atomic_load(&threshold))
         return;
     static const char *const tags[] = {"debug", "info", "warn", "error"};
+    /* syslog's priorities: LOG_DEBUG 7, LOG_INFO 6, LOG_WARNING 4, LOG_ERR 3. */
+    static const char *const priorities[] = {"<7>", "<6>", "<4>", "<3>"};
     char line[1024];
-    int64_t now_ms = clock_wall_ms();
-    time_t now_s = (time_t)(now_ms / 1000);
-    struct tm tm;
-    gmtime_r(&now_s, &tm);
-    size_t o = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    o += (size_t)snprintf(line + o, sizeof line - o, ".%03dZ %-5s ", (int)(now_ms % 1000),
-                          tags[level]);
+    size_t o;
+    if (atomic_load(&to_journal)) {
+        o = (size_t)snprintf(line, sizeof line, "%s", priorities[level]);
+    } else {
+        int64_t now_ms = clock_wall_ms();
+        time_t now_s = (time_t)(now_ms / 1000);
+        struct tm tm;
+        gmtime_r(&now_s, &tm);
+        o = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+        o += (size_t)snprintf(line + o, sizeof line - o, ".%03dZ %-5s ", (int)(now_ms % 1000),
+                              tags[level]);
+    }
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line + o, sizeof line - o, fmt, ap);

@@ -1,13 +1,23 @@
-/* Logging to stderr, one line per event: time, level, message. Never given bodies or secrets:
- * callers log ids and counts. */
+/* Logging to stderr, one line per event: time, level, message; under systemd, with stderr
+ * connected to the journal, "<N>" (the syslog priority) and the message. Never given bodies or
+ * secrets: callers log ids and counts. */
 #ifndef CALLHOOK_UTIL_LOG_H
 #define CALLHOOK_UTIL_LOG_H
+
+#include <stdbool.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* Lines below this level are dropped. Default LOG_INFO; CALLHOOK_LOG=debug|info|warn|error. */
 void log_set_level(enum log_level level);
+
+/* Reads CALLHOOK_LOG, and JOURNAL_STREAM: when it names stderr, lines take the journal's form
+ * from then on. Called once, at start, before threads. */
 void log_init_from_env(void);
+
+/* Whether journal_stream ("DEVICE:INODE", as systemd sets JOURNAL_STREAM) is the file open on
+ * fd. False for NULL or anything else. */
+bool log_stream_is_journal(const char *journal_stream, int fd);
 
 /* Masks phone numbers and e-mail addresses in s, in place (log_msg does it to every line). */
 void log_mask_personal(char *s);

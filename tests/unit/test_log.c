@@ -1,10 +1,16 @@
-/* Logging's personal-data mask: phone numbers and e-mail addresses never reach the log whole. */
+/* Logging's personal-data mask: phone numbers and e-mail addresses never reach the log whole;
+ * and the journal's form of a line (a "<N>" priority, no time) when stderr is the journal's
+ * stream that JOURNAL_STREAM names, the plain form otherwise. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/log.h"
 
@@ -29,8 +35,89 @@ static void test_masks(void **state)
     }
 }
 
+/* Runs log_init_from_env() with JOURNAL_STREAM set to journal_stream ("" for the device and
+ * inode of the file stderr is sent to, as systemd sets it), logs two lines with stderr sent to
+ * a temporary file, and returns what was written (static). */
+static const char *logged_with(const char *journal_stream)
+{
+    static char out[1024];
+    char path[] = "/tmp/callhook-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    char stream[64];
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    snprintf(stream, sizeof stream, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    setenv("JOURNAL_STREAM", journal_stream[0] ? journal_stream : stream, 1);
+    log_init_from_env();
+    log_info("listening on %s", "127.0.0.1:8080");
+    log_warn("call from +15550100123");
+    log_debug("dropped: below the threshold");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    assert_true(n >= 0);
+    out[n] = '\0';
+    close(fd);
+    unsetenv("JOURNAL_STREAM");
+    log_init_from_env();
+    return out;
+}
+
+static void test_journal_form(void **state)
+{
+    (void)state;
+    /* stderr is the journal's stream: the priority, the message, no time of its own. */
+    assert_string_equal(logged_with(""), "<6>listening on 127.0.0.1:8080\n"
+                                         "<4>call from +*********23\n");
+}
+
+static void test_plain_form_unless_stderr_is_the_stream(void **state)
+{
+    (void)state;
+    /* Another file's numbers (the service's stderr redirected elsewhere), and values that are
+     * not DEVICE:INODE, keep the plain form: a UTC time, the level, the message. */
+    static const char *const others[] = {"1:1", "junk", "12:34x", "-"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        const char *out = logged_with(others[i]);
+        assert_int_equal(strlen(out) > 30, 1);
+        assert_true(out[0] == '2' && out[4] == '-' && out[10] == 'T' && out[23] == 'Z');
+        assert_non_null(strstr(out, "Z info  listening on 127.0.0.1:8080\n"));
+        assert_non_null(strstr(out, "Z warn  call from +*********23\n"));
+        assert_null(strchr(out, '<'));
+    }
+}
+
+static void test_stream_match(void **state)
+{
+    (void)state;
+    struct stat st;
+    assert_int_equal(fstat(STDIN_FILENO, &st), 0);
+    char exact[64];
+    snprintf(exact, sizeof exact, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    assert_true(log_stream_is_journal(exact, STDIN_FILENO));
+    assert_false(log_stream_is_journal(NULL, STDIN_FILENO));
+    assert_false(log_stream_is_journal("", STDIN_FILENO));
+    assert_false(log_stream_is_journal(exact, -1));
+    char off_by_one[80];
+    snprintf(off_by_one, sizeof off_by_one, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + 1);
+    assert_false(log_stream_is_journal(off_by_one, STDIN_FILENO));
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_masks)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_masks),
+        cmocka_unit_test(test_journal_form),
+        cmocka_unit_test(test_plain_form_unless_stderr_is_the_stream),
+        cmocka_unit_test(test_stream_match),
+    };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
