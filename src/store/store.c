@@ -480,3 +480,147 @@ void stored_app_release(struct stored_app *a)
         a->config_json = NULL;
     }
 }
+
+/* ---- the operators' console ---- */
+
+void store_signature_short(const char *sig, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *p = sig ? sig : ""; *p;) {
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            break;
+        /* One entry: its version ("v1,") whole, then the first characters of its base64. */
+        size_t len = strcspn(p, " ");
+        const char *comma = memchr(p, ',', len);
+        size_t keep = comma ? (size_t)(comma - p) + 1 + STORE_SIGNATURE_SHORT_CHARS : len;
+        if (keep > len)
+            keep = len;
+        if (o + (o > 0) + keep + 1 > cap)
+            break; /* whole entries only */
+        if (o > 0)
+            out[o++] = ' ';
+        memcpy(out + o, p, keep);
+        o += keep;
+        out[o] = '\0';
+        p += len;
+    }
+}
+
+int store_latency_bucket(int64_t ms)
+{
+    int b = 0;
+    while (b < STORE_LATENCY_BUCKETS - 1 && ms > ((int64_t)1 << b))
+        b++;
+    return b;
+}
+
+int64_t store_latency_bucket_edge_ms(int bucket)
+{
+    if (bucket < 0)
+        bucket = 0;
+    if (bucket > STORE_LATENCY_BUCKETS - 2)
+        bucket = STORE_LATENCY_BUCKETS - 2;
+    return (int64_t)1 << bucket;
+}
+
+/* The entry of app_id's minute at (unix seconds), added when new; NULL when out of memory. */
+static struct store_rollup_entry *rollup_entry(struct store_rollup *r, const char *app_id,
+                                               int64_t at)
+{
+    int64_t minute = at - at % 60;
+    struct store_rollup_entry *e = r->hit < r->n ? &r->e[r->hit] : NULL;
+    if (e && e->m.at == minute && strcmp(e->app_id, app_id) == 0)
+        return e;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->e[i].m.at == minute && strcmp(r->e[i].app_id, app_id) == 0) {
+            r->hit = i;
+            return &r->e[i];
+        }
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct store_rollup_entry *grown = realloc(r->e, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        r->e = grown;
+        r->cap = cap;
+    }
+    e = &r->e[r->n];
+    memset(e, 0, sizeof *e);
+    e->app_id = app_id;
+    e->m.at = minute;
+    e->last_error = "";
+    r->hit = r->n++;
+    return e;
+}
+
+bool store_rollup_add_attempts(struct store_rollup *r, const struct attempt_result *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct attempt_result *a = &res[i];
+        if (a->app_id == NULL)
+            continue;
+        struct store_rollup_entry *e = rollup_entry(r, a->app_id, a->at_ms / 1000);
+        if (e == NULL)
+            return false;
+        if (a->new_status == MSG_DELIVERED) {
+            e->m.delivered++;
+            e->m.latency[store_latency_bucket(a->duration_ms)]++;
+            continue;
+        }
+        e->m.failed++;
+        e->m.dead += a->new_status == MSG_DEAD;
+        /* The attempt that ended last (results come back in any order). */
+        if (a->at_ms >= e->last_error_at_ms) {
+            e->last_error = a->error ? a->error : "";
+            e->last_error_at_ms = a->at_ms;
+            e->last_error_seq = a->seq;
+        }
+    }
+    return true;
+}
+
+bool store_rollup_add_ingested(struct store_rollup *r, const char *app_id, int64_t at_s)
+{
+    struct store_rollup_entry *e = rollup_entry(r, app_id, at_s);
+    if (e)
+        e->m.ingested++;
+    return e != NULL;
+}
+
+void store_rollup_release(struct store_rollup *r)
+{
+    free(r->e);
+    memset(r, 0, sizeof *r);
+}
+
+ch_code store_app_console(struct store *s, const char *app_id,
+                          void (*cb)(void *ctx, const struct app_console *a), void *ctx,
+                          struct ch_error *err)
+{
+    return s->ops->app_console(s, app_id, cb, ctx, err);
+}
+
+ch_code store_app_minutes(struct store *s, const char *app_id, int64_t from_minute,
+                          void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                          void *ctx, struct ch_error *err)
+{
+    return s->ops->app_minutes(s, app_id, from_minute, cb, ctx, err);
+}
+
+ch_code store_message_body(struct store *s, const char *msg_id, struct stored_body *out,
+                           struct ch_error *err)
+{
+    memset(out, 0, sizeof *out);
+    ch_code rc = s->ops->message_body(s, msg_id, out, err);
+    if (rc != CH_OK) {
+        free(out->body);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}

@@ -19,7 +19,8 @@ void log_init_from_env(void);
  * fd. False for NULL or anything else. */
 bool log_stream_is_journal(const char *journal_stream, int fd);
 
-/* Masks phone numbers and e-mail addresses in s, in place (log_msg does it to every line). */
+/* Masks phone numbers and e-mail addresses in s, in place (log_msg does it to every line):
+ * mask_personal(s, NULL) of util/mask.h, the rules the API masks call records with. */
 void log_mask_personal(char *s);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
