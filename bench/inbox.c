@@ -113,8 +113,7 @@ int main(int argc, char **argv)
     }
     ch_inbox_close(ib);
     printf("BENCH events=%lld add_us=%.1f take_us=%.1f finish_us=%.1f\n", events,
-           add / (double)events * 1e6, take / (double)events * 1e6,
-           finish / (double)events * 1e6);
+           add / (double)events * 1e6, take / (double)events * 1e6, finish / (double)events * 1e6);
     return 0;
 fail:
     fprintf(stderr, "ch-bench-inbox: %s\n", err.message);
