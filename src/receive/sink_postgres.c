@@ -25,8 +25,10 @@
 #define BATCH_MAX      256
 #define SQL_MAX        8192
 #define SCHEMA_VERSION 1
-#define TIME_TEXT      40 /* "YYYY-MM-DDTHH:MM:SS.ffffff+HH:MM" */
-#define NUM_TEXT       32
+/* "YYYY-MM-DDTHH:MM:SS.ffffff+HH:MM", with room for what -Wformat-truncation assumes an int
+ * may hold. */
+#define TIME_TEXT 64
+#define NUM_TEXT  32
 
 /* How a record's field becomes a column of `calls`. */
 enum col_kind {
