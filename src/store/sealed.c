@@ -297,6 +297,39 @@ static ch_code claim_due(struct store *s, int64_t now, int64_t lease_until, stru
     return rc;
 }
 
+/* A message's record, opened from its place. */
+static ch_code message_body(struct store *s, const char *msg_id, void **body, size_t *len,
+                            struct ch_error *err)
+{
+    struct sealed_store *st = self(s);
+    void *raw = NULL;
+    size_t raw_len = 0;
+    ch_code rc = store_message_body(st->inner, msg_id, &raw, &raw_len, err);
+    if (rc != CH_OK || raw == NULL)
+        return rc; /* absent, or emptied by retention */
+    if (!crypto_is_sealed(raw, raw_len) && !st->strict) {
+        *body = raw; /* stored before encryption was turned on */
+        *len = raw_len;
+        return CH_OK;
+    }
+    char where[100];
+    place(where, sizeof where, "messages.body", msg_id);
+    unsigned char *plain = malloc(raw_len);
+    size_t n = 0;
+    if (plain == NULL || !open_value(st, where, raw, raw_len, plain, raw_len, &n)) {
+        free(plain);
+        rc = ch_error_set(err, CH_ESTORE,
+                          "cannot decrypt message '%s': wrong data key, or the database was "
+                          "changed",
+                          msg_id);
+    } else {
+        *body = plain;
+        *len = n;
+    }
+    free(raw);
+    return rc;
+}
+
 /* ---- everything else passes through ---- */
 
 static void sealed_close(struct store *s)
@@ -494,6 +527,12 @@ static ch_code app_stats(struct store *s, void (*cb)(void *ctx, const struct app
     return inner(s)->ops->app_stats(inner(s), cb, ctx, err); /* nothing in it is sealed */
 }
 
+static ch_code app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                           void *ctx, struct ch_error *err)
+{
+    return inner(s)->ops->app_backlog(inner(s), cb, ctx, err); /* nothing in it is sealed */
+}
+
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     return inner(s)->ops->apps_version(inner(s), version, err);
@@ -561,6 +600,8 @@ static const struct store_ops sealed_ops = {
     .purge = purge,
     .stats = stats,
     .app_stats = app_stats,
+    .app_backlog = app_backlog,
+    .message_body = message_body,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,

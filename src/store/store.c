@@ -391,6 +391,48 @@ ch_code store_app_stats(struct store *s, void (*cb)(void *ctx, const struct app_
     return s->ops->app_stats(s, cb, ctx, err);
 }
 
+ch_code store_app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                          void *ctx, struct ch_error *err)
+{
+    return s->ops->app_backlog(s, cb, ctx, err);
+}
+
+/* The record through message_get and body_page, for a backend with no read of its own: the
+ * first record stored after seq - 1 is the message's, unless retention emptied it (body_page
+ * leaves those out). */
+static ch_code body_of(struct store *s, const char *msg_id, void **body, size_t *len,
+                       struct ch_error *err)
+{
+    struct message_view m;
+    struct stored_body rec = {0};
+    size_t n = 0;
+    ch_code rc = s->ops->message_get(s, msg_id, &m, err);
+    if (rc == CH_OK)
+        rc = s->ops->body_page(s, m.seq - 1, &rec, 1, &n, err);
+    if (rc == CH_OK && n == 1 && rec.seq == m.seq) {
+        *body = rec.body;
+        *len = rec.body_len;
+    } else if (n == 1) {
+        free(rec.body);
+    }
+    return rc;
+}
+
+ch_code store_message_body(struct store *s, const char *msg_id, void **body, size_t *len,
+                           struct ch_error *err)
+{
+    *body = NULL;
+    *len = 0;
+    ch_code rc = s->ops->message_body ? s->ops->message_body(s, msg_id, body, len, err)
+                                      : body_of(s, msg_id, body, len, err);
+    if (rc != CH_OK) {
+        free(*body);
+        *body = NULL;
+        *len = 0;
+    }
+    return rc;
+}
+
 ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     int64_t v = 0;

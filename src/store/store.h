@@ -160,6 +160,15 @@ struct app_stats {
     char last_error_msg[40]; /* that message's id: its attempts tell when it failed */
 };
 
+/* One Voice App's waiting messages (store_ops.app_backlog): those still to be delivered
+ * (pending, failed to be retried, delivering) and not parked. */
+struct app_backlog {
+    char app_id[129];
+    int64_t waiting;           /* how many */
+    char oldest_msg_id[40];    /* the first stored of them (the lowest seq) */
+    int64_t oldest_created_at; /* its created_at */
+};
+
 /* A call record as it is at rest, for encryption's maintenance (store_ops.body_page). */
 struct stored_body {
     int64_t seq;
@@ -316,6 +325,19 @@ struct store_ops {
     ch_code (*app_stats)(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
                          void *ctx, struct ch_error *err);
 
+    /* Calls cb once per Voice App that has waiting unparked messages, by app id: how many, and
+     * the first stored of them. It reads the waiting messages only (the due index), not the
+     * whole messages table, so it may be polled (the operational webhooks' backlog check). */
+    ch_code (*app_backlog)(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                           void *ctx, struct ch_error *err);
+
+    /* The record of message msg_id as ingest stored it (the encrypting wrapper opens it):
+     * *body is malloc'd for the caller to free, *len bytes; NULL and 0 when retention emptied
+     * it. CH_ENOTFOUND when there is no such message. A backend may leave this NULL: the door
+     * then reads the record with message_get and body_page. */
+    ch_code (*message_body)(struct store *s, const char *msg_id, void **body, size_t *len,
+                            struct ch_error *err);
+
     /* A number that changes whenever any Voice App row is inserted, updated or deleted, by any
      * node and any path (the API, a 410 written by record_attempts): the database's triggers
      * keep it, so nodes watch it with one cheap read to learn that their settings are stale.
@@ -464,6 +486,14 @@ ch_code store_stats(struct store *s, struct store_stats *out, struct ch_error *e
 /** Each Voice App's state, counts and last error, by id (see store_ops.app_stats). */
 ch_code store_app_stats(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
                         void *ctx, struct ch_error *err);
+
+/** Each Voice App's waiting unparked messages, by id (see store_ops.app_backlog). */
+ch_code store_app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                          void *ctx, struct ch_error *err);
+/** A message's record (see store_ops.message_body): on CH_OK the caller frees *body (NULL when
+ * retention emptied it); on error *body is NULL and *len 0. */
+ch_code store_message_body(struct store *s, const char *msg_id, void **body, size_t *len,
+                           struct ch_error *err);
 
 /** The Voice Apps' change counter (see store_ops.apps_version). *version is untouched on
  * error. */
