@@ -8,8 +8,9 @@ once per state change, also with two serve nodes on one PostgreSQL database; GET
 usage: test_ops.py CALLHOOK_BINARY PAYLOADS_DIR [NAME_FILTER...]
        (or CALLHOOK_BIN / CALLHOOK_PAYLOADS_DIR in the environment)
 
-Every serve runs on SQLite, or on a fresh PostgreSQL database when CALLHOOK_TEST_DB_URI is set
-(tests/pg: ctest -R 'pg_start|ops_postgres|pg_stop'), where the two-node tests run too. Only
+Every serve runs on SQLite, or on a fresh PostgreSQL database when CALLHOOK_TEST_DB_URI is set,
+where the two-node tests (OpsTwoNodes) run too: ctest ops_postgres runs those
+(ctest -R 'pg_start|ops_postgres|pg_stop'). Only
 127.0.0.1 is contacted: one receiver (tests/integration/receiver.py) takes both the apps'
 deliveries and the ops events (on /ops), and --allow-cidr 127.0.0.1/32 lets the ops webhook
 reach it. The URLs the guard must refuse (10.0.0.1, 127.0.0.1 without --allow-cidr, localhost)
