@@ -473,8 +473,13 @@ static enum stored store_one(struct ops *o, const char *key, const char *type, j
 void ops_outcome(void *ctx, const struct engine_outcome *r)
 {
     struct ops *o = ctx;
-    if (ops_app_is(r->app_id))
-        return; /* the ops webhook's own messages report nothing: no loops */
+    if (ops_app_is(r->app_id)) {
+        /* The ops webhook's own messages report nothing (no loops): the log says it. */
+        if (r->status == MSG_DEAD)
+            log_warn("ops: the ops event %s was not delivered to the ops webhook: %s", r->msg_id,
+                     r->error);
+        return;
+    }
     if (r->disabled_app) {
         pthread_mutex_lock(&o->lock);
         o->check_soon = true;
