@@ -87,4 +87,15 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
  * caller has checked the key's role and the query. */
 void api_status(struct api_request *r);
 
+/* The operational webhooks (ops_events.c). api_ops_events answers GET /v1/ops-events[?limit=
+ * &cursor=], newest first; the caller has checked the key's role and the query's names. */
+void api_ops_events(struct api_request *r);
+/* True (and a 403) when app_id is the internal ops app: nothing is ingested into it. */
+bool api_ops_ingest_refused(struct api_request *r, const char *app_id);
+/* True (and a 409) when saving cfg as app id would change the internal ops app (stored: as it
+ * is now, NULL when absent) in more than its enabled flag: serve's flags own the rest. */
+struct app_config;
+bool api_ops_save_refused(struct api_request *r, const char *id, const struct app_config *cfg,
+                          const struct stored_app *stored);
+
 #endif

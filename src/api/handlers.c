@@ -10,6 +10,7 @@
 #include "api/cache.h"
 #include "api/console.h"
 #include "deliver/app.h"
+#include "deliver/ops.h"
 #include "deliver/probe.h"
 #include "lib/crypto.h"
 #include "util/clock.h"
@@ -127,6 +128,8 @@ static json_t *app_json(const struct stored_app *a, bool full)
     free(extra_text);
     json_t *v = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
+    if (v != NULL && ops_app_is(a->id))
+        json_object_set_new(v, "opsWebhook", json_true()); /* callhook's own, not a customer's */
     return v;
 }
 
@@ -138,6 +141,11 @@ static void app_save(struct api_request *r, const char *id, const struct app_con
     struct api_context *ctx = r->ctx;
     struct ch_error err = {0};
     int64_t now = clock_wall_s();
+    if (api_ops_save_refused(r, id, cfg, exists ? a : NULL)) {
+        if (exists)
+            stored_app_release(a);
+        return;
+    }
     if (!exists) {
         memset(a, 0, sizeof *a);
         snprintf(a->id, sizeof a->id, "%s", id);
@@ -953,6 +961,7 @@ static const char *const record_args[] = {"reveal", NULL};
 static const char *const recover_args[] = {"since", NULL};
 static const char *const replay_args[] = {"newId", NULL};
 static const char *const test_args[] = {"event", NULL};
+static const char *const ops_events_args[] = {"limit", "cursor", NULL};
 
 /* At the headers (run = false): false, with a 400 naming it, when the query has an argument
  * the endpoint does not take or one given twice (nothing is ignored silently). */
@@ -1030,7 +1039,8 @@ static bool route(struct api_request *r, bool run)
             (strcmp(seg[3], "begin-call") == 0 || strcmp(seg[3], "end-call") == 0)) {
             if (run)
                 return ingest_handle(r, seg[2], seg[3]);
-            return ingest_refused(r) || !args_ok(r, run, no_args);
+            return ingest_refused(r) || api_ops_ingest_refused(r, seg[2]) ||
+                   !args_ok(r, run, no_args);
         }
         if (n == 3) {
             if (method_is(r, "PUT") && need_role(r, false)) {
@@ -1072,6 +1082,10 @@ static bool route(struct api_request *r, bool run)
                 app_test(r, seg[2]);
             return run || r->http->status != 0;
         }
+    } else if (strcmp(seg[1], "ops-events") == 0 && n == 2 && method_is(r, "GET")) {
+        if (need_role(r, true) && args_ok(r, run, ops_events_args) && run)
+            api_ops_events(r);
+        return run || r->http->status != 0;
     } else if (strcmp(seg[1], "messages") == 0) {
         if (n == 2 && method_is(r, "GET")) {
             if (need_role(r, true) && args_ok(r, run, list_args) && run)

@@ -6,6 +6,7 @@
  */
 #include "api/console.h"
 
+#include "deliver/ops.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -171,6 +172,8 @@ static json_t *app_json(const struct app_figures *a, int64_t now)
     json_object_set_new(o, "lastErrorAt", time_or_null(c->last_error_at_ms / 1000));
     json_object_set_new(o, "lastErrorAtMs", time_or_null(c->last_error_at_ms));
     json_object_set_new(o, "lastErrorMessageId", string_or_null(c->last_error_msg));
+    if (ops_app_is(c->id))
+        json_object_set_new(o, "opsWebhook", json_true()); /* as GET /v1/voice-apps marks it */
     return o;
 }
 

@@ -303,7 +303,8 @@ ch_code app_config_parse(struct app_config *c, const char *json, size_t len, str
         json_object_foreach(root, key, v)
         {
             if (strcmp(key, "id") == 0 || strcmp(key, "createdAt") == 0 ||
-                strcmp(key, "updatedAt") == 0 || strcmp(key, "disabledReason") == 0)
+                strcmp(key, "updatedAt") == 0 || strcmp(key, "disabledReason") == 0 ||
+                strcmp(key, "opsWebhook") == 0)
                 continue; /* what GET returns may be PUT back as it is */
             rc = parse_member(c, key, v, &connect_given, err);
             if (rc != CH_OK)

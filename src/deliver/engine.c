@@ -244,6 +244,9 @@ static struct storeq_result *new_result(struct engine *e, const struct job *job)
     p->r.seq = job->m.seq;
     p->r.at_ms = clock_wall_ms();
     snprintf(p->app_id, sizeof p->app_id, "%s", job->m.app_id);
+    snprintf(p->msg_id, sizeof p->msg_id, "%s", job->m.msg_id);
+    snprintf(p->event, sizeof p->event, "%s", job->m.event);
+    p->attempt = job->m.attempts + 1;
     p->r.app_id = p->app_id;
     return p;
 }
@@ -515,9 +518,10 @@ static void release_app(struct engine *e, struct app_state *a)
 }
 
 /* A message that cannot be sent (its app or URL is gone, or its URL names an address the
- * guard refuses) ends as dead with the reason, without an HTTP request. */
-static void fail_without_attempt(struct engine *e, struct job *job, enum failure_class fc,
-                                 const char *why)
+ * guard refuses) ends as dead with the reason, without an HTTP request. Its result, NULL when
+ * out of memory. */
+static struct storeq_result *fail_without_attempt(struct engine *e, struct job *job,
+                                                  enum failure_class fc, const char *why)
 {
     struct storeq_result *p = new_result(e, job);
     if (p != NULL) {
@@ -531,6 +535,7 @@ static void fail_without_attempt(struct engine *e, struct job *job, enum failure
             atomic_fetch_add(&e->cfg.metrics->failed[fc], 1);
     }
     job_free(e, job);
+    return p;
 }
 
 /* ---- the rate limit ---- */
@@ -640,8 +645,12 @@ static void start_app(struct engine *e, struct app_state *a)
     struct app_gen *g = a->cur;
     if (g->missing) {
         struct job *job;
-        while ((job = dequeue(e, a)) != NULL)
-            fail_without_attempt(e, job, FAILURE_other, "the voice app was deleted");
+        while ((job = dequeue(e, a)) != NULL) {
+            struct storeq_result *p =
+                fail_without_attempt(e, job, FAILURE_other, "the voice app was deleted");
+            if (p != NULL)
+                p->app_gone = true;
+        }
         return;
     }
     if (!g->enabled) {
@@ -1009,10 +1018,32 @@ static void wake_from_store(void *ctx)
     curl_multi_wakeup(e->multi);
 }
 
+/* The store thread wrote a batch of results: the outcomes the configuration asks about. */
+static void results_written(void *ctx, const struct storeq_result *r, size_t n)
+{
+    struct engine *e = ctx;
+    for (size_t i = 0; i < n; i++) {
+        const struct attempt_result *a = &r[i].r;
+        if (a->new_status != MSG_DEAD && !a->disable_app)
+            continue;
+        struct engine_outcome o = {.app_id = r[i].app_id,
+                                   .msg_id = r[i].msg_id,
+                                   .event = r[i].event,
+                                   .attempt = r[i].attempt,
+                                   .status = a->new_status,
+                                   .disabled_app = a->disable_app,
+                                   .app_deleted = r[i].app_gone,
+                                   .http_status = a->http_status,
+                                   .error_class = a->error_class ? a->error_class : "",
+                                   .error = a->error ? a->error : ""};
+        e->cfg.outcome(e->cfg.outcome_ctx, &o);
+    }
+}
+
 ch_code engine_start(struct engine *e, struct ch_error *err)
 {
-    ch_code rc =
-        storeq_start(e->cfg.store, (size_t)e->cfg.claim_batch, wake_from_store, e, &e->sq, err);
+    ch_code rc = storeq_start(e->cfg.store, (size_t)e->cfg.claim_batch, wake_from_store, e,
+                              e->cfg.outcome ? results_written : NULL, e, &e->sq, err);
     if (rc != CH_OK)
         return rc;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {

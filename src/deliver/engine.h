@@ -12,6 +12,19 @@
 #include "deliver/metrics.h"
 #include "store/store.h"
 
+/* An attempt's result that ended its message (dead) or disabled its Voice App (a 410), as
+ * written to the store. Borrowed for the call. */
+struct engine_outcome {
+    const char *app_id, *msg_id, *event;
+    int attempt;             /* the message's attempt number, 1 for the first */
+    enum msg_status status;  /* what the message became: MSG_DEAD, or MSG_PENDING (a 410) */
+    bool disabled_app;       /* the attempt disabled the app (HTTP 410) */
+    bool app_deleted;        /* dead because its app was deleted */
+    int http_status;         /* 0 when there was no response */
+    const char *error_class; /* "http", "timeout", "refused", ... */
+    const char *error;
+};
+
 struct engine_config {
     struct store *store;      /* borrowed */
     struct metrics *metrics;  /* borrowed */
@@ -24,6 +37,10 @@ struct engine_config {
     int shutdown_grace_ms;    /* how long in-flight attempts may finish at stop; default 10000 */
     const struct guard_cidr *allowed; /* internal ranges the operator allows for every app */
     int nallowed;
+    /* Called (when not NULL) on the engine's store thread for each outcome of struct
+     * engine_outcome once it is written, with outcome_ctx: it must not block for long. */
+    void (*outcome)(void *ctx, const struct engine_outcome *o);
+    void *outcome_ctx;
 };
 
 struct engine;

@@ -21,6 +21,27 @@ bool ssrf_allows(const struct ssrf_rule *r, const struct sockaddr *addr, socklen
     return false;
 }
 
+bool ssrf_url_host(const char *url, char *host, size_t cap)
+{
+    CURLU *u = curl_url();
+    char *h = NULL;
+    bool ok = u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK && h[0] != '\0' &&
+              strlen(h) < cap;
+    if (ok) {
+        size_t n = strlen(h);
+        if (n > 0 && h[n - 1] == '.')
+            n--;
+        if (n > 2 && h[0] == '[' && h[n - 1] == ']')
+            snprintf(host, cap, "%.*s", (int)(n - 2), h + 1);
+        else
+            snprintf(host, cap, "%.*s", (int)n, h);
+    }
+    curl_free(h);
+    curl_url_cleanup(u);
+    return ok;
+}
+
 void ssrf_judge_url(const struct ssrf_rule *r, const char *url, char *refused, size_t cap)
 {
     refused[0] = '\0';

@@ -26,6 +26,10 @@ bool ssrf_allows(const struct ssrf_rule *r, const struct sockaddr *addr, socklen
  * name, judged later on the address it resolves to, or when the URL does not parse). */
 void ssrf_judge_url(const struct ssrf_rule *r, const char *url, char *refused, size_t cap);
 
+/* The host of url as libcurl reads it, without the brackets of an IPv6 literal or a
+ * trailing dot, into host (cap bytes). False when the URL does not parse or has no host. */
+bool ssrf_url_host(const char *url, char *host, size_t cap);
+
 /* Judges the address a request is about to be sent to, as libcurl gives it in text ("10.0.0.1",
  * "::1"). True when allowed; otherwise false with the address in refused ("an unknown address"
  * when ip is NULL or does not parse: refused rather than guessed). */

@@ -26,6 +26,8 @@ struct storeq {
     struct store *store;
     void (*wake)(void *ctx);
     void *wake_ctx;
+    storeq_written_cb written;
+    void *written_ctx;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond; /* work for the thread, or work it finished */
@@ -82,13 +84,13 @@ static bool write_batch(struct storeq *q, struct storeq_results *b)
     bool begin_resolved = false;
     for (size_t i = 0; i < b->n; i++) {
         /* The strings live in the item; a batch that grew (realloc) moved them, so they are
-         * pointed at again here rather than trusted from when the result was made. */
+         * pointed at again here, in the item itself too: the written callback reads it->r. */
         struct storeq_result *it = &b->item[i];
+        it->r.error = it->r.error ? it->error : NULL;
+        it->r.response = it->r.response ? it->response : NULL;
+        it->r.app_id = it->r.app_id ? it->app_id : NULL;
+        it->r.signature = it->r.signature ? it->signature : NULL;
         r[i] = it->r;
-        r[i].error = it->r.error ? it->error : NULL;
-        r[i].response = it->r.response ? it->response : NULL;
-        r[i].app_id = it->r.app_id ? it->app_id : NULL;
-        r[i].signature = it->r.signature ? it->signature : NULL;
         begin_resolved |= it->begin_resolved;
     }
     struct ch_error err = {0};
@@ -98,6 +100,8 @@ static bool write_batch(struct storeq *q, struct storeq_results *b)
         log_error("engine: cannot record %zu attempts (kept, tried again): %s", b->n, err.message);
         return false;
     }
+    if (q->written)
+        q->written(q->written_ctx, b->item, b->n);
     if (begin_resolved) {
         atomic_store(&q->rescan, true);
         q->wake(q->wake_ctx);
@@ -309,7 +313,8 @@ static void storeq_free(struct storeq *q)
 }
 
 ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void *ctx), void *ctx,
-                     struct storeq **out, struct ch_error *err)
+                     storeq_written_cb written, void *written_ctx, struct storeq **out,
+                     struct ch_error *err)
 {
     struct storeq *q = calloc(1, sizeof *q);
     if (q == NULL)
@@ -317,6 +322,8 @@ ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void 
     q->store = store;
     q->wake = wake;
     q->wake_ctx = ctx;
+    q->written = written;
+    q->written_ctx = written_ctx;
     q->claim_cap = claim_batch;
     q->claimed = calloc(claim_batch, sizeof *q->claimed);
     if (q->claimed == NULL) {

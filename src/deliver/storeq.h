@@ -26,8 +26,15 @@ struct storeq_result {
     char response[STOREQ_RESPONSE_CAP + 1];
     char app_id[APP_ID_MAX + 1];
     char signature[STORE_SIGNATURE_SHORT_MAX];
+    char msg_id[40]; /* the message's id, event and attempt number (1 for the first) */
+    char event[16];
+    int attempt;
+    bool app_gone;       /* its Voice App was deleted */
     bool begin_resolved; /* a begin-call ended: its end-call may be due now */
 };
+
+/* Called on the store thread after a batch of results is written, with its results. */
+typedef void (*storeq_written_cb)(void *ctx, const struct storeq_result *r, size_t n);
 
 /* A batch of results: grows while the store cannot take it (the database is down), so a
  * finished attempt never waits for the disk and is never dropped. */
@@ -67,10 +74,12 @@ void storeq_req_free(struct storeq_req *r);
 
 struct storeq;
 
-/* Starts the thread. wake(ctx) is called from it when a claim, an answer or a rescan is ready.
- * claim_batch is the most messages one claim takes. */
+/* Starts the thread. wake(ctx) is called from it when a claim, an answer or a rescan is ready;
+ * written(written_ctx, ...) (when not NULL) after each batch of results is written. claim_batch
+ * is the most messages one claim takes. */
 ch_code storeq_start(struct store *store, size_t claim_batch, void (*wake)(void *ctx), void *ctx,
-                     struct storeq **out, struct ch_error *err);
+                     storeq_written_cb written, void *written_ctx, struct storeq **out,
+                     struct ch_error *err);
 
 /* Appends a result to the batch being filled (growing it); NULL when out of memory. Engine
  * thread only. */

@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "api/cache.h"
+#include "deliver/ops.h"
 #include "lib/crypto.h"
 #include "util/clock.h"
 #include "util/config.h"
@@ -76,11 +77,47 @@ static const struct config_setting serve_settings[] = {
     {"allow-cidr", "CALLHOOK_ALLOW_CIDR", CONFIG_CUSTOM, .def = "",
      .help = "an internal address range every app may reach, e.g. 10.20.0.0/16 (repeatable)",
      .set = add_allow_cidr},
+    {"ops-webhook", "CALLHOOK_OPS_WEBHOOK", SERVE(ops_webhook), .def = "",
+     .help = "URL callhook POSTs its own signed events to: a voice app disabled or enabled "
+             "again, a message dead, a backlog older than ops-alert-age-s and its recovery "
+             "(docs/OPERATIONS.md); judged by the SSRF guard like any app's URL"},
+    {"ops-webhook-secret-file", "CALLHOOK_OPS_WEBHOOK_SECRET_FILE", SERVE(ops_webhook_secret_file),
+     .def = "",
+     .help = "file (the owner's alone) with the ops webhook's signing secret, e.g. from "
+             "'callhook secret new'; without it the stored one is kept, or one is made on first "
+             "start (read it with 'callhook app secret callhook-ops')"},
+    {"ops-alert-age-s", "CALLHOOK_OPS_ALERT_AGE_S", SERVE(ops_alert_age_s), 1, 86400 * 30, "600",
+     "an app whose oldest waiting event is older than this sends voice_app.backlog_old "
+     "(needs ops-webhook)"},
+    {"ops-check-interval-s", "CALLHOOK_OPS_CHECK_INTERVAL_S", SERVE(ops_check_interval_s), 1, 3600,
+     "30", "how often disabled apps and backlogs are checked for the ops webhook"},
 };
 
 const struct config_table serve_config_table = {"serve", sizeof(struct serve_config),
                                                 serve_settings,
                                                 sizeof serve_settings / sizeof serve_settings[0]};
+
+/* The ops settings act through ops-webhook only: one given without it would do nothing, so
+ * it is refused (a value equal to the default cannot be told from none, and does nothing). */
+static ch_code check_ops_settings(const struct serve_config *c, struct ch_error *err)
+{
+    if (c->ops_webhook[0])
+        return CH_OK;
+    const char *lone = NULL;
+    if (c->ops_webhook_secret_file[0])
+        lone = "ops-webhook-secret-file";
+    else if (c->ops_alert_age_s != atoi(config_find(&serve_config_table, "ops-alert-age-s")->def))
+        lone = "ops-alert-age-s";
+    else if (c->ops_check_interval_s !=
+             atoi(config_find(&serve_config_table, "ops-check-interval-s")->def))
+        lone = "ops-check-interval-s";
+    if (lone == NULL)
+        return CH_OK;
+    return ch_error_set(err, CH_EINVAL,
+                        "%s is set but ops-webhook is not: give ops-webhook (the URL ops events "
+                        "go to), or leave %s out",
+                        lone, lone);
+}
 
 /* The data key from --data-key-file or CALLHOOK_DATA_KEY: base64 of exactly 32 bytes. */
 static ch_code load_data_key(const struct serve_config *c, unsigned char key[32], bool *have,
@@ -210,10 +247,29 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                               .lease_s = c->lease_s,
                               .started_at = clock_wall_s()};
     struct http_server *server = NULL;
+    struct ops *ops = NULL;
     int status = 1;
     char key_file_buf[4200];
     const char *key_file = key_file_path(c, key_file_buf, sizeof key_file_buf);
     bool made_key = false;
+
+    /* The ops webhook's URL and secret are checked before anything is made or written. */
+    struct guard_cidr allowed[16];
+    for (int i = 0; i < c->nallow_cidrs; i++)
+        guard_cidr_parse(c->allow_cidrs[i], &allowed[i]);
+    if (check_ops_settings(c, err) != CH_OK)
+        goto out;
+    if (c->ops_webhook[0]) {
+        struct ops_config oc = {.url = c->ops_webhook,
+                                .secret_file = c->ops_webhook_secret_file,
+                                .alert_age_s = c->ops_alert_age_s,
+                                .check_interval_s = c->ops_check_interval_s,
+                                .lease_s = c->lease_s,
+                                .allowed = allowed,
+                                .nallowed = c->nallow_cidrs};
+        if (ops_new(&oc, &ops, err) != CH_OK)
+            goto out;
+    }
 
     bool encrypted = false;
     if (open_store(c, true, &ctx.store, &encrypted, err) != CH_OK)
@@ -238,9 +294,6 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         log_info("%lld messages claimed by an earlier run are due again", (long long)released);
     if (api_bootstrap_admin(ctx.store, key_file, &made_key, err) != CH_OK)
         goto out;
-    struct guard_cidr allowed[16];
-    for (int i = 0; i < c->nallow_cidrs; i++)
-        guard_cidr_parse(c->allow_cidrs[i], &allowed[i]);
     struct engine_config ec = {.store = ctx.store,
                                .allowed = allowed,
                                .nallowed = c->nallow_cidrs,
@@ -249,9 +302,18 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
                                .scan_interval_ms = c->scan_interval_ms,
                                .max_in_flight = c->max_in_flight,
                                .max_queued_bytes = (int64_t)c->max_queued_mb << 20,
-                               .shutdown_grace_ms = c->shutdown_grace_ms};
+                               .shutdown_grace_ms = c->shutdown_grace_ms,
+                               .outcome = ops ? ops_outcome : NULL,
+                               .outcome_ctx = ops};
     if (engine_new(&ec, &ctx.engine, err) != CH_OK || engine_start(ctx.engine, err) != CH_OK)
         goto out;
+    bool made_secret = false;
+    if (ops != NULL && ops_start(ops, ctx.store, ctx.engine, &made_secret, err) != CH_OK)
+        goto out;
+    if (made_secret)
+        log_info("the ops webhook's signing secret was made: read it with 'callhook app secret "
+                 "%s' (an admin key), or give your own with --ops-webhook-secret-file",
+                 OPS_APP_ID);
     ctx.keys = api_cache_new(1024, 5000);
     ctx.apps = api_cache_new(4096, 2000);
     if (ctx.keys == NULL || ctx.apps == NULL) {
@@ -274,6 +336,10 @@ int serve_run(const struct serve_config *c, struct ch_error *err)
         goto out;
     log_info("callhook serve %s: listening on http://%s, store %s", CALLHOOK_VERSION, c->listen,
              db_shown);
+    if (ops != NULL)
+        log_info("ops webhook: events go to %s (voice app '%s'), backlogs older than %d s are "
+                 "reported, checked every %d s",
+                 c->ops_webhook, OPS_APP_ID, c->ops_alert_age_s, c->ops_check_interval_s);
     /* Only now, with the socket taking connections, is serve ready to a service manager. */
     char ready[NOTIFY_STATE_MAX];
     snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on http://%s", c->listen);
@@ -310,7 +376,11 @@ out:
     http_server_stop(server);
     ingest_writer_free(ctx.writer);
     ctx.writer = NULL;
+    /* The ops checks end before the engine; the dead messages its last results report are
+     * stored after it, due for whichever node delivers next. */
+    ops_stop(ops);
     engine_free(ctx.engine);
+    ops_free(ops);
     api_cache_free(ctx.keys);
     api_cache_free(ctx.apps);
     if (ctx.store)

@@ -25,6 +25,10 @@ struct serve_config {
     int purge_interval_s;          /* how often retention runs; default 3600 */
     char allow_cidrs[16][64];      /* internal ranges every app may reach */
     int nallow_cidrs;
+    char ops_webhook[2049];             /* the operational webhook's URL; "" for none */
+    char ops_webhook_secret_file[4096]; /* its signing secret; "" keeps or makes one */
+    int ops_alert_age_s;                /* a backlog older than this is reported; default 600 */
+    int ops_check_interval_s;           /* how often apps are checked; default 30 */
 };
 
 /* The settings of serve (and purge): the table that drives the defaults (config_init), the

@@ -2053,6 +2053,27 @@ static ch_code app_minutes(struct store *s, const char *app_id, int64_t from_min
     return rc;
 }
 
+/* The first stored waiting message of each app (its lowest seq) and their count, from the
+ * queue of waiting messages alone. */
+static ch_code app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                           void *ctx, struct ch_error *err)
+{
+    PGresult *r = NULL;
+    ch_code rc = query(self(s),
+                       "SELECT c.app_id, c.n, m.id, m.created_at FROM (SELECT app_id,"
+                       " min(seq) AS seq, count(*) AS n FROM message_queue WHERE parked = 0"
+                       " GROUP BY app_id) c JOIN messages m ON m.seq = c.seq ORDER BY c.app_id",
+                       0, NULL, NULL, NULL, "app backlog", &r, err);
+    for (int i = 0; rc == CH_OK && i < PQntuples(r); i++) {
+        struct app_backlog b = {.waiting = col_ll(r, i, 1), .oldest_created_at = col_ll(r, i, 3)};
+        col_text(r, i, 0, b.app_id, sizeof b.app_id);
+        col_text(r, i, 2, b.oldest_msg_id, sizeof b.oldest_msg_id);
+        cb(ctx, &b);
+    }
+    PQclear(r);
+    return rc;
+}
+
 static ch_code message_body(struct store *s, const char *msg_id, struct stored_body *out,
                             struct ch_error *err)
 {
@@ -2288,6 +2309,7 @@ static const struct store_ops pg_ops = {
     .app_console = app_console,
     .app_minutes = app_minutes,
     .message_body = message_body,
+    .app_backlog = app_backlog,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,

@@ -541,6 +541,12 @@ static ch_code message_body(struct store *s, const char *msg_id, struct stored_b
     return CH_OK;
 }
 
+static ch_code app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                           void *ctx, struct ch_error *err)
+{
+    return inner(s)->ops->app_backlog(inner(s), cb, ctx, err); /* nothing in it is sealed */
+}
+
 static ch_code apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     return inner(s)->ops->apps_version(inner(s), version, err);
@@ -610,6 +616,7 @@ static const struct store_ops sealed_ops = {
     .app_stats = app_stats,
     .app_console = app_console,
     .app_minutes = app_minutes,
+    .app_backlog = app_backlog,
     .message_body = message_body,
     .apps_version = apps_version,
     .rate_take = rate_take,

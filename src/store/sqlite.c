@@ -1620,6 +1620,35 @@ static ch_code app_minutes(struct store *s, const char *app_id, int64_t from_min
     return rc;
 }
 
+/* The first stored waiting message of each app (its lowest seq) and their count, from the
+ * waiting messages alone: the partial due index holds exactly those. */
+#define APP_BACKLOG_SQL                                                                     \
+    "SELECT c.app_id, c.n, m.id, m.created_at FROM (SELECT app_id, min(seq) AS seq,"        \
+    " count(*) AS n FROM messages WHERE status IN (0, 1) AND parked = 0 GROUP BY app_id) c" \
+    " JOIN messages m ON m.seq = c.seq ORDER BY c.app_id"
+
+static ch_code app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                           void *ctx, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, APP_BACKLOG_SQL, &st, err);
+    int step = SQLITE_DONE;
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct app_backlog b = {.waiting = sqlite3_column_int64(st, 1),
+                                .oldest_created_at = sqlite3_column_int64(st, 3)};
+        text_col(st, 0, b.app_id, sizeof b.app_id);
+        text_col(st, 2, b.oldest_msg_id, sizeof b.oldest_msg_id);
+        cb(ctx, &b);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "app backlog");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
 static ch_code message_body(struct store *s, const char *msg_id, struct stored_body *out,
                             struct ch_error *err)
 {
@@ -1788,6 +1817,7 @@ static const struct store_ops sqlite_ops = {
     .app_console = app_console,
     .app_minutes = app_minutes,
     .message_body = message_body,
+    .app_backlog = app_backlog,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,

@@ -391,6 +391,12 @@ ch_code store_app_stats(struct store *s, void (*cb)(void *ctx, const struct app_
     return s->ops->app_stats(s, cb, ctx, err);
 }
 
+ch_code store_app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                          void *ctx, struct ch_error *err)
+{
+    return s->ops->app_backlog(s, cb, ctx, err);
+}
+
 ch_code store_apps_version(struct store *s, int64_t *version, struct ch_error *err)
 {
     int64_t v = 0;

@@ -237,6 +237,15 @@ struct app_console {
     char last_error_msg[40];   /* its message's id; "" when none */
 };
 
+/* One Voice App's waiting messages (store_ops.app_backlog): those still to be delivered
+ * (pending, failed to be retried, delivering) and not parked. */
+struct app_backlog {
+    char app_id[129];
+    int64_t waiting;           /* how many */
+    char oldest_msg_id[40];    /* the first stored of them (the lowest seq) */
+    int64_t oldest_created_at; /* its created_at */
+};
+
 /* A call record as it is at rest, for encryption's maintenance (store_ops.body_page). */
 struct stored_body {
     int64_t seq;
@@ -408,6 +417,12 @@ struct store_ops {
                            void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
                            void *ctx, struct ch_error *err);
 
+    /* Calls cb once per Voice App that has waiting unparked messages, by app id: how many, and
+     * the first stored of them. It reads the waiting messages only (the due index), not the
+     * whole messages table, so it may be polled (the operational webhooks' backlog check). */
+    ch_code (*app_backlog)(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
+                           void *ctx, struct ch_error *err);
+
     /* A message's record (the sealed wrapper opens it): out's seq, msg_id and body (the
      * caller frees it). CH_ENOTFOUND when there is no such message; body_len 0 when retention
      * emptied the record. */
@@ -575,6 +590,9 @@ ch_code store_app_console(struct store *s, const char *app_id,
                           struct ch_error *err);
 ch_code store_app_minutes(struct store *s, const char *app_id, int64_t from_minute,
                           void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                          void *ctx, struct ch_error *err);
+/** Each Voice App's waiting unparked messages, by id (see store_ops.app_backlog). */
+ch_code store_app_backlog(struct store *s, void (*cb)(void *ctx, const struct app_backlog *b),
                           void *ctx, struct ch_error *err);
 /** A message's record (see store_ops.message_body): on CH_OK the caller frees out->body; on
  * error out holds nothing. */

@@ -344,8 +344,9 @@ static void test_help(void **state)
             assert_non_null(strstr(eol, s->help));
         }
         if (t == 0) {
-            assert_non_null(
-                strstr(text, "  --lease-s             lease-s = N             CALLHOOK_LEASE_S"));
+            /* The columns are as wide as the longest name (ops-webhook-secret-file). */
+            assert_non_null(strstr(text, "  --lease-s                 lease-s = N                  "
+                                         "  CALLHOOK_LEASE_S                 300"));
             assert_non_null(strstr(text, "300 (5 to 86400)\n"));
         } else {
             /* The columns are as wide as the longest name (forward-max-in-flight). */

@@ -40,6 +40,36 @@ static void test_url_literals(void **state)
     }
 }
 
+/* The host a URL names, as libcurl reads it: what the ops webhook's check resolves. */
+static void test_url_host(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *host; /* NULL: no host */
+    } cases[] = {
+        {"https://alerts.example.com/hook", "alerts.example.com"},
+        {"https://alerts.example.com./hook", "alerts.example.com"},
+        {"http://127.0.0.1:8080/ops?x=1", "127.0.0.1"},
+        {"https://[::1]:8443/ops", "::1"},
+        {"https://LOCALHOST/ops", "LOCALHOST"},
+        {"https:///ops", "ops"}, /* libcurl's reading (the app's URL check refuses it first) */
+        {"http://", NULL},
+        {"not a url", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char host[64] = "unset";
+        bool ok = ssrf_url_host(cases[i].url, host, sizeof host);
+        if (cases[i].host == NULL) {
+            if (ok)
+                fail_msg("'%s': host '%s', want none", cases[i].url, host);
+        } else if (!ok || strcmp(host, cases[i].host) != 0) {
+            fail_msg("'%s': host '%s' (%d), want '%s'", cases[i].url, host, ok, cases[i].host);
+        }
+    }
+    char small[4];
+    assert_false(ssrf_url_host("https://alerts.example.com/", small, sizeof small));
+}
+
 static void test_allowed_by_the_app_or_the_operator(void **state)
 {
     (void)state;
@@ -85,6 +115,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_literals),
+        cmocka_unit_test(test_url_host),
         cmocka_unit_test(test_allowed_by_the_app_or_the_operator),
         cmocka_unit_test(test_connected_address),
     };

@@ -1245,6 +1245,120 @@ static void test_purge(void **state)
     assert_true(m.body_len > 0); /* undelivered keeps its record */
 }
 
+struct seen_backlog {
+    int n;
+    struct app_backlog b[8];
+};
+
+static void see_backlog(void *ctx, const struct app_backlog *b)
+{
+    struct seen_backlog *seen = ctx;
+    if (seen->n < 8)
+        seen->b[seen->n] = *b;
+    seen->n++;
+}
+
+static struct seen_backlog backlog(struct store *s)
+{
+    struct seen_backlog seen = {0};
+    assert_int_equal(store_app_backlog(s, see_backlog, &seen, NULL), CH_OK);
+    return seen;
+}
+
+/* Per app with waiting messages, by id: how many wait (pending, failed, claimed) and the first
+ * stored of them; parked (disabled app), delivered, dead and skipped messages do not wait. */
+static void test_app_backlog(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "on", true);
+    put_app(s, "off", false);
+    put_app(s, "idle", true);
+    put_app(s, "b", true);
+    struct seen_backlog seen = backlog(s);
+    assert_int_equal(seen.n, 0);
+
+    struct ingest_item a = ingest(s, "msg_a", "on", "begin-call", "a", MSG_DELIVERING, 100);
+    ingest(s, "msg_b", "on", "begin-call", "b", MSG_DELIVERING, 200); /* claimed */
+    struct ingest_item c = ingest(s, "msg_c", "on", "begin-call", "c", MSG_DELIVERING, 300);
+    ingest(s, "msg_w", "on", "end-call", "b", MSG_PENDING, 400); /* waits on msg_b */
+    ingest(s, "msg_s", "on", "end-call", "s", MSG_SKIPPED, 50);
+    ingest(s, "msg_p", "off", "begin-call", "p", MSG_DELIVERING, 10); /* parked */
+    struct ingest_item x = ingest(s, "msg_x", "b", "begin-call", "x", MSG_DELIVERING, 500);
+    struct attempt_result r[2] = {result(a.seq, MSG_PENDING, 1000), result(c.seq, MSG_DEAD, 0)};
+    assert_int_equal(store_record_attempts(s, r, 2, NULL), CH_OK);
+
+    seen = backlog(s);
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.b[0].app_id, "b");
+    assert_int_equal(seen.b[0].waiting, 1);
+    assert_string_equal(seen.b[0].oldest_msg_id, "msg_x");
+    assert_int_equal(seen.b[0].oldest_created_at, 500);
+    assert_string_equal(seen.b[1].app_id, "on");
+    assert_int_equal(seen.b[1].waiting, 3); /* msg_a (failed), msg_b, msg_w */
+    assert_string_equal(seen.b[1].oldest_msg_id, "msg_a");
+    assert_int_equal(seen.b[1].oldest_created_at, 100);
+
+    /* msg_a delivered: msg_b is the first of what waits. */
+    r[0] = result(a.seq, MSG_DELIVERED, 0);
+    assert_int_equal(store_record_attempts(s, r, 1, NULL), CH_OK);
+    seen = backlog(s);
+    assert_int_equal(seen.n, 2);
+    assert_int_equal(seen.b[1].waiting, 2);
+    assert_string_equal(seen.b[1].oldest_msg_id, "msg_b");
+    assert_int_equal(seen.b[1].oldest_created_at, 200);
+
+    /* A disabled app's messages are parked: they wait for it, not for a delivery. */
+    struct attempt_result gone = result(x.seq, MSG_PENDING, 2000);
+    gone.http_status = 410;
+    gone.disable_app = true;
+    gone.app_id = "b";
+    assert_int_equal(store_record_attempts(s, &gone, 1, NULL), CH_OK);
+    seen = backlog(s);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.b[0].app_id, "on");
+}
+
+/* A message's record as ingest stored it (opened when sealed), with its seq and id; empty once
+ * retention emptied it, not the next message's record; CH_ENOTFOUND for no such message. */
+static void test_message_body(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item d = ingest(s, "msg_d", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct ingest_item k = ingest(s, "msg_k", "app", "begin-call", "c2", MSG_DELIVERING, 1000);
+    struct stored_body b;
+    assert_int_equal(store_message_body(s, "msg_d", &b, NULL), CH_OK);
+    assert_non_null(b.body);
+    assert_int_equal(b.seq, d.seq);
+    assert_string_equal(b.msg_id, "msg_d");
+    assert_int_equal(b.body_len, strlen("{\"ActiveCallId\":\"k\"}"));
+    assert_memory_equal(b.body, "{\"ActiveCallId\":\"k\"}", b.body_len);
+    free(b.body);
+
+    struct ch_error err = {0};
+    b.body = (void *)1;
+    b.body_len = 99;
+    assert_int_equal(store_message_body(s, "msg_none", &b, &err), CH_ENOTFOUND);
+    assert_null(b.body);
+    assert_int_equal(b.body_len, 0);
+
+    /* Emptied by retention: nothing, not the next message's record. */
+    struct attempt_result r = result(d.seq, MSG_DELIVERED, 0);
+    r.at_ms = 2000 * 1000LL;
+    assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
+    int64_t payloads = 0, attempts = 0;
+    assert_int_equal(store_purge(s, 2001, 0, &payloads, &attempts, NULL), CH_OK);
+    assert_int_equal(payloads, 1);
+    assert_int_equal(store_message_body(s, "msg_d", &b, NULL), CH_OK);
+    assert_int_equal(b.seq, d.seq);
+    assert_int_equal(b.body_len, 0);
+    free(b.body);
+    assert_int_equal(store_message_body(s, "msg_k", &b, NULL), CH_OK);
+    assert_int_equal(b.seq, k.seq);
+    assert_true(b.body_len > 0);
+    free(b.body);
+}
+
 static int64_t apps_version(struct store *s)
 {
     int64_t v = -1;
@@ -2343,6 +2457,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_durable_across_reopen, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_startup, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_purge, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_app_backlog, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_message_body, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_apps_version, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_rate_take, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_claim_fails_part_way, fresh, close_store),
