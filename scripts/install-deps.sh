@@ -8,6 +8,7 @@ packages=(
     libjansson-dev libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libpq-dev
     postgresql
     libcmocka-dev libgnutls28-dev nodejs npm python3 curl openssl wrk webhook faketime
+    chromium
 )
 
 missing=()

@@ -3,36 +3,39 @@
 
 import { s, fmtClock } from './dom.js';
 
-const W = 720;
-const H = 200;
-const PAD = { left: 40, right: 10, top: 12, bottom: 26 };
+const H = 220;
+const PAD = { left: 44, right: 12, top: 12, bottom: 26 };
 
-// A round top for the y axis: 1, 2, 5, 10, 20, 50...
-function niceMax(v) {
-  if (v <= 4) return 4;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+// A round step for the y axis (1, 2 or 5 times a power of ten) giving at most 5 lines.
+function niceStep(max) {
+  const rough = Math.max(1, max / 5);
+  const p = 10 ** Math.floor(Math.log10(rough));
+  for (const m of [1, 2, 5, 10]) if (m * p >= rough) return m * p;
   return 10 * p;
 }
 
-// series: [{at, delivered, failed}, ...] oldest first.
-export function deliveryChart(series) {
+// series: [{at, delivered, failed}, ...] oldest first; width: the pixels it has (drawn at that
+// size, so its text keeps the page's size).
+export function deliveryChart(series, width) {
+  const W = Math.max(360, Math.round(width || 720));
   const n = Math.max(series.length, 1);
-  const top = niceMax(Math.max(0, ...series.map((p) => (p.delivered || 0) + (p.failed || 0))));
+  const max = Math.max(0, ...series.map((p) => (p.delivered || 0) + (p.failed || 0)));
+  const stepY = niceStep(max);
+  const lines = Math.max(1, Math.ceil(max / stepY));
+  const top = stepY * lines;
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
   const step = plotW / n;
   const barW = Math.max(1, step - 2);
   const y = (v) => PAD.top + plotH - (v / top) * plotH;
   const svg = s('svg', {
-    class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
+    class: 'chart', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img',
     'aria-label': 'Delivered and failed attempts per minute over the last hour',
   });
-  for (let i = 0; i <= 4; i++) {
-    const v = (top * i) / 4;
+  for (let i = 0; i <= lines; i++) {
+    const v = stepY * i;
     svg.append(s('line', { class: i ? 'gridline' : 'axis', x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }));
-    svg.append(s('text', { class: 'tick', x: PAD.left - 6, y: y(v) + 4, 'text-anchor': 'end' },
-      Number.isInteger(v) ? String(v) : v.toFixed(1)));
+    svg.append(s('text', { class: 'tick', x: PAD.left - 8, y: y(v) + 4, 'text-anchor': 'end' }, String(v)));
   }
   series.forEach((p, i) => {
     const x = PAD.left + i * step + 1;

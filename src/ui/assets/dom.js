@@ -62,10 +62,14 @@ export function replace(el, ...children) {
 
 const pad = (n) => String(n).padStart(2, '0');
 
-// Unix seconds as local time, "2026-05-01 14:03:22"; '—' for none.
-export function fmtTime(t) {
+// Unix seconds as local time, "2026-05-01 14:03:22"; '—' for none. short: the time alone
+// when it is today.
+export function fmtTime(t, short) {
   if (t === null || t === undefined || t === 0) return '—';
   const d = new Date(t * 1000);
+  if (short && d.toDateString() === new Date().toDateString()) {
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
@@ -95,6 +99,7 @@ export function fmtAgo(t, now) {
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return '—';
   if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms % 1000 === 0) return `${ms / 1000} s`;
   return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }
 

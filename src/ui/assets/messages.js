@@ -20,6 +20,12 @@ function field(label, control) {
   return h('label', { class: 'field' }, h('span', null, label), control);
 }
 
+// A click anywhere on a row opens its message (a click on a link goes where the link says).
+function openRow(ev) {
+  if (ev.target.closest('a')) return;
+  location.hash = route('messages', ev.currentTarget.dataset.message);
+}
+
 export function mount(el, ctx, params) {
   const query = {};
   for (const k of FILTERS) query[k] = params.get(k) || '';
@@ -78,7 +84,7 @@ export function mount(el, ctx, params) {
       replace(body, h('table', { class: 'grid', id: 'messages' },
         h('thead', null, h('tr', null, h('th', null, 'Created'), h('th', null, 'Voice App'), h('th', null, 'Event'),
           h('th', null, 'Status'), h('th', { class: 'num' }, 'Attempts'), h('th', null, 'ActiveCallId'), h('th', null, 'Last error'))),
-        h('tbody', null, list.map((m) => h('tr', { 'data-message': m.id },
+        h('tbody', null, list.map((m) => h('tr', { 'data-message': m.id, class: 'link', onclick: openRow },
           h('td', { class: 'nowrap' }, h('a', { href: route('messages', m.id), class: 'open' }, fmtTime(m.createdAt))),
           h('td', null, h('a', { href: route('apps', m.voiceAppId) }, m.voiceAppId)),
           h('td', null, m.event),

@@ -71,11 +71,11 @@ function messagesTable(list) {
   return h('table', { class: 'grid' }, h('thead', null, h('tr', null, h('th', null, 'Created'), h('th', null, 'Event'),
     h('th', null, 'Status'), h('th', { class: 'num' }, 'Attempts'), h('th', null, 'ActiveCallId'), h('th', null, 'Last error'))),
   h('tbody', null, list.map((m) => h('tr', { 'data-message': m.id },
-    h('td', null, h('a', { href: route('messages', m.id) }, fmtTime(m.createdAt))),
-    h('td', null, m.event),
+    h('td', { class: 'nowrap' }, h('a', { href: route('messages', m.id) }, fmtTime(m.createdAt, true))),
+    h('td', { class: 'nowrap' }, m.event),
     h('td', null, h('span', { class: ['badge', statusLevel(m.status)] }, m.status)),
     h('td', { class: 'num' }, String(m.attemptCount)),
-    h('td', null, h('code', null, m.dedupeKey)),
+    h('td', null, h('code', { class: 'callid' }, m.dedupeKey)),
     h('td', { class: 'error-text' }, m.lastError || '')))));
 }
 
@@ -152,8 +152,8 @@ export function mount(el, ctx, id) {
     if (!app.BeginCallEventProcessingUrl && app.EndCallEventProcessingUrl) eventSelect.value = 'end-call';
     buttons.push(h('span', { class: 'group' }, eventSelect,
       h('button', { type: 'button', class: 'action', id: 'action-test', onclick: () => sendTest(eventSelect.value) }, 'Send a test event')));
-    buttons.push(h('button', { type: 'button', class: 'action', id: 'action-rotate', onclick: () => { confirming = 'rotate'; renderActions(); } }, 'Rotate secret…'));
-    buttons.push(h('button', { type: 'button', class: 'action', id: 'action-recover', onclick: () => { confirming = 'recover'; renderActions(); } }, 'Recover…'));
+    buttons.push(h('button', { type: 'button', class: 'action quiet', id: 'action-rotate', onclick: () => { confirming = 'rotate'; renderActions(); } }, 'Rotate secret…'));
+    buttons.push(h('button', { type: 'button', class: 'action quiet', id: 'action-recover', onclick: () => { confirming = 'recover'; renderActions(); } }, 'Recover…'));
     const panel = confirmPanel();
     replace(actions, h('div', { class: 'buttons' }, buttons), panel);
   };
@@ -282,7 +282,7 @@ export function mount(el, ctx, id) {
     badge.title = state.detail;
     reason.textContent = !st.enabled ? st.disabledReason || 'disabled by an operator' : '';
     replace(cards, windowCard('Last 5 minutes', st.last5m), windowCard('Last hour', st.last1h), queueCard(st, Date.now() / 1000));
-    replace(chart, deliveryChart(st.series || []));
+    replace(chart, deliveryChart(st.series || [], chart.clientWidth));
     // The app's settings follow a change made elsewhere (a 410 disables it).
     if (app && app.enabled !== st.enabled) loadSettings();
   };
