@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "api/cache.h"
+#include "api/console.h"
 #include "deliver/app.h"
 #include "deliver/probe.h"
 #include "lib/crypto.h"
@@ -24,6 +25,7 @@
 #define LIST_LIMIT_DEFAULT     50
 #define LIST_LIMIT_MAX         500
 #define DEDUPE_KEY_MAX         255
+#define STATS_PATH             "stats" /* GET /v1/voice-apps/stats, so no app has that id */
 
 static bool method_is(const struct api_request *r, const char *m)
 {
@@ -84,18 +86,23 @@ static bool bool_param(struct api_request *r, const char *name, const char *text
     return true;
 }
 
-/* Unix seconds of a query argument, >= 0; false (and a 400 naming it) when it is not. */
-static bool since_param(struct api_request *r, const char *text, int64_t *out)
+/* Unix seconds of the query argument name, >= 0; false (and a 400 naming it) when it is not. */
+static bool time_param(struct api_request *r, const char *name, const char *text, int64_t *out)
 {
     char *end = NULL;
     long long v = strtoll(text, &end, 10);
     if (*text == '\0' || *end != '\0' || v < 0) {
-        http_respond_error(r->http, 400, "invalid_query",
-                           "since: must be unix seconds, not '%.64s'", text);
+        http_respond_error(r->http, 400, "invalid_query", "%s: must be unix seconds, not '%.64s'",
+                           name, text);
         return false;
     }
     *out = v;
     return true;
+}
+
+static bool since_param(struct api_request *r, const char *text, int64_t *out)
+{
+    return time_param(r, "since", text, out);
 }
 
 /* ---- voice apps ---- */
@@ -183,6 +190,14 @@ static void app_put(struct api_request *r, const char *id)
     ch_code rc = store_app_get(r->ctx->store, id, &a, &err);
     if (rc != CH_OK && rc != CH_ENOTFOUND) {
         store_failed(r, &err);
+        return;
+    }
+    if (rc == CH_ENOTFOUND && strcmp(id, STATS_PATH) == 0) {
+        /* GET /v1/voice-apps/stats is the apps' figures: an app of that id could not be read. */
+        http_respond_error(r->http, 400, "invalid_id",
+                           "'%s' is reserved (GET /v1/voice-apps/%s lists the apps' figures); "
+                           "choose another id",
+                           id, STATS_PATH);
         return;
     }
     app_save(r, id, &cfg, &a, rc == CH_OK);
@@ -533,6 +548,8 @@ static json_t *message_json(const struct message_view *m)
     if (o == NULL)
         return NULL;
     json_object_set_new(o, "callType", m->has_call_type ? json_integer(m->call_type) : json_null());
+    json_object_set_new(o, "correlationId",
+                        m->correlation_id[0] ? json_string(m->correlation_id) : json_null());
     json_object_set_new(o, "lastError",
                         m->last_error[0] ? json_string(m->last_error) : json_null());
     json_object_set_new(o, "appDeleted", json_boolean(m->app_deleted));
@@ -559,6 +576,7 @@ static void messages_list(struct api_request *r)
     f.app_id = http_query(r->http, "voiceAppId");
     const char *event = http_query(r->http, "event");
     f.dedupe_key = http_query(r->http, "activeCallId");
+    f.correlation_id = http_query(r->http, "correlationId");
     const char *status = http_query(r->http, "status");
     if (f.app_id && !app_id_valid(f.app_id)) {
         http_respond_error(r->http, 400, "invalid_query",
@@ -577,7 +595,15 @@ static void messages_list(struct api_request *r)
                            DEDUPE_KEY_MAX);
         return;
     }
+    if (f.correlation_id &&
+        (f.correlation_id[0] == '\0' || strlen(f.correlation_id) > DEDUPE_KEY_MAX)) {
+        http_respond_error(r->http, 400, "invalid_query",
+                           "correlationId: 1 to %d characters (a record's CorrelationId)",
+                           DEDUPE_KEY_MAX);
+        return;
+    }
     const char *since = http_query(r->http, "since");
+    const char *until = http_query(r->http, "until");
     const char *limit = http_query(r->http, "limit");
     const char *cursor = http_query(r->http, "cursor");
     if (status) {
@@ -598,6 +624,8 @@ static void messages_list(struct api_request *r)
     }
     char *end;
     if (since && !since_param(r, since, &f.since))
+        return;
+    if (until && !time_param(r, "until", until, &f.until))
         return;
     if (limit && ((f.limit = (int)strtol(limit, &end, 10)) < 1 || f.limit > LIST_LIMIT_MAX ||
                   *end != '\0')) {
@@ -623,8 +651,18 @@ static void messages_list(struct api_request *r)
         json_pack("{s:o, s:s?}", "data", l.data, "nextCursor", l.count == f.limit ? next : NULL));
 }
 
-static void add_attempt(void *ctx, const struct attempt_view *a)
+/* What add_attempt needs beside the attempt: the list, and for its request headers the
+ * message, its app's settings (NULL when gone) and whether the key sees header values. */
+struct attempts_ctx {
+    json_t *list;
+    const struct message_view *m;
+    const struct stored_app *app;
+    bool full;
+};
+
+static void add_attempt(void *arg, const struct attempt_view *a)
 {
+    struct attempts_ctx *ctx = arg;
     json_t *o = json_pack("{s:I, s:I, s:I, s:i}", "at", (json_int_t)(a->at_ms / 1000), "atMs",
                           (json_int_t)a->at_ms, "durationMs", (json_int_t)a->duration_ms,
                           "httpStatus", a->http_status);
@@ -636,7 +674,8 @@ static void add_attempt(void *ctx, const struct attempt_view *a)
     /* A response may not be UTF-8: jansson refuses such strings, so those show as null. */
     json_t *resp = json_string(a->response);
     json_object_set_new(o, "response", resp ? resp : json_null());
-    json_array_append_new(ctx, o);
+    json_object_set_new(o, "requestHeaders", api_request_headers(a, ctx->m, ctx->app, ctx->full));
+    json_array_append_new(ctx->list, o);
 }
 
 static void message_get(struct api_request *r, const char *id)
@@ -647,15 +686,29 @@ static void message_get(struct api_request *r, const char *id)
         store_failed(r, &err);
         return;
     }
-    json_t *o = message_json(&m);
-    json_t *attempts = json_array();
-    if (store_message_attempts(r->ctx->store, m.seq, add_attempt, attempts, &err) != CH_OK) {
-        json_decref(o);
-        json_decref(attempts);
+    /* The app's extra headers, as its settings are now, for the attempts' request headers. */
+    struct stored_app app;
+    ch_code rc = m.app_deleted ? CH_ENOTFOUND : store_app_get(r->ctx->store, m.app_id, &app, &err);
+    if (rc != CH_OK && rc != CH_ENOTFOUND) {
         store_failed(r, &err);
         return;
     }
-    json_object_set_new(o, "attempts", attempts);
+    json_t *o = message_json(&m);
+    struct attempts_ctx ctx = {.list = json_array(),
+                               .m = &m,
+                               .app = rc == CH_OK ? &app : NULL,
+                               .full = r->role == ROLE_ADMIN};
+    if (store_message_attempts(r->ctx->store, m.seq, add_attempt, &ctx, &err) != CH_OK) {
+        json_decref(o);
+        json_decref(ctx.list);
+        if (rc == CH_OK)
+            stored_app_release(&app);
+        store_failed(r, &err);
+        return;
+    }
+    if (rc == CH_OK)
+        stored_app_release(&app);
+    json_object_set_new(o, "attempts", ctx.list);
     respond_json_value(r, 200, o);
 }
 
@@ -894,8 +947,10 @@ static int split_path(char *path, char *seg[6])
 
 /* The query arguments each endpoint takes (NULL-terminated). */
 static const char *const no_args[] = {NULL};
-static const char *const list_args[] = {"voiceAppId", "event", "status", "activeCallId",
-                                        "since",      "limit", "cursor", NULL};
+static const char *const list_args[] = {"voiceAppId",    "event", "status", "activeCallId",
+                                        "correlationId", "since", "until",  "limit",
+                                        "cursor",        NULL};
+static const char *const record_args[] = {"reveal", NULL};
 static const char *const recover_args[] = {"since", NULL};
 static const char *const replay_args[] = {"newId", NULL};
 static const char *const test_args[] = {"event", NULL};
@@ -961,10 +1016,24 @@ static bool route(struct api_request *r, bool run)
         http_respond_error(r->http, 404, "not_found", "no such endpoint: %s", r->http->path);
         return true;
     }
+    if (n == 2 && strcmp(seg[1], "whoami") == 0 && method_is(r, "GET")) {
+        if (args_ok(r, run, no_args) && run)
+            api_whoami(r);
+        return run || r->http->status != 0;
+    }
     if (strcmp(seg[1], "voice-apps") == 0) {
         if (n == 2 && method_is(r, "GET")) {
             if (need_role(r, true) && args_ok(r, run, no_args) && run)
                 app_list(r);
+            return run || r->http->status != 0;
+        }
+        /* The console's figures: the list, and one app's (stats.c). Other methods on
+         * .../voice-apps/stats are an app's (a PUT that would make it is refused). */
+        if (((n == 3 && strcmp(seg[2], STATS_PATH) == 0) ||
+             (n == 4 && strcmp(seg[3], STATS_PATH) == 0)) &&
+            method_is(r, "GET")) {
+            if (need_role(r, true) && args_ok(r, run, no_args) && run)
+                api_console_stats(r, n == 4 ? seg[2] : NULL);
             return run || r->http->status != 0;
         }
         if (n == 4 && method_is(r, "POST") &&
@@ -1022,6 +1091,11 @@ static bool route(struct api_request *r, bool run)
         if (n == 3 && method_is(r, "GET")) {
             if (need_role(r, true) && args_ok(r, run, no_args) && run)
                 message_get(r, seg[2]);
+            return run || r->http->status != 0;
+        }
+        if (n == 4 && strcmp(seg[3], "record") == 0 && method_is(r, "GET")) {
+            if (need_role(r, true) && args_ok(r, run, record_args) && run)
+                api_message_record(r, seg[2]);
             return run || r->http->status != 0;
         }
         if (n == 4 && strcmp(seg[3], "replay") == 0 && method_is(r, "POST")) {

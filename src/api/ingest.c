@@ -29,6 +29,7 @@ struct ingest_job {
     char app_id[APP_ID_MAX + 1];
     char event[16];
     char dedupe_key[CH_RECORD_ID_MAX + 1];
+    char correlation_id[CH_RECORD_ID_MAX + 1]; /* "" when the record has none */
     bool has_call_type;
     long long call_type;
     bool skip;       /* no URL for this event: record it, send nothing */
@@ -98,6 +99,7 @@ static ch_code commit_batch(void *arg, void *const *jobs, size_t n)
         it->app_id = j->app_id;
         it->event = j->event;
         it->dedupe_key = j->dedupe_key;
+        it->correlation_id = j->correlation_id[0] ? j->correlation_id : NULL;
         it->has_call_type = j->has_call_type;
         it->call_type = j->call_type;
         it->body = j->req->http->body.data ? j->req->http->body.data : "";
@@ -268,6 +270,8 @@ bool ingest_handle(struct api_request *r, const char *app_id, const char *event)
     snprintf(j->app_id, sizeof j->app_id, "%s", app_id);
     snprintf(j->event, sizeof j->event, "%s", event);
     snprintf(j->dedupe_key, sizeof j->dedupe_key, "%s", key);
+    if (rec.has_correlation_id)
+        snprintf(j->correlation_id, sizeof j->correlation_id, "%s", rec.correlation_id);
     j->has_call_type = rec.call_type_kind != CH_CALL_TYPE_ABSENT;
     j->call_type = rec.call_type;
     j->skip = strcmp(event, "begin-call") == 0 ? !set.has_begin_url : !set.has_end_url;

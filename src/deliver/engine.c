@@ -361,6 +361,10 @@ static void finish_transfer(struct engine *e, CURL *h, CURLcode code)
     memcpy(p->response, t->response, t->response_len + 1);
     p->r.response = p->response;
     p->r.response_len = t->response_len;
+    /* What it signed with, for the console's request headers (the rest is rebuilt). */
+    p->r.signed_at = t->signed_at;
+    memcpy(p->signature, t->sig_short, sizeof p->signature);
+    p->r.signature = p->signature;
     int done = job->m.attempts + 1;
     bool begin = strcmp(job->m.event, "begin-call") == 0;
 

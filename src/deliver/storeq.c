@@ -81,8 +81,15 @@ static bool write_batch(struct storeq *q, struct storeq_results *b)
         return false;
     bool begin_resolved = false;
     for (size_t i = 0; i < b->n; i++) {
-        r[i] = b->item[i].r;
-        begin_resolved |= b->item[i].begin_resolved;
+        /* The strings live in the item; a batch that grew (realloc) moved them, so they are
+         * pointed at again here rather than trusted from when the result was made. */
+        struct storeq_result *it = &b->item[i];
+        r[i] = it->r;
+        r[i].error = it->r.error ? it->error : NULL;
+        r[i].response = it->r.response ? it->response : NULL;
+        r[i].app_id = it->r.app_id ? it->app_id : NULL;
+        r[i].signature = it->r.signature ? it->signature : NULL;
+        begin_resolved |= it->begin_resolved;
     }
     struct ch_error err = {0};
     ch_code rc = store_record_attempts(q->store, r, b->n, &err);

@@ -25,6 +25,7 @@ struct storeq_result {
     char error[300];
     char response[STOREQ_RESPONSE_CAP + 1];
     char app_id[APP_ID_MAX + 1];
+    char signature[STORE_SIGNATURE_SHORT_MAX];
     bool begin_resolved; /* a begin-call ended: its end-call may be due now */
 };
 

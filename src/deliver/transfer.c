@@ -158,6 +158,8 @@ ch_code transfer_prepare(struct transfer *t, const char *url, const char *msg_id
     snprintf(t->h_id, sizeof t->h_id, "webhook-id: %s", msg_id);
     snprintf(t->h_ts, sizeof t->h_ts, "webhook-timestamp: %lld", (long long)ts);
     snprintf(t->h_sig, sizeof t->h_sig, "webhook-signature: %s", sig);
+    t->signed_at = ts;
+    store_signature_short(sig, t->sig_short, sizeof t->sig_short);
     snprintf(t->h_event, sizeof t->h_event, "X-Call-Event: %s", event);
     set_headers(t);
     curl_easy_setopt(t->easy, CURLOPT_URL, url);

@@ -35,7 +35,9 @@ struct transfer {
     char h_ts[48];
     char h_sig[2 * CH_SIGNATURE_ENTRY_MAX + 32];
     char h_event[48];
-    char response[STOREQ_RESPONSE_CAP + 1]; /* the start of the response body, NUL-ended */
+    int64_t signed_at;                         /* the webhook-timestamp of the attempt */
+    char sig_short[STORE_SIGNATURE_SHORT_MAX]; /* its signature as the store keeps it */
+    char response[STOREQ_RESPONSE_CAP + 1];    /* the start of the response body, NUL-ended */
     size_t response_len;
     long retry_after_s; /* what the response's Retry-After asked for; 0: none */
     bool refused;       /* the SSRF guard stopped it */

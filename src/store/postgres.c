@@ -32,6 +32,18 @@
  * updates of claims and results. */
 #define MESSAGES_FILLFACTOR 50
 
+/* The rollup table's histogram columns: as created; counted from a batch's results (each
+ * delivered attempt's bucket, -1 for a failed one: record_arrays); added to on conflict; summed
+ * over the writers. */
+#define ROLLUP_COLUMN_DEF(i)   ", h" #i " BIGINT NOT NULL DEFAULT 0"
+#define ROLLUP_BUCKET_COUNT(i) ", count(*) FILTER (WHERE r.bucket = " #i ")"
+#define ROLLUP_ADD(i)          ", h" #i " = t.h" #i " + excluded.h" #i
+#define ROLLUP_SUM(i)          ", sum(h" #i ")"
+#define ROLLUP_HISTOGRAM_DEF   STORE_LATENCY_COLUMNS(ROLLUP_COLUMN_DEF)
+#define ROLLUP_HISTOGRAM_COUNT STORE_LATENCY_COLUMNS(ROLLUP_BUCKET_COUNT)
+#define ROLLUP_HISTOGRAM_ADD   STORE_LATENCY_COLUMNS(ROLLUP_ADD)
+#define ROLLUP_HISTOGRAM_SUM   STORE_LATENCY_COLUMNS(ROLLUP_SUM)
+
 static const char *const migrations[] = {
     /* 1 */
     "CREATE TABLE api_keys ("
@@ -170,6 +182,22 @@ static const char *const migrations[] = {
                              "  END IF;"
                              "  RETURN NULL;"
                              " END $$;",
+    /* 9: the operators' console. A record's CorrelationId (to search by; messages stored
+     * before have none), what each attempt signed with (its webhook-timestamp and its
+     * signature cut short), and the per-minute rollup of each app (store.h, "the operators'
+     * console's figures"), a row per connection that writes (writer: its backend pid), so no
+     * two transactions, of one node or of several, ever update one row. */
+    "ALTER TABLE messages ADD COLUMN correlation_id TEXT;"
+    "CREATE INDEX messages_correlation ON messages(correlation_id)"
+    " WHERE correlation_id IS NOT NULL;"
+    "ALTER TABLE attempts ADD COLUMN signed_at BIGINT NOT NULL DEFAULT 0;"
+    "ALTER TABLE attempts ADD COLUMN signature TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE app_minutes (app_id TEXT NOT NULL, minute BIGINT NOT NULL,"
+    " writer INTEGER NOT NULL, ingested BIGINT NOT NULL DEFAULT 0,"
+    " delivered BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,"
+    " dead BIGINT NOT NULL DEFAULT 0" ROLLUP_HISTOGRAM_DEF
+    ", last_error TEXT NOT NULL DEFAULT '', last_error_at_ms BIGINT NOT NULL DEFAULT 0,"
+    " last_error_seq BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (app_id, minute, writer));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -204,6 +232,7 @@ struct pooled {
 struct pg_store {
     struct store base;
     _Atomic int64_t unparked_at_ms; /* the last sweep, monotonic */
+    _Atomic int64_t rollup_pruned;  /* the minute this node last pruned the rollup at */
     char conninfo[1024];
     struct pooled pool[POOL_SIZE];
     pthread_mutex_t lock;
@@ -910,6 +939,26 @@ static void array_release(struct bin_array *a, size_t n)
         free(a[i].data);
 }
 
+/* ---- the console's rollup (store.h, "the operators' console's figures") ---- */
+
+/* Once a minute per node (by the time of what it writes), the rows older than
+ * STORE_ROLLUP_KEEP_S go: a statement of its own, outside the writes' transactions. Every node
+ * may delete the same old rows; nobody writes them any more, so it costs a wait at most. A
+ * failure is logged: the next minute's prune takes them. */
+static void rollup_prune(struct pg_store *db, int64_t at_s)
+{
+    int64_t minute = at_s - at_s % 60;
+    int64_t last = atomic_load(&db->rollup_pruned);
+    if (minute <= last || !atomic_compare_exchange_strong(&db->rollup_pruned, &last, minute))
+        return;
+    char mb[24];
+    const char *values[] = {LL(mb, minute - STORE_ROLLUP_KEEP_S)};
+    struct ch_error err = {0};
+    if (exec1(db, "DELETE FROM app_minutes WHERE minute < $1::bigint", 1, values,
+              "prune the console's rollup", NULL, &err) != CH_OK)
+        log_warn("%s", err.message);
+}
+
 /* ---- ingest: one statement for the batch ---- */
 
 /* The batch comes as arrays, one row per item in message-id order ($10 is the item's place in
@@ -932,8 +981,9 @@ static const struct prepared ingest_sql = {
     " SELECT b.*, a.id IS NOT NULL AS app, a.enabled,"
     "  (SELECT m.seq FROM messages m WHERE m.id = b.id) AS old_seq"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],"
-    "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[]) WITH ORDINALITY"
-    "  AS b(id, app_id, event, dedupe_key, call_type, body, want, at, lease_until, pos, ord)"
+    "  $6::bytea[], $7::int[], $8::bigint[], $9::bigint[], $10::int[], $11::text[])"
+    "  WITH ORDINALITY AS b(id, app_id, event, dedupe_key, call_type, body, want, at,"
+    "  lease_until, pos, corr, ord)"
     " LEFT JOIN voice_apps a ON a.id = b.app_id),"
     " seen AS ("
     " SELECT b.*, (SELECT m.status FROM messages m WHERE m.seq = b.old_seq) AS old_status,"
@@ -942,12 +992,12 @@ static const struct prepared ingest_sql = {
     " fresh AS (SELECT * FROM seen WHERE app AND old_seq IS NULL AND first),"
     " ins AS ("
     " INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status, created_at,"
-    "  next_attempt_at, wait_begin)"
+    "  next_attempt_at, wait_begin, correlation_id)"
     /* A message stored as claimed (1) is this node's until its lease ends, on the database's
      * clock (see claim_due). */
     " SELECT id, app_id, event, dedupe_key, call_type, st, at,"
     "  CASE WHEN st = 1 THEN " DB_NOW_S " + (lease_until - at) ELSE at END,"
-    "  CASE WHEN want = 1 THEN 1 ELSE 0 END"
+    "  CASE WHEN want = 1 THEN 1 ELSE 0 END, corr"
     /* An event of a disabled app waits (0), parked, until the app is enabled. */
     " FROM (SELECT f.*, CASE WHEN f.want = 2 THEN 4 WHEN f.enabled = 0 THEN 0"
     "   WHEN f.want = 1 AND f.event = 'end-call' AND ("
@@ -969,7 +1019,13 @@ static const struct prepared ingest_sql = {
     " SELECT i.seq, f.app_id, i.status, i.next_attempt_at, 1 - f.enabled,"
     "  CASE WHEN f.event = 'begin-call' THEN f.dedupe_key END,"
     "  CASE WHEN f.event = 'end-call' AND f.want = 1 THEN f.dedupe_key END"
-    " FROM ins i JOIN fresh f ON f.id = i.id WHERE i.status IN (0, 1) ORDER BY i.seq)"
+    " FROM ins i JOIN fresh f ON f.id = i.id WHERE i.status IN (0, 1) ORDER BY i.seq),"
+    /* The console's rollup: this connection's row of each app and minute. */
+    " counted AS ("
+    " INSERT INTO app_minutes AS t (app_id, minute, writer, ingested)"
+    " SELECT f.app_id, f.at - f.at % 60, pg_backend_pid(), count(*)"
+    " FROM ins i JOIN fresh f ON f.id = i.id GROUP BY 1, 2 ORDER BY 1, 2"
+    " ON CONFLICT (app_id, minute, writer) DO UPDATE SET ingested = t.ingested + excluded.ingested)"
     " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
     " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
 
@@ -997,6 +1053,7 @@ enum {
     ING_AT,
     ING_LEASE,
     ING_POS,
+    ING_CORR,
     ING_COLUMNS
 };
 
@@ -1005,21 +1062,23 @@ enum {
 static bool ingest_arrays(const struct ingest_item *items, const struct ingest_order *order,
                           size_t n, struct bin_array *a)
 {
-    size_t text[4] = {0}, body = 0;
+    size_t text[5] = {0}, body = 0;
     for (size_t i = 0; i < n; i++) {
         const struct ingest_item *it = &items[i];
         text[0] += strlen(it->msg_id);
         text[1] += strlen(it->app_id);
         text[2] += strlen(it->event);
         text[3] += strlen(it->dedupe_key);
+        text[4] += it->correlation_id ? strlen(it->correlation_id) : 0;
         if (it->body_len > ARRAY_MAX_BYTES || body > ARRAY_MAX_BYTES)
             return false;
         body += it->body_len;
     }
-    static const uint32_t oids[ING_COLUMNS] = {OID_TEXT,  OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,
-                                               OID_BYTEA, OID_INT4, OID_INT8, OID_INT8, OID_INT4};
-    size_t payload[ING_COLUMNS] = {text[0], text[1], text[2], text[3], 8 * n,
-                                   body,    4 * n,   8 * n,   8 * n,   4 * n};
+    static const uint32_t oids[ING_COLUMNS] = {OID_TEXT, OID_TEXT,  OID_TEXT, OID_TEXT,
+                                               OID_INT8, OID_BYTEA, OID_INT4, OID_INT8,
+                                               OID_INT8, OID_INT4,  OID_TEXT};
+    size_t payload[ING_COLUMNS] = {text[0], text[1], text[2], text[3], 8 * n,  body,
+                                   4 * n,   8 * n,   8 * n,   4 * n,   text[4]};
     for (int k = 0; k < ING_COLUMNS; k++) {
         if (!array_init(&a[k], oids[k], n, payload[k])) {
             array_release(a, (size_t)k + 1);
@@ -1041,6 +1100,8 @@ static bool ingest_arrays(const struct ingest_item *items, const struct ingest_o
         array_put_int(&a[ING_AT], it->now, 8);
         array_put_int(&a[ING_LEASE], it->lease_until, 8);
         array_put_int(&a[ING_POS], (int64_t)order[i].index, 4);
+        array_put(&a[ING_CORR], it->correlation_id,
+                  it->correlation_id ? strlen(it->correlation_id) : 0);
     }
     return true;
 }
@@ -1133,6 +1194,8 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
     free(order);
     if (rc == CH_ESTORE)
         rc = CH_EUNAVAILABLE; /* nothing of the batch was stored: the callers answer 503 */
+    if (rc == CH_OK)
+        rollup_prune(db, items[0].now);
     return rc;
 }
 
@@ -1303,40 +1366,81 @@ static const struct prepared record_sql = {
     P_RECORD, "ch_record",
     "WITH r AS ("
     " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],"
-    "  $6::text[], $7::bytea[], $8::int[], $9::bigint[], $10::bigint[]) WITH ORDINALITY"
+    "  $6::text[], $7::bytea[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[],"
+    "  $12::text[], $13::int[]) WITH ORDINALITY"
     "  AS r(seq, at_ms, duration_ms, http_status, error_class, error, response, status, next_at,"
-    "  delivered_at, ord)),"
+    "  delivered_at, signed_at, signature, bucket, ord)),"
     " ins AS ("
     " INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status, error_class, error,"
-    "  response)"
-    " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response FROM r"
-    " ORDER BY ord),"
-    /* Done: out of the queue. A retry: its queue row updated, or made again when a late
-     * result (its lease ran out and another node delivered it) brings a message back; not
-     * for a deleted app's (see below). */
+    "  response, signed_at, signature)"
+    " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response, signed_at,"
+    "  signature FROM r ORDER BY ord),"
+    /* The console's rollup: this connection's row of each app and minute (the app read from
+     * messages, as the statement found it). The last error is the one of the attempt that
+     * ended last. */
+    " rolled AS ("
+    " INSERT INTO app_minutes AS t (app_id, minute, writer, delivered, failed,"
+    "  dead" STORE_LATENCY_LIST ", last_error, last_error_at_ms, last_error_seq)"
+    " SELECT m.app_id, r.at_ms / 60000 * 60, pg_backend_pid(),"
+    "  count(*) FILTER (WHERE r.status = 2), count(*) FILTER (WHERE r.status <> 2),"
+    "  count(*) FILTER (WHERE r.status = 3)" ROLLUP_HISTOGRAM_COUNT ","
+    "  coalesce((array_agg(r.error ORDER BY r.at_ms DESC, r.ord DESC)"
+    "   FILTER (WHERE r.status <> 2))[1], ''),"
+    "  coalesce(max(r.at_ms) FILTER (WHERE r.status <> 2), 0),"
+    "  coalesce((array_agg(r.seq ORDER BY r.at_ms DESC, r.ord DESC)"
+    "   FILTER (WHERE r.status <> 2))[1], 0)"
+    " FROM r JOIN messages m ON m.seq = r.seq GROUP BY 1, 2 ORDER BY 1, 2"
+    " ON CONFLICT (app_id, minute, writer) DO UPDATE SET"
+    "  delivered = t.delivered + excluded.delivered, failed = t.failed + excluded.failed,"
+    "  dead = t.dead + excluded.dead" ROLLUP_HISTOGRAM_ADD ","
+    "  last_error = CASE WHEN excluded.last_error_at_ms >= t.last_error_at_ms"
+    "   THEN excluded.last_error ELSE t.last_error END,"
+    "  last_error_seq = CASE WHEN excluded.last_error_at_ms >= t.last_error_at_ms"
+    "   THEN excluded.last_error_seq ELSE t.last_error_seq END,"
+    "  last_error_at_ms = greatest(t.last_error_at_ms, excluded.last_error_at_ms)),"
+    /* Done: out of the queue. A retry: its queue row
+     * updated, or made again when a late result (its lease
+     * ran out and another node delivered it) brings a
+     * message back; not for a deleted app's (see below).
+     */
     " gone AS (DELETE FROM message_queue"
-    "  WHERE seq = ANY(ARRAY(SELECT seq FROM r WHERE status NOT IN (0, 1))) RETURNING seq),"
+    "  WHERE seq = ANY(ARRAY(SELECT seq FROM r WHERE "
+    "status NOT IN (0, 1))) RETURNING seq),"
     " kept AS ("
-    " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
+    " INSERT INTO message_queue(seq, app_id, status, "
+    "next_attempt_at, parked, begin_key,"
     "  wait_key)"
     " SELECT m.seq, m.app_id, r.status, r.next_at,"
-    "  coalesce((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = m.app_id), 0),"
-    "  CASE WHEN m.event = 'begin-call' THEN m.dedupe_key END,"
-    "  CASE WHEN m.event = 'end-call' AND m.wait_begin = 1 THEN m.dedupe_key END"
+    "  coalesce((SELECT 1 - a.enabled FROM voice_apps a "
+    "WHERE a.id = m.app_id), 0),"
+    "  CASE WHEN m.event = 'begin-call' THEN m.dedupe_key "
+    "END,"
+    "  CASE WHEN m.event = 'end-call' AND m.wait_begin = "
+    "1 THEN m.dedupe_key END"
     " FROM r JOIN messages m ON m.seq = r.seq"
-    " WHERE r.status IN (0, 1) AND m.seq = ANY($1::bigint[]) AND m.app_deleted = 0"
-    " ON CONFLICT (seq) DO UPDATE SET status = excluded.status,"
-    "  next_attempt_at = excluded.next_attempt_at RETURNING seq)"
-    /* The queue rows first, then the messages, as a claim takes them (its FOR UPDATE on the
-     * queue, then its update of messages): the condition on gone and kept is a one-time
-     * filter, run before any messages row is touched, so a claim and a result meeting on a
-     * message whose lease ran out wait on each other in one order, never in a cycle. An
-     * attempt in flight when its app was deleted does not bring it back. */
-    " UPDATE messages m SET status = CASE WHEN m.app_deleted = 1 AND r.status = 0 THEN 3"
-    "  ELSE r.status END, attempts = m.attempts + 1, next_attempt_at = r.next_at,"
+    " WHERE r.status IN (0, 1) AND m.seq = "
+    "ANY($1::bigint[]) AND m.app_deleted = 0"
+    " ON CONFLICT (seq) DO UPDATE SET status = "
+    "excluded.status,"
+    "  next_attempt_at = excluded.next_attempt_at "
+    "RETURNING seq)"
+    /* The queue rows first, then the messages, as a claim
+     * takes them (its FOR UPDATE on the queue, then its
+     * update of messages): the condition on gone and kept
+     * is a one-time filter, run before any messages row is
+     * touched, so a claim and a result meeting on a
+     * message whose lease ran out wait on each other in
+     * one order, never in a cycle. An attempt in flight
+     * when its app was deleted does not bring it back. */
+    " UPDATE messages m SET status = CASE WHEN "
+    "m.app_deleted = 1 AND r.status = 0 THEN 3"
+    "  ELSE r.status END, attempts = m.attempts + 1, "
+    "next_attempt_at = r.next_at,"
     "  delivered_at = r.delivered_at, last_error = r.error"
-    " FROM r WHERE m.seq = ANY($1::bigint[]) AND m.seq = r.seq"
-    " AND (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept) >= 0"};
+    " FROM r WHERE m.seq = ANY($1::bigint[]) AND m.seq = "
+    "r.seq"
+    " AND (SELECT count(*) FROM gone) + (SELECT count(*) "
+    "FROM kept) >= 0"};
 
 enum {
     REC_SEQ,
@@ -1349,6 +1453,9 @@ enum {
     REC_STATUS,
     REC_NEXT,
     REC_DELIVERED,
+    REC_SIGNED_AT,
+    REC_SIGNATURE,
+    REC_BUCKET,
     REC_COLUMNS
 };
 
@@ -1361,18 +1468,20 @@ static const char *or_empty(const char *s)
  * was made is released). */
 static bool record_arrays(const struct attempt_result *res, size_t n, struct bin_array *a)
 {
-    size_t class_len = 0, error_len = 0, response_len = 0;
+    size_t class_len = 0, error_len = 0, response_len = 0, sig_len = 0;
     for (size_t i = 0; i < n; i++) {
         class_len += strlen(or_empty(res[i].error_class));
         error_len += strlen(or_empty(res[i].error));
+        sig_len += strlen(or_empty(res[i].signature));
         if (res[i].response_len > ARRAY_MAX_BYTES || response_len > ARRAY_MAX_BYTES)
             return false;
         response_len += res[i].response ? res[i].response_len : 0;
     }
     static const uint32_t oids[REC_COLUMNS] = {OID_INT8, OID_INT8,  OID_INT8, OID_INT4, OID_TEXT,
-                                               OID_TEXT, OID_BYTEA, OID_INT4, OID_INT8, OID_INT8};
-    size_t payload[REC_COLUMNS] = {8 * n,     8 * n,        8 * n, 4 * n, class_len,
-                                   error_len, response_len, 4 * n, 8 * n, 8 * n};
+                                               OID_TEXT, OID_BYTEA, OID_INT4, OID_INT8, OID_INT8,
+                                               OID_INT8, OID_TEXT,  OID_INT4};
+    size_t payload[REC_COLUMNS] = {8 * n, 8 * n, 8 * n, 4 * n, class_len, error_len, response_len,
+                                   4 * n, 8 * n, 8 * n, 8 * n, sig_len,   4 * n};
     for (int k = 0; k < REC_COLUMNS; k++) {
         if (!array_init(&a[k], oids[k], n, payload[k])) {
             array_release(a, (size_t)k + 1);
@@ -1392,6 +1501,11 @@ static bool record_arrays(const struct attempt_result *res, size_t n, struct bin
         array_put_int(&a[REC_STATUS], r->new_status, 4);
         array_put_int(&a[REC_NEXT], r->next_attempt_at, 8);
         array_put_int(&a[REC_DELIVERED], r->new_status == MSG_DELIVERED ? r->at_ms / 1000 : 0, 8);
+        array_put_int(&a[REC_SIGNED_AT], r->signed_at, 8);
+        array_put(&a[REC_SIGNATURE], or_empty(r->signature), strlen(or_empty(r->signature)));
+        array_put_int(&a[REC_BUCKET],
+                      r->new_status == MSG_DELIVERED ? store_latency_bucket(r->duration_ms) : -1,
+                      4);
     }
     return true;
 }
@@ -1505,15 +1619,18 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *res
         rc = end_transaction(c, rc, "record attempts", err);
     give_back(db, c);
     free(prev);
+    if (rc == CH_OK)
+        rollup_prune(db, res[n - 1].at_ms / 1000);
     return rc;
 }
 
 /* ---- messages for the API ---- */
 
-#define MESSAGE_COLUMNS                                                            \
-    "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error,"                                  \
-    " (SELECT length(b.body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted"
+#define MESSAGE_COLUMNS                                                                       \
+    "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at,"            \
+    " next_attempt_at, delivered_at, last_error,"                                             \
+    " (SELECT length(b.body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted," \
+    " correlation_id"
 
 static void message_row(PGresult *r, int i, struct message_view *m)
 {
@@ -1533,6 +1650,7 @@ static void message_row(PGresult *r, int i, struct message_view *m)
     col_text(r, i, 11, m->last_error, sizeof m->last_error);
     m->body_len = (size_t)col_ll(r, i, 12);
     m->app_deleted = col_ll(r, i, 13) != 0;
+    col_text(r, i, 14, m->correlation_id, sizeof m->correlation_id);
 }
 
 static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
@@ -1562,8 +1680,9 @@ static ch_code message_attempts(struct store *s, int64_t seq,
     const char *values[] = {LL(sb, seq)};
     PGresult *r = NULL;
     ch_code rc = query(db,
-                       "SELECT at_ms, duration_ms, http_status, error_class, error, response"
-                       " FROM attempts WHERE message_seq = $1 ORDER BY at_ms, ctid",
+                       "SELECT at_ms, duration_ms, http_status, error_class, error, response,"
+                       " signed_at, signature FROM attempts WHERE message_seq = $1"
+                       " ORDER BY at_ms, ctid",
                        1, values, NULL, NULL, "read attempts", &r, err);
     if (rc == CH_OK) {
         for (int i = 0; i < PQntuples(r); i++) {
@@ -1582,6 +1701,8 @@ static ch_code message_attempts(struct store *s, int64_t seq,
                     free(resp);
                 }
             }
+            a.signed_at = col_ll(r, i, 6);
+            col_text(r, i, 7, a.signature, sizeof a.signature);
             cb(ctx, &a);
         }
         PQclear(r);
@@ -1595,8 +1716,8 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
 {
     struct pg_store *db = self(s);
     char sql[1024];
-    const char *values[8];
-    char bufs[4][24];
+    const char *values[10];
+    char bufs[5][24];
     int n = 0;
     size_t o =
         (size_t)snprintf(sql, sizeof sql, "SELECT " MESSAGE_COLUMNS " FROM messages WHERE true");
@@ -1613,6 +1734,10 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
         values[n++] = f->dedupe_key;
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND dedupe_key = $%d", n);
     }
+    if (f->correlation_id) {
+        values[n++] = f->correlation_id;
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND correlation_id = $%d", n);
+    }
     if (f->status >= 0) {
         values[n++] = LL(bufs[0], f->status);
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND status = $%d", n);
@@ -1624,6 +1749,10 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
     if (f->since > 0) {
         values[n++] = LL(bufs[1], f->since);
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at >= $%d", n);
+    }
+    if (f->until > 0) {
+        values[n++] = LL(bufs[4], f->until);
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at < $%d", n);
     }
     if (f->before_seq > 0) {
         values[n++] = LL(bufs[2], f->before_seq);
@@ -1680,13 +1809,14 @@ static ch_code message_copy(struct store *s, const char *msg_id, const char *new
     PGresult *r = NULL;
     ch_code rc = query(self(s),
                        "WITH src AS (SELECT m.app_id, m.event, m.dedupe_key, m.call_type,"
-                       " coalesce($4::bytea, b.body) AS body FROM messages m"
+                       " m.correlation_id, coalesce($4::bytea, b.body) AS body FROM messages m"
                        " JOIN message_bodies b ON b.seq = m.seq"
                        " WHERE m.id = $3 AND m.status <> 4 AND m.app_deleted = 0"
                        " AND length(b.body) > 0),"
                        " ins AS (INSERT INTO messages(id, app_id, event, dedupe_key, call_type,"
-                       " status, created_at, next_attempt_at)"
-                       " SELECT $1, app_id, event, dedupe_key, call_type, 0, $2, $2 FROM src"
+                       " status, created_at, next_attempt_at, correlation_id)"
+                       " SELECT $1, app_id, event, dedupe_key, call_type, 0, $2, $2,"
+                       " correlation_id FROM src"
                        " RETURNING " QUEUE_COLUMNS "),"
                        " bod AS (INSERT INTO message_bodies(seq, body)"
                        " SELECT ins.seq, src.body FROM ins, src)"
@@ -1796,6 +1926,97 @@ static ch_code app_stats(struct store *s, void (*cb)(void *ctx, const struct app
         col_text(r, i, 11, a.last_error, sizeof a.last_error);
         col_text(r, i, 13, a.last_error_msg, sizeof a.last_error_msg);
         cb(ctx, &a);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- the console's reads ---- */
+
+/* Per app: its waiting messages from message_queue (which holds only them, parked or not), the
+ * first-stored one's created_at, and the last error of the rollup's rows. Ordered by id byte
+ * by byte ("C"), as SQLite orders. $1: one app, or NULL for all. */
+static ch_code app_console(struct store *s, const char *app_id,
+                           void (*cb)(void *ctx, const struct app_console *a), void *ctx,
+                           struct ch_error *err)
+{
+    const char *values[] = {app_id};
+    PGresult *r = NULL;
+    ch_code rc = query(
+        self(s),
+        "SELECT a.id, a.enabled, a.disabled_reason, coalesce(q.waiting, 0),"
+        " coalesce((SELECT m.created_at FROM messages m WHERE m.seq = q.oldest), 0),"
+        " e.last_error, e.last_error_at_ms,"
+        " (SELECT m.id FROM messages m WHERE m.seq = e.last_error_seq)"
+        " FROM voice_apps a"
+        " LEFT JOIN (SELECT app_id, count(*) AS waiting, min(seq) AS oldest FROM message_queue"
+        "  WHERE $1::text IS NULL OR app_id = $1 GROUP BY app_id) q ON q.app_id = a.id"
+        " LEFT JOIN (SELECT DISTINCT ON (app_id) app_id, last_error, last_error_at_ms,"
+        "  last_error_seq FROM app_minutes"
+        "  WHERE last_error_at_ms > 0 AND ($1::text IS NULL OR app_id = $1)"
+        "  ORDER BY app_id, last_error_at_ms DESC) e ON e.app_id = a.id"
+        " WHERE $1::text IS NULL OR a.id = $1 ORDER BY a.id COLLATE \"C\"",
+        1, values, NULL, NULL, "the console's apps", &r, err);
+    for (int i = 0; rc == CH_OK && i < PQntuples(r); i++) {
+        struct app_console a = {.enabled = col_ll(r, i, 1) != 0,
+                                .waiting = col_ll(r, i, 3),
+                                .oldest_waiting_at = col_ll(r, i, 4),
+                                .last_error_at_ms = col_ll(r, i, 6)};
+        col_text(r, i, 0, a.id, sizeof a.id);
+        col_text(r, i, 2, a.disabled_reason, sizeof a.disabled_reason);
+        col_text(r, i, 5, a.last_error, sizeof a.last_error);
+        col_text(r, i, 7, a.last_error_msg, sizeof a.last_error_msg);
+        cb(ctx, &a);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static ch_code app_minutes(struct store *s, const char *app_id, int64_t from_minute,
+                           void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                           void *ctx, struct ch_error *err)
+{
+    char fb[24];
+    const char *values[] = {LL(fb, from_minute), app_id};
+    PGresult *r = NULL;
+    ch_code rc = query(self(s),
+                       "SELECT app_id, minute, sum(ingested), sum(delivered), sum(failed),"
+                       " sum(dead)" ROLLUP_HISTOGRAM_SUM " FROM app_minutes"
+                       " WHERE minute >= $1::bigint AND ($2::text IS NULL OR app_id = $2)"
+                       " GROUP BY app_id, minute",
+                       2, values, NULL, NULL, "the console's minutes", &r, err);
+    for (int i = 0; rc == CH_OK && i < PQntuples(r); i++) {
+        struct store_minute m = {.at = col_ll(r, i, 1),
+                                 .ingested = col_ll(r, i, 2),
+                                 .delivered = col_ll(r, i, 3),
+                                 .failed = col_ll(r, i, 4),
+                                 .dead = col_ll(r, i, 5)};
+        for (int b = 0; b < STORE_LATENCY_BUCKETS; b++)
+            m.latency[b] = col_ll(r, i, 6 + b);
+        cb(ctx, PQgetvalue(r, i, 0), &m);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static ch_code message_body(struct store *s, const char *msg_id, struct stored_body *out,
+                            struct ch_error *err)
+{
+    const char *values[] = {msg_id};
+    PGresult *r = NULL;
+    ch_code rc = query(self(s),
+                       "SELECT m.seq, m.id, b.body FROM messages m"
+                       " LEFT JOIN message_bodies b ON b.seq = m.seq WHERE m.id = $1",
+                       1, values, NULL, NULL, "read a record", &r, err);
+    if (rc == CH_OK && PQntuples(r) == 0)
+        rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s'", msg_id);
+    if (rc == CH_OK) {
+        out->seq = col_ll(r, 0, 0);
+        col_text(r, 0, 1, out->msg_id, sizeof out->msg_id);
+        out->body_len = 0;
+        out->body = PQgetisnull(r, 0, 2) ? calloc(1, 1) : col_bytes(r, 0, 2, &out->body_len);
+        if (out->body == NULL)
+            rc = ch_error_set(err, CH_ENOMEM, "out of memory reading a record");
     }
     PQclear(r);
     return rc;
@@ -2010,6 +2231,9 @@ static const struct store_ops pg_ops = {
     .purge = purge,
     .stats = stats,
     .app_stats = app_stats,
+    .app_console = app_console,
+    .app_minutes = app_minutes,
+    .message_body = message_body,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,

@@ -27,6 +27,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The rollup table's histogram columns, as created, bound (one parameter each) and added to on
+ * conflict. */
+#define ROLLUP_COLUMN_DEF(i)  ", h" #i " INTEGER NOT NULL DEFAULT 0"
+#define ROLLUP_PARAM(i)       ", ?"
+#define ROLLUP_ADD(i)         ", h" #i " = h" #i " + excluded.h" #i
+#define ROLLUP_HISTOGRAM_DEF  STORE_LATENCY_COLUMNS(ROLLUP_COLUMN_DEF)
+#define ROLLUP_HISTOGRAM_BIND STORE_LATENCY_COLUMNS(ROLLUP_PARAM)
+#define ROLLUP_HISTOGRAM_ADD  STORE_LATENCY_COLUMNS(ROLLUP_ADD)
+
 /* Each migration moves the schema one version up; they run in order inside a transaction. */
 static const char *const migrations[] = {
     /* 1 */
@@ -91,6 +100,22 @@ static const char *const migrations[] = {
     "  END;",
     /* 5: the store's own settings (a data key's check value). */
     "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 7: the operators' console. A record's CorrelationId (to search by; messages stored
+     * before have none), the parked messages indexed (the console counts a disabled app's
+     * waiting messages without reading the table; only parked rows are in it), what each
+     * attempt signed with (its webhook-timestamp and its signature cut short), and the
+     * per-minute rollup of each app (store.h, "the operators' console's figures"). */
+    "ALTER TABLE messages ADD COLUMN correlation_id TEXT;"
+    "CREATE INDEX messages_correlation ON messages(correlation_id)"
+    " WHERE correlation_id IS NOT NULL;"
+    "CREATE INDEX messages_parked ON messages(app_id) WHERE parked = 1 AND status IN (0, 1);"
+    "ALTER TABLE attempts ADD COLUMN signed_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE attempts ADD COLUMN signature TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE app_minutes (app_id TEXT NOT NULL, minute INTEGER NOT NULL,"
+    " ingested INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0,"
+    " failed INTEGER NOT NULL DEFAULT 0, dead INTEGER NOT NULL DEFAULT 0" ROLLUP_HISTOGRAM_DEF
+    ", last_error TEXT NOT NULL DEFAULT '', last_error_at_ms INTEGER NOT NULL DEFAULT 0,"
+    " last_error_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (app_id, minute)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -115,6 +140,9 @@ enum stmt_id {
     W_RATE_TRIM,
     W_RATE_SUM,
     W_RATE_INSERT,
+    W_ROLLUP_INGESTED,
+    W_ROLLUP_ATTEMPTS,
+    W_ROLLUP_PRUNE,
     R_FIRST_,
     R_KEY_LOOKUP = R_FIRST_,
     R_APP_GET,
@@ -137,8 +165,8 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_INGEST_BEGIN_OPEN] = "SELECT 1 FROM messages WHERE app_id = ? AND dedupe_key = ?"
                             " AND event = 'begin-call' AND status IN (0, 1) LIMIT 1",
     [W_INGEST_INSERT] = "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status,"
-                        " created_at, next_attempt_at, wait_begin, parked)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+                        " created_at, next_attempt_at, wait_begin, parked, correlation_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
     [W_INGEST_BODY] = "INSERT INTO message_bodies(seq, body) VALUES (?, ?)",
     /* One statement claims the batch: the subquery picks (in due order, leaving end-calls
      * whose begin-call is still open), the UPDATE leases them and returns them with their
@@ -156,12 +184,14 @@ static const char *const stmt_sql[STMT_COUNT_] = {
         " RETURNING seq, id, app_id, event, dedupe_key, attempts, created_at,"
         " (SELECT body FROM message_bodies b WHERE b.seq = messages.seq)",
     [W_ATTEMPT_INSERT] = "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
-                         " error_class, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    /* An attempt that was in flight when its app was deleted does not bring it back. */
+                         " error_class, error, response, signed_at, signature)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    /* An attempt that was in flight when its app was deleted does not bring it back. The app
+     * it returns is the rollup's. */
     [W_ATTEMPT_UPDATE] =
         "UPDATE messages SET status = CASE WHEN app_deleted = 1 AND ?1 = 0 THEN 3 ELSE ?1 END,"
         " attempts = attempts + 1, next_attempt_at = ?2, delivered_at = ?3, last_error = ?4"
-        " WHERE seq = ?5",
+        " WHERE seq = ?5 RETURNING app_id",
     [W_APP_DISABLE] = "UPDATE voice_apps SET enabled = 0, disabled_reason = ? WHERE id = ?",
     [W_RELEASE] =
         "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ? AND status = 1",
@@ -169,6 +199,23 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_RATE_TRIM] = "DELETE FROM rate_grants WHERE app_id = ? AND at_ms <= ?",
     [W_RATE_SUM] = "SELECT coalesce(sum(n), 0) FROM rate_grants WHERE app_id = ?",
     [W_RATE_INSERT] = "INSERT INTO rate_grants(app_id, at_ms, n) VALUES (?, ?, ?)",
+    [W_ROLLUP_INGESTED] = "INSERT INTO app_minutes(app_id, minute, ingested) VALUES (?, ?, ?)"
+                          " ON CONFLICT(app_id, minute) DO UPDATE"
+                          " SET ingested = ingested + excluded.ingested",
+    /* The last error is the one of the attempt that ended last (a later batch may hold an
+     * earlier attempt: results come back in any order). */
+    [W_ROLLUP_ATTEMPTS] =
+        "INSERT INTO app_minutes(app_id, minute, delivered, failed, dead" STORE_LATENCY_LIST
+        ", last_error, last_error_at_ms, last_error_seq)"
+        " VALUES (?, ?, ?, ?, ?" ROLLUP_HISTOGRAM_BIND ", ?, ?, ?)"
+        " ON CONFLICT(app_id, minute) DO UPDATE SET delivered = delivered + excluded.delivered,"
+        " failed = failed + excluded.failed, dead = dead + excluded.dead" ROLLUP_HISTOGRAM_ADD
+        ", last_error = CASE WHEN excluded.last_error_at_ms >= last_error_at_ms"
+        "  THEN excluded.last_error ELSE last_error END,"
+        " last_error_seq = CASE WHEN excluded.last_error_at_ms >= last_error_at_ms"
+        "  THEN excluded.last_error_seq ELSE last_error_seq END,"
+        " last_error_at_ms = max(last_error_at_ms, excluded.last_error_at_ms)",
+    [W_ROLLUP_PRUNE] = "DELETE FROM app_minutes WHERE minute < ?",
     [R_APPS_VERSION] = "SELECT version FROM apps_version WHERE id = 1",
     [R_KEY_LOOKUP] = "SELECT role FROM api_keys WHERE hash = ? AND revoked = 0",
     [R_APP_GET] = "SELECT " APP_COLUMNS " FROM voice_apps WHERE id = ?",
@@ -200,10 +247,28 @@ struct checkpointer {
     atomic_int copied; /* frames the thread's last pass copied back, 0 once the writer did */
 };
 
+/* One app's minute of the rollup, gathered from a batch before it is written (rollup_add_*). */
+struct rollup_entry {
+    char app_id[129];
+    struct store_minute m;
+    char last_error[300];
+    int64_t last_error_at_ms, last_error_seq;
+};
+
+/* The batch's entries: the writer's, under its lock, kept between batches (no allocation per
+ * batch once it has grown). */
+struct rollup {
+    struct rollup_entry *e;
+    size_t n, cap;
+    size_t hit; /* the entry found last: a batch's results mostly come app after app */
+};
+
 struct sqlite_store {
     struct store base;
     sqlite3 *w, *r;
     struct checkpointer cp;
+    struct rollup rollup;
+    int64_t rollup_pruned;        /* the minute the rollup was last pruned at */
     sqlite3_stmt *q[STMT_COUNT_]; /* prepared on first use, under the connection's lock */
     bool sync_normal;             /* the writer is at synchronous=NORMAL (inside begin/finish) */
     int lock_fd;                  /* the ".lock" file held by the serving process, or -1 */
@@ -566,6 +631,102 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
     return rc;
 }
 
+/* ---- the console's rollup (store.h, "the operators' console's figures") ---- */
+
+/* The entry of app_id's minute at (unix seconds) in the batch, added when new; NULL when out of
+ * memory (the batch is then written without it: figures, not data). */
+static struct rollup_entry *rollup_entry(struct rollup *r, const char *app_id, int64_t at)
+{
+    int64_t minute = at - at % 60;
+    if (r->hit < r->n && r->e[r->hit].m.at == minute && strcmp(r->e[r->hit].app_id, app_id) == 0)
+        return &r->e[r->hit];
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->e[i].m.at == minute && strcmp(r->e[i].app_id, app_id) == 0) {
+            r->hit = i;
+            return &r->e[i];
+        }
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct rollup_entry *e = realloc(r->e, cap * sizeof *e);
+        if (e == NULL)
+            return NULL;
+        r->e = e;
+        r->cap = cap;
+    }
+    struct rollup_entry *e = &r->e[r->n];
+    memset(e, 0, sizeof *e);
+    snprintf(e->app_id, sizeof e->app_id, "%s", app_id);
+    e->m.at = minute;
+    r->hit = r->n++;
+    return e;
+}
+
+static void rollup_add_attempt(struct rollup *r, const char *app_id, const struct attempt_result *a)
+{
+    struct rollup_entry *e = rollup_entry(r, app_id, a->at_ms / 1000);
+    if (e == NULL)
+        return;
+    if (a->new_status == MSG_DELIVERED) {
+        e->m.delivered++;
+        e->m.latency[store_latency_bucket(a->duration_ms)]++;
+        return;
+    }
+    e->m.failed++;
+    e->m.dead += a->new_status == MSG_DEAD;
+    if (a->at_ms >= e->last_error_at_ms) {
+        snprintf(e->last_error, sizeof e->last_error, "%s", a->error ? a->error : "");
+        e->last_error_at_ms = a->at_ms;
+        e->last_error_seq = a->seq;
+    }
+}
+
+/* Writes the batch's entries and empties it; once a minute (by the batch's time) also prunes
+ * the rows older than STORE_ROLLUP_KEEP_S. In the caller's transaction, on the writer. */
+static ch_code rollup_write(struct sqlite_store *db, enum stmt_id id, struct ch_error *err)
+{
+    struct rollup *r = &db->rollup;
+    sqlite3_stmt *st = NULL;
+    ch_code rc = r->n > 0 ? stmt(db, id, &st, err) : CH_OK;
+    int64_t latest = 0;
+    for (size_t i = 0; rc == CH_OK && i < r->n; i++) {
+        const struct rollup_entry *e = &r->e[i];
+        int k = 1;
+        sqlite3_bind_text(st, k++, e->app_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, k++, e->m.at);
+        if (id == W_ROLLUP_INGESTED) {
+            sqlite3_bind_int64(st, k++, e->m.ingested);
+        } else {
+            sqlite3_bind_int64(st, k++, e->m.delivered);
+            sqlite3_bind_int64(st, k++, e->m.failed);
+            sqlite3_bind_int64(st, k++, e->m.dead);
+            for (int b = 0; b < STORE_LATENCY_BUCKETS; b++)
+                sqlite3_bind_int64(st, k++, e->m.latency[b]);
+            sqlite3_bind_text(st, k++, e->last_error, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, k++, e->last_error_at_ms);
+            sqlite3_bind_int64(st, k++, e->last_error_seq);
+        }
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_error(err, db->w, "rollup");
+        sqldb_done(st);
+        latest = e->m.at > latest ? e->m.at : latest;
+    }
+    r->n = 0;
+    r->hit = 0;
+    if (rc == CH_OK && latest > db->rollup_pruned) {
+        rc = stmt(db, W_ROLLUP_PRUNE, &st, err);
+        if (rc == CH_OK) {
+            sqlite3_bind_int64(st, 1, latest - STORE_ROLLUP_KEEP_S);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = db_error(err, db->w, "prune the rollup");
+            sqldb_done(st);
+        }
+        if (rc == CH_OK)
+            db->rollup_pruned = latest;
+    }
+    return rc;
+}
+
 /* ---- ingest ---- */
 
 static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool skip,
@@ -623,6 +784,10 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
     sqlite3_bind_int64(ins, 8, status == MSG_DELIVERING ? it->lease_until : it->now);
     sqlite3_bind_int(ins, 9, wait_begin);
     sqlite3_bind_int(ins, 10, !enabled);
+    if (it->correlation_id)
+        sqlite3_bind_text(ins, 11, it->correlation_id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(ins, 11);
     step = sqlite3_step(ins);
     sqldb_done(ins);
     if (step != SQLITE_DONE)
@@ -651,6 +816,9 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
         return db_error(err, db->w, "ingest: insert record");
     it->status = status;
     it->result = CH_OK;
+    struct rollup_entry *e = rollup_entry(&db->rollup, it->app_id, it->now);
+    if (e)
+        e->m.ingested++;
     return CH_OK;
 }
 
@@ -666,6 +834,9 @@ static ch_code ingest(struct store *s, struct ingest_item *items, size_t n, stru
         bool wait_begin = items[i].want == INGEST_WAIT_BEGIN;
         rc = ingest_one(db, &items[i], skip, wait_begin, err);
     }
+    if (rc == CH_OK)
+        rc = rollup_write(db, W_ROLLUP_INGESTED, err);
+    db->rollup.n = 0; /* a failed batch counts nothing */
     rc = finish(db, rc, err);
     if (rc == CH_ESTORE)
         rc = CH_EUNAVAILABLE; /* nothing was stored: the caller answers 503 */
@@ -759,6 +930,8 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
             sqlite3_bind_blob64(ins, 7, a->response, a->response_len, SQLITE_STATIC);
         else
             sqlite3_bind_null(ins, 7);
+        sqlite3_bind_int64(ins, 8, a->signed_at);
+        sqlite3_bind_text(ins, 9, a->signature ? a->signature : "", -1, SQLITE_STATIC);
         int step = sqlite3_step(ins);
         sqldb_done(ins);
         if (step != SQLITE_DONE) {
@@ -771,8 +944,10 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
         sqlite3_bind_text(upd, 4, a->error ? a->error : "", -1, SQLITE_STATIC);
         sqlite3_bind_int64(upd, 5, a->seq);
         step = sqlite3_step(upd);
+        if (step == SQLITE_ROW)
+            rollup_add_attempt(&db->rollup, (const char *)sqlite3_column_text(upd, 0), a);
         sqldb_done(upd);
-        if (step != SQLITE_DONE) {
+        if (step != SQLITE_DONE && step != SQLITE_ROW) {
             rc = db_error(err, db->w, "update message");
             break;
         }
@@ -785,6 +960,9 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
                 rc = db_error(err, db->w, "disable voice app");
         }
     }
+    if (rc == CH_OK)
+        rc = rollup_write(db, W_ROLLUP_ATTEMPTS, err);
+    db->rollup.n = 0; /* a failed batch counts nothing */
     rc = finish(db, rc, err);
     pthread_mutex_unlock(&db->wlock);
     return rc;
@@ -1066,10 +1244,11 @@ static ch_code rate_take(struct store *s, const char *app_id, int64_t limit_per_
 
 /* ---- messages for the API ---- */
 
-#define MESSAGE_COLUMNS                                                            \
-    "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at," \
-    " next_attempt_at, delivered_at, last_error,"                                  \
-    " (SELECT length(body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted"
+#define MESSAGE_COLUMNS                                                                     \
+    "seq, id, app_id, event, dedupe_key, call_type, status, attempts, created_at,"          \
+    " next_attempt_at, delivered_at, last_error,"                                           \
+    " (SELECT length(body) FROM message_bodies b WHERE b.seq = messages.seq), app_deleted," \
+    " correlation_id"
 
 static void message_row(sqlite3_stmt *st, struct message_view *m)
 {
@@ -1089,6 +1268,7 @@ static void message_row(sqlite3_stmt *st, struct message_view *m)
     text_col(st, 11, m->last_error, sizeof m->last_error);
     m->body_len = (size_t)sqlite3_column_int64(st, 12);
     m->app_deleted = sqlite3_column_int(st, 13) != 0;
+    text_col(st, 14, m->correlation_id, sizeof m->correlation_id);
 }
 
 static ch_code message_get(struct store *s, const char *msg_id, struct message_view *out,
@@ -1121,8 +1301,8 @@ static ch_code message_attempts(struct store *s, int64_t seq,
     pthread_mutex_lock(&db->rlock);
     sqlite3_stmt *st = NULL;
     ch_code rc = prepare(db->r,
-                         "SELECT at_ms, duration_ms, http_status, error_class, error, response"
-                         " FROM attempts WHERE message_seq = ? ORDER BY rowid",
+                         "SELECT at_ms, duration_ms, http_status, error_class, error, response,"
+                         " signed_at, signature FROM attempts WHERE message_seq = ? ORDER BY rowid",
                          &st, err);
     int step = SQLITE_DONE;
     if (rc == CH_OK)
@@ -1141,6 +1321,8 @@ static ch_code message_attempts(struct store *s, int64_t seq,
         if (len > 0)
             memcpy(a.response, sqlite3_column_blob(st, 5), (size_t)len);
         a.response[len > 0 ? len : 0] = '\0';
+        a.signed_at = sqlite3_column_int64(st, 6);
+        text_col(st, 7, a.signature, sizeof a.signature);
         cb(ctx, &a);
     }
     if (rc == CH_OK && step != SQLITE_DONE)
@@ -1165,6 +1347,8 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND event = :event");
     if (f->dedupe_key)
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND dedupe_key = :key");
+    if (f->correlation_id)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND correlation_id = :corr");
     if (f->status >= 0)
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND status = :status");
     if (f->attempted == 0)
@@ -1173,6 +1357,8 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND attempts > 0");
     if (f->since > 0)
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at >= :since");
+    if (f->until > 0)
+        o += (size_t)snprintf(sql + o, sizeof sql - o, " AND created_at < :until");
     if (f->before_seq > 0)
         o += (size_t)snprintf(sql + o, sizeof sql - o, " AND seq < :before");
     snprintf(sql + o, sizeof sql - o, " ORDER BY seq DESC LIMIT :limit");
@@ -1189,7 +1375,10 @@ static ch_code message_list(struct store *s, const struct message_filter *f,
         sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":key"), f->dedupe_key, -1,
                           SQLITE_STATIC);
         sqlite3_bind_int(st, sqlite3_bind_parameter_index(st, ":status"), f->status);
+        sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":corr"), f->correlation_id, -1,
+                          SQLITE_STATIC);
         sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":since"), f->since);
+        sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":until"), f->until);
         sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":before"), f->before_seq);
         sqlite3_bind_int(st, sqlite3_bind_parameter_index(st, ":limit"), f->limit);
     }
@@ -1242,8 +1431,9 @@ static ch_code message_copy(struct store *s, const char *msg_id, const char *new
         rc = prepare(
             db->w,
             "INSERT INTO messages(id, app_id, event, dedupe_key, call_type, status,"
-            " created_at, next_attempt_at, parked)"
+            " created_at, next_attempt_at, parked, correlation_id)"
             " SELECT ?1, app_id, event, dedupe_key, call_type, 0, ?2, ?2, " PARKED_IF_DISABLED_EXPR
+            ", correlation_id"
             " FROM messages"
             " JOIN message_bodies b ON b.seq = messages.seq"
             " WHERE messages.id = ?3 AND status <> 4 AND app_deleted = 0"
@@ -1405,6 +1595,135 @@ static ch_code app_stats(struct store *s, void (*cb)(void *ctx, const struct app
     return rc;
 }
 
+/* ---- the console's reads ---- */
+
+/* Per app: the waiting messages, through the two partial indexes that hold only them (the due
+ * index: unparked; messages_parked: parked), the first-stored one's created_at, and the last
+ * error of the rollup's rows (the row with the latest: SQLite takes a bare column from the row
+ * where max() is found). ?1: one app, or NULL for all. */
+static const char app_console_sql[] =
+    "SELECT a.id, a.enabled, a.disabled_reason, coalesce(q.waiting, 0),"
+    " coalesce((SELECT created_at FROM messages m WHERE m.seq = q.oldest), 0),"
+    " e.last_error, e.at_ms, (SELECT id FROM messages m WHERE m.seq = e.last_error_seq)"
+    " FROM voice_apps a"
+    " LEFT JOIN (SELECT app_id, count(*) AS waiting, min(seq) AS oldest FROM ("
+    "  SELECT app_id, seq FROM messages INDEXED BY messages_due"
+    "  WHERE status IN (0, 1) AND parked = 0 AND (?1 IS NULL OR app_id = ?1)"
+    "  UNION ALL SELECT app_id, seq FROM messages INDEXED BY messages_parked"
+    "  WHERE status IN (0, 1) AND parked = 1 AND (?1 IS NULL OR app_id = ?1))"
+    "  GROUP BY app_id) q ON q.app_id = a.id"
+    " LEFT JOIN (SELECT app_id, last_error, max(last_error_at_ms) AS at_ms, last_error_seq"
+    "  FROM app_minutes WHERE last_error_at_ms > 0 AND (?1 IS NULL OR app_id = ?1)"
+    "  GROUP BY app_id) e ON e.app_id = a.id"
+    " WHERE ?1 IS NULL OR a.id = ?1 ORDER BY a.id";
+
+static ch_code app_console(struct store *s, const char *app_id,
+                           void (*cb)(void *ctx, const struct app_console *a), void *ctx,
+                           struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r, app_console_sql, &st, err);
+    int step = SQLITE_DONE;
+    if (rc == CH_OK) {
+        if (app_id)
+            sqlite3_bind_text(st, 1, app_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 1);
+    }
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct app_console a = {.enabled = sqlite3_column_int(st, 1) != 0,
+                                .waiting = sqlite3_column_int64(st, 3),
+                                .oldest_waiting_at = sqlite3_column_int64(st, 4),
+                                .last_error_at_ms = sqlite3_column_int64(st, 6)};
+        text_col(st, 0, a.id, sizeof a.id);
+        text_col(st, 2, a.disabled_reason, sizeof a.disabled_reason);
+        text_col(st, 5, a.last_error, sizeof a.last_error);
+        text_col(st, 7, a.last_error_msg, sizeof a.last_error_msg);
+        cb(ctx, &a);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "the console's apps");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code app_minutes(struct store *s, const char *app_id, int64_t from_minute,
+                           void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                           void *ctx, struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc =
+        prepare(db->r,
+                "SELECT app_id, minute, ingested, delivered, failed, dead" STORE_LATENCY_LIST
+                " FROM app_minutes WHERE minute >= ?1 AND (?2 IS NULL OR app_id = ?2)",
+                &st, err);
+    int step = SQLITE_DONE;
+    if (rc == CH_OK) {
+        sqlite3_bind_int64(st, 1, from_minute);
+        if (app_id)
+            sqlite3_bind_text(st, 2, app_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 2);
+    }
+    while (rc == CH_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_minute m = {.at = sqlite3_column_int64(st, 1),
+                                 .ingested = sqlite3_column_int64(st, 2),
+                                 .delivered = sqlite3_column_int64(st, 3),
+                                 .failed = sqlite3_column_int64(st, 4),
+                                 .dead = sqlite3_column_int64(st, 5)};
+        for (int b = 0; b < STORE_LATENCY_BUCKETS; b++)
+            m.latency[b] = sqlite3_column_int64(st, 6 + b);
+        cb(ctx, (const char *)sqlite3_column_text(st, 0), &m);
+    }
+    if (rc == CH_OK && step != SQLITE_DONE)
+        rc = db_error(err, db->r, "the console's minutes");
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
+static ch_code message_body(struct store *s, const char *msg_id, struct stored_body *out,
+                            struct ch_error *err)
+{
+    struct sqlite_store *db = self(s);
+    pthread_mutex_lock(&db->rlock);
+    sqlite3_stmt *st = NULL;
+    ch_code rc = prepare(db->r,
+                         "SELECT m.seq, m.id, b.body FROM messages m"
+                         " LEFT JOIN message_bodies b ON b.seq = m.seq WHERE m.id = ?",
+                         &st, err);
+    if (rc == CH_OK) {
+        sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            out->seq = sqlite3_column_int64(st, 0);
+            text_col(st, 1, out->msg_id, sizeof out->msg_id);
+            size_t len = (size_t)sqlite3_column_bytes(st, 2);
+            out->body = malloc(len + 1);
+            if (out->body == NULL) {
+                rc = ch_error_set(err, CH_ENOMEM, "out of memory reading a record");
+            } else {
+                if (len > 0)
+                    memcpy(out->body, sqlite3_column_blob(st, 2), len);
+                ((char *)out->body)[len] = '\0';
+                out->body_len = len;
+            }
+        } else if (step == SQLITE_DONE) {
+            rc = ch_error_set(err, CH_ENOTFOUND, "no message '%s'", msg_id);
+        } else {
+            rc = db_error(err, db->r, "read a record");
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->rlock);
+    return rc;
+}
+
 /* ---- checkpoints ---- */
 
 static void *checkpoint_main(void *arg)
@@ -1502,6 +1821,7 @@ static void sqlite_close(struct store *s)
     pthread_mutex_destroy(&db->rlock);
     pthread_mutex_destroy(&db->cp.lock);
     pthread_cond_destroy(&db->cp.wake);
+    free(db->rollup.e);
     free(db);
 }
 
@@ -1532,6 +1852,9 @@ static const struct store_ops sqlite_ops = {
     .purge = purge,
     .stats = stats,
     .app_stats = app_stats,
+    .app_console = app_console,
+    .app_minutes = app_minutes,
+    .message_body = message_body,
     .apps_version = apps_version,
     .rate_take = rate_take,
     .meta_get = meta_get,

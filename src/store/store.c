@@ -480,3 +480,76 @@ void stored_app_release(struct stored_app *a)
         a->config_json = NULL;
     }
 }
+
+/* ---- the operators' console ---- */
+
+void store_signature_short(const char *sig, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *p = sig ? sig : ""; *p;) {
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            break;
+        /* One entry: its version ("v1,") whole, then the first characters of its base64. */
+        size_t len = strcspn(p, " ");
+        const char *comma = memchr(p, ',', len);
+        size_t keep = comma ? (size_t)(comma - p) + 1 + STORE_SIGNATURE_SHORT_CHARS : len;
+        if (keep > len)
+            keep = len;
+        if (o + (o > 0) + keep + 1 > cap)
+            break; /* whole entries only */
+        if (o > 0)
+            out[o++] = ' ';
+        memcpy(out + o, p, keep);
+        o += keep;
+        out[o] = '\0';
+        p += len;
+    }
+}
+
+int store_latency_bucket(int64_t ms)
+{
+    int b = 0;
+    while (b < STORE_LATENCY_BUCKETS - 1 && ms > ((int64_t)1 << b))
+        b++;
+    return b;
+}
+
+int64_t store_latency_bucket_edge_ms(int bucket)
+{
+    if (bucket < 0)
+        bucket = 0;
+    if (bucket > STORE_LATENCY_BUCKETS - 2)
+        bucket = STORE_LATENCY_BUCKETS - 2;
+    return (int64_t)1 << bucket;
+}
+
+ch_code store_app_console(struct store *s, const char *app_id,
+                          void (*cb)(void *ctx, const struct app_console *a), void *ctx,
+                          struct ch_error *err)
+{
+    return s->ops->app_console(s, app_id, cb, ctx, err);
+}
+
+ch_code store_app_minutes(struct store *s, const char *app_id, int64_t from_minute,
+                          void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                          void *ctx, struct ch_error *err)
+{
+    return s->ops->app_minutes(s, app_id, from_minute, cb, ctx, err);
+}
+
+ch_code store_message_body(struct store *s, const char *msg_id, struct stored_body *out,
+                           struct ch_error *err)
+{
+    memset(out, 0, sizeof *out);
+    ch_code rc = s->ops->message_body(s, msg_id, out, err);
+    if (rc != CH_OK) {
+        free(out->body);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}

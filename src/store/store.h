@@ -29,6 +29,15 @@ enum key_role { ROLE_NONE = 0, ROLE_INGEST = 1, ROLE_READ = 2, ROLE_ADMIN = 3 };
 const char *key_role_name(enum key_role r);
 bool key_role_parse(const char *name, enum key_role *out);
 
+/* An attempt's webhook-signature as the store keeps it: each "v1,<base64>" entry cut to its
+ * first STORE_SIGNATURE_SHORT_CHARS characters of base64, entries space-separated (two while a
+ * rotated secret's grace period runs). Enough to tell signatures apart, nothing to forge. */
+#define STORE_SIGNATURE_SHORT_CHARS 6
+#define STORE_SIGNATURE_SHORT_MAX   64
+
+/* Cuts sig (a webhook-signature header value) into out (cap bytes, always terminated). */
+void store_signature_short(const char *sig, char *out, size_t cap);
+
 /* A Voice App as stored: its settings as validated JSON text, and what the store keeps beside. */
 struct stored_app {
     char id[129];
@@ -58,6 +67,7 @@ struct ingest_item {
     const char *app_id;
     const char *event; /* "begin-call" or "end-call" */
     const char *dedupe_key;
+    const char *correlation_id; /* the record's CorrelationId; NULL when it has none */
     bool has_call_type;
     long long call_type;
     const void *body;
@@ -101,6 +111,8 @@ struct attempt_result {
     int64_t next_attempt_at;
     bool disable_app; /* a 410: disable the app with the reason in error */
     const char *app_id;
+    int64_t signed_at;     /* the attempt's webhook-timestamp; 0 when it was not signed */
+    const char *signature; /* its webhook-signature cut short (store_signature_short); NULL */
 };
 
 /* A message as the API shows it. */
@@ -110,6 +122,7 @@ struct message_view {
     char app_id[129];
     char event[16];
     char dedupe_key[256];
+    char correlation_id[256]; /* "" when the record had none (or was stored before it was kept) */
     bool has_call_type;
     long long call_type;
     enum msg_status status;
@@ -126,13 +139,17 @@ struct attempt_view {
     char error_class[16];
     char error[300];
     char response[513];
+    int64_t signed_at; /* the webhook-timestamp it sent; 0 for attempts stored before it was */
+    char signature[STORE_SIGNATURE_SHORT_MAX]; /* its webhook-signature cut short; "" likewise */
 };
 
 struct message_filter {
     const char *app_id, *event, *dedupe_key; /* NULL: any */
+    const char *correlation_id;              /* NULL: any */
     int status;                              /* -1: any */
     int attempted;                           /* -1: any; 0: never attempted; 1: attempted */
     int64_t since;                           /* created_at >= since */
+    int64_t until;                           /* created_at < until; 0: no bound */
     int64_t before_seq;                      /* cursor: seq < before_seq; 0: from the newest */
     int limit;
 };
@@ -158,6 +175,45 @@ struct app_stats {
     int64_t last_error_at;   /* that message's created_at (messages keep no time of their
                                 last attempt); 0 when there is none */
     char last_error_msg[40]; /* that message's id: its attempts tell when it failed */
+};
+
+/* ---- the operators' console's figures ----
+ * Every writer adds to a rollup by Voice App and minute (the app_minutes table), in the same
+ * transaction as what it counts, once per batch per app and minute rather than per event: the
+ * events ingest stored, the attempts that delivered and that failed (and of those, the ones
+ * that made their message dead), a histogram of the delivered attempts' durations, and the
+ * last failed attempt's error. Writers prune the rows older than STORE_ROLLUP_KEEP_S once a
+ * minute. On PostgreSQL each connection writes rows of its own (keyed by its backend pid) that
+ * reads sum, so nodes never wait on one another's row. */
+#define STORE_ROLLUP_KEEP_S   7200
+#define STORE_LATENCY_BUCKETS 16
+
+/* The histogram bucket of a duration: bucket 0 holds 0-1 ms, bucket b (1 to 14) holds
+ * (2^(b-1), 2^b] ms, bucket 15 everything over 16,384 ms. */
+int store_latency_bucket(int64_t ms);
+/* The bucket's upper edge in ms (1, 2, 4, ... 16384); bucket 15's lower edge (16384) for it. */
+int64_t store_latency_bucket_edge_ms(int bucket);
+
+/* One minute of one app's rollup (summed over the writers). */
+struct store_minute {
+    int64_t at;                /* the minute's start, unix seconds (a multiple of 60) */
+    int64_t ingested;          /* events stored (duplicates and unknown apps are not) */
+    int64_t delivered, failed; /* attempts that ended so, by the time they ended */
+    int64_t dead;              /* of the failed ones, those that made their message dead */
+    int64_t latency[STORE_LATENCY_BUCKETS]; /* the delivered attempts' durations */
+};
+
+/* One Voice App as the console shows it beside its minutes (store_ops.app_console). */
+struct app_console {
+    char id[129];
+    bool enabled;
+    char disabled_reason[200];
+    int64_t waiting;           /* messages pending, failed or being delivered, parked included */
+    int64_t oldest_waiting_at; /* created_at of the first-stored of them (lowest seq); 0: none */
+    char last_error[300];      /* the last failed attempt's error within the rollup's rows
+                                  (STORE_ROLLUP_KEEP_S); "" when none */
+    int64_t last_error_at_ms;  /* when that attempt ended; 0 when none */
+    char last_error_msg[40];   /* its message's id; "" when none */
 };
 
 /* A call record as it is at rest, for encryption's maintenance (store_ops.body_page). */
@@ -316,6 +372,27 @@ struct store_ops {
     ch_code (*app_stats)(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
                          void *ctx, struct ch_error *err);
 
+    /* The console's reads, bounded by what waits and by the rollup, never by every message.
+     * app_console calls cb once per Voice App (app_id: that one only, NULL: all), by id. It
+     * counts the waiting messages through the indexes that hold only them (SQLite: the due
+     * index and the parked index; PostgreSQL: message_queue), takes the last error from the
+     * rollup's rows, and reads two messages rows per app (the oldest waiting, the last
+     * error's). app_minutes calls cb once per app and minute of the rollup from from_minute
+     * on (unix seconds), summed over the writers, in no set order, for app_id (NULL: every
+     * app, deleted ones included). */
+    ch_code (*app_console)(struct store *s, const char *app_id,
+                           void (*cb)(void *ctx, const struct app_console *a), void *ctx,
+                           struct ch_error *err);
+    ch_code (*app_minutes)(struct store *s, const char *app_id, int64_t from_minute,
+                           void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                           void *ctx, struct ch_error *err);
+
+    /* A message's record (the sealed wrapper opens it): out's seq, msg_id and body (the
+     * caller frees it). CH_ENOTFOUND when there is no such message; body_len 0 when retention
+     * emptied the record. */
+    ch_code (*message_body)(struct store *s, const char *msg_id, struct stored_body *out,
+                            struct ch_error *err);
+
     /* A number that changes whenever any Voice App row is inserted, updated or deleted, by any
      * node and any path (the API, a 410 written by record_attempts): the database's triggers
      * keep it, so nodes watch it with one cheap read to learn that their settings are stale.
@@ -393,6 +470,12 @@ struct store_ops {
     " LEFT JOIN messages e ON e.seq = c.error_seq"                                                 \
     " ORDER BY c.id"
 
+/* The rollup's histogram columns h0..h15, spelled out by the backends' SQL: X(i) for each. */
+#define STORE_LATENCY_COLUMNS(X) \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define STORE_LATENCY_COLUMN_(i) ", h" #i
+#define STORE_LATENCY_LIST       STORE_LATENCY_COLUMNS(STORE_LATENCY_COLUMN_) /* ", h0, h1..." */
+
 /* Adds a count of messages in status (attempted: tried at least once; parked: its app is
  * disabled) to the matching fields of st (backends' GROUP BY). */
 void store_stats_add(struct store_stats *st, int status, bool attempted, bool parked, int64_t n);
@@ -464,6 +547,18 @@ ch_code store_stats(struct store *s, struct store_stats *out, struct ch_error *e
 /** Each Voice App's state, counts and last error, by id (see store_ops.app_stats). */
 ch_code store_app_stats(struct store *s, void (*cb)(void *ctx, const struct app_stats *a),
                         void *ctx, struct ch_error *err);
+
+/** The console's reads (see store_ops.app_console and app_minutes). */
+ch_code store_app_console(struct store *s, const char *app_id,
+                          void (*cb)(void *ctx, const struct app_console *a), void *ctx,
+                          struct ch_error *err);
+ch_code store_app_minutes(struct store *s, const char *app_id, int64_t from_minute,
+                          void (*cb)(void *ctx, const char *app_id, const struct store_minute *m),
+                          void *ctx, struct ch_error *err);
+/** A message's record (see store_ops.message_body): on CH_OK the caller frees out->body; on
+ * error out holds nothing. */
+ch_code store_message_body(struct store *s, const char *msg_id, struct stored_body *out,
+                           struct ch_error *err);
 
 /** The Voice Apps' change counter (see store_ops.apps_version). *version is untouched on
  * error. */

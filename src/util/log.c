@@ -2,6 +2,7 @@
 #include "util/log.h"
 
 #include "util/clock.h"
+#include "util/mask.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -29,42 +30,10 @@ void log_init_from_env(void)
     }
 }
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_email_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '.' ||
-           c == '_' || c == '-' || c == '+' || c == '%';
-}
-
-/* Masks, in place, what looks like personal data wherever a message carries it by accident:
- * phone numbers ("+" and 7 or more digits) keep their last two digits, e-mail addresses keep
- * only their '@'. Messages are built from ids and counts; this is the second line of defence. */
+/* The log's masking is the API's (util/mask.c): one set of rules. */
 void log_mask_personal(char *s)
 {
-    for (char *p = s; *p; p++) {
-        if (*p == '+' && is_digit(p[1])) {
-            char *q = p + 1;
-            while (is_digit(*q))
-                q++;
-            if (q - p - 1 >= 7) {
-                for (char *d = p + 1; d < q - 2; d++)
-                    *d = '*';
-            }
-            p = q - 1;
-        } else if (*p == '@' && p > s && is_email_char(p[-1]) && is_email_char(p[1])) {
-            /* Same length, so the line never grows: every character but the '@' hidden. */
-            for (char *q = p - 1; q >= s && is_email_char(*q); q--)
-                *q = '*';
-            char *q = p + 1;
-            for (; is_email_char(*q); q++)
-                *q = '*';
-            p = q - 1;
-        }
-    }
+    mask_personal(s, NULL);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

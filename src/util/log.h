@@ -9,7 +9,8 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_set_level(enum log_level level);
 void log_init_from_env(void);
 
-/* Masks phone numbers and e-mail addresses in s, in place (log_msg does it to every line). */
+/* Masks phone numbers and e-mail addresses in s, in place (log_msg does it to every line):
+ * mask_personal(s, NULL) of util/mask.h, the rules the API masks call records with. */
 void log_mask_personal(char *s);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1879,7 +1879,7 @@ static void test_sqlite_upgrade_keeps_records(void **state)
 /* A PostgreSQL database of schema version 6 (records inside the messages table, no queue
  * table) opened by this version: the records move to message_bodies byte for byte, the
  * waiting messages to message_queue (parked or not), and the messages are still claimed, read
- * and delivered with their records. Version 6 is made by undoing migrations 8 and 7 on a fresh
+ * and delivered with their records. Version 6 is made by undoing migrations 9, 8 and 7 on a fresh
  * database (parked, its indexes and trigger back as they were, the record column back, filled
  * from message_bodies). */
 static void test_postgres_upgrade_keeps_records(void **state)
@@ -1916,7 +1916,10 @@ static void test_postgres_upgrade_keeps_records(void **state)
     struct attempt_result r = result(items[2].seq, MSG_DELIVERED, 0);
     assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
     store_close(s);
-    raw_postgres(pg_uri(), "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+    raw_postgres(pg_uri(), "DROP TABLE app_minutes; DROP INDEX messages_correlation;"
+                           "ALTER TABLE messages DROP COLUMN correlation_id;"
+                           "ALTER TABLE attempts DROP COLUMN signed_at, DROP COLUMN signature;"
+                           "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
                            "UPDATE messages m SET parked = q.parked FROM message_queue q"
                            " WHERE q.seq = m.seq;"
                            "ALTER TABLE messages RESET (fillfactor);"
@@ -1986,6 +1989,324 @@ static void test_postgres_upgrade_keeps_records(void **state)
     store_close(s);
 }
 
+/* ---- the operators' console ---- */
+
+/* The latency histogram's buckets: 0-1 ms, then powers of two up to 16,384 ms, then the rest. */
+static void test_latency_buckets(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t ms;
+        int bucket;
+    } cases[] = {{0, 0},   {1, 0},   {2, 1},      {3, 2},      {4, 2},        {5, 3}, {100, 7},
+                 {128, 7}, {129, 8}, {16384, 14}, {16385, 15}, {1 << 30, 15}, {-5, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(store_latency_bucket(cases[i].ms), cases[i].bucket);
+    assert_int_equal(store_latency_bucket_edge_ms(0), 1);
+    assert_int_equal(store_latency_bucket_edge_ms(7), 128);
+    assert_int_equal(store_latency_bucket_edge_ms(14), 16384);
+    assert_int_equal(store_latency_bucket_edge_ms(15), 16384);
+
+    char out[STORE_SIGNATURE_SHORT_MAX];
+    store_signature_short("v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=", out, sizeof out);
+    assert_string_equal(out, "v1,K5oZfz");
+    store_signature_short("v1,abcdefghij v1,ZYXWVUTSRQ", out, sizeof out);
+    assert_string_equal(out, "v1,abcdef v1,ZYXWVU");
+    store_signature_short("v1,ab", out, sizeof out);
+    assert_string_equal(out, "v1,ab");
+    store_signature_short("v1,abcdefghij v1,ZYXWVUTSRQ", out, 12);
+    assert_string_equal(out, "v1,abcdef"); /* whole entries only */
+    store_signature_short(NULL, out, sizeof out);
+    assert_string_equal(out, "");
+}
+
+struct minutes_seen {
+    struct {
+        char app[32];
+        struct store_minute m;
+    } row[16];
+    int n;
+};
+
+static void see_minute(void *ctx, const char *app_id, const struct store_minute *m)
+{
+    struct minutes_seen *seen = ctx;
+    if (seen->n < 16) {
+        snprintf(seen->row[seen->n].app, sizeof seen->row[0].app, "%s", app_id);
+        seen->row[seen->n].m = *m;
+    }
+    seen->n++;
+}
+
+/* The minute of app at (a multiple of 60) among the rows seen; fails when it is not there. */
+static const struct store_minute *minute_of(const struct minutes_seen *seen, const char *app,
+                                            int64_t at)
+{
+    for (int i = 0; i < seen->n && i < 16; i++) {
+        if (strcmp(seen->row[i].app, app) == 0 && seen->row[i].m.at == at)
+            return &seen->row[i].m;
+    }
+    fail_msg("no minute %lld of '%s' in the rollup", (long long)at, app);
+    return NULL;
+}
+
+struct consoles_seen {
+    struct app_console a[8];
+    int n;
+};
+
+static void see_console(void *ctx, const struct app_console *a)
+{
+    struct consoles_seen *seen = ctx;
+    if (seen->n < 8)
+        seen->a[seen->n] = *a;
+    seen->n++;
+}
+
+static struct attempt_result attempt_at(int64_t seq, enum msg_status st, int64_t at_ms,
+                                        int64_t duration_ms, const char *error)
+{
+    struct attempt_result r = result(seq, st, st == MSG_PENDING ? at_ms / 1000 + 60 : 0);
+    r.at_ms = at_ms;
+    r.duration_ms = duration_ms;
+    if (error)
+        r.error = error;
+    return r;
+}
+
+/* Ingest and attempt results add to the rollup of their app and minute in the same
+ * transaction: events stored (not duplicates, not unknown apps), attempts delivered, failed
+ * and dead, the delivered ones' durations by bucket, the last failed attempt's error (by when
+ * it ended, whatever the order of the batches). Two handles (two nodes on PostgreSQL) write
+ * rows of their own that reads sum. The console's apps: waiting messages (parked ones too),
+ * the first-stored one's time, the last error with its message. Rows older than two hours go
+ * once a later minute is written. */
+static void test_console_rollup(void **state)
+{
+    struct store *s = *state;
+    const int64_t T = 1800000000, M = T - T % 60; /* a minute's start */
+    put_app(s, "a", true);
+    put_app(s, "b", true);
+    put_app(s, "off", false);
+    struct ingest_item i1 = ingest(s, "msg_1", "a", "begin-call", "c1", MSG_DELIVERING, M + 1);
+    struct ingest_item i2 = ingest(s, "msg_2", "a", "begin-call", "c2", MSG_DELIVERING, M + 2);
+    struct ingest_item i3 = ingest(s, "msg_3", "a", "begin-call", "c3", MSG_DELIVERING, M + 3);
+    struct ingest_item i4 = ingest(s, "msg_4", "a", "begin-call", "c4", MSG_DELIVERING, M + 4);
+    ingest(s, "msg_1", "a", "begin-call", "c1", MSG_DELIVERING, M + 5);    /* a duplicate */
+    ingest(s, "msg_o1", "off", "begin-call", "o1", MSG_DELIVERING, M + 6); /* parked */
+    ingest(s, "msg_o2", "off", "begin-call", "o2", MSG_DELIVERING, M + 7); /* parked */
+    ingest(s, "msg_b0", "b", "begin-call", "b0", MSG_DELIVERING, M - 60);  /* the minute before */
+    struct ingest_item u = {.msg_id = "msg_u",
+                            .app_id = "nope",
+                            .event = "begin-call",
+                            .dedupe_key = "u",
+                            .body = "{}",
+                            .body_len = 2,
+                            .now = M + 8,
+                            .lease_until = M + 300};
+    assert_int_equal(store_ingest(s, &u, 1, NULL), CH_OK);
+    assert_true(u.unknown_app);
+
+    /* One batch: three delivered (1, 100 and 20,000 ms), a retry, a dead end. */
+    struct attempt_result batch[] = {
+        attempt_at(i1.seq, MSG_DELIVERED, M * 1000 + 10000, 1, NULL),
+        attempt_at(i2.seq, MSG_DELIVERED, M * 1000 + 11000, 100, NULL),
+        attempt_at(i3.seq, MSG_PENDING, M * 1000 + 30000, 40, "HTTP 500 later"),
+        attempt_at(i4.seq, MSG_DEAD, M * 1000 + 20000, 40, "HTTP 503 earlier"),
+    };
+    assert_int_equal(store_record_attempts(s, batch, 4, NULL), CH_OK);
+    /* A second node: another delivered attempt, and a failure that ended before the last one
+     * seen, which does not become the last error. */
+    struct store *s2 = open_store();
+    struct attempt_result more[] = {
+        attempt_at(i3.seq, MSG_DELIVERED, M * 1000 + 40000, 20000, NULL),
+        attempt_at(i4.seq, MSG_PENDING, M * 1000 + 25000, 40, "HTTP 502 old news"),
+    };
+    assert_int_equal(store_record_attempts(s2, more, 2, NULL), CH_OK);
+    ingest(s2, "msg_5", "a", "end-call", "c1", MSG_DELIVERING, M + 9);
+
+    struct minutes_seen seen = {0};
+    assert_int_equal(store_app_minutes(s, NULL, M - 60, see_minute, &seen, NULL), CH_OK);
+    assert_int_equal(seen.n, 3); /* a at M, off at M, b at M - 60 */
+    const struct store_minute *a = minute_of(&seen, "a", M);
+    assert_int_equal(a->ingested, 5);
+    assert_int_equal(a->delivered, 3);
+    assert_int_equal(a->failed, 3);
+    assert_int_equal(a->dead, 1);
+    int64_t total = 0;
+    for (int b = 0; b < STORE_LATENCY_BUCKETS; b++)
+        total += a->latency[b];
+    assert_int_equal(total, 3);
+    assert_int_equal(a->latency[0], 1);  /* 1 ms */
+    assert_int_equal(a->latency[7], 1);  /* 100 ms */
+    assert_int_equal(a->latency[15], 1); /* 20,000 ms */
+    assert_int_equal(minute_of(&seen, "off", M)->ingested, 2);
+    assert_int_equal(minute_of(&seen, "b", M - 60)->ingested, 1);
+    /* From a later minute, and for one app. */
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_app_minutes(s2, "b", M - 60, see_minute, &seen, NULL), CH_OK);
+    assert_int_equal(seen.n, 1);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_app_minutes(s2, NULL, M, see_minute, &seen, NULL), CH_OK);
+    assert_int_equal(seen.n, 2);
+
+    struct consoles_seen cs = {0};
+    assert_int_equal(store_app_console(s, NULL, see_console, &cs, NULL), CH_OK);
+    assert_int_equal(cs.n, 3);
+    assert_string_equal(cs.a[0].id, "a");
+    assert_string_equal(cs.a[1].id, "b");
+    assert_string_equal(cs.a[2].id, "off");
+    assert_true(cs.a[0].enabled);
+    assert_int_equal(cs.a[0].waiting, 2); /* msg_4 (a retry) and msg_5 (claimed) */
+    assert_int_equal(cs.a[0].oldest_waiting_at, M + 4);
+    assert_string_equal(cs.a[0].last_error, "HTTP 500 later");
+    assert_int_equal(cs.a[0].last_error_at_ms, M * 1000 + 30000);
+    assert_string_equal(cs.a[0].last_error_msg, "msg_3");
+    assert_int_equal(cs.a[1].waiting, 1);
+    assert_string_equal(cs.a[1].last_error, "");
+    assert_int_equal(cs.a[1].last_error_at_ms, 0);
+    assert_string_equal(cs.a[1].last_error_msg, "");
+    assert_false(cs.a[2].enabled);
+    assert_int_equal(cs.a[2].waiting, 2); /* parked, still waiting */
+    assert_int_equal(cs.a[2].oldest_waiting_at, M + 6);
+    memset(&cs, 0, sizeof cs);
+    assert_int_equal(store_app_console(s2, "off", see_console, &cs, NULL), CH_OK);
+    assert_int_equal(cs.n, 1);
+    assert_string_equal(cs.a[0].id, "off");
+    assert_int_equal(cs.a[0].waiting, 2);
+    memset(&cs, 0, sizeof cs);
+    assert_int_equal(store_app_console(s2, "nope", see_console, &cs, NULL), CH_OK);
+    assert_int_equal(cs.n, 0);
+
+    /* Two hours and more later, a write prunes the old minutes (on each node that writes). */
+    struct ingest_item late = ingest(s, "msg_late", "b", "begin-call", "l", MSG_DELIVERING,
+                                     M + STORE_ROLLUP_KEEP_S + 120);
+    struct attempt_result done =
+        attempt_at(late.seq, MSG_DELIVERED, (M + STORE_ROLLUP_KEEP_S + 120) * 1000, 5, NULL);
+    assert_int_equal(store_record_attempts(s2, &done, 1, NULL), CH_OK);
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(store_app_minutes(s, NULL, 0, see_minute, &seen, NULL), CH_OK);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.row[0].app, "b");
+    assert_int_equal(seen.row[0].m.ingested, 1);
+    assert_int_equal(seen.row[0].m.delivered, 1);
+    assert_int_equal(seen.row[0].m.latency[3], 1);
+    memset(&cs, 0, sizeof cs);
+    assert_int_equal(store_app_console(s, "a", see_console, &cs, NULL), CH_OK);
+    assert_string_equal(cs.a[0].last_error, ""); /* went with its minute */
+    store_close(s2);
+}
+
+/* A record's CorrelationId is kept, listed and searched by, with an upper bound on the time a
+ * message was stored; a copy keeps it; a record without one has none. */
+static void test_correlation_and_until(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    static const char body[] = "{}";
+    const struct {
+        const char *id, *key, *corr;
+        int64_t at;
+    } in[] = {{"msg_1", "k1", "corr-A", 1000},
+              {"msg_2", "k2", "corr-A", 2000},
+              {"msg_3", "k3", "corr-B", 3000},
+              {"msg_4", "k4", NULL, 4000}};
+    for (size_t i = 0; i < 4; i++) {
+        struct ingest_item it = {.msg_id = in[i].id,
+                                 .app_id = "app",
+                                 .event = "begin-call",
+                                 .dedupe_key = in[i].key,
+                                 .correlation_id = in[i].corr,
+                                 .body = body,
+                                 .body_len = 2,
+                                 .now = in[i].at,
+                                 .lease_until = in[i].at + 300,
+                                 .want = INGEST_DELIVER};
+        assert_int_equal(store_ingest(s, &it, 1, NULL), CH_OK);
+    }
+    struct message_view m;
+    assert_int_equal(store_message_get(s, "msg_2", &m, NULL), CH_OK);
+    assert_string_equal(m.correlation_id, "corr-A");
+    assert_int_equal(store_message_get(s, "msg_4", &m, NULL), CH_OK);
+    assert_string_equal(m.correlation_id, "");
+
+    struct message_filter f = {
+        .status = -1, .attempted = -1, .limit = 10, .correlation_id = "corr-A"};
+    struct collected c = {0};
+    assert_int_equal(store_message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.ids[0], "msg_2");
+    assert_string_equal(c.ids[1], "msg_1");
+    f.until = 2000; /* created before 2000 */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.ids[0], "msg_1");
+    f = (struct message_filter){
+        .status = -1, .attempted = -1, .limit = 10, .since = 2000, .until = 4000};
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 2);
+    assert_string_equal(c.ids[0], "msg_3");
+    assert_string_equal(c.ids[1], "msg_2");
+    f = (struct message_filter){
+        .status = -1, .attempted = -1, .limit = 10, .correlation_id = "corr-none"};
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_message_list(s, &f, collect, &c, NULL), CH_OK);
+    assert_int_equal(c.n, 0);
+
+    assert_int_equal(store_message_copy(s, "msg_3", "msg_3copy", NULL, 0, 5000, NULL), CH_OK);
+    assert_int_equal(store_message_get(s, "msg_3copy", &m, NULL), CH_OK);
+    assert_string_equal(m.correlation_id, "corr-B");
+}
+
+static void see_signed(void *ctx, const struct attempt_view *a)
+{
+    struct attempt_view *out = ctx;
+    out[out[0].at_ms == 0 ? 0 : 1] = *a;
+}
+
+/* What an attempt signed with is kept with it: its webhook-timestamp and signature cut
+ * short; and a message's record is read back as ingested (opened when sealed), empty once
+ * retention took it, CH_ENOTFOUND for no message. */
+static void test_attempt_signature_and_record(void **state)
+{
+    struct store *s = *state;
+    put_app(s, "app", true);
+    struct ingest_item d = ingest(s, "msg_d", "app", "begin-call", "c1", MSG_DELIVERING, 1000);
+    struct attempt_result r[2] = {result(d.seq, MSG_PENDING, 1001),
+                                  result(d.seq, MSG_DELIVERED, 0)};
+    r[0].signed_at = 1000;
+    r[0].signature = "v1,AbCdEf v1,GhIjKl";
+    r[1].at_ms = 2000000;
+    r[1].signed_at = 1999;
+    r[1].signature = "v1,MnOpQr";
+    assert_int_equal(store_record_attempts(s, r, 2, NULL), CH_OK);
+    struct attempt_view seen[2] = {0};
+    assert_int_equal(store_message_attempts(s, d.seq, see_signed, seen, NULL), CH_OK);
+    assert_int_equal(seen[0].signed_at, 1000);
+    assert_string_equal(seen[0].signature, "v1,AbCdEf v1,GhIjKl");
+    assert_int_equal(seen[1].signed_at, 1999);
+    assert_string_equal(seen[1].signature, "v1,MnOpQr");
+
+    struct stored_body b;
+    assert_int_equal(store_message_body(s, "msg_d", &b, NULL), CH_OK);
+    assert_int_equal(b.seq, d.seq);
+    assert_string_equal(b.msg_id, "msg_d");
+    assert_int_equal(b.body_len, strlen("{\"ActiveCallId\":\"k\"}"));
+    assert_memory_equal(b.body, "{\"ActiveCallId\":\"k\"}", b.body_len);
+    free(b.body);
+    struct ch_error err = {0};
+    assert_int_equal(store_message_body(s, "msg_none", &b, &err), CH_ENOTFOUND);
+    assert_null(b.body);
+    int64_t payloads = 0, attempts = 0;
+    assert_int_equal(store_purge(s, 3000, 0, &payloads, &attempts, NULL), CH_OK);
+    assert_int_equal(payloads, 1);
+    assert_int_equal(store_message_body(s, "msg_d", &b, NULL), CH_OK);
+    assert_int_equal(b.body_len, 0);
+    free(b.body);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/callhook-test-store-XXXXXX");
@@ -2018,6 +2339,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claim_fails_part_way, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_sealed_claim_fails_part_way, fresh, close_store),
         cmocka_unit_test_setup_teardown(test_sealed_values_are_bound, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_console_rollup, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_correlation_and_until, fresh, close_store),
+        cmocka_unit_test_setup_teardown(test_attempt_signature_and_record, fresh, close_store),
+        cmocka_unit_test(test_latency_buckets),
         cmocka_unit_test_setup_teardown(test_store_seal_in_place, fresh_unopened, close_store),
         cmocka_unit_test_setup_teardown(test_store_rekey, fresh_unopened, close_store),
         cmocka_unit_test(test_door_holds_the_claim_contract),
