@@ -402,7 +402,9 @@ async function main() {
             await waitFor(page, "three more deliveries of billing", (n) => Number(document.querySelector('#apps tr[data-app="billing"] .window .ok-count')?.textContent) >= n, before + 3);
             check(await page.evaluate(() => window.__sameDocument === true), "the overview reloaded the page");
             await waitFor(page, "the rates", () => document.querySelectorAll(".stats .stat").length >= 3);
-            await page.screenshot({ path: join(opts.out, "console-overview.png") });
+            // The page down to the end of its content (not the empty viewport below it).
+            const height = await page.evaluate(() => Math.ceil(document.querySelector("main").getBoundingClientRect().bottom));
+            await page.screenshot({ path: join(opts.out, "console-overview.png"), clip: { x: 0, y: 0, width: 1366, height: Math.min(height, 900) } });
             await noProblems("overview");
         });
 

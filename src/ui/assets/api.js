@@ -68,24 +68,6 @@ export async function api(method, path, { query, body, signal, key } = {}) {
 
 // The key's role: "read", "admin" or "ingest".
 export async function whoami(key) {
-  try {
-    const r = await api('GET', 'v1/whoami', { key });
-    return r.role;
-  } catch (e) {
-    if (e.status !== 404) throw e;
-  }
-  // DEV: until GET /v1/whoami exists. A secret of an app that does not exist: 404 for admin.
-  try {
-    await api('GET', 'v1/voice-apps/.role-probe/secret', { key });
-  } catch (e) {
-    if (e.status === 404) return 'admin';
-    if (e.status !== 403) throw e;
-  }
-  try {
-    await api('GET', 'v1/voice-apps', { key });
-    return 'read';
-  } catch (e) {
-    if (e.status === 403) return 'ingest';
-    throw e;
-  }
+  const r = await api('GET', 'v1/whoami', { key });
+  return r.role;
 }
