@@ -214,6 +214,18 @@ async function waitFor(page, what, fn, ...args) {
 
 const textOf = (page, selector) => page.$eval(selector, (el) => el.textContent);
 
+// Waits until fn (here, in node: the API) returns something truthy, and returns it.
+async function waitApi(what, fn) {
+    const until = Date.now() + WAIT_MS;
+    let last = null;
+    while (Date.now() < until) {
+        last = await fn();
+        if (last) return last;
+        await sleep(200);
+    }
+    throw new Error(`${what}: not seen within ${WAIT_MS / 1000} s`);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
@@ -498,6 +510,31 @@ async function main() {
             await waitFor(page, "the secret", () => document.getElementById("secret-value")?.textContent.startsWith("whsec_"));
             await page.screenshot({ path: join(opts.out, "console-app.png"), fullPage: true });
             await noProblems("app actions");
+        });
+
+        await step("an app's secret is rotated and its dead messages recovered", async () => {
+            const deadId = await waitApi("the second failing message dead", async () => {
+                const r = await admin("GET", "/v1/messages?" + new URLSearchParams({ activeCallId: "call-7d1e-failing-2" }));
+                return r.json.data.length === 1 && r.json.data[0].status === "dead" && r.json.data[0].id;
+            });
+            const old = (await admin("GET", "/v1/voice-apps/crm-failing/secret")).json.secret;
+            await go("#/apps/crm-failing");
+            await waitFor(page, "the rotate button", () => document.getElementById("action-rotate"));
+            await page.click("#action-rotate");
+            await waitFor(page, "the rotation's confirmation", () => document.getElementById("confirm-rotate"));
+            await page.click("#confirm-rotate");
+            await waitFor(page, "the new secret", (o) => {
+                const v = document.getElementById("secret-value")?.textContent;
+                return v && v.startsWith("whsec_") && v !== o;
+            }, old);
+            const now = (await admin("GET", "/v1/voice-apps/crm-failing/secret")).json;
+            check(now.secret === (await textOf(page, "#secret-value")) && now.previous === old, "the secret shown is not the API's new one");
+            await page.click("#action-recover");
+            await waitFor(page, "the recover form", () => document.getElementById("confirm-recover"));
+            await page.click("#confirm-recover");
+            await waitFor(page, "one message due again", () => /^1 message created since .* is due again\.$/.test(document.getElementById("action-result").textContent));
+            await waitApi("the recovered message delivered", async () => (await admin("GET", `/v1/messages/${deadId}`)).json.status === "delivered");
+            await noProblems("rotate and recover");
         });
 
         await step("the ops events are listed", async () => {

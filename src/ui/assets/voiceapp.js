@@ -253,7 +253,7 @@ export function mount(el, ctx, id) {
     renderActions();
     try {
       const r = await ctx.api('POST', `v1/voice-apps/${encodeURIComponent(id)}/recover`, { query: { since } });
-      say(`${fmtCount(r.requeued)} messages created since ${fmtTime(since)} are due again.`, 'ok');
+      say(`${fmtCount(r.requeued)} ${r.requeued === 1 ? 'message' : 'messages'} created since ${fmtTime(since)} ${r.requeued === 1 ? 'is' : 'are'} due again.`, 'ok');
       refresh().catch(() => {});
     } catch (e) {
       failed('Cannot recover')(e);
