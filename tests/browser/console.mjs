@@ -212,6 +212,11 @@ async function waitFor(page, what, fn, ...args) {
     }
 }
 
+// The test's Voice Apps (serve may list its own callhook-ops beside them).
+const APPS = ["crm-main", "billing", "crm-failing", "helpdesk-eu"];
+// In the page: every app of ids has its row in the overview.
+const allRows = (ids) => ids.every((id) => document.querySelector(`#apps tr[data-app="${id}"]`));
+
 const textOf = (page, selector) => page.$eval(selector, (el) => el.textContent);
 
 // Waits until fn (here, in node: the API) returns something truthy, and returns it.
@@ -369,7 +374,7 @@ async function main() {
 
         await step("a read key sees every app and no action button", async () => {
             await signIn(readKey);
-            await waitFor(page, "four rows in the overview", () => document.querySelectorAll("#apps tbody tr").length === 4);
+            await waitFor(page, "a row for each app in the overview", allRows, APPS);
             check((await textOf(page, "#role")) === "read key", "the role badge does not say read key");
             check((await page.evaluate(() => document.cookie)) === "", "the page set a cookie");
             check((await page.evaluate(() => sessionStorage.getItem("callhook.apiKey"))) === readKey, "the key is not in sessionStorage");
@@ -395,7 +400,7 @@ async function main() {
         await step("an admin key sees the failing app with its last error, live", async () => {
             await go("#/");
             await signIn(adminKey);
-            await waitFor(page, "four rows in the overview", () => document.querySelectorAll("#apps tbody tr").length === 4);
+            await waitFor(page, "a row for each app in the overview", allRows, APPS);
             check((await textOf(page, "#role")) === "admin key", "the role badge does not say admin key");
             await waitFor(page, "crm-failing shown failing with HTTP 500", () => {
                 const row = document.querySelector('#apps tr[data-app="crm-failing"]');
@@ -559,7 +564,7 @@ async function main() {
             await p2.waitForSelector("#signin-key", { timeout: WAIT_MS });
             await p2.type("#signin-key", adminKey);
             await p2.click("#signin-submit");
-            await p2.waitForFunction(() => document.querySelectorAll("#apps tbody tr").length === 4, { timeout: WAIT_MS });
+            await p2.waitForFunction(allRows, { timeout: WAIT_MS }, APPS);
             const outside = proxy.seen.filter((u) => !u.startsWith("/ops/callhook/"));
             check(outside.length === 0, `requests outside the prefix: ${outside}`);
             check(proxy.seen.some((u) => u.startsWith("/ops/callhook/v1/voice-apps/stats")), "the API was not reached through the prefix");

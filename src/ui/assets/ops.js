@@ -12,6 +12,7 @@ const TYPES = {
   'voice_app.disabled': ['bad', 'app disabled'],
   'message.dead': ['bad', 'message dead'],
   'voice_app.backlog_old': ['warn', 'backlog old'],
+  'voice_app.enabled': ['ok', 'app enabled'],
   'voice_app.recovered': ['ok', 'recovered'],
 };
 
