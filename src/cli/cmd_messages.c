@@ -519,6 +519,7 @@ static const struct cli_label message_labels[] = {
     {"voiceAppId", "voice app"},
     {"event", "event"},
     {"dedupeKey", "dedupe key"},
+    {"correlationId", "correlation"},
     {"callType", "call type"},
     {"status", "status"},
     {"attemptCount", "attempts"},
