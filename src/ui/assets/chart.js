@@ -19,7 +19,7 @@ function niceStep(max) {
 export function deliveryChart(series, width) {
   const W = Math.max(360, Math.round(width || 720));
   const n = Math.max(series.length, 1);
-  const max = Math.max(0, ...series.map((p) => (p.delivered || 0) + (p.failed || 0)));
+  const max = Math.max(0, ...series.map((p) => Math.max((p.delivered || 0) + (p.failed || 0), p.ingested || 0)));
   const stepY = niceStep(max);
   const lines = Math.max(1, Math.ceil(max / stepY));
   const top = stepY * lines;
@@ -42,7 +42,7 @@ export function deliveryChart(series, width) {
     const d = p.delivered || 0;
     const f = p.failed || 0;
     const g = s('g', { class: 'bar' }, s('title', null,
-      `${fmtClock(p.at)} — ${d} delivered, ${f} failed`));
+      `${fmtClock(p.at)} — ${p.ingested || 0} ingested, ${d} delivered, ${f} failed attempts`));
     // An invisible full-height band, so a hover over an empty minute still shows its numbers.
     g.append(s('rect', { class: 'hover', x: x - 1, y: PAD.top, width: step, height: plotH }));
     if (d > 0) g.append(s('rect', { class: 'delivered', x, y: y(d), width: barW, height: y(0) - y(d) }));
@@ -53,6 +53,13 @@ export function deliveryChart(series, width) {
       svg.append(s('text', { class: 'tick', x: x + barW / 2, y: H - 8, 'text-anchor': last ? 'end' : 'middle' },
         last ? 'now' : fmtClock(p.at)));
     }
+  });
+  // Events ingested, as a mark across each minute's bar: deliveries falling behind show as a
+  // gap between the mark and the bar below it.
+  series.forEach((p, i) => {
+    if (!p.ingested) return;
+    const x = PAD.left + i * step + 1;
+    svg.append(s('line', { class: 'ingested', x1: x - 1, x2: x + barW + 1, y1: y(p.ingested), y2: y(p.ingested) }));
   });
   return svg;
 }

@@ -87,8 +87,8 @@ export function fmtAge(sec) {
   const min = Math.round(sec / 60);
   if (min < 90) return `${min} min`;
   const hours = Math.floor(min / 60);
-  if (hours < 48) return `${hours} h ${pad(min % 60)} min`;
-  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+  if (hours < 48) return min % 60 ? `${hours} h ${pad(min % 60)} min` : `${hours} h`;
+  return hours % 24 ? `${Math.floor(hours / 24)} d ${hours % 24} h` : `${Math.floor(hours / 24)} d`;
 }
 
 export function fmtAgo(t, now) {

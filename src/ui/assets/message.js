@@ -18,6 +18,7 @@ function facts(m) {
     row('Voice App', h('a', { href: route('apps', m.voiceAppId) }, m.voiceAppId), m.appDeleted ? h('span', { class: 'badge bad' }, 'deleted') : null),
     row('Event', m.event),
     row('ActiveCallId', h('code', { id: 'message-callid' }, m.dedupeKey)),
+    row('CorrelationId', m.correlationId ? h('code', null, m.correlationId) : '—'),
     row('Call type', m.callType === null || m.callType === undefined ? '—' : `${m.callType}${CALL_TYPES[m.callType] ? ' (' + CALL_TYPES[m.callType] + ')' : ''}`),
     row('Created', fmtTime(m.createdAt)),
     row('Delivered', fmtTime(m.deliveredAt)),
@@ -29,7 +30,9 @@ function facts(m) {
 
 function headersTable(headers) {
   const entries = Object.entries(headers || {});
-  if (entries.length === 0) return h('p', { class: 'sub' }, 'No request headers recorded for this attempt.');
+  if (entries.length === 0) {
+    return h('p', { class: 'sub' }, 'None recorded: this attempt sent nothing (refused by the address check, or its app or URL gone), or an earlier callhook made it.');
+  }
   return h('table', { class: 'kv' }, entries.map(([k, v]) => h('tr', null, h('td', null, h('code', null, k)), h('td', null, h('code', null, v)))));
 }
 

@@ -10,6 +10,9 @@ export function appState(a) {
   if (m5.failed > 0 && !m5.delivered) {
     return { level: 'bad', label: 'failing', detail: `${m5.failed} failed attempts, none delivered in 5 min` };
   }
+  if (h1.dead > 0) {
+    return { level: 'bad', label: 'dead messages', detail: `${h1.dead} messages went dead in the last hour` };
+  }
   if (m5.failed > 0) {
     return { level: 'warn', label: 'some failures', detail: `${m5.failed} failed attempts in 5 min` };
   }

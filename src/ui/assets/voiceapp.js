@@ -12,8 +12,10 @@ const REFRESH_MS = 2000;
 function windowCard(title, w) {
   w = w || {};
   return h('div', { class: 'card mini' }, h('h3', null, title), h('dl', { class: 'facts' },
+    h('dt', null, 'Ingested'), h('dd', { class: 'num' }, fmtCount(w.ingested)),
     h('dt', null, 'Delivered'), h('dd', { class: 'num' }, fmtCount(w.delivered)),
     h('dt', null, 'Failed attempts'), h('dd', { class: ['num', w.failed ? 'bad-count' : null] }, fmtCount(w.failed)),
+    h('dt', null, 'Gone dead'), h('dd', { class: ['num', w.dead ? 'bad-count' : null] }, fmtCount(w.dead)),
     h('dt', null, 'Success rate'), h('dd', { class: 'num' }, fmtPct(w.successRate)),
     h('dt', null, 'Latency p50 / p95'), h('dd', { class: 'num' }, fmtMs(w.p50Ms), ' / ', fmtMs(w.p95Ms))));
 }
@@ -102,7 +104,7 @@ export function mount(el, ctx, id) {
     cards,
     h('section', { class: 'card' }, h('h2', null, 'Last hour, per minute'),
       h('div', { class: 'legend' }, h('span', { class: 'key delivered' }), 'delivered ',
-        h('span', { class: 'key failed' }), 'failed attempts'), chart),
+        h('span', { class: 'key failed' }), 'failed attempts ', h('span', { class: 'key ingested' }), 'ingested'), chart),
     h('div', { class: 'two' },
       h('section', { class: 'card' }, h('h2', null, 'Settings'), settings, ctx.admin ? secret : null),
       h('section', { class: 'card' }, h('h2', null, 'Latest messages'), recent,
