@@ -27,6 +27,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const HOST = "127.0.0.1";
 const WAIT_MS = 20000; // for anything the page should show: generous, for a loaded 2-core machine
 const PHONE = "+15550100123";
+const OPS_SINK = "ops-sink"; // the receiver's path for the operational webhook
 const EMAIL = "jane.doe@example.com";
 
 function die(message) {
@@ -126,7 +127,7 @@ function startPrefixProxy(port, prefix) {
 // ---------------------------------------------------------------------------------------------
 // callhook serve
 
-async function startServe(bin, dir, adminKey) {
+async function startServe(bin, dir, adminKey, extraArgs) {
     const env = { ...process.env, CALLHOOK_ADMIN_KEY: adminKey, NO_PROXY: "127.0.0.1,localhost", no_proxy: "127.0.0.1,localhost" };
     for (const v of ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]) delete env[v];
     const db = `sqlite:${join(dir, "callhook.db")}`;
@@ -134,7 +135,8 @@ async function startServe(bin, dir, adminKey) {
     for (let tries = 0; tries < 3; tries++) {
         const port = await freePort();
         const log = openSync(logPath, "a");
-        const proc = spawn(bin, ["serve", "--listen", `${HOST}:${port}`, "--db", db], { env, cwd: dir, stdio: ["ignore", log, log] });
+        const args = ["serve", "--listen", `${HOST}:${port}`, "--db", db, ...extraArgs];
+        const proc = spawn(bin, args, { env, cwd: dir, stdio: ["ignore", log, log] });
         let exited = null;
         proc.on("exit", (code, signal) => (exited = code ?? signal));
         const until = Date.now() + 30000;
@@ -240,7 +242,11 @@ async function main() {
     const dir = mkdtempSync(join(tmpdir(), "callhook-browser-"));
     const adminKey = "chk_" + randomBytes(32).toString("hex");
     const rx = await startReceiver();
-    const serve = await startServe(opts.callhook, dir, adminKey);
+    // Its operational webhook is the receiver too (on 127.0.0.1, so that range is allowed),
+    // checked every second so a disabled app is reported at once.
+    const serve = await startServe(opts.callhook, dir, adminKey, [
+        "--ops-webhook", `${rx.url}/${OPS_SINK}/events`, "--allow-cidr", "127.0.0.1/32", "--ops-check-interval-s", "1",
+    ]);
     let browser = null;
     let proxy = null;
     const cleanup = () => {
@@ -542,13 +548,24 @@ async function main() {
             await noProblems("rotate and recover");
         });
 
-        await step("the ops events are listed", async () => {
+        await step("the ops events are listed: a message dead, an app disabled", async () => {
+            // crm-failing's messages went dead; helpdesk-eu was disabled at the start.
+            const events = await waitApi("a message.dead of crm-failing and a voice_app.disabled of helpdesk-eu", async () => {
+                const r = await admin("GET", "/v1/ops-events?limit=200");
+                check(r.status === 200, `GET /v1/ops-events: ${r.status} ${r.text}`);
+                const has = (type, app) => r.json.data.some((e) => e.type === type && e.voiceAppId === app);
+                return has("message.dead", "crm-failing") && has("voice_app.disabled", "helpdesk-eu") && r.json.data;
+            });
             await page.click('a[data-nav="ops"]');
-            await waitFor(page, "the ops events or their absence", () => document.getElementById("ops-events") || document.getElementById("no-ops-events"));
-            const r = await admin("GET", "/v1/ops-events");
-            check(r.status === 200, `GET /v1/ops-events: ${r.status} ${r.text}`);
-            const rows = await page.$$eval("#ops-events tbody tr", (t) => t.length);
-            check(rows === r.json.data.length, `the page lists ${rows} events, the API ${r.json.data.length}`);
+            await waitFor(page, "the ops events", (ids) => ids.every((id) => document.querySelector(`#ops-events tr[data-ops-event="${id}"]`)), events.map((e) => e.id));
+            const rows = await page.$$eval("#ops-events tbody tr[data-ops-event]", (t) => t.map((r) => r.textContent));
+            check(rows.some((t) => t.includes("message dead") && t.includes("crm-failing")), `no message dead row: ${rows}`);
+            check(rows.some((t) => t.includes("app disabled") && t.includes("helpdesk-eu")), `no app disabled row: ${rows}`);
+            // They were sent, signed, to the operational webhook.
+            await waitApi("an ops event at the receiver", async () => rx.received.some((x) => x.app === OPS_SINK && x.headers["webhook-signature"]));
+            await page.click("#ops-events details summary");
+            const payload = await page.$eval("#ops-events details", (d) => d.textContent);
+            check(/"type"/.test(payload), `the payload is not shown: ${payload}`);
             await noProblems("ops events");
         });
 
