@@ -32,17 +32,17 @@
  * updates of claims and results. */
 #define MESSAGES_FILLFACTOR 50
 
-/* The rollup table's histogram columns: as created; counted from a batch's results (each
- * delivered attempt's bucket, -1 for a failed one: record_arrays); added to on conflict; summed
- * over the writers. */
-#define ROLLUP_COLUMN_DEF(i)   ", h" #i " BIGINT NOT NULL DEFAULT 0"
-#define ROLLUP_BUCKET_COUNT(i) ", count(*) FILTER (WHERE r.bucket = " #i ")"
-#define ROLLUP_ADD(i)          ", h" #i " = t.h" #i " + excluded.h" #i
-#define ROLLUP_SUM(i)          ", sum(h" #i ")"
-#define ROLLUP_HISTOGRAM_DEF   STORE_LATENCY_COLUMNS(ROLLUP_COLUMN_DEF)
-#define ROLLUP_HISTOGRAM_COUNT STORE_LATENCY_COLUMNS(ROLLUP_BUCKET_COUNT)
-#define ROLLUP_HISTOGRAM_ADD   STORE_LATENCY_COLUMNS(ROLLUP_ADD)
-#define ROLLUP_HISTOGRAM_SUM   STORE_LATENCY_COLUMNS(ROLLUP_SUM)
+/* The rollup table's histogram columns: as created; taken from callhook_rollup_add's
+ * a_latency (STORE_LATENCY_BUCKETS per entry); added to on conflict; summed over the writers. */
+#define ROLLUP_COLUMN_DEF(i) ", h" #i " BIGINT NOT NULL DEFAULT 0"
+#define ROLLUP_ARG(i)        ", a_latency[(u.o - 1) * 16 + " #i " + 1]"
+#define ROLLUP_ADD(i)        ", h" #i " = t.h" #i " + excluded.h" #i
+#define ROLLUP_SUM(i)        ", sum(h" #i ")"
+#define ROLLUP_HISTOGRAM_DEF STORE_LATENCY_COLUMNS(ROLLUP_COLUMN_DEF)
+#define ROLLUP_HISTOGRAM_ARG STORE_LATENCY_COLUMNS(ROLLUP_ARG)
+#define ROLLUP_HISTOGRAM_ADD STORE_LATENCY_COLUMNS(ROLLUP_ADD)
+#define ROLLUP_HISTOGRAM_SUM STORE_LATENCY_COLUMNS(ROLLUP_SUM)
+_Static_assert(STORE_LATENCY_BUCKETS == 16, "ROLLUP_ARG spells the buckets per entry");
 
 static const char *const migrations[] = {
     /* 1 */
@@ -197,7 +197,33 @@ static const char *const migrations[] = {
     " delivered BIGINT NOT NULL DEFAULT 0, failed BIGINT NOT NULL DEFAULT 0,"
     " dead BIGINT NOT NULL DEFAULT 0" ROLLUP_HISTOGRAM_DEF
     ", last_error TEXT NOT NULL DEFAULT '', last_error_at_ms BIGINT NOT NULL DEFAULT 0,"
-    " last_error_seq BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (app_id, minute, writer));",
+    " last_error_seq BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (app_id, minute, writer));"
+    /* A batch's results gathered by app and minute (store_rollup_add_attempts), added to this
+     * connection's rows. A function with a plan of its own made once per session: planned
+     * with each record statement (the session plans custom), the rollup cost more to plan
+     * than to run. */
+    "CREATE FUNCTION callhook_rollup_add(a_app TEXT[], a_minute BIGINT[], a_delivered BIGINT[],"
+    " a_failed BIGINT[], a_dead BIGINT[], a_latency BIGINT[], a_error TEXT[],"
+    " a_error_at BIGINT[], a_error_seq BIGINT[]) RETURNS INTEGER LANGUAGE plpgsql"
+    " SET plan_cache_mode = force_generic_plan AS $$"
+    " BEGIN"
+    "  INSERT INTO app_minutes AS t (app_id, minute, writer, delivered, failed,"
+    "   dead" STORE_LATENCY_LIST ", last_error, last_error_at_ms, last_error_seq)"
+    "  SELECT u.app_id, u.minute, pg_backend_pid(), u.delivered, u.failed,"
+    "   u.dead" ROLLUP_HISTOGRAM_ARG ", u.error, u.error_at, u.error_seq"
+    "  FROM unnest(a_app, a_minute, a_delivered, a_failed, a_dead, a_error, a_error_at,"
+    "   a_error_seq) WITH ORDINALITY"
+    "   AS u(app_id, minute, delivered, failed, dead, error, error_at, error_seq, o)"
+    "  ON CONFLICT (app_id, minute, writer) DO UPDATE SET"
+    "   delivered = t.delivered + excluded.delivered, failed = t.failed + excluded.failed,"
+    "   dead = t.dead + excluded.dead" ROLLUP_HISTOGRAM_ADD ","
+    "   last_error = CASE WHEN excluded.last_error_at_ms >= t.last_error_at_ms"
+    "    THEN excluded.last_error ELSE t.last_error END,"
+    "   last_error_seq = CASE WHEN excluded.last_error_at_ms >= t.last_error_at_ms"
+    "    THEN excluded.last_error_seq ELSE t.last_error_seq END,"
+    "   last_error_at_ms = greatest(t.last_error_at_ms, excluded.last_error_at_ms);"
+    "  RETURN 0;"
+    " END $$;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1008,7 +1034,8 @@ static const struct prepared ingest_sql = {
     "     AND o.pos < f.pos)) THEN 0"
     "   ELSE 1 END AS st FROM fresh f) f"
     " ORDER BY ord"
-    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status, next_attempt_at),"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq, status, next_attempt_at, app_id,"
+    "  created_at),"
     " bodies AS ("
     " INSERT INTO message_bodies(seq, body)"
     " SELECT i.seq, f.body FROM ins i JOIN fresh f ON f.id = i.id ORDER BY i.seq),"
@@ -1023,8 +1050,8 @@ static const struct prepared ingest_sql = {
     /* The console's rollup: this connection's row of each app and minute. */
     " counted AS ("
     " INSERT INTO app_minutes AS t (app_id, minute, writer, ingested)"
-    " SELECT f.app_id, f.at - f.at % 60, pg_backend_pid(), count(*)"
-    " FROM ins i JOIN fresh f ON f.id = i.id GROUP BY 1, 2 ORDER BY 1, 2"
+    " SELECT i.app_id, i.created_at - i.created_at % 60, pg_backend_pid(), count(*)"
+    " FROM ins i GROUP BY 1, 2 ORDER BY 1, 2"
     " ON CONFLICT (app_id, minute, writer) DO UPDATE SET ingested = t.ingested + excluded.ingested)"
     " SELECT s.app, i.seq, i.status, s.old_seq, s.old_status, s.first"
     " FROM seen s LEFT JOIN ins i ON i.id = s.id ORDER BY s.ord"};
@@ -1367,80 +1394,47 @@ static const struct prepared record_sql = {
     "WITH r AS ("
     " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::text[],"
     "  $6::text[], $7::bytea[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[],"
-    "  $12::text[], $13::int[]) WITH ORDINALITY"
+    "  $12::text[]) WITH ORDINALITY"
     "  AS r(seq, at_ms, duration_ms, http_status, error_class, error, response, status, next_at,"
-    "  delivered_at, signed_at, signature, bucket, ord)),"
+    "  delivered_at, signed_at, signature, ord)),"
     " ins AS ("
     " INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status, error_class, error,"
     "  response, signed_at, signature)"
     " SELECT seq, at_ms, duration_ms, http_status, error_class, error, response, signed_at,"
     "  signature FROM r ORDER BY ord),"
-    /* The console's rollup: this connection's row of each app and minute (the app read from
-     * messages, as the statement found it). The last error is the one of the attempt that
-     * ended last. */
-    " rolled AS ("
-    " INSERT INTO app_minutes AS t (app_id, minute, writer, delivered, failed,"
-    "  dead" STORE_LATENCY_LIST ", last_error, last_error_at_ms, last_error_seq)"
-    " SELECT m.app_id, r.at_ms / 60000 * 60, pg_backend_pid(),"
-    "  count(*) FILTER (WHERE r.status = 2), count(*) FILTER (WHERE r.status <> 2),"
-    "  count(*) FILTER (WHERE r.status = 3)" ROLLUP_HISTOGRAM_COUNT ","
-    "  coalesce((array_agg(r.error ORDER BY r.at_ms DESC, r.ord DESC)"
-    "   FILTER (WHERE r.status <> 2))[1], ''),"
-    "  coalesce(max(r.at_ms) FILTER (WHERE r.status <> 2), 0),"
-    "  coalesce((array_agg(r.seq ORDER BY r.at_ms DESC, r.ord DESC)"
-    "   FILTER (WHERE r.status <> 2))[1], 0)"
-    " FROM r JOIN messages m ON m.seq = r.seq GROUP BY 1, 2 ORDER BY 1, 2"
-    " ON CONFLICT (app_id, minute, writer) DO UPDATE SET"
-    "  delivered = t.delivered + excluded.delivered, failed = t.failed + excluded.failed,"
-    "  dead = t.dead + excluded.dead" ROLLUP_HISTOGRAM_ADD ","
-    "  last_error = CASE WHEN excluded.last_error_at_ms >= t.last_error_at_ms"
-    "   THEN excluded.last_error ELSE t.last_error END,"
-    "  last_error_seq = CASE WHEN excluded.last_error_at_ms >= t.last_error_at_ms"
-    "   THEN excluded.last_error_seq ELSE t.last_error_seq END,"
-    "  last_error_at_ms = greatest(t.last_error_at_ms, excluded.last_error_at_ms)),"
-    /* Done: out of the queue. A retry: its queue row
-     * updated, or made again when a late result (its lease
-     * ran out and another node delivered it) brings a
-     * message back; not for a deleted app's (see below).
-     */
+    /* The console's rollup, gathered by app and minute in C (store_rollup_add_attempts) and
+     * written by callhook_rollup_add (migration 9), whose plan is made once per session. */
+    " rolled AS (SELECT callhook_rollup_add($13::text[], $14::bigint[], $15::bigint[],"
+    "  $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], $20::bigint[],"
+    "  $21::bigint[]) AS n),"
+    /* Done: out of the queue. A retry: its queue row updated, or made again when a late
+     * result (its lease ran out and another node delivered it) brings a message back; not
+     * for a deleted app's (see below). */
     " gone AS (DELETE FROM message_queue"
-    "  WHERE seq = ANY(ARRAY(SELECT seq FROM r WHERE "
-    "status NOT IN (0, 1))) RETURNING seq),"
+    "  WHERE seq = ANY(ARRAY(SELECT seq FROM r WHERE status NOT IN (0, 1))) RETURNING seq),"
     " kept AS ("
-    " INSERT INTO message_queue(seq, app_id, status, "
-    "next_attempt_at, parked, begin_key,"
+    " INSERT INTO message_queue(seq, app_id, status, next_attempt_at, parked, begin_key,"
     "  wait_key)"
     " SELECT m.seq, m.app_id, r.status, r.next_at,"
-    "  coalesce((SELECT 1 - a.enabled FROM voice_apps a "
-    "WHERE a.id = m.app_id), 0),"
-    "  CASE WHEN m.event = 'begin-call' THEN m.dedupe_key "
-    "END,"
-    "  CASE WHEN m.event = 'end-call' AND m.wait_begin = "
-    "1 THEN m.dedupe_key END"
+    "  coalesce((SELECT 1 - a.enabled FROM voice_apps a WHERE a.id = m.app_id), 0),"
+    "  CASE WHEN m.event = 'begin-call' THEN m.dedupe_key END,"
+    "  CASE WHEN m.event = 'end-call' AND m.wait_begin = 1 THEN m.dedupe_key END"
     " FROM r JOIN messages m ON m.seq = r.seq"
-    " WHERE r.status IN (0, 1) AND m.seq = "
-    "ANY($1::bigint[]) AND m.app_deleted = 0"
-    " ON CONFLICT (seq) DO UPDATE SET status = "
-    "excluded.status,"
-    "  next_attempt_at = excluded.next_attempt_at "
-    "RETURNING seq)"
-    /* The queue rows first, then the messages, as a claim
-     * takes them (its FOR UPDATE on the queue, then its
-     * update of messages): the condition on gone and kept
-     * is a one-time filter, run before any messages row is
-     * touched, so a claim and a result meeting on a
-     * message whose lease ran out wait on each other in
-     * one order, never in a cycle. An attempt in flight
-     * when its app was deleted does not bring it back. */
-    " UPDATE messages m SET status = CASE WHEN "
-    "m.app_deleted = 1 AND r.status = 0 THEN 3"
-    "  ELSE r.status END, attempts = m.attempts + 1, "
-    "next_attempt_at = r.next_at,"
+    " WHERE r.status IN (0, 1) AND m.seq = ANY($1::bigint[]) AND m.app_deleted = 0"
+    " ON CONFLICT (seq) DO UPDATE SET status = excluded.status,"
+    "  next_attempt_at = excluded.next_attempt_at RETURNING seq)"
+    /* The queue rows first, then the messages, as a claim takes them (its FOR UPDATE on the
+     * queue, then its update of messages): the condition on gone and kept is a one-time
+     * filter, run before any messages row is touched, so a claim and a result meeting on a
+     * message whose lease ran out wait on each other in one order, never in a cycle (the
+     * rollup's rows are this connection's alone: no other writer waits on them). An attempt in
+     * flight when its app was deleted does not bring it back. */
+    " UPDATE messages m SET status = CASE WHEN m.app_deleted = 1 AND r.status = 0 THEN 3"
+    "  ELSE r.status END, attempts = m.attempts + 1, next_attempt_at = r.next_at,"
     "  delivered_at = r.delivered_at, last_error = r.error"
-    " FROM r WHERE m.seq = ANY($1::bigint[]) AND m.seq = "
-    "r.seq"
-    " AND (SELECT count(*) FROM gone) + (SELECT count(*) "
-    "FROM kept) >= 0"};
+    " FROM r WHERE m.seq = ANY($1::bigint[]) AND m.seq = r.seq"
+    " AND (SELECT count(*) FROM gone) + (SELECT count(*) FROM kept)"
+    " + (SELECT count(*) FROM rolled) >= 0"};
 
 enum {
     REC_SEQ,
@@ -1455,8 +1449,21 @@ enum {
     REC_DELIVERED,
     REC_SIGNED_AT,
     REC_SIGNATURE,
-    REC_BUCKET,
     REC_COLUMNS
+};
+
+/* The rollup's arrays of a batch (callhook_rollup_add's arguments), after REC_COLUMNS. */
+enum {
+    ROLL_APP,
+    ROLL_MINUTE,
+    ROLL_DELIVERED,
+    ROLL_FAILED,
+    ROLL_DEAD,
+    ROLL_LATENCY, /* STORE_LATENCY_BUCKETS per entry, one entry after the other */
+    ROLL_ERROR,
+    ROLL_ERROR_AT,
+    ROLL_ERROR_SEQ,
+    ROLL_COLUMNS
 };
 
 static const char *or_empty(const char *s)
@@ -1477,11 +1484,11 @@ static bool record_arrays(const struct attempt_result *res, size_t n, struct bin
             return false;
         response_len += res[i].response ? res[i].response_len : 0;
     }
-    static const uint32_t oids[REC_COLUMNS] = {OID_INT8, OID_INT8,  OID_INT8, OID_INT4, OID_TEXT,
-                                               OID_TEXT, OID_BYTEA, OID_INT4, OID_INT8, OID_INT8,
-                                               OID_INT8, OID_TEXT,  OID_INT4};
-    size_t payload[REC_COLUMNS] = {8 * n, 8 * n, 8 * n, 4 * n, class_len, error_len, response_len,
-                                   4 * n, 8 * n, 8 * n, 8 * n, sig_len,   4 * n};
+    static const uint32_t oids[REC_COLUMNS] = {OID_INT8, OID_INT8, OID_INT8,  OID_INT4,
+                                               OID_TEXT, OID_TEXT, OID_BYTEA, OID_INT4,
+                                               OID_INT8, OID_INT8, OID_INT8,  OID_TEXT};
+    size_t payload[REC_COLUMNS] = {8 * n,        8 * n, 8 * n, 4 * n, class_len, error_len,
+                                   response_len, 4 * n, 8 * n, 8 * n, 8 * n,     sig_len};
     for (int k = 0; k < REC_COLUMNS; k++) {
         if (!array_init(&a[k], oids[k], n, payload[k])) {
             array_release(a, (size_t)k + 1);
@@ -1503,10 +1510,51 @@ static bool record_arrays(const struct attempt_result *res, size_t n, struct bin
         array_put_int(&a[REC_DELIVERED], r->new_status == MSG_DELIVERED ? r->at_ms / 1000 : 0, 8);
         array_put_int(&a[REC_SIGNED_AT], r->signed_at, 8);
         array_put(&a[REC_SIGNATURE], or_empty(r->signature), strlen(or_empty(r->signature)));
-        array_put_int(&a[REC_BUCKET],
-                      r->new_status == MSG_DELIVERED ? store_latency_bucket(r->duration_ms) : -1,
-                      4);
     }
+    return true;
+}
+
+/* The rollup of results res[0..n) as ROLL_COLUMNS arrays. False when out of memory (what was
+ * made is released). */
+static bool rollup_arrays(const struct attempt_result *res, size_t n, struct bin_array *a)
+{
+    struct store_rollup roll = {0};
+    if (!store_rollup_add_attempts(&roll, res, n)) {
+        store_rollup_release(&roll);
+        return false;
+    }
+    size_t k = roll.n, app_len = 0, error_len = 0;
+    for (size_t i = 0; i < k; i++) {
+        app_len += strlen(roll.e[i].app_id);
+        error_len += strlen(roll.e[i].last_error);
+    }
+    static const uint32_t oids[ROLL_COLUMNS] = {OID_TEXT, OID_INT8, OID_INT8, OID_INT8, OID_INT8,
+                                                OID_INT8, OID_TEXT, OID_INT8, OID_INT8};
+    size_t count[ROLL_COLUMNS] = {k, k, k, k, k, k * STORE_LATENCY_BUCKETS, k, k, k};
+    size_t payload[ROLL_COLUMNS] = {app_len,   8 * k, 8 * k,
+                                    8 * k,     8 * k, 8 * k * STORE_LATENCY_BUCKETS,
+                                    error_len, 8 * k, 8 * k};
+    for (int c = 0; c < ROLL_COLUMNS; c++) {
+        if (!array_init(&a[c], oids[c], count[c], payload[c])) {
+            array_release(a, (size_t)c + 1);
+            store_rollup_release(&roll);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < k; i++) {
+        const struct store_rollup_entry *e = &roll.e[i];
+        array_put(&a[ROLL_APP], e->app_id, strlen(e->app_id));
+        array_put_int(&a[ROLL_MINUTE], e->m.at, 8);
+        array_put_int(&a[ROLL_DELIVERED], e->m.delivered, 8);
+        array_put_int(&a[ROLL_FAILED], e->m.failed, 8);
+        array_put_int(&a[ROLL_DEAD], e->m.dead, 8);
+        for (int b = 0; b < STORE_LATENCY_BUCKETS; b++)
+            array_put_int(&a[ROLL_LATENCY], e->m.latency[b], 8);
+        array_put(&a[ROLL_ERROR], e->last_error, strlen(e->last_error));
+        array_put_int(&a[ROLL_ERROR_AT], e->last_error_at_ms, 8);
+        array_put_int(&a[ROLL_ERROR_SEQ], e->last_error_seq, 8);
+    }
+    store_rollup_release(&roll);
     return true;
 }
 
@@ -1514,21 +1562,27 @@ static bool record_arrays(const struct attempt_result *res, size_t n, struct bin
 static ch_code record_run(struct pg_store *db, PGconn *c, const struct attempt_result *res,
                           size_t n, struct ch_error *err)
 {
-    struct bin_array a[REC_COLUMNS];
-    if (!record_arrays(res, n, a))
+    enum { N = REC_COLUMNS + ROLL_COLUMNS };
+    struct bin_array a[N];
+    bool made = record_arrays(res, n, a);
+    if (made && !rollup_arrays(res, n, a + REC_COLUMNS)) {
+        array_release(a, REC_COLUMNS);
+        made = false;
+    }
+    if (!made)
         return ch_error_set(err, CH_ENOMEM,
                             "cannot pass %zu results to PostgreSQL: out of memory, or over "
                             "512 MiB",
                             n);
-    const char *values[REC_COLUMNS];
-    int lengths[REC_COLUMNS], formats[REC_COLUMNS];
-    for (int k = 0; k < REC_COLUMNS; k++) {
+    const char *values[N];
+    int lengths[N], formats[N];
+    for (int k = 0; k < N; k++) {
         values[k] = (const char *)a[k].data;
         lengths[k] = (int)a[k].len;
         formats[k] = 1;
     }
-    PGresult *r = run_prepared(db, c, &record_sql, REC_COLUMNS, values, lengths, formats, 0);
-    array_release(a, REC_COLUMNS);
+    PGresult *r = run_prepared(db, c, &record_sql, N, values, lengths, formats, 0);
+    array_release(a, N);
     if (!ok(r))
         return fail(c, r, "record attempts", err);
     PQclear(r);

@@ -186,12 +186,11 @@ static const char *const stmt_sql[STMT_COUNT_] = {
     [W_ATTEMPT_INSERT] = "INSERT INTO attempts(message_seq, at_ms, duration_ms, http_status,"
                          " error_class, error, response, signed_at, signature)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    /* An attempt that was in flight when its app was deleted does not bring it back. The app
-     * it returns is the rollup's. */
+    /* An attempt that was in flight when its app was deleted does not bring it back. */
     [W_ATTEMPT_UPDATE] =
         "UPDATE messages SET status = CASE WHEN app_deleted = 1 AND ?1 = 0 THEN 3 ELSE ?1 END,"
         " attempts = attempts + 1, next_attempt_at = ?2, delivered_at = ?3, last_error = ?4"
-        " WHERE seq = ?5 RETURNING app_id",
+        " WHERE seq = ?5",
     [W_APP_DISABLE] = "UPDATE voice_apps SET enabled = 0, disabled_reason = ? WHERE id = ?",
     [W_RELEASE] =
         "UPDATE messages SET status = 0, next_attempt_at = ? WHERE seq = ? AND status = 1",
@@ -247,27 +246,11 @@ struct checkpointer {
     atomic_int copied; /* frames the thread's last pass copied back, 0 once the writer did */
 };
 
-/* One app's minute of the rollup, gathered from a batch before it is written (rollup_add_*). */
-struct rollup_entry {
-    char app_id[129];
-    struct store_minute m;
-    char last_error[300];
-    int64_t last_error_at_ms, last_error_seq;
-};
-
-/* The batch's entries: the writer's, under its lock, kept between batches (no allocation per
- * batch once it has grown). */
-struct rollup {
-    struct rollup_entry *e;
-    size_t n, cap;
-    size_t hit; /* the entry found last: a batch's results mostly come app after app */
-};
-
 struct sqlite_store {
     struct store base;
     sqlite3 *w, *r;
     struct checkpointer cp;
-    struct rollup rollup;
+    struct store_rollup rollup;   /* the batch's, on the writer */
     int64_t rollup_pruned;        /* the minute the rollup was last pruned at */
     sqlite3_stmt *q[STMT_COUNT_]; /* prepared on first use, under the connection's lock */
     bool sync_normal;             /* the writer is at synchronous=NORMAL (inside begin/finish) */
@@ -633,64 +616,16 @@ static ch_code app_delete(struct store *s, const char *id, struct ch_error *err)
 
 /* ---- the console's rollup (store.h, "the operators' console's figures") ---- */
 
-/* The entry of app_id's minute at (unix seconds) in the batch, added when new; NULL when out of
- * memory (the batch is then written without it: figures, not data). */
-static struct rollup_entry *rollup_entry(struct rollup *r, const char *app_id, int64_t at)
-{
-    int64_t minute = at - at % 60;
-    if (r->hit < r->n && r->e[r->hit].m.at == minute && strcmp(r->e[r->hit].app_id, app_id) == 0)
-        return &r->e[r->hit];
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->e[i].m.at == minute && strcmp(r->e[i].app_id, app_id) == 0) {
-            r->hit = i;
-            return &r->e[i];
-        }
-    }
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16;
-        struct rollup_entry *e = realloc(r->e, cap * sizeof *e);
-        if (e == NULL)
-            return NULL;
-        r->e = e;
-        r->cap = cap;
-    }
-    struct rollup_entry *e = &r->e[r->n];
-    memset(e, 0, sizeof *e);
-    snprintf(e->app_id, sizeof e->app_id, "%s", app_id);
-    e->m.at = minute;
-    r->hit = r->n++;
-    return e;
-}
-
-static void rollup_add_attempt(struct rollup *r, const char *app_id, const struct attempt_result *a)
-{
-    struct rollup_entry *e = rollup_entry(r, app_id, a->at_ms / 1000);
-    if (e == NULL)
-        return;
-    if (a->new_status == MSG_DELIVERED) {
-        e->m.delivered++;
-        e->m.latency[store_latency_bucket(a->duration_ms)]++;
-        return;
-    }
-    e->m.failed++;
-    e->m.dead += a->new_status == MSG_DEAD;
-    if (a->at_ms >= e->last_error_at_ms) {
-        snprintf(e->last_error, sizeof e->last_error, "%s", a->error ? a->error : "");
-        e->last_error_at_ms = a->at_ms;
-        e->last_error_seq = a->seq;
-    }
-}
-
 /* Writes the batch's entries and empties it; once a minute (by the batch's time) also prunes
  * the rows older than STORE_ROLLUP_KEEP_S. In the caller's transaction, on the writer. */
 static ch_code rollup_write(struct sqlite_store *db, enum stmt_id id, struct ch_error *err)
 {
-    struct rollup *r = &db->rollup;
+    struct store_rollup *r = &db->rollup;
     sqlite3_stmt *st = NULL;
     ch_code rc = r->n > 0 ? stmt(db, id, &st, err) : CH_OK;
     int64_t latest = 0;
     for (size_t i = 0; rc == CH_OK && i < r->n; i++) {
-        const struct rollup_entry *e = &r->e[i];
+        const struct store_rollup_entry *e = &r->e[i];
         int k = 1;
         sqlite3_bind_text(st, k++, e->app_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, k++, e->m.at);
@@ -816,9 +751,7 @@ static ch_code ingest_one(struct sqlite_store *db, struct ingest_item *it, bool 
         return db_error(err, db->w, "ingest: insert record");
     it->status = status;
     it->result = CH_OK;
-    struct rollup_entry *e = rollup_entry(&db->rollup, it->app_id, it->now);
-    if (e)
-        e->m.ingested++;
+    store_rollup_add_ingested(&db->rollup, it->app_id, it->now);
     return CH_OK;
 }
 
@@ -944,10 +877,8 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
         sqlite3_bind_text(upd, 4, a->error ? a->error : "", -1, SQLITE_STATIC);
         sqlite3_bind_int64(upd, 5, a->seq);
         step = sqlite3_step(upd);
-        if (step == SQLITE_ROW)
-            rollup_add_attempt(&db->rollup, (const char *)sqlite3_column_text(upd, 0), a);
         sqldb_done(upd);
-        if (step != SQLITE_DONE && step != SQLITE_ROW) {
+        if (step != SQLITE_DONE) {
             rc = db_error(err, db->w, "update message");
             break;
         }
@@ -960,8 +891,10 @@ static ch_code record_attempts(struct store *s, const struct attempt_result *r, 
                 rc = db_error(err, db->w, "disable voice app");
         }
     }
-    if (rc == CH_OK)
+    if (rc == CH_OK) {
+        store_rollup_add_attempts(&db->rollup, r, n);
         rc = rollup_write(db, W_ROLLUP_ATTEMPTS, err);
+    }
     db->rollup.n = 0; /* a failed batch counts nothing */
     rc = finish(db, rc, err);
     pthread_mutex_unlock(&db->wlock);
@@ -1821,7 +1754,7 @@ static void sqlite_close(struct store *s)
     pthread_mutex_destroy(&db->rlock);
     pthread_mutex_destroy(&db->cp.lock);
     pthread_cond_destroy(&db->cp.wake);
-    free(db->rollup.e);
+    store_rollup_release(&db->rollup);
     free(db);
 }
 

@@ -528,6 +528,77 @@ int64_t store_latency_bucket_edge_ms(int bucket)
     return (int64_t)1 << bucket;
 }
 
+/* The entry of app_id's minute at (unix seconds), added when new; NULL when out of memory. */
+static struct store_rollup_entry *rollup_entry(struct store_rollup *r, const char *app_id,
+                                               int64_t at)
+{
+    int64_t minute = at - at % 60;
+    struct store_rollup_entry *e = r->hit < r->n ? &r->e[r->hit] : NULL;
+    if (e && e->m.at == minute && strcmp(e->app_id, app_id) == 0)
+        return e;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->e[i].m.at == minute && strcmp(r->e[i].app_id, app_id) == 0) {
+            r->hit = i;
+            return &r->e[i];
+        }
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct store_rollup_entry *grown = realloc(r->e, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        r->e = grown;
+        r->cap = cap;
+    }
+    e = &r->e[r->n];
+    memset(e, 0, sizeof *e);
+    e->app_id = app_id;
+    e->m.at = minute;
+    e->last_error = "";
+    r->hit = r->n++;
+    return e;
+}
+
+bool store_rollup_add_attempts(struct store_rollup *r, const struct attempt_result *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct attempt_result *a = &res[i];
+        if (a->app_id == NULL)
+            continue;
+        struct store_rollup_entry *e = rollup_entry(r, a->app_id, a->at_ms / 1000);
+        if (e == NULL)
+            return false;
+        if (a->new_status == MSG_DELIVERED) {
+            e->m.delivered++;
+            e->m.latency[store_latency_bucket(a->duration_ms)]++;
+            continue;
+        }
+        e->m.failed++;
+        e->m.dead += a->new_status == MSG_DEAD;
+        /* The attempt that ended last (results come back in any order). */
+        if (a->at_ms >= e->last_error_at_ms) {
+            e->last_error = a->error ? a->error : "";
+            e->last_error_at_ms = a->at_ms;
+            e->last_error_seq = a->seq;
+        }
+    }
+    return true;
+}
+
+bool store_rollup_add_ingested(struct store_rollup *r, const char *app_id, int64_t at_s)
+{
+    struct store_rollup_entry *e = rollup_entry(r, app_id, at_s);
+    if (e)
+        e->m.ingested++;
+    return e != NULL;
+}
+
+void store_rollup_release(struct store_rollup *r)
+{
+    free(r->e);
+    memset(r, 0, sizeof *r);
+}
+
 ch_code store_app_console(struct store *s, const char *app_id,
                           void (*cb)(void *ctx, const struct app_console *a), void *ctx,
                           struct ch_error *err)

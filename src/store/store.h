@@ -109,8 +109,9 @@ struct attempt_result {
     size_t response_len;
     enum msg_status new_status; /* DELIVERED, PENDING (retry at next_attempt_at) or DEAD */
     int64_t next_attempt_at;
-    bool disable_app; /* a 410: disable the app with the reason in error */
-    const char *app_id;
+    bool disable_app;      /* a 410: disable the app with the reason in error */
+    const char *app_id;    /* the message's Voice App: the console's rollup counts the attempt
+                              under it (a result without one is not counted) */
     int64_t signed_at;     /* the attempt's webhook-timestamp; 0 when it was not signed */
     const char *signature; /* its webhook-signature cut short (store_signature_short); NULL */
 };
@@ -202,6 +203,26 @@ struct store_minute {
     int64_t dead;              /* of the failed ones, those that made their message dead */
     int64_t latency[STORE_LATENCY_BUCKETS]; /* the delivered attempts' durations */
 };
+
+/* The rollup of a batch, gathered in C by the backends before they write it (one entry per app
+ * and minute), so both count alike: store_rollup_add_*() add to it, n = 0 empties it. */
+struct store_rollup_entry {
+    const char *app_id; /* borrowed from what was added */
+    struct store_minute m;
+    const char *last_error; /* borrowed; "" when none */
+    int64_t last_error_at_ms, last_error_seq;
+};
+struct store_rollup {
+    struct store_rollup_entry *e; /* owned: free with store_rollup_release() */
+    size_t n, cap;
+    size_t hit; /* the entry found last: a batch's items mostly come app after app */
+};
+/* Each result's attempt under its app_id (none without one) and the minute it ended. False
+ * when out of memory: what was added stays (figures, not data: the write goes on). */
+bool store_rollup_add_attempts(struct store_rollup *r, const struct attempt_result *res, size_t n);
+/* One event stored for app_id at at_s. False when out of memory. */
+bool store_rollup_add_ingested(struct store_rollup *r, const char *app_id, int64_t at_s);
+void store_rollup_release(struct store_rollup *r);
 
 /* One Voice App as the console shows it beside its minutes (store_ops.app_console). */
 struct app_console {

@@ -1917,6 +1917,7 @@ static void test_postgres_upgrade_keeps_records(void **state)
     assert_int_equal(store_record_attempts(s, &r, 1, NULL), CH_OK);
     store_close(s);
     raw_postgres(pg_uri(), "DROP TABLE app_minutes; DROP INDEX messages_correlation;"
+                           "DROP FUNCTION callhook_rollup_add;"
                            "ALTER TABLE messages DROP COLUMN correlation_id;"
                            "ALTER TABLE attempts DROP COLUMN signed_at, DROP COLUMN signature;"
                            "ALTER TABLE messages ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
@@ -2063,10 +2064,11 @@ static void see_console(void *ctx, const struct app_console *a)
     seen->n++;
 }
 
-static struct attempt_result attempt_at(int64_t seq, enum msg_status st, int64_t at_ms,
-                                        int64_t duration_ms, const char *error)
+static struct attempt_result attempt_at(const char *app, int64_t seq, enum msg_status st,
+                                        int64_t at_ms, int64_t duration_ms, const char *error)
 {
     struct attempt_result r = result(seq, st, st == MSG_PENDING ? at_ms / 1000 + 60 : 0);
+    r.app_id = app;
     r.at_ms = at_ms;
     r.duration_ms = duration_ms;
     if (error)
@@ -2095,7 +2097,8 @@ static void test_console_rollup(void **state)
     ingest(s, "msg_1", "a", "begin-call", "c1", MSG_DELIVERING, M + 5);    /* a duplicate */
     ingest(s, "msg_o1", "off", "begin-call", "o1", MSG_DELIVERING, M + 6); /* parked */
     ingest(s, "msg_o2", "off", "begin-call", "o2", MSG_DELIVERING, M + 7); /* parked */
-    ingest(s, "msg_b0", "b", "begin-call", "b0", MSG_DELIVERING, M - 60);  /* the minute before */
+    struct ingest_item b0 =
+        ingest(s, "msg_b0", "b", "begin-call", "b0", MSG_DELIVERING, M - 60); /* a minute before */
     struct ingest_item u = {.msg_id = "msg_u",
                             .app_id = "nope",
                             .event = "begin-call",
@@ -2107,27 +2110,30 @@ static void test_console_rollup(void **state)
     assert_int_equal(store_ingest(s, &u, 1, NULL), CH_OK);
     assert_true(u.unknown_app);
 
-    /* One batch: three delivered (1, 100 and 20,000 ms), a retry, a dead end. */
+    /* One batch of two apps: two delivered (1 and 100 ms), a retry, a dead end; b's
+     * delivered (3 ms); and one without its app, which the rollup cannot count. */
     struct attempt_result batch[] = {
-        attempt_at(i1.seq, MSG_DELIVERED, M * 1000 + 10000, 1, NULL),
-        attempt_at(i2.seq, MSG_DELIVERED, M * 1000 + 11000, 100, NULL),
-        attempt_at(i3.seq, MSG_PENDING, M * 1000 + 30000, 40, "HTTP 500 later"),
-        attempt_at(i4.seq, MSG_DEAD, M * 1000 + 20000, 40, "HTTP 503 earlier"),
+        attempt_at("a", i1.seq, MSG_DELIVERED, M * 1000 + 10000, 1, NULL),
+        attempt_at("b", b0.seq, MSG_DELIVERED, M * 1000 + 10500, 3, NULL),
+        attempt_at("a", i2.seq, MSG_DELIVERED, M * 1000 + 11000, 100, NULL),
+        attempt_at("a", i3.seq, MSG_PENDING, M * 1000 + 30000, 40, "HTTP 500 later"),
+        attempt_at("a", i4.seq, MSG_DEAD, M * 1000 + 20000, 40, "HTTP 503 earlier"),
+        attempt_at(NULL, i1.seq, MSG_DELIVERED, M * 1000 + 50000, 1, NULL),
     };
-    assert_int_equal(store_record_attempts(s, batch, 4, NULL), CH_OK);
+    assert_int_equal(store_record_attempts(s, batch, 6, NULL), CH_OK);
     /* A second node: another delivered attempt, and a failure that ended before the last one
      * seen, which does not become the last error. */
     struct store *s2 = open_store();
     struct attempt_result more[] = {
-        attempt_at(i3.seq, MSG_DELIVERED, M * 1000 + 40000, 20000, NULL),
-        attempt_at(i4.seq, MSG_PENDING, M * 1000 + 25000, 40, "HTTP 502 old news"),
+        attempt_at("a", i3.seq, MSG_DELIVERED, M * 1000 + 40000, 20000, NULL),
+        attempt_at("a", i4.seq, MSG_PENDING, M * 1000 + 25000, 40, "HTTP 502 old news"),
     };
     assert_int_equal(store_record_attempts(s2, more, 2, NULL), CH_OK);
     ingest(s2, "msg_5", "a", "end-call", "c1", MSG_DELIVERING, M + 9);
 
     struct minutes_seen seen = {0};
     assert_int_equal(store_app_minutes(s, NULL, M - 60, see_minute, &seen, NULL), CH_OK);
-    assert_int_equal(seen.n, 3); /* a at M, off at M, b at M - 60 */
+    assert_int_equal(seen.n, 4); /* a at M, off at M, b at M - 60 and at M */
     const struct store_minute *a = minute_of(&seen, "a", M);
     assert_int_equal(a->ingested, 5);
     assert_int_equal(a->delivered, 3);
@@ -2142,13 +2148,16 @@ static void test_console_rollup(void **state)
     assert_int_equal(a->latency[15], 1); /* 20,000 ms */
     assert_int_equal(minute_of(&seen, "off", M)->ingested, 2);
     assert_int_equal(minute_of(&seen, "b", M - 60)->ingested, 1);
+    assert_int_equal(minute_of(&seen, "b", M - 60)->delivered, 0);
+    assert_int_equal(minute_of(&seen, "b", M)->delivered, 1);
+    assert_int_equal(minute_of(&seen, "b", M)->latency[2], 1);
     /* From a later minute, and for one app. */
     memset(&seen, 0, sizeof seen);
     assert_int_equal(store_app_minutes(s2, "b", M - 60, see_minute, &seen, NULL), CH_OK);
-    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.n, 2);
     memset(&seen, 0, sizeof seen);
     assert_int_equal(store_app_minutes(s2, NULL, M, see_minute, &seen, NULL), CH_OK);
-    assert_int_equal(seen.n, 2);
+    assert_int_equal(seen.n, 3);
 
     struct consoles_seen cs = {0};
     assert_int_equal(store_app_console(s, NULL, see_console, &cs, NULL), CH_OK);
@@ -2162,7 +2171,7 @@ static void test_console_rollup(void **state)
     assert_string_equal(cs.a[0].last_error, "HTTP 500 later");
     assert_int_equal(cs.a[0].last_error_at_ms, M * 1000 + 30000);
     assert_string_equal(cs.a[0].last_error_msg, "msg_3");
-    assert_int_equal(cs.a[1].waiting, 1);
+    assert_int_equal(cs.a[1].waiting, 0);
     assert_string_equal(cs.a[1].last_error, "");
     assert_int_equal(cs.a[1].last_error_at_ms, 0);
     assert_string_equal(cs.a[1].last_error_msg, "");
@@ -2182,7 +2191,7 @@ static void test_console_rollup(void **state)
     struct ingest_item late = ingest(s, "msg_late", "b", "begin-call", "l", MSG_DELIVERING,
                                      M + STORE_ROLLUP_KEEP_S + 120);
     struct attempt_result done =
-        attempt_at(late.seq, MSG_DELIVERED, (M + STORE_ROLLUP_KEEP_S + 120) * 1000, 5, NULL);
+        attempt_at("b", late.seq, MSG_DELIVERED, (M + STORE_ROLLUP_KEEP_S + 120) * 1000, 5, NULL);
     assert_int_equal(store_record_attempts(s2, &done, 1, NULL), CH_OK);
     memset(&seen, 0, sizeof seen);
     assert_int_equal(store_app_minutes(s, NULL, 0, see_minute, &seen, NULL), CH_OK);
