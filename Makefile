@@ -44,9 +44,11 @@ demo: build
 bench: deps
 	bench/run
 
-# The npm packages the interop tests compare against, pinned by the committed lockfile.
+# The npm packages the interop tests compare against, and puppeteer-core for the browser test
+# (it drives Debian's chromium: nothing downloaded), pinned by the committed lockfiles.
 test-deps: deps
 	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 # The whole suite on a sanitizer build, warnings as errors.
 test: test-deps

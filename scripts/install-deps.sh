@@ -12,6 +12,7 @@ packages=(
     postgresql
     libcmocka-dev libgnutls28-dev nodejs npm python3 curl openssl wrk webhook faketime
     debhelper dpkg-dev lintian groff-base man-db systemd procps
+    chromium
 )
 
 missing=()

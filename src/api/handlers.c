@@ -13,6 +13,7 @@
 #include "deliver/ops.h"
 #include "deliver/probe.h"
 #include "lib/crypto.h"
+#include "ui/ui.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -992,6 +993,15 @@ static bool route(struct api_request *r, bool run)
     char *seg[6] = {0};
     int n = split_path(path, seg);
 
+    /* The console's own files need no key: what it shows comes through the API, with one. A
+     * GET is answered once the (empty) request is complete, so the connection stays open for
+     * the page's next file; another method is refused from the headers. */
+    if (ui_path(r->http->path)) {
+        bool get = method_is(r, "GET") || method_is(r, "HEAD");
+        if (run || !get)
+            ui_respond(r->http);
+        return run || !get;
+    }
     /* healthz and metrics ignore a query: monitoring tools may add their own. */
     if (n == 1 && strcmp(seg[0], "healthz") == 0 && method_is(r, "GET")) {
         if (run)

@@ -135,6 +135,16 @@ void http_respond(struct http_request *r, int status, const char *content_type, 
     r->content_type = content_type;
 }
 
+bool http_add_header(struct http_request *r, const char *name, const char *value)
+{
+    if (r->nheaders >= HTTP_HEADERS_MAX)
+        return false;
+    r->headers[r->nheaders][0] = name;
+    r->headers[r->nheaders][1] = value;
+    r->nheaders++;
+    return true;
+}
+
 void http_respond_json(struct http_request *r, int status, char *body)
 {
     free(r->response);
@@ -208,6 +218,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct http_request
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
     if (r->retry_after[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, r->retry_after);
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->headers[i][0], r->headers[i][1]);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;

@@ -26,6 +26,8 @@ enum http_error_form {
     HTTP_ERROR_STATUS, /* {"status":413,"message":"..."}: the receiver */
 };
 
+#define HTTP_HEADERS_MAX 10 /* headers a handler may add to one answer */
+
 /* One request, as handlers see it. The front owns it; it lives until the connection is done
  * with it (after the answer has been sent). */
 struct http_request {
@@ -42,6 +44,9 @@ struct http_request {
     size_t response_len;
     const char *content_type; /* static */
     char retry_after[16];     /* a Retry-After header when not empty */
+    /* More headers of the answer (http_add_header): names and values borrowed, static. */
+    const char *headers[HTTP_HEADERS_MAX][2];
+    int nheaders;
 };
 
 struct http_handler {
@@ -94,6 +99,9 @@ bool http_query_check(struct http_request *r, const char *const *known, char *ba
 /* Sets the answer: the body is copied. */
 void http_respond(struct http_request *r, int status, const char *content_type, const char *body,
                   size_t len);
+/* Adds a header to the answer. name and value are borrowed and must outlive the request
+ * (static strings). false when HTTP_HEADERS_MAX are set already (the header is not added). */
+bool http_add_header(struct http_request *r, const char *name, const char *value);
 /* Sets a JSON answer, taking ownership of a malloc'd body (NULL: out of memory, a 500). */
 void http_respond_json(struct http_request *r, int status, char *body);
 /* Sets a JSON answer in the server's form: an error, named by code in HTTP_ERROR_CODED (NULL:
