@@ -416,6 +416,9 @@ async function main() {
             // Trouble first: the failing and the disabled app above the healthy ones.
             const order = await page.$$eval("#apps tbody tr", (rows) => rows.map((r) => r.dataset.app));
             check(order.indexOf("crm-failing") < order.indexOf("crm-main") && order.indexOf("helpdesk-eu") < order.indexOf("billing"), `apps in trouble are not first: ${order}`);
+            // serve's own ops webhook app is listed, and said to be one.
+            await waitFor(page, "callhook-ops marked as the ops webhook", () => document.querySelector('#apps tr[data-app="callhook-ops"] td.app .sub')?.textContent === "ops webhook");
+            check(await page.$eval('#apps tr[data-app="billing"] td.app', (e) => e.querySelector(".sub") === null), "billing is marked as something");
             // The page refreshes itself: new deliveries appear without a reload.
             await page.evaluate(() => (window.__sameDocument = true));
             const delivered = () => page.$eval('#apps tr[data-app="billing"] .window .ok-count', (e) => Number(e.textContent.replace(/,/g, "")));

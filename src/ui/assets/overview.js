@@ -25,7 +25,8 @@ function row(a, now) {
   const st = appState(a);
   const lat = a.last5m && a.last5m.p50Ms !== null ? a.last5m : a.last1h || {};
   return h('tr', { 'data-app': a.id, class: 'level-' + st.level },
-    h('td', { class: 'app' }, h('a', { href: route('apps', a.id) }, a.id)),
+    h('td', { class: 'app' }, h('a', { href: route('apps', a.id) }, a.id),
+      a.opsWebhook ? h('div', { class: 'sub', title: 'serve --ops-webhook: callhook\'s own events' }, 'ops webhook') : null),
     h('td', null, h('span', { class: ['badge', st.level], title: st.detail }, st.label),
       !a.enabled && a.disabledReason ? h('div', { class: 'sub reason' }, a.disabledReason) : null),
     windowCell(a.last5m),
