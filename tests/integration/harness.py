@@ -60,6 +60,29 @@ def free_port():
         return s.getsockname()[1]
 
 
+def sanitizer_lines(text):
+    """The lines of text a sanitizer wrote (a report of ASan, UBSan or LSan)."""
+    return [line for line in text.splitlines()
+            if any(m in line for m in SANITIZER_MARKERS)]
+
+
+def serve_refusing(binary, folder, env, extra=(), timeout=20):
+    """Runs `callhook serve` on folder/callhook.db (a fresh port on HOST) with env as its whole
+    environment, expecting it to refuse to start. Returns (exit status, output); a serve that
+    starts is killed and its output is raised as an AssertionError."""
+    cmd = [binary, "serve", "--listen", "%s:%d" % (HOST, free_port()),
+           "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                         stdin=subprocess.DEVNULL, text=True)
+    try:
+        out, _ = p.communicate(timeout=scaled(timeout))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        raise AssertionError("serve started although it should have refused:\n" + out[-2000:])
+    return p.returncode, out
+
+
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
     """Call predicate until it returns something truthy, and return that; TimeoutError with
     `what` (a string, or a callable giving one) once timeout seconds have passed."""

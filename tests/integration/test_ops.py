@@ -72,9 +72,7 @@ def record(prefix="ops"):
                        "CallType": 4}).encode()
 
 
-def sanitizer_lines(text):
-    return [line for line in text.splitlines()
-            if any(m in line for m in harness.SANITIZER_MARKERS)]
+sanitizer_lines = harness.sanitizer_lines
 
 
 class OpsCase(unittest.TestCase):
@@ -159,17 +157,8 @@ class OpsCase(unittest.TestCase):
         e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
         e.update(NEUTRAL_ENV)
         e["CALLHOOK_ADMIN_KEY"] = "adm" + _secrets.token_hex(20)
-        cmd = [BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
-               "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
-                             stdin=subprocess.DEVNULL, text=True)
-        try:
-            out, _ = p.communicate(timeout=T(20))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-            self.fail("serve started although it should have refused:\n" + out[-2000:])
-        self.assertNotEqual(p.returncode, 0, out)
+        code, out = harness.serve_refusing(BIN, folder, e, extra)
+        self.assertNotEqual(code, 0, out)
         self.assertEqual(sanitizer_lines(out), [], out)
         # Refused before anything was made or written.
         self.assertFalse(os.path.exists(os.path.join(folder, "callhook.db")), out)

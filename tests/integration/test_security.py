@@ -130,9 +130,7 @@ def occurrences(files, needles):
     return [(n, name) for n in needles for name, data in files.items() if n in data]
 
 
-def sanitizer_lines(text):
-    return [line for line in text.splitlines()
-            if any(m in line for m in harness.SANITIZER_MARKERS)]
+sanitizer_lines = harness.sanitizer_lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,17 +488,8 @@ class SecurityCase(unittest.TestCase):
         e = {k: v for k, v in os.environ.items() if k not in harness.PROXY_VARS}
         e.update(NEUTRAL_ENV)
         e.update(env or {})
-        cmd = [BIN, "serve", "--listen", "%s:%d" % (HOST, free_port()),
-               "--db", "sqlite:" + os.path.join(folder, "callhook.db")] + list(extra)
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
-                             stdin=subprocess.DEVNULL, text=True)
-        try:
-            out, _ = p.communicate(timeout=T(20))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-            self.fail("serve started although it should have refused:\n" + out[-2000:])
-        self.assertNotEqual(p.returncode, 0, out)
+        code, out = harness.serve_refusing(BIN, folder, e, extra)
+        self.assertNotEqual(code, 0, out)
         self.assertEqual(sanitizer_lines(out), [], out)
         return out
 
