@@ -90,6 +90,26 @@ def sign_v1(secret, msg_id, ts, body):
     return "v1," + base64.b64encode(mac).decode()
 
 
+def kill9_while_sending(rx, sender, stop, acked, step=20, deadline=20, kills=10):
+    """Runs sender (which loops until stop is set, adding what was acknowledged to acked) on
+    four threads, and kills rx with kill -9 `kills` times, each once `step` more events were
+    acknowledged, starting it again each time; then stops the senders."""
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(kills):
+            before = len(acked)
+            wait_until(lambda: len(acked) >= before + step, T(deadline),
+                       what="%d more acknowledged before kill %d" % (step, i + 1))
+            rx.kill9()
+            rx.start()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(T(15))
+
+
 def record(call_id=None, call_type=4, **fields):
     """A small call record (bytes) with a fresh ActiveCallId unless one is given; call_type
     None leaves CallType out. Every record carries a phone number and an e-mail address, so the
@@ -2319,20 +2339,7 @@ class Sinks(ReceiveCase):
                     with lock:
                         acked.add(wid)
 
-        threads = [threading.Thread(target=sender) for _ in range(4)]
-        for t in threads:
-            t.start()
-        try:
-            for i in range(10):
-                before = len(acked)
-                wait_until(lambda: len(acked) >= before + 20, T(20),
-                           what="20 more acknowledged before kill %d" % (i + 1))
-                rx.kill9()
-                rx.start()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(T(15))
+        kill9_while_sending(rx, sender, stop, acked)
 
         def lines(path):
             try:
@@ -2962,20 +2969,7 @@ class PipeAndForward(ReceiveCase):
                         with lock:
                             acked.add(wid)
 
-        threads = [threading.Thread(target=sender) for _ in range(4)]
-        for t in threads:
-            t.start()
-        try:
-            for i in range(10):
-                before = len(acked)
-                wait_until(lambda: len(acked) >= before + 20, T(20),
-                           what="20 more acknowledged before kill %d" % (i + 1))
-                rx.kill9()
-                rx.start()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(T(15))
+        kill9_while_sending(rx, sender, stop, acked)
 
         def piped():
             try:

@@ -419,20 +419,7 @@ class Durability(PgCase):
                         with lock:
                             acked[wid] = (event, key)
 
-        threads = [threading.Thread(target=sender) for _ in range(4)]
-        for t in threads:
-            t.start()
-        try:
-            for i in range(10):
-                before = len(acked)
-                wait_until(lambda: len(acked) >= before + 40, T(30),
-                           what="40 more acknowledged before kill %d" % (i + 1))
-                rx.kill9()
-                rx.start()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(T(15))
+        tr.kill9_while_sending(rx, sender, stop, acked, step=40, deadline=30)
         wait_until(lambda: set(acked) <= self.event_ids(), T(90), interval=0.5,
                    what=lambda: "every acknowledged event in call_events (missing %d)"
                    % len(set(acked) - self.event_ids()))
