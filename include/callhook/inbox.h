@@ -286,7 +286,7 @@ CH_API ch_code ch_inbox_deliveries(struct ch_inbox *ib, long long seq,
                                    void *ctx, struct ch_error *err);
 
 /** The schema version of inboxes this library writes (ch_inbox_open migrates older ones). */
-#define CH_INBOX_SCHEMA_VERSION 3
+#define CH_INBOX_SCHEMA_VERSION 4
 
 #ifdef __cplusplus
 }

@@ -1,9 +1,9 @@
 /*
  * The receiver's inbox on SQLite: WAL with synchronous=FULL, so an event is on disk when
  * ch_inbox_add returns. Two connections, each behind a mutex (see struct ch_inbox); the
- * receiver batches its writes on both, and statements are prepared once. Schema version 2:
+ * receiver batches its writes on both, and statements are prepared once. Schema version 4:
  * events (the record, its dedupe keys and its derived status) and deliveries (one state per
- * event and sink); version 1 had the state on the event and is migrated at open.
+ * event and sink); older versions are migrated at open (upgrade()).
  */
 #include <callhook/inbox.h>
 
@@ -53,6 +53,14 @@ static const char schema_v2[] =
 /* Version 3: the request's signature headers, so that a forward passes them on. */
 static const char schema_v3[] = "ALTER TABLE events ADD COLUMN webhook_timestamp INTEGER;"
                                 "ALTER TABLE events ADD COLUMN webhook_signature TEXT;";
+
+/* Version 4: a sink takes its earliest-due deliveries first. Ordered by (sink, seq) alone, the
+ * take's ORDER BY next_at, seq sorted every due delivery of the sink in a temporary b-tree at
+ * each take; through (sink, next_at, seq) it reads the first rows of one range. */
+static const char schema_v4[] =
+    "CREATE INDEX IF NOT EXISTS deliveries_next ON deliveries(sink, next_at, seq)"
+    "  WHERE status = 0;"
+    "DROP INDEX IF EXISTS deliveries_due;";
 
 /* A version 1 inbox's unprocessed and failed events, as deliveries to the implicit sink "": an
  * event a crash left running is pending again, its attempt counted. */
@@ -328,6 +336,8 @@ static ch_code upgrade(sqlite3 *db, const char *path, struct ch_error *err)
         rc = exec(db, migrate_v1_v2, err);
     if (rc == CH_OK && v < 3) /* 0: a new file or version 1 */
         rc = exec(db, schema_v3, err);
+    if (rc == CH_OK && v < 4)
+        rc = exec(db, schema_v4, err);
     if (rc == CH_OK)
         rc = exec(db, "PRAGMA user_version = " TEXT_OF(CH_INBOX_SCHEMA_VERSION), err);
     if (rc == CH_OK)
@@ -670,6 +680,11 @@ static ch_code read_taken(struct ch_inbox *ib, const struct taken *t, struct ch_
         snprintf(out->last_error, sizeof out->last_error, "%s", t->last_error);
     }
     return rc;
+}
+
+const char *inbox_take_sql(bool in_order)
+{
+    return stmt_sql[in_order ? ST_TAKE_IN_CALL_ORDER : ST_TAKE];
 }
 
 ch_code ch_inbox_take_sink(struct ch_inbox *ib, const char *sink, long long now,

@@ -43,4 +43,8 @@ typedef size_t (*inbox_route_cb)(void *ctx, const struct ch_inbox_entry *e, cons
 ch_code inbox_reassign(struct ch_inbox *ib, const char *from_sink, inbox_route_cb route, void *ctx,
                        long long *moved, struct ch_error *err);
 
+/** The SQL a sink's take runs (ST_TAKE or, in_order, ST_TAKE_IN_CALL_ORDER): for a test of its
+ * query plan. */
+const char *inbox_take_sql(bool in_order);
+
 #endif

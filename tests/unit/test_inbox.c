@@ -662,6 +662,41 @@ static void test_take_earliest_due_first(void **state)
     finish_all(ib, "forward:x", e, n, CH_INBOX_DONE, 0);
 }
 
+/* A take reads the first rows of one index range: it neither sorts every due delivery of the
+ * sink (a temporary b-tree) nor scans them. Checked on the file at path with its own connection. */
+static void assert_take_plan(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    for (int in_order = 0; in_order < 2; in_order++) {
+        char sql[2048];
+        snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", inbox_take_sql(in_order));
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        char plan[2048] = "";
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *row = (const char *)sqlite3_column_text(st, 3);
+            strncat(plan, row ? row : "", sizeof plan - strlen(plan) - 2);
+            strcat(plan, "\n");
+        }
+        sqlite3_finalize(st);
+        if (strstr(plan, "TEMP B-TREE") || !strstr(plan, "deliveries_next (sink=? AND next_at<?)"))
+            fail_msg("the take (in call order: %d) does not read one range:\n%s", in_order, plan);
+    }
+    sqlite3_close(db);
+}
+
+static void test_take_plan_reads_one_range(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/plan.db", dir);
+    struct ch_inbox *ib = NULL;
+    assert_int_equal(ch_inbox_open(path, &ib, NULL), CH_OK);
+    ch_inbox_close(ib);
+    assert_take_plan(path);
+}
+
 /* A version 1 inbox (one status per event), as callhook wrote it before sinks. */
 static const char v1_schema[] =
     "CREATE TABLE events ("
@@ -837,6 +872,7 @@ static void test_migrate_v2_signature_headers(void **state)
     assert_int_equal(sqlite3_column_int(st, 0), CH_INBOX_SCHEMA_VERSION);
     sqlite3_finalize(st);
     sqlite3_close(db);
+    assert_take_plan(path); /* the index of version 4 made by the migration */
 }
 
 int main(void)
@@ -855,6 +891,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sinks_apart, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_in_call_order, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_earliest_due_first, fresh, close_inbox),
+        cmocka_unit_test(test_take_plan_reads_one_range),
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_migrate_v2_signature_headers),
     };
