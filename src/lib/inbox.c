@@ -120,10 +120,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BY_CALL] = "SELECT seq FROM events WHERE event = ? AND call_key = ?",
     [ST_INSERT] =
         "INSERT INTO events(webhook_id, event, call_key, call_type, body,"
-        " received_at, next_at, status, processed_at, webhook_timestamp, webhook_signature)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    [ST_INSERT_DELIVERY] = "INSERT INTO deliveries(seq, sink, next_at) VALUES (?1, ?2, ?3)"
-                           " ON CONFLICT DO NOTHING",
+        " received_at, next_at, status, processed_at, webhook_timestamp, webhook_signature,"
+        " attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    /* Pending, or (handed to its sink in memory) running with its first attempt. */
+    [ST_INSERT_DELIVERY] = "INSERT INTO deliveries(seq, sink, next_at, status, attempts)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
     [ST_WORK_BEGIN] = "BEGIN IMMEDIATE",
     [ST_WORK_COMMIT] = "COMMIT",
     [ST_WORK_ROLLBACK] = "ROLLBACK",
@@ -436,12 +437,20 @@ static int find_existing(sqlite3_stmt *by_id, sqlite3_stmt *by_call, const char 
     return step;
 }
 
-/* Stores one new event and its deliveries, each due at its arrival. */
+/* Stores one new event and its deliveries, each due at its arrival, or running with its first
+ * attempt where handed (NULL: none) says so. The event's derived state is set as derive()
+ * would set it. */
 static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, sqlite3_stmt *ins_delivery,
                        struct ch_inbox_event *e, const struct ch_inbox_sinks *sinks,
-                       struct ch_error *err)
+                       const bool *handed, struct ch_error *err)
 {
     size_t nsinks = sinks ? sinks->n : 0;
+    size_t nhanded = 0;
+    for (size_t k = 0; handed && k < nsinks; k++)
+        nhanded += handed[k];
+    enum ch_inbox_status status = nsinks == 0 ? CH_INBOX_DONE
+                                  : nhanded   ? CH_INBOX_RUNNING
+                                              : CH_INBOX_PENDING;
     sqlite3_bind_text(ins, 1, e->webhook_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(ins, 2, e->event, -1, SQLITE_STATIC);
     if (e->call_key)
@@ -450,14 +459,16 @@ static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, sqlite3_stmt *ins
         sqlite3_bind_int64(ins, 4, e->call_type);
     sqlite3_bind_blob64(ins, 5, e->body ? e->body : "", e->body_len, SQLITE_STATIC);
     sqlite3_bind_int64(ins, 6, e->received_at);
-    sqlite3_bind_int64(ins, 7, e->received_at * 1000);
+    /* The earliest retry: none when no delivery waits. */
+    sqlite3_bind_int64(ins, 7, nhanded < nsinks ? e->received_at * 1000 : 0);
     /* Going nowhere, it is processed as soon as it is stored. */
-    sqlite3_bind_int(ins, 8, nsinks ? CH_INBOX_PENDING : CH_INBOX_DONE);
+    sqlite3_bind_int(ins, 8, status);
     sqlite3_bind_int64(ins, 9, nsinks ? 0 : e->received_at);
     if (e->webhook_timestamp)
         sqlite3_bind_int64(ins, 10, e->webhook_timestamp);
     if (e->webhook_signature)
         sqlite3_bind_text(ins, 11, e->webhook_signature, -1, SQLITE_STATIC);
+    sqlite3_bind_int(ins, 12, nhanded ? 1 : 0);
     ch_code rc = CH_OK;
     if (sqlite3_step(ins) != SQLITE_DONE)
         rc = db_error(err, ib->db, "store event");
@@ -469,6 +480,9 @@ static ch_code add_one(struct ch_inbox *ib, sqlite3_stmt *ins, sqlite3_stmt *ins
         sqlite3_bind_int64(ins_delivery, 1, seq);
         sqlite3_bind_text(ins_delivery, 2, sinks->names[k], -1, SQLITE_STATIC);
         sqlite3_bind_int64(ins_delivery, 3, e->received_at * 1000);
+        bool taken = handed && handed[k];
+        sqlite3_bind_int(ins_delivery, 4, taken ? CH_INBOX_RUNNING : CH_INBOX_PENDING);
+        sqlite3_bind_int(ins_delivery, 5, taken ? 1 : 0);
         if (sqlite3_step(ins_delivery) != SQLITE_DONE)
             rc = db_error(err, ib->db, "store a delivery");
         sqldb_done(ins_delivery);
@@ -495,9 +509,10 @@ static ch_code check_sinks(const struct ch_inbox_sinks *sinks, size_t n, struct 
     return CH_OK;
 }
 
-/* sinks NULL: every event to the implicit sink "". */
+/* sinks NULL: every event to the implicit sink "". handed NULL: no delivery handed. */
 static ch_code add_events(struct ch_inbox *ib, struct ch_inbox_event *events,
-                          const struct ch_inbox_sinks *sinks, size_t n, struct ch_error *err)
+                          const struct ch_inbox_sinks *sinks, const bool *const *handed, size_t n,
+                          struct ch_error *err)
 {
     static const char *const implicit_name[] = {""};
     static const struct ch_inbox_sinks implicit = {implicit_name, 1};
@@ -522,7 +537,8 @@ static ch_code add_events(struct ch_inbox *ib, struct ch_inbox_event *events,
         } else if (step != SQLITE_DONE) {
             rc = db_error(err, ib->db, "look up duplicate");
         } else {
-            rc = add_one(ib, ins, ins_delivery, e, sinks ? &sinks[i] : &implicit, err);
+            rc = add_one(ib, ins, ins_delivery, e, sinks ? &sinks[i] : &implicit,
+                         handed ? handed[i] : NULL, err);
         }
     }
     if (rc == CH_OK)
@@ -541,7 +557,7 @@ static ch_code add_events(struct ch_inbox *ib, struct ch_inbox_event *events,
 ch_code ch_inbox_add(struct ch_inbox *ib, struct ch_inbox_event *events, size_t n,
                      struct ch_error *err)
 {
-    return add_events(ib, events, NULL, n, err);
+    return add_events(ib, events, NULL, NULL, n, err);
 }
 
 ch_code ch_inbox_add_routed(struct ch_inbox *ib, struct ch_inbox_event *events,
@@ -549,7 +565,48 @@ ch_code ch_inbox_add_routed(struct ch_inbox *ib, struct ch_inbox_event *events,
 {
     if (sinks == NULL && n > 0)
         return ch_error_set(err, CH_EINVAL, "inbox: no sinks given");
-    return add_events(ib, events, sinks, n, err);
+    return add_events(ib, events, sinks, NULL, n, err);
+}
+
+ch_code inbox_add_handed(struct ch_inbox *ib, struct ch_inbox_event *events,
+                         const struct ch_inbox_sinks *sinks, const bool *const *handed, size_t n,
+                         struct ch_error *err)
+{
+    if (sinks == NULL && n > 0)
+        return ch_error_set(err, CH_EINVAL, "inbox: no sinks given");
+    return add_events(ib, events, sinks, handed, n, err);
+}
+
+ch_code inbox_entry_of(const struct ch_inbox_event *e, struct ch_inbox_entry *out,
+                       struct ch_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->seq = e->seq;
+    snprintf(out->webhook_id, sizeof out->webhook_id, "%s", e->webhook_id);
+    snprintf(out->event, sizeof out->event, "%s", e->event);
+    snprintf(out->call_key, sizeof out->call_key, "%s", e->call_key ? e->call_key : "");
+    out->has_call_type = e->has_call_type;
+    out->call_type = e->has_call_type ? e->call_type : 0;
+    out->status = CH_INBOX_RUNNING;
+    out->attempts = 1;
+    out->received_at = e->received_at;
+    out->next_at = e->received_at * 1000;
+    out->webhook_timestamp = e->webhook_timestamp;
+    /* As entry_row() lays it out: the body, its terminator, the signature and its own. */
+    size_t sig_len = e->webhook_signature ? strlen(e->webhook_signature) : 0;
+    char *body = malloc(e->body_len + 1 + (e->webhook_signature ? sig_len + 1 : 0));
+    if (body == NULL)
+        return ch_error_set(err, CH_ENOMEM, "out of memory handing an event over");
+    if (e->body_len > 0)
+        memcpy(body, e->body, e->body_len);
+    body[e->body_len] = '\0';
+    if (e->webhook_signature) {
+        memcpy(body + e->body_len + 1, e->webhook_signature, sig_len + 1);
+        out->webhook_signature = body + e->body_len + 1;
+    }
+    out->body = body;
+    out->body_len = e->body_len;
+    return CH_OK;
 }
 
 ch_code ch_inbox_seen(struct ch_inbox *ib, const char *webhook_id, const char *event,

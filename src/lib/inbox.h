@@ -9,6 +9,25 @@
 
 #include <callhook/inbox.h>
 
+/**
+ * As ch_inbox_add_routed(), but the deliveries that handed marks (handed[i][k] for sinks[i]'s
+ * k-th sink; handed NULL or handed[i] NULL: none) are stored taken: running, with their first
+ * attempt, as a take would leave them. The receiver hands those events to their sinks in
+ * memory (inbox_entry_of()), so that a sink does not read back what was just written; a crash
+ * before their outcomes are recorded leaves them running, and ch_inbox_recover() makes them
+ * pending again at the next start.
+ */
+ch_code inbox_add_handed(struct ch_inbox *ib, struct ch_inbox_event *events,
+                         const struct ch_inbox_sinks *sinks, const bool *const *handed, size_t n,
+                         struct ch_error *err);
+
+/**
+ * The entry a take would give for e, an event just added with a delivery handed: running, its
+ * first attempt, no error; the body and signature copied (ch_inbox_entry_release() frees them).
+ */
+ch_code inbox_entry_of(const struct ch_inbox_event *e, struct ch_inbox_entry *out,
+                       struct ch_error *err);
+
 /** The outcome of processing one event, as ch_inbox_finish() takes it. error is borrowed. */
 struct inbox_outcome {
     long long seq;

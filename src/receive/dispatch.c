@@ -6,6 +6,8 @@
 
 #include "receive/dispatch.h"
 
+#include "lib/inbox.h"
+
 #include "receive/live.h"
 #include "receive/sink.h"
 #include "receive/stats.h"
@@ -34,6 +36,16 @@
 /* How long a short batch's successor may gather. Handlers run this much later at most. */
 #define COALESCE_MS 5
 
+/* A lane holds at most four of its sink's batches and this many events, and bodies of this
+ * many bytes. Past any, the front leaves events pending in the inbox and the dispatcher takes
+ * them from there. */
+#define LANE_MAX       2048
+#define LANE_MAX_BYTES ((size_t)16 * 1024 * 1024)
+
+/* While its lane is busy, a dispatcher still reads the inbox this often (retries due, events
+ * that did not fit in the lane). */
+#define INBOX_POLL_MS 100
+
 /* The settings a sink reads when it opens: a reload that changes them opens it again. */
 struct sink_settings {
     char handler_env[RECEIVE_MAX_HANDLER_ENV][RECEIVE_ENV_NAME_MAX];
@@ -46,6 +58,25 @@ struct sink_settings {
     char forward_ca[4096];
     int forward_timeout_ms;
     int forward_max_in_flight;
+};
+
+/* Events the front stored as taken by one sink (deliveries running, first attempt) and
+ * handed over in memory, so that the sink does not read back what was just written. A ring;
+ * lock held for each change. The front uses it only while the dispatcher is caught up with
+ * the inbox, so a backlog there is taken in order before newer events come this way. */
+struct dispatch_lane {
+    pthread_mutex_t lock;
+    struct ch_inbox_entry *ring;
+    size_t cap; /* of ring; 0: a sink without a lane (sink_ops.lane) */
+    size_t head, len;
+    size_t reserved; /* rooms the front holds for its commit in progress */
+    size_t bytes;    /* bodies held and reserved */
+    /* Set under the dispatch's lanes lock (dispatcher_signal): no reservation is then
+     * outstanding, and none is made again. */
+    bool closed;
+    /* The last take found no more due than it took: the inbox holds no backlog for the sink.
+     * Cleared by the front when the lane had no room (an event went to the inbox instead). */
+    atomic_bool caught_up;
 };
 
 /* One sink and its thread. */
@@ -61,6 +92,13 @@ struct dispatcher {
     struct sink *sink;
     pthread_mutex_t sink_lock;
     struct sink_settings settings;
+    struct dispatch_lane lane;
+    /* The batch buffers, made with the dispatcher, so that its thread never ends before a
+     * stop (it gives the lane back then). */
+    size_t max;
+    struct ch_inbox_entry *batch;
+    struct sink_result *res;
+    struct ch_inbox_outcome *out;
     pthread_t thread;
     bool running;
     atomic_bool stop;
@@ -73,6 +111,9 @@ struct dispatch {
     struct ch_inbox *inbox;
     pthread_mutex_t lock; /* wakeups, and the list below (changed by the main thread only) */
     pthread_cond_t cond;
+    /* Held by the front from its lane reservations to its hand-over (dispatch_lanes_lock),
+     * and by a stop closing a lane: taken before `lock`, never inside it. */
+    pthread_mutex_t lanes;
     unsigned long wakeups;
     struct dispatcher *list;
 };
@@ -225,39 +266,93 @@ static void lower_priority(void)
         setpriority(PRIO_PROCESS, tid, DISPATCH_NICE);
 }
 
+/* ---- the lane ---- */
+
+/* Moves up to max events out of w's lane into batch, oldest first. */
+static size_t lane_pop(struct dispatch_lane *l, struct ch_inbox_entry *batch, size_t max)
+{
+    pthread_mutex_lock(&l->lock);
+    size_t n = 0;
+    for (; n < max && l->len > 0; n++) {
+        batch[n] = l->ring[l->head];
+        l->bytes -= batch[n].body_len;
+        l->head = (l->head + 1) % l->cap;
+        l->len--;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
+static bool lane_waiting(struct dispatch_lane *l)
+{
+    pthread_mutex_lock(&l->lock);
+    bool any = l->len > 0;
+    pthread_mutex_unlock(&l->lock);
+    return any;
+}
+
+/* Stopping: the lane's events go back to the inbox, pending, their try not counted. */
+static void lane_give_back(struct dispatcher *w)
+{
+    size_t n;
+    long long now = clock_wall_ms();
+    while ((n = lane_pop(&w->lane, w->batch, w->max)) > 0) {
+        for (size_t i = 0; i < n; i++)
+            w->out[i] = (struct ch_inbox_outcome){.seq = w->batch[i].seq,
+                                                  .status = CH_INBOX_PENDING,
+                                                  .next_at_ms = now,
+                                                  .not_attempted = true};
+        struct ch_error err = {0};
+        if (ch_inbox_finish_sink(w->d->inbox, w->name, w->out, n, now / 1000, &err) != CH_OK)
+            log_error("cannot give %zu events back to the inbox for %s: %s (the next start "
+                      "runs them again)",
+                      n, w->label, err.message);
+        for (size_t i = 0; i < n; i++)
+            ch_inbox_entry_release(&w->batch[i]);
+    }
+}
+
 static void *dispatcher_main(void *arg)
 {
     struct dispatcher *w = arg;
     struct dispatch *d = w->d;
     thread_name("ch-sink");
     lower_priority();
-    size_t max = w->ops->batch_max(w->sink);
-    if (max < 1)
-        max = 1;
-    if (max > DISPATCH_BATCH_MAX)
-        max = DISPATCH_BATCH_MAX;
-    struct ch_inbox_entry *batch = calloc(max, sizeof *batch);
-    struct sink_result *res = calloc(max, sizeof *res);
-    struct ch_inbox_outcome *out = calloc(max, sizeof *out);
-    if (batch == NULL || res == NULL || out == NULL) {
-        log_error("out of memory starting the dispatcher of %s", w->label);
-        goto done;
-    }
+    size_t max = w->max;
+    struct ch_inbox_entry *batch = w->batch;
+    long long next_inbox_ms =
+        0; /* monotonic: when the inbox is read again though the lane is busy */
     while (!atomic_load(&w->stop)) {
         pthread_mutex_lock(&d->lock);
         unsigned long seen = d->wakeups;
         pthread_mutex_unlock(&d->lock);
-        size_t n = 0;
+        /* The events handed over in memory first: they are the oldest not yet taken. */
+        size_t n = lane_pop(&w->lane, batch, max);
+        if (n > 0) {
+            run_batch(w, batch, n, w->res, w->out);
+            for (size_t i = 0; i < n; i++)
+                ch_inbox_entry_release(&batch[i]);
+            if (clock_mono_ms() < next_inbox_ms) {
+                /* As below: a short batch lets the next one gather for a moment. */
+                if (max > 1 && n < max)
+                    pause_ms(w, COALESCE_MS);
+                continue;
+            }
+        }
         long long next_due = 0;
         struct ch_error err = {0};
         /* Read at each take: a reload that turns ordering on or off takes effect at once. */
         const struct receive_config *c = live_get(d->live);
         unsigned flags = c->ordered ? CH_INBOX_TAKE_CALL_ORDER : 0;
         live_put(d->live, c);
+        next_inbox_ms = clock_mono_ms() + INBOX_POLL_MS;
         ch_code rc = ch_inbox_take_sink_flags(d->inbox, w->name, clock_wall_ms(), flags, batch, max,
                                               &n, &next_due, &err);
+        if (rc == CH_OK || rc == CH_ENOTFOUND)
+            atomic_store(&w->lane.caught_up, n < max);
         if (rc == CH_OK) {
-            run_batch(w, batch, n, res, out);
+            stats_handed(d->stats, false, n);
+            run_batch(w, batch, n, w->res, w->out);
             for (size_t i = 0; i < n; i++)
                 ch_inbox_entry_release(&batch[i]);
             /* A short batch: let the next one gather for a moment, so that a steady stream is
@@ -269,6 +364,8 @@ static void *dispatcher_main(void *arg)
         }
         if (rc != CH_ENOTFOUND)
             log_error("cannot read the inbox for %s: %s", w->label, err.message);
+        else if (lane_waiting(&w->lane))
+            continue;
         /* Nothing due: sleep until woken by a new event, the next retry, or a second. */
         long long wait_ms = 1000;
         long long now = clock_wall_ms(); /* next_due is a stored due time */
@@ -276,10 +373,7 @@ static void *dispatcher_main(void *arg)
             wait_ms = next_due - now > 0 ? next_due - now : 0;
         wait_for(w, seen, wait_ms);
     }
-done:
-    free(batch);
-    free(res);
-    free(out);
+    lane_give_back(w);
     pthread_mutex_lock(&w->sink_lock);
     w->ops->close(w->sink);
     w->sink = NULL;
@@ -288,6 +382,8 @@ done:
 }
 
 /* ---- the set ---- */
+
+static void dispatcher_free(struct dispatcher *w);
 
 /* Opens the sink name with c and starts its thread. */
 static ch_code dispatcher_new(struct dispatch *d, const char *name, const struct receive_config *c,
@@ -306,22 +402,35 @@ static ch_code dispatcher_new(struct dispatch *d, const char *name, const struct
     settings_of(c, &w->settings);
     atomic_init(&w->stop, false);
     pthread_mutex_init(&w->sink_lock, NULL);
+    pthread_mutex_init(&w->lane.lock, NULL);
+    atomic_init(&w->lane.caught_up, false); /* until its first take: the inbox may hold some */
     const char *target = strchr(name, ':') + 1;
     struct ch_error inner = {0};
     ch_code rc = ops->open(target, c, &w->sink, &inner);
     if (rc != CH_OK) {
         rc = ch_error_set(err, rc == CH_ENOMEM ? CH_ENOMEM : CH_EINVAL, "handler %s: %s", w->label,
                           inner.message);
-        ch_secret_wipe(&w->settings.forward_key);
-        pthread_mutex_destroy(&w->sink_lock);
-        free(w);
+        dispatcher_free(w);
         return rc;
     }
+    w->max = ops->batch_max(w->sink);
+    if (w->max < 1)
+        w->max = 1;
+    if (w->max > DISPATCH_BATCH_MAX)
+        w->max = DISPATCH_BATCH_MAX;
+    w->batch = calloc(w->max, sizeof *w->batch);
+    w->res = calloc(w->max, sizeof *w->res);
+    w->out = calloc(w->max, sizeof *w->out);
+    w->lane.cap = ops->lane ? (4 * w->max < LANE_MAX ? 4 * w->max : LANE_MAX) : 0;
+    if (w->lane.cap > 0)
+        w->lane.ring = calloc(w->lane.cap, sizeof *w->lane.ring);
+    if (w->batch == NULL || w->res == NULL || w->out == NULL ||
+        (w->lane.cap > 0 && w->lane.ring == NULL)) {
+        dispatcher_free(w);
+        return ch_error_set(err, CH_ENOMEM, "out of memory starting the dispatcher of %s", name);
+    }
     if (pthread_create(&w->thread, NULL, dispatcher_main, w) != 0) {
-        ops->close(w->sink);
-        ch_secret_wipe(&w->settings.forward_key);
-        pthread_mutex_destroy(&w->sink_lock);
-        free(w);
+        dispatcher_free(w);
         return ch_error_set(err, CH_ENOMEM, "cannot start the dispatcher of %s", name);
     }
     w->running = true;
@@ -329,9 +438,15 @@ static ch_code dispatcher_new(struct dispatch *d, const char *name, const struct
     return CH_OK;
 }
 
-/* Asks w to stop: its loop ends, and the sink's process() returns soon. */
+/* Asks w to stop: its lane closes (it gives back what it holds), its loop ends, and the sink's
+ * process() returns soon. */
 static void dispatcher_signal(struct dispatcher *w)
 {
+    pthread_mutex_lock(&w->d->lanes); /* no reservation of the front's is outstanding */
+    pthread_mutex_lock(&w->lane.lock);
+    w->lane.closed = true;
+    pthread_mutex_unlock(&w->lane.lock);
+    pthread_mutex_unlock(&w->d->lanes);
     atomic_store(&w->stop, true);
     pthread_mutex_lock(&w->d->lock);
     pthread_cond_broadcast(&w->d->cond);
@@ -349,7 +464,12 @@ static void dispatcher_free(struct dispatcher *w)
     if (w->sink != NULL) /* a thread that never ran; else it closed its sink itself */
         w->ops->close(w->sink);
     pthread_mutex_destroy(&w->sink_lock);
+    pthread_mutex_destroy(&w->lane.lock);
     ch_secret_wipe(&w->settings.forward_key);
+    free(w->batch);
+    free(w->res);
+    free(w->out);
+    free(w->lane.ring); /* empty: the thread gave it back, or it never ran */
     free(w);
 }
 
@@ -478,6 +598,7 @@ ch_code dispatch_start(struct live *live, struct receive_stats *stats, struct ch
     d->stats = stats;
     d->inbox = inbox;
     pthread_mutex_init(&d->lock, NULL);
+    pthread_mutex_init(&d->lanes, NULL);
     /* Timed waits on the monotonic clock: a clock step back must not stretch a sleep. */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -489,6 +610,7 @@ ch_code dispatch_start(struct live *live, struct receive_stats *stats, struct ch
     live_put(live, c);
     if (rc != CH_OK) {
         pthread_mutex_destroy(&d->lock);
+        pthread_mutex_destroy(&d->lanes);
         pthread_cond_destroy(&d->cond);
         free(d);
         return rc;
@@ -515,6 +637,59 @@ void dispatch_stop(struct dispatch *d)
     pthread_mutex_unlock(&d->lock);
     stop_list(list);
     pthread_mutex_destroy(&d->lock);
+    pthread_mutex_destroy(&d->lanes);
     pthread_cond_destroy(&d->cond);
     free(d);
+}
+
+void dispatch_lanes_lock(struct dispatch *d)
+{
+    pthread_mutex_lock(&d->lanes);
+}
+
+void dispatch_lanes_unlock(struct dispatch *d)
+{
+    pthread_mutex_unlock(&d->lanes);
+}
+
+struct dispatch_lane *dispatch_lane_reserve(struct dispatch *d, const char *name, size_t body_len)
+{
+    struct dispatch_lane *l = NULL;
+    pthread_mutex_lock(&d->lock);
+    for (struct dispatcher *w = d->list; w && l == NULL; w = w->next) {
+        if (strcmp(w->name, name) == 0)
+            l = &w->lane; /* the newest of a name: a reload puts new ones first */
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (l == NULL || !atomic_load(&l->caught_up))
+        return NULL;
+    pthread_mutex_lock(&l->lock);
+    bool room =
+        !l->closed && l->len + l->reserved < l->cap && l->bytes + body_len <= LANE_MAX_BYTES;
+    if (room) {
+        l->reserved++;
+        l->bytes += body_len;
+    } else {
+        atomic_store(&l->caught_up, false); /* this event waits in the inbox: take it from there */
+    }
+    pthread_mutex_unlock(&l->lock);
+    return room ? l : NULL;
+}
+
+void dispatch_lane_hand(struct dispatch_lane *l, struct ch_inbox_entry *e)
+{
+    pthread_mutex_lock(&l->lock);
+    l->reserved--;
+    l->ring[(l->head + l->len) % l->cap] = *e;
+    l->len++;
+    pthread_mutex_unlock(&l->lock);
+    memset(e, 0, sizeof *e); /* the lane owns its body now */
+}
+
+void dispatch_lane_cancel(struct dispatch_lane *l, size_t body_len)
+{
+    pthread_mutex_lock(&l->lock);
+    l->reserved--;
+    l->bytes -= body_len;
+    pthread_mutex_unlock(&l->lock);
 }

@@ -23,6 +23,33 @@ struct dispatch;
 ch_code dispatch_start(struct live *live, struct receive_stats *stats, struct ch_inbox *inbox,
                        struct dispatch **out, struct ch_error *err);
 
+/*
+ * The lanes: the front hands the events it commits to their sinks in memory, their deliveries
+ * stored as taken (inbox_add_handed), so a sink does not read back what was just written. A
+ * lane is used only while its dispatcher is caught up with the inbox (no backlog there to keep
+ * in order before newer events) and has room (a count and a byte cap); else the event waits in
+ * the inbox, pending, as without lanes. Not with --ordered: its holds are the inbox's.
+ *
+ * The front, one thread: dispatch_lanes_lock(); a dispatch_lane_reserve() per delivery; the
+ * commit; then per reservation dispatch_lane_hand() for an event stored, or
+ * dispatch_lane_cancel() for one that was not (a duplicate, a failed commit);
+ * dispatch_lanes_unlock(); dispatch_wake(). A stop waits for the unlock and then gives back
+ * what its lane holds: pending again, its try not counted.
+ */
+struct dispatch_lane;
+void dispatch_lanes_lock(struct dispatch *d);
+void dispatch_lanes_unlock(struct dispatch *d);
+
+/* Room in sink name's lane for one event of body_len bytes, or NULL (the delivery goes to the
+ * inbox pending). */
+struct dispatch_lane *dispatch_lane_reserve(struct dispatch *d, const char *name, size_t body_len);
+
+/* Hands e (inbox_entry_of) to the lane that reserved room for it; the lane owns it after. */
+void dispatch_lane_hand(struct dispatch_lane *l, struct ch_inbox_entry *e);
+
+/* Gives back a reservation whose event was not stored. */
+void dispatch_lane_cancel(struct dispatch_lane *l, size_t body_len);
+
 /* New events are in the inbox (the front, after its commit). */
 void dispatch_wake(struct dispatch *d);
 

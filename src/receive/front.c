@@ -9,6 +9,7 @@
 #include "receive/dispatch.h"
 #include "receive/live.h"
 #include "receive/stats.h"
+#include "lib/inbox.h"
 #include "http/http.h"
 #include "util/clock.h"
 #include "util/batcher.h"
@@ -25,6 +26,9 @@
  * never full in practice; if it were, the request is answered 503 with Retry-After. */
 #define WRITER_QUEUE      4096
 #define BODY_BUDGET_BYTES ((size_t)64 * 1024 * 1024) /* bodies held at once, at the least */
+/* Deliveries of one batch handed to their sinks in memory, at most (the rest wait in the
+ * inbox as pending). */
+#define HAND_MAX (2 * WRITER_BATCH)
 
 /* What the receiver learns of a request on its way into the inbox (the request's state). */
 struct inbound {
@@ -52,6 +56,16 @@ struct front {
     struct ch_inbox_event events[WRITER_BATCH];
     struct ch_inbox_sinks sinks[WRITER_BATCH];
     const char *names[WRITER_BATCH][RECEIVE_MAX_SINKS];
+    /* Which deliveries of the batch go to their sinks' lanes (dispatch.h), and the entries
+     * made for them before the commit. */
+    bool handed[WRITER_BATCH][RECEIVE_MAX_SINKS];
+    const bool *handed_rows[WRITER_BATCH];
+    struct handoff {
+        struct dispatch_lane *lane;
+        size_t event;
+        struct ch_inbox_entry entry;
+    } hand[HAND_MAX];
+    size_t nhand;
 };
 
 /* The receiver's answers are {"status": N, "message": "..."} (the server's error form). */
@@ -101,6 +115,54 @@ static enum refusal verify_refusal(ch_code code)
 
 /* ---- the writer: group commit into the inbox ---- */
 
+/* Room in the sinks' lanes for the batch's deliveries, each with its entry made (the seq comes
+ * with the commit): none with --ordered, whose holds are the inbox's to decide. */
+static void reserve_lanes(struct front *f, size_t n, bool ordered)
+{
+    f->nhand = 0;
+    for (size_t i = 0; i < n; i++) {
+        f->handed_rows[i] = f->handed[i];
+        for (size_t k = 0; k < f->sinks[i].n; k++) {
+            f->handed[i][k] = false;
+            if (ordered || f->nhand == HAND_MAX)
+                continue;
+            struct handoff *h = &f->hand[f->nhand];
+            h->lane = dispatch_lane_reserve(f->dispatch, f->names[i][k], f->events[i].body_len);
+            if (h->lane == NULL)
+                continue;
+            if (inbox_entry_of(&f->events[i], &h->entry, NULL) != CH_OK) {
+                dispatch_lane_cancel(h->lane, f->events[i].body_len);
+                continue;
+            }
+            h->event = i;
+            f->handed[i][k] = true;
+            f->nhand++;
+        }
+    }
+}
+
+/* After the commit: each reserved delivery's event to its lane if it was stored (stored is
+ * the commit's success; a duplicate was not), else the room given back. */
+static void hand_over(struct front *f, bool stored)
+{
+    size_t handed = 0;
+    for (size_t j = 0; j < f->nhand; j++) {
+        struct handoff *h = &f->hand[j];
+        const struct ch_inbox_event *e = &f->events[h->event];
+        if (stored && !e->duplicate) {
+            h->entry.seq = e->seq;
+            dispatch_lane_hand(h->lane, &h->entry);
+            handed++;
+        } else {
+            ch_inbox_entry_release(&h->entry);
+            dispatch_lane_cancel(h->lane, e->body_len);
+        }
+    }
+    f->nhand = 0;
+    if (handed > 0)
+        stats_handed(f->stats, true, handed);
+}
+
 /* The batcher's commit: the requests of one batch into the inbox in one transaction, each new
  * event with the sinks its routes name in the settings in force (held until the commit: the
  * names point into them). */
@@ -128,9 +190,14 @@ static ch_code commit_batch(void *arg, void *const *items, size_t n)
             route_sinks(c, in->event, route_stored_kind(in->has_call_type, in->call_type),
                         in->call_type, f->names[i], RECEIVE_MAX_SINKS);
     }
+    /* Held until the deliveries reserved are handed over: a stop waits for it. */
+    dispatch_lanes_lock(f->dispatch);
+    reserve_lanes(f, n, c->ordered);
     struct ch_error err = {0};
-    ch_code rc = ch_inbox_add_routed(f->inbox, f->events, f->sinks, n, &err);
+    ch_code rc = inbox_add_handed(f->inbox, f->events, f->sinks, f->handed_rows, n, &err);
     live_put(f->live, c);
+    hand_over(f, rc == CH_OK);
+    dispatch_lanes_unlock(f->dispatch);
     if (rc != CH_OK)
         log_error("cannot store %zu events: %s", n, err.message);
     return rc;

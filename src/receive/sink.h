@@ -60,6 +60,11 @@ struct sink_ops {
     void (*interrupt)(struct sink *s);
     /* Frees the sink; process() is not running. */
     void (*close)(struct sink *s);
+    /* Whether the front hands it events in memory (dispatch.h's lanes): for sinks whose
+     * process() handles a batch in about the time a take costs, so that reading back what was
+     * just written is a good part of their work. Not exec: an event waiting in a lane shows as
+     * running, and exec's running events are the commands running. */
+    bool lane;
 };
 
 /* Sets one result: its outcome, its earliest retry (0: backoff), and why, as printf. */

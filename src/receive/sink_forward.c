@@ -384,4 +384,5 @@ const struct sink_ops sink_forward_ops = {
     .process = forward_process,
     .interrupt = forward_interrupt,
     .close = forward_close,
+    .lane = true,
 };

@@ -196,4 +196,5 @@ const struct sink_ops sink_jsonl_ops = {
     .process = jsonl_process,
     .interrupt = jsonl_interrupt,
     .close = jsonl_close,
+    .lane = true,
 };

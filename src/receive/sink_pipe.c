@@ -810,4 +810,5 @@ const struct sink_ops sink_pipe_ops = {
     .process = pipe_process,
     .interrupt = pipe_interrupt,
     .close = pipe_close,
+    .lane = true,
 };

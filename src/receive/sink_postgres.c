@@ -786,4 +786,5 @@ const struct sink_ops sink_postgres_ops = {
     .process = postgres_process,
     .interrupt = postgres_interrupt,
     .close = postgres_close,
+    .lane = true,
 };

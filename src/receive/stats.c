@@ -35,6 +35,7 @@ struct receive_stats {
     atomic_llong accepted, duplicates;
     atomic_llong refused[REFUSAL_COUNT];
     atomic_llong outcomes[OUTCOME_COUNT];
+    atomic_llong handed_memory, handed_inbox;
     atomic_llong reloads_ok, reloads_failed;
     atomic_llong interval_ms;
     pthread_mutex_t lock; /* the slots */
@@ -159,6 +160,11 @@ void stats_duplicate(struct receive_stats *s, const char *webhook_id, const char
              event, webhook_id, remote, more);
 }
 
+void stats_handed(struct receive_stats *s, bool in_memory, size_t n)
+{
+    atomic_fetch_add(in_memory ? &s->handed_memory : &s->handed_inbox, (long long)n);
+}
+
 void stats_outcome(struct receive_stats *s, enum outcome o)
 {
     if (o < OUTCOME_COUNT)
@@ -237,6 +243,16 @@ char *stats_render(struct receive_stats *s, const struct ch_inbox_stats *inbox, 
     for (int i = 0; ok && i < OUTCOME_COUNT; i++)
         ok = line(&b, "callhook_receive_handler_runs_total{outcome=\"%s\"} %lld\n",
                   outcome_names[i], (long long)atomic_load(&s->outcomes[i]));
+    ok = ok &&
+         line(&b,
+              "# HELP callhook_receive_deliveries_handed_total Deliveries handed to sinks: by "
+              "the front in memory (stored as taken with the event; given back to the inbox if "
+              "the sink stops first), or taken from the inbox (a backlog, a retry, a sink "
+              "without a lane, --ordered).\n"
+              "# TYPE callhook_receive_deliveries_handed_total counter\n"
+              "callhook_receive_deliveries_handed_total{via=\"memory\"} %lld\n"
+              "callhook_receive_deliveries_handed_total{via=\"inbox\"} %lld\n",
+              (long long)atomic_load(&s->handed_memory), (long long)atomic_load(&s->handed_inbox));
     ok = ok &&
          line(&b,
               "# HELP callhook_receive_reloads_total Reloads (SIGHUP) by result.\n"

@@ -61,6 +61,10 @@ void stats_duplicate(struct receive_stats *s, const char *webhook_id, const char
                      const char *remote);
 
 void stats_outcome(struct receive_stats *s, enum outcome o);
+
+/* Counts n deliveries handed to a sink: in memory by the front (dispatch.h's lanes), or
+ * taken from the inbox. */
+void stats_handed(struct receive_stats *s, bool in_memory, size_t n);
 void stats_reload(struct receive_stats *s, bool ok);
 
 /* Logs the lines held back whose interval has ended (their count and the last address): the

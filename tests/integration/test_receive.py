@@ -3039,6 +3039,94 @@ class PipeAndForward(ReceiveCase):
         self.assertRegex(log, r"forward URL 'http://' is not a valid URL")
 
 
+class Lanes(ReceiveCase):
+    """The front hands the events it commits to their sinks in memory, their deliveries
+    stored as taken (dispatch.h's lanes): used while a sink keeps up, not with --ordered, and
+    what a lane holds goes back to the inbox untried when its sink stops."""
+
+    sink_lines = Sinks.sink_lines
+    write_conf = Reload.write_conf
+    hup_and_wait = Reload.hup_and_wait
+    get_metrics = Visibility.get_metrics
+
+    def handed(self, rx):
+        m = self.get_metrics(rx)
+        return (metric(m, "callhook_receive_deliveries_handed_total", via="memory"),
+                metric(m, "callhook_receive_deliveries_handed_total", via="inbox"))
+
+    def test_handed_in_memory_while_the_sink_keeps_up(self):
+        out = os.path.join(self.dir, "out.jsonl")
+        rx = self.receiver("--jsonl", out, handler=False)
+        ids = []
+        for i in range(20):
+            r, wid = rx.post(record(call_type=i % 9), event=("begin-call", "end-call")[i % 2])
+            self.assert_status(r, 202, "event %d" % i)
+            ids.append(wid)
+            wait_until(lambda: wid in {x["webhookId"] for x in read_jsonl(out)}, T(10),
+                       what="event %d in out.jsonl" % i)
+        self.assertEqual(self.handed(rx), (20, 0), "each event handed over in memory")
+        self.assertEqual(sorted(x["webhookId"] for x in read_jsonl(out)), sorted(ids))
+        rows = rx.inbox_rows()
+        self.assertEqual({w: rows[w][1:3] for w in ids}, {w: ("done", 1) for w in ids})
+        self.assertEqual(rx.stop(), 0)
+        # --ordered: the inbox decides what a call's later event waits for, so no lane.
+        rx = self.receiver("--jsonl", out, "--ordered", handler=False)
+        for i in range(5):
+            r, wid = rx.post(record(), event="end-call")
+            self.assert_status(r, 202, "ordered event %d" % i)
+            wait_until(lambda: wid in {x["webhookId"] for x in read_jsonl(out)}, T(10),
+                       what="ordered event %d in out.jsonl" % i)
+        self.assertEqual(self.handed(rx), (0, 5))
+        self.assertEqual(rx.stop(), 0)
+
+    def test_lane_given_back_when_its_sink_stops(self):
+        """A --pipe handler that stops answering after its first event (window 2: the lane
+        holds 8); a reload drops the sink. The events its lane held go back to the inbox
+        pending, their try not counted (left as they were, they would stay running until a
+        restart); brought back, the sink answers each event ok exactly once."""
+        script = os.path.join(self.dir, "pipe_handler.py")
+        with open(script, "w") as f:
+            f.write(PIPE_HANDLER)
+        with open(os.path.join(self.dir, "freeze-after"), "w") as f:
+            f.write("1")
+        cmd = "%s -S %s" % (shlex.quote(sys.executable), shlex.quote(script))
+        other = os.path.join(self.dir, "other.jsonl")
+        piped = ["pipe = " + cmd, "pipe-window = 2", "exec-timeout-s = 120"]
+        conf = self.write_conf(*piped)
+        rx = self.receiver("--config", conf, handler=False)
+        ids = []
+        for i in range(7):
+            r, wid = rx.post(record(), event="end-call")
+            self.assert_status(r, 202, "event %d" % i)
+            ids.append(wid)
+            if i == 0:
+                wait_until(lambda: os.path.exists(os.path.join(self.dir, "frozen")), T(20),
+                           what="the handler frozen after its first answer")
+        # Event 0 answered; 1 and 2 in the frozen handler's window; 3-6 in the lane.
+        wait_until(lambda: self.handed(rx)[0] == 7, T(10), what="seven handed in memory")
+        lines = {w: self.sink_lines(rx, w)["pipe:" + cmd] for w in ids}
+        self.assertEqual(lines[ids[0]], ("done", 1))
+        self.assertEqual({lines[w] for w in ids[1:]}, {("running", 1)})
+        self.write_conf("jsonl = " + other, "exec-timeout-s = 120")
+        self.hup_and_wait(rx, r"stopping the dispatcher of pipe:")
+        wait_until(lambda: all(self.sink_lines(rx, w)["pipe:" + cmd][0] == "pending"
+                               for w in ids[1:]), T(10),
+                   what=lambda: "the stopped sink's events pending: %s"
+                   % {w: self.sink_lines(rx, w) for w in ids})
+        self.assertEqual({self.sink_lines(rx, w)["pipe:" + cmd] for w in ids[1:]},
+                         {("pending", 0)}, "given back untried")
+        self.write_conf(*piped)
+        self.hup_and_wait(rx, r"reloaded")
+
+        def ok_ids():
+            return [x["id"] for x in read_jsonl(os.path.join(self.dir, "pipe.log"))
+                    if x["k"] == "ans" and x["ok"]]
+        wait_until(lambda: set(ids) <= set(ok_ids()), T(30),
+                   what=lambda: "every event answered ok: %s" % ok_ids())
+        self.assertEqual(sorted(ok_ids()), sorted(ids), "each answered ok exactly once")
+        self.assertEqual(rx.stop(), 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Runner
 
@@ -3066,7 +3154,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_term)
     return harness.run_suite((Verification, Dedupe, Handlers, Crash, Transport, Settings, Secrets,
                               ControlCharacters, Http, SlowClients, Visibility, Reload, Sinks,
-                              PipeAndForward),
+                              PipeAndForward, Lanes),
                              filters, Result)
 
 

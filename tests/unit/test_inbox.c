@@ -662,6 +662,84 @@ static void test_take_earliest_due_first(void **state)
     finish_all(ib, "forward:x", e, n, CH_INBOX_DONE, 0);
 }
 
+/* Deliveries stored as handed (inbox_add_handed): running with their first attempt, not taken
+ * again; the event's state derived from them at once; a crash's recovery makes them pending. */
+static void test_add_handed(void **state)
+{
+    struct ch_inbox *ib = *state;
+    static const char *const names[] = {"jsonl:a", "exec:b"};
+    struct ch_inbox_sinks to = {names, 2};
+    bool handed_row[] = {true, false}, none_row[] = {false, false};
+    const bool *handed[] = {handed_row, none_row};
+    struct ch_inbox_event ev[2] = {
+        {.webhook_id = "h1",
+         .event = "begin-call",
+         .call_key = "c1",
+         .body = "{\"n\":1}",
+         .body_len = 7,
+         .received_at = 100,
+         .webhook_timestamp = 99,
+         .webhook_signature = "v1,x"},
+        {.webhook_id = "h2", .event = "end-call", .body = "{}", .body_len = 2, .received_at = 100},
+    };
+    struct ch_inbox_sinks both[] = {to, to};
+    assert_int_equal(inbox_add_handed(ib, ev, both, handed, 2, NULL), CH_OK);
+    struct ch_inbox_entry got;
+    assert_int_equal(ch_inbox_get(ib, "h1", &got, NULL), CH_OK);
+    assert_int_equal(got.status, CH_INBOX_RUNNING);
+    assert_int_equal(got.attempts, 1);
+    assert_int_equal(got.next_at, 100000); /* exec:b waits */
+    ch_inbox_entry_release(&got);
+    assert_int_equal(ch_inbox_get(ib, "h2", &got, NULL), CH_OK);
+    assert_int_equal(got.status, CH_INBOX_PENDING);
+    assert_int_equal(got.attempts, 0);
+    ch_inbox_entry_release(&got);
+
+    /* What the front hands over is what a take would have given. */
+    struct ch_inbox_entry mem;
+    assert_int_equal(inbox_entry_of(&ev[0], &mem, NULL), CH_OK);
+    assert_int_equal(mem.seq, ev[0].seq);
+    assert_string_equal(mem.call_key, "c1");
+    assert_int_equal(mem.attempts, 1);
+    assert_memory_equal(mem.body, "{\"n\":1}", 8);
+    assert_string_equal(mem.webhook_signature, "v1,x");
+
+    struct ch_inbox_entry t[4];
+    size_t n = 0;
+    long long next = 0;
+    /* jsonl:a has h2 only: h1 was handed. */
+    assert_int_equal(ch_inbox_take_sink(ib, "jsonl:a", 999999, t, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].webhook_id, "h2");
+    finish_all(ib, "jsonl:a", t, n, CH_INBOX_DONE, 0);
+    finish_all(ib, "jsonl:a", &mem, 1, CH_INBOX_DONE, 0);
+    assert_int_equal(ch_inbox_take_sink(ib, "exec:b", 999999, t, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 2);
+    finish_all(ib, "exec:b", t, n, CH_INBOX_DONE, 0);
+    assert_int_equal(ch_inbox_get(ib, "h1", &got, NULL), CH_OK);
+    assert_int_equal(got.status, CH_INBOX_DONE);
+    ch_inbox_entry_release(&got);
+
+    /* A crash before the outcome: the next start's recovery makes it pending, its try kept. */
+    static const char *const only_a[] = {"jsonl:a"};
+    struct ch_inbox_sinks to_a = {only_a, 1};
+    bool yes[] = {true};
+    const bool *handed_a[] = {yes};
+    struct ch_inbox_event e3 = {
+        .webhook_id = "h3", .event = "end-call", .body = "{}", .body_len = 2, .received_at = 100};
+    assert_int_equal(inbox_add_handed(ib, &e3, &to_a, handed_a, 1, NULL), CH_OK);
+    assert_int_equal(ch_inbox_take_sink(ib, "jsonl:a", 999999, t, 4, &n, &next, NULL),
+                     CH_ENOTFOUND);
+    long long requeued = 0;
+    assert_int_equal(ch_inbox_recover(ib, 200000, &requeued, NULL), CH_OK);
+    assert_int_equal(requeued, 1);
+    assert_int_equal(ch_inbox_take_sink(ib, "jsonl:a", 999999, t, 4, &n, &next, NULL), CH_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].webhook_id, "h3");
+    assert_int_equal(t[0].attempts, 2);
+    finish_all(ib, "jsonl:a", t, n, CH_INBOX_DONE, 0);
+}
+
 /* A take reads the first rows of one index range: it neither sorts every due delivery of the
  * sink (a temporary b-tree) nor scans them. Checked on the file at path with its own connection. */
 static void assert_take_plan(const char *path)
@@ -892,6 +970,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_in_call_order, fresh, close_inbox),
         cmocka_unit_test_setup_teardown(test_take_earliest_due_first, fresh, close_inbox),
         cmocka_unit_test(test_take_plan_reads_one_range),
+        cmocka_unit_test_setup_teardown(test_add_handed, fresh, close_inbox),
         cmocka_unit_test(test_migrate_v1),
         cmocka_unit_test(test_migrate_v2_signature_headers),
     };
